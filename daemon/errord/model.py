@@ -1,0 +1,184 @@
+"""Plain data shared by the pipeline stages: events, incidents, transitions, notices, positions.
+
+All times inside the pipeline are floats: seconds since the epoch, UTC. Conversion to
+``datetime`` happens only at the edges (MongoDB, ``--json`` output, notice text).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = [
+    "LogEvent",
+    "Incident",
+    "Kind",
+    "Transition",
+    "Notice",
+    "NoticeType",
+    "Position",
+    "FileKey",
+    "INCIDENT_FIELDS",
+]
+
+
+@dataclass(slots=True)
+class LogEvent:
+    """One log line that carries an ``error_code`` and/or an ``error_code_clear``.
+
+    Produced by ``lines.LineParser``; consumed by ``engine.Engine.feed``.
+    """
+
+    code: str | None  # error_code (raise / repeat)
+    clear: str | None  # error_code_clear (resolve)
+    message: str
+    time: float  # event time used for every decision (epoch seconds, UTC)
+    re_alert: float | None = None  # seconds, from the line's re_alert_time
+    notify: bool | None = None  # the line's `notification`; None = not given (config decides)
+    level: str | None = None
+    app: str | None = None  # the source's label
+    path: str = ""  # file the line came from (for logs only)
+    offset: int = 0  # byte offset of the line in that file (for logs only)
+
+
+@dataclass(slots=True)
+class Incident:
+    """One incident: the record of CONTRACT §6 plus the engine's own bookkeeping.
+
+    The first ten fields are those of the original ``error_codes`` documents.
+    """
+
+    code: str
+    message: str
+    start_time: float
+    last_log_time: float
+    server_id: str
+    node_name: str
+    active: bool
+    cleared_at: float | None
+    created_at: float  # wall clock; set by the journal when first written
+    updated_at: float  # wall clock; set by the journal on every write
+    occurrences: int
+    alerts_sent: int
+    last_alert_time: float
+    app: str | None
+    incident_id: str
+    # engine bookkeeping, persisted in the journal but not part of the public record
+    re_alert: float | None = None  # latest re_alert_time its lines gave (seconds)
+    since_alert: int = 0  # occurrences since the last alert (for the re-alert text)
+
+    def copy(self) -> Incident:
+        return Incident(*(getattr(self, f) for f in _INCIDENT_SLOTS))
+
+    def record(self) -> dict[str, Any]:
+        """The public record (CONTRACT §6) with float times, in field order."""
+        return {name: getattr(self, name) for name in INCIDENT_FIELDS}
+
+
+_INCIDENT_SLOTS = tuple(f.name for f in fields(Incident))
+
+# The public record, in CONTRACT §6 order.
+INCIDENT_FIELDS: tuple[str, ...] = (
+    "code",
+    "message",
+    "start_time",
+    "last_log_time",
+    "server_id",
+    "node_name",
+    "active",
+    "cleared_at",
+    "created_at",
+    "updated_at",
+    "occurrences",
+    "alerts_sent",
+    "last_alert_time",
+    "app",
+    "incident_id",
+)
+
+TIME_FIELDS = frozenset(
+    {"start_time", "last_log_time", "cleared_at", "created_at", "updated_at", "last_alert_time"}
+)
+
+
+class Kind(enum.Enum):
+    """What one log line did to one incident."""
+
+    NEW = "new"  # opened an incident
+    REPEAT = "repeat"  # counted, suppressed
+    REALERT = "realert"  # counted, interval elapsed: alert again
+    CLEAR = "clear"  # closed an incident
+    CLEAR_UNKNOWN = "clear_unknown"  # a clear for a code that is not active: nothing to do
+
+
+@dataclass(slots=True)
+class Transition:
+    """The outcome of one line for one incident.
+
+    ``incident`` is the engine's live object (or, for CLEAR, the closed one): read it
+    right away, before feeding the next event. ``notify`` is true when this transition
+    should produce a notification (alerting kind and the line did not say
+    ``notification: false``). ``since_alert`` is, for REALERT, the number of occurrences
+    since the previous alert (including this line); ``duration`` is, for CLEAR, the
+    incident's length in seconds.
+    """
+
+    kind: Kind
+    key: str
+    incident: Incident | None
+    event: LogEvent
+    notify: bool = False
+    since_alert: int = 0
+    duration: float = 0.0
+
+
+class NoticeType(enum.Enum):
+    """Apprise notify types (CONTRACT §5)."""
+
+    FAILURE = "failure"  # new incident
+    WARNING = "warning"  # re-alert
+    SUCCESS = "success"  # resolved
+
+
+@dataclass(slots=True)
+class Notice:
+    """A rendered notification, ready for the outbox. Rendered once, at enqueue time,
+    so a notice delivered after a restart says exactly what it said when it was made."""
+
+    type: NoticeType
+    code: str
+    title: str
+    body: str
+    incident_id: str
+    event_time: float
+    tags: tuple[str, ...] = ()
+    id: int | None = None  # outbox row id once stored
+
+
+FileKey = tuple[int, int]  # (st_dev, st_ino)
+
+
+@dataclass(slots=True)
+class Position:
+    """How far one file identity has been read, and its counters.
+
+    A file identity is (dev, ino) plus a fingerprint of its first bytes, so that inode
+    reuse and copytruncate are told apart from growth.
+    """
+
+    dev: int
+    ino: int
+    path: str  # last path it was seen under
+    offset: int  # bytes consumed (always at a line boundary)
+    fp_len: int = 0  # how many leading bytes the fingerprint covers
+    fp_hash: str = ""  # hex digest of those bytes
+    lines_read: int = 0
+    lines_skipped: int = 0
+    source: int = 0  # index of the [[sources]] entry that found it
+    gone: bool = False  # true: delete this position when committing
+    extra: dict[str, Any] = field(default_factory=dict)  # tailer-private, persisted as JSON
+
+    @property
+    def key(self) -> FileKey:
+        return (self.dev, self.ino)

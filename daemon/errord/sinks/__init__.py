@@ -1,0 +1,1 @@
+"""Sinks: where committed state goes after the journal (notifications, MongoDB)."""
