@@ -1,0 +1,193 @@
+"""The incident state machine (CONTRACT §2). Pure: no I/O, no clock, no asyncio.
+
+Event time comes in with each ``LogEvent``; transitions go out. The engine holds only the
+*active* incidents; closed ones leave memory once committed to the journal.
+
+Batches: ``begin()`` starts one; every incident touched is remembered (dirty) and its
+state before the batch is kept in an undo log, so ``rollback()`` can put the engine back
+exactly where the last durable commit left it when the journal cannot be written.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from errord.model import Incident, Kind, LogEvent, Transition
+
+__all__ = ["Engine", "Policy", "incident_key"]
+
+_SEP = "\x1f"  # unit separator: cannot occur in a code that came through JSON unescaped by accident
+
+
+class Policy(Protocol):
+    """Per-code settings the engine needs (``settings.Settings`` provides them)."""
+
+    def re_alert_for(self, code: str) -> float:
+        """Re-alert interval in seconds from the config: per-code, else default, else 1 h."""
+        ...
+
+    def notify_for(self, code: str) -> bool:
+        """Whether notices are sent for this code when the line does not say."""
+        ...
+
+
+def incident_key(scope: str, app: str | None, code: str) -> str:
+    """The state key of CONTRACT §2: the code, or (app, code) with ``scope = "app"``."""
+    if scope == "app":
+        return f"{app or ''}{_SEP}{code}"
+    return code
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Engine:
+    """Alert once, suppress repeats, re-alert after the interval, resolve on clear."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        scope: str = "code",
+        server_id: str = "",
+        node_name: str = "",
+        new_id: Callable[[], str] = _new_id,
+    ) -> None:
+        if scope not in ("code", "app"):
+            raise ValueError(f"scope must be 'code' or 'app', not {scope!r}")
+        self.policy = policy
+        self.scope = scope
+        self.server_id = server_id
+        self.node_name = node_name
+        self._new_id = new_id
+        self._active: dict[str, Incident] = {}
+        self._dirty: dict[str, Incident] = {}  # incident_id -> incident changed in this batch
+        self._undo: dict[str, Incident | None] = {}  # key -> state before this batch
+
+    # -- state -------------------------------------------------------------------------
+
+    def restore(self, incidents: Iterable[Incident]) -> None:
+        """Replace the state with these incidents (only the active ones are kept)."""
+        self._active = {
+            incident_key(self.scope, inc.app, inc.code): inc for inc in incidents if inc.active
+        }
+        self._dirty.clear()
+        self._undo.clear()
+
+    def active(self) -> dict[str, Incident]:
+        """The open incidents by key (a copy of the mapping; the incidents are live)."""
+        return dict(self._active)
+
+    # -- batches -----------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Start a batch: forget the previous batch's dirty set and undo log."""
+        self._dirty.clear()
+        self._undo.clear()
+
+    def pending(self) -> list[Incident]:
+        """Incidents changed since ``begin()``, to be written in the batch's transaction."""
+        return list(self._dirty.values())
+
+    def commit(self) -> None:
+        """The batch is durable: drop the undo log."""
+        self._dirty.clear()
+        self._undo.clear()
+
+    def rollback(self) -> None:
+        """The batch could not be written: undo every change made since ``begin()``."""
+        for key, before in self._undo.items():
+            if before is None:
+                self._active.pop(key, None)
+            else:
+                self._active[key] = before
+        self._dirty.clear()
+        self._undo.clear()
+
+    def _touch(self, key: str, current: Incident | None) -> None:
+        if key not in self._undo:
+            self._undo[key] = current.copy() if current is not None else None
+
+    # -- events ------------------------------------------------------------------------
+
+    def feed(self, ev: LogEvent) -> list[Transition]:
+        """Apply one line: its clear first, then its error (CONTRACT §1)."""
+        out: list[Transition] = []
+        if ev.clear:
+            out.append(self._clear(ev, ev.clear))
+        if ev.code:
+            out.append(self._raise(ev, ev.code))
+        return out
+
+    def _wants_notice(self, ev: LogEvent, code: str) -> bool:
+        return ev.notify if ev.notify is not None else self.policy.notify_for(code)
+
+    def _raise(self, ev: LogEvent, code: str) -> Transition:
+        key = incident_key(self.scope, ev.app, code)
+        inc = self._active.get(key)
+        notify = self._wants_notice(ev, code)
+        if inc is None:
+            self._touch(key, None)
+            inc = Incident(
+                code=code,
+                message=ev.message,
+                start_time=ev.time,
+                last_log_time=ev.time,
+                server_id=self.server_id,
+                node_name=self.node_name,
+                active=True,
+                cleared_at=None,
+                created_at=0.0,
+                updated_at=0.0,
+                occurrences=1,
+                alerts_sent=1 if notify else 0,
+                last_alert_time=ev.time,
+                app=ev.app,
+                incident_id=self._new_id(),
+                re_alert=ev.re_alert,
+                since_alert=0,
+            )
+            self._active[key] = inc
+            self._dirty[inc.incident_id] = inc
+            return Transition(Kind.NEW, key, inc, ev, notify=notify)
+
+        self._touch(key, inc)
+        self._dirty[inc.incident_id] = inc
+        inc.occurrences += 1
+        inc.since_alert += 1
+        if ev.time > inc.last_log_time:
+            inc.last_log_time = ev.time
+        if ev.re_alert is not None:
+            inc.re_alert = ev.re_alert  # an incident remembers the latest interval its lines gave
+        interval = inc.re_alert if inc.re_alert is not None else self.policy.re_alert_for(code)
+        # interval 0: every occurrence alerts, even one whose time is older than the last alert
+        if interval <= 0 or ev.time - inc.last_alert_time >= interval:
+            since = inc.since_alert
+            inc.last_alert_time = ev.time
+            inc.since_alert = 0
+            if notify:
+                inc.alerts_sent += 1
+            return Transition(Kind.REALERT, key, inc, ev, notify=notify, since_alert=since)
+        return Transition(Kind.REPEAT, key, inc, ev)
+
+    def _clear(self, ev: LogEvent, code: str) -> Transition:
+        key = incident_key(self.scope, ev.app, code)
+        inc = self._active.get(key)
+        if inc is None:
+            return Transition(Kind.CLEAR_UNKNOWN, key, None, ev)
+        self._touch(key, inc)
+        del self._active[key]
+        inc.active = False
+        inc.cleared_at = ev.time
+        self._dirty[inc.incident_id] = inc
+        return Transition(
+            Kind.CLEAR,
+            key,
+            inc,
+            ev,
+            notify=self._wants_notice(ev, code),
+            duration=max(0.0, ev.time - inc.start_time),
+        )

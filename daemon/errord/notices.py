@@ -1,0 +1,122 @@
+"""Turn the transitions of one log line into at most one notice (CONTRACT §5). Pure.
+
+Text that came from logs is untrusted: control characters are stripped and its length is
+capped before it goes out. Nothing here formats untrusted text with ``str.format`` — only
+f-strings over values we chose, so a message like ``{0.__class__}`` is printed as it is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+
+from errord.durations import format_duration
+from errord.model import Kind, Notice, NoticeType, Transition
+
+__all__ = ["render", "clean_text", "format_time", "MAX_MESSAGE"]
+
+MAX_MESSAGE = 1000  # characters of a log message carried into a notice
+MAX_CODE = 200
+
+# C0 controls except \t and \n, DEL, C1 controls, and the bidi overrides/isolates that can
+# make a notice display something other than what it says.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+_EMOJI = {Kind.NEW: "🔴", Kind.REALERT: "🟠", Kind.CLEAR: "✅"}
+_TYPE = {Kind.NEW: NoticeType.FAILURE, Kind.REALERT: NoticeType.WARNING, Kind.CLEAR: NoticeType.SUCCESS}
+
+
+def clean_text(text: str, limit: int = MAX_MESSAGE, *, single_line: bool = False) -> str:
+    """Strip control characters and cap the length of untrusted text."""
+    text = _CONTROL.sub("", text)
+    if single_line:
+        text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
+
+
+def format_time(ts: float) -> str:
+    """``2026-01-14 15:05:51 UTC`` — for notice bodies."""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _where(server_id: str, node_name: str) -> str:
+    return f"{server_id}/{node_name}" if node_name else server_id
+
+
+def render(
+    transitions: Sequence[Transition],
+    *,
+    server_id: str,
+    node_name: str,
+    tags_for: Callable[[str], Sequence[str]] = lambda code: (),
+) -> Notice | None:
+    """The one notice a line produces, or None.
+
+    A line that clears one incident and raises another still yields one notice: the
+    error's, with the resolution appended (CONTRACT §2: one line, at most one notice).
+    """
+    wanted = [t for t in transitions if t.notify and t.incident is not None and t.kind in _TYPE]
+    if not wanted:
+        return None
+    errors = [t for t in wanted if t.kind is not Kind.CLEAR]
+    main = errors[-1] if errors else wanted[-1]
+    title, body = _text(main, server_id, node_name)
+    for other in wanted:
+        if other is main:
+            continue
+        o_title, o_body = _text(other, server_id, node_name)
+        title = f"{title} (also: {clean_text(other.incident.code, MAX_CODE, single_line=True)} resolved)"  # type: ignore[union-attr]
+        body = f"{body}\n\n{o_title}\n{o_body}"
+    inc = main.incident
+    assert inc is not None
+    return Notice(
+        type=_TYPE[main.kind],
+        code=inc.code,
+        title=title,
+        body=body,
+        incident_id=inc.incident_id,
+        event_time=main.event.time,
+        tags=tuple(tags_for(inc.code)),
+    )
+
+
+def _text(t: Transition, server_id: str, node_name: str) -> tuple[str, str]:
+    inc = t.incident
+    assert inc is not None
+    code = clean_text(inc.code, MAX_CODE, single_line=True)
+    where = _where(server_id, node_name)
+    first = clean_text(inc.message)
+    lines: list[str]
+    if t.kind is Kind.NEW:
+        title = f"{_EMOJI[t.kind]} {code} failing on {where}"
+        lines = [first or "(no message)", f"since {format_time(inc.start_time)}"]
+    elif t.kind is Kind.REALERT:
+        title = f"{_EMOJI[t.kind]} {code} still failing on {where}"
+        lines = [
+            f"Still failing since {format_time(inc.start_time)} "
+            f"({format_duration(t.event.time - inc.start_time)}), "
+            f"{_count(t.since_alert, 'occurrence')} since the last alert, {inc.occurrences} in all.",
+            f"Latest: {clean_text(t.event.message) or '(no message)'}",
+            f"First: {first or '(no message)'}",
+        ]
+    else:
+        title = f"{_EMOJI[t.kind]} {code} resolved on {where}"
+        lines = [
+            f"Resolved after {format_duration(t.duration)} "
+            f"({format_time(inc.start_time)} to {format_time(inc.cleared_at or t.event.time)}), "
+            f"{_count(inc.occurrences, 'occurrence')}.",
+            f"Original message: {first or '(no message)'}",
+        ]
+        if t.event.message:
+            lines.append(f"Clear message: {clean_text(t.event.message)}")
+    if inc.app:
+        lines.append(f"app: {clean_text(inc.app, 200, single_line=True)}")
+    lines.append(f"server: {where}")
+    return title, "\n".join(lines)

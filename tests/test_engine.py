@@ -1,0 +1,279 @@
+"""The incident state machine, rule by rule (CONTRACT §2)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from errord.engine import Engine, incident_key
+from errord.model import Kind, LogEvent
+
+T0 = 1_768_400_000.0  # 2026-01-14
+
+
+@dataclass
+class FakePolicy:
+    default: float = 3600.0
+    per_code: dict[str, float] = field(default_factory=dict)
+    silent: set[str] = field(default_factory=set)
+
+    def re_alert_for(self, code: str) -> float:
+        return self.per_code.get(code, self.default)
+
+    def notify_for(self, code: str) -> bool:
+        return code not in self.silent
+
+
+def ev(t: float, code: str | None = None, clear: str | None = None, **kw: Any) -> LogEvent:
+    return LogEvent(code=code, clear=clear, message=kw.pop("message", f"msg@{t}"), time=T0 + t, **kw)
+
+
+def make_engine(policy: FakePolicy | None = None, **kw: Any) -> Engine:
+    counter = itertools.count(1)
+    return Engine(policy or FakePolicy(), server_id="srv", node_name="node", new_id=lambda: f"id{next(counter)}", **kw)
+
+
+def kinds(engine: Engine, events: list[LogEvent]) -> list[list[tuple[str, bool]]]:
+    out = []
+    for e in events:
+        out.append([(t.kind.value, t.notify) for t in engine.feed(e)])
+    return out
+
+
+NEW, REP, RE, CLR, UNK = "new", "repeat", "realert", "clear", "clear_unknown"
+
+CASES = [
+    pytest.param(
+        FakePolicy(),
+        [ev(0, "db"), ev(10, "db"), ev(3599, "db")],
+        [[(NEW, True)], [(REP, False)], [(REP, False)]],
+        id="repeats-inside-interval-suppressed",
+    ),
+    pytest.param(
+        FakePolicy(),
+        [ev(0, "db"), ev(3600, "db"), ev(3601, "db"), ev(7200, "db")],
+        [[(NEW, True)], [(RE, True)], [(REP, False)], [(RE, True)]],
+        id="re-alert-exactly-at-boundary-then-reset",
+    ),
+    pytest.param(
+        FakePolicy(per_code={"rate": 900}),
+        [ev(0, "rate"), ev(899, "rate"), ev(900, "rate"), ev(0, "other"), ev(900, "other")],
+        [[(NEW, True)], [(REP, False)], [(RE, True)], [(NEW, True)], [(REP, False)]],
+        id="per-code-interval-else-default",
+    ),
+    pytest.param(
+        FakePolicy(),
+        [ev(0, "db", re_alert=60), ev(30, "db"), ev(60, "db"), ev(100, "db"), ev(120, "db")],
+        [[(NEW, True)], [(REP, False)], [(RE, True)], [(REP, False)], [(RE, True)]],
+        id="interval-remembered-from-earlier-line",
+    ),
+    pytest.param(
+        FakePolicy(),
+        [ev(0, "db", re_alert=60), ev(10, "db", re_alert=600), ev(70, "db"), ev(600, "db")],
+        [[(NEW, True)], [(REP, False)], [(REP, False)], [(RE, True)]],
+        id="latest-line-interval-wins",
+    ),
+    pytest.param(
+        FakePolicy(per_code={"db": 10}),
+        [ev(0, "db", re_alert=100), ev(10, "db"), ev(100, "db")],
+        [[(NEW, True)], [(REP, False)], [(RE, True)]],
+        id="line-interval-beats-config",
+    ),
+    pytest.param(
+        FakePolicy(),
+        [ev(0, "db", re_alert=0), ev(0, "db"), ev(1, "db"), ev(-5, "db")],
+        [[(NEW, True)], [(RE, True)], [(RE, True)], [(RE, True)]],
+        id="zero-interval-alerts-every-occurrence",
+    ),
+    pytest.param(
+        FakePolicy(),
+        [ev(0, "db", notify=False), ev(3600, "db"), ev(7200, "db", notify=False)],
+        [[(NEW, False)], [(RE, True)], [(RE, False)]],
+        id="notification-false-silent-but-tracked",
+    ),
+    pytest.param(
+        FakePolicy(silent={"noisy"}),
+        [ev(0, "noisy"), ev(5, "noisy", notify=True, re_alert=1)],
+        [[(NEW, False)], [(RE, True)]],
+        id="config-notify-false-line-overrides",
+    ),
+    pytest.param(
+        FakePolicy(),
+        [ev(0, "db"), ev(50, clear="db"), ev(60, clear="db"), ev(70, "db")],
+        [[(NEW, True)], [(CLR, True)], [(UNK, False)], [(NEW, True)]],
+        id="clear-then-unknown-clear-then-new-incident",
+    ),
+    pytest.param(
+        FakePolicy(),
+        [ev(0, clear="never")],
+        [[(UNK, False)]],
+        id="clear-of-unknown-code",
+    ),
+    pytest.param(
+        FakePolicy(),
+        [ev(0, "db"), ev(10, "db", clear="db")],
+        [[(NEW, True)], [(CLR, True), (NEW, True)]],
+        id="both-on-one-line-clear-first",
+    ),
+    pytest.param(
+        FakePolicy(),
+        [ev(100, "db"), ev(50, "db"), ev(3650, "db"), ev(3700, "db")],
+        [[(NEW, True)], [(REP, False)], [(REP, False)], [(RE, True)]],
+        id="older-event-time-never-re-alerts-early",
+    ),
+]
+
+
+@pytest.mark.parametrize("policy,events,expected", CASES)
+def test_rules(policy: FakePolicy, events: list[LogEvent], expected: list[list[tuple[str, bool]]]) -> None:
+    assert kinds(make_engine(policy), events) == expected
+
+
+def test_new_incident_record_fields() -> None:
+    e = make_engine()
+    (t,) = e.feed(ev(0, "db", message="db down", app="api", re_alert=30))
+    inc = t.incident
+    assert inc is not None
+    assert (inc.code, inc.message, inc.app, inc.incident_id) == ("db", "db down", "api", "id1")
+    assert inc.start_time == inc.last_log_time == inc.last_alert_time == T0
+    assert (inc.server_id, inc.node_name, inc.active, inc.cleared_at) == ("srv", "node", True, None)
+    assert (inc.occurrences, inc.alerts_sent, inc.re_alert) == (1, 1, 30)
+
+
+def test_counts_through_an_incident() -> None:
+    e = make_engine(FakePolicy(default=100))
+    for t in (0, 10, 20, 100, 150, 250):
+        e.feed(ev(t, "db", message=f"m{t}"))
+    inc = e.active()["db"]
+    assert inc.occurrences == 6
+    assert inc.alerts_sent == 3  # new at 0, re-alerts at 100 and 250 (150 < 100+100)
+    assert inc.last_alert_time == T0 + 250
+    assert inc.last_log_time == T0 + 250
+    assert inc.message == "m0"  # message of the opening line
+
+
+def test_realert_reports_occurrences_since_last_alert() -> None:
+    e = make_engine(FakePolicy(default=100))
+    e.feed(ev(0, "db"))
+    for t in (10, 20, 30):
+        e.feed(ev(t, "db"))
+    (t,) = e.feed(ev(100, "db"))
+    assert t.kind is Kind.REALERT and t.since_alert == 4
+    (t,) = e.feed(ev(200, "db"))
+    assert t.since_alert == 1
+
+
+def test_notification_false_moves_last_alert_but_not_alerts_sent() -> None:
+    e = make_engine(FakePolicy(default=100))
+    e.feed(ev(0, "db", notify=False))
+    inc = e.active()["db"]
+    assert inc.alerts_sent == 0 and inc.last_alert_time == T0
+    e.feed(ev(150, "db", notify=False))
+    assert inc.alerts_sent == 0 and inc.last_alert_time == T0 + 150
+    (t,) = e.feed(ev(200, "db"))
+    assert t.kind is Kind.REPEAT  # 200 - 150 < 100: as if it had alerted at 150
+
+
+def test_clear_closes_with_duration() -> None:
+    e = make_engine()
+    e.feed(ev(0, "db"))
+    (t,) = e.feed(ev(125, clear="db", message="db back"))
+    assert t.kind is Kind.CLEAR and t.duration == 125
+    assert t.incident is not None and not t.incident.active and t.incident.cleared_at == T0 + 125
+    assert e.active() == {}
+    (t,) = e.feed(ev(130, "db"))
+    assert t.kind is Kind.NEW and t.incident is not None and t.incident.incident_id == "id2"
+
+
+def test_clear_older_than_start_has_zero_duration() -> None:
+    e = make_engine()
+    e.feed(ev(100, "db"))
+    (t,) = e.feed(ev(50, clear="db"))
+    assert t.duration == 0.0
+
+
+def test_scope_app_keeps_apps_apart() -> None:
+    e = make_engine(scope="app")
+    assert kinds(e, [ev(0, "db", app="a"), ev(1, "db", app="b"), ev(2, clear="db", app="a"), ev(3, "db", app="b")]) == [
+        [(NEW, True)],
+        [(NEW, True)],
+        [(CLR, True)],
+        [(REP, False)],
+    ]
+    assert set(e.active()) == {incident_key("app", "b", "db")}
+
+
+def test_scope_code_shares_across_apps() -> None:
+    e = make_engine(scope="code")
+    assert kinds(e, [ev(0, "db", app="a"), ev(1, "db", app="b"), ev(2, clear="db", app="b")]) == [
+        [(NEW, True)],
+        [(REP, False)],
+        [(CLR, True)],
+    ]
+
+
+def test_bad_scope_refused() -> None:
+    with pytest.raises(ValueError):
+        make_engine(scope="host")
+
+
+def test_pending_lists_changed_incidents_once() -> None:
+    e = make_engine()
+    e.begin()
+    e.feed(ev(0, "a"))
+    e.feed(ev(1, "a"))
+    e.feed(ev(2, "b"))
+    e.feed(ev(3, clear="b"))
+    e.feed(ev(4, clear="zzz"))
+    pending = sorted((i.code, i.active, i.occurrences) for i in e.pending())
+    assert pending == [("a", True, 2), ("b", False, 1)]
+    e.commit()
+    assert e.pending() == []
+    e.begin()
+    e.feed(ev(5, "a"))
+    assert [i.code for i in e.pending()] == ["a"]
+
+
+def test_rollback_restores_the_state_before_the_batch() -> None:
+    e = make_engine(FakePolicy(default=10))
+    e.begin()
+    e.feed(ev(0, "a"))
+    e.feed(ev(0, "b"))
+    e.commit()
+    before = {k: v.copy() for k, v in e.active().items()}
+
+    e.begin()
+    e.feed(ev(20, "a"))  # re-alert
+    e.feed(ev(21, clear="b"))  # clear
+    e.feed(ev(22, "b"))  # new incident with the same code
+    e.feed(ev(23, "c"))  # new
+    e.rollback()
+
+    after = e.active()
+    assert set(after) == {"a", "b"}
+    for key in ("a", "b"):
+        assert after[key] == before[key]
+    # and the engine goes on from there as if the batch never happened
+    (t,) = e.feed(ev(20, "a"))
+    assert t.kind is Kind.REALERT and t.incident is not None and t.incident.occurrences == 2
+
+
+def test_restore_keeps_only_active_and_continues() -> None:
+    e = make_engine(FakePolicy(default=100))
+    e.feed(ev(0, "a", app="x"))
+    e.feed(ev(0, "b"))
+    e.feed(ev(1, clear="b"))
+    saved = [i.copy() for i in e.active().values()]
+    closed = e.feed(ev(2, "c"))[0].incident
+    assert closed is not None
+    closed_copy = closed.copy()
+    closed_copy.active = False
+
+    e2 = make_engine(FakePolicy(default=100), scope="code")
+    e2.restore(saved + [closed_copy])
+    assert set(e2.active()) == {"a"}
+    (t,) = e2.feed(ev(50, "a"))
+    assert t.kind is Kind.REPEAT and t.incident is not None and t.incident.occurrences == 2
