@@ -1,0 +1,459 @@
+"""The one settings object: a TOML file plus ``ERRORD_`` environment, validated once at start.
+
+``Settings.load`` is the entry point (CONTRACT §3). Building ``Settings(...)`` directly
+validates only the keyword arguments given - no file, no environment - so tests that need
+a settings object stay hermetic.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import logging
+import os
+import re
+import socket
+import tomllib
+import types
+import typing
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
+from pydantic import ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
+from pydantic_settings import SettingsConfigDict, SettingsError
+
+from errord.durations import parse_duration
+from errord.errors import ConfigError
+
+__all__ = [
+    "Settings", "SourceSettings", "DefaultsSettings", "CodeSettings", "MongoSettings",
+    "NotifyTarget", "MetricsSettings", "DEFAULT_CONFIG", "redact_url", "redact_mongo_uri",
+]  # fmt: skip
+
+DEFAULT_CONFIG = Path("/etc/errord/errord.toml")
+CONFIG_ENV = "ERRORD_CONFIG"
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]  # stored as float seconds
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+# Apprise schemes whose host part is a real host name (elsewhere it is often a token).
+_WEB_SCHEMES = frozenset({"http", "https", "json", "jsons", "form", "forms", "xml", "xmls"})
+_SECRET_PARAM = re.compile(r"pass|secret|token|authmechanismproperties", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """An Apprise URL safe to print: ``scheme://…``, or ``scheme://host:port/…`` for web schemes.
+
+    For most Apprise schemes the "host" is itself a token (``tgram://bottoken/ChatID``), so
+    only the scheme is kept; for http(s)/json/form/xml the host and port are kept, never
+    userinfo, path or query.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or not _SCHEME.fullmatch(scheme):
+        return "***"
+    if scheme.lower() not in _WEB_SCHEMES:
+        return f"{scheme}://…"
+    _, remainder = _split_userinfo(rest)
+    host = re.split(r"[/?#]", remainder, maxsplit=1)[0]
+    return f"{scheme}://{host}/…"
+
+
+def redact_mongo_uri(uri: str) -> str:
+    """A MongoDB URI with its password (and password-like query options) replaced by ``***``."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or not _SCHEME.fullmatch(scheme):
+        return "***"
+    userinfo, remainder = _split_userinfo(rest)
+    shown = f"{scheme}://"
+    if userinfo is not None:
+        user, colon, _ = userinfo.partition(":")
+        shown += f"{user}:***@" if colon else f"{userinfo}@"
+    base, qmark, query = remainder.partition("?")
+    if qmark:
+        params = [
+            f"{k}=***" if _SECRET_PARAM.search(k) else (f"{k}={v}" if eq else k)
+            for k, eq, v in (p.partition("=") for p in re.split(r"[&;]", query))
+        ]
+        base += "?" + "&".join(params)
+    return shown + base
+
+
+def _split_userinfo(rest: str) -> tuple[str | None, str]:
+    # The last "@" before the query ends the userinfo even when an unescaped "/" or "@"
+    # sits in the password: when in doubt, redact more rather than leak part of it.
+    end = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, end)
+    return (rest[:at], rest[at + 1 :]) if at >= 0 else (None, rest)
+
+
+def _absolute(value: str | os.PathLike[str], base: Path | None = None) -> str:
+    text = os.path.expanduser(os.fspath(value))
+    if not os.path.isabs(text):
+        text = os.path.join(base if base is not None else Path.cwd(), text)
+    return os.path.normpath(text)
+
+
+def _known_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name such as 'UTC' or 'Europe/Berlin')"
+        ) from None
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceSettings(_Section):
+    """One ``[[sources]]`` entry: a glob of JSON log files and how to read them."""
+
+    path: Annotated[str, Field(min_length=1), AfterValidator(_absolute)]  # absolute glob
+    app: str | None = None
+    start_at: Literal["end", "beginning"] = "end"
+    rotate_wait: Duration = 60.0
+    timezone: Annotated[str, AfterValidator(_known_zone)] = "UTC"
+    max_line_bytes: int = Field(default=1 << 20, ge=256)
+
+    @property
+    def tzinfo(self) -> ZoneInfo:
+        """The zone for times written without one."""
+        return ZoneInfo(self.timezone)
+
+
+class DefaultsSettings(_Section):
+    """``[defaults]``: what applies to codes without their own ``[codes.X]`` table."""
+
+    re_alert_time: Duration = 3600.0
+    notify: bool = True
+
+
+class CodeSettings(_Section):
+    """``[codes.X]``: per-code overrides; ``None`` means "use ``[defaults]``"."""
+
+    re_alert_time: Duration | None = None
+    notify: bool | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class MongoSettings(_Section):
+    """``[mongodb]``: optional mirror of the incident history."""
+
+    uri: str
+    database: str = Field(default="errord", min_length=1)
+    collection: str = Field(default="error_codes", min_length=1)
+    timeout: Annotated[Duration, Field(gt=0)] = 5.0
+    write_concern: str = "1"
+
+    @field_validator("uri")
+    @classmethod
+    def _mongo_scheme(cls, value: str) -> str:
+        if not value.startswith(("mongodb://", "mongodb+srv://")):  # never echo: may hold a password
+            raise ValueError("should start with 'mongodb://' or 'mongodb+srv://'")
+        return value
+
+    @field_validator("write_concern", mode="before")
+    @classmethod
+    def _write_concern(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str) and value != "majority" and not re.fullmatch(r"\d+", value):
+            raise ValueError("should be 'majority' or a number of nodes such as '1'")
+        return value
+
+    @property
+    def w(self) -> int | str:
+        """The write concern as pymongo wants it: ``"majority"`` or an int."""
+        return self.write_concern if self.write_concern == "majority" else int(self.write_concern)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, redact_mongo_uri(value) if name == "uri" else value
+
+
+class NotifyTarget(_Section):
+    """One ``[[notify]]`` entry: an Apprise URL (a secret) and its routing tags."""
+
+    url: str
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("url")
+    @classmethod
+    def _apprise_url(cls, value: str) -> str:
+        scheme, sep, _ = value.partition("://")
+        if not sep or not _SCHEME.fullmatch(scheme):  # never echo: the URL is a secret
+            raise ValueError("not an Apprise URL (expected scheme://...)")
+        return value
+
+    @property
+    def key(self) -> str:
+        """Stable id of this target: the first 16 hex digits of sha256(url)."""
+        return hashlib.sha256(self.url.encode()).hexdigest()[:16]
+
+    @property
+    def redacted(self) -> str:
+        """The URL safe to print (see ``redact_url``)."""
+        return redact_url(self.url)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "url" else value
+
+
+def _split_listen(value: str) -> tuple[str, int]:
+    host, colon, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # "[::1]:9464"
+    if not colon or not host:
+        raise ValueError(f"expected host:port, got {value!r}")
+    if not re.fullmatch(r"\d{1,5}", port) or int(port) > 65535:
+        raise ValueError(f"port must be 0-65535, got {port!r}")
+    return host, int(port)
+
+
+class MetricsSettings(_Section):
+    """``[metrics]``: where to serve Prometheus ``/metrics`` and ``/healthz``."""
+
+    listen: str = "127.0.0.1:9464"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        _split_listen(value)
+        return value
+
+    @property
+    def host(self) -> str:
+        """Host part of ``listen`` (brackets of an IPv6 literal removed)."""
+        return _split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        """Port part of ``listen``."""
+        return _split_listen(self.listen)[1]
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """The ``ERRORD_`` environment source, reading a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {(k if self.case_sensitive else k.lower()): v for k, v in self._environ.items()}
+
+
+class Settings(BaseSettings):
+    """Everything errord is configured with (CONTRACT §3). Build it with ``Settings.load``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ERRORD_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    server_id: str = Field(default_factory=socket.gethostname)
+    node_name: str = ""
+    state_dir: Path = Path("/var/lib/errord")
+    scope: Literal["code", "app"] = "code"
+    log_level: str = "INFO"
+    sources: list[SourceSettings] = Field(default_factory=list)
+    defaults: DefaultsSettings = Field(default_factory=DefaultsSettings)
+    codes: dict[str, CodeSettings] = Field(default_factory=dict)
+    mongodb: MongoSettings | None = None
+    notify: list[NotifyTarget] = Field(default_factory=list)
+    metrics: MetricsSettings | None = None
+
+    _config_path: Path | None = PrivateAttr(default=None)
+    _file_has_secrets: bool = PrivateAttr(default=False)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # File and environment are read by load(), from the mapping it is given.
+        return (init_settings,)
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute_dir(cls, value: Path) -> Path:
+        return Path(_absolute(value))
+
+    @field_validator("log_level")
+    @classmethod
+    def _level_name(cls, value: str) -> str:
+        if value.upper() not in logging.getLevelNamesMapping():
+            raise ValueError(f"unknown log level {value!r} (use DEBUG, INFO, WARNING or ERROR)")
+        return value.upper()
+
+    @classmethod
+    def load(cls, path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the TOML file, overlay the ``ERRORD_`` environment, validate.
+
+        The file is ``path``, else ``$ERRORD_CONFIG``, else ``/etc/errord/errord.toml``; only
+        that last one may be missing (then: defaults + environment). Relative paths in the
+        file are taken from the file's folder; relative paths from the environment from the
+        current directory. ``environ`` defaults to ``os.environ``. Raises ``ConfigError``
+        with one line per problem.
+        """
+        env = os.environ if environ is None else environ
+        named = path if path is not None else env.get(CONFIG_ENV) or None
+        chosen = Path(_absolute(named if named is not None else DEFAULT_CONFIG))
+        raw = _read_toml(chosen, required=named is not None)
+        data = _anchor_paths(raw, chosen.parent) if raw is not None else {}
+        try:
+            from_env = _MappingEnvSource(cls, env)()
+        except SettingsError as err:  # a list or table given as invalid JSON
+            field = re.search(r'field "([^"]+)"', str(err))
+            name = f"ERRORD_{field.group(1).upper()}" if field else "environment"
+            raise ConfigError(f"{name}: not valid JSON (lists and tables need JSON)") from None
+        try:
+            settings = cls.model_validate(_deep_merge(data, from_env))
+        except ValidationError as err:
+            raise ConfigError(_problems(err, cls)) from None  # the cause would echo secrets
+        settings._config_path = chosen if raw is not None else None
+        settings._file_has_secrets = raw is not None and _file_has_secrets(raw)
+        return settings
+
+    @property
+    def config_path(self) -> Path | None:
+        """The file these settings were loaded from, or None (defaults + environment)."""
+        return self._config_path
+
+    def re_alert_for(self, code: str) -> float:
+        """Re-alert interval in seconds for ``code``: ``[codes.X]``, else ``[defaults]``."""
+        per = self.codes.get(code)
+        if per is not None and per.re_alert_time is not None:
+            return per.re_alert_time
+        return self.defaults.re_alert_time
+
+    def notify_for(self, code: str) -> bool:
+        """Whether ``code`` notifies: ``[codes.X].notify``, else ``[defaults].notify``."""
+        per = self.codes.get(code)
+        return per.notify if per is not None and per.notify is not None else self.defaults.notify
+
+    def tags_for(self, code: str) -> tuple[str, ...]:
+        """Routing tags of ``code`` (empty: every notify target)."""
+        per = self.codes.get(code)
+        return tuple(per.tags) if per is not None else ()
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective config as JSON-able data, for ``errord check-config``.
+
+        Durations are float seconds, paths absolute strings. Notify URLs go through
+        ``redact_url`` (each target also shows its ``key``) and the MongoDB URI through
+        ``redact_mongo_uri``.
+        """
+        data = self.model_dump(mode="json")
+        data["notify"] = [
+            {"url": t.redacted, "tags": list(t.tags), "key": t.key} for t in self.notify
+        ]
+        if self.mongodb is not None:
+            data["mongodb"]["uri"] = redact_mongo_uri(self.mongodb.uri)
+        return data
+
+    def secret_warnings(self) -> list[str]:
+        """Warnings when the config file holds secrets and group/others may read it."""
+        if self._config_path is None or not self._file_has_secrets:
+            return []
+        try:
+            mode = self._config_path.stat().st_mode
+        except OSError:
+            return []
+        if not mode & 0o077:
+            return []
+        return [
+            f"{self._config_path}: holds secrets (notify URLs or a MongoDB password) but is "
+            f"readable by group/others (mode {mode & 0o777:04o}); run chmod 600 on it"
+        ]
+
+
+def _read_toml(path: Path, *, required: bool) -> dict[str, Any] | None:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"{path}: config file not found") from None
+        return None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config file: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not valid UTF-8 (byte {err.start})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:  # its message carries "(at line L, column C)"
+        raise ConfigError(f"{path}: invalid TOML: {err}") from None
+
+
+def _anchor_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    data = dict(raw)
+    if isinstance(data.get("state_dir"), str) and data["state_dir"]:
+        data["state_dir"] = _absolute(data["state_dir"], base)
+    if isinstance(data.get("sources"), list):
+        data["sources"] = [
+            {**s, "path": _absolute(s["path"], base)}
+            if isinstance(s, dict) and isinstance(s.get("path"), str) and s["path"]
+            else s
+            for s in data["sources"]
+        ]
+    return data
+
+
+def _file_has_secrets(raw: dict[str, Any]) -> bool:
+    mongo = raw.get("mongodb")
+    uri = mongo.get("uri") if isinstance(mongo, dict) else None
+    userinfo = _split_userinfo(uri.partition("://")[2])[0] if isinstance(uri, str) else None
+    return bool(raw.get("notify")) or (userinfo is not None and ":" in userinfo)
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _problems(err: ValidationError, model: type[BaseModel]) -> list[str]:
+    lines = []
+    for e in err.errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(part) for part in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            known = _fields_at(model, e["loc"][:-1])
+            close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
+            msg = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
+        lines.append(f"{where}: {msg}")
+    return lines
+
+
+def _fields_at(tp: Any, path: Sequence[int | str]) -> list[str]:
+    """Field names of the model found at ``path`` below ``tp`` (for "did you mean")."""
+    for part in (*path, None):
+        origin = typing.get_origin(tp)
+        if origin in (typing.Union, types.UnionType):  # X | None
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if part is None:
+                return list(tp.model_fields)
+            field = tp.model_fields.get(str(part))
+            if field is None:
+                return []
+            tp = field.annotation
+        elif part is not None and typing.get_args(tp):  # list index or dict key
+            tp = typing.get_args(tp)[-1]
+        else:
+            return []
+    return []
