@@ -1,0 +1,632 @@
+"""The embedded store: incidents, file positions and the notification outbox in SQLite.
+
+One ``Journal`` is one SQLite connection, used from one thread. The daemon's batch loop
+owns one; each notify worker thread opens its own; CLI reads open one with
+``readonly=True``. The database runs in WAL mode, so readers never block the writer and
+the writer never blocks readers; writers queue on the lock for up to ``busy_timeout``.
+
+Durability (CONTRACT §7): ``commit`` writes the incidents, positions and notices of one
+batch of lines in ONE transaction with ``synchronous=FULL``; ``mark_delivered`` is a
+second, later transaction. A crash leaves all of a batch or none of it.
+
+Routing: ``set_targets`` gives the notify targets as ``(key, tags)``. A notice without
+tags goes to every target; a notice with tags goes to the targets sharing at least one
+tag with it (Apprise's tag filter: tags are OR-ed, an untagged target only gets untagged
+notices). With no target configured, every notice, tagged or not, goes to the
+pseudo-target ``"stderr"``.
+Each routed target gets its own delivery row, so a slow target never holds up another.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import stat
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import fields
+from operator import attrgetter
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import quote
+
+from .errors import JournalError
+from .model import Incident, Notice, NoticeType, Position
+
+__all__ = ["Journal", "Delivery", "DB_NAME", "SCHEMA_VERSION", "STDERR_TARGET"]
+
+logger = logging.getLogger(__name__)
+
+DB_NAME = "errord.db"
+STDERR_TARGET = "stderr"
+
+_INCIDENT_COLS = tuple(f.name for f in fields(Incident))
+_INCIDENT_DATA_COLS = tuple(c for c in _INCIDENT_COLS if c not in ("created_at", "updated_at"))
+_POSITION_COLS = (
+    "dev", "ino", "path", "offset", "fp_len", "fp_hash",
+    "lines_read", "lines_skipped", "source", "extra",
+)  # fmt: skip
+_NOTICE_COLS = "n.id, n.type, n.code, n.title, n.body, n.incident_id, n.event_time, n.tags"
+
+# MIGRATIONS[v] takes the schema from user_version v to v + 1. Append, never edit.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE incidents (
+            incident_id TEXT PRIMARY KEY,
+            code TEXT NOT NULL,
+            message TEXT NOT NULL,
+            start_time REAL NOT NULL,
+            last_log_time REAL NOT NULL,
+            server_id TEXT NOT NULL,
+            node_name TEXT NOT NULL,
+            active INTEGER NOT NULL,
+            cleared_at REAL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            occurrences INTEGER NOT NULL,
+            alerts_sent INTEGER NOT NULL,
+            last_alert_time REAL NOT NULL,
+            app TEXT,
+            re_alert REAL,
+            since_alert INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX incidents_active ON incidents (active)",
+        "CREATE INDEX incidents_code_start ON incidents (code, start_time DESC)",
+        "CREATE INDEX incidents_start ON incidents (start_time DESC)",
+        """CREATE TABLE positions (
+            dev INTEGER NOT NULL,
+            ino INTEGER NOT NULL,
+            path TEXT NOT NULL,
+            "offset" INTEGER NOT NULL,
+            fp_len INTEGER NOT NULL,
+            fp_hash TEXT NOT NULL,
+            lines_read INTEGER NOT NULL,
+            lines_skipped INTEGER NOT NULL,
+            source INTEGER NOT NULL,
+            extra TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (dev, ino)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE notices (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            type TEXT NOT NULL,
+            code TEXT NOT NULL,
+            title TEXT NOT NULL,
+            body TEXT NOT NULL,
+            incident_id TEXT NOT NULL,
+            event_time REAL NOT NULL,
+            tags TEXT NOT NULL DEFAULT '[]',
+            created_at REAL NOT NULL
+        )""",
+        "CREATE INDEX notices_created ON notices (created_at)",
+        """CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            notice_id INTEGER NOT NULL REFERENCES notices (id),
+            target TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at REAL NOT NULL,
+            last_error TEXT,
+            delivered_at REAL
+        )""",
+        "CREATE INDEX deliveries_target ON deliveries (target, delivered_at, id)",
+        "CREATE INDEX deliveries_notice ON deliveries (notice_id)",
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ),
+    # v1 -> v2 will add mongo_outbox (issue 3).
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# Errors that mean "this write could not be done": rolled back, raised as JournalError.
+# ValueError/TypeError/OverflowError come from bad data (an int too big for SQLite,
+# extra that is not JSON-serialisable) and must not leave a transaction half done.
+_WRITE_ERRORS = (sqlite3.Error, ValueError, TypeError, OverflowError)
+
+
+class Delivery(NamedTuple):
+    """The head of one target's queue: what the sink needs to gate and back off."""
+
+    id: int
+    attempts: int
+    next_at: float
+
+
+def _prepare_dir(state_dir: Path) -> None:
+    """Create ``state_dir`` 0700; warn (do not touch) when an existing one is wider."""
+    try:
+        state_dir.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        mode = stat.S_IMODE(state_dir.stat().st_mode)
+        if mode & 0o077:
+            logger.warning(
+                "state dir %s has mode %o; errord keeps incidents there, 0700 is advised",
+                state_dir,
+                mode,
+            )
+    else:
+        os.chmod(state_dir, 0o700)  # mkdir's mode is filtered by the umask; be exact
+
+
+def _create_db_file(path: Path) -> None:
+    """Create the database file 0600 before SQLite opens it.
+
+    SQLite gives the -wal and -shm files the mode of the database file, so these are
+    never world-readable either. ``os.open`` avoids touching the process-wide umask,
+    which other threads may rely on.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            logger.warning("%s has mode %o; 0600 is advised", path, mode)
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    """SQLite store for incidents, positions and the notify outbox; see the module doc."""
+
+    def __init__(
+        self, state_dir: Path, *, readonly: bool = False, busy_timeout: float = 5.0
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / DB_NAME
+        self.readonly = readonly
+        self._busy_timeout = busy_timeout
+        # (key, tags); tags None = takes every notice (the stderr pseudo-target)
+        self._routes: list[tuple[str, frozenset[str] | None]] = [(STDERR_TARGET, None)]
+        self._route_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._unrouted_warned: set[tuple[str, ...]] = set()
+        self._db: sqlite3.Connection | None = None
+        self._closed = False
+        try:
+            if readonly:
+                if not self.path.exists():
+                    raise JournalError(f"no state in {self.state_dir} yet")
+            else:
+                _prepare_dir(self.state_dir)
+                _create_db_file(self.path)
+            self._db = self._connect()
+        except OSError as e:
+            raise JournalError(f"cannot open {self.path}: {e}") from e
+
+    # -- connection --------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            if self.readonly:
+                uri = f"file:{quote(str(self.path.absolute()))}?mode=ro"
+                db = sqlite3.connect(uri, uri=True, timeout=self._busy_timeout, isolation_level=None)
+            else:
+                db = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+        except sqlite3.Error as e:
+            raise JournalError(f"cannot open {self.path}: {e}") from e
+        try:
+            db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            self._setup(db)
+        except sqlite3.Error as e:
+            db.close()
+            raise JournalError(f"cannot open {self.path}: {e}") from e
+        except JournalError:
+            db.close()
+            raise
+        return db
+
+    def _setup(self, db: sqlite3.Connection) -> None:
+        # Switching a new file to WAL, or migrating it, can meet SQLITE_BUSY without the
+        # busy handler being consulted (several connections opening a fresh database at
+        # once: the daemon and its notify workers). Retry within the busy timeout.
+        end = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                if self.readonly:
+                    if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                        raise JournalError(f"no state in {self.state_dir} yet")
+                    return
+                mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                db.execute("PRAGMA synchronous = FULL")
+                self._migrate(db)
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                if time.monotonic() >= end:
+                    raise
+                time.sleep(0.01)
+        if mode != "wal":
+            logger.warning("%s: journal_mode is %s, not wal; readers may block", self.path, mode)
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"{self.path} has schema {version}, newer than this errord ({SCHEMA_VERSION})"
+            )
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for v in range(version, SCHEMA_VERSION):
+                for stmt in MIGRATIONS[v]:
+                    db.execute(stmt)
+                logger.info("journal %s: schema %d -> %d", self.path, v, v + 1)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            if self._closed:
+                raise JournalError(f"journal {self.path} is closed")
+            self._db = self._connect()  # dropped after a failed rollback: start afresh
+        return self._db
+
+    def close(self) -> None:
+        """Close the connection; later calls raise JournalError."""
+        self._closed = True
+        db, self._db = self._db, None
+        if db is not None:
+            try:
+                db.close()
+            except sqlite3.Error as e:
+                logger.warning("closing %s: %s", self.path, e)
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction; any failure rolls back and raises JournalError."""
+        db = self._conn()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise JournalError(f"{what}: {e}") from e
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException as e:
+            self._rollback(db)
+            if isinstance(e, _WRITE_ERRORS):
+                raise JournalError(f"{what}: {e}") from e
+            raise
+
+    def _rollback(self, db: sqlite3.Connection) -> None:
+        try:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+        except sqlite3.Error as e:
+            logger.warning("rollback on %s failed (%s); reconnecting", self.path, e)
+            self._db = None
+            try:
+                db.close()
+            except sqlite3.Error:
+                pass
+
+    def _read(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.Error as e:
+            raise JournalError(f"{what}: {e}") from e
+
+    # -- meta / startup ----------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._read("get_meta", "SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx("set_meta") as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def load_active(self) -> list[Incident]:
+        """The open incidents, for ``Engine.restore`` at start."""
+        return self.active()
+
+    def load_positions(self) -> list[Position]:
+        return self.positions()
+
+    # -- routing -----------------------------------------------------------------------
+
+    def set_targets(self, targets: Sequence[tuple[str, tuple[str, ...]]]) -> None:
+        """Set the routing table ``(target key, tags)`` used by later commits.
+
+        Empty means the single pseudo-target ``"stderr"``, which takes every notice,
+        tagged or not (with nothing configured, nothing may go unseen).
+        """
+        routes: list[tuple[str, frozenset[str] | None]] = [
+            (key, frozenset(tags)) for key, tags in targets
+        ]
+        self._routes = routes or [(STDERR_TARGET, None)]
+        self._route_cache.clear()
+        self._unrouted_warned.clear()
+
+    def route(self, tags: Sequence[str]) -> tuple[str, ...]:
+        """The target keys a notice with these tags goes to (see the module doc)."""
+        key = tuple(tags)
+        hit = self._route_cache.get(key)
+        if hit is None:
+            if not key:
+                hit = tuple(k for k, _ in self._routes)
+            else:
+                wanted = set(key)
+                hit = tuple(k for k, t in self._routes if t is None or t & wanted)
+            self._route_cache[key] = hit
+        return hit
+
+    # -- the batch commit --------------------------------------------------------------
+
+    def commit(
+        self,
+        incidents: Iterable[Incident],
+        positions: Iterable[Position],
+        notices: Iterable[Notice],
+        now: float,
+    ) -> list[Notice]:
+        """Write one batch in ONE transaction; returns the notices with ``id`` set.
+
+        Incidents are upserted by ``incident_id``: ``created_at`` is ``now`` on first
+        write and kept afterwards, ``updated_at`` is ``now``; both are also set on the
+        objects passed in, once the transaction is committed. Positions are upserted
+        by (dev, ino), those with ``gone=True`` deleted. Each notice gets one delivery
+        row per routed target. On failure nothing is written, no object is changed,
+        and ``JournalError`` is raised; the journal stays usable.
+        """
+        incs = list(incidents)
+        poss = list(positions)
+        notes = list(notices)
+        with self._tx("commit") as db:
+            created: dict[str, float] = {}
+            if incs:
+                get = attrgetter(*_INCIDENT_DATA_COLS)
+                db.executemany(_INCIDENT_UPSERT, [(*get(i), now, now) for i in incs])
+                created = self._created_at(db, [i.incident_id for i in incs])
+            if poss:
+                gone = [(p.dev, p.ino) for p in poss if p.gone]
+                live = [
+                    (p.dev, p.ino, p.path, p.offset, p.fp_len, p.fp_hash, p.lines_read,
+                     p.lines_skipped, p.source, json.dumps(p.extra))
+                    for p in poss if not p.gone
+                ]  # fmt: skip
+                if live:
+                    db.executemany(_POSITION_UPSERT, live)
+                if gone:
+                    db.executemany("DELETE FROM positions WHERE dev = ? AND ino = ?", gone)
+            ids: list[int] = []
+            if notes:
+                ids = self._insert_notices(db, notes, now)
+        # Committed: only now touch the caller's objects.
+        for i in incs:
+            i.created_at = created.get(i.incident_id, now)
+            i.updated_at = now
+        for n, nid in zip(notes, ids):
+            n.id = nid
+        return notes
+
+    @staticmethod
+    def _created_at(db: sqlite3.Connection, ids: list[str]) -> dict[str, float]:
+        # The stored created_at (kept by the upsert) for the caller's objects; one query
+        # per 500 ids rather than a RETURNING round trip per row.
+        out: dict[str, float] = {}
+        for k in range(0, len(ids), 500):
+            part = ids[k : k + 500]
+            out.update(
+                db.execute(
+                    "SELECT incident_id, created_at FROM incidents WHERE incident_id IN"
+                    f" ({', '.join('?' * len(part))})",
+                    part,
+                ).fetchall()
+            )
+        return out
+
+    def _insert_notices(self, db: sqlite3.Connection, notes: list[Notice], now: float) -> list[int]:
+        # Under BEGIN IMMEDIATE nobody else inserts, so ids can be assigned here and
+        # both tables filled with executemany (no per-row round trip for lastrowid).
+        seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'notices'").fetchone()
+        top = db.execute("SELECT max(id) FROM notices").fetchone()[0]
+        base = max(seq[0] if seq else 0, top or 0)
+        ids = list(range(base + 1, base + 1 + len(notes)))
+        db.executemany(
+            "INSERT INTO notices (id, type, code, title, body, incident_id, event_time, tags,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (nid, n.type.value, n.code, n.title, n.body, n.incident_id, n.event_time,
+                 json.dumps(list(n.tags)), now)
+                for nid, n in zip(ids, notes)
+            ],
+        )  # fmt: skip
+        rows: list[tuple[int, str, float]] = []
+        for nid, n in zip(ids, notes):
+            targets = self.route(n.tags)
+            if not targets:
+                self._warn_unrouted(n.tags)
+            rows.extend((nid, t, now) for t in targets)
+        if rows:
+            db.executemany(
+                "INSERT INTO deliveries (notice_id, target, next_at) VALUES (?, ?, ?)", rows
+            )
+        return ids
+
+    def _warn_unrouted(self, tags: tuple[str, ...]) -> None:
+        if tags not in self._unrouted_warned:
+            self._unrouted_warned.add(tags)
+            logger.warning(
+                "notices tagged %s match no notify target: they are recorded but not sent",
+                ",".join(tags),
+            )
+
+    # -- the outbox ----------------------------------------------------------------------
+
+    def head(self, target: str) -> Delivery | None:
+        """The oldest undelivered delivery of ``target`` (due or not), or None."""
+        rows = self._read(
+            "head",
+            "SELECT id, attempts, next_at FROM deliveries"
+            " WHERE target = ? AND delivered_at IS NULL ORDER BY id LIMIT 1",
+            (target,),
+        )
+        return Delivery(*rows[0]) if rows else None
+
+    def due_deliveries(self, target: str, limit: int, now: float) -> list[tuple[int, Notice]]:
+        """The oldest undelivered deliveries of ``target``, in order, as (delivery id, notice).
+
+        Empty unless the oldest one is due (``next_at <= now``): a target's notices go
+        out strictly in order, never skipping ahead of one that is backing off.
+        """
+        rows = self._read(
+            "due_deliveries",
+            f"SELECT d.id, d.next_at, {_NOTICE_COLS} FROM deliveries d"
+            " JOIN notices n ON n.id = d.notice_id"
+            " WHERE d.target = ? AND d.delivered_at IS NULL ORDER BY d.id LIMIT ?",
+            (target, limit),
+        )
+        if not rows or rows[0][1] > now:
+            return []
+        return [(r[0], _notice(r[2:])) for r in rows]
+
+    def mark_delivered(self, ids: Sequence[int], now: float) -> None:
+        with self._tx("mark_delivered") as db:
+            db.executemany(
+                "UPDATE deliveries SET delivered_at = ?, attempts = attempts + 1,"
+                " last_error = NULL WHERE id = ?",
+                [(now, i) for i in ids],
+            )
+
+    def mark_failed(self, id: int, error: str, next_at: float) -> None:  # noqa: A002
+        with self._tx("mark_failed") as db:
+            db.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_at = ?"
+                " WHERE id = ?",
+                (error[:1000], next_at, id),
+            )
+
+    def pending_notices(self) -> int:
+        """Undelivered delivery rows, all targets."""
+        rows = self._read(
+            "pending_notices", "SELECT count(*) FROM deliveries WHERE delivered_at IS NULL"
+        )
+        return int(rows[0][0])
+
+    def pending_by_target(self) -> dict[str, int]:
+        rows = self._read(
+            "pending_by_target",
+            "SELECT target, count(*) FROM deliveries WHERE delivered_at IS NULL GROUP BY target",
+        )
+        return {t: int(n) for t, n in rows}
+
+    def drop_target_deliveries(self, keep: set[str]) -> int:
+        """Drop the pending deliveries of targets not in ``keep`` (removed on reload)."""
+        dropped = {t: n for t, n in self.pending_by_target().items() if t not in keep}
+        if not dropped:
+            return 0
+        with self._tx("drop_target_deliveries") as db:
+            db.executemany(
+                "DELETE FROM deliveries WHERE target = ? AND delivered_at IS NULL",
+                [(t,) for t in dropped],
+            )
+        for t, n in dropped.items():
+            logger.warning("notify target %s was removed: dropped its %d pending notices", t, n)
+        return sum(dropped.values())
+
+    def prune(self, now: float, keep_seconds: float = 7 * 86400) -> int:
+        """Delete delivered deliveries, and notices with nothing left to deliver, older
+        than ``keep_seconds``. Returns the number of notices deleted. Incidents stay."""
+        cutoff = now - keep_seconds
+        with self._tx("prune") as db:
+            db.execute(
+                "DELETE FROM deliveries WHERE delivered_at IS NOT NULL AND delivered_at < ?",
+                (cutoff,),
+            )
+            cur = db.execute(
+                "DELETE FROM notices WHERE created_at < ? AND NOT EXISTS"
+                " (SELECT 1 FROM deliveries d WHERE d.notice_id = notices.id)",
+                (cutoff,),
+            )
+            return cur.rowcount
+
+    # -- reads -------------------------------------------------------------------------
+
+    def history(
+        self, code: str | None = None, limit: int = 100, active_only: bool = False
+    ) -> list[Incident]:
+        """Incidents, newest ``start_time`` first; ``limit < 0`` means no limit."""
+        where, params = [], []
+        if code is not None:
+            where.append("code = ?")
+            params.append(code)
+        if active_only:
+            where.append("active = 1")
+        sql = f"SELECT {', '.join(_INCIDENT_COLS)} FROM incidents"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY start_time DESC, rowid DESC LIMIT ?"
+        return [_incident(r) for r in self._read("history", sql, (*params, limit))]
+
+    def active(self) -> list[Incident]:
+        """The open incidents, newest ``start_time`` first."""
+        return self.history(limit=-1, active_only=True)
+
+    def positions(self) -> list[Position]:
+        rows = self._read(
+            "positions",
+            "SELECT " + ", ".join(f'"{c}"' for c in _POSITION_COLS) + " FROM positions",
+        )
+        return [
+            Position(
+                dev=r[0], ino=r[1], path=r[2], offset=r[3], fp_len=r[4], fp_hash=r[5],
+                lines_read=r[6], lines_skipped=r[7], source=r[8], extra=json.loads(r[9]),
+            )
+            for r in rows
+        ]  # fmt: skip
+
+
+_INCIDENT_UPSERT = (
+    f"INSERT INTO incidents ({', '.join(_INCIDENT_DATA_COLS)}, created_at, updated_at)"
+    f" VALUES ({', '.join('?' * (len(_INCIDENT_DATA_COLS) + 2))})"
+    " ON CONFLICT (incident_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _INCIDENT_DATA_COLS if c != "incident_id")
+    + ", updated_at = excluded.updated_at"
+)
+
+_POSITION_UPSERT = (
+    "INSERT INTO positions (" + ", ".join(f'"{c}"' for c in _POSITION_COLS) + ")"
+    f" VALUES ({', '.join('?' * len(_POSITION_COLS))})"
+    " ON CONFLICT (dev, ino) DO UPDATE SET "
+    + ", ".join(f'"{c}" = excluded."{c}"' for c in _POSITION_COLS[2:])
+)
+
+
+def _incident(row: Sequence[Any]) -> Incident:
+    inc = Incident(*row)
+    inc.active = bool(inc.active)
+    return inc
+
+
+def _notice(row: Sequence[Any]) -> Notice:
+    nid, typ, code, title, body, incident_id, event_time, tags = row
+    return Notice(
+        type=NoticeType(typ),
+        code=code,
+        title=title,
+        body=body,
+        incident_id=incident_id,
+        event_time=event_time,
+        tags=tuple(json.loads(tags)),
+        id=nid,
+    )

@@ -1,0 +1,413 @@
+"""Apprise delivery: drains the journal's outbox, one worker thread per target.
+
+Each target (keyed by ``TargetLike.key``) has its own thread, its own ``Journal``
+connection and its own ``apprise.Apprise`` object, so a slow or dead target only delays
+itself. Within a target, notices go out strictly in the order they were committed: when
+one fails, the target backs off (``base * 2**attempts``, capped, with a little jitter)
+and sends nothing newer until that one got through.
+
+Timeouts: ``cto``/``rto`` (Apprise's connect / read timeout URL parameters, honoured by
+its HTTP plugins) are appended to every URL that does not set them. Apprise is told to
+send in the worker's own (daemon) thread rather than in its executor, whose threads
+the interpreter joins at exit: a hung send can then delay only its own target, never
+the process's exit. (A plugin that ignores cto/rto can stall its worker; it stays alone.)
+
+Secrets: the URL is never logged. Our messages name a target by ``redacted``; a filter
+on the ``apprise`` and ``urllib3`` loggers masks the URL and its secret-looking parts
+(password, long tokens) in their records while a worker or ``send_test`` runs.
+
+No target configured: the pseudo-target ``"stderr"`` writes one line per notice to
+``stream`` and always succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol, TextIO
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import apprise
+
+from ..errors import JournalError, NotifyError
+from ..journal import STDERR_TARGET, Journal
+from ..model import Notice
+
+__all__ = ["NotifySink", "TargetLike", "with_timeouts"]
+
+logger = logging.getLogger(__name__)
+
+_POLL = 1.0  # seconds between outbox polls when nobody calls wake()
+_BATCH = 50
+_SCRUBBED_LOGGERS = ("apprise", "urllib3.connectionpool")
+
+
+class TargetLike(Protocol):
+    """What the sink needs of a configured notify target (``settings.NotifyTarget``)."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def tags(self) -> list[str]: ...
+    @property
+    def key(self) -> str: ...  # first 16 hex of sha256(url)
+    @property
+    def redacted(self) -> str: ...  # scheme://host/… safe to log
+
+
+def with_timeouts(url: str, timeout: float) -> str:
+    """``url`` with ``cto``/``rto`` set to ``timeout`` unless the user already set them."""
+    query = url.split("?", 1)[1] if "?" in url else ""
+    present = {k.lower() for k, _ in parse_qsl(query, keep_blank_values=True)}
+    extra = [f"{k}={timeout:g}" for k in ("cto", "rto") if k not in present]
+    if not extra:
+        return url
+    sep = "&" if "?" in url else "?"
+    if url.endswith(("?", "&")):
+        sep = ""
+    return url + sep + "&".join(extra)
+
+
+_DOMAINISH = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+
+
+def _secrets(url: str) -> set[str]:
+    """The parts of ``url`` worth masking in third-party log records."""
+    found = {url}
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+    except ValueError:
+        return found
+    userinfo, _, hostport = netloc.rpartition("@")
+    if userinfo:
+        user, _, password = userinfo.partition(":")
+        found.update(s for s in (password, unquote(password)) if len(s) >= 3)
+        found.update(s for s in (user, unquote(user)) if len(s) >= 16)
+    pieces = [hostport, *parts.path.split("/"), *(v for _, v in parse_qsl(parts.query))]
+    for p in pieces:
+        # Tokens are long; host names and IPs are not secrets and help diagnose.
+        for s in (p, unquote(p)):
+            if len(s) >= 16 and not _DOMAINISH.match(s):
+                found.add(s)
+    return found
+
+
+# One sender per (state_dir, target) in the process. A sink stopped at its deadline may
+# leave a worker inside a send (a hung endpoint); the sink that replaces it (SIGHUP) must
+# not send the same head notice meanwhile. Process-wide on purpose: it guards a resource
+# (the outbox rows of one target) that is itself shared across sink instances.
+_SENDER_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_SENDER_LOCKS_GUARD = threading.Lock()
+
+
+def _sender_lock(state_dir: Path, key: str) -> threading.Lock:
+    with _SENDER_LOCKS_GUARD:
+        return _SENDER_LOCKS.setdefault((str(state_dir.resolve()), key), threading.Lock())
+
+
+class _Scrub(logging.Filter):
+    """Masks known secrets in records of the loggers it is attached to."""
+
+    def __init__(self, secrets: set[str]) -> None:
+        super().__init__()
+        # Longest first, so a URL is replaced whole before its parts.
+        self._secrets = sorted(secrets, key=len, reverse=True)
+
+    def scrub(self, text: str) -> str:
+        for s in self._secrets:
+            if s in text:
+                text = text.replace(s, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:  # a broken record is the logging module's business
+            return True
+        clean = self.scrub(msg)
+        if clean != msg:
+            record.msg, record.args = clean, None
+        return True
+
+
+class _Target:
+    """One delivery target as a worker sees it."""
+
+    def __init__(self, key: str, name: str, url: str | None, tags: tuple[str, ...]) -> None:
+        self.key = key
+        self.name = name  # redacted, for logs
+        self.url = url  # None: the stderr pseudo-target
+        self.tags = tags
+        self.wakeup = threading.Event()
+        self.sending = False  # inside a send (for the shutdown warning)
+        self.thread: threading.Thread | None = None
+
+
+class NotifySink:
+    """Delivers the journal's outbox through Apprise; see the module doc."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        targets: Sequence[TargetLike],
+        *,
+        stream: TextIO = sys.stderr,
+        backoff: tuple[float, float] = (1.0, 300.0),
+        timeout: float = 10.0,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.stream = stream
+        self.backoff = backoff
+        self.timeout = timeout
+        self._targets: list[_Target] = []
+        secrets: set[str] = set()
+        for t in targets:
+            url = with_timeouts(t.url, timeout)
+            if apprise.Apprise.instantiate(url) is None:
+                raise NotifyError(f"notify target {t.redacted}: not a usable Apprise URL")
+            self._targets.append(_Target(t.key, t.redacted, url, tuple(t.tags)))
+            secrets |= _secrets(t.url) | _secrets(url)
+        if not self._targets:
+            self._targets.append(_Target(STDERR_TARGET, STDERR_TARGET, None, ()))
+        self._scrub = _Scrub(secrets)
+        self._scrub_users = 0  # workers / send_test calls running: filter attached while > 0
+        self._scrub_lock = threading.Lock()
+        self._stop = threading.Event()  # hard stop: leave now
+        self._deadline: float | None = None  # set by stop(): drain until then
+        self._started = False
+
+    # -- public ------------------------------------------------------------------------
+
+    @property
+    def routes(self) -> list[tuple[str, tuple[str, ...]]]:
+        """The routing table for ``Journal.set_targets``.
+
+        Empty when no target is configured: the journal then routes every notice,
+        tagged or not, to the ``"stderr"`` pseudo-target this sink drains.
+        """
+        return [(t.key, t.tags) for t in self._targets if t.url is not None]
+
+    def start(self) -> None:
+        """Start one daemon worker thread per target."""
+        if self._started:
+            return
+        self._started = True
+        for t in self._targets:
+            self._scrub_enter()  # left by the worker itself, which may outlive stop()
+            t.thread = threading.Thread(
+                target=self._worker, args=(t,), name=f"errord-notify-{t.key}", daemon=True
+            )
+            t.thread.start()
+
+    def wake(self) -> None:
+        """New notices were committed: look at the outbox now. Cheap, thread-safe."""
+        for t in self._targets:
+            t.wakeup.set()
+
+    def stop(self, deadline: float) -> None:
+        """Deliver what is due until every queue is empty or ``deadline``
+        (``time.monotonic()``) passes, then stop the workers. Returns by the deadline;
+        a worker stuck in a send is left behind (daemon thread) and exits after it."""
+        self._deadline = deadline
+        self.wake()
+        for t in self._targets:
+            if t.thread is not None:
+                t.thread.join(max(0.0, deadline - time.monotonic()))
+        self._stop.set()
+        self.wake()
+        for t in self._targets:
+            if t.thread is not None:
+                t.thread.join(max(0.0, min(0.2, deadline - time.monotonic())))
+                if t.thread.is_alive() and t.sending:
+                    logger.warning(
+                        "notify target %s: still sending at shutdown; if the process exits first,"
+                        " that notice is sent again at the next start",
+                        t.name,
+                    )
+
+    def pending(self) -> int:
+        """Notices waiting for delivery, all targets (opens a short-lived connection)."""
+        with Journal(self.state_dir) as j:
+            return j.pending_notices()
+
+    def send_test(self, title: str, body: str) -> dict[str, bool]:
+        """Send one notice to every target now, bypassing the outbox.
+
+        Returns ``{redacted target: accepted}``.
+        """
+        def one(t: _Target) -> bool:
+            if t.url is None:
+                self._write_stderr("info", title, body)
+                return True
+            ok, err = self._send(self._apprise(t), t, title, body, "info")
+            if not ok:
+                logger.warning("test notice to %s failed: %s", t.name, err)
+            return ok
+
+        self._scrub_enter()
+        try:
+            with ThreadPoolExecutor(max_workers=min(8, len(self._targets))) as pool:
+                results = list(pool.map(one, self._targets))
+        finally:
+            self._scrub_exit()
+        out: dict[str, bool] = {}
+        for t, ok in zip(self._targets, results):
+            name, n = t.name, 2
+            while name in out:  # two targets may redact to the same text
+                name, n = f"{t.name} #{n}", n + 1
+            out[name] = ok
+        return out
+
+    # -- worker ------------------------------------------------------------------------
+
+    def _worker(self, t: _Target) -> None:
+        journal: Journal | None = None
+        ap = self._apprise(t) if t.url is not None else None
+        lock = _sender_lock(self.state_dir, t.key)
+        try:
+            while not self._stop.is_set():
+                t.wakeup.clear()
+                if not lock.acquire(timeout=0.05):  # a previous sink's worker still sending
+                    wait = self._idle(0.05)
+                    if wait is None:
+                        return
+                    continue
+                try:
+                    if journal is None:
+                        journal = Journal(self.state_dir)
+                    wait = self._deliver(journal, t, ap)
+                except Exception as e:  # a worker never dies: log, start afresh, retry
+                    if isinstance(e, JournalError):
+                        logger.warning("notify target %s: journal: %s", t.name, e)
+                    else:
+                        logger.exception("notify target %s: unexpected error", t.name)
+                    if journal is not None:
+                        journal.close()
+                        journal = None
+                    wait = self._idle(_POLL)
+                finally:
+                    lock.release()
+                if wait is None:
+                    return  # draining and nothing more can go out before the deadline
+                t.wakeup.wait(wait)
+        finally:
+            if journal is not None:
+                journal.close()
+            self._scrub_exit()
+
+    def _scrub_enter(self) -> None:
+        with self._scrub_lock:
+            if self._scrub_users == 0:
+                for name in _SCRUBBED_LOGGERS:
+                    logging.getLogger(name).addFilter(self._scrub)
+            self._scrub_users += 1
+
+    def _scrub_exit(self) -> None:
+        with self._scrub_lock:
+            self._scrub_users -= 1
+            if self._scrub_users == 0:
+                for name in _SCRUBBED_LOGGERS:
+                    logging.getLogger(name).removeFilter(self._scrub)
+
+    def _deliver(self, j: Journal, t: _Target, ap: apprise.Apprise | None) -> float | None:
+        """Send what is due; return how long to wait, or None to exit (draining)."""
+        while not self._stop.is_set():
+            now = time.time()
+            head = j.head(t.key)
+            if head is None:
+                return None if self._deadline is not None else _POLL
+            if head.next_at > now:
+                return self._idle(head.next_at - now)
+            batch = j.due_deliveries(t.key, _BATCH, now)
+            for did, notice in batch:
+                if self._stop.is_set() or self._past_deadline():
+                    return self._idle(0.0)
+                t.sending = True
+                try:
+                    ok, err = self._send_notice(ap, t, notice)
+                finally:
+                    t.sending = False
+                if ok:
+                    j.mark_delivered([did], time.time())
+                    continue
+                attempts = head.attempts if did == head.id else 0
+                delay = self._delay(attempts)
+                logger.warning(
+                    "notify target %s: notice %s (%s) failed, attempt %d, retry in %.1fs: %s",
+                    t.name, notice.id, notice.code, attempts + 1, delay, err,
+                )  # fmt: skip
+                j.mark_failed(did, err, time.time() + delay)
+                return self._idle(delay)
+        return _POLL
+
+    def _idle(self, wait: float) -> float | None:
+        """Wait ``wait`` seconds (at most a poll), or None when draining past the deadline."""
+        if self._deadline is not None and time.monotonic() + wait >= self._deadline:
+            return None
+        return min(wait, _POLL)
+
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    def _delay(self, attempts: int) -> float:
+        base, cap = self.backoff
+        delay = base * 2.0 ** min(attempts, 32)
+        return min(cap, delay * random.uniform(1.0, 1.1))
+
+    # -- sending -----------------------------------------------------------------------
+
+    def _apprise(self, t: _Target) -> apprise.Apprise:
+        assert t.url is not None  # the stderr pseudo-target never gets here
+        # Send in the calling worker thread: Apprise's own pool threads are not daemon
+        # threads, and one stuck in a hung request would hold the process at exit.
+        asset = apprise.AppriseAsset(async_mode=False, service_timeout=0)
+        ap = apprise.Apprise(asset=asset)
+        if not ap.add(t.url):
+            # Validated in __init__; kept as a failure, not a crash, just in case.
+            logger.error("notify target %s: Apprise rejected the URL", t.name)
+        return ap
+
+    def _send_notice(
+        self, ap: apprise.Apprise | None, t: _Target, n: Notice
+    ) -> tuple[bool, str]:
+        if ap is None:
+            self._write_stderr(n.type.value, n.title, n.body)
+            return True, ""
+        return self._send(ap, t, n.title, n.body, n.type.value)
+
+    def _send(
+        self, ap: apprise.Apprise, t: _Target, title: str, body: str, kind: str
+    ) -> tuple[bool, str]:
+        try:
+            result = ap.notify(
+                title=title,
+                body=body or title,  # Apprise refuses an empty body
+                notify_type=apprise.NotifyType(kind),
+                body_format=apprise.NotifyFormat.TEXT,
+            )
+        except Exception as e:  # a plugin bug must not kill the worker
+            return False, self._scrub.scrub(f"{type(e).__name__}: {e}")
+        if result:
+            return True, ""
+        return False, self._scrub.scrub(f"not accepted ({_status(result)})")
+
+    def _write_stderr(self, kind: str, title: str, body: str) -> None:
+        flat = " | ".join(body.splitlines())
+        try:
+            self.stream.write(f"[errord notice] {kind} {title} | {flat}\n")
+            self.stream.flush()
+        except (OSError, ValueError) as e:  # closed or broken stream: nothing to retry
+            logger.warning("cannot write notice to stderr: %s", e)
+
+
+def _status(result: object) -> str:
+    status = getattr(result, "status", None)
+    return str(getattr(status, "value", status or "failed")).lower()
