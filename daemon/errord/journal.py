@@ -25,7 +25,7 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from operator import attrgetter
@@ -122,6 +122,11 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # ValueError/TypeError/OverflowError come from bad data (an int too big for SQLite,
 # extra that is not JSON-serialisable) and must not leave a transaction half done.
 _WRITE_ERRORS = (sqlite3.Error, ValueError, TypeError, OverflowError)
+
+
+_META_UPSERT = (
+    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
 
 
 class Delivery(NamedTuple):
@@ -329,11 +334,7 @@ class Journal:
 
     def set_meta(self, key: str, value: str) -> None:
         with self._tx("set_meta") as db:
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+            db.execute(_META_UPSERT, (key, value))
 
     def load_active(self) -> list[Incident]:
         """The open incidents, for ``Engine.restore`` at start."""
@@ -378,6 +379,7 @@ class Journal:
         positions: Iterable[Position],
         notices: Iterable[Notice],
         now: float,
+        meta: Mapping[str, str] | None = None,
     ) -> list[Notice]:
         """Write one batch in ONE transaction; returns the notices with ``id`` set.
 
@@ -386,7 +388,9 @@ class Journal:
         objects passed in, once the transaction is committed. Positions are upserted
         by (dev, ino), those with ``gone=True`` deleted. Each notice gets one delivery
         row per routed target. On failure nothing is written, no object is changed,
-        and ``JournalError`` is raised; the journal stays usable.
+        and ``JournalError`` is raised; the journal stays usable. ``meta`` entries are
+        written in the same transaction (the first start's "initialized" flag goes with
+        the positions it decided).
         """
         incs = list(incidents)
         poss = list(positions)
@@ -411,6 +415,8 @@ class Journal:
             ids: list[int] = []
             if notes:
                 ids = self._insert_notices(db, notes, now)
+            if meta:
+                db.executemany(_META_UPSERT, list(meta.items()))
         # Committed: only now touch the caller's objects.
         for i in incs:
             i.created_at = created.get(i.incident_id, now)

@@ -1,0 +1,534 @@
+"""Raw log bytes -> ``LogEvent`` | skip reason (CONTRACT §1 and the "Time" rule of §2).
+
+What a line is
+    A line is the bytes up to a ``b"\\n"``; the last line of a chunk may lack it (a closed
+    file that ended without one). One ``\\r`` before the ``\\n`` is tolerated. Its length
+    for ``max_line_bytes`` excludes the ``\\n`` only. A blank line (only spaces, tabs,
+    ``\\r``) counts as a line, is not skipped and gives no event.
+
+Which lines are parsed
+    A line is a *candidate* when its raw bytes contain ``error_code``, or a JSON escape
+    ``\\u00XX`` of one of the characters of that word (``\\u0065`` e, ``\\u0072`` r,
+    ``\\u006f`` o, ``\\u005f`` _, ``\\u0063`` c, ``\\u0064`` d, hex digits in either
+    case). Those escapes are the only way a key that decodes to ``error_code`` (or
+    ``error_code_clear``) can be written without the literal bytes: none of its letters
+    has a short escape. Lines with other escapes (``\\u00e9``, ``\\"``, ``\\n``) stay
+    cheap. Candidates are parsed with orjson: invalid UTF-8 -> ``invalid_utf8``, not JSON
+    -> ``not_json``, JSON but not an object -> ``not_object``. Every other line only gets
+    the cheap check: valid UTF-8 (else ``invalid_utf8``) and, after stripping spaces, tabs
+    and ``\\r``, starting with ``{`` and ending with ``}`` (else ``not_object``).
+    ``too_long`` is checked before anything else, then UTF-8.
+
+How a chunk is parsed
+    ``parse_chunk`` first checks the whole chunk at C speed (newline count, UTF-8,
+    "every line is ``{...}``", no over-long line). When that holds, which is the normal
+    case, it creates no object per ordinary line: it finds the candidates with
+    ``bytes.find`` and parses just those. Otherwise (a blank or broken line, say) it falls
+    back to a per-line pass over that chunk; either way the result is exactly what
+    ``parse_line`` gives line by line (tests/test_lines.py checks this with hypothesis).
+    ``bench/bench_lines.py`` compares it with per-line loops.
+
+Fields (CONTRACT §1)
+    For each field the top level wins over ``extra`` (when that is an object): the
+    field's aliases are tried in order at the top level first, then in ``extra`` (a
+    ``null`` value counts as absent). So ``{"msg": "a", "extra": {"message": "b"}}`` has
+    the message "a": a formatter that nests extras never overrides what the logger wrote
+    itself. Deeper levels are not looked at.
+
+    * ``error_code`` / ``error_code_clear``: strings are stripped, and an empty string
+      counts as absent (like ``null``). An int becomes ``str(int)``; an integral float
+      ``str(int(x))`` (``500.0`` -> ``"500"``), another float ``repr`` (``"1.5"``).
+      ``true``/``false``, arrays and objects make the whole line a ``bad_code`` skip.
+      A line with neither is valid and gives no event (``None``), e.g. a line that only
+      mentions error_code in its message.
+    * ``re_alert_time``: ``durations.parse_duration``; an unusable value is ignored
+      (``re_alert`` None), the event is still produced.
+    * ``notification``: a boolean, ``0``/``1``, or (any case, surrounding spaces ignored)
+      ``true``/``false``/``yes``/``no``/``on``/``off``/``1``/``0``; anything else is
+      "not given" (None).
+    * ``message`` / ``msg`` / ``event``: a string is kept whole; arrays and objects become
+      their JSON text, ``true``/``false`` their JSON words, numbers ``str()``; none -> "".
+    * ``levelname`` / ``level``: a string as written, a number as ``str()``, else None.
+    * time (``timestamp``, ``@timestamp``, ``time``, ``asctime``, ``ts``): ISO-8601 via
+      ``datetime.fromisoformat`` (``Z``, offsets, ``T`` or space, any number of fraction
+      digits truncated to microseconds, python-json-logger's ``2026-01-14 15:05:51,367``),
+      also a lowercase ``z`` and a trailing `` UTC``/`` GMT``; a time without zone is in
+      the parser's ``tz``. A number, or a string that is only a number, is epoch seconds;
+      above 1e11 milliseconds, above 1e14 microseconds, above 1e17 nanoseconds. A missing
+      or unparseable time, one before 1970, and one more than ``future_slack`` seconds
+      after ``now`` all give ``now``. Only the first present alias is looked at.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from typing import Any, Final
+
+import orjson
+
+from errord.durations import parse_duration
+from errord.model import LogEvent
+
+__all__ = [
+    "LineParser",
+    "ParseResult",
+    "SKIP_REASONS",
+    "INVALID_UTF8",
+    "NOT_JSON",
+    "NOT_OBJECT",
+    "TOO_LONG",
+    "BAD_CODE",
+]
+
+# Skip reasons: stable strings, used as metric labels.
+INVALID_UTF8: Final = "invalid_utf8"
+NOT_JSON: Final = "not_json"
+NOT_OBJECT: Final = "not_object"
+TOO_LONG: Final = "too_long"
+BAD_CODE: Final = "bad_code"
+SKIP_REASONS: Final = (INVALID_UTF8, NOT_JSON, NOT_OBJECT, TOO_LONG, BAD_CODE)
+
+CODE_KEY: Final = "error_code"
+CLEAR_KEY: Final = "error_code_clear"
+RE_ALERT_KEY: Final = "re_alert_time"
+NOTIFY_KEY: Final = "notification"
+MESSAGE_KEYS: Final = ("message", "msg", "event")
+TIME_KEYS: Final = ("timestamp", "@timestamp", "time", "asctime", "ts")
+LEVEL_KEYS: Final = ("levelname", "level")
+
+_NEEDLE = b"error_code"
+# \u00XX escapes of e, r, o, _, c, d: the only way to spell a key that decodes to
+# "error_code" without its literal bytes.
+_ESCAPED_KEY = re.compile(rb"\\u00(?:6[345fF]|72|5[fF])")
+# A newline not followed by "{" or not preceded by "}" / "}\r": a line that is not "{...}".
+# One regex pass (literal prefix "\n") is ~1.5x faster than bytes.count(b"}\n{").
+_BAD_BOUNDARY = re.compile(rb"\n(?:(?!\{)|(?<!\}\n)(?<!\}\r\n))")
+_UTF8_BLOCK = 4096
+_LINE_WS = b" \t\r"
+_LBRACE = 0x7B
+_RBRACE = 0x7D
+_NEWLINE = 0x0A
+
+_NUMERIC = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_UTC_SUFFIXES = (" UTC", " GMT", "UTC", "GMT")
+_MAX_TIME_TEXT = 64  # longer strings are not times
+_CACHE_MAX = 1024
+
+_FLAG_WORDS: Final = {
+    "true": True, "yes": True, "on": True, "1": True,
+    "false": False, "no": False, "off": False, "0": False,
+}  # fmt: skip
+
+
+class _Bad:
+    """Marker: a code field of an unusable type."""
+
+
+_BAD: Final = _Bad()
+_MISS: Final = object()
+
+
+@dataclass(slots=True)
+class ParseResult:
+    """What one chunk gave: its events (file order) and its line/skip counters."""
+
+    events: list[LogEvent] = field(default_factory=list)
+    lines: int = 0  # lines in the chunk, skipped ones and ones without a code included
+    skipped: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)  # skip reason -> count
+    first_skip: tuple[int, str] | None = None  # (file offset, reason) of the first skip
+
+
+class LineParser:
+    """Turns the lines of one source into ``LogEvent``s. Pure: no I/O, no clock.
+
+    ``app`` is copied into every event, ``tz`` applies to times written without a zone,
+    longer lines than ``max_line_bytes`` are skipped, and an event time more than
+    ``future_slack`` seconds after ``now`` is replaced by ``now``.
+    """
+
+    __slots__ = ("app", "tz", "max_line_bytes", "future_slack", "_durations")
+
+    def __init__(
+        self, *, app: str | None, tz: tzinfo, max_line_bytes: int, future_slack: float = 300.0
+    ) -> None:
+        self.app = app
+        self.tz = tz
+        self.max_line_bytes = max_line_bytes
+        self.future_slack = future_slack
+        self._durations: dict[str, float | None] = {}  # re_alert_time text -> seconds
+
+    # ----------------------------------------------------------------- public API
+
+    def parse_chunk(self, data: bytes, offset: int, now: float, path: str = "") -> ParseResult:
+        """Parse complete lines; ``offset`` is the file offset of ``data[0]``. Never raises."""
+        res = ParseResult()
+        size = len(data)
+        if not size:
+            return res
+        # count newlines at memchr speed (bytes.count of one byte is several times slower)
+        newlines = size - len(data.replace(b"\n", b""))
+        terminated = data[-1] == _NEWLINE
+        res.lines = newlines if terminated else newlines + 1
+        if not self._clean(data, newlines, terminated):
+            self._per_line(data, terminated, offset, now, path, res)
+            return res
+        escaped = _escaped_spans(data) if data.find(b"\\") >= 0 else None  # memchr: ~free
+        if escaped:
+            spans = sorted(set(_needle_spans(data)).union(escaped))
+        else:
+            spans = _needle_spans(data)
+        events = res.events
+        for start, end in spans:
+            r = self._candidate(data[start:end], now, offset + start, path)
+            if r is not None:
+                if type(r) is str:
+                    _count_skip(res, r, offset + start)
+                else:
+                    events.append(r)  # type: ignore[arg-type]
+        return res
+
+    def parse_line(self, line: bytes, now: float) -> LogEvent | str | None:
+        """One line (with or without its ``\\n``): an event, a skip reason, or None for a
+        valid line that carries no code. Never raises."""
+        if line.endswith(b"\n"):
+            line = line[:-1]
+        return self._line(line, now, 0, "")
+
+    # ----------------------------------------------------------------- whole chunk
+
+    def _clean(self, data: bytes, newlines: int, terminated: bool) -> bool:
+        """True when every line is ``{...}`` (optionally ``\\r``), valid UTF-8 and not too
+        long: then only candidates can give anything but None."""
+        if data[0] != _LBRACE:
+            return False
+        if terminated:
+            if not (data.endswith(b"}\n") or data.endswith(b"}\r\n")):
+                return False
+        elif not (data.endswith(b"}") or data.endswith(b"}\r")):
+            return False
+        # every newline but the last must sit between "}" (or "}\r") and "{"
+        if newlines > 1 or not terminated:
+            if _BAD_BOUNDARY.search(data, 0, len(data) - 1 if terminated else len(data)):
+                return False
+        if len(data) > self.max_line_bytes and self._has_long_line(data):
+            return False
+        return data.isascii() or _utf8_ok(data)
+
+    def _has_long_line(self, data: bytes) -> bool:
+        # A newline within max+1 bytes of a line start means every line starting
+        # between the two is short enough: about len/(max - line length) rfind calls,
+        # none at all when the chunk is shorter than the limit (the default case).
+        limit = self.max_line_bytes
+        size = len(data)
+        start = 0
+        while size - start > limit:
+            nl = data.rfind(b"\n", start, start + limit + 1)
+            if nl < 0:
+                return True
+            start = nl + 1
+        return False
+
+    def _per_line(
+        self, data: bytes, terminated: bool, offset: int, now: float, path: str, res: ParseResult
+    ) -> None:
+        parts = data.split(b"\n")
+        if terminated:
+            parts.pop()  # the empty piece after the final newline
+        pos = offset
+        for body in parts:
+            r = self._line(body, now, pos, path)
+            if r is not None:
+                if type(r) is str:
+                    _count_skip(res, r, pos)
+                else:
+                    res.events.append(r)  # type: ignore[arg-type]
+            pos += len(body) + 1
+
+    # ----------------------------------------------------------------- one line
+
+    def _line(self, body: bytes, now: float, offset: int, path: str) -> LogEvent | str | None:
+        """The reference rule for one line without its newline (parse_chunk's fast path
+        must agree with it)."""
+        if len(body) > self.max_line_bytes:
+            return TOO_LONG
+        if _NEEDLE in body or _ESCAPED_KEY.search(body) is not None:
+            return self._candidate(body, now, offset, path)
+        if not body.isascii():
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError:
+                return INVALID_UTF8
+        stripped = body.strip(_LINE_WS)
+        if not stripped or (stripped[0] == _LBRACE and stripped[-1] == _RBRACE):
+            return None
+        return NOT_OBJECT
+
+    def _candidate(self, body: bytes, now: float, offset: int, path: str) -> LogEvent | str | None:
+        try:
+            obj = orjson.loads(body)
+        except ValueError:  # orjson.JSONDecodeError, also for invalid UTF-8
+            if not body.isascii():
+                try:
+                    body.decode("utf-8")
+                except UnicodeDecodeError:
+                    return INVALID_UTF8
+            return NOT_JSON
+        if type(obj) is not dict:
+            return NOT_OBJECT
+        return self._event(obj, now, offset, path)
+
+    def _event(self, obj: dict[str, Any], now: float, offset: int, path: str) -> LogEvent | str | None:
+        extra = obj.get("extra")
+        if type(extra) is not dict or not extra:
+            extra = None
+        code = _code(obj.get(CODE_KEY))
+        clear = _code(obj.get(CLEAR_KEY))
+        if extra is not None:  # a top-level "" is absent too: then extra's code counts
+            if code is None:
+                code = _code(extra.get(CODE_KEY))
+            if clear is None:
+                clear = _code(extra.get(CLEAR_KEY))
+        if code is None and clear is None:
+            return None
+        if code is _BAD or clear is _BAD:
+            return BAD_CODE
+        re_alert = _first_of(obj, extra, (RE_ALERT_KEY,))
+        if re_alert is not None:
+            re_alert = self._duration(re_alert)
+        notify = _first_of(obj, extra, (NOTIFY_KEY,))
+        if notify is not None:
+            notify = _flag(notify)
+        # positional: twice as fast as keywords; the order is LogEvent's field order
+        return LogEvent(
+            code,  # type: ignore[arg-type]
+            clear,  # type: ignore[arg-type]
+            _message(_first_of(obj, extra, MESSAGE_KEYS)),
+            self._event_time(_first_of(obj, extra, TIME_KEYS), now),
+            re_alert,
+            notify,
+            _level(_first_of(obj, extra, LEVEL_KEYS)),
+            self.app,
+            path,
+            offset,
+        )
+
+    # ----------------------------------------------------------------- time
+
+    def _event_time(self, value: object, now: float) -> float:
+        kind = type(value)
+        ts: float | None
+        if kind is str:
+            ts = self._time_text(value)  # type: ignore[arg-type]
+        elif kind is int or kind is float:
+            ts = _epoch(value)  # type: ignore[arg-type]
+        else:
+            ts = None
+        # NaN fails both comparisons, so it lands on `now` too
+        if ts is None or not 0.0 <= ts <= now + self.future_slack:
+            return now
+        return ts
+
+    def _time_text(self, text: str) -> float | None:
+        text = text.strip()
+        if not text or len(text) > _MAX_TIME_TEXT:
+            return None
+        # "YYYY-…" is by far the common form: skip the number check for it
+        if text[4:5] != "-" and _NUMERIC.fullmatch(text):
+            return _epoch(float(text))
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            dt = _iso_lenient(text)
+            if dt is None:
+                return None
+        try:
+            if dt.tzinfo is not None:
+                return dt.timestamp()
+            # naive: wall time in self.tz. Same result as dt.replace(tzinfo=tz).timestamp()
+            # (fold=0 for ambiguous and missing local times), at a third of the cost.
+            offset = self.tz.utcoffset(dt)
+            local = (dt - _EPOCH_NAIVE).total_seconds()
+            return local if offset is None else local - offset.total_seconds()
+        except (ValueError, OverflowError, OSError):  # year 1 / 9999 at the zone's edge
+            return None
+
+    def _duration(self, value: object) -> float | None:
+        if type(value) is not str:
+            return _duration(value)
+        # apps repeat the same few strings; parse_duration tries several regexes
+        cached = self._durations.get(value, _MISS)  # type: ignore[call-overload]
+        if cached is _MISS:
+            cached = _duration(value)
+            if len(self._durations) >= _CACHE_MAX:
+                self._durations.clear()
+            self._durations[value] = cached  # type: ignore[index,assignment]
+        return cached  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def _needle_spans(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each line containing ``error_code``, in order, each line once;
+    ``end`` is the index of its newline (or len(data))."""
+    find = data.find
+    rfind = data.rfind
+    spans: list[tuple[int, int]] = []
+    i = find(_NEEDLE)
+    while i >= 0:
+        end = find(b"\n", i)
+        if end < 0:
+            end = len(data)
+        spans.append((rfind(b"\n", 0, i) + 1, end))
+        i = find(_NEEDLE, end)  # a line naming error_code twice is taken once
+    return spans
+
+
+def _escaped_spans(data: bytes) -> list[tuple[int, int]]:
+    """Like ``_needle_spans`` for the lines holding an escaped letter of error_code."""
+    find = data.find
+    spans: list[tuple[int, int]] = []
+    end = -1
+    for m in _ESCAPED_KEY.finditer(data):
+        i = m.start()
+        if i < end:
+            continue  # same line as the previous hit
+        end = find(b"\n", i)
+        if end < 0:
+            end = len(data)
+        spans.append((data.rfind(b"\n", 0, i) + 1, end))
+    return spans
+
+
+def _utf8_ok(data: bytes) -> bool:
+    """Whether ``data`` is valid UTF-8. Decodes only the ~4 KiB blocks (cut after a
+    newline, so no character is split) that are not pure ASCII: 2-4x faster than one
+    ``decode`` of the chunk, even when every line has non-ASCII text."""
+    size = len(data)
+    find = data.find
+    start = 0
+    while start < size:
+        end = find(b"\n", start + _UTF8_BLOCK)
+        end = size if end < 0 else end + 1
+        block = data[start:end]
+        if not block.isascii():
+            try:
+                block.decode("utf-8")
+            except UnicodeDecodeError:
+                return False
+        start = end
+    return True
+
+
+def _count_skip(res: ParseResult, reason: str, offset: int) -> None:
+    res.skipped += 1
+    res.reasons[reason] = res.reasons.get(reason, 0) + 1
+    if res.first_skip is None:
+        res.first_skip = (offset, reason)
+
+
+def _first(get: Callable[[str], Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        value = get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def _first_of(obj: dict[str, Any], extra: dict[str, Any] | None, keys: tuple[str, ...]) -> Any:
+    """The first alias present at the top level, else the first present in ``extra``."""
+    value = _first(obj.get, keys)
+    if value is None and extra is not None:
+        value = _first(extra.get, keys)
+    return value
+
+
+def _code(value: object) -> str | _Bad | None:
+    """A code value as a string; None when absent (null, "", only spaces)."""
+    kind = type(value)
+    if kind is str:
+        return value.strip() or None  # type: ignore[attr-defined,no-any-return]
+    if value is None:
+        return None
+    if kind is int:
+        return str(value)
+    if kind is float:
+        if value.is_integer() and abs(value) < 2.0**53:  # type: ignore[attr-defined,arg-type]
+            return str(int(value))  # type: ignore[call-overload]
+        return repr(value)
+    return _BAD  # bool, list, dict
+
+
+def _message(value: object) -> str:
+    if value is None:
+        return ""
+    if type(value) is str:
+        return value  # type: ignore[return-value]
+    if value is True or value is False or type(value) in (dict, list):
+        try:
+            return orjson.dumps(value).decode()
+        except (TypeError, ValueError):  # nested deeper than orjson.dumps allows
+            return "<unprintable message>"
+    return str(value)
+
+
+def _level(value: object) -> str | None:
+    if type(value) is str:
+        return value  # type: ignore[return-value]
+    if type(value) in (int, float):
+        return str(value)
+    return None
+
+
+def _flag(value: object) -> bool | None:
+    if value is True or value is False:
+        return value  # type: ignore[return-value]
+    kind = type(value)
+    if kind is int or kind is float:
+        return True if value == 1 else False if value == 0 else None
+    if kind is str:
+        return _FLAG_WORDS.get(value.strip().lower())  # type: ignore[attr-defined]
+    return None
+
+
+def _duration(value: object) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except (ValueError, TypeError, ArithmeticError):  # DurationError is a ValueError
+        return None
+
+
+def _iso_lenient(text: str) -> datetime | None:
+    """The forms ``fromisoformat`` refuses that loggers still write: ``…z``, ``… UTC``."""
+    if text.endswith("z"):
+        alt = text[:-1] + "Z"
+    else:
+        alt = next((text[: -len(s)] + "+00:00" for s in _UTC_SUFFIXES if text.endswith(s)), "")
+    if not alt:
+        return None
+    try:
+        return datetime.fromisoformat(alt.rstrip())
+    except ValueError:
+        return None
+
+
+def _epoch(value: float) -> float | None:
+    try:
+        ts = float(value)
+    except (OverflowError, ValueError):
+        return None
+    mag = abs(ts)
+    if mag > 1e17:
+        return ts / 1e9
+    if mag > 1e14:
+        return ts / 1e6
+    if mag > 1e11:
+        return ts / 1e3
+    return ts
