@@ -1,0 +1,167 @@
+"""File identity helpers for the tailer: fingerprints, watch roots, finding files by inode
+or by their first bytes.
+
+A file identity is ``(st_dev, st_ino)`` plus a fingerprint of its first bytes
+(``fp_len`` = min(size, 256) when taken, ``fp_hash`` = hex BLAKE2b of those bytes), as
+fail2ban and Vector do it. The inode says "same file object", the fingerprint says "same
+content": together they tell growth from rotation, truncation and inode reuse.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import PurePath
+
+from errord.model import FileKey
+
+__all__ = [
+    "FP_MAX",
+    "COMPRESSED_SUFFIXES",
+    "CopyCandidate",
+    "digest",
+    "read_prefix",
+    "open_readonly",
+    "is_compressed",
+    "watch_root",
+    "folder_may_match",
+    "find_inode",
+    "find_copies",
+]
+
+FP_MAX = 256  # fingerprint length once a file is big enough
+COMPRESSED_SUFFIXES = (".gz", ".xz", ".bz2", ".zst", ".lz4", ".zip", ".z")
+
+
+def digest(data: bytes) -> str:
+    """Hex digest of a fingerprint prefix (BLAKE2b, 16 bytes: cheap and plenty)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def read_prefix(fd: int, n: int) -> bytes:
+    """Up to ``n`` bytes from offset 0 of an open file (short only at end of file)."""
+    out = b""
+    while len(out) < n:
+        part = os.pread(fd, n - len(out), len(out))
+        if not part:
+            break
+        out += part
+    return out
+
+
+def open_readonly(path: str) -> int:
+    """Open ``path`` for reading without blocking on FIFOs and without leaking into children."""
+    return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
+def is_compressed(path: str) -> bool:
+    """True for names of compressed rotations, which are never read as lines."""
+    return path.lower().endswith(COMPRESSED_SUFFIXES)
+
+
+def watch_root(pattern: str) -> tuple[str, bool]:
+    """The folder to watch for a glob and whether to watch it recursively.
+
+    That is the deepest folder of the glob's non-wildcard prefix; recursive when a folder
+    part of the glob holds a wildcard. When that folder does not exist yet, its nearest
+    existing ancestor is watched (not recursively: the next scan moves the watch deeper as
+    folders appear, so watching ``/`` recursively never happens).
+    """
+    parts = PurePath(pattern).parts
+    magic = next((i for i, p in enumerate(parts) if glob.has_magic(p)), None)
+    if magic is None:
+        static, recursive = os.path.dirname(pattern), False
+    else:
+        static = str(PurePath(*parts[:magic])) if magic else os.sep
+        recursive = magic < len(parts) - 1
+    folder = static or os.sep
+    while not os.path.isdir(folder):
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder, recursive = parent, False
+    return folder, recursive
+
+
+def folder_may_match(pattern: str, folder: str) -> bool:
+    """Whether files in ``folder`` could belong to the glob ``pattern`` (loose: ``*`` spans ``/``).
+
+    Used to decide whether a stored position whose file was renamed while errord was down
+    still belongs to a configured source.
+    """
+    pdir = os.path.dirname(pattern)
+    return fnmatchcase(os.path.normpath(folder), os.path.normpath(pdir)) or (
+        "**" in pdir and fnmatchcase(os.path.normpath(folder) + os.sep, os.path.normpath(pdir) + os.sep + "*")
+    )
+
+
+def find_inode(folder: str, key: FileKey) -> str | None:
+    """The path of the regular file with identity ``key`` directly inside ``folder``, if any."""
+    dev, ino = key
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                try:
+                    if entry.inode() != ino:
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if st.st_dev == dev and stat.S_ISREG(st.st_mode):
+                    return entry.path
+    except OSError:
+        return None
+    return None
+
+
+@dataclass(slots=True)
+class CopyCandidate:
+    """A sibling whose first bytes match a fingerprint: a copy of that content."""
+
+    path: str
+    key: FileKey
+    size: int
+    mtime_ns: int
+
+
+def find_copies(
+    folder: str, fp_len: int, fp_hash: str, min_size: int, exclude: set[FileKey]
+) -> list[CopyCandidate]:
+    """Regular files directly in ``folder`` (any name, compressed ones excepted) of at least
+    ``min_size`` bytes whose first ``fp_len`` bytes hash to ``fp_hash``; best first (largest,
+    then newest). Identities in ``exclude`` are skipped.
+    """
+    found: list[CopyCandidate] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return found
+    for entry in entries:
+        if is_compressed(entry.name):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        key = (st.st_dev, st.st_ino)
+        if not stat.S_ISREG(st.st_mode) or key in exclude or st.st_size < max(min_size, fp_len):
+            continue
+        try:
+            fd = open_readonly(entry.path)
+        except OSError:
+            continue
+        try:
+            if os.fstat(fd).st_ino != st.st_ino:
+                continue
+            if digest(read_prefix(fd, fp_len)) == fp_hash:
+                found.append(CopyCandidate(entry.path, key, st.st_size, st.st_mtime_ns))
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    found.sort(key=lambda c: (c.size, c.mtime_ns), reverse=True)
+    return found

@@ -1,0 +1,270 @@
+"""One open log file as the tailer follows it: read cursor, partial line, long lines.
+
+A :class:`Follower` owns one file descriptor and turns the bytes at its cursor into
+:class:`Chunk` objects of complete lines. It knows nothing about globs, rotation or
+checkpoints beyond the :class:`Mark` it can be rewound to; :mod:`errord.tail` decides
+when to create, rewind, restart and close followers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from errord.fileid import FP_MAX
+from errord.model import FileKey, Position
+
+__all__ = [
+    "MAX_LONG_OFFSETS",
+    "Chunk",
+    "Follower",
+    "Mark",
+    "end_of_last_line",
+    "real_folder",
+    "stored_copy_of",
+]
+
+MAX_LONG_OFFSETS = 16  # long-line offsets kept per chunk
+_BACKSCAN = 64 * 1024
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Complete lines of one file identity, as read in one step.
+
+    ``data`` holds whole lines, each ending in ``b"\\n"``; only the last chunk of a file
+    that is being closed may end in a line without one. ``offset`` is the file offset of
+    ``data[0]``. ``skipped_long`` counts lines over ``max_line_bytes`` dropped in this
+    range (not in ``data``); ``long_offsets`` holds their start offsets (at most
+    ``MAX_LONG_OFFSETS``). ``data`` may be empty when the chunk only reports skipped lines.
+    """
+
+    key: FileKey
+    source: int
+    path: str
+    offset: int
+    data: bytes
+    skipped_long: int = 0
+    long_offsets: list[int] = field(default_factory=list)
+
+
+class Mark(NamedTuple):
+    """The persisted part of a follower's state: what a checkpoint writes, what a
+    rollback restores."""
+
+    offset: int
+    lines_read: int
+    lines_skipped: int
+    fp_len: int
+    fp_hash: str
+    path: str
+    source: int
+    copy_of: FileKey | None
+
+
+class Follower:
+    """One open file identity: its fd, read cursor, partial line, fingerprint, counters.
+
+    ``offset`` is the end of the last complete line handed on (what is persisted);
+    ``cursor`` is where the next ``pread`` starts. Between them lies either the buffered
+    partial line (``buf``) or, while ``skipping``, an over-long line being dropped.
+    ``tail`` holds the bytes just before ``offset`` (up to 256), which tell a true copy
+    of this content from a file that merely starts the same way.
+    """
+
+    __slots__ = (
+        "key", "fd", "path", "folder", "source", "offset", "cursor", "buf", "skipping",
+        "count_skip", "fp_len", "fp_hash", "tail", "lines_read", "lines_skipped", "size",
+        "mtime_ns", "last_growth", "matched", "deleted", "copy_of", "snap", "fresh",
+    )
+
+    def __init__(
+        self, key: FileKey, fd: int, path: str, source: int, offset: int, fp: tuple[int, str],
+        now: float, *, size: int = -1, lines_read: int = 0, lines_skipped: int = 0,
+    ) -> None:
+        self.key = key
+        self.fd = fd
+        self.path = path
+        self.folder = real_folder(path)
+        self.source = source
+        self.offset = self.cursor = offset
+        self.buf = bytearray()
+        self.skipping = False
+        self.count_skip = True  # False while dropping the rest of a line we started inside
+        self.fp_len, self.fp_hash = fp
+        self.tail = b""
+        self.load_tail()
+        self.lines_read = lines_read
+        self.lines_skipped = lines_skipped
+        self.size = size  # from the last fstat; -1 = not looked at yet
+        self.mtime_ns = -1  # -1: the next check compares the fingerprint
+        self.last_growth = now
+        self.matched = True  # at a matched path at the last scan
+        self.deleted = False  # st_nlink == 0
+        self.copy_of: FileKey | None = None  # a copy of that follower's content, which reads it for us
+        self.snap = self.mark()  # the state at the last commit (or at creation)
+        self.fresh = True  # never committed: part of every checkpoint until it is
+
+    # -- state -------------------------------------------------------------------------
+
+    def mark(self) -> Mark:
+        return Mark(self.offset, self.lines_read, self.lines_skipped, self.fp_len, self.fp_hash,
+                    self.path, self.source, self.copy_of)
+
+    def restore(self, m: Mark) -> None:
+        """Go back to a marked state; buffered bytes are dropped and read again."""
+        self.lines_read, self.lines_skipped = m.lines_read, m.lines_skipped
+        self.copy_of = m.copy_of
+        self.reset(m.offset, (m.fp_len, m.fp_hash))
+        self.load_tail()
+        self.size = self.mtime_ns = -1  # look again, fingerprint included, at the next read
+
+    def reset(self, offset: int, fp: tuple[int, str]) -> None:
+        """Start over at ``offset`` (after a truncation: in new content)."""
+        self.offset = self.cursor = offset
+        self.buf = bytearray()
+        self.skipping = False
+        self.count_skip = True
+        self.fp_len, self.fp_hash = fp
+        self.tail = b""
+
+    def load_tail(self) -> None:
+        k = min(FP_MAX, self.offset)
+        try:
+            self.tail = os.pread(self.fd, k, self.offset - k) if k else b""
+        except OSError:
+            self.tail = b""
+
+    def position(self) -> Position:
+        extra = {"copy_of": list(self.copy_of)} if self.copy_of else {}
+        return Position(dev=self.key[0], ino=self.key[1], path=self.path, offset=self.offset,
+                        fp_len=self.fp_len, fp_hash=self.fp_hash, lines_read=self.lines_read,
+                        lines_skipped=self.lines_skipped, source=self.source, extra=extra)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def pull(self, n: int, max_line: int) -> tuple[list[Chunk], int]:
+        """Read up to ``n`` bytes at the cursor; return the complete lines and the bytes read.
+
+        An over-long line is never buffered: once the partial line passes ``max_line``
+        bytes it is dropped and the rest of it skipped up to its newline.
+        """
+        data = os.pread(self.fd, n, self.cursor)
+        if not data:
+            return [], 0
+        start = self.cursor
+        self.cursor += len(data)
+        pos = 0
+        longs: list[int] = []
+        if self.skipping:
+            nl = data.find(b"\n")
+            if nl < 0:
+                return [], len(data)
+            if self.count_skip:
+                longs.append(self.offset)
+            self.skipping, self.count_skip = False, True
+            pos = nl + 1
+            self.offset = start + pos
+            self.tail = data[max(0, pos - FP_MAX):pos]
+        last = data.rfind(b"\n", pos)
+        if last < 0:
+            if len(self.buf) + len(data) - pos > max_line:
+                self.buf = bytearray()
+                self.skipping = True
+            else:
+                self.buf += data[pos:]
+            return self._emit([], longs), len(data)
+        block = bytes(self.buf) + data[pos:last + 1] if self.buf else data[pos:last + 1]
+        base = self.offset
+        self.offset += len(block)
+        self.tail = block[-FP_MAX:] if len(block) >= FP_MAX else (self.tail + block)[-FP_MAX:]
+        rest = data[last + 1:]
+        if len(rest) > max_line:
+            self.buf = bytearray()
+            self.skipping = True
+        else:
+            self.buf = bytearray(rest)
+        segments = [(base, block)]
+        if len(block) > max_line + 1:  # only then can a complete line in it be too long
+            segments, inner = _split_long(block, base, max_line)
+            longs += inner
+        return self._emit(segments, longs), len(data)
+
+    def _emit(self, segments: list[tuple[int, bytes]], longs: list[int]) -> list[Chunk]:
+        chunks = [Chunk(self.key, self.source, self.path, off, data) for off, data in segments if data]
+        if longs:
+            if not chunks:
+                chunks.append(Chunk(self.key, self.source, self.path, self.offset, b""))
+            chunks[-1].skipped_long = len(longs)
+            chunks[-1].long_offsets = longs[:MAX_LONG_OFFSETS]
+        return chunks
+
+    def flush(self) -> list[Chunk]:
+        """At close: hand on an unterminated last line (or count it, if it was too long)."""
+        chunks: list[Chunk] = []
+        if self.skipping:
+            if self.count_skip:
+                chunks.append(Chunk(self.key, self.source, self.path, self.cursor, b"", 1, [self.offset]))
+            self.tail = b""
+        elif self.buf:
+            chunks.append(Chunk(self.key, self.source, self.path, self.offset, bytes(self.buf)))
+            self.tail = (self.tail + self.buf)[-FP_MAX:]
+        self.offset = self.cursor
+        self.buf = bytearray()
+        self.skipping = False
+        return chunks
+
+
+def _split_long(block: bytes, base: int, max_line: int) -> tuple[list[tuple[int, bytes]], list[int]]:
+    """Cut the lines longer than ``max_line`` out of a block of complete lines."""
+    segments: list[tuple[int, bytes]] = []
+    longs: list[int] = []
+    seg = pos = 0
+    while pos < len(block):
+        nl = block.find(b"\n", pos)
+        if nl - pos > max_line:
+            segments.append((base + seg, block[seg:pos]))
+            longs.append(base + pos)
+            seg = nl + 1
+        pos = nl + 1
+    segments.append((base + seg, block[seg:]))
+    return segments, longs
+
+
+def end_of_last_line(fd: int, size: int, max_line: int) -> tuple[int, bool]:
+    """Where "start at the end" starts: just after the last newline.
+
+    Returns ``(offset, skip)``; ``skip`` means there is no newline within ``max_line``
+    bytes of the end, so the rest of that (over-long) line is to be dropped silently.
+    A file that is one unfinished short line starts at 0, to be read once it ends.
+    """
+    end = size
+    limit = max(0, size - max_line - 1)
+    while end > limit:
+        start = max(limit, end - _BACKSCAN)
+        block = os.pread(fd, end - start, start)
+        nl = block.rfind(b"\n")
+        if nl >= 0:
+            return start + nl + 1, False
+        end = start
+    if limit == 0:
+        return 0, False
+    return size, True
+
+
+def stored_copy_of(pos: Position) -> FileKey | None:
+    """The original a stored copy was linked to (kept in ``Position.extra``), if any."""
+    raw = pos.extra.get("copy_of") if isinstance(pos.extra, dict) else None
+    if isinstance(raw, (list, tuple)) and len(raw) == 2 and all(isinstance(x, int) for x in raw):
+        return (raw[0], raw[1])
+    return None
+
+
+def real_folder(path: str) -> str:
+    """The folder the file behind ``path`` lives in (symlinks resolved): where its
+    rotated names and copies are."""
+    try:
+        return os.path.dirname(os.path.realpath(path))
+    except OSError:
+        return os.path.dirname(path)

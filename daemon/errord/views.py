@@ -1,0 +1,75 @@
+"""Pure formatting for the CLI: JSON-ready records and aligned text tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from errord.durations import format_duration
+from errord.model import INCIDENT_FIELDS, TIME_FIELDS, Incident
+
+__all__ = ["iso", "incident_json", "incidents_table", "table", "ago"]
+
+
+def iso(ts: float | None) -> str | None:
+    """ISO-8601 UTC with milliseconds and ``Z``: ``2026-01-14T15:05:51.367Z``."""
+    if ts is None:
+        return None
+    text = datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def incident_json(inc: Incident) -> dict[str, Any]:
+    """The CONTRACT §6 record with times as ISO-8601 UTC strings."""
+    out: dict[str, Any] = {}
+    for name in INCIDENT_FIELDS:
+        value = getattr(inc, name)
+        out[name] = iso(value) if name in TIME_FIELDS else value
+    return out
+
+
+def ago(ts: float | None, now: float) -> str:
+    """``"3h 12m ago"`` (or ``"-"``)."""
+    if ts is None:
+        return "-"
+    delta = now - ts
+    if delta < 0:
+        return "in " + format_duration(-delta)
+    return format_duration(delta) + " ago"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Left-aligned columns separated by two spaces; numbers right-aligned."""
+    cells = [[("" if c is None else str(c)) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, c in enumerate(row):
+            widths[i] = max(widths[i], len(c))
+    numeric = [all(_is_number(r[i]) for r in rows) and bool(rows) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(list(headers)), *(line(r) for r in cells)])
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def incidents_table(incidents: Sequence[Incident], now: float) -> str:
+    rows = []
+    for inc in incidents:
+        state = "active" if inc.active else f"cleared {ago(inc.cleared_at, now)}"
+        rows.append(
+            [inc.code, inc.app or "-", state, ago(inc.start_time, now), ago(inc.last_log_time, now),
+             inc.occurrences, inc.alerts_sent, _short(inc.message, 60)]
+        )
+    return table(["CODE", "APP", "STATE", "STARTED", "LAST SEEN", "COUNT", "ALERTS", "MESSAGE"], rows)
+
+
+def _short(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

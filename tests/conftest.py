@@ -1,0 +1,181 @@
+"""Factory fixtures: config files, a running ``errord`` subprocess, the CLI, log writers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/receiver.py etc. importable by name
+
+from receiver import Receiver  # noqa: E402
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def write_config(path: Path, **cfg: Any) -> Path:
+    """Write a TOML config from keyword data: scalars, dict tables, lists of dicts as arrays of tables."""
+    lines: list[str] = []
+    tables: list[str] = []
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            nested_simple = {k: v for k, v in value.items() if not isinstance(v, dict)}
+            nested_tables = {k: v for k, v in value.items() if isinstance(v, dict)}
+            if nested_simple:
+                tables.append(f"[{key}]")
+                tables += [f"{k} = {_toml_value(v)}" for k, v in nested_simple.items()]
+            for sub, subval in nested_tables.items():
+                tables.append(f"[{key}.{sub}]")
+                tables += [f"{k} = {_toml_value(v)}" for k, v in subval.items()]
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            for item in value:
+                tables.append(f"[[{key}]]")
+                tables += [f"{k} = {_toml_value(v)}" for k, v in item.items()]
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    path.write_text("\n".join(lines + tables) + "\n")
+    return path
+
+
+def line(code: str | None = None, clear: str | None = None, msg: str = "m", **extra: Any) -> bytes:
+    """One JSON log line as an app would write it."""
+    rec: dict[str, Any] = {"message": msg, "levelname": "ERROR"}
+    if code is not None:
+        rec["error_code"] = code
+    if clear is not None:
+        rec["error_code_clear"] = clear
+    rec.update(extra)
+    return (json.dumps(rec) + "\n").encode()
+
+
+def append(path: Path, *lines: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(b"".join(lines))
+
+
+class Errord:
+    """The CLI and a daemon subprocess for one config file."""
+
+    def __init__(self, config: Path, env: dict[str, str]) -> None:
+        self.config = config
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = config.parent / f"{config.stem}.daemon.log"
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "errord", args[0], "-c", str(self.config), *args[1:]]
+        res = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"{cmd} exited {res.returncode}: {res.stderr}")
+        return res
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def start(self, wait: bool = True) -> None:
+        assert self.proc is None or self.proc.poll() is not None
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "errord", "run", "-c", str(self.config)],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        if wait:
+            self.wait_running()
+
+    def wait_running(self, timeout: float = 20) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.output()}")
+            if self.json("status")["running"]:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"daemon not running after {timeout}s:\n{self.output()}")
+
+    def wait_caught_up(self, timeout: float = 30) -> dict[str, Any]:
+        """Until every matched file has been read to its end."""
+        end = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < end:
+            status = self.json("status")
+            if status["files"] and all(f["position"] == f["size"] for f in status["files"]):
+                return status
+            time.sleep(0.05)
+        raise AssertionError(f"not caught up after {timeout}s: {status}\n{self.output()}")
+
+    def stop(self, timeout: float = 10) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()  # SIGKILL
+        self.proc.wait(10)
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    rx = Receiver()
+    try:
+        yield rx
+    finally:
+        rx.stop()
+
+
+@pytest.fixture
+def errord_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ERRORD_") and k != "NOTIFY_SOCKET"}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture
+def make_errord(tmp_path: Path, errord_env: dict[str, str]) -> Iterator[Callable[..., Errord]]:
+    """``make_errord(notify=[...], sources=[...], ...)`` -> an ``Errord`` for a fresh config.
+
+    Defaults: state in tmp_path/state, one source tmp_path/logs/*.jsonl read from the
+    beginning, rotate_wait 1s.
+    """
+    made: list[Errord] = []
+
+    def factory(name: str = "errord", **cfg: Any) -> Errord:
+        (tmp_path / "logs").mkdir(exist_ok=True)
+        cfg.setdefault("server_id", "test-host")
+        cfg.setdefault("node_name", "n1")
+        cfg.setdefault("state_dir", str(tmp_path / "state"))
+        cfg.setdefault("sources", [{"path": str(tmp_path / "logs" / "*.jsonl"), "start_at": "beginning",
+                                    "rotate_wait": "1s", "app": "demo"}])
+        e = Errord(write_config(tmp_path / f"{name}.toml", **cfg), errord_env)
+        made.append(e)
+        return e
+
+    yield factory
+    for e in made:
+        if e.proc is not None and e.proc.poll() is None:
+            e.proc.kill()
+            e.proc.wait(10)

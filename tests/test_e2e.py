@@ -1,0 +1,274 @@
+"""End to end: ``errord run`` as a subprocess, real files, real Apprise to a local receiver."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import append, line
+
+pytestmark = pytest.mark.slow
+
+
+def test_alert_suppress_realert_clear(make_errord, receiver, tmp_path: Path) -> None:
+    e = make_errord(notify=[{"url": receiver.url("/hook")}], codes={"flaky": {"re_alert_time": "2s"}})
+    e.start()
+    log = tmp_path / "logs" / "app.jsonl"
+    append(log, line("db_down", msg="database unreachable"))
+    (first,) = receiver.wait_for(1)
+    assert first.body["type"] == "failure"
+    assert "db_down" in first.body["title"].split()
+    assert "database unreachable" in first.body["message"]
+
+    append(log, *[line("db_down", msg=f"again {i}") for i in range(5)])
+    append(log, line(clear="db_down", msg="database back"))
+    got = receiver.wait_for(2)
+    assert got[1].body["type"] == "success"
+    assert "database unreachable" in got[1].body["message"]
+
+    now = time.time()
+    append(log, line("flaky", timestamp=now - 10), line("flaky", timestamp=now - 9), line("flaky", timestamp=now - 7))
+    got = receiver.wait_for(4)
+    assert [r.body["type"] for r in got[2:]] == ["failure", "warning"]
+    e.wait_caught_up()
+
+    history = e.json("history")
+    by_code = {h["code"]: h for h in history}
+    db = by_code["db_down"]
+    assert (db["occurrences"], db["alerts_sent"], db["active"]) == (6, 1, False)
+    assert db["cleared_at"] and db["server_id"] == "test-host" and db["node_name"] == "n1" and db["app"] == "demo"
+    assert by_code["flaky"]["occurrences"] == 3 and by_code["flaky"]["alerts_sent"] == 2
+    assert [a["code"] for a in e.json("active")] == ["flaky"]
+    assert e.stop() == 0
+    assert len(receiver.delivered) == 4  # nothing more on the way out
+
+
+def test_notices_go_to_stderr_without_targets(make_errord, tmp_path: Path) -> None:
+    e = make_errord()
+    e.start()
+    append(tmp_path / "logs" / "app.jsonl", line("disk_full", msg="no space"))
+    end = time.monotonic() + 10
+    while "disk_full" not in e.output() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert "[errord notice] failure" in e.output() and "no space" in e.output()
+    assert e.stop() == 0
+
+
+def test_start_at_end_on_first_start_then_new_files_from_start(make_errord, receiver, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    append(logs / "old.jsonl", line("ancient", msg="before errord existed"))
+    e = make_errord(notify=[{"url": receiver.url()}],
+                    sources=[{"path": str(logs / "*.jsonl"), "start_at": "end", "rotate_wait": "1s"}])
+    e.start()
+    append(logs / "new.jsonl", line("fresh"))
+    append(logs / "old.jsonl", line("later"))
+    got = receiver.wait_for(2)
+    assert sorted(r.body["title"].split()[1] for r in got) == ["fresh", "later"]
+    e.stop()
+    # a file that appears while errord is down is read from its start on the next run
+    append(logs / "while_down.jsonl", line("offline"))
+    e.start()
+    got = receiver.wait_for(3)
+    assert got[2].body["title"].split()[1] == "offline"
+    e.wait_caught_up()
+    assert e.stop() == 0
+    assert len(receiver.delivered) == 3
+
+
+def test_kill_9_mid_stream_loses_and_doubles_nothing(make_errord, receiver, tmp_path: Path) -> None:
+    rnd = random.Random(1234)
+    e = make_errord(notify=[{"url": receiver.url()}], defaults={"re_alert_time": "1h"})
+    log = tmp_path / "logs" / "app.jsonl"
+    codes = [f"c{i}" for i in range(8)]
+    written: Counter[str] = Counter()
+    e.start()
+    kills = 0
+    for burst in range(6):
+        batch = []
+        for _ in range(rnd.randint(200, 2000)):
+            code = rnd.choice(codes)
+            written[code] += 1
+            batch.append(line(code, msg="x" * rnd.randint(0, 200)))
+        append(log, *batch)
+        time.sleep(rnd.uniform(0.0, 0.3))
+        if burst % 2 == 0:
+            e.kill()
+            kills += 1
+            e.start()
+    e.wait_caught_up()
+    history = e.json("history", "--limit", "1000")
+    got = {h["code"]: h["occurrences"] for h in history}
+    assert got == dict(written)
+    assert all(h["active"] for h in history) and len(history) == len(codes)
+    receiver.wait_for(len(codes))
+    time.sleep(0.5)
+    titles = Counter(r.body["title"].split()[1] for r in receiver.delivered)
+    assert set(titles) == set(codes)
+    # a notice can repeat only if the crash fell between the target accepting it and the journal recording it
+    assert sum(titles.values()) - len(codes) <= kills
+    assert e.stop() == 0
+
+
+def test_rename_rotation_while_running(make_errord, receiver, tmp_path: Path) -> None:
+    e = make_errord(notify=[{"url": receiver.url()}])
+    e.start()
+    log = tmp_path / "logs" / "app.jsonl"
+    append(log, line("a1"))
+    receiver.wait_for(1)
+    with open(log, "ab") as writer:  # a writer that never reopens
+        os.rename(log, tmp_path / "logs" / "app.jsonl.1")
+        writer.write(line("a2"))
+        writer.flush()
+        append(log, line("a3"))
+        writer.write(line("a4"))
+    got = receiver.wait_for(4)
+    assert sorted(r.body["title"].split()[1] for r in got) == ["a1", "a2", "a3", "a4"]
+    assert e.stop() == 0
+
+
+def test_pending_notice_survives_restart(make_errord, receiver, tmp_path: Path) -> None:
+    e = make_errord(notify=[{"url": receiver.url()}])
+    receiver.stop()  # target down: connection refused
+    e.start()
+    append(tmp_path / "logs" / "app.jsonl", line("outage"))
+    end = time.monotonic() + 10
+    while e.json("status")["pending_notices"] != 1 and time.monotonic() < end:
+        time.sleep(0.1)
+    assert e.json("status")["pending_notices"] == 1
+    assert e.stop() == 0
+    receiver.start()
+    e.start()
+    (got,) = receiver.wait_for(1, timeout=15)
+    assert "outage" in got.body["title"]
+    end = time.monotonic() + 5
+    while e.json("status")["pending_notices"] and time.monotonic() < end:
+        time.sleep(0.1)
+    assert e.json("status")["pending_notices"] == 0
+    assert e.stop() == 0
+
+
+def test_status_json_shape(make_errord, tmp_path: Path) -> None:
+    e = make_errord()
+    log = tmp_path / "logs" / "app.jsonl"
+    append(log, line("x"), b"not json at all\n", line(msg="plain"))
+    status = e.json("status")
+    assert status["running"] is False
+    assert status["files"] == [{"path": str(log), "position": 0, "size": log.stat().st_size,
+                                "lines_read": 0, "lines_skipped": 0}]
+    e.start()
+    status = e.wait_caught_up()
+    assert status["running"] is True
+    assert {"running", "active_incidents", "pending_notices", "pending_mongo", "files"} <= set(status)
+    assert status["active_incidents"] == 1
+    (f,) = status["files"]
+    assert (f["lines_read"], f["lines_skipped"]) == (3, 1)
+    assert e.stop() == 0
+    assert e.json("status")["running"] is False
+
+
+def test_sigterm_exits_zero_quickly(make_errord, receiver, tmp_path: Path) -> None:
+    receiver.hang = 30  # a hung target must not hold the exit
+    e = make_errord(notify=[{"url": receiver.url()}])
+    e.start()
+    append(tmp_path / "logs" / "app.jsonl", line("slow"))
+    receiver.wait_for(1, delivered=False)
+    t0 = time.monotonic()
+    assert e.stop(timeout=12) == 0
+    assert time.monotonic() - t0 < 10
+
+
+def test_second_daemon_on_same_state_refused(make_errord) -> None:
+    e = make_errord()
+    e.start()
+    res = e.cli("run", check=False, timeout=20)
+    assert res.returncode == 1 and "another errord" in res.stderr
+    assert e.stop() == 0
+
+
+def test_invalid_config_exit_2_names_key(make_errord, tmp_path: Path) -> None:
+    e = make_errord(sources=[{"path": str(tmp_path / "*.jsonl"), "start_at": "middle"}])
+    for cmd in ("check-config", "run"):
+        res = e.cli(cmd, check=False)
+        assert res.returncode == 2
+        assert "sources.0.start_at" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_replay_prints_notices_and_touches_no_state(make_errord, tmp_path: Path) -> None:
+    e = make_errord(defaults={"re_alert_time": "60s"})
+    log = tmp_path / "replay.jsonl"
+    t = 1_768_400_000
+    append(log, line("r", timestamp=t), line("r", timestamp=t + 30), line("r", timestamp=t + 61),
+           line(clear="r", timestamp=t + 100))
+    res = e.cli("replay", str(log), "--json")
+    notices = [json.loads(x) for x in res.stdout.splitlines()]
+    assert [n["type"] for n in notices] == ["failure", "warning", "success"]
+    assert notices[0]["time"] == "2026-01-14T14:13:20.000Z"
+    assert not (tmp_path / "state").exists()
+
+
+def test_unusable_apprise_url_is_a_config_error(make_errord) -> None:
+    e = make_errord(notify=[{"url": "json://127.0.0.1:9/ok"}, {"url": "nosuchscheme://secret-token-123/x"}])
+    for cmd in ("check-config", "run"):
+        res = e.cli(cmd, check=False)
+        assert res.returncode == 2, res.stderr
+        assert "notify.1.url" in res.stderr and "secret-token-123" not in res.stderr
+
+
+def test_sighup_adds_a_target_and_keeps_state(make_errord, receiver, tmp_path: Path) -> None:
+    import signal as _signal
+
+    from conftest import write_config
+
+    e = make_errord()
+    e.start()
+    log = tmp_path / "logs" / "app.jsonl"
+    append(log, line("before_reload"))
+    e.wait_caught_up()
+    cfg_text = e.config.read_text()
+    # an invalid file is refused and the old config kept
+    e.config.write_text(cfg_text + "\nscope = 'galaxy'\n")
+    e.proc.send_signal(_signal.SIGHUP)
+    time.sleep(0.5)
+    write_config(e.config, server_id="test-host", node_name="n1", state_dir=str(tmp_path / "state"),
+                 sources=[{"path": str(tmp_path / "logs" / "*.jsonl"), "start_at": "beginning",
+                           "rotate_wait": "1s", "app": "demo"}],
+                 notify=[{"url": receiver.url("/after")}])
+    e.proc.send_signal(_signal.SIGHUP)
+    end = time.monotonic() + 10
+    while "config reloaded" not in e.output() and time.monotonic() < end:
+        time.sleep(0.05)
+    append(log, line("after_reload"), line("before_reload"))
+    (got,) = receiver.wait_for(1)
+    assert "after_reload" in got.body["title"]
+    e.wait_caught_up()
+    assert "reload refused" in e.output()
+    history = {h["code"]: h for h in e.json("history")}
+    assert history["before_reload"]["occurrences"] == 2  # the incident survived the reload
+    time.sleep(0.3)
+    assert len(receiver.delivered) == 1
+    assert e.stop() == 0
+
+
+def test_copytruncate_while_running(make_errord, receiver, tmp_path: Path) -> None:
+    import shutil
+
+    e = make_errord(notify=[{"url": receiver.url()}])
+    e.start()
+    log = tmp_path / "logs" / "app.jsonl"
+    append(log, *[line("ct", msg=f"before {i}") for i in range(50)])
+    e.wait_caught_up()
+    shutil.copyfile(log, tmp_path / "logs" / "app.jsonl.1")
+    with open(log, "r+b") as f:
+        f.truncate(0)
+    append(log, *[line("ct", msg=f"after {i}") for i in range(60)])  # longer than before
+    e.wait_caught_up()
+    (h,) = e.json("history")
+    assert h["occurrences"] == 110
+    assert e.stop() == 0

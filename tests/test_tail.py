@@ -1,0 +1,687 @@
+"""Tailer on real files: growth, start positions, rotation, truncation, deletion, errors,
+checkpoints. Every test asserts the exact lines handed on and their order per file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from errord import fileid
+from errord.model import FileKey, Position
+from errord.tail import Chunk, Tailer
+
+ROTATE_WAIT = 0.3
+SCAN = 0.2
+
+
+@dataclass
+class Src:
+    """The attributes the tailer reads from a ``SourceSettings``."""
+
+    path: str
+    app: str | None = None
+    start_at: str = "beginning"
+    rotate_wait: float = ROTATE_WAIT
+    max_line_bytes: int = 1 << 20
+
+
+def L(tag: str, i: int) -> bytes:
+    """One JSON log line, long enough that a few of them fill a 256-byte fingerprint."""
+    return b'{"message": "%s-%04d", "error_code": "E%d", "pad": "%s"}\n' % (tag.encode(), i, i, b"x" * 40)
+
+
+def lines(tag: str, a: int, b: int) -> list[bytes]:
+    return [L(tag, i) for i in range(a, b)]
+
+
+def append(path: Path, data: list[bytes] | bytes) -> None:
+    with open(path, "ab") as fh:
+        fh.write(data if isinstance(data, bytes) else b"".join(data))
+
+
+def key_of(path: Path) -> FileKey:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
+
+
+def split(data: bytes) -> list[bytes]:
+    """Lines of a chunk, each with its newline (the last may lack one when a file closed)."""
+    parts = [p + b"\n" for p in data.split(b"\n")]
+    parts[-1] = parts[-1][:-1]
+    return [p for p in parts if p]
+
+
+class Driver:
+    """Runs a Tailer the way the daemon's batch loop does and records what it hands on."""
+
+    def __init__(self, tailer: Tailer) -> None:
+        self.t = tailer
+        self.got: list[tuple[str, bytes]] = []  # (path the bytes came from, line)
+        self.keyed: list[tuple[FileKey, bytes]] = []  # (identity, line)
+        self.chunks: list[Chunk] = []
+        self.db: dict[FileKey, Position] = {}  # what a journal would hold
+        self.gone: list[Position] = []
+
+    def step(self, max_bytes: int = 8 << 20, commit: bool = True) -> list[Chunk]:
+        chunks = self.t.read(max_bytes)
+        for c in chunks:
+            got = split(c.data)
+            self.got += [(c.path, ln) for ln in got]
+            self.keyed += [(c.key, ln) for ln in got]
+            self.t.account(c.key, len(got), c.skipped_long)
+        self.chunks += chunks
+        if commit:
+            for p in self.t.checkpoint():
+                if p.gone:
+                    self.db.pop(p.key, None)
+                    self.gone.append(p)
+                else:
+                    self.db[p.key] = p
+            self.t.committed()
+        return chunks
+
+    def lines(self, name: str | None = None) -> list[bytes]:
+        return [ln for p, ln in self.got if name is None or os.path.basename(p) == name]
+
+    def of(self, key: FileKey) -> list[bytes]:
+        return [ln for k, ln in self.keyed if k == key]
+
+    async def until(self, cond: Callable[[], bool], timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.step()
+            if cond():
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; got {[ln for _, ln in self.got]}")
+            await self.t.wait(0.05)
+
+    async def run_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            await self.t.wait(0.05)
+            self.step()
+
+
+Make = Callable[..., Driver]
+
+
+@pytest.fixture
+async def make() -> AsyncIterator[Make]:
+    """Factory: an opened-later Tailer wrapped in a Driver; closed at teardown."""
+    made: list[Tailer] = []
+
+    def factory(sources: list[Src], positions: list[Position] | None = None, *, first_start: bool = True,
+                **kw: object) -> Driver:
+        kw.setdefault("scan_interval", SCAN)
+        t = Tailer(sources, positions or [], first_start=first_start, **kw)  # type: ignore[arg-type]
+        made.append(t)
+        return Driver(t)
+
+    yield factory
+    for t in made:
+        await t.close()
+
+
+async def opened(d: Driver) -> Driver:
+    await d.t.open()
+    return d
+
+
+# -- growth --------------------------------------------------------------------------
+
+
+async def test_append_and_read(tmp_path: Path, make: Make) -> None:
+    log = tmp_path / "app.jsonl"
+    append(log, lines("a", 0, 3))
+    d = await opened(make([Src(str(tmp_path / "*.jsonl"))]))
+    await d.until(lambda: len(d.got) >= 3)
+    append(log, lines("a", 3, 5))
+    await d.until(lambda: len(d.got) >= 5)
+    await d.run_for(0.2)
+    assert d.lines() == lines("a", 0, 5)
+    assert d.got[0][0] == str(log)
+    pos = d.db[key_of(log)]
+    assert (pos.offset, pos.lines_read, pos.path) == (log.stat().st_size, 5, str(log))
+    assert pos.fp_len == 256 and pos.fp_hash == fileid.digest(log.read_bytes()[:256])
+    [st] = d.t.files()
+    assert (st.path, st.position, st.size, st.lines_read, st.source) == (str(log), log.stat().st_size,
+                                                                          log.stat().st_size, 5, 0)
+    await d.t.close()
+
+
+async def test_partial_line_is_held_until_its_newline(tmp_path: Path, make: Make) -> None:
+    log = tmp_path / "app.jsonl"
+    append(log, b'{"a": 1}\n{"b": ')
+    d = await opened(make([Src(str(log))]))
+    await d.until(lambda: len(d.got) >= 1)
+    await d.run_for(0.2)
+    assert d.lines() == [b'{"a": 1}\n']
+    assert d.db[key_of(log)].offset == 9  # not past the last newline
+    append(log, b'2}\n{"c": 3}\n')
+    await d.until(lambda: len(d.got) >= 3)
+    assert d.lines() == [b'{"a": 1}\n', b'{"b": 2}\n', b'{"c": 3}\n']
+    assert [c.offset for c in d.chunks if c.data] == [0, 9]
+    await d.t.close()
+
+
+# -- where reading starts --------------------------------------------------------------
+
+
+async def test_start_at_end_vs_beginning_on_first_start(tmp_path: Path, make: Make) -> None:
+    (tmp_path / "e").mkdir()
+    (tmp_path / "b").mkdir()
+    end_log, beg_log = tmp_path / "e" / "app.jsonl", tmp_path / "b" / "app.jsonl"
+    append(end_log, lines("old-e", 0, 3))
+    append(beg_log, lines("old-b", 0, 3))
+    d = await opened(make([Src(str(tmp_path / "e" / "*.jsonl"), start_at="end"),
+                           Src(str(tmp_path / "b" / "*.jsonl"), start_at="beginning")]))
+    d.step()
+    # The first checkpoint persists where "end" put the file, though nothing was read from it.
+    assert d.db[key_of(end_log)].offset == end_log.stat().st_size
+    assert d.db[key_of(end_log)].source == 0
+    append(end_log, lines("new-e", 0, 2))
+    await d.until(lambda: len(d.got) >= 5)
+    await d.run_for(0.2)
+    assert [ln for p, ln in d.got if p == str(beg_log)] == lines("old-b", 0, 3)
+    assert [ln for p, ln in d.got if p == str(end_log)] == lines("new-e", 0, 2)
+    assert {c.source for c in d.chunks if c.path == str(end_log)} == {0}
+    assert {c.source for c in d.chunks if c.path == str(beg_log)} == {1}
+    await d.t.close()
+
+
+async def test_files_appearing_later_are_read_from_their_start(tmp_path: Path, make: Make) -> None:
+    old = tmp_path / "old.jsonl"
+    append(old, lines("old", 0, 3))
+    d = await opened(make([Src(str(tmp_path / "*.jsonl"), start_at="end"),
+                           Src(str(tmp_path / "later" / "sub" / "*.jsonl"), start_at="end")],
+                          scan_interval=30.0))  # only watch events can find them quickly
+    d.step()
+    await asyncio.sleep(0.3)  # the watchers start
+    new = tmp_path / "new.jsonl"
+    append(new, lines("new", 0, 2))  # written before the tailer sees the file
+    await d.until(lambda: len(d.got) >= 2)
+    (tmp_path / "later" / "sub").mkdir(parents=True)  # a folder that did not exist at open()
+    await asyncio.sleep(0.4)
+    deep = tmp_path / "later" / "sub" / "deep.jsonl"
+    append(deep, lines("deep", 0, 2))
+    await d.until(lambda: len(d.got) >= 4)
+    await d.run_for(0.2)
+    assert d.lines("new.jsonl") == lines("new", 0, 2)
+    assert d.lines("deep.jsonl") == lines("deep", 0, 2)
+    assert d.lines("old.jsonl") == []
+    await d.t.close()
+
+
+async def test_stored_position_is_resumed_and_new_files_read_whole(tmp_path: Path,
+                                                                   make: Make) -> None:
+    log = tmp_path / "app.jsonl"
+    append(log, lines("a", 0, 4))
+    d1 = await opened(make([Src(str(tmp_path / "*.jsonl"), start_at="end")]))
+    d1.step()
+    append(log, lines("a", 4, 6))
+    await d1.until(lambda: len(d1.got) >= 2)
+    await d1.t.close()
+    stored = list(d1.db.values())
+    assert [p.lines_read for p in stored] == [2]
+    # errord is down: the file grows and another file appears.
+    append(log, lines("a", 6, 8))
+    append(tmp_path / "other.jsonl", lines("o", 0, 2))
+    d2 = await opened(make([Src(str(tmp_path / "*.jsonl"), start_at="end")], stored, first_start=False))
+    await d2.until(lambda: len(d2.got) >= 4)
+    await d2.run_for(0.2)
+    assert d2.lines("app.jsonl") == lines("a", 6, 8)
+    assert d2.lines("other.jsonl") == lines("o", 0, 2)  # start_at applies to the first start only
+    assert d2.db[key_of(log)].lines_read == 4  # counters carry on
+    await d2.t.close()
+
+
+async def test_inode_reuse_with_other_first_bytes_reads_from_zero(tmp_path: Path,
+                                                                   make: Make) -> None:
+    log = tmp_path / "app.jsonl"
+    append(log, lines("new", 0, 5))
+    dev, ino = key_of(log)
+    other = b"".join(lines("previous-file", 0, 5))
+    stale = Position(dev=dev, ino=ino, path=str(log), offset=200, fp_len=256,
+                     fp_hash=fileid.digest(other[:256]), lines_read=9)
+    d = await opened(make([Src(str(log))], [stale], first_start=False))
+    await d.until(lambda: len(d.got) >= 5)
+    await d.run_for(0.2)
+    assert d.lines() == lines("new", 0, 5)
+    assert d.db[(dev, ino)].lines_read == 5
+    await d.t.close()
+
+
+# -- rotation --------------------------------------------------------------------------
+
+
+async def test_rename_rotation_follows_the_renamed_file_and_reads_the_new_one(
+    tmp_path: Path, make: Make
+) -> None:
+    log, rotated = tmp_path / "app.jsonl", tmp_path / "app.jsonl.1"
+    writer = open(log, "ab", buffering=0)  # noqa: SIM115 - an app that never reopens its log
+    writer.write(b"".join(lines("a", 0, 3)))
+    d = await opened(make([Src(str(tmp_path / "*.jsonl"))]))
+    await d.until(lambda: len(d.got) >= 3)
+    old_key = key_of(log)
+    os.rename(log, rotated)
+    writer.write(b"".join(lines("a", 3, 5)))
+    await d.run_for(0.3)
+    writer.write(b"".join(lines("a", 5, 7)))  # still appending to the renamed file
+    append(log, lines("b", 0, 3))  # the new file at the path
+    await d.run_for(0.2)
+    writer.write(L("a", 7)[:20])  # an unterminated last line before the writer stops
+    writer.close()
+    await d.until(lambda: any(g.key == old_key for g in d.gone), timeout=5)
+    tail = L("a", 7)[:20]
+    assert d.of(old_key) == lines("a", 0, 7) + [tail]
+    assert d.of(key_of(log)) == lines("b", 0, 3)
+    assert d.lines("app.jsonl.1")[-1] == tail  # the renamed file's new name was learnt
+    assert sorted(d.lines()) == sorted(lines("a", 0, 7) + [tail] + lines("b", 0, 3))
+    assert [f.path for f in d.t.files()] == [str(log)]
+    assert old_key not in d.db
+    await d.t.close()
+
+
+async def test_rename_with_a_glob_matching_both_names_reads_once(tmp_path: Path,
+                                                                 make: Make) -> None:
+    log, rotated = tmp_path / "app.jsonl", tmp_path / "app.jsonl.1"
+    writer = open(log, "ab", buffering=0)  # noqa: SIM115
+    writer.write(b"".join(lines("a", 0, 3)))
+    d = await opened(make([Src(str(tmp_path / "app.jsonl*"))]))
+    await d.until(lambda: len(d.got) >= 3)
+    old_key = key_of(log)
+    os.rename(log, rotated)
+    writer.write(b"".join(lines("a", 3, 5)))
+    append(log, lines("b", 0, 2))
+    await d.until(lambda: len(d.got) >= 7)
+    await d.run_for(3 * ROTATE_WAIT)
+    writer.close()
+    assert d.lines() and sorted(d.lines()) == sorted(lines("a", 0, 5) + lines("b", 0, 2))
+    assert d.of(old_key) == lines("a", 0, 5)
+    assert d.of(key_of(log)) == lines("b", 0, 2)
+    assert d.db[old_key].path == str(rotated)  # the same identity, now under its new name
+    assert sorted(f.path for f in d.t.files()) == [str(log), str(rotated)]  # still matched: kept
+    await d.t.close()
+
+
+async def test_copytruncate_reads_unread_lines_from_the_copy(tmp_path: Path, make: Make) -> None:
+    log, copy = tmp_path / "app.jsonl", tmp_path / "app.jsonl.1"
+    append(log, lines("a", 0, 5))
+    d = await opened(make([Src(str(tmp_path / "*.jsonl"))], scan_interval=30.0))
+    await d.until(lambda: len(d.got) >= 5)
+    old_size = log.stat().st_size
+    append(log, lines("a", 5, 10))  # not read yet when logrotate copies the file ...
+    shutil.copyfile(log, copy)
+    with open(log, "r+b") as fh:  # ... and truncates it; the app appends at once
+        fh.truncate(0)
+    append(log, lines("b", 0, 15))
+    assert log.stat().st_size > old_size  # longer than the old position: only the first bytes tell
+    await d.until(lambda: len(d.got) >= 25)
+    await d.run_for(2 * ROTATE_WAIT + 0.2)
+    assert d.lines("app.jsonl.1") == lines("a", 5, 10)
+    assert d.lines("app.jsonl") == lines("a", 0, 5) + lines("b", 0, 15)
+    assert [f.path for f in d.t.files()] == [str(log)]  # the copy was closed once quiet
+    assert d.db[key_of(log)].offset == log.stat().st_size
+    await d.t.close()
+
+
+@pytest.mark.parametrize("seen_before_truncate", [True, False])
+async def test_copytruncate_with_the_copy_matching_the_glob(
+    tmp_path: Path, make: Make, seen_before_truncate: bool
+) -> None:
+    log, copy = tmp_path / "app.jsonl", tmp_path / "app.jsonl.1"
+    append(log, lines("a", 0, 5))
+    d = await opened(make([Src(str(tmp_path / "app.jsonl*"))], scan_interval=30.0))
+    await d.until(lambda: len(d.got) >= 5)
+    append(log, lines("a", 5, 10))
+    shutil.copyfile(log, copy)
+    if seen_before_truncate:
+        await d.run_for(0.3)  # the copy is found by the glob while the original is intact
+    with open(log, "r+b") as fh:
+        fh.truncate(0)
+    append(log, lines("b", 0, 15))
+    await d.until(lambda: len(d.got) >= 25)
+    await d.run_for(2 * ROTATE_WAIT)
+    assert sorted(d.lines()) == sorted(lines("a", 0, 10) + lines("b", 0, 15))
+    assert d.lines("app.jsonl") == (lines("a", 0, 10) if seen_before_truncate else lines("a", 0, 5)) + \
+        lines("b", 0, 15)
+    assert sorted(f.path for f in d.t.files()) == [str(log), str(copy)]
+    assert d.db[key_of(copy)].offset == copy.stat().st_size
+    await d.t.close()
+
+
+async def test_a_copy_of_a_followed_file_matching_the_glob_is_not_read_again(
+    tmp_path: Path, make: Make
+) -> None:
+    log, bak = tmp_path / "app.jsonl", tmp_path / "app.jsonl.bak"
+    append(log, lines("a", 0, 8))
+    d = await opened(make([Src(str(tmp_path / "app.jsonl*"))]))
+    await d.until(lambda: len(d.got) >= 8)
+    append(log, lines("a", 8, 10))  # not read yet when the copy is made
+    shutil.copyfile(log, bak)
+    append(log, lines("a", 10, 12))
+    await d.until(lambda: len(d.got) >= 12)
+    await d.run_for(0.5)
+    assert d.lines("app.jsonl") == lines("a", 0, 12)
+    assert d.lines("app.jsonl.bak") == []
+    assert d.db[key_of(bak)].offset == bak.stat().st_size  # it is where the original was
+    await d.t.close()
+
+
+async def test_a_linked_copy_stays_linked_across_a_restart(tmp_path: Path, make: Make) -> None:
+    log, bak = tmp_path / "app.jsonl", tmp_path / "app.jsonl.bak"
+    append(log, lines("a", 0, 8))
+    d1 = await opened(make([Src(str(tmp_path / "app.jsonl*"))]))
+    await d1.until(lambda: len(d1.got) >= 8)
+    append(log, lines("a", 8, 30))
+    shutil.copyfile(log, bak)
+    await asyncio.sleep(0.2)  # the watch event arrives; nothing read yet
+    d1.step(max_bytes=300)  # finds the copy, reads a little of the original
+    assert key_of(bak) in d1.db and d1.db[key_of(bak)].offset < bak.stat().st_size
+    await d1.t.close()
+    append(log, lines("a", 30, 32))
+    d2 = await opened(make([Src(str(tmp_path / "app.jsonl*"))], list(d1.db.values()), first_start=False))
+    await d2.until(lambda: len(d1.got) + len(d2.got) >= 32)
+    await d2.run_for(0.3)
+    assert d1.lines() + d2.lines() == lines("a", 0, 32)  # the copy is not read beside its original
+    await d2.t.close()
+
+
+@pytest.mark.parametrize("old_still_followed", [True, False])
+async def test_a_new_file_starting_like_a_rotated_one_is_read_whole(
+    tmp_path: Path, make: Make, old_still_followed: bool
+) -> None:
+    """An app restarted after rotation writes the same banner (> 256 bytes, no timestamps):
+    the first bytes match, but it is no copy and must be read from its start."""
+    log = tmp_path / "app.jsonl"
+    banner = [b'{"message": "starting worker", "pad": "%s"}\n' % (b"=" * 80)] * 3
+    append(log, banner + lines("a", 0, 3))
+    d = await opened(make([Src(str(tmp_path / "*.jsonl"), rotate_wait=0.3 if old_still_followed else 0.05)]))
+    await d.until(lambda: len(d.got) >= 6)
+    old_key = key_of(log)
+    os.rename(log, tmp_path / "app.jsonl.1")
+    if not old_still_followed:
+        await d.until(lambda: any(g.key == old_key for g in d.gone))  # closed: only remembered
+    append(log, banner + lines("b", 0, 3))
+    await d.until(lambda: len(d.got) >= 12)
+    await d.run_for(0.2)
+    assert d.of(key_of(log)) == banner + lines("b", 0, 3)
+    await d.t.close()
+
+
+async def test_a_copy_of_a_closed_file_matching_the_glob_starts_where_we_were(
+    tmp_path: Path, make: Make
+) -> None:
+    log = tmp_path / "app.jsonl"
+    append(log, lines("a", 0, 6))
+    d = await opened(make([Src(str(tmp_path / "*.jsonl"), rotate_wait=0.05)]))
+    await d.until(lambda: len(d.got) >= 6)
+    k = key_of(log)
+    os.rename(log, tmp_path / "app.log.1")
+    await d.until(lambda: any(g.key == k for g in d.gone))
+    shutil.copyfile(tmp_path / "app.log.1", tmp_path / "restored.jsonl")
+    await d.run_for(0.5)
+    assert d.lines() == lines("a", 0, 6)
+    assert [os.path.basename(f.path) for f in d.t.files()] == ["restored.jsonl"]
+    await d.t.close()
+
+
+async def test_deleted_right_after_writing_last_lines_still_read(tmp_path: Path,
+                                                                 make: Make) -> None:
+    log = tmp_path / "app.jsonl"
+    append(log, lines("a", 0, 2))
+    d = await opened(make([Src(str(tmp_path / "*.jsonl"))]))
+    await d.until(lambda: len(d.got) >= 2)
+    k = key_of(log)
+    append(log, lines("a", 2, 5))
+    log.unlink()
+    await d.until(lambda: any(g.key == k for g in d.gone))
+    assert d.lines() == lines("a", 0, 5)
+    assert d.t.files() == [] and k not in d.db
+    await d.t.close()
+
+
+async def test_rotation_while_down_reads_the_rest_of_the_renamed_file(tmp_path: Path,
+                                                                      make: Make) -> None:
+    log, rotated = tmp_path / "app.jsonl", tmp_path / "app.jsonl.1"
+    append(log, lines("a", 0, 4))
+    d1 = await opened(make([Src(str(tmp_path / "*.jsonl"))]))
+    await d1.until(lambda: len(d1.got) >= 4)
+    await d1.t.close()
+    old_key = key_of(log)
+    stored = list(d1.db.values()) + [Position(dev=1, ino=999999, path=str(tmp_path / "vanished.jsonl"),
+                                              offset=10, fp_len=10, fp_hash="00")]
+    # While errord is down: more lines, rename, a new file at the path.
+    append(log, lines("a", 4, 7))
+    os.rename(log, rotated)
+    append(log, lines("b", 0, 2))
+    d2 = await opened(make([Src(str(tmp_path / "*.jsonl"))], stored, first_start=False))
+    d2.step()
+    assert {p.key for p in d2.gone} == {(1, 999999)}  # found nowhere: deleted from the journal
+    await d2.until(lambda: any(g.key == old_key for g in d2.gone))
+    assert d2.lines("app.jsonl.1") == lines("a", 4, 7)
+    assert d2.lines("app.jsonl") == lines("b", 0, 2)
+    await d2.t.close()
+
+
+async def test_copytruncate_while_down_recovers_from_the_copy(tmp_path: Path,
+                                                              make: Make) -> None:
+    log, copy = tmp_path / "app.jsonl", tmp_path / "app.jsonl-20260114"
+    append(log, lines("a", 0, 4))
+    d1 = await opened(make([Src(str(tmp_path / "*.jsonl"))]))
+    await d1.until(lambda: len(d1.got) >= 4)
+    await d1.t.close()
+    append(log, lines("a", 4, 6))
+    shutil.copyfile(log, copy)
+    with open(log, "r+b") as fh:
+        fh.truncate(0)
+    append(log, lines("b", 0, 8))
+    d2 = await opened(make([Src(str(tmp_path / "*.jsonl"))], list(d1.db.values()), first_start=False))
+    await d2.until(lambda: len(d2.got) >= 10)
+    await d2.run_for(2 * ROTATE_WAIT)
+    assert d2.lines(copy.name) == lines("a", 4, 6)
+    assert d2.lines("app.jsonl") == lines("b", 0, 8)
+    await d2.t.close()
+
+
+# -- long lines and errors -------------------------------------------------------------
+
+
+async def test_overlong_line_is_skipped_without_buffering_it(tmp_path: Path, make: Make) -> None:
+    log = tmp_path / "app.jsonl"
+    append(log, L("a", 0))
+    big_at = log.stat().st_size
+    with open(log, "ab") as fh:
+        for _ in range(10):
+            fh.write(b"y" * (1 << 20))
+        fh.write(b"\n")
+    append(log, L("a", 1))
+    d = await opened(make([Src(str(log), max_line_bytes=1 << 20)], chunk_bytes=256 << 10))
+    tracemalloc.start()
+    try:
+        await d.until(lambda: len(d.got) >= 2)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert d.lines() == [L("a", 0), L("a", 1)]
+    assert sum(c.skipped_long for c in d.chunks) == 1
+    assert [o for c in d.chunks for o in c.long_offsets] == [big_at]
+    assert peak < 4 << 20, peak  # the 10 MB line was never held
+    assert d.db[key_of(log)].offset == log.stat().st_size
+    await d.t.close()
+
+
+async def test_long_lines_inside_one_read_are_cut_out(tmp_path: Path, make: Make) -> None:
+    log = tmp_path / "app.jsonl"
+    body = [L("a", 0), b"z" * 1000 + b"\n", L("a", 1), b"w" * 301 + b"\n", b"v" * 300 + b"\n", L("a", 2)]
+    append(log, body)
+    d = await opened(make([Src(str(log), max_line_bytes=300)]))
+    await d.until(lambda: len(d.got) >= 4)
+    assert d.lines() == [L("a", 0), L("a", 1), b"v" * 300 + b"\n", L("a", 2)]
+    assert sum(c.skipped_long for c in d.chunks) == 2
+    starts = [0, len(body[0]), len(body[0]) + len(body[1]) + len(body[2])]
+    assert sorted(o for c in d.chunks for o in c.long_offsets) == starts[1:]
+    for c in d.chunks:  # each chunk's offset is where its data sits in the file
+        assert log.read_bytes()[c.offset:c.offset + len(c.data)] == c.data
+    await d.t.close()
+
+
+async def test_unreadable_file_directory_and_symlink_loop_do_not_break_others(
+    tmp_path: Path, make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ok, secret = tmp_path / "ok.jsonl", tmp_path / "secret.jsonl"
+    append(ok, lines("ok", 0, 2))
+    append(secret, lines("s", 0, 2))
+    (tmp_path / "dir.jsonl").mkdir()
+    os.symlink(tmp_path / "loop.jsonl", tmp_path / "loop.jsonl")
+    denied = {str(secret)}
+    real_open = fileid.open_readonly
+
+    def fake_open(path: str) -> int:  # root ignores file modes, so deny it here
+        if path in denied:
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path)
+
+    monkeypatch.setattr(fileid, "open_readonly", fake_open)
+    secret.chmod(0)
+    d = await opened(make([Src(str(tmp_path / "*.jsonl"), start_at="end")]))
+    append(ok, lines("ok", 2, 3))
+    await d.until(lambda: len(d.got) >= 1)
+    assert d.lines() == lines("ok", 2, 3)
+    denied.clear()
+    secret.chmod(0o644)  # readable now: picked up at a rescan, read from its start
+    await d.until(lambda: len(d.got) >= 3)
+    await d.run_for(0.2)
+    assert d.lines("secret.jsonl") == lines("s", 0, 2)
+    assert sorted(os.path.basename(f.path) for f in d.t.files()) == ["ok.jsonl", "secret.jsonl"]
+    await d.t.close()
+
+
+async def test_read_is_fair_and_bounded(tmp_path: Path, make: Make) -> None:
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    append(a, lines("a", 0, 2000))
+    append(b, lines("b", 0, 2000))
+    d = await opened(make([Src(str(tmp_path / "*.jsonl"))], chunk_bytes=8192))
+    chunks = d.step(max_bytes=64 << 10)
+    assert sum(len(c.data) for c in chunks) <= 64 << 10
+    assert {c.path for c in chunks} == {str(a), str(b)}  # both files got a share
+    await d.until(lambda: len(d.got) >= 4000)
+    assert d.lines("a.jsonl") == lines("a", 0, 2000) and d.lines("b.jsonl") == lines("b", 0, 2000)
+    await d.t.close()
+
+
+async def test_reconfigure_keeps_positions_and_drops_unmatched_files(tmp_path: Path,
+                                                                     make: Make) -> None:
+    keep, drop, added = tmp_path / "keep.jsonl", tmp_path / "drop.log", tmp_path / "new.txt"
+    append(keep, lines("k", 0, 2))
+    append(drop, lines("d", 0, 2))
+    append(added, lines("n", 0, 2))
+    d = await opened(make([Src(str(tmp_path / "*.jsonl")), Src(str(tmp_path / "*.log"))]))
+    await d.until(lambda: len(d.got) >= 4)
+    d.t.reconfigure([Src(str(tmp_path / "*.txt"), start_at="end"), Src(str(tmp_path / "*.jsonl"))])
+    append(keep, lines("k", 2, 3))
+    append(drop, lines("d", 2, 3))
+    await d.until(lambda: len(d.got) >= 7)
+    await d.run_for(0.2)
+    assert d.lines("keep.jsonl") == lines("k", 0, 3)
+    assert d.lines("drop.log") == lines("d", 0, 2)
+    assert d.lines("new.txt") == lines("n", 0, 2)  # a file seen later: from its start
+    assert key_of(drop) not in d.db and d.db[key_of(keep)].source == 1
+    assert {c.source for c in d.chunks if c.path == str(added)} == {0}
+    await d.t.close()
+
+
+# -- checkpoints -----------------------------------------------------------------------
+
+
+async def test_rollback_hands_the_same_lines_again(tmp_path: Path, make: Make) -> None:
+    log = tmp_path / "app.jsonl"
+    append(log, lines("a", 0, 2))
+    d = await opened(make([Src(str(log))]))
+    await d.until(lambda: len(d.got) >= 2)
+    committed = dict(d.db)
+    append(log, lines("a", 2, 4) + [b'{"partial'])
+    chunks = []
+    for _ in range(50):
+        chunks = d.step(commit=False)
+        if chunks:
+            break
+        await d.t.wait(0.05)
+    first = b"".join(c.data for c in chunks)
+    assert first == b"".join(lines("a", 2, 4))
+    assert d.t.checkpoint()[0].lines_read == 4
+    d.t.rollback()  # the journal commit failed
+    again = d.step()
+    assert b"".join(c.data for c in again) == first
+    assert d.db[key_of(log)].offset == committed[key_of(log)].offset + len(first)
+    assert d.db[key_of(log)].lines_read == 4  # counted once: the failed batch was undone
+    assert d.step() == []
+    await d.t.close()
+
+
+async def test_rollback_reopens_a_deleted_file_closed_in_the_failed_batch(
+    tmp_path: Path, make: Make
+) -> None:
+    log = tmp_path / "app.jsonl"
+    append(log, lines("a", 0, 2))
+    d = await opened(make([Src(str(log))]))
+    await d.until(lambda: len(d.got) >= 2)
+    k = key_of(log)
+    append(log, lines("a", 2, 3))
+    log.unlink()
+    got: list[bytes] = []
+    for _ in range(100):  # read without committing until the tailer closes the file
+        got += [ln for c in d.t.read() for ln in split(c.data)]
+        if any(p.gone for p in d.t.checkpoint()):
+            break
+        await d.t.wait(0.05)
+    assert got == lines("a", 2, 3)
+    d.t.rollback()
+    d.got.clear()
+    await d.until(lambda: any(g.key == k for g in d.gone))
+    assert d.lines() == lines("a", 2, 3)  # read again through the still-open fd
+    await d.t.close()
+
+
+# -- watching --------------------------------------------------------------------------
+
+
+async def test_an_appended_line_arrives_within_a_second(tmp_path: Path, make: Make) -> None:
+    log = tmp_path / "app.jsonl"
+    log.touch()
+    d = await opened(make([Src(str(tmp_path / "*.jsonl"))], scan_interval=60.0))
+    d.step()
+    await asyncio.sleep(0.3)  # the watcher starts
+    for i in range(3):
+        t0 = time.monotonic()
+        append(log, [L("a", i)])
+        while not d.step():
+            assert time.monotonic() - t0 < 1.0, "no event within a second"
+            await d.t.wait(5.0)
+        assert time.monotonic() - t0 < 1.0
+    assert d.lines() == lines("a", 0, 3)
+    await d.t.close()
+
+
+async def test_close_returns_quickly_and_wakes_a_waiter(tmp_path: Path, make: Make) -> None:
+    (tmp_path / "app.jsonl").touch()
+    d = await opened(make([Src(str(tmp_path / "*.jsonl")), Src(str(tmp_path / "x" / "**" / "*.jsonl"))],
+                          scan_interval=60.0))
+    d.step()
+    await asyncio.sleep(0.2)
+    waiter = asyncio.create_task(d.t.wait(None))
+    await asyncio.sleep(0.05)
+    t0 = time.monotonic()
+    await d.t.close()
+    await asyncio.wait_for(waiter, 1.0)
+    assert time.monotonic() - t0 < 1.0
+    assert d.t.read() == [] and d.t.files() == []
