@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ErrordError", "ConfigError", "DurationError", "JournalError", "NotifyError"]
+__all__ = ["ErrordError", "ConfigError", "DurationError", "JournalError", "NoStateError", "NotifyError", "MongoError"]
 
 
 class ErrordError(Exception):
@@ -31,5 +31,13 @@ class JournalError(ErrordError):
     """The embedded store could not be read or written (locked, read-only, I/O error)."""
 
 
+class NoStateError(JournalError):
+    """A read-only open found no state yet (the daemon never ran here, or is creating it)."""
+
+
 class NotifyError(ErrordError):
     """A notification target could not be set up."""
+
+
+class MongoError(ErrordError):
+    """MongoDB did not answer, or refused (the message names it with the URI redacted)."""

@@ -15,6 +15,11 @@ tag with it (Apprise's tag filter: tags are OR-ed, an untagged target only gets 
 notices). With no target configured, every notice, tagged or not, goes to the
 pseudo-target ``"stderr"``.
 Each routed target gets its own delivery row, so a slow target never holds up another.
+
+MongoDB (``mirror_to_mongo(True)``): ``commit`` also queues each changed incident in
+``mongo_outbox``, in the same transaction. One row per incident, so repeats coalesce while
+they wait; the writer (``sinks/mongo.py``) reads the incident's current record and acks
+the row with the version it read, so a change made during its write is written again.
 """
 
 from __future__ import annotations
@@ -33,10 +38,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
-from .errors import JournalError
+from .errors import JournalError, NoStateError
 from .model import Incident, Notice, NoticeType, Position
 
-__all__ = ["Journal", "Delivery", "DB_NAME", "SCHEMA_VERSION", "STDERR_TARGET"]
+__all__ = ["Journal", "Delivery", "MongoWrite", "DB_NAME", "SCHEMA_VERSION", "STDERR_TARGET"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +119,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX deliveries_notice ON deliveries (notice_id)",
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ),
-    # v1 -> v2 will add mongo_outbox (issue 3).
+    # v1 -> v2: the MongoDB outbox. One row per incident waiting to be mirrored; `seq`
+    # (the rowid) is its place in the queue, kept while it waits; `version` grows at each
+    # change, so the writer deletes a row only if nothing changed during its write.
+    (
+        """CREATE TABLE mongo_outbox (
+            seq INTEGER PRIMARY KEY,
+            incident_id TEXT NOT NULL UNIQUE,
+            version INTEGER NOT NULL DEFAULT 1
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -127,6 +141,11 @@ _WRITE_ERRORS = (sqlite3.Error, ValueError, TypeError, OverflowError)
 _META_UPSERT = (
     "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
+# A change queues the incident once; a further change while it waits bumps its version.
+_MONGO_QUEUE = (
+    "INSERT INTO mongo_outbox (incident_id) VALUES (?)"
+    " ON CONFLICT (incident_id) DO UPDATE SET version = version + 1"
+)
 
 
 class Delivery(NamedTuple):
@@ -135,6 +154,14 @@ class Delivery(NamedTuple):
     id: int
     attempts: int
     next_at: float
+
+
+class MongoWrite(NamedTuple):
+    """One queued MongoDB write: the incident's current record and the queue row's version."""
+
+    incident_id: str
+    version: int
+    incident: Incident | None
 
 
 def _prepare_dir(state_dir: Path) -> None:
@@ -187,12 +214,13 @@ class Journal:
         self._routes: list[tuple[str, frozenset[str] | None]] = [(STDERR_TARGET, None)]
         self._route_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._unrouted_warned: set[tuple[str, ...]] = set()
+        self._mongo = False  # queue changed incidents for MongoDB (set by mirror_to_mongo)
         self._db: sqlite3.Connection | None = None
         self._closed = False
         try:
             if readonly:
                 if not self.path.exists():
-                    raise JournalError(f"no state in {self.state_dir} yet")
+                    raise NoStateError(f"no state in {self.state_dir} yet")
             else:
                 _prepare_dir(self.state_dir)
                 _create_db_file(self.path)
@@ -231,7 +259,7 @@ class Journal:
             try:
                 if self.readonly:
                     if db.execute("PRAGMA user_version").fetchone()[0] == 0:
-                        raise JournalError(f"no state in {self.state_dir} yet")
+                        raise NoStateError(f"no state in {self.state_dir} yet")
                     return
                 mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 db.execute("PRAGMA synchronous = FULL")
@@ -401,10 +429,12 @@ class Journal:
                 get = attrgetter(*_INCIDENT_DATA_COLS)
                 db.executemany(_INCIDENT_UPSERT, [(*get(i), now, now) for i in incs])
                 created = self._created_at(db, [i.incident_id for i in incs])
+                if self._mongo:  # same transaction: a committed change is always queued
+                    db.executemany(_MONGO_QUEUE, [(i.incident_id,) for i in incs])
             if poss:
                 gone = [(p.dev, p.ino) for p in poss if p.gone]
                 live = [
-                    (p.dev, p.ino, p.path, p.offset, p.fp_len, p.fp_hash, p.lines_read,
+                    (p.dev, p.ino, _path_in(p.path), p.offset, p.fp_len, p.fp_hash, p.lines_read,
                      p.lines_skipped, p.source, json.dumps(p.extra))
                     for p in poss if not p.gone
                 ]  # fmt: skip
@@ -566,6 +596,81 @@ class Journal:
             )
             return cur.rowcount
 
+    # -- the MongoDB outbox ------------------------------------------------------------
+
+    def mirror_to_mongo(self, enabled: bool) -> int:
+        """Queue later commits' incidents for MongoDB (or not); returns rows queued/dropped.
+
+        Switching on where it was off (first start with ``[mongodb]``, or MongoDB
+        configured again after a time without) queues every known incident once, so the
+        history from before reaches MongoDB too. Switching off drops the queue: it is
+        rebuilt whole when MongoDB is configured again. Remembered in meta ``mongo_mirror``.
+        """
+        was = self.get_meta("mongo_mirror") == "1"
+        self._mongo = enabled
+        if enabled == was:
+            return 0
+        with self._tx("mirror_to_mongo") as db:
+            if enabled:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO mongo_outbox (incident_id)"
+                    " SELECT incident_id FROM incidents ORDER BY start_time"
+                )
+                db.execute(_META_UPSERT, ("mongo_mirror", "1"))
+            else:
+                cur = db.execute("DELETE FROM mongo_outbox")
+                db.execute("DELETE FROM meta WHERE key = 'mongo_mirror'")
+            return cur.rowcount
+
+    def import_incidents(self, incidents: Iterable[Incident]) -> int:
+        """Insert incidents as given, times included (recovery from MongoDB); those already
+        known are left alone. Not queued for MongoDB: that is where they came from."""
+        rows = [tuple(getattr(i, c) for c in _INCIDENT_COLS) for i in incidents]
+        if not rows:
+            return 0
+        with self._tx("import_incidents") as db:
+            cur = db.executemany(
+                f"INSERT OR IGNORE INTO incidents ({', '.join(_INCIDENT_COLS)})"
+                f" VALUES ({', '.join('?' * len(_INCIDENT_COLS))})",
+                rows,
+            )
+            return cur.rowcount
+
+    def mongo_batch(self, limit: int) -> list[MongoWrite]:
+        """The first ``limit`` queued incidents in queue order, each with its CURRENT record
+        (``None`` if the incident row is gone; acking such a row just drops it)."""
+        rows = self._read(
+            "mongo_batch",
+            f"SELECT o.incident_id, o.version, {', '.join('i.' + c for c in _INCIDENT_COLS)}"
+            " FROM mongo_outbox o LEFT JOIN incidents i ON i.incident_id = o.incident_id"
+            " ORDER BY o.seq LIMIT ?",
+            (limit,),
+        )
+        return [MongoWrite(r[0], r[1], _incident(r[2:]) if r[2] is not None else None) for r in rows]
+
+    def mongo_ack(self, written: Iterable[tuple[str, int]]) -> int:
+        """Drop the queued rows ``(incident_id, version)`` that were written; a row whose
+        version moved on meanwhile (changed during the write) stays queued. Returns rows dropped."""
+        pairs = list(written)
+        if not pairs:
+            return 0
+        with self._tx("mongo_ack") as db:
+            cur = db.executemany(
+                "DELETE FROM mongo_outbox WHERE incident_id = ? AND version = ?", pairs
+            )
+            return cur.rowcount
+
+    def pending_mongo(self) -> int:
+        """Incidents whose latest change is not in MongoDB yet."""
+        try:
+            return int(self._conn().execute("SELECT count(*) FROM mongo_outbox").fetchone()[0])
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):  # read-only view of a schema-1 file (older daemon)
+                return 0
+            raise JournalError(f"pending_mongo: {e}") from e
+        except sqlite3.Error as e:
+            raise JournalError(f"pending_mongo: {e}") from e
+
     # -- reads -------------------------------------------------------------------------
 
     def history(
@@ -595,7 +700,7 @@ class Journal:
         )
         return [
             Position(
-                dev=r[0], ino=r[1], path=r[2], offset=r[3], fp_len=r[4], fp_hash=r[5],
+                dev=r[0], ino=r[1], path=_path_out(r[2]), offset=r[3], fp_len=r[4], fp_hash=r[5],
                 lines_read=r[6], lines_skipped=r[7], source=r[8], extra=json.loads(r[9]),
             )
             for r in rows
@@ -616,6 +721,23 @@ _POSITION_UPSERT = (
     " ON CONFLICT (dev, ino) DO UPDATE SET "
     + ", ".join(f'"{c}" = excluded."{c}"' for c in _POSITION_COLS[2:])
 )
+
+
+def _path_in(path: str) -> str | bytes:
+    """A file name for the store. One that is not valid UTF-8 (Python holds its bytes as
+    surrogates) cannot be SQLite TEXT, and would make every commit fail: reading would
+    stop for good. It is stored as its bytes (a BLOB) instead."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    except AttributeError:  # not a str: let SQLite refuse it (NOT NULL), as before
+        pass
+    return path
+
+
+def _path_out(value: str | bytes) -> str:
+    return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
 def _incident(row: Sequence[Any]) -> Incident:
