@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import fnmatch
-import glob
 import logging
 import os
+import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo
+from typing import Any, TextIO
 
 import orjson
 
 from errord import __version__
-from errord.engine import Engine
-from errord.errors import ConfigError, ErrordError
+from errord.durations import parse_duration
+from errord.errors import ConfigError, DurationError, ErrordError, NoStateError
+from errord.fileid import expand
 from errord.journal import Journal
-from errord.lines import LineParser
 from errord.model import Incident, Position
-from errord.notices import render
 from errord.runstate import read_run_state
 from errord.settings import Settings
-from errord.views import iso, incident_json, incidents_table, table
+from errord.views import human_bytes, iso, incident_json, incidents_table, table
 
 __all__ = ["main"]
 
@@ -80,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_status)
     c = sub.add_parser("replay", parents=[common, as_json], help="what the engine would notify for these files (no state touched)")
     c.add_argument("logfiles", nargs="+", type=Path, metavar="LOGFILE")
+    c.add_argument("--re-alert", action="append", type=_duration_arg, metavar="[CODE=]DURATION",
+                   help="what-if: use this re-alert interval instead of the config's (every code, or one; repeatable)")
+    c.add_argument("--ignore-line-intervals", action="store_true",
+                   help="also override the re_alert_time that lines carry (they win otherwise, as in the daemon)")
+    c.add_argument("--summary", action="store_true", help="print only the summary table")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     c.set_defaults(func=cmd_replay)
     c = sub.add_parser("test-notify", parents=[common], help="send one test notice to every target")
     c.set_defaults(func=cmd_test_notify)
@@ -123,12 +126,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _open_readonly(settings: Settings) -> Journal | None:
+    """The embedded store read-only, or None while there is no state yet."""
+    try:
+        return Journal(settings.state_dir, readonly=True)
+    except NoStateError:
+        return None
+
+
 def _open_store(settings: Settings) -> Journal | None:
-    """The embedded store read-only, or None when the daemon has never run here."""
-    if not (settings.state_dir / "errord.db").exists():
+    """Like ``_open_readonly``, saying on stderr which store answered."""
+    journal = _open_readonly(settings)
+    if journal is None:
         print(f"errord: no state in {settings.state_dir} yet (embedded store)", file=sys.stderr)
         return None
-    journal = Journal(settings.state_dir, readonly=True)
     print(f"errord: answered by the embedded store ({settings.state_dir / 'errord.db'})", file=sys.stderr)
     return journal
 
@@ -137,15 +148,43 @@ def _show_incidents(incidents: list[Incident], as_json: bool) -> None:
     if as_json:
         _print_json([incident_json(i) for i in incidents])
     elif incidents:
-        print(incidents_table(incidents, time.time()))
+        tty = sys.stdout.isatty()  # a person: relative times, fit the width; a pipe: absolute times
+        width = shutil.get_terminal_size().columns if tty else None
+        print(incidents_table(incidents, time.time(), relative=tty, width=width))
     else:
         print("no incidents")
 
 
+def _from_mongo(settings: Settings, query: Callable[[Any], list[Incident]]) -> list[Incident] | None:
+    """``query(MongoStore)`` when MongoDB is configured and answers within a short
+    timeout (this host's incidents only); None means "ask the embedded store"."""
+    if settings.mongodb is None:
+        return None
+    from errord.errors import MongoError
+    from errord.mongostore import MongoStore  # pymongo only where needed
+
+    try:
+        with MongoStore.open(settings.mongodb, server_id=settings.server_id, node_name=settings.node_name) as store:
+            incidents = query(store)
+    except MongoError as exc:
+        print(f"errord: MongoDB did not answer ({exc}); using the embedded store", file=sys.stderr)
+        return None
+    journal = _open_readonly(settings)
+    pending = 0
+    if journal is not None:
+        with journal:
+            pending = journal.pending_mongo()
+    behind = f"; {pending} change(s) not written there yet" if pending else ""
+    print(f"errord: answered by MongoDB {store.where}{behind}", file=sys.stderr)
+    return incidents
+
+
 def cmd_active(args: argparse.Namespace) -> int:
     settings = _load(args)
-    journal = _open_store(settings)
-    incidents = journal.active() if journal else []
+    incidents = _from_mongo(settings, lambda store: store.active())
+    if incidents is None:
+        journal = _open_store(settings)
+        incidents = journal.active() if journal else []
     _show_incidents(incidents, args.json)
     return EXIT_OK
 
@@ -154,8 +193,11 @@ def cmd_history(args: argparse.Namespace) -> int:
     settings = _load(args)
     if args.limit < 1:
         raise ErrordError("--limit must be at least 1")
-    journal = _open_store(settings)
-    incidents = journal.history(code=args.code, limit=args.limit, active_only=args.active_only) if journal else []
+    incidents = _from_mongo(settings, lambda store: store.history(code=args.code, limit=args.limit,
+                                                                  active_only=args.active_only))
+    if incidents is None:
+        journal = _open_store(settings)
+        incidents = journal.history(code=args.code, limit=args.limit, active_only=args.active_only) if journal else []
     _show_incidents(incidents, args.json)
     return EXIT_OK
 
@@ -164,13 +206,14 @@ def status_data(settings: Settings) -> dict[str, Any]:
     """The ``status --json`` object (CONTRACT §4)."""
     state = read_run_state(settings.state_dir)
     positions: dict[tuple[int, int], Position] = {}
-    active = pending = 0
-    if (settings.state_dir / "errord.db").exists():
-        journal = Journal(settings.state_dir, readonly=True)
+    active = pending = pending_mongo = 0
+    journal = _open_readonly(settings)
+    if journal is not None:
         try:
             positions = {p.key: p for p in journal.positions()}
             active = len(journal.active())
             pending = journal.pending_notices()
+            pending_mongo = journal.pending_mongo()
         finally:
             journal.close()
     files = []
@@ -181,7 +224,8 @@ def status_data(settings: Settings) -> dict[str, Any]:
             continue
         pos = positions.get((st.st_dev, st.st_ino))
         files.append({
-            "path": path,
+            # a name that is not UTF-8 is shown with \xNN escapes (JSON cannot hold it raw)
+            "path": path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
             "position": pos.offset if pos else 0,
             "size": st.st_size,
             "lines_read": pos.lines_read if pos else 0,
@@ -192,7 +236,7 @@ def status_data(settings: Settings) -> dict[str, Any]:
         "pid": state["pid"],
         "active_incidents": active,
         "pending_notices": pending,
-        "pending_mongo": 0,
+        "pending_mongo": pending_mongo,
         "state_dir": str(settings.state_dir),
         "files": files,
     }
@@ -201,7 +245,7 @@ def status_data(settings: Settings) -> dict[str, Any]:
 def _matched_files(settings: Settings) -> Iterator[str]:
     seen: set[str] = set()
     for src in settings.sources:
-        for path in sorted(glob.glob(src.path, recursive=True)):
+        for path in sorted(expand(src.path)):  # glob, safe from symlink loops
             if path not in seen and os.path.isfile(path):
                 seen.add(path)
                 yield path
@@ -217,10 +261,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"daemon: {running}; state in {data['state_dir']}")
     print(f"open incidents: {data['active_incidents']}; notices pending: {data['pending_notices']}; "
           f"MongoDB writes pending: {data['pending_mongo']}")
+    if settings.metrics is not None:
+        print(f"metrics: http://{settings.metrics.listen}/metrics and /healthz")
     if data["files"]:
-        rows = [[f["path"], f["position"], f["size"], f["size"] - f["position"], f["lines_read"], f["lines_skipped"]]
-                for f in data["files"]]
-        print(table(["FILE", "POSITION", "SIZE", "BEHIND", "LINES", "SKIPPED"], rows))
+        size: Callable[[int], object] = human_bytes if sys.stdout.isatty() else int
+        rows = [[f["path"], size(f["position"]), size(f["size"]), size(max(f["size"] - f["position"], 0)),
+                 f["lines_read"], f["lines_skipped"]] for f in data["files"]]
+        print(table(["FILE", "POSITION", "SIZE", "BEHIND", "LINES", "SKIPPED"], rows, right=(1, 2, 3)))
     else:
         print("no files match the configured sources")
     return EXIT_OK
@@ -228,57 +275,90 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     settings = _load(args)
-    engine = Engine(settings, scope=settings.scope, server_id=settings.server_id, node_name=settings.node_name)
+    from errord.replay import SUMMARY_HEADERS, Replay, summary_table
+
+    default, per_code = _re_alert_overrides(args.re_alert or [])
+    progress = _Progress(sys.stderr) if sys.stderr.isatty() and not args.no_progress else None
+    replay = Replay(settings, args.logfiles, re_alert=default, re_alert_codes=per_code,
+                    ignore_line_intervals=args.ignore_line_intervals,
+                    progress=progress.update if progress else None)
     count = 0
-    for path in args.logfiles:
-        parser = _parser_for(settings, path)
-        for data, offset in _read_lines(path):
-            for ev in parser.parse_chunk(data, offset, time.time(), str(path)).events:
-                notice = render(engine.feed(ev), server_id=settings.server_id,
-                                node_name=settings.node_name, tags_for=settings.tags_for)
-                if notice is None:
-                    continue
-                count += 1
-                if args.json:
-                    sys.stdout.write(orjson.dumps({
-                        "type": notice.type.value, "code": notice.code, "title": notice.title,
-                        "time": iso(notice.event_time), "incident_id": notice.incident_id, "body": notice.body,
-                    }).decode() + "\n")
-                else:
-                    print(f"{iso(notice.event_time)}  {notice.type.value:<7}  {notice.title}")
-    if not args.json:
-        print(f"{count} notice(s); {len(engine.active())} incident(s) still open at the end", file=sys.stderr)
+    try:
+        for notice in replay.notices():
+            count += 1
+            if args.summary:
+                continue
+            if progress:
+                progress.clear()
+            if args.json:
+                sys.stdout.write(orjson.dumps({
+                    "type": notice.type.value, "code": notice.code, "title": notice.title,
+                    "time": iso(notice.event_time), "incident_id": notice.incident_id, "body": notice.body,
+                }).decode() + "\n")
+            else:
+                print(f"{iso(notice.event_time)}  {notice.type.value:<7}  {notice.title}")
+    finally:
+        if progress:
+            progress.clear()
+    if args.json:
+        return EXIT_OK
+    rows = summary_table(replay.summary)
+    if rows:
+        if not args.summary:
+            print()
+        print(table(SUMMARY_HEADERS, rows))
+    print(f"{count} notice(s) from {replay.lines_read} line(s) ({replay.lines_skipped} skipped); "
+          f"{replay.open_at_end()} incident(s) still open at the end", file=sys.stderr)
     return EXIT_OK
 
 
-def _parser_for(settings: Settings, path: Path) -> LineParser:
-    resolved = str(path.resolve())
-    for src in settings.sources:
-        if fnmatch.fnmatch(resolved, src.path):
-            return LineParser(app=src.app, tz=src.tzinfo, max_line_bytes=src.max_line_bytes)
-    return LineParser(app=None, tz=ZoneInfo("UTC"), max_line_bytes=1 << 20)
-
-
-def _read_lines(path: Path, chunk: int = 1 << 20) -> Iterator[tuple[bytes, int]]:
-    """Complete lines of a file in large pieces, with the offset of each piece."""
+def _duration_arg(text: str) -> tuple[str | None, float]:
+    """``--re-alert 15m`` (every code) or ``--re-alert CODE=15m``."""
+    code, eq, value = text.rpartition("=")
     try:
-        f = open(path, "rb")
-    except OSError as exc:
-        raise ErrordError(f"cannot read {path}: {exc.strerror}") from None
-    with f:
-        offset, rest = 0, b""
-        while True:
-            data = f.read(chunk)
-            if not data:
-                break
-            data = rest + data
-            cut = data.rfind(b"\n") + 1
-            if cut:
-                yield data[:cut], offset
-                offset += cut
-            rest = data[cut:]
-        if rest:
-            yield rest, offset
+        seconds = parse_duration(value)
+    except DurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if eq and not code:
+        raise argparse.ArgumentTypeError(f"expected DURATION or CODE=DURATION, got {text!r}")
+    return (code if eq else None), seconds
+
+
+def _re_alert_overrides(values: list[tuple[str | None, float]]) -> tuple[float | None, dict[str, float]]:
+    default: float | None = None
+    per_code: dict[str, float] = {}
+    for code, seconds in values:
+        if code is None:
+            default = seconds
+        else:
+            per_code[code] = seconds
+    return default, per_code
+
+
+class _Progress:
+    """A one-line progress bar on a terminal's stderr, redrawn at most ten times a second."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._next = 0.0
+        self._shown = False
+
+    def update(self, done: int, total: int) -> None:
+        from errord.replay import progress_line
+
+        now = time.monotonic()
+        if now < self._next and done < total:
+            return
+        self._next = now + 0.1
+        self.stream.write("\r" + progress_line(done, total))
+        self.stream.flush()
+        self._shown = True
+
+    def clear(self) -> None:
+        if self._shown:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+            self._shown = False
 
 
 def cmd_test_notify(args: argparse.Namespace) -> int:

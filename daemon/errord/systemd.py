@@ -49,15 +49,25 @@ class SystemdNotifier:
             logger.warning("sd_notify failed: %s", exc)
 
     def ready(self, status: str = "") -> None:
-        self.notify("READY=1", *([f"STATUS={status}"] if status else []))
+        self.notify("READY=1", *_status(status))
 
     def watchdog(self, status: str = "") -> None:
-        self.notify("WATCHDOG=1", *([f"STATUS={status}"] if status else []))
+        self.notify("WATCHDOG=1", *_status(status))
+
+    def status(self, status: str) -> None:
+        """``STATUS=`` alone: the one-line summary ``systemctl status`` shows."""
+        self.notify(*_status(status))
 
     def stopping(self) -> None:
-        self.notify("STOPPING=1")
+        self.notify("STOPPING=1", "STATUS=stopping")
 
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def _status(text: str) -> list[str]:
+    """``["STATUS=<text>"]`` on one line (a newline would start another assignment)."""
+    text = " ".join(text.split())
+    return [f"STATUS={text}"] if text else []

@@ -1,0 +1,81 @@
+"""structlog writing errord-ready JSON lines (copy this module into your app).
+
+    from structlog_errord import configure
+    log = configure("/var/log/myapp/app.jsonl")
+    log.error("db down", error_code="db_down")                                        # raise
+    log.error("db down", error_code="db_down", re_alert_time=timedelta(minutes=15))   # re-alert interval
+    log.info("db back", error_code_clear="db_down")                                   # clear
+
+Each call writes one JSON object per line: ``event`` (the message), ``level``,
+``timestamp`` (ISO-8601 UTC) and your keys. A ``timedelta`` is written as its repr,
+``"datetime.timedelta(seconds=900)"``, which errord reads as 15 minutes.
+
+The file goes through the standard library's ``WatchedFileHandler`` (set up with
+``logging.config.dictConfig``), which reopens the file after logrotate renamed it
+(``create`` mode), and ``structlog.stdlib.ProcessorFormatter`` renders the records of
+plain ``logging`` calls (your libraries) as the same JSON, so one file holds both.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+from typing import Any
+
+import structlog
+
+__all__ = ["configure", "logging_config"]
+
+# Shared by structlog's own calls and by foreign (stdlib) records.
+_PRE_CHAIN: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
+
+
+def logging_config(path: str, level: str = "INFO") -> dict[str, Any]:
+    """The ``dictConfig`` for a JSON-lines file at ``path``."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "json": {
+                "()": structlog.stdlib.ProcessorFormatter,
+                "processors": [
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info,  # a traceback as one JSON string
+                    structlog.processors.JSONRenderer(),
+                ],
+                # stdlib records: their extra={...} keys (error_code, ...) become JSON keys too
+                "foreign_pre_chain": [*_PRE_CHAIN, structlog.stdlib.ExtraAdder()],
+            },
+        },
+        "handlers": {
+            "errord": {
+                "class": "logging.handlers.WatchedFileHandler",
+                "filename": path,
+                "encoding": "utf-8",
+                "formatter": "json",
+            },
+        },
+        "root": {"level": level, "handlers": ["errord"]},
+    }
+
+
+def configure(path: str, level: str = "INFO") -> Any:
+    """Route structlog and stdlib logging to ``path`` as JSON lines; returns a logger."""
+    logging.config.dictConfig(logging_config(path, level))
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_PRE_CHAIN,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    return structlog.get_logger()

@@ -1,0 +1,307 @@
+"""Prometheus metrics and ``/healthz`` for one daemon (CONTRACT §3 ``[metrics]``).
+
+Every ``Metrics`` owns its ``CollectorRegistry``: nothing is registered in
+prometheus_client's global default registry, so several daemons (tests) can live in one
+process. The pipeline never touches a metric per line: the daemon tallies a batch in
+plain dicts (``BatchTally``) and hands it over once the batch is committed, so a batch
+that is rolled back and read again is counted once. Notify workers report each send
+through ``notice_result`` (thread-safe).
+
+The gauges that describe state (pending notices, pending MongoDB writes, open incidents,
+bytes behind per file) are read at scrape time by ``snapshot``, which runs *in the
+daemon's event loop* (``call_soon_threadsafe``), so the scrape thread never shares the
+journal connection or the tailer's dicts with the loop. A loop that does not answer
+within ``SNAPSHOT_TIMEOUT`` leaves those gauges out of that scrape; ``/healthz`` says why.
+
+``/healthz``: 200 ``ok`` while the pipeline runs; 503 with one line of reason while it
+is starting, while the journal cannot be written (reading is paused), or when the main
+loop has not gone round for ``stall_after`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, ProcessCollector, make_wsgi_app
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from errord.errors import ErrordError
+from errord.lines import TOO_LONG
+from errord.model import Kind
+
+__all__ = ["BatchTally", "Health", "Metrics", "MetricsServer", "Snapshot"]
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_TIMEOUT = 2.0  # seconds a scrape waits for the event loop
+STALL_AFTER = 30.0  # seconds without a main-loop round before /healthz says 503
+
+
+@dataclass
+class BatchTally:
+    """What one batch did, tallied in plain dicts on the hot path, published on commit."""
+
+    lines: dict[int, int] = field(default_factory=dict)  # source index -> lines read
+    skipped: dict[tuple[int, str], int] = field(default_factory=dict)  # (source, reason) -> n
+    kinds: dict[Kind, int] = field(default_factory=dict)  # transition kind -> n
+
+    def add_chunk(self, source: int, lines: int, reasons: dict[str, int], too_long: int = 0) -> None:
+        """Count one parsed chunk: its lines, its skip reasons, and the over-long lines
+        the tailer dropped before parsing (``too_long``)."""
+        self.lines[source] = self.lines.get(source, 0) + lines
+        for reason, n in reasons.items():
+            k = (source, reason)
+            self.skipped[k] = self.skipped.get(k, 0) + n
+        if too_long:
+            k = (source, TOO_LONG)
+            self.skipped[k] = self.skipped.get(k, 0) + too_long
+
+
+@dataclass
+class Snapshot:
+    """State read at scrape time, in the daemon's loop."""
+
+    pending_notices: int
+    pending_mongo: int
+    open_incidents: int
+    files: list[tuple[str, int]]  # (path, bytes behind)
+
+
+class Health:
+    """Liveness of the pipeline, for ``/healthz`` and the ``errord_healthy`` gauge."""
+
+    def __init__(self, stall_after: float = STALL_AFTER, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stall_after = stall_after
+        self._clock = clock
+        self._started = False
+        self._beat = clock()
+        self._journal_error: str | None = None
+        self._journal_since = 0.0
+
+    def started(self) -> None:
+        """Sources are open; the loop is about to run."""
+        self._started = True
+        self._beat = self._clock()
+
+    def beat(self) -> None:
+        """The main loop went round (called once per round and once per batch)."""
+        self._beat = self._clock()
+
+    def journal_failed(self, error: str) -> None:
+        """A batch could not be committed: reading is paused until a commit succeeds."""
+        if self._journal_error is None:
+            self._journal_since = self._clock()
+        self._journal_error = error
+
+    def journal_ok(self) -> None:
+        self._journal_error = None
+
+    def stalled(self) -> bool:
+        """The main loop has not gone round for ``stall_after`` seconds (a wedged process:
+        the daemon then stops feeding systemd's watchdog, which restarts it)."""
+        return self._started and self._clock() - self._beat > self.stall_after
+
+    def check(self) -> tuple[bool, str]:
+        """``(healthy, reason)``; the reason is one line."""
+        now = self._clock()
+        if not self._started:
+            return False, "starting: sources not open yet"
+        if self._journal_error is not None:
+            since = now - self._journal_since
+            return False, f"journal unwritable for {since:.0f}s, reading paused: {self._journal_error}"
+        idle = now - self._beat
+        if idle > self.stall_after:
+            return False, f"main loop has not iterated for {idle:.0f}s"
+        return True, "ok"
+
+
+class Metrics:
+    """The daemon's counters and scrape-time gauges, in a registry of its own."""
+
+    def __init__(self, health: Health | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.health = health or Health()
+        r = self.registry
+        self.lines_read = Counter("errord_lines_read", "Lines read (including skipped ones), per source glob",
+                                  ["source"], registry=r)
+        self.lines_skipped = Counter("errord_lines_skipped", "Lines skipped, per source glob and reason",
+                                     ["source", "reason"], registry=r)
+        self.opened = Counter("errord_incidents_opened", "Incidents opened", registry=r)
+        self.realerted = Counter("errord_incidents_realerted", "Re-alerts of still-active incidents", registry=r)
+        self.resolved = Counter("errord_incidents_resolved", "Incidents resolved by a clear", registry=r)
+        self.sent = Counter("errord_notices_sent", "Notices accepted by a target (redacted name)",
+                            ["target"], registry=r)
+        self.failed = Counter("errord_notices_failed", "Notice sends that failed, per target (redacted name)",
+                              ["target"], registry=r)
+        ProcessCollector(registry=r)
+        self._state = _StateCollector(self)
+        r.register(self._state)
+
+    def attach(self, loop: asyncio.AbstractEventLoop, snapshot: Callable[[], Snapshot]) -> None:
+        """Read scrape-time state by running ``snapshot`` in ``loop``."""
+        self._state.loop, self._state.snapshot = loop, snapshot
+
+    def add_batch(self, tally: BatchTally, source_names: list[str]) -> None:
+        """Publish a committed batch."""
+        def name(i: int) -> str:
+            return source_names[i] if 0 <= i < len(source_names) else "-"
+
+        for src, n in tally.lines.items():
+            if n:
+                self.lines_read.labels(name(src)).inc(n)
+        for (src, reason), n in tally.skipped.items():
+            if n:
+                self.lines_skipped.labels(name(src), reason).inc(n)
+        k = tally.kinds
+        for kind, counter in ((Kind.NEW, self.opened), (Kind.REALERT, self.realerted), (Kind.CLEAR, self.resolved)):
+            if k.get(kind):
+                counter.inc(k[kind])
+
+    def notice_result(self, target: str, ok: bool) -> None:
+        """Called by the notify workers after each send; ``target`` is the redacted name."""
+        (self.sent if ok else self.failed).labels(target).inc()
+
+
+class _StateCollector(Collector):
+    """Gauges computed at scrape time from a snapshot taken in the daemon's loop."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.snapshot: Callable[[], Snapshot] | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # not known before a scrape; keeps registration free of side effects
+
+    def collect(self) -> Iterator[Metric]:
+        ok, _ = self.metrics.health.check()
+        yield GaugeMetricFamily("errord_healthy", "1 while the pipeline runs (see /healthz)", value=int(ok))
+        snap = self._take()
+        if snap is None:
+            return
+        yield GaugeMetricFamily("errord_notices_pending", "Notice deliveries waiting, all targets",
+                                value=snap.pending_notices)
+        yield GaugeMetricFamily("errord_mongo_writes_pending", "Incident writes waiting for MongoDB",
+                                value=snap.pending_mongo)
+        yield GaugeMetricFamily("errord_incidents_open", "Open incidents", value=snap.open_incidents)
+        behind = GaugeMetricFamily("errord_file_bytes_behind", "Bytes not read yet, per followed file",
+                                   labels=["path"])
+        for path, n in snap.files:
+            behind.add_metric([path], n)
+        yield behind
+
+    def _take(self) -> Snapshot | None:
+        loop, fn = self.loop, self.snapshot
+        if loop is None or fn is None or loop.is_closed():
+            return None
+        fut: concurrent.futures.Future[Snapshot] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:  # reported to the scrape thread, not raised in the loop
+                fut.set_exception(exc)
+
+        try:
+            loop.call_soon_threadsafe(run)
+            return fut.result(SNAPSHOT_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            logger.warning("metrics: the event loop did not answer within %.0fs", SNAPSHOT_TIMEOUT)
+        except RuntimeError:  # loop closed meanwhile
+            pass
+        except Exception:
+            logger.exception("metrics: snapshot failed")
+        return None
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log on stderr (scrapes every few seconds would drown the daemon's log)."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+
+class _ThreadingServer(WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # One thread per request (as socketserver.ThreadingMixIn), so a slow scrape
+        # never blocks /healthz.
+        t = threading.Thread(target=self._handle, args=(request, client_address), daemon=True)
+        t.start()
+
+    def _handle(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+
+class MetricsServer:
+    """Serves ``/metrics`` (Prometheus text) and ``/healthz`` on ``host:port`` in a thread."""
+
+    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+        self.metrics = metrics
+        self.host, self.port = host, port
+        self._httpd: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound address (the real port when 0 was asked)."""
+        assert self._httpd is not None
+        host, port = self._httpd.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        """Bind and serve; a bind failure is an ``ErrordError`` (a bad start)."""
+        prom = make_wsgi_app(self.metrics.registry)
+        health = self.metrics.health
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            if environ.get("PATH_INFO") == "/healthz":
+                ok, reason = health.check()
+                start_response("200 OK" if ok else "503 Service Unavailable",
+                               [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")])
+                return [reason.encode() + b"\n"]
+            return prom(environ, start_response)  # type: ignore[no-any-return]
+
+        try:
+            family = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM,
+                                        flags=socket.AI_PASSIVE)[0][0]
+            server_cls = type("_Server", (_ThreadingServer,), {"address_family": family})
+            self._httpd = make_server(self.host, self.port, app, server_cls, handler_class=_QuietHandler)
+        except OSError as exc:
+            raise ErrordError(f"metrics: cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="errord-metrics", daemon=True)
+        self._thread.start()
+        host, port = self.address
+        shown = f"[{host}]" if ":" in host else host
+        logger.info("metrics on http://%s:%d/metrics, health on /healthz", shown, port)
+
+    def stop(self) -> None:
+        """Stop serving and close the socket (returns within about a poll interval)."""
+        if self._httpd is None:
+            return
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        self._httpd = self._thread = None

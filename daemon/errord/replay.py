@@ -1,0 +1,188 @@
+"""``errord replay``: the engine over log files, offline — a what-if tool.
+
+Runs the same parser, engine and notice rendering as the daemon over whole files, in
+order, and yields the notices they would have produced. Nothing is written: no journal,
+no ``state_dir``, no positions. ``re_alert`` overrides the configured re-alert interval
+(the default and the per-code ones) to show what another setting would have sent;
+a line's own ``re_alert_time`` still wins, as in the daemon (CONTRACT §2), unless
+``ignore_line_intervals`` is set.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from errord.engine import Engine, Policy
+from errord.errors import ErrordError
+from errord.lines import LineParser
+from errord.model import Kind, Notice, NoticeType
+from errord.notices import render
+from errord.settings import Settings
+
+__all__ = ["CodeSummary", "OverridePolicy", "Replay", "SUMMARY_HEADERS", "progress_line", "summary_table"]
+
+READ_BYTES = 1 << 20
+
+
+class OverridePolicy:
+    """``Policy`` with re-alert intervals replaced: ``per_code`` first, then ``default``,
+    then the wrapped policy. Notify decisions stay the wrapped policy's."""
+
+    def __init__(self, base: Policy, default: float | None, per_code: Mapping[str, float]) -> None:
+        self.base = base
+        self.default = default
+        self.per_code = dict(per_code)
+
+    def re_alert_for(self, code: str) -> float:
+        if code in self.per_code:
+            return self.per_code[code]
+        return self.default if self.default is not None else self.base.re_alert_for(code)
+
+    def notify_for(self, code: str) -> bool:
+        return self.base.notify_for(code)
+
+
+@dataclass
+class CodeSummary:
+    """What one code did over the replay."""
+
+    code: str
+    lines: int = 0  # lines raising it (occurrences)
+    incidents: int = 0  # incidents opened
+    notices: dict[NoticeType, int] = field(default_factory=lambda: {t: 0 for t in NoticeType})
+
+    @property
+    def total(self) -> int:
+        return sum(self.notices.values())
+
+
+class Replay:
+    """One offline run over ``paths``; iterate ``notices()``, then read ``summary``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        paths: Sequence[Path],
+        *,
+        re_alert: float | None = None,
+        re_alert_codes: Mapping[str, float] | None = None,
+        ignore_line_intervals: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.paths = list(paths)
+        policy: Policy = settings
+        if re_alert is not None or re_alert_codes:
+            policy = OverridePolicy(settings, re_alert, re_alert_codes or {})
+        self.engine = Engine(policy, scope=settings.scope, server_id=settings.server_id, node_name=settings.node_name)
+        self.ignore_line_intervals = ignore_line_intervals
+        self.progress = progress
+        self.summary: dict[str, CodeSummary] = {}
+        self.lines_read = 0
+        self.lines_skipped = 0
+
+    def total_bytes(self) -> int:
+        """Sum of the files' sizes now (for the progress bar)."""
+        total = 0
+        for p in self.paths:
+            try:
+                total += os.stat(p).st_size
+            except OSError as exc:
+                raise ErrordError(f"cannot read {p}: {exc.strerror}") from None
+        return total
+
+    def notices(self) -> Iterator[Notice]:
+        """The notices the daemon would have sent, in file order (files in the order given)."""
+        s = self.settings
+        total, done = self.total_bytes(), 0
+        for path in self.paths:
+            parser = self._parser_for(path)
+            for data, offset in _read_lines(path):
+                res = parser.parse_chunk(data, offset, time.time(), str(path))
+                self.lines_read += res.lines
+                self.lines_skipped += res.skipped
+                for ev in res.events:
+                    if self.ignore_line_intervals:
+                        ev.re_alert = None
+                    transitions = self.engine.feed(ev)
+                    for t in transitions:
+                        if t.kind is Kind.NEW or t.kind is Kind.REPEAT or t.kind is Kind.REALERT:
+                            entry = self._entry(t.incident.code if t.incident else t.key)
+                            entry.lines += 1
+                            entry.incidents += t.kind is Kind.NEW
+                    notice = render(transitions, server_id=s.server_id, node_name=s.node_name, tags_for=s.tags_for)
+                    if notice is not None:
+                        self._entry(notice.code).notices[notice.type] += 1
+                        yield notice
+                done += len(data)
+                if self.progress is not None:
+                    self.progress(done, total)
+
+    def open_at_end(self) -> int:
+        """Incidents still open after the last line."""
+        return len(self.engine.active())
+
+    def _entry(self, code: str) -> CodeSummary:
+        entry = self.summary.get(code)
+        if entry is None:
+            entry = self.summary[code] = CodeSummary(code)
+        return entry
+
+    def _parser_for(self, path: Path) -> LineParser:
+        """The parser of the first source whose glob matches ``path`` (its app, timezone,
+        line limit), else a plain one."""
+        resolved = str(path.resolve())
+        for src in self.settings.sources:
+            if fnmatch.fnmatch(resolved, src.path):
+                return LineParser(app=src.app, tz=src.tzinfo, max_line_bytes=src.max_line_bytes)
+        return LineParser(app=None, tz=ZoneInfo("UTC"), max_line_bytes=1 << 20)
+
+
+def _read_lines(path: Path, chunk: int = READ_BYTES) -> Iterator[tuple[bytes, int]]:
+    """Complete lines of a file in large pieces, with the offset of each piece."""
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise ErrordError(f"cannot read {path}: {exc.strerror}") from None
+    with f:
+        offset, rest = 0, b""
+        while True:
+            data = f.read(chunk)
+            if not data:
+                break
+            data = rest + data
+            cut = data.rfind(b"\n") + 1
+            if cut:
+                yield data[:cut], offset
+                offset += cut
+            rest = data[cut:]
+        if rest:
+            yield rest, offset
+
+
+def summary_table(summaries: Mapping[str, CodeSummary]) -> list[list[object]]:
+    """Rows for the summary table (most notices first), with a TOTAL row when useful."""
+    ordered = sorted(summaries.values(), key=lambda s: (-s.total, s.code))
+    counts = [[s.lines, s.incidents, s.notices[NoticeType.FAILURE], s.notices[NoticeType.WARNING],
+               s.notices[NoticeType.SUCCESS], s.total] for s in ordered]
+    rows: list[list[object]] = [[s.code, *c] for s, c in zip(ordered, counts)]
+    if len(rows) > 1:
+        rows.append(["TOTAL", *(sum(col) for col in zip(*counts))])
+    return rows
+
+
+SUMMARY_HEADERS = ["CODE", "LINES", "INCIDENTS", "NEW", "RE-ALERT", "RESOLVED", "NOTICES"]
+
+
+def progress_line(done: int, total: int, width: int = 30) -> str:
+    """``[##########----------]  50%  12.0/24.0 MiB`` for a terminal."""
+    frac = 1.0 if total <= 0 else min(done / total, 1.0)
+    filled = int(frac * width)
+    mib = 1024 * 1024
+    return f"[{'#' * filled}{'-' * (width - filled)}] {frac * 100:3.0f}%  {done / mib:.1f}/{total / mib:.1f} MiB"
