@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/errord.dev.toml
 
-.PHONY: run test clean
+.PHONY: run test bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,16 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+$(VENV)/.installed-bench: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	touch $@ $(VENV)/.installed
+
+# errord vs SEC vs a naive loop: bench/results.md and bench/results.png (a few minutes;
+# BENCH_ARGS=--quick for 200k lines). SEC: `apt-get install -y sec`, else its column is empty.
+bench: $(VENV)/.installed-bench
+	@command -v sec >/dev/null || echo "note: sec is not installed (apt-get install -y sec); SEC is skipped"
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

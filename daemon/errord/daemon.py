@@ -14,18 +14,25 @@ import logging
 import os
 import signal
 import time
+from typing import TYPE_CHECKING
 
 from errord.engine import Engine
-from errord.errors import ConfigError, ErrordError, JournalError, NotifyError
+from errord.errors import ConfigError, ErrordError, JournalError, MongoError, NotifyError
 from errord.journal import STDERR_TARGET, Journal
 from errord.lines import LineParser
+from errord.metrics import BatchTally, Metrics, MetricsServer, Snapshot
 from errord.model import Notice
+from errord.mongostore import recover_open_incidents
 from errord.notices import render
 from errord.runstate import RunLock
 from errord.settings import Settings
-from errord.sinks.notify import NotifySink
+from errord.sinks.mongo import MongoSink
+from errord.sinks.helper import NotifyHelper
 from errord.systemd import SystemdNotifier
 from errord.tail import Chunk, Tailer
+
+if TYPE_CHECKING:  # Apprise is imported by the notify helper process, not here
+    from errord.sinks.notify import NotifySink
 
 __all__ = ["Daemon"]
 
@@ -37,6 +44,9 @@ STOP_DEADLINE = 8.0  # seconds from SIGTERM to exit (CONTRACT §7 allows 10)
 RETRY_MIN, RETRY_MAX = 0.5, 30.0  # journal write retry backoff
 SIGNAL_REPEAT_GRACE = 0.5  # seconds in which a repeated stop signal is the same request
 PRUNE_EVERY = 3600.0  # seconds between prunes of delivered notices
+MONGO_STOP = 2.0  # seconds of STOP_DEADLINE the MongoDB writer may drain; the rest stays queued
+RECOVER_TIMEOUT = 3.0  # seconds to wait for MongoDB when recovering open incidents at start
+STATUS_EVERY = 30.0  # seconds between STATUS= updates to systemd when it set no watchdog
 
 
 class Daemon:
@@ -54,7 +64,8 @@ class Daemon:
             node_name=settings.node_name,
         )
         self.tailer: Tailer | None = None
-        self.sink: NotifySink | None = None
+        self.sink: NotifySink | NotifyHelper | None = None
+        self.mongo: MongoSink | None = None
         self.parsers: list[LineParser] = []
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -65,6 +76,10 @@ class Daemon:
         self._next_prune = 0.0
         self.lines_read = 0
         self.notices_made = 0
+        # Counters always exist (cheap); the HTTP server only with [metrics].
+        self.metrics = Metrics()
+        self.metrics_server: MetricsServer | None = None
+        self._tally = BatchTally()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -93,10 +108,15 @@ class Daemon:
         s.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.lock.acquire()
         self.journal = Journal(s.state_dir)
+        await self._start_mongo(s)
         self.engine.restore(self.journal.load_active())
         positions = self.journal.load_positions()
         first_start = self.journal.get_meta("initialized") is None
-        self._apply_targets(self._make_sink(s))
+        self.metrics.attach(asyncio.get_running_loop(), self._snapshot)
+        if s.metrics is not None:
+            self.metrics_server = MetricsServer(self.metrics, s.metrics.host, s.metrics.port)
+            self.metrics_server.start()  # /healthz answers "starting" until the sources are open
+        self._apply_targets(self._make_sink(s, helper=True))
         self.parsers = self._make_parsers(s)
         self.tailer = Tailer(s.sources, positions, first_start=first_start)
         await self.tailer.open()
@@ -105,6 +125,7 @@ class Daemon:
         self.journal.commit([], self.tailer.checkpoint(), [], time.time(), meta={"initialized": "1"})
         self.tailer.committed()
         self.lock.update(ready=True)
+        self.metrics.health.started()
         self.notifier.ready(self._status_line())
         logger.info(
             "errord started: %d source(s), %d open incident(s), %s, state in %s",
@@ -118,11 +139,20 @@ class Daemon:
         """Stop reading, commit what was read, give the sink a few seconds, release all."""
         deadline = time.monotonic() + STOP_DEADLINE
         self.notifier.stopping()
+        if self.metrics_server is not None:
+            await asyncio.to_thread(self.metrics_server.stop)
+            self.metrics_server = None
         if self.tailer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.tailer.close(), timeout=2.0)
+        # Side by side: the notify sink may use the whole deadline, MongoDB only its share
+        # (what it cannot write by then waits in the outbox for the next start).
+        stops = []
         if self.sink is not None:
-            await asyncio.to_thread(self.sink.stop, max(deadline - 1.0, time.monotonic()))
+            stops.append(asyncio.to_thread(self.sink.stop, max(deadline - 1.0, time.monotonic())))
+        if self.mongo is not None:
+            stops.append(asyncio.to_thread(self.mongo.stop, min(time.monotonic() + MONGO_STOP, deadline - 1.0)))
+        await asyncio.gather(*stops)
         if self.journal is not None:
             self.journal.close()
         self.lock.release()
@@ -152,6 +182,7 @@ class Daemon:
     async def main_loop(self) -> None:
         assert self.tailer is not None
         while not self._stop.is_set():
+            self.metrics.health.beat()
             if self._reload_requested:
                 self._reload_requested = False
                 self.reload()
@@ -203,6 +234,7 @@ class Daemon:
             notices = self._process(chunks)
             if not self._commit(notices, chunks):
                 return
+            self.metrics.health.beat()  # a long backlog is progress too
             if self._stop.is_set() or self._reload_requested:
                 return
             await asyncio.sleep(0)  # let signals and watch events in between batches
@@ -214,21 +246,29 @@ class Daemon:
         s = self.settings
         feed = self.engine.feed
         notices: list[Notice] = []
+        tally = self._tally = BatchTally()  # published by _commit once the batch is durable
+        kinds = tally.kinds
         self.engine.begin()
         for chunk in chunks:
             res = self.parsers[chunk.source].parse_chunk(chunk.data, chunk.offset, now, chunk.path)
             skipped = res.skipped + chunk.skipped_long
             self.tailer.account(chunk.key, res.lines + chunk.skipped_long, skipped)
             self.lines_read += res.lines + chunk.skipped_long
+            tally.add_chunk(chunk.source, res.lines + chunk.skipped_long, res.reasons, chunk.skipped_long)
             if skipped:
                 first = res.first_skip
                 if first is None and chunk.long_offsets:
                     first = (chunk.long_offsets[0], "too_long")
                 self._warn_skipped(chunk.path, skipped, first, now)
             for ev in res.events:
-                notice = render(feed(ev), server_id=s.server_id, node_name=s.node_name, tags_for=s.tags_for)
-                if notice is not None:
-                    notices.append(notice)
+                transitions = feed(ev)
+                for t in transitions:
+                    kinds[t.kind] = kinds.get(t.kind, 0) + 1
+                # most error lines are suppressed repeats: render only what notifies
+                if transitions and (transitions[0].notify or transitions[-1].notify):
+                    notice = render(transitions, server_id=s.server_id, node_name=s.node_name, tags_for=s.tags_for)
+                    if notice is not None:
+                        notices.append(notice)
         return notices
 
     def _commit(self, notices: list[Notice], chunks: list[Chunk]) -> bool:
@@ -239,6 +279,7 @@ class Daemon:
         if not (positions or incidents or notices):
             self.engine.commit()
             self.tailer.committed()
+            self._publish_tally()
             return True
         try:
             self.journal.commit(incidents, positions, notices, time.time())
@@ -246,18 +287,27 @@ class Daemon:
             self.engine.rollback()
             self.tailer.rollback()
             self._retry_delay = min(max(self._retry_delay * 2, RETRY_MIN), RETRY_MAX)
+            self.metrics.health.journal_failed(str(exc))
             logger.error("cannot write the journal (%s); reading paused, retrying in %.1fs", exc, self._retry_delay)
             return False
         if self._retry_delay:
             logger.info("journal writable again; reading resumed")
             self._retry_delay = 0.0
+            self.metrics.health.journal_ok()
         self.engine.commit()
         self.tailer.committed()
+        self._publish_tally()
         if notices:
             self.notices_made += len(notices)
             if self.sink is not None:
                 self.sink.wake()
+        if incidents and self.mongo is not None:
+            self.mongo.wake()
         return True
+
+    def _publish_tally(self) -> None:
+        self.metrics.add_batch(self._tally, [src.path for src in self.settings.sources])
+        self._tally = BatchTally()
 
     def _warn_skipped(self, path: str, count: int, first: tuple[int, str] | None, now: float) -> None:
         last = self._skip_warned.get(path, 0.0)
@@ -268,13 +318,44 @@ class Daemon:
         logger.warning("skipped %d line(s) in %s%s; further warnings for this file muted for %ds",
                        count, path, where, int(SKIP_WARN_EVERY))
 
+    # -- MongoDB -----------------------------------------------------------------------
+
+    async def _start_mongo(self, s: Settings) -> None:
+        """Turn the journal's MongoDB outbox on or off; on a fresh state_dir, load this
+        host's open incidents from MongoDB (a rebuilt host must not re-alert them); start
+        the writer. Runs before the engine is restored from the journal."""
+        assert self.journal is not None
+        changed = self.journal.mirror_to_mongo(s.mongodb is not None)
+        if s.mongodb is None:
+            if changed:
+                logger.info("[mongodb] is no longer configured: dropped %d queued MongoDB write(s)", changed)
+            return
+        if changed:
+            logger.info("MongoDB newly configured: %d known incident(s) queued for it", changed)
+        if not self.journal.history(limit=1) and self.journal.get_meta("mongo_recovered") is None:
+            try:
+                found = await asyncio.to_thread(
+                    recover_open_incidents, s.mongodb, server_id=s.server_id, node_name=s.node_name,
+                    timeout=min(RECOVER_TIMEOUT, s.mongodb.timeout),
+                )  # fmt: skip
+            except MongoError as exc:
+                logger.warning("fresh state_dir: cannot load this host's open incidents from MongoDB (%s); "
+                               "starting without them", exc)  # fmt: skip
+            else:
+                loaded = self.journal.import_incidents(found)
+                self.journal.set_meta("mongo_recovered", "1")
+                logger.info("fresh state_dir: loaded %d open incident(s) of %s/%s from MongoDB",
+                            loaded, s.server_id, s.node_name)  # fmt: skip
+        self.mongo = MongoSink(s.state_dir, s.mongodb)
+        self.mongo.start()
+
     # -- config ------------------------------------------------------------------------
 
     @staticmethod
     def _make_parsers(s: Settings) -> list[LineParser]:
         return [LineParser(app=src.app, tz=src.tzinfo, max_line_bytes=src.max_line_bytes) for src in s.sources]
 
-    def _apply_targets(self, sink: NotifySink) -> None:
+    def _apply_targets(self, sink: NotifySink | NotifyHelper) -> None:
         """Route later notices to ``sink``'s targets and hand the outbox over to it."""
         assert self.journal is not None
         self.journal.set_targets(sink.routes)
@@ -285,12 +366,22 @@ class Daemon:
         if self.sink is not None:
             self.sink.stop(time.monotonic() + 2.0)
         self.sink = sink
+        sink.on_result = self.metrics.notice_result
         sink.start()
 
     @staticmethod
-    def _make_sink(s: Settings) -> NotifySink:
-        """A sink for the configured targets; an unusable Apprise URL is a config error."""
+    def _make_sink(s: Settings, *, helper: bool = False) -> NotifySink | NotifyHelper:
+        """A sink for the configured targets; an unusable Apprise URL is a config error.
+
+        ``helper``: the sink runs in a helper process (the running daemon: Apprise's
+        sends then never compete with the reader for the GIL, see ``sinks.helper``);
+        otherwise in this process (``check-config`` only validates).
+        """
         try:
+            if helper:
+                return NotifyHelper(s.state_dir, s.notify)
+            from errord.sinks.notify import NotifySink
+
             return NotifySink(s.state_dir, s.notify)
         except NotifyError as exc:
             index = next((i for i, t in enumerate(s.notify) if t.redacted in str(exc)), 0)
@@ -307,12 +398,18 @@ class Daemon:
         if new.state_dir != self.settings.state_dir:
             logger.warning("state_dir cannot change on reload (restart instead); keeping %s", self.settings.state_dir)
             new = new.model_copy(update={"state_dir": self.settings.state_dir})
+        if new.metrics != self.settings.metrics:
+            logger.warning("[metrics] cannot change on reload (restart instead); keeping the old one")
+            new = new.model_copy(update={"metrics": self.settings.metrics})
+        if new.mongodb != self.settings.mongodb:
+            logger.warning("[mongodb] cannot change on reload (restart instead); keeping the old one")
+            new = new.model_copy(update={"mongodb": self.settings.mongodb})
         old = self.settings
         targets_changed = [(t.url, t.tags) for t in new.notify] != [(t.url, t.tags) for t in old.notify]
         sink = None
         if targets_changed:
             try:
-                sink = self._make_sink(new)
+                sink = self._make_sink(new, helper=True)
             except ConfigError as exc:
                 logger.error("reload refused, keeping the old config: %s", exc)
                 return
@@ -326,20 +423,38 @@ class Daemon:
             self._apply_targets(sink)
         logger.info("config reloaded: %d source(s), %d notify target(s)", len(new.sources), len(new.notify))
 
-    # -- systemd -----------------------------------------------------------------------
+    # -- metrics and systemd -----------------------------------------------------------
+
+    def _snapshot(self) -> Snapshot:
+        """Scrape-time state; runs in the event loop (see ``metrics``)."""
+        files = [(f.path, max(f.size - f.position, 0)) for f in self.tailer.files()] if self.tailer else []
+        j = self.journal
+        return Snapshot(
+            pending_notices=j.pending_notices() if j is not None else 0,
+            pending_mongo=j.pending_mongo() if j is not None else 0,
+            open_incidents=len(self.engine.active()),
+            files=files,
+        )
 
     def _status_line(self) -> str:
+        """One line for systemd's STATUS= (``systemctl status errord``)."""
         pending = self.journal.pending_notices() if self.journal is not None else 0
-        return (f"{len(self.engine.active())} open incident(s), {self.lines_read} lines read, "
+        line = (f"{len(self.engine.active())} open incident(s), {self.lines_read} lines read, "
                 f"{pending} notice(s) pending")
+        ok, reason = self.metrics.health.check()
+        return line if ok else f"{reason}; {line}"
 
     async def _watchdog(self) -> None:
-        interval = self.notifier.watchdog_interval
-        if interval is None:
+        """WATCHDOG=1 at half of WatchdogSec, with STATUS=; STATUS= alone without a watchdog."""
+        if not self.notifier.enabled:
             return
+        interval = self.notifier.watchdog_interval
         while True:
-            self.notifier.watchdog(self._status_line())
-            await asyncio.sleep(interval)
+            if interval is None or self.metrics.health.stalled():
+                self.notifier.status(self._status_line())  # stalled: let systemd's watchdog fire
+            else:
+                self.notifier.watchdog(self._status_line())
+            await asyncio.sleep(interval or STATUS_EVERY)
 
 
 def run_daemon(settings: Settings) -> None:

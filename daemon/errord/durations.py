@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from datetime import timedelta
 
 from errord.errors import DurationError
@@ -35,6 +36,8 @@ _CLOCK = re.compile(
 _REPR = re.compile(r"^(?:datetime\.)?timedelta\((?P<args>[^()]*)\)$")
 _REPR_ARG = re.compile(rf"^\s*(days|seconds|microseconds)\s*=\s*(-?{_NUMBER})\s*$")
 _REPR_UNITS = {"days": 86400.0, "seconds": 1.0, "microseconds": 1e-6}
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxother = 3, 60
 
 
 def parse_duration(value: object) -> float:
@@ -44,9 +47,14 @@ def parse_duration(value: object) -> float:
     if isinstance(value, timedelta):
         return _checked(value.total_seconds(), value)
     if isinstance(value, (int, float)):
-        return _checked(float(value), value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond float range (a log line can hold one)
+            raise DurationError("duration over 100 years") from None
+        return _checked(seconds, value)
     if not isinstance(value, str):
-        raise DurationError(f"not a duration: {value!r}")
+        # reprlib: a value from a log line may be nested 1000 deep, where repr() raises
+        raise DurationError(f"not a duration: {_SHOW.repr(value)}")
     text = value.strip()
     if not text:
         raise DurationError("empty duration")

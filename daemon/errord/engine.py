@@ -126,10 +126,10 @@ class Engine:
         return ev.notify if ev.notify is not None else self.policy.notify_for(code)
 
     def _raise(self, ev: LogEvent, code: str) -> Transition:
-        key = incident_key(self.scope, ev.app, code)
+        key = code if self.scope == "code" else incident_key(self.scope, ev.app, code)
         inc = self._active.get(key)
-        notify = self._wants_notice(ev, code)
         if inc is None:
+            notify = self._wants_notice(ev, code)
             self._touch(key, None)
             inc = Incident(
                 code=code,
@@ -154,7 +154,10 @@ class Engine:
             self._dirty[inc.incident_id] = inc
             return Transition(Kind.NEW, key, inc, ev, notify=notify)
 
-        self._touch(key, inc)
+        # A repeat runs once per error line: only what it needs (the notify decision
+        # is looked up when it alerts; the undo copy is taken once per batch).
+        if key not in self._undo:
+            self._undo[key] = inc.copy()
         self._dirty[inc.incident_id] = inc
         inc.occurrences += 1
         inc.since_alert += 1
@@ -168,6 +171,7 @@ class Engine:
             since = inc.since_alert
             inc.last_alert_time = ev.time
             inc.since_alert = 0
+            notify = self._wants_notice(ev, code)
             if notify:
                 inc.alerts_sent += 1
             return Transition(Kind.REALERT, key, inc, ev, notify=notify, since_alert=since)

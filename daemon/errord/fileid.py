@@ -9,10 +9,12 @@ content": together they tell growth from rotation, truncation and inode reuse.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import hashlib
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import PurePath
@@ -31,6 +33,7 @@ __all__ = [
     "folder_may_match",
     "find_inode",
     "find_copies",
+    "expand",
 ]
 
 FP_MAX = 256  # fingerprint length once a file is big enough
@@ -85,6 +88,83 @@ def watch_root(pattern: str) -> tuple[str, bool]:
             break
         folder, recursive = parent, False
     return folder, recursive
+
+
+def expand(pattern: str) -> list[str]:
+    """``glob.glob(pattern, recursive=True)``, except that a ``**`` enters each folder
+    (device, inode) once.
+
+    Python's recursive glob follows symlinked folders without remembering where it has
+    been: a link back up (``sub/up -> ..``) repeats the tree 40 levels deep, two such links
+    make the walk exponential, and a scan never ends. Patterns without ``**`` go to glob.
+    As with glob, names starting with "." match only a part that starts with "." and
+    ``**`` does not enter hidden folders.
+    """
+    parts = PurePath(pattern).parts
+    if "**" not in parts:
+        return glob.glob(pattern)
+    out: list[str] = []
+    _expand(parts[0], parts[1:], out, set())
+    return out
+
+
+def _expand(base: str, parts: tuple[str, ...], out: list[str], seen: set[tuple[int, int, int]]) -> None:
+    part, rest = parts[0], parts[1:]
+    if part == "**":
+        for folder in _folders(base, len(parts), seen):
+            if rest:
+                _expand(folder, rest, out, seen)
+            else:  # a trailing ** matches the folders themselves and every name in them
+                out.append(folder)
+                _expand(folder, ("*",), out, seen)
+        return
+    if glob.has_magic(part):
+        try:
+            with os.scandir(base) as it:
+                names = [e.name for e in it]
+        except OSError:
+            return
+        if not part.startswith("."):
+            names = [n for n in names if not n.startswith(".")]
+        paths = [os.path.join(base, n) for n in fnmatch.filter(names, part)]
+    else:
+        paths = [os.path.join(base, part)]
+    for path in paths:
+        if rest:
+            if os.path.isdir(path):
+                _expand(path, rest, out, seen)
+        elif os.path.lexists(path):
+            out.append(path)
+
+
+def _folders(base: str, key: int, seen: set[tuple[int, int, int]]) -> Iterator[str]:
+    """``base`` and the non-hidden folders below it (symlinks followed), each (device,
+    inode) once for the ``**`` identified by ``key``."""
+    stack = [base]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = os.stat(folder)
+        except OSError:
+            continue
+        ident = (key, st.st_dev, st.st_ino)
+        if ident in seen or not stat.S_ISDIR(st.st_mode):
+            continue
+        seen.add(ident)
+        yield folder
+        try:
+            with os.scandir(folder) as it:
+                subs = [e.path for e in it if not e.name.startswith(".") and _is_dir(e)]
+        except OSError:
+            continue
+        stack.extend(sorted(subs, reverse=True))
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def folder_may_match(pattern: str, folder: str) -> bool:

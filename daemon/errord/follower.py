@@ -186,7 +186,10 @@ class Follower:
         else:
             self.buf = bytearray(rest)
         segments = [(base, block)]
-        if len(block) > max_line + 1:  # only then can a complete line in it be too long
+        # only a block longer than the limit can hold a too-long line; look for one with a
+        # few rfind calls before walking it line by line (a 1 MiB read plus the partial
+        # line before it is longer than the default 1 MiB limit almost every time)
+        if len(block) > max_line + 1 and _has_long_line(block, max_line):
             segments, inner = _split_long(block, base, max_line)
             longs += inner
         return self._emit(segments, longs), len(data)
@@ -214,6 +217,19 @@ class Follower:
         self.buf = bytearray()
         self.skipping = False
         return chunks
+
+
+def _has_long_line(block: bytes, max_line: int) -> bool:
+    """Whether a block of complete lines holds one longer than ``max_line`` (without its
+    newline): about len/max_line rfind calls."""
+    size = len(block)
+    start = 0
+    while size - start > max_line + 1:
+        nl = block.rfind(b"\n", start, start + max_line + 1)
+        if nl < 0:
+            return True
+        start = nl + 1
+    return False
 
 
 def _split_long(block: bytes, base: int, max_line: int) -> tuple[list[tuple[int, bytes]], list[int]]:

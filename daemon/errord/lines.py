@@ -61,6 +61,8 @@ Fields (CONTRACT §1)
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -181,15 +183,38 @@ class LineParser:
         if escaped:
             spans = sorted(set(_needle_spans(data)).union(escaped))
         else:
-            spans = _needle_spans(data)
+            spans = None  # the common case: found and parsed in one pass below
         events = res.events
-        for start, end in spans:
-            r = self._candidate(data[start:end], now, offset + start, path)
+        candidate = self._candidate
+        if spans is not None:
+            for start, end in spans:
+                r = candidate(data[start:end], now, offset + start, path)
+                if r is not None:
+                    if type(r) is str:
+                        _count_skip(res, r, offset + start)
+                    else:
+                        events.append(r)  # type: ignore[arg-type]
+            return res
+        # _needle_spans and _candidate inlined: this loop runs once per error line
+        find, rfind, loads, event = data.find, data.rfind, orjson.loads, self._event
+        i = find(_NEEDLE)
+        while i >= 0:
+            end = find(b"\n", i)
+            if end < 0:
+                end = size
+            start = rfind(b"\n", 0, i) + 1
+            try:
+                obj = loads(data[start:end])
+            except ValueError:
+                obj = None
+            r = (event(obj, now, offset + start, path) if type(obj) is dict
+                 else candidate(data[start:end], now, offset + start, path))  # the exact reason
             if r is not None:
                 if type(r) is str:
                     _count_skip(res, r, offset + start)
                 else:
                     events.append(r)  # type: ignore[arg-type]
+            i = find(_NEEDLE, end)  # a line naming error_code twice is taken once
         return res
 
     def parse_line(self, line: bytes, now: float) -> LogEvent | str | None:
@@ -277,17 +302,40 @@ class LineParser:
                     body.decode("utf-8")
                 except UnicodeDecodeError:
                     return INVALID_UTF8
-            return NOT_JSON
+            return self._candidate_lenient(body, now, offset, path)
         if type(obj) is not dict:
             return NOT_OBJECT
         return self._event(obj, now, offset, path)
 
+    def _candidate_lenient(self, body: bytes, now: float, offset: int, path: str) -> LogEvent | str | None:
+        """What orjson refuses but Python's own loggers write (python-json-logger and
+        structlog use ``json.dumps``, ``allow_nan=True``): ``NaN``/``Infinity``, numbers
+        beyond double range, lone surrogate escapes (``\\ud800``). Such a line must still
+        raise its error; its text is made valid UTF-8 so it can be stored and sent."""
+        try:
+            obj = json.loads(body.decode("utf-8"))  # from str: a BOM stays "not JSON"
+        except (ValueError, RecursionError):  # JSONDecodeError, over-long int literals
+            return NOT_JSON
+        if type(obj) is not dict:
+            return NOT_OBJECT
+        ev = self._event(obj, now, offset, path)
+        if isinstance(ev, LogEvent):
+            ev.code, ev.clear = _valid_text(ev.code), _valid_text(ev.clear)
+            ev.message = _valid_text(ev.message) or ""
+            ev.level = _valid_text(ev.level)
+        return ev
+
     def _event(self, obj: dict[str, Any], now: float, offset: int, path: str) -> LogEvent | str | None:
-        extra = obj.get("extra")
+        # Runs once per candidate line: the alias lookups of _first_of are inlined (a
+        # function call per field was half of this method's cost); same rules.
+        get = obj.get
+        extra = get("extra")
         if type(extra) is not dict or not extra:
             extra = None
-        code = _code(obj.get(CODE_KEY))
-        clear = _code(obj.get(CLEAR_KEY))
+        code = get(CODE_KEY)
+        code = (code.strip() or None) if type(code) is str else _code(code)
+        clear = get(CLEAR_KEY)
+        clear = None if clear is None else _code(clear)
         if extra is not None:  # a top-level "" is absent too: then extra's code counts
             if code is None:
                 code = _code(extra.get(CODE_KEY))
@@ -297,21 +345,43 @@ class LineParser:
             return None
         if code is _BAD or clear is _BAD:
             return BAD_CODE
-        re_alert = _first_of(obj, extra, (RE_ALERT_KEY,))
+        re_alert = get(RE_ALERT_KEY)
+        if re_alert is None and extra is not None:
+            re_alert = extra.get(RE_ALERT_KEY)
         if re_alert is not None:
             re_alert = self._duration(re_alert)
-        notify = _first_of(obj, extra, (NOTIFY_KEY,))
+        notify = get(NOTIFY_KEY)
+        if notify is None and extra is not None:
+            notify = extra.get(NOTIFY_KEY)
         if notify is not None:
             notify = _flag(notify)
+        for key in MESSAGE_KEYS:
+            message = get(key)
+            if message is not None:
+                break
+        else:
+            message = None if extra is None else _first(extra.get, MESSAGE_KEYS)
+        for key in TIME_KEYS:
+            when = get(key)
+            if when is not None:
+                break
+        else:
+            when = None if extra is None else _first(extra.get, TIME_KEYS)
+        for key in LEVEL_KEYS:
+            level = get(key)
+            if level is not None:
+                break
+        else:
+            level = None if extra is None else _first(extra.get, LEVEL_KEYS)
         # positional: twice as fast as keywords; the order is LogEvent's field order
         return LogEvent(
             code,  # type: ignore[arg-type]
             clear,  # type: ignore[arg-type]
-            _message(_first_of(obj, extra, MESSAGE_KEYS)),
-            self._event_time(_first_of(obj, extra, TIME_KEYS), now),
+            message if type(message) is str else _message(message),
+            self._event_time(when, now),
             re_alert,
             notify,
-            _level(_first_of(obj, extra, LEVEL_KEYS)),
+            level if type(level) is str else _level(level),
             self.app,
             path,
             offset,
@@ -391,10 +461,13 @@ def _needle_spans(data: bytes) -> list[tuple[int, int]]:
 
 def _escaped_spans(data: bytes) -> list[tuple[int, int]]:
     """Like ``_needle_spans`` for the lines holding an escaped letter of error_code."""
+    first = _ESCAPED_KEY.search(data)  # usually None: then one scan, no iterator
+    if first is None:
+        return []
     find = data.find
     spans: list[tuple[int, int]] = []
     end = -1
-    for m in _ESCAPED_KEY.finditer(data):
+    for m in _ESCAPED_KEY.finditer(data, first.start()):
         i = m.start()
         if i < end:
             continue  # same line as the previous hit
@@ -458,10 +531,21 @@ def _code(value: object) -> str | _Bad | None:
     if kind is int:
         return str(value)
     if kind is float:
+        if not math.isfinite(value):  # type: ignore[arg-type]
+            return _BAD  # NaN / Infinity (only json.dumps writes them)
         if value.is_integer() and abs(value) < 2.0**53:  # type: ignore[attr-defined,arg-type]
             return str(int(value))  # type: ignore[call-overload]
         return repr(value)
-    return _BAD  # bool, list, dict
+    return _BAD  # bool, list, dict, NaN, Infinity
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_text(text: str | None) -> str | None:
+    """``text`` with lone surrogates (from ``\\ud800`` escapes) replaced: SQLite and the
+    notify targets take valid UTF-8 only."""
+    return _SURROGATE.sub("\ufffd", text) if text else text
 
 
 def _message(value: object) -> str:

@@ -41,7 +41,11 @@ Limits (no reader that keeps no copy of the data can do better):
 * a file that was created *and* rotated to a name the glob does not match while errord was
   down (two rotations during one downtime) was never known and is not read; a glob that
   also matches the rotated names (``app.jsonl*``) avoids this. A file deleted while errord
-  was down is gone.
+  was down is gone. The same holds while errord runs for a file that lives under a
+  matched name for less time than errord takes to look (logrotate ``create`` racing an
+  app that recreates the file, which logrotate then moves to ``….backup``), and for
+  copytruncate done twice before errord reads the file again (what was written between
+  the two is only in the second copy, whose first bytes errord never saw).
 * a truncated file rewritten with the very same first 256 bytes up to at least our old
   position is taken for the old content.
 * a copy smaller than 256 bytes that matches a glob and is found before the truncation of
@@ -55,7 +59,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import logging
 import os
 import stat
@@ -118,7 +121,7 @@ class Tailer:
     def __init__(
         self, sources: Sequence[Any], positions: Iterable[Position], *, first_start: bool,
         scan_interval: float = 1.0, chunk_bytes: int = 1 << 20, debounce_ms: int = 50,
-        step_ms: int = 10, clock: Callable[[], float] = time.monotonic,
+        step_ms: int = 3, clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sources = list(sources)
         self._stored: dict[FileKey, Position] = {p.key: p for p in positions if not p.gone}
@@ -391,7 +394,7 @@ class Tailer:
         matched: dict[FileKey, tuple[str, int]] = {}
         for i, src in enumerate(self._sources):
             try:
-                paths = sorted(glob.glob(src.path, recursive=True))
+                paths = sorted(fileid.expand(src.path))  # glob, safe from symlink loops
             except OSError as exc:
                 self._warn(src.path, "cannot list %s: %s", src.path, exc)
                 continue

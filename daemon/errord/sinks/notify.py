@@ -28,7 +28,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol, TextIO
@@ -39,6 +39,7 @@ import apprise
 from ..errors import JournalError, NotifyError
 from ..journal import STDERR_TARGET, Journal
 from ..model import Notice
+from ..notices import clean_text
 
 __all__ = ["NotifySink", "TargetLike", "with_timeouts"]
 
@@ -149,6 +150,9 @@ class _Target:
         self.wakeup = threading.Event()
         self.sending = False  # inside a send (for the shutdown warning)
         self.thread: threading.Thread | None = None
+        # delivery id -> when the target accepted it, while recording that failed (the
+        # journal locked or failing): recorded later, never sent again
+        self.accepted: dict[int, float] = {}
 
 
 class NotifySink:
@@ -171,7 +175,16 @@ class NotifySink:
         secrets: set[str] = set()
         for t in targets:
             url = with_timeouts(t.url, timeout)
-            if apprise.Apprise.instantiate(url) is None:
+            # Apprise logs the URL it loaded at DEBUG, tokens in the path included
+            check = _Scrub(_secrets(t.url) | _secrets(url))
+            for name in _SCRUBBED_LOGGERS:
+                logging.getLogger(name).addFilter(check)
+            try:
+                usable = apprise.Apprise.instantiate(url) is not None
+            finally:
+                for name in _SCRUBBED_LOGGERS:
+                    logging.getLogger(name).removeFilter(check)
+            if not usable:
                 raise NotifyError(f"notify target {t.redacted}: not a usable Apprise URL")
             self._targets.append(_Target(t.key, t.redacted, url, tuple(t.tags)))
             secrets |= _secrets(t.url) | _secrets(url)
@@ -183,6 +196,8 @@ class NotifySink:
         self._stop = threading.Event()  # hard stop: leave now
         self._deadline: float | None = None  # set by stop(): drain until then
         self._started = False
+        # Called from the worker threads after each send: (redacted target name, accepted).
+        self.on_result: Callable[[str, bool], None] | None = None
 
     # -- public ------------------------------------------------------------------------
 
@@ -328,6 +343,10 @@ class NotifySink:
                 return self._idle(head.next_at - now)
             batch = j.due_deliveries(t.key, _BATCH, now)
             for did, notice in batch:
+                if did in t.accepted:  # sent already; only its record is missing
+                    j.mark_delivered([did], t.accepted[did])
+                    del t.accepted[did]
+                    continue
                 if self._stop.is_set() or self._past_deadline():
                     return self._idle(0.0)
                 t.sending = True
@@ -335,14 +354,19 @@ class NotifySink:
                     ok, err = self._send_notice(ap, t, notice)
                 finally:
                     t.sending = False
+                if self.on_result is not None:
+                    self.on_result(t.name, ok)
                 if ok:
-                    j.mark_delivered([did], time.time())
+                    t.accepted[did] = time.time()
+                    j.mark_delivered([did], t.accepted[did])  # raising keeps it in accepted
+                    del t.accepted[did]
                     continue
                 attempts = head.attempts if did == head.id else 0
                 delay = self._delay(attempts)
                 logger.warning(
                     "notify target %s: notice %s (%s) failed, attempt %d, retry in %.1fs: %s",
-                    t.name, notice.id, notice.code, attempts + 1, delay, err,
+                    t.name, notice.id, clean_text(notice.code, 200, single_line=True),  # log text: one line
+                    attempts + 1, delay, err,
                 )  # fmt: skip
                 j.mark_failed(did, err, time.time() + delay)
                 return self._idle(delay)

@@ -1,0 +1,111 @@
+"""sinks.helper.NotifyHelper: the notify sink in a helper process, over real pipes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from receiver import Receiver
+
+from errord.errors import NotifyError
+from errord.follower import _has_long_line, _split_long
+from errord.journal import Journal
+from errord.model import Notice, NoticeType
+from errord.sinks.helper import NotifyHelper
+
+
+@dataclass
+class Target:
+    url: str
+    tags: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(self.url.encode()).hexdigest()[:16]
+
+    @property
+    def redacted(self) -> str:
+        return self.url.split("://", 1)[0] + "://" + self.url.split("://", 1)[1].split("/", 1)[0]
+
+
+def enqueue(state: Path, helper: NotifyHelper, *codes: str) -> None:
+    with Journal(state) as j:
+        j.set_targets(helper.routes)
+        j.commit([], [], [Notice(type=NoticeType.FAILURE, code=c, title=f"x {c} failing", body="b",
+                                 incident_id=f"id-{c}", event_time=1.0) for c in codes], time.time())
+
+
+def test_delivers_in_order_and_reports_results(tmp_path: Path) -> None:
+    with Receiver() as rx:
+        helper = NotifyHelper(tmp_path, [Target(rx.url("/h"))])
+        results: list[tuple[str, bool]] = []
+        helper.on_result = lambda name, ok: results.append((name, ok))
+        try:
+            helper.start()
+            enqueue(tmp_path, helper, "a", "b", "c")
+            helper.wake()
+            got = rx.wait_for(3)
+            assert [r.body["title"].split()[1] for r in got] == ["a", "b", "c"]
+            end = time.monotonic() + 5
+            while len(results) < 3 and time.monotonic() < end:
+                time.sleep(0.02)
+            assert results == [("json://127.0.0.1:%d" % rx.port, True)] * 3
+        finally:
+            helper.stop(time.monotonic() + 2)
+        assert helper.pid is not None
+        with pytest.raises(ProcessLookupError):
+            os.kill(helper.pid, 0)
+        with Journal(tmp_path) as j:
+            assert j.pending_notices() == 0
+
+
+def test_an_unusable_url_is_refused_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(NotifyError, match="not a usable Apprise URL") as info:
+        NotifyHelper(tmp_path, [Target("nosuch://host/secret-token-value")])
+    assert "secret-token-value" not in str(info.value)
+
+
+def test_a_helper_that_died_is_started_again(tmp_path: Path) -> None:
+    with Receiver() as rx:
+        helper = NotifyHelper(tmp_path, [Target(rx.url())])
+        try:
+            helper.start()
+            first = helper.pid
+            assert first is not None
+            os.kill(first, 9)
+            time.sleep(0.2)
+            enqueue(tmp_path, helper, "after")
+            helper.wake()  # notices the dead helper and starts a new one, which delivers
+            (got,) = rx.wait_for(1, timeout=15)
+            assert "after" in got.body["title"] and helper.pid != first
+        finally:
+            helper.stop(time.monotonic() + 2)
+
+
+def test_stop_returns_by_its_deadline_with_a_hung_target(tmp_path: Path) -> None:
+    with Receiver(hang=30) as rx:
+        helper = NotifyHelper(tmp_path, [Target(rx.url())])
+        helper.start()
+        enqueue(tmp_path, helper, "slow")
+        helper.wake()
+        rx.wait_for(1, delivered=False)
+        t0 = time.monotonic()
+        helper.stop(t0 + 1.0)
+        assert time.monotonic() - t0 < 3
+
+
+@pytest.mark.parametrize("limit", [4, 10, 64])
+def test_long_line_precheck_agrees_with_the_split(limit: int) -> None:
+    import random
+
+    rng = random.Random(limit)
+    for _ in range(300):
+        lines = [b"x" * rng.choice([0, 1, limit - 1, limit, limit + 1, 2 * limit]) + b"\n"
+                 for _ in range(rng.randint(1, 8))]
+        block = b"".join(lines)
+        _, longs = _split_long(block, 0, limit)
+        assert _has_long_line(block, limit) == bool(longs), lines
