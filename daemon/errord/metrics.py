@@ -25,9 +25,7 @@ import concurrent.futures
 import logging
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -36,7 +34,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from errord.errors import ErrordError
-from errord.lines import TOO_LONG
+from errord.health import BatchTally, Health, Snapshot
 from errord.model import Kind
 
 __all__ = ["BatchTally", "Health", "Metrics", "MetricsServer", "Snapshot"]
@@ -44,85 +42,6 @@ __all__ = ["BatchTally", "Health", "Metrics", "MetricsServer", "Snapshot"]
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_TIMEOUT = 2.0  # seconds a scrape waits for the event loop
-STALL_AFTER = 30.0  # seconds without a main-loop round before /healthz says 503
-
-
-@dataclass
-class BatchTally:
-    """What one batch did, tallied in plain dicts on the hot path, published on commit."""
-
-    lines: dict[int, int] = field(default_factory=dict)  # source index -> lines read
-    skipped: dict[tuple[int, str], int] = field(default_factory=dict)  # (source, reason) -> n
-    kinds: dict[Kind, int] = field(default_factory=dict)  # transition kind -> n
-
-    def add_chunk(self, source: int, lines: int, reasons: dict[str, int], too_long: int = 0) -> None:
-        """Count one parsed chunk: its lines, its skip reasons, and the over-long lines
-        the tailer dropped before parsing (``too_long``)."""
-        self.lines[source] = self.lines.get(source, 0) + lines
-        for reason, n in reasons.items():
-            k = (source, reason)
-            self.skipped[k] = self.skipped.get(k, 0) + n
-        if too_long:
-            k = (source, TOO_LONG)
-            self.skipped[k] = self.skipped.get(k, 0) + too_long
-
-
-@dataclass
-class Snapshot:
-    """State read at scrape time, in the daemon's loop."""
-
-    pending_notices: int
-    pending_mongo: int
-    open_incidents: int
-    files: list[tuple[str, int]]  # (path, bytes behind)
-
-
-class Health:
-    """Liveness of the pipeline, for ``/healthz`` and the ``errord_healthy`` gauge."""
-
-    def __init__(self, stall_after: float = STALL_AFTER, clock: Callable[[], float] = time.monotonic) -> None:
-        self.stall_after = stall_after
-        self._clock = clock
-        self._started = False
-        self._beat = clock()
-        self._journal_error: str | None = None
-        self._journal_since = 0.0
-
-    def started(self) -> None:
-        """Sources are open; the loop is about to run."""
-        self._started = True
-        self._beat = self._clock()
-
-    def beat(self) -> None:
-        """The main loop went round (called once per round and once per batch)."""
-        self._beat = self._clock()
-
-    def journal_failed(self, error: str) -> None:
-        """A batch could not be committed: reading is paused until a commit succeeds."""
-        if self._journal_error is None:
-            self._journal_since = self._clock()
-        self._journal_error = error
-
-    def journal_ok(self) -> None:
-        self._journal_error = None
-
-    def stalled(self) -> bool:
-        """The main loop has not gone round for ``stall_after`` seconds (a wedged process:
-        the daemon then stops feeding systemd's watchdog, which restarts it)."""
-        return self._started and self._clock() - self._beat > self.stall_after
-
-    def check(self) -> tuple[bool, str]:
-        """``(healthy, reason)``; the reason is one line."""
-        now = self._clock()
-        if not self._started:
-            return False, "starting: sources not open yet"
-        if self._journal_error is not None:
-            since = now - self._journal_since
-            return False, f"journal unwritable for {since:.0f}s, reading paused: {self._journal_error}"
-        idle = now - self._beat
-        if idle > self.stall_after:
-            return False, f"main loop has not iterated for {idle:.0f}s"
-        return True, "ok"
 
 
 class Metrics:

@@ -312,8 +312,12 @@ def main() -> None:
                 pass
 
     from ..sinks.notify import NotifySink  # Apprise is imported here, in the helper only
+    from ..sinks.plugins import load_plugins_for
 
     targets = [_Target(**t) for t in config["targets"]]
+    # Only here, where this process is all Apprise serves: the plugin manager is
+    # process-wide, and a subset would surprise other Apprise users of a process.
+    load_plugins_for(t.url for t in targets)
     try:
         sink = NotifySink(Path(config["state_dir"]), targets, timeout=float(config["timeout"]),
                           backoff=tuple(config["backoff"]))  # type: ignore[arg-type]
