@@ -213,12 +213,16 @@ def test_replay_prints_notices_and_touches_no_state(make_errord, tmp_path: Path)
     assert not (tmp_path / "state").exists()
 
 
-def test_unusable_apprise_url_is_a_config_error(make_errord) -> None:
-    e = make_errord(notify=[{"url": "json://127.0.0.1:9/ok"}, {"url": "nosuchscheme://secret-token-123/x"}])
+def test_unusable_apprise_url_is_a_config_error(make_errord, tmp_path: Path) -> None:
+    e = make_errord(notify=[{"url": "tgram://123456789:abcdefgh/12345"}, {"url": "tgram://bad"},
+                            {"url": "json://127.0.0.1:9/ok"}, {"url": "nosuchscheme://secret-token-123/x"}])
     for cmd in ("check-config", "run"):
         res = e.cli(cmd, check=False)
         assert res.returncode == 2, res.stderr
-        assert "notify.1.url" in res.stderr and "secret-token-123" not in res.stderr
+        problems = [ln for ln in res.stderr.splitlines() if ln.startswith("errord: config:")]
+        assert [p.split()[2] for p in problems] == ["notify.1.url:", "notify.3.url:"], res.stderr
+        assert "secret-token-123" not in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "state").exists()  # refused before anything started
 
 
 def test_sighup_adds_a_target_and_keeps_state(make_errord, receiver, tmp_path: Path) -> None:

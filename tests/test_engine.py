@@ -96,9 +96,9 @@ CASES = [
     ),
     pytest.param(
         FakePolicy(silent={"noisy"}),
-        [ev(0, "noisy"), ev(5, "noisy", notify=True, re_alert=1)],
-        [[(NEW, False)], [(RE, True)]],
-        id="config-notify-false-line-overrides",
+        [ev(0, "noisy"), ev(5, "noisy", notify=True, re_alert=1), ev(0, "other", notify=True)],
+        [[(NEW, False)], [(RE, False)], [(NEW, True)]],
+        id="config-notify-false-wins-over-line-true",
     ),
     pytest.param(
         FakePolicy(),

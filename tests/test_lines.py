@@ -777,3 +777,16 @@ def test_deep_nesting_never_raises() -> None:
     assert isinstance(ev, LogEvent) and ev.code == "x"
     too_deep = b'{"error_code": "x", "message": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     assert make_parser().parse_line(too_deep, NOW) == "not_json"
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["x" * 201, "tab\tcode", "new\nline", "esc\x1b[31m", "bidi\u202ecode"],
+)
+def test_codes_that_cannot_stand_verbatim_in_a_title_are_bad(code: str) -> None:
+    p = LineParser(app=None, tz=timezone.utc, max_line_bytes=1 << 20)
+    line = json.dumps({"error_code": code, "message": "m"}).encode() + b"\n"
+    assert p.parse_line(line, 1_768_400_000.0) == "bad_code"
+    ok = json.dumps({"error_code": "two  spaces " + "y" * 180}).encode()
+    event = p.parse_line(ok, 1_768_400_000.0)
+    assert not isinstance(event, str) and event is not None and event.code == "two  spaces " + "y" * 180

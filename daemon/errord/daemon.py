@@ -118,6 +118,27 @@ class Daemon:
 
     async def startup(self) -> None:
         s = self.settings
+        # Checks the notify URLs (in the helper) before anything is created or locked.
+        sink = self._make_sink(s, helper=True)
+        try:
+            await self._open_state(s, sink)
+        except BaseException:
+            if self.sink is None:
+                sink.stop(time.monotonic())
+            raise
+        self.lock.update(ready=True)
+        self.health.started()
+        self.notifier.ready(self._status_line())
+        logger.info(
+            "errord started: %d source(s), %d open incident(s), %s, state in %s",
+            len(s.sources),
+            len(self.engine.active()),
+            f"{len(s.notify)} notify target(s)" if s.notify else "notices to stderr",
+            s.state_dir,
+        )
+
+    async def _open_state(self, s: Settings, sink: NotifySink | NotifyHelper) -> None:
+        """Lock and open the state, restore the engine, start the sinks, open the sources."""
         s.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.lock.acquire()
         self.journal = Journal(s.state_dir)
@@ -131,7 +152,7 @@ class Daemon:
             self.metrics.attach(asyncio.get_running_loop(), self._snapshot)
             self.metrics_server = MetricsServer(self.metrics, s.metrics.host, s.metrics.port)
             self.metrics_server.start()  # /healthz answers "starting" until the sources are open
-        self._apply_targets(self._make_sink(s, helper=True))
+        self._apply_targets(sink)
         self.parsers = self._make_parsers(s)
         self.tailer = Tailer(s.sources, positions, first_start=first_start)
         await self.tailer.open()
@@ -139,20 +160,11 @@ class Daemon:
         # flag that says the first start is over, so a crash here cannot redo it differently.
         self.journal.commit([], self.tailer.checkpoint(), [], time.time(), meta={"initialized": "1"})
         self.tailer.committed()
-        self.lock.update(ready=True)
-        self.health.started()
-        self.notifier.ready(self._status_line())
-        logger.info(
-            "errord started: %d source(s), %d open incident(s), %s, state in %s",
-            len(s.sources),
-            len(self.engine.active()),
-            f"{len(s.notify)} notify target(s)" if s.notify else "notices to stderr",
-            s.state_dir,
-        )
 
     async def shutdown(self) -> None:
         """Stop reading, commit what was read, give the sink a few seconds, release all."""
-        deadline = time.monotonic() + STOP_DEADLINE
+        # counted from the signal: CONTRACT §7 gives 10 s from SIGTERM to exit
+        deadline = (self._first_signal or time.monotonic()) + STOP_DEADLINE
         self.notifier.stopping()
         if self.metrics_server is not None:
             await asyncio.to_thread(self.metrics_server.stop)
@@ -405,8 +417,9 @@ class Daemon:
 
             return NotifySink(s.state_dir, s.notify)
         except NotifyError as exc:
-            index = next((i for i, t in enumerate(s.notify) if t.redacted in str(exc)), 0)
-            raise ConfigError(f"notify.{index}.url: {exc}") from None
+            if all(p.startswith("notify.") for p in exc.problems):
+                raise ConfigError(exc.problems) from None
+            raise
 
     def reload(self) -> None:
         """SIGHUP: re-read the config file; keep the old one if the new one is invalid."""

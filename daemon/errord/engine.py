@@ -123,7 +123,9 @@ class Engine:
         return out
 
     def _wants_notice(self, ev: LogEvent, code: str) -> bool:
-        return ev.notify if ev.notify is not None else self.policy.notify_for(code)
+        # Silent when either says so: the line's `notification: false`, or the operator's
+        # `notify = false` for the code (which a line's `notification: true` cannot undo).
+        return ev.notify is not False and self.policy.notify_for(code)
 
     def _raise(self, ev: LogEvent, code: str) -> Transition:
         key = code if self.scope == "code" else incident_key(self.scope, ev.app, code)

@@ -36,7 +36,13 @@ class NoStateError(JournalError):
 
 
 class NotifyError(ErrordError):
-    """A notification target could not be set up."""
+    """A notification target could not be set up; ``problems`` has one line per target."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        if isinstance(problems, str):
+            problems = [problems]
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 class MongoError(ErrordError):

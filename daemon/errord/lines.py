@@ -72,7 +72,7 @@ from typing import Any, Final
 import orjson
 
 from errord.durations import parse_duration
-from errord.model import LogEvent
+from errord.model import MAX_CODE_CHARS, LogEvent
 
 __all__ = [
     "LineParser",
@@ -333,7 +333,12 @@ class LineParser:
         if type(extra) is not dict or not extra:
             extra = None
         code = get(CODE_KEY)
-        code = (code.strip() or None) if type(code) is str else _code(code)
+        if type(code) is str:  # the common case, inlined; same rules as _code
+            code = code.strip() or None
+            if code is not None and (len(code) > MAX_CODE_CHARS or not code.isprintable()) and _unfit(code):
+                code = _BAD
+        else:
+            code = _code(code)
         clear = get(CLEAR_KEY)
         clear = None if clear is None else _code(clear)
         if extra is not None:  # a top-level "" is absent too: then extra's code counts
@@ -521,11 +526,25 @@ def _first_of(obj: dict[str, Any], extra: dict[str, Any] | None, keys: tuple[str
     return value
 
 
+def _unfit(code: str) -> bool:
+    """Too long, or not printable once lone surrogates are replaced (as all text is)."""
+    return len(code) > MAX_CODE_CHARS or not _SURROGATE.sub("\ufffd", code).isprintable()
+
+
 def _code(value: object) -> str | _Bad | None:
-    """A code value as a string; None when absent (null, "", only spaces)."""
+    """A code value as a string; None when absent (null, "", only spaces); ``_BAD`` when
+    it could not appear verbatim in a notice title (CONTRACT §5): over 200 characters, or
+    holding a character that is not printable (``str.isprintable``: control characters
+    including tab and newline, format characters such as bidi overrides, lone surrogates,
+    separators other than the plain space)."""
     kind = type(value)
     if kind is str:
-        return value.strip() or None  # type: ignore[attr-defined,no-any-return]
+        code = value.strip()  # type: ignore[attr-defined]
+        if not code:
+            return None
+        if _unfit(code):
+            return _BAD
+        return code  # type: ignore[no-any-return]
     if value is None:
         return None
     if kind is int:

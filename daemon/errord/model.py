@@ -20,6 +20,7 @@ __all__ = [
     "Position",
     "FileKey",
     "INCIDENT_FIELDS",
+    "MAX_CODE_CHARS",
 ]
 
 
@@ -157,6 +158,8 @@ class Notice:
 
 
 FileKey = tuple[int, int]  # (st_dev, st_ino)
+
+MAX_CODE_CHARS = 200  # longest error code accepted (it must fit a notice title verbatim)
 
 
 @dataclass(slots=True)

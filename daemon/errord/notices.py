@@ -12,12 +12,12 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
 from errord.durations import format_duration
-from errord.model import Kind, Notice, NoticeType, Transition
+from errord.model import MAX_CODE_CHARS, Kind, Notice, NoticeType, Transition
 
-__all__ = ["render", "clean_text", "format_time", "MAX_MESSAGE"]
+__all__ = ["render", "clean_text", "format_time", "MAX_MESSAGE", "MAX_CODE"]
 
 MAX_MESSAGE = 1000  # characters of a log message carried into a notice
-MAX_CODE = 200
+MAX_CODE = MAX_CODE_CHARS  # the parser refuses longer codes
 
 # C0 controls except \t and \n, DEL, C1 controls, and the bidi overrides/isolates that can
 # make a notice display something other than what it says.
@@ -40,6 +40,14 @@ def clean_text(text: str, limit: int = MAX_MESSAGE, *, single_line: bool = False
 def format_time(ts: float) -> str:
     """``2026-01-14 15:05:51 UTC`` — for notice bodies."""
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _title_code(code: str) -> str:
+    """The code verbatim (CONTRACT §5). The parser refuses codes that could not stand in a
+    title as they are; one that reached the engine another way is cleaned and capped."""
+    if len(code) <= MAX_CODE and not _CONTROL.search(code) and "\t" not in code and "\n" not in code:
+        return code
+    return clean_text(code, MAX_CODE, single_line=True)
 
 
 def _count(n: int, noun: str) -> str:
@@ -72,7 +80,7 @@ def render(
         if other is main:
             continue
         o_title, o_body = _text(other, server_id, node_name)
-        title = f"{title} (also: {clean_text(other.incident.code, MAX_CODE, single_line=True)} resolved)"  # type: ignore[union-attr]
+        title = f"{title} (also: {_title_code(other.incident.code)} resolved)"  # type: ignore[union-attr]
         body = f"{body}\n\n{o_title}\n{o_body}"
     inc = main.incident
     assert inc is not None
@@ -90,7 +98,7 @@ def render(
 def _text(t: Transition, server_id: str, node_name: str) -> tuple[str, str]:
     inc = t.incident
     assert inc is not None
-    code = clean_text(inc.code, MAX_CODE, single_line=True)
+    code = _title_code(inc.code)
     where = _where(server_id, node_name)
     first = clean_text(inc.message)
     lines: list[str]

@@ -181,7 +181,11 @@ class NotifyHelper:
             return
         self._kill(proc)
         if line.startswith("error "):
-            raise NotifyError(line[len("error "):])
+            try:
+                problems = json.loads(line[len("error "):])
+            except ValueError:
+                problems = line[len("error "):]
+            raise NotifyError(problems)
         raise NotifyError(f"the notify helper exited at start (status {proc.returncode})")
 
     def _respawn(self, status: int | None) -> None:
@@ -322,7 +326,7 @@ def main() -> None:
         sink = NotifySink(Path(config["state_dir"]), targets, timeout=float(config["timeout"]),
                           backoff=tuple(config["backoff"]))  # type: ignore[arg-type]
     except NotifyError as exc:
-        reply(f"error {exc}")
+        reply("error " + json.dumps(exc.problems))  # one line of the pipe protocol
         os._exit(2)
     sink.on_result = lambda name, ok: reply(f"r {1 if ok else 0} {name}")
     reply("ok")

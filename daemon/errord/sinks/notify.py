@@ -173,7 +173,8 @@ class NotifySink:
         self.timeout = timeout
         self._targets: list[_Target] = []
         secrets: set[str] = set()
-        for t in targets:
+        problems: list[str] = []
+        for index, t in enumerate(targets):
             url = with_timeouts(t.url, timeout)
             # Apprise logs the URL it loaded at DEBUG, tokens in the path included
             check = _Scrub(_secrets(t.url) | _secrets(url))
@@ -185,9 +186,12 @@ class NotifySink:
                 for name in _SCRUBBED_LOGGERS:
                     logging.getLogger(name).removeFilter(check)
             if not usable:
-                raise NotifyError(f"notify target {t.redacted}: not a usable Apprise URL")
+                problems.append(f"notify.{index}.url: {t.redacted}: not a usable Apprise URL")
+                continue
             self._targets.append(_Target(t.key, t.redacted, url, tuple(t.tags)))
             secrets |= _secrets(t.url) | _secrets(url)
+        if problems:
+            raise NotifyError(problems)
         if not self._targets:
             self._targets.append(_Target(STDERR_TARGET, STDERR_TARGET, None, ()))
         self._scrub = _Scrub(secrets)
