@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from errord.engine import Engine
 from errord.errors import ConfigError, ErrordError, JournalError, MongoError, NotifyError
 from errord.journal import STDERR_TARGET, Journal
-from errord.lines import LineParser
+from errord.lines import LineParser, ParseResult
 from errord.health import BatchTally, Health, Snapshot
 from errord.model import Notice
 from errord.notices import render
@@ -277,7 +277,7 @@ class Daemon:
         kinds = tally.kinds if self.metrics is not None else None  # only [metrics] publishes them
         self.engine.begin()
         for chunk in chunks:
-            res = self.parsers[chunk.source].parse_chunk(chunk.data, chunk.offset, now, chunk.path)
+            res = _parse_guarded(self.parsers[chunk.source], chunk, now)
             skipped = res.skipped + chunk.skipped_long
             self.tailer.account(chunk.key, res.lines + chunk.skipped_long, skipped)
             self.lines_read += res.lines + chunk.skipped_long
@@ -492,6 +492,42 @@ class Daemon:
             else:
                 self.notifier.watchdog(self._status_line())
             await asyncio.sleep(interval or STATUS_EVERY)
+
+
+PARSER_ERROR = "parser_error"  # skip reason for a line the parser raised on (a bug, contained)
+
+
+def _parse_guarded(parser: LineParser, chunk: Chunk, now: float) -> ParseResult:
+    """``parse_chunk``, contained: the parser never raises by design, but if a bug makes
+    it, the chunk is parsed again line by line and a line that still raises is skipped
+    and counted (``parser_error``) instead of stopping the daemon. Without this, such a
+    line would never be committed and would stop errord again at every restart."""
+    try:
+        return parser.parse_chunk(chunk.data, chunk.offset, now, chunk.path)
+    except Exception:
+        logger.exception("line parser failed on %s at offset %d; parsing line by line", chunk.path, chunk.offset)
+    res = ParseResult()
+    offset = chunk.offset
+    pieces = chunk.data.split(b"\n")
+    lines = [piece + b"\n" for piece in pieces[:-1]]
+    if pieces[-1]:
+        lines.append(pieces[-1])  # a closed file's unterminated last line
+    for raw in lines:
+        res.lines += 1
+        try:
+            got = parser.parse_line(raw, now)
+        except Exception:
+            got = PARSER_ERROR
+        if isinstance(got, str):
+            res.skipped += 1
+            res.reasons[got] = res.reasons.get(got, 0) + 1
+            if res.first_skip is None:
+                res.first_skip = (offset, got)
+        elif got is not None:
+            got.path, got.offset = chunk.path, offset
+            res.events.append(got)
+        offset += len(raw)
+    return res
 
 
 def run_daemon(settings: Settings) -> None:

@@ -1,0 +1,325 @@
+"""The state store cannot be written: locked, read-only, I/O errors. Reading pauses and
+resumes later, and no position ever moves ahead of the state it belongs to.
+
+The daemon runs in process (``Daemon.startup`` + ``main_loop`` as a task) so faults can be
+injected under the journal, at the SQLite connection: another connection holding the write
+lock, ``PRAGMA query_only`` (SQLite's "attempt to write a readonly database"), and a
+connection wrapper whose writes fail at random with "disk I/O error" (also mid-transaction,
+also on ROLLBACK, which makes the journal reconnect). A checker thread reads consistent
+snapshots of the store the whole time: the stored position of the log file must always
+cover exactly the lines whose incidents are stored (each line has its own code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import errord.daemon as daemon_mod
+import errord.sinks.notify as notify_mod
+from chaos import seed_for
+from conftest import write_config
+from errord.daemon import Daemon
+from errord.errors import JournalError
+from errord.journal import Journal
+from errord.model import Notice, NoticeType
+from errord.settings import Settings
+from errord.sinks.notify import NotifySink
+from receiver import Receiver
+
+pytestmark = pytest.mark.slow  # real time: locks held, backoff, a notify helper process
+
+
+class QuickJournal(Journal):
+    """The daemon's journal with a short busy timeout, so a held lock fails fast."""
+
+    def __init__(self, state_dir: Path, **kw: Any) -> None:
+        kw.setdefault("busy_timeout", 0.2)
+        super().__init__(state_dir, **kw)
+
+
+class FaultyConnection:
+    """A sqlite3.Connection whose writes fail while ``fail()`` says so."""
+
+    def __init__(self, real: sqlite3.Connection, fail: Callable[[str], bool]) -> None:
+        self._real, self._fail = real, fail
+
+    def _check(self, sql: str) -> None:
+        if self._fail(sql):
+            raise sqlite3.OperationalError("disk I/O error")
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        self._check(sql)
+        return self._real.execute(sql, *args)
+
+    def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        self._check(sql)
+        return self._real.executemany(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def jline(seq: int) -> bytes:
+    return b'{"error_code": "j%d", "notification": false, "message": "line %d"}\n' % (seq, seq)
+
+
+class Checker(threading.Thread):
+    """Reads (position, incidents) in one read transaction, again and again, and checks
+    that the position covers exactly the lines whose incidents are stored."""
+
+    def __init__(self, db: Path, log: Path, ends: list[int]) -> None:
+        super().__init__(daemon=True, name="journal-checker")
+        self.db, self.log, self.ends = db, log, ends  # ends[k] = offset after line k
+        self.stop = threading.Event()
+        self.problems: list[str] = []
+        self.snapshots = 0
+        self.offsets: list[int] = []
+
+    def run(self) -> None:
+        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, isolation_level=None, timeout=5)
+        ino = self.log.stat().st_ino
+        while not self.stop.is_set():
+            try:
+                conn.execute("BEGIN")
+                row = conn.execute('SELECT "offset" FROM positions WHERE ino = ?', (ino,)).fetchone()
+                codes = [r[0] for r in conn.execute("SELECT code FROM incidents")]
+                occ = conn.execute("SELECT coalesce(sum(occurrences), 0) FROM incidents").fetchone()[0]
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                time.sleep(0.01)
+                continue
+            offset = row[0] if row else 0
+            k = sum(1 for e in self.ends if e <= offset)  # lines wholly before the position
+            want = {f"j{i}" for i in range(k)}
+            if set(codes) != want or occ != k or (offset and offset not in self.ends):
+                self.problems.append(f"position {offset} covers {k} lines, store has {len(codes)} "
+                                     f"incidents / {occ} occurrences")
+            self.snapshots += 1
+            self.offsets.append(offset)
+            time.sleep(0.005)
+        conn.close()
+
+
+class Harness:
+    def __init__(self, tmp_path: Path) -> None:
+        self.logs = tmp_path / "logs"
+        self.logs.mkdir()
+        self.log = self.logs / "app.jsonl"
+        self.log.touch()
+        self.state = tmp_path / "state"
+        self.written = 0
+        self.ends: list[int] = []
+        self.size = 0
+        cfg = write_config(tmp_path / "errord.toml", server_id="t", state_dir=str(self.state),
+                           sources=[{"path": str(self.logs / "*.jsonl"), "start_at": "beginning"}])
+        self.daemon = Daemon(Settings.load(cfg))
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.daemon.startup()
+        self.task = asyncio.create_task(self.daemon.main_loop())
+
+    async def stop(self) -> None:
+        self.daemon._on_stop_signal(signal.SIGTERM)
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 15)
+        await self.daemon.shutdown()
+
+    def write(self, n: int) -> None:
+        data = b"".join(jline(self.written + i) for i in range(n))
+        for i in range(n):
+            self.size += len(jline(self.written + i))
+            self.ends.append(self.size)
+        self.written += n
+        with open(self.log, "ab") as f:
+            f.write(data)
+
+    def stored(self) -> tuple[int, int]:
+        """(stored position of the log, stored incidents)."""
+        with Journal(self.state, readonly=True) as j:
+            pos = {p.key: p.offset for p in j.positions()}
+            st = self.log.stat()
+            return pos.get((st.st_dev, st.st_ino), 0), len(j.history(limit=-1))
+
+    async def wait_counted(self, timeout: float = 20) -> None:
+        end = time.monotonic() + timeout
+        while self.stored() != (self.size, self.written):
+            assert time.monotonic() < end, f"not caught up: stored {self.stored()}, want {(self.size, self.written)}"
+            await asyncio.sleep(0.05)
+
+    async def feed_while(self, seconds: float, rate: float = 400) -> None:
+        """Write lines at ``rate`` for ``seconds`` while the loop runs."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.write(max(1, int(rate * 0.02)))
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                  caplog: pytest.LogCaptureFixture) -> AsyncIterator[Harness]:
+    caplog.set_level(logging.INFO, logger="errord")
+    monkeypatch.setattr(daemon_mod, "Journal", QuickJournal)
+    monkeypatch.setattr(daemon_mod, "RETRY_MAX", 0.5)  # retry the journal often in tests
+    h = Harness(tmp_path)
+    await h.start()
+    checker = Checker(h.state / "errord.db", h.log, h.ends)
+    checker.start()
+    try:
+        yield h
+    finally:
+        checker.stop.set()
+        checker.join(5)
+        if h.task is not None and not h.task.done():
+            await h.stop()
+    assert checker.snapshots > 10
+    assert not checker.problems, checker.problems[:5]
+
+
+async def test_locked_journal_pauses_reading_and_resumes(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    h = harness
+    await h.feed_while(0.3)
+    await h.wait_counted()
+    locker = sqlite3.connect(h.state / "errord.db", isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    try:
+        before = h.stored()
+        await h.feed_while(1.0)
+        assert h.stored() == before, "a position moved while the journal was locked"
+        assert h.written > before[1]
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    await h.feed_while(0.3)
+    await h.wait_counted()
+    assert "reading paused" in caplog.text and "reading resumed" in caplog.text
+    await h.stop()
+
+
+async def test_readonly_journal_pauses_reading_and_resumes(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    h = harness
+    await h.feed_while(0.3)
+    await h.wait_counted()
+    assert h.daemon.journal is not None
+    h.daemon.journal._conn().execute("PRAGMA query_only = ON")  # "attempt to write a readonly database"
+    before = h.stored()
+    await h.feed_while(1.0)
+    assert h.stored() == before
+    h.daemon.journal._conn().execute("PRAGMA query_only = OFF")
+    await h.feed_while(0.3)
+    await h.wait_counted()
+    assert "readonly" in caplog.text and "reading resumed" in caplog.text
+    await h.stop()
+
+
+async def test_random_io_errors_never_let_a_position_run_ahead(harness: Harness,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    h = harness
+    seed = seed_for(4242)
+    rnd = random.Random(seed)
+    journal = h.daemon.journal
+    assert journal is not None
+    faulty = threading.Event()
+    failures = []
+
+    def fail(sql: str) -> bool:
+        if not faulty.is_set():
+            return False
+        word = sql.lstrip().split(None, 1)[0].upper()
+        p = 0.1 if word == "ROLLBACK" else 0.35 if word in ("INSERT", "UPDATE", "DELETE", "COMMIT", "BEGIN") else 0
+        if rnd.random() < p:
+            failures.append(word)
+            return True
+        return False
+
+    real_connect = journal._connect
+
+    def connect() -> Any:
+        return FaultyConnection(real_connect(), fail)
+
+    journal._connect = connect  # type: ignore[method-assign]
+    journal._db = connect()  # the current connection is replaced (the old one just closes)
+    for _ in range(4):
+        faulty.set()
+        await h.feed_while(0.4)
+        faulty.clear()
+        await h.feed_while(0.2)
+    await h.wait_counted()
+    assert {"COMMIT", "INSERT"} <= set(failures) or len(failures) > 5, (seed, failures)
+    assert "disk I/O error" in caplog.text, seed
+    await h.stop()
+
+
+# -- the notify sink: a notice accepted while the journal cannot record it ------------------
+
+
+class FlakyJournal(Journal):
+    """Recording a delivery fails the first ``fails`` times (the journal is locked)."""
+
+    fails = 0
+
+    def mark_delivered(self, ids: Any, now: float) -> None:
+        if FlakyJournal.fails > 0:
+            FlakyJournal.fails -= 1
+            raise JournalError("mark_delivered: database is locked")
+        super().mark_delivered(ids, now)
+
+
+def test_accepted_notice_is_not_sent_again_when_recording_it_fails(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """CONTRACT §7 allows a repeat only for a crash between acceptance and recording. A
+    journal that is locked at that moment (busy timeout passed) must not cause one: the
+    worker remembers what the target accepted and records it later, without resending."""
+    monkeypatch.setattr(notify_mod, "Journal", FlakyJournal)
+    FlakyJournal.fails = 3
+
+    class Target:
+        def __init__(self, url: str) -> None:
+            self.url, self.tags, self.key, self.redacted = url, [], "t1", "json://127.0.0.1/…"
+
+    with Receiver() as rx:
+        sink = NotifySink(tmp_path / "state", [Target(rx.url("/flaky"))], backoff=(0.05, 0.2), timeout=2)
+        with Journal(tmp_path / "state") as j:
+            j.set_targets(sink.routes)
+            j.commit([], [], [Notice(NoticeType.FAILURE, f"k{i}", f"🔴 k{i} x", "b", f"id{i}", 1.0)
+                             for i in range(4)], now=time.time())
+        sink.start()
+        try:
+            rx.wait_for(4, timeout=10)
+            end = time.monotonic() + 10
+            while sink.pending() and time.monotonic() < end:
+                time.sleep(0.05)
+            assert sink.pending() == 0
+            time.sleep(0.3)
+        finally:
+            sink.stop(time.monotonic() + 2)
+        assert FlakyJournal.fails == 0
+        assert [r.body["title"] for r in rx.delivered] == [f"🔴 k{i} x" for i in range(4)]
+
+
+async def test_status_line_survives_a_failing_read(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watchdog task builds systemd's STATUS= from a journal read; a read error (a
+    failing disk fails reads too) must not end that task, or systemd's watchdog would
+    kill a daemon that is only paused."""
+    await harness.feed_while(0.2)
+    journal = harness.daemon.journal
+    assert journal is not None
+
+    def fail() -> int:
+        raise JournalError("pending_notices: disk I/O error")
+
+    monkeypatch.setattr(journal, "pending_notices", fail)
+    assert "? notice(s) pending" in harness.daemon._status_line()
+    await harness.wait_counted()
+    await harness.stop()

@@ -1,0 +1,120 @@
+"""Notify targets that fail, at the daemon level (`errord run` + real Apprise + tests/receiver.py).
+
+A target answering 503, refusing connections or hanging past its timeout: its notices
+wait in the journal (``pending_notices`` in ``status``), go out once it recovers, in
+order, each once; a notice pending at shutdown goes out after the restart; a dead or
+hung target never delays the others. tests/test_notify.py covers the same at the sink
+level; here the whole pipeline runs.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from chaos import State, start, wait_until
+from conftest import append, line
+from receiver import Receiver
+
+pytestmark = pytest.mark.slow
+
+
+def codes_of(rx: Receiver) -> list[str]:
+    """The codes of the notices the target accepted, in arrival order."""
+    return [r.body["title"].split()[1] for r in rx.delivered]
+
+
+def test_503_then_recovery_in_order_each_once(make_errord, receiver, tmp_path: Path) -> None:
+    receiver.status = 503
+    e = make_errord(notify=[{"url": receiver.url("/503")}])
+    log = tmp_path / "logs" / "app.jsonl"
+    state = State(tmp_path / "state")
+    start(e, state)
+    want = [f"c{i}" for i in range(6)]
+    append(log, *[line(c) for c in want[:3]])
+    receiver.wait_for(1, delivered=False)  # the first attempt was refused with 503
+    append(log, *[line(c) for c in want[3:]])
+    wait_until(lambda: state.caught_up([log]), 10, "reading")
+    status = e.json("status")  # the user's view: the notices wait
+    assert status["pending_notices"] == 6, status
+    assert receiver.delivered == []
+    receiver.status = 200
+    receiver.wait_for(6, timeout=15)
+    wait_until(lambda: state.pending_notices() == 0, 10, "the outbox to drain")
+    time.sleep(0.3)
+    assert codes_of(receiver) == want  # in order, each once
+    assert all(r.status == 503 for r in receiver.received[: len(receiver.received) - 6])
+    assert e.stop() == 0
+
+
+def test_refused_target_does_not_delay_another_and_catches_up(make_errord, tmp_path: Path) -> None:
+    with Receiver() as up, Receiver() as down:
+        down.stop()  # connection refused
+        e = make_errord(notify=[{"url": up.url("/up")}, {"url": down.url("/down")}])
+        log = tmp_path / "logs" / "app.jsonl"
+        state = State(tmp_path / "state")
+        start(e, state)
+        want = [f"r{i}" for i in range(5)]
+        t0 = time.monotonic()
+        append(log, *[line(c) for c in want])
+        up.wait_for(5, timeout=5)
+        assert time.monotonic() - t0 < 3, "the healthy target waited for the dead one"
+        wait_until(lambda: state.pending_notices() == 5, 5, "5 notices pending for the dead target")
+        down.start()
+        down.wait_for(5, timeout=15)
+        wait_until(lambda: state.pending_notices() == 0, 10, "the outbox to drain")
+        time.sleep(0.3)
+        assert codes_of(up) == want and codes_of(down) == want
+        assert e.stop() == 0
+
+
+def test_hung_target_times_out_and_does_not_block(make_errord, tmp_path: Path) -> None:
+    """A target that accepts the connection and never answers: the per-target read timeout
+    (Apprise ``rto``; errord appends ``cto``/``rto`` = 10 s unless the URL sets them, here
+    1 s to keep the test short) ends each attempt; the other target is not held up."""
+    with Receiver() as ok, Receiver(hang=30) as hung:
+        e = make_errord(notify=[{"url": ok.url("/ok")}, {"url": hung.url("/hung") + "?rto=1&cto=1"}],
+                        log_level="DEBUG")
+        log = tmp_path / "logs" / "app.jsonl"
+        state = State(tmp_path / "state")
+        start(e, state)
+        want = [f"h{i}" for i in range(4)]
+        append(log, line(want[0]))
+        hung.wait_for(1, delivered=False)  # the first send is hanging now
+        t0 = time.monotonic()
+        append(log, *[line(c) for c in want[1:]])
+        ok.wait_for(4, timeout=5)
+        assert time.monotonic() - t0 < 3, "the healthy target waited for the hung one"
+        wait_until(lambda: len(hung.received) >= 2, 10, "a retry after the timeout")  # the first attempt timed out
+        assert state.pending_notices() == 4
+        hung.hang = 0
+        hung.wait_for(4, timeout=15)
+        wait_until(lambda: state.pending_notices() == 0, 10, "the outbox to drain")
+        time.sleep(0.3)
+        assert codes_of(ok) == want and codes_of(hung) == want
+        assert e.stop(timeout=12) == 0
+        # the timeouts Apprise was given: errord's default where the URL sets none
+        loaded = [ln for ln in e.output().splitlines() if "Loaded JSON URL" in ln]
+        assert any("rto=10.0" in ln and "cto=10.0" in ln and "/hung" not in ln for ln in loaded), loaded
+        assert any("/hung" in ln and "rto=1.0" in ln and "cto=1.0" in ln for ln in loaded), loaded
+
+
+def test_pending_at_shutdown_delivered_after_restart_in_order(make_errord, receiver, tmp_path: Path) -> None:
+    receiver.stop()
+    e = make_errord(notify=[{"url": receiver.url("/later")}])
+    log = tmp_path / "logs" / "app.jsonl"
+    state = State(tmp_path / "state")
+    start(e, state)
+    append(log, *[line(f"p{i}") for i in range(3)])
+    wait_until(lambda: state.pending_notices() == 3, 10, "3 pending notices")
+    assert e.stop() == 0  # SIGTERM with the target still down: the notices stay in the journal
+    append(log, *[line(f"p{i}") for i in range(3, 5)])  # and more arrive while errord is down
+    receiver.start()
+    start(e, state)
+    receiver.wait_for(5, timeout=15)
+    wait_until(lambda: state.pending_notices() == 0, 10, "the outbox to drain")
+    time.sleep(0.3)
+    assert codes_of(receiver) == [f"p{i}" for i in range(5)]
+    assert e.stop() == 0
