@@ -8,7 +8,6 @@ from __future__ import annotations
 import random
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -23,17 +22,7 @@ CODES = ["db", "api", "disk", "7"]
 APPS = [None, "web", "worker"]
 
 
-@dataclass
-class Policy:
-    default: float = 3600.0
-    per_code: dict[str, float] = field(default_factory=dict)
-    silent: set[str] = field(default_factory=set)
-
-    def re_alert_for(self, code: str) -> float:
-        return self.per_code.get(code, self.default)
-
-    def notify_for(self, code: str) -> bool:
-        return code not in self.silent
+from test_engine import FakePolicy as Policy  # noqa: E402
 
 
 policies = st.builds(

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -18,18 +16,7 @@ from errord.model import Notice, NoticeType
 from errord.sinks.helper import NotifyHelper
 
 
-@dataclass
-class Target:
-    url: str
-    tags: list[str] = field(default_factory=list)
-
-    @property
-    def key(self) -> str:
-        return hashlib.sha256(self.url.encode()).hexdigest()[:16]
-
-    @property
-    def redacted(self) -> str:
-        return self.url.split("://", 1)[0] + "://" + self.url.split("://", 1)[1].split("/", 1)[0]
+from test_notify import Target  # noqa: E402
 
 
 def enqueue(state: Path, helper: NotifyHelper, *codes: str) -> None:
