@@ -26,15 +26,28 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import mongomock
+import pytest
 from mockupdb import MockupDB
 from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 
+from errord.journal import Journal
+
 __all__ = ["FakeMongo", "MockCollection", "free_port"]
+
+
+@pytest.fixture(name="journal")
+def mirrored_journal(tmp_path: Path) -> Iterator[Journal]:
+    """A journal that queues every incident change for MongoDB (import it as a fixture)."""
+    j = Journal(tmp_path / "state")
+    j.mirror_to_mongo(True)
+    yield j
+    j.close()
 
 
 def free_port() -> int:

@@ -26,7 +26,7 @@ from errord.model import INCIDENT_FIELDS, TIME_FIELDS, Incident
 from errord.settings import MongoSettings
 from errord.mongostore import INDEXES, MongoStore, host_filter, incident_document, incident_from_document
 from errord.sinks.mongo import MongoSink
-from mongofake import MockCollection
+from mongofake import MockCollection, mirrored_journal  # noqa: F401 - provides the "journal" fixture
 
 T0 = 1_768_403_151.367  # 2026-01-14T15:05:51.367Z
 
@@ -44,14 +44,6 @@ def incident(code: str = "E1", *, start: float = T0, iid: str | None = None, **k
 
 
 SETTINGS = MongoSettings(uri="mongodb://errord:s3cret@db.invalid:27017/?tls=true")
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
-    j = Journal(tmp_path / "state")
-    j.mirror_to_mongo(True)
-    yield j
-    j.close()
 
 
 @pytest.fixture
@@ -191,17 +183,22 @@ class Refusing(MockCollection):
             raise BulkWriteError({"writeErrors": write_errors, "writeConcernErrors": concern, "nUpserted": 0})
 
 
+def run_until_attempts(journal: Journal, refusing: "Refusing", attempts: int) -> None:
+    """Run a MongoSink against ``refusing`` until it made ``attempts`` bulk writes (5 s at most)."""
+    sink = MongoSink(journal.state_dir, SETTINGS, backoff=(0.05, 0.05), collection=lambda: refusing)
+    sink.start()
+    deadline = time.monotonic() + 5
+    while len(refusing.batches) < attempts and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sink.stop(time.monotonic() + 5)
+
+
 def test_refused_document_stays_queued_duplicate_key_counts_as_written(journal: Journal, coll: MockCollection) -> None:
     a, b, c = incident("A"), incident("B"), incident("C")
     journal.commit([a, b, c], [], [], T0)
     coll.insert_one(incident_document(c))  # another attempt of this write got there first
     refusing = Refusing(coll.coll, {b.incident_id: 121, c.incident_id: 11000})  # 121: validation
-    sink = MongoSink(journal.state_dir, SETTINGS, backoff=(0.05, 0.05), collection=lambda: refusing)
-    sink.start()
-    deadline = time.monotonic() + 5
-    while len(refusing.batches) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    sink.stop(time.monotonic() + 5)
+    run_until_attempts(journal, refusing, 2)
     # round 1 wrote A, C counted as written, B refused; round 2 retried only B
     assert refusing.batches == [[a.incident_id, b.incident_id, c.incident_id], [b.incident_id]]
     assert journal.pending_mongo() == 0
@@ -212,12 +209,7 @@ def test_write_concern_error_retries_the_whole_batch(journal: Journal, coll: Moc
     a, b = incident("A"), incident("B")
     journal.commit([a, b], [], [], T0)
     refusing = Refusing(coll.coll, {}, concern=True)
-    sink = MongoSink(journal.state_dir, SETTINGS, backoff=(0.05, 0.05), collection=lambda: refusing)
-    sink.start()
-    deadline = time.monotonic() + 5
-    while len(refusing.batches) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    sink.stop(time.monotonic() + 5)
+    run_until_attempts(journal, refusing, 2)
     assert refusing.batches == [[a.incident_id, b.incident_id]] * 2
     assert journal.pending_mongo() == 0 and coll.count_documents({}) == 2
 

@@ -22,7 +22,7 @@ from errord.model import INCIDENT_FIELDS, TIME_FIELDS
 from errord.settings import MongoSettings, Settings
 from errord.mongostore import incident_document
 from errord.sinks.mongo import MongoSink
-from mongofake import FakeMongo, free_port
+from mongofake import FakeMongo, free_port, mirrored_journal  # noqa: F401 - provides the "journal" fixture
 from test_mongo import T0, incident
 
 pytestmark = pytest.mark.slow
@@ -32,14 +32,6 @@ pytestmark = pytest.mark.slow
 def mongo() -> Iterator[FakeMongo]:
     with FakeMongo() as fake:
         yield fake
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
-    j = Journal(tmp_path / "state")
-    j.mirror_to_mongo(True)
-    yield j
-    j.close()
 
 
 @pytest.fixture
