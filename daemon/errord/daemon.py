@@ -259,7 +259,7 @@ class Daemon:
             if not chunks:
                 return
             notices = self._process(chunks)
-            if not self._commit(notices, chunks):
+            if not self._commit(notices):
                 return
             self.health.beat()  # a long backlog is progress too
             if self._stop.is_set() or self._reload_requested:
@@ -299,7 +299,7 @@ class Daemon:
                         notices.append(notice)
         return notices
 
-    def _commit(self, notices: list[Notice], chunks: list[Chunk]) -> bool:
+    def _commit(self, notices: list[Notice]) -> bool:
         """One transaction for the batch; on failure undo the batch in memory and back off."""
         assert self.journal is not None and self.tailer is not None
         positions = self.tailer.checkpoint()
