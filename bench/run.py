@@ -353,7 +353,7 @@ def report(r: Results) -> str:
     out.append(line("errord, 10,000 incidents open", r.ingest_10k, n))
     out.append(line("errord, 50 files at once", r.ingest_50, n))
     out += ["", f"Latency over {len(r.latencies)} single lines: p50 {p50:.1f} ms, p90 "
-            f"{pct(r.latencies, 90) * 1000:.1f} ms, p99 {p99:.1f} ms, max {max(r.latencies) * 1000:.1f} ms."]
+            f"{pct(r.latencies, 90) * 1000:.1f} ms, p99 {p99:.1f} ms, max {max(r.latencies, default=float('nan')) * 1000:.1f} ms."]
     out += [f"Peak RSS (sum of VmHWM over the daemon and its helper): {r.rss_run:.1f} MB over ingest + latency + "
             f"10,000 open incidents; {r.rss_restart:.1f} MB over a restart that loads them ({r.rss_detail})."]
     out += [f"Notices sent per ingest: {r.notices}. SIGTERM to exit: "

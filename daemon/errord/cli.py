@@ -16,20 +16,18 @@ import orjson
 
 from errord import __version__
 from errord.durations import parse_duration
-from errord.errors import ConfigError, DurationError, ErrordError, NoStateError
+from errord.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, DurationError, ErrordError, NoStateError, exit_status
 from errord.fileid import expand
 from errord.journal import Journal
 from errord.model import Incident, Position
 from errord.runstate import read_run_state
+from errord.serve import DUMP_COMMAND
 from errord.settings import Settings
 from errord.views import human_bytes, iso, incident_json, incidents_table, table
 
 __all__ = ["main"]
 
 logger = logging.getLogger("errord")
-
-EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status."""
@@ -40,13 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     try:
         return int(args.func(args) or EXIT_OK)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"errord: config: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
     except ErrordError as exc:
-        print(f"errord: {exc}", file=sys.stderr)
-        return EXIT_FAIL
+        return exit_status(exc)
     except BrokenPipeError:  # `errord history | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
@@ -64,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
     c.set_defaults(func=cmd_run)
+    c = sub.add_parser(DUMP_COMMAND, parents=[common])  # hidden: see cmd_dump_config
+    c.set_defaults(func=cmd_dump_config)
     c = sub.add_parser("check-config", parents=[common], help="validate and print the effective config (secrets redacted)")
     c.set_defaults(func=cmd_check_config)
     c = sub.add_parser("active", parents=[common, as_json], help="the open incidents")
@@ -101,17 +96,17 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    settings = _load(args)
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for warning in settings.secret_warnings():
-        logger.warning("%s", warning)
-    from errord.daemon import run_daemon  # asyncio and watchfiles only where needed
+    settings = _load(args)  # a bad config exits 2 here, before anything starts
+    from errord.serve import exec_daemon  # the daemon runs in a fresh image without pydantic
 
-    run_daemon(settings)
+    argv = ["run"] + (["-c", str(args.config)] if args.config is not None else [])
+    exec_daemon(settings, argv)
+
+
+def cmd_dump_config(args: argparse.Namespace) -> int:
+    """Hidden: the validated config, secrets included, as JSON on stdout (for a reloading
+    daemon, which reads it through a pipe; see ``serve.load_config``)."""
+    sys.stdout.write(orjson.dumps(_load(args).dump_for_run()).decode() + "\n")
     return EXIT_OK
 
 

@@ -24,7 +24,8 @@ from errord.health import BatchTally, Health, Snapshot
 from errord.model import Notice
 from errord.notices import render
 from errord.runstate import RunLock
-from errord.settings import Settings
+from errord.serve import load_config
+from errord.config import RunConfig
 from errord.sinks.helper import NotifyHelper
 from errord.systemd import SystemdNotifier
 from errord.tail import Chunk, Tailer
@@ -59,7 +60,7 @@ STATUS_EVERY = 30.0  # seconds between STATUS= updates to systemd when it set no
 class Daemon:
     """The running errord. ``await Daemon(settings).run()`` until SIGTERM/SIGINT."""
 
-    def __init__(self, settings: Settings, *, notifier: SystemdNotifier | None = None) -> None:
+    def __init__(self, settings: RunConfig, *, notifier: SystemdNotifier | None = None) -> None:
         self.settings = settings
         self.notifier = notifier or SystemdNotifier()
         self.lock = RunLock(settings.state_dir)
@@ -137,7 +138,7 @@ class Daemon:
             s.state_dir,
         )
 
-    async def _open_state(self, s: Settings, sink: NotifySink | NotifyHelper) -> None:
+    async def _open_state(self, s: RunConfig, sink: NotifySink | NotifyHelper) -> None:
         """Lock and open the state, restore the engine, start the sinks, open the sources."""
         s.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.lock.acquire()
@@ -212,7 +213,7 @@ class Daemon:
             self.health.beat()
             if self._reload_requested:
                 self._reload_requested = False
-                self.reload()
+                await self.reload()
             if self._retry_delay:
                 await self._sleep(self._retry_delay)
                 if self._stop.is_set():
@@ -349,7 +350,7 @@ class Daemon:
 
     # -- MongoDB -----------------------------------------------------------------------
 
-    async def _start_mongo(self, s: Settings) -> None:
+    async def _start_mongo(self, s: RunConfig) -> None:
         """Turn the journal's MongoDB outbox on or off; on a fresh state_dir, load this
         host's open incidents from MongoDB (a rebuilt host must not re-alert them); start
         the writer. Runs before the engine is restored from the journal."""
@@ -385,7 +386,7 @@ class Daemon:
     # -- config ------------------------------------------------------------------------
 
     @staticmethod
-    def _make_parsers(s: Settings) -> list[LineParser]:
+    def _make_parsers(s: RunConfig) -> list[LineParser]:
         return [LineParser(app=src.app, tz=src.tzinfo, max_line_bytes=src.max_line_bytes) for src in s.sources]
 
     def _apply_targets(self, sink: NotifySink | NotifyHelper) -> None:
@@ -403,7 +404,7 @@ class Daemon:
         sink.start()
 
     @staticmethod
-    def _make_sink(s: Settings, *, helper: bool = False) -> NotifySink | NotifyHelper:
+    def _make_sink(s: RunConfig, *, helper: bool = False) -> NotifySink | NotifyHelper:
         """A sink for the configured targets; an unusable Apprise URL is a config error.
 
         ``helper``: the sink runs in a helper process (the running daemon: Apprise's
@@ -421,23 +422,28 @@ class Daemon:
                 raise ConfigError(exc.problems) from None
             raise
 
-    def reload(self) -> None:
-        """SIGHUP: re-read the config file; keep the old one if the new one is invalid."""
+    async def reload(self) -> None:
+        """SIGHUP: re-read the config file; keep the old one if the new one is invalid.
+
+        Validated in a child process (``serve.load_config``), as ``errord run`` validated
+        at start, so this process never imports pydantic. Reading waits for it (~0.5 s);
+        the watchdog and /metrics go on.
+        """
         path = self.settings.config_path
         try:
-            new = Settings.load(path)
+            new = await asyncio.to_thread(load_config, path)
         except ConfigError as exc:
             logger.error("reload refused, keeping the old config: %s", str(exc).replace("\n", "; "))
             return
         if new.state_dir != self.settings.state_dir:
             logger.warning("state_dir cannot change on reload (restart instead); keeping %s", self.settings.state_dir)
-            new = new.model_copy(update={"state_dir": self.settings.state_dir})
+            new = new.replace(state_dir=self.settings.state_dir)
         if new.metrics != self.settings.metrics:
             logger.warning("[metrics] cannot change on reload (restart instead); keeping the old one")
-            new = new.model_copy(update={"metrics": self.settings.metrics})
+            new = new.replace(metrics=self.settings.metrics)
         if new.mongodb != self.settings.mongodb:
             logger.warning("[mongodb] cannot change on reload (restart instead); keeping the old one")
-            new = new.model_copy(update={"mongodb": self.settings.mongodb})
+            new = new.replace(mongodb=self.settings.mongodb)
         old = self.settings
         targets_changed = [(t.url, t.tags) for t in new.notify] != [(t.url, t.tags) for t in old.notify]
         sink = None
@@ -530,7 +536,7 @@ def _parse_guarded(parser: LineParser, chunk: Chunk, now: float) -> ParseResult:
     return res
 
 
-def run_daemon(settings: Settings) -> None:
+def run_daemon(settings: RunConfig) -> None:
     """Blocking entry point for ``errord run``."""
     try:
         asyncio.run(Daemon(settings).run())

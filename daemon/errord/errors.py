@@ -1,8 +1,17 @@
-"""The one small tree of errors library code raises; only ``cli.py`` turns them into exits."""
+"""The one small tree of errors library code raises; only the entry points (``cli.py``,
+``serve.py``) turn them into exits, through ``exit_status``."""
 
 from __future__ import annotations
 
-__all__ = ["ErrordError", "ConfigError", "DurationError", "JournalError", "NoStateError", "NotifyError", "MongoError"]
+import sys
+from typing import TextIO
+
+__all__ = [
+    "ErrordError", "ConfigError", "DurationError", "JournalError", "NoStateError", "NotifyError",
+    "MongoError", "exit_status", "EXIT_OK", "EXIT_FAIL", "EXIT_CONFIG",
+]  # fmt: skip
+
+EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 
 
 class ErrordError(Exception):
@@ -47,3 +56,16 @@ class NotifyError(ErrordError):
 
 class MongoError(ErrordError):
     """MongoDB did not answer, or refused (the message names it with the URI redacted)."""
+
+
+def exit_status(exc: ErrordError, stream: TextIO | None = None) -> int:
+    """Print ``exc`` the way the command line does and return its exit status: 2 for a
+    config problem (one ``errord: config: ...`` line each; systemd does not restart on
+    it), 1 for anything else."""
+    out = stream if stream is not None else sys.stderr
+    if isinstance(exc, ConfigError):
+        for problem in exc.problems:
+            print(f"errord: config: {problem}", file=out)
+        return EXIT_CONFIG
+    print(f"errord: {exc}", file=out)
+    return EXIT_FAIL

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, MongoClient, UpdateOne
@@ -28,7 +28,10 @@ from pymongo.write_concern import WriteConcern
 
 from .errors import MongoError
 from .model import TIME_FIELDS, Incident
-from .settings import MongoSettings, redact_mongo_uri
+from .config import redact_mongo_uri
+
+if TYPE_CHECKING:  # the daemon passes config.Mongo, the commands settings.MongoSettings
+    from .settings import MongoSettings
 
 __all__ = [
     "MongoStore", "INDEXES", "Coll", "incident_document", "incident_from_document", "upsert",

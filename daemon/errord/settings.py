@@ -8,7 +8,6 @@ a settings object stay hermetic.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import logging
 import os
 import re
@@ -26,6 +25,8 @@ from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
 from pydantic_settings import SettingsConfigDict, SettingsError
 
+from errord.config import MetricsMixin, MongoMixin, PolicyMixin, SourceMixin, TargetMixin
+from errord.config import redact_mongo_uri, redact_url, split_listen, split_userinfo
 from errord.durations import parse_duration
 from errord.errors import ConfigError
 
@@ -40,54 +41,6 @@ CONFIG_ENV = "ERRORD_CONFIG"
 Duration = Annotated[float, BeforeValidator(parse_duration)]  # stored as float seconds
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
-# Apprise schemes whose host part is a real host name (elsewhere it is often a token).
-_WEB_SCHEMES = frozenset({"http", "https", "json", "jsons", "form", "forms", "xml", "xmls"})
-_SECRET_PARAM = re.compile(r"pass|secret|token|authmechanismproperties", re.IGNORECASE)
-
-
-def redact_url(url: str) -> str:
-    """An Apprise URL safe to print: ``scheme://…``, or ``scheme://host:port/…`` for web schemes.
-
-    For most Apprise schemes the "host" is itself a token (``tgram://bottoken/ChatID``), so
-    only the scheme is kept; for http(s)/json/form/xml the host and port are kept, never
-    userinfo, path or query.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep or not _SCHEME.fullmatch(scheme):
-        return "***"
-    if scheme.lower() not in _WEB_SCHEMES:
-        return f"{scheme}://…"
-    _, remainder = _split_userinfo(rest)
-    host = re.split(r"[/?#]", remainder, maxsplit=1)[0]
-    return f"{scheme}://{host}/…"
-
-
-def redact_mongo_uri(uri: str) -> str:
-    """A MongoDB URI with its password (and password-like query options) replaced by ``***``."""
-    scheme, sep, rest = uri.partition("://")
-    if not sep or not _SCHEME.fullmatch(scheme):
-        return "***"
-    userinfo, remainder = _split_userinfo(rest)
-    shown = f"{scheme}://"
-    if userinfo is not None:
-        user, colon, _ = userinfo.partition(":")
-        shown += f"{user}:***@" if colon else f"{userinfo}@"
-    base, qmark, query = remainder.partition("?")
-    if qmark:
-        params = [
-            f"{k}=***" if _SECRET_PARAM.search(k) else (f"{k}={v}" if eq else k)
-            for k, eq, v in (p.partition("=") for p in re.split(r"[&;]", query))
-        ]
-        base += "?" + "&".join(params)
-    return shown + base
-
-
-def _split_userinfo(rest: str) -> tuple[str | None, str]:
-    # The last "@" before the query ends the userinfo even when an unescaped "/" or "@"
-    # sits in the password: when in doubt, redact more rather than leak part of it.
-    end = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-    at = rest.rfind("@", 0, end)
-    return (rest[:at], rest[at + 1 :]) if at >= 0 else (None, rest)
 
 
 def _absolute(value: str | os.PathLike[str], base: Path | None = None) -> str:
@@ -111,7 +64,7 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SourceSettings(_Section):
+class SourceSettings(SourceMixin, _Section):
     """One ``[[sources]]`` entry: a glob of JSON log files and how to read them."""
 
     path: Annotated[str, Field(min_length=1), AfterValidator(_absolute)]  # absolute glob
@@ -120,11 +73,6 @@ class SourceSettings(_Section):
     rotate_wait: Duration = 60.0
     timezone: Annotated[str, AfterValidator(_known_zone)] = "UTC"
     max_line_bytes: int = Field(default=1 << 20, ge=256)
-
-    @property
-    def tzinfo(self) -> ZoneInfo:
-        """The zone for times written without one."""
-        return ZoneInfo(self.timezone)
 
 
 class DefaultsSettings(_Section):
@@ -142,7 +90,7 @@ class CodeSettings(_Section):
     tags: list[str] = Field(default_factory=list)
 
 
-class MongoSettings(_Section):
+class MongoSettings(MongoMixin, _Section):
     """``[mongodb]``: optional mirror of the incident history."""
 
     uri: str
@@ -167,17 +115,12 @@ class MongoSettings(_Section):
             raise ValueError("should be 'majority' or a number of nodes such as '1'")
         return value
 
-    @property
-    def w(self) -> int | str:
-        """The write concern as pymongo wants it: ``"majority"`` or an int."""
-        return self.write_concern if self.write_concern == "majority" else int(self.write_concern)
-
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
             yield name, redact_mongo_uri(value) if name == "uri" else value
 
 
-class NotifyTarget(_Section):
+class NotifyTarget(TargetMixin, _Section):
     """One ``[[notify]]`` entry: an Apprise URL (a secret) and its routing tags."""
 
     url: str
@@ -191,33 +134,12 @@ class NotifyTarget(_Section):
             raise ValueError("not an Apprise URL (expected scheme://...)")
         return value
 
-    @property
-    def key(self) -> str:
-        """Stable id of this target: the first 16 hex digits of sha256(url)."""
-        return hashlib.sha256(self.url.encode()).hexdigest()[:16]
-
-    @property
-    def redacted(self) -> str:
-        """The URL safe to print (see ``redact_url``)."""
-        return redact_url(self.url)
-
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
             yield name, redact_url(value) if name == "url" else value
 
 
-def _split_listen(value: str) -> tuple[str, int]:
-    host, colon, port = value.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]  # "[::1]:9464"
-    if not colon or not host:
-        raise ValueError(f"expected host:port, got {value!r}")
-    if not re.fullmatch(r"\d{1,5}", port) or int(port) > 65535:
-        raise ValueError(f"port must be 0-65535, got {port!r}")
-    return host, int(port)
-
-
-class MetricsSettings(_Section):
+class MetricsSettings(MetricsMixin, _Section):
     """``[metrics]``: where to serve Prometheus ``/metrics`` and ``/healthz``."""
 
     listen: str = "127.0.0.1:9464"
@@ -225,18 +147,8 @@ class MetricsSettings(_Section):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        _split_listen(value)
+        split_listen(value)
         return value
-
-    @property
-    def host(self) -> str:
-        """Host part of ``listen`` (brackets of an IPv6 literal removed)."""
-        return _split_listen(self.listen)[0]
-
-    @property
-    def port(self) -> int:
-        """Port part of ``listen``."""
-        return _split_listen(self.listen)[1]
 
 
 class _MappingEnvSource(EnvSettingsSource):
@@ -250,7 +162,7 @@ class _MappingEnvSource(EnvSettingsSource):
         return {(k if self.case_sensitive else k.lower()): v for k, v in self._environ.items()}
 
 
-class Settings(BaseSettings):
+class Settings(PolicyMixin, BaseSettings):
     """Everything errord is configured with (CONTRACT §3). Build it with ``Settings.load``."""
 
     model_config = SettingsConfigDict(
@@ -325,28 +237,6 @@ class Settings(BaseSettings):
         settings._file_has_secrets = raw is not None and _file_has_secrets(raw)
         return settings
 
-    @property
-    def config_path(self) -> Path | None:
-        """The file these settings were loaded from, or None (defaults + environment)."""
-        return self._config_path
-
-    def re_alert_for(self, code: str) -> float:
-        """Re-alert interval in seconds for ``code``: ``[codes.X]``, else ``[defaults]``."""
-        per = self.codes.get(code)
-        if per is not None and per.re_alert_time is not None:
-            return per.re_alert_time
-        return self.defaults.re_alert_time
-
-    def notify_for(self, code: str) -> bool:
-        """Whether ``code`` notifies: ``[codes.X].notify``, else ``[defaults].notify``."""
-        per = self.codes.get(code)
-        return per.notify if per is not None and per.notify is not None else self.defaults.notify
-
-    def tags_for(self, code: str) -> tuple[str, ...]:
-        """Routing tags of ``code`` (empty: every notify target)."""
-        per = self.codes.get(code)
-        return tuple(per.tags) if per is not None else ()
-
     def redacted(self) -> dict[str, Any]:
         """The effective config as JSON-able data, for ``errord check-config``.
 
@@ -362,20 +252,13 @@ class Settings(BaseSettings):
             data["mongodb"]["uri"] = redact_mongo_uri(self.mongodb.uri)
         return data
 
-    def secret_warnings(self) -> list[str]:
-        """Warnings when the config file holds secrets and group/others may read it."""
-        if self._config_path is None or not self._file_has_secrets:
-            return []
-        try:
-            mode = self._config_path.stat().st_mode
-        except OSError:
-            return []
-        if not mode & 0o077:
-            return []
-        return [
-            f"{self._config_path}: holds secrets (notify URLs or a MongoDB password) but is "
-            f"readable by group/others (mode {mode & 0o777:04o}); run chmod 600 on it"
-        ]
+    def dump_for_run(self) -> dict[str, Any]:
+        """Everything, secrets included, as JSON-able data for ``config.RunConfig.from_dump``
+        (how ``errord run`` hands the validated config to the daemon's process image)."""
+        data = self.model_dump(mode="json")
+        data["_config_path"] = str(self._config_path) if self._config_path is not None else None
+        data["_file_has_secrets"] = self._file_has_secrets
+        return data
 
 
 def _read_toml(path: Path, *, required: bool) -> dict[str, Any] | None:
@@ -412,7 +295,7 @@ def _anchor_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
 def _file_has_secrets(raw: dict[str, Any]) -> bool:
     mongo = raw.get("mongodb")
     uri = mongo.get("uri") if isinstance(mongo, dict) else None
-    userinfo = _split_userinfo(uri.partition("://")[2])[0] if isinstance(uri, str) else None
+    userinfo = split_userinfo(uri.partition("://")[2])[0] if isinstance(uri, str) else None
     return bool(raw.get("notify")) or (userinfo is not None and ":" in userinfo)
 
 

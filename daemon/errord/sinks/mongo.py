@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pymongo import MongoClient
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
@@ -44,7 +44,9 @@ from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 from ..errors import JournalError
 from ..journal import Journal
 from ..mongostore import INDEXES, Coll, collection_of, connect, describe, scrubber, upsert
-from ..settings import MongoSettings
+
+if TYPE_CHECKING:  # the daemon passes config.Mongo (same attributes)
+    from ..settings import MongoSettings
 
 __all__ = ["MongoSink", "BATCH_SIZE"]
 

@@ -1,0 +1,104 @@
+"""The running daemon's process image: ``errord run`` validates, then ``exec``s this.
+
+Why: validating the config takes pydantic-settings, which leaves ~12 MB resident in any
+process that imported it (``VmHWM``, the peak, never drops). ``errord run`` loads and
+validates ``Settings`` as every command does (a bad config exits 2 right there), writes
+``Settings.dump_for_run()`` as JSON to a memfd the new image inherits, and ``exec``s
+``python -m errord.serve FD errord run ...`` (the tail only names the process for ``ps``).
+Same pid, so systemd's ``Type=notify`` and signals are unaffected; a fresh image, so
+its peak memory starts from zero. Here the JSON becomes a ``config.RunConfig`` and the
+daemon runs. A reload (SIGHUP) validates in a short-lived child the same way
+(``load_config``): the daemon process never imports pydantic.
+
+The memfd holds the notify URLs and the MongoDB URI (secrets): it is never named on a
+command line, read once and closed; like the process's memory it is visible only to
+its own user (and root) through ``/proc``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import orjson
+
+from errord.config import RunConfig
+from errord.errors import EXIT_FAIL, EXIT_OK, ConfigError, ErrordError, exit_status
+
+if TYPE_CHECKING:
+    from errord.settings import Settings
+
+__all__ = ["exec_daemon", "load_config", "main"]
+
+logger = logging.getLogger("errord")
+
+DUMP_COMMAND = "_dump-config"  # hidden cli command: validated config as JSON on stdout
+_RELOAD_TIMEOUT = 30.0
+
+
+def exec_daemon(settings: Settings, argv: Sequence[str]) -> NoReturn:
+    """Replace this process with the daemon image, handing it ``settings``."""
+    data = orjson.dumps(settings.dump_for_run())
+    fd = os.memfd_create("errord-config", 0)  # flags 0: no MFD_CLOEXEC, exec keeps it
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.set_inheritable(fd, True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "errord.serve", str(fd), "errord", *argv])
+
+
+def main(argv: Sequence[str]) -> int:
+    """``python -m errord.serve FD [ignored...]``: run the daemon on the config in FD."""
+    try:
+        fd = int(argv[0])
+    except (IndexError, ValueError):
+        print("errord.serve: started by 'errord run', not by hand", file=sys.stderr)
+        return EXIT_FAIL
+    with os.fdopen(fd, "rb") as f:
+        config = RunConfig.from_dump(orjson.loads(f.read()))
+    logging.basicConfig(
+        level=config.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for warning in config.secret_warnings():
+        logger.warning("%s", warning)
+    from errord.daemon import run_daemon
+
+    try:
+        run_daemon(config)
+    except ErrordError as exc:
+        return exit_status(exc)
+    return EXIT_OK
+
+
+def load_config(path: Path | None) -> RunConfig:
+    """Validate the config file (and the environment) in a child process, as ``errord run``
+    did at start; raises ``ConfigError`` with the child's problems."""
+    cmd = [sys.executable, "-m", "errord", DUMP_COMMAND]
+    if path is not None:
+        cmd += ["-c", str(path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=_RELOAD_TIMEOUT, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(f"cannot run the config check: {exc}") from None
+    if proc.returncode == EXIT_OK:
+        try:
+            return RunConfig.from_dump(orjson.loads(proc.stdout))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(f"the config check printed no usable config: {exc}") from None
+    lines = proc.stderr.decode("utf-8", "replace").splitlines()
+    problems = [ln.removeprefix("errord: config: ").removeprefix("errord: ") for ln in lines if ln.strip()]
+    raise ConfigError(problems or [f"the config check failed (exit {proc.returncode})"])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

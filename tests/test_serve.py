@@ -1,0 +1,106 @@
+"""``errord run`` validates with pydantic, then execs the daemon image (``errord.serve``)
+that holds the config as plain ``config.RunConfig`` objects; reloads validate in a child."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import Errord, append, line, write_config
+from errord.config import RunConfig
+from errord.errors import ConfigError
+from errord.serve import load_config
+from errord.settings import Settings
+from receiver import Receiver
+
+FULL = dict(
+    server_id="h1", node_name="n1", scope="app", log_level="debug",
+    sources=[{"path": "logs/*.jsonl", "app": "api", "timezone": "Europe/Berlin", "rotate_wait": "2m"}],
+    defaults={"re_alert_time": "30m", "notify": False},
+    codes={"db_down": {"re_alert_time": "5m", "notify": True, "tags": ["ops"]}, "quiet": {"notify": False}},
+    mongodb={"uri": "mongodb://user:s3cret@db:27017/?authSource=admin", "timeout": "2s", "write_concern": "majority"},
+    notify=[{"url": "json://127.0.0.1:9/hook?token=abc", "tags": ["ops"]}, {"url": "tgram://bottoken/42"}],
+    metrics={"listen": "[::1]:9464"},
+)  # fmt: skip
+
+
+def _both(tmp_path: Path, **cfg: object) -> tuple[Settings, RunConfig]:
+    path = write_config(tmp_path / "errord.toml", state_dir=str(tmp_path / "state"), **cfg)
+    settings = Settings.load(path, environ={})
+    return settings, RunConfig.from_dump(settings.dump_for_run())
+
+
+def test_runconfig_answers_like_settings(tmp_path: Path) -> None:
+    s, r = _both(tmp_path, **FULL)
+    for attr in ("server_id", "node_name", "state_dir", "scope", "log_level", "config_path"):
+        assert getattr(r, attr) == getattr(s, attr), attr
+    for code in ("db_down", "quiet", "other"):
+        assert (r.re_alert_for(code), r.notify_for(code), r.tags_for(code)) == (
+            s.re_alert_for(code), s.notify_for(code), s.tags_for(code)), code
+    (rs,), (ss,) = r.sources, s.sources
+    for attr in ("path", "app", "start_at", "rotate_wait", "timezone", "max_line_bytes", "tzinfo"):
+        assert getattr(rs, attr) == getattr(ss, attr), attr
+    assert [(t.url, t.tags, t.key, t.redacted) for t in r.notify] == [
+        (t.url, t.tags, t.key, t.redacted) for t in s.notify]
+    assert r.mongodb is not None and s.mongodb is not None
+    for attr in ("uri", "database", "collection", "timeout", "write_concern", "w"):
+        assert getattr(r.mongodb, attr) == getattr(s.mongodb, attr), attr
+    assert r.metrics is not None and s.metrics is not None
+    assert (r.metrics.host, r.metrics.port) == (s.metrics.host, s.metrics.port) == ("::1", 9464)
+    assert r.secret_warnings() == s.secret_warnings() != []  # written 0644 with secrets
+
+
+def test_runconfig_repr_hides_secrets_and_replace_copies(tmp_path: Path) -> None:
+    _, r = _both(tmp_path, **FULL)
+    text = repr(r)
+    assert "s3cret" not in text and "token=abc" not in text and "bottoken" not in text
+    moved = r.replace(state_dir=Path("/elsewhere"))
+    assert moved.state_dir == Path("/elsewhere") and r.state_dir == tmp_path / "state"
+    assert moved.notify is r.notify and moved != r and r == RunConfig.from_dump(Settings.load(
+        r.config_path, environ={}).dump_for_run())
+
+
+def test_load_config_validates_in_a_child(tmp_path: Path) -> None:
+    s, r = _both(tmp_path, **FULL)
+    assert load_config(s.config_path) == r
+    bad = write_config(tmp_path / "bad.toml", sources=[{"path": "x", "start_at": "middle"}], notify=[{"url": "nope"}])
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    problems = err.value.problems
+    assert any(p.startswith("sources.0.start_at:") for p in problems), problems
+    assert any(p.startswith("notify.0.url:") for p in problems), problems
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.toml")
+
+
+def _maps(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_the_daemon_image_has_no_pydantic(make_errord: Callable[..., Errord], receiver: Receiver,
+                                          tmp_path: Path) -> None:
+    e = make_errord(notify=[{"url": receiver.url("/")}])
+    e.start()
+    assert e.proc is not None
+    pid = e.proc.pid  # exec kept the pid: systemd's MainPID and signals still reach it
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert b"errord.serve" in cmdline and b"run" in cmdline, cmdline
+    assert "pydantic" not in _maps(pid)
+    fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    assert not [fd for fd in fds if "errord-config" in fd], fds  # the handed-over config is closed
+
+    # a reload validates in a child; the daemon image still never loads pydantic
+    append(tmp_path / "logs" / "app.jsonl", line("first"))
+    receiver.wait_for(1)
+    e.proc.send_signal(signal.SIGHUP)
+    end = time.monotonic() + 20
+    while "config reloaded" not in e.output() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert "config reloaded" in e.output()
+    assert "pydantic" not in _maps(pid)
+    assert e.stop() == 0
