@@ -104,3 +104,21 @@ def test_the_daemon_image_has_no_pydantic(make_errord: Callable[..., Errord], re
     assert "config reloaded" in e.output()
     assert "pydantic" not in _maps(pid)
     assert e.stop() == 0
+
+
+def test_without_memfd_or_exec_the_daemon_runs_in_this_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import errord.daemon
+    from errord.serve import exec_daemon
+
+    s, r = _both(tmp_path, **FULL)
+    ran: list[RunConfig] = []
+    monkeypatch.setattr(errord.daemon, "run_daemon", ran.append)
+
+    def refused(*_: object) -> int:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "memfd_create", refused)
+    assert exec_daemon(s, ["run"]) == 0
+    assert ran == [r]
+    assert "cannot exec the daemon image" in caplog.text

@@ -100,7 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from errord.serve import exec_daemon  # the daemon runs in a fresh image without pydantic
 
     argv = ["run"] + (["-c", str(args.config)] if args.config is not None else [])
-    exec_daemon(settings, argv)
+    return exec_daemon(settings, argv)
 
 
 def cmd_dump_config(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -41,18 +41,29 @@ DUMP_COMMAND = "_dump-config"  # hidden cli command: validated config as JSON on
 _RELOAD_TIMEOUT = 30.0
 
 
-def exec_daemon(settings: Settings, argv: Sequence[str]) -> NoReturn:
-    """Replace this process with the daemon image, handing it ``settings``."""
+def exec_daemon(settings: Settings, argv: Sequence[str]) -> int:
+    """Replace this process with the daemon image, handing it ``settings``. Returns only
+    if that cannot be done (no memfd or exec allowed, say by a seccomp filter): then the
+    daemon runs in this process, with pydantic loaded, and its exit status is returned."""
     data = orjson.dumps(settings.dump_for_run())
-    fd = os.memfd_create("errord-config", 0)  # flags 0: no MFD_CLOEXEC, exec keeps it
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.set_inheritable(fd, True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "errord.serve", str(fd), "errord", *argv])
+    fd = -1
+    try:
+        fd = os.memfd_create("errord-config", 0)  # flags 0: no MFD_CLOEXEC, exec keeps it
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.set_inheritable(fd, True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "errord.serve", str(fd), "errord", *argv])
+    except OSError as exc:
+        if fd >= 0:
+            os.close(fd)
+        _setup_logging(settings.log_level)
+        logger.warning("cannot exec the daemon image (%s); running in this process", exc)
+        return _run(RunConfig.from_dump(orjson.loads(data)))
+    raise AssertionError("unreachable")  # pragma: no cover - execv does not return
 
 
 def main(argv: Sequence[str]) -> int:
@@ -64,11 +75,17 @@ def main(argv: Sequence[str]) -> int:
         return EXIT_FAIL
     with os.fdopen(fd, "rb") as f:
         config = RunConfig.from_dump(orjson.loads(f.read()))
+    _setup_logging(config.log_level)
+    return _run(config)
+
+
+def _setup_logging(level: str) -> None:
     logging.basicConfig(
-        level=config.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+
+
+def _run(config: RunConfig) -> int:
     for warning in config.secret_warnings():
         logger.warning("%s", warning)
     from errord.daemon import run_daemon
