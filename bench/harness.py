@@ -179,6 +179,7 @@ class Daemon:
         self.rss: RssMonitor | None = None
         self.log_path = self.dir / "daemon.log"
         self.read_done = float("nan")  # set by bench/run.py's ingest()
+        self.cpu_split = (float("nan"),) * 3  # CPU s of daemon, helper, bench process: ditto
         self.settle = 1.0  # seconds to let a fresh daemon settle before it is measured
 
     def start(self, timeout: float = 30.0) -> None:

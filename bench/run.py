@@ -94,6 +94,7 @@ class Results:
     rss_restart: float = 0.0  # MB: a restart loading 10k open incidents
     rss_detail: str = ""
     notices: int = 0
+    cpu_split: list[tuple[float, float, float]] = field(default_factory=list)  # daemon, helper, bench process
     stop_seconds: list[float] = field(default_factory=list)
     load: list[tuple[float, float, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -181,6 +182,8 @@ def ingest(d: Daemon, rx: BenchReceiver, files: list[Path], tags: list[str], tim
     done: list[float] = []
     stop = threading.Event()
     cpu0 = cpu_seconds(pids)
+    main0 = cpu_seconds([d.proc.pid]) if d.proc is not None else 0.0
+    me0 = os.times()
     t0 = time.monotonic()
     watcher = threading.Thread(target=_watch_positions, args=(d, names, total, t0, done, stop), daemon=True)
     watcher.start()
@@ -192,8 +195,12 @@ def ingest(d: Daemon, rx: BenchReceiver, files: list[Path], tags: list[str], tim
         stop.set()
         watcher.join(2)
     took = max(arrived) - t0
+    me1 = os.times()
     d.read_done = done[0] if done else float("nan")
-    return took, cpu_seconds(pids) - cpu0
+    cpu = cpu_seconds(pids) - cpu0
+    main = cpu_seconds([d.proc.pid]) - main0 if d.proc is not None else float("nan")
+    d.cpu_split = (main, cpu - main, (me1.user + me1.system) - (me0.user + me0.system))
+    return took, cpu
 
 
 def _watch_positions(d: Daemon, names: list[str], total: int, t0: float, done: list[float],
@@ -356,6 +363,13 @@ def report(r: Results) -> str:
             f"{pct(r.latencies, 90) * 1000:.1f} ms, p99 {p99:.1f} ms, max {max(r.latencies, default=float('nan')) * 1000:.1f} ms."]
     out += [f"Peak RSS (sum of VmHWM over the daemon and its helper): {r.rss_run:.1f} MB over ingest + latency + "
             f"10,000 open incidents; {r.rss_restart:.1f} MB over a restart that loads them ({r.rss_detail})."]
+    if r.cpu_split:
+        main, helper, bench = (statistics.median(x[k] for x in r.cpu_split) for k in range(3))
+        floor = (main + helper + bench) / (os.cpu_count() or 1)
+        out += [f"CPU seconds during the errord ingest (medians): daemon {main:.2f}, its notify helper "
+                f"{helper:.2f}, this benchmark process (the HTTP receiver, pollers) {bench:.2f}; on "
+                f"{os.cpu_count()} cores no schedule fits that work in less than {floor:.2f} s of wall time "
+                f"(the naive loop's time is {r.naive.median:.2f} s)."]
     out += [f"Notices sent per ingest: {r.notices}. SIGTERM to exit: "
             f"{max(r.stop_seconds) if r.stop_seconds else float('nan'):.2f} s at most."]
     loads = ", ".join(f"{a:.2f}" for a, _, _ in r.load)
@@ -451,6 +465,7 @@ def main() -> None:
             took, cpu, d = run_ingest(rx, single, f"i{k}", keep=first, profile=args.profile if first else None)
             r.ingest.values.append(took)
             r.ingest.cpu.append(cpu)
+            r.cpu_split.append(d.cpu_split)
             r.read.values.append(d.read_done)
             print(f"    ingest {took:.3f}s (read and committed {d.read_done:.3f}s, cpu {cpu:.2f}s); naive {r.naive.values[-1]:.3f}s"
                   + (f"; sec {r.sec.values[-1]:.3f}s" if have_sec else ""), flush=True)
