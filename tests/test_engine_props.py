@@ -204,3 +204,28 @@ def test_rollback_of_a_batch_that_cleared_and_reopened_a_key() -> None:
     want = run_batched(Policy(default=1.0), "code", events, [1], None)
     for seed in range(20):
         assert run_batched(Policy(default=1.0), "code", events, [1], seed) == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(policies, st.sampled_from(["code", "app"]), streams())
+def test_feed_quiet_is_feed_without_suppressed_repeats(policy: Policy, scope: str,
+                                                       events: list[LogEvent]) -> None:
+    """``feed_quiet`` (the daemon's batch loop uses it) gives what ``feed`` gives, except
+    None for a line whose only transition is a suppressed REPEAT; same engine state."""
+    def engine() -> Engine:
+        ids = iter(range(10**6))
+        return Engine(policy, scope=scope, server_id="srv", node_name="n", new_id=lambda: f"id{next(ids)}")
+
+    def state(ts: list[Any]) -> list[tuple[Any, ...]]:
+        return [(t.kind, t.key, t.notify, t.since_alert, t.duration, t.event.message,
+                 t.incident.copy() if t.incident else None) for t in ts]
+
+    loud, quiet = engine(), engine()
+    for ev in events:
+        want = loud.feed(_copy(ev))
+        got = quiet.feed_quiet(_copy(ev))
+        if got is None:
+            assert [t.kind for t in want] == [Kind.REPEAT] and not want[0].notify
+        else:
+            assert state(got) == state(want)
+        assert quiet.pending() == loud.pending() and quiet.active() == loud.active()

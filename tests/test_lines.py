@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from errord.durations import parse_duration
@@ -231,6 +231,43 @@ def test_level_aliases(fields: dict[str, Any], level: str | None) -> None:
 def test_event_time_forms(value: Any, expected: float) -> None:
     ev = event(rec(error_code="x", timestamp=value), tz=BERLIN)
     assert ev.time == pytest.approx(expected, abs=1e-6)
+
+
+_TIME_PIECES = st.sampled_from([
+    "2026", "0001", "9999", "1969", "-", "01", "12", "31", "02", "29", "T", "t", " ", ":", "00",
+    "59", "23", "24", ".", ",", "5", "123", "1234567", "Z", "z", "+01:00", "-05:30", " UTC",
+    "GMT", "\x00", "\u3000", "\t", "W", "e", "+",
+])  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=70),
+        st.lists(_TIME_PIECES, max_size=14).map("".join),
+        st.tuples(st.datetimes(timezones=st.none() | st.timezones()), st.sampled_from("T ")).map(
+            lambda d: d[0].isoformat(sep=d[1])),
+    ),
+    st.sampled_from([timezone.utc, BERLIN]),
+)
+@example("2026-01-14T15:00:00.005Z", BERLIN)
+@example("2026-01-14 15:05:51,367", BERLIN)
+@example("2026-01-14 15:05:51,367+01:00", BERLIN)
+@example("2026-01-14 15:05:51", timezone.utc)
+@example(" 2026-01-14T15:00:00Z", BERLIN)
+@example("2026-01-14T15:00:00z", BERLIN)
+@example("2026-01-14T15:00:00\x00", BERLIN)
+@example("20260114", BERLIN)
+@example("0001-01-01T00:00:00+01:00", timezone.utc)
+@example("0001-01-01T00:00:00", BERLIN)
+@example("9999-12-31T23:59:59", BERLIN)
+def test_event_time_fast_path_agrees_with_time_text(text: str, tz: Any) -> None:
+    """_event_time hands the common "YYYY-..." strings straight to fromisoformat: every
+    string must still give exactly what the general rule (_time_text) gives."""
+    p = make_parser(tz=tz)
+    ts = p._time_text(text)
+    want = NOW if ts is None or not 0.0 <= ts <= NOW + p.future_slack else ts
+    assert p._event_time(text, NOW) == want
 
 
 @pytest.mark.parametrize("key", ["timestamp", "@timestamp", "time", "asctime", "ts"])

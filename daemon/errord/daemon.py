@@ -21,7 +21,7 @@ from errord.errors import ConfigError, ErrordError, JournalError, MongoError, No
 from errord.journal import STDERR_TARGET, Journal
 from errord.lines import LineParser, ParseResult
 from errord.health import BatchTally, Health, Snapshot
-from errord.model import Notice
+from errord.model import Kind, Notice
 from errord.notices import render
 from errord.runstate import RunLock
 from errord.serve import load_config
@@ -272,7 +272,8 @@ class Daemon:
         assert self.tailer is not None
         now = time.time()
         s = self.settings
-        feed = self.engine.feed
+        feed = self.engine.feed_quiet  # None for a suppressed repeat: no Transition built
+        repeat = Kind.REPEAT
         notices: list[Notice] = []
         tally = self._tally = BatchTally()  # published by _commit once the batch is durable
         kinds = tally.kinds if self.metrics is not None else None  # only [metrics] publishes them
@@ -290,10 +291,14 @@ class Daemon:
                 self._warn_skipped(chunk.path, skipped, first, now)
             for ev in res.events:
                 transitions = feed(ev)
+                if transitions is None:  # a suppressed repeat (most error lines): nothing to render
+                    if kinds is not None:
+                        kinds[repeat] = kinds.get(repeat, 0) + 1
+                    continue
                 if kinds is not None:
                     for t in transitions:
                         kinds[t.kind] = kinds.get(t.kind, 0) + 1
-                # most error lines are suppressed repeats: render only what notifies
+                # render only what notifies
                 if transitions and (transitions[0].notify or transitions[-1].notify):
                     notice = render(transitions, server_id=s.server_id, node_name=s.node_name, tags_for=s.tags_for)
                     if notice is not None:

@@ -18,6 +18,11 @@ from errord.model import Incident, Kind, LogEvent, Transition
 
 __all__ = ["Engine", "Policy", "incident_key"]
 
+# Kind.X, an attribute of an Enum class, costs ~70 ns per lookup on Python 3.11; the
+# event path takes the members from module globals instead.
+_NEW, _REPEAT, _REALERT, _CLEAR, _CLEAR_UNKNOWN = (
+    Kind.NEW, Kind.REPEAT, Kind.REALERT, Kind.CLEAR, Kind.CLEAR_UNKNOWN)
+
 _SEP = "\x1f"  # unit separator: cannot occur in a code that came through JSON unescaped by accident
 
 
@@ -115,12 +120,27 @@ class Engine:
 
     def feed(self, ev: LogEvent) -> list[Transition]:
         """Apply one line: its clear first, then its error (CONTRACT §1)."""
-        out: list[Transition] = []
-        if ev.clear:
-            out.append(self._clear(ev, ev.clear))
+        clear = ev.clear
+        if not clear:  # the common case: one code, a one-element list
+            return [self._raise(ev, ev.code)] if ev.code else []
+        out = [self._clear(ev, clear)]
         if ev.code:
             out.append(self._raise(ev, ev.code))
         return out
+
+    def feed_quiet(self, ev: LogEvent) -> list[Transition] | None:
+        """``feed``, except that a line whose only effect is a suppressed repeat (most
+        error lines) gives None instead of ``[Transition(REPEAT, ...)]``, which the
+        daemon would only drop: not building it saves ~150 ns per such line."""
+        code = ev.code
+        if ev.clear or not code:
+            return self.feed(ev)
+        key = code if self.scope == "code" else incident_key(self.scope, ev.app, code)
+        inc = self._active.get(key)
+        if inc is None:
+            return [self._open(ev, code, key)]
+        t = self._repeat(ev, code, key, inc)
+        return None if t is None else [t]
 
     def _wants_notice(self, ev: LogEvent, code: str) -> bool:
         # Silent when either says so: the line's `notification: false`, or the operator's
@@ -131,31 +151,39 @@ class Engine:
         key = code if self.scope == "code" else incident_key(self.scope, ev.app, code)
         inc = self._active.get(key)
         if inc is None:
-            notify = self._wants_notice(ev, code)
-            self._touch(key, None)
-            inc = Incident(
-                code=code,
-                message=ev.message,
-                start_time=ev.time,
-                last_log_time=ev.time,
-                server_id=self.server_id,
-                node_name=self.node_name,
-                active=True,
-                cleared_at=None,
-                created_at=0.0,
-                updated_at=0.0,
-                occurrences=1,
-                alerts_sent=1 if notify else 0,
-                last_alert_time=ev.time,
-                app=ev.app,
-                incident_id=self._new_id(),
-                re_alert=ev.re_alert,
-                since_alert=0,
-            )
-            self._active[key] = inc
-            self._dirty[inc.incident_id] = inc
-            return Transition(Kind.NEW, key, inc, ev, notify=notify)
+            return self._open(ev, code, key)
+        t = self._repeat(ev, code, key, inc)
+        return t if t is not None else Transition(_REPEAT, key, inc, ev)
 
+    def _open(self, ev: LogEvent, code: str, key: str) -> Transition:
+        """A new incident for ``code``."""
+        notify = self._wants_notice(ev, code)
+        self._touch(key, None)
+        inc = Incident(
+            code=code,
+            message=ev.message,
+            start_time=ev.time,
+            last_log_time=ev.time,
+            server_id=self.server_id,
+            node_name=self.node_name,
+            active=True,
+            cleared_at=None,
+            created_at=0.0,
+            updated_at=0.0,
+            occurrences=1,
+            alerts_sent=1 if notify else 0,
+            last_alert_time=ev.time,
+            app=ev.app,
+            incident_id=self._new_id(),
+            re_alert=ev.re_alert,
+            since_alert=0,
+        )
+        self._active[key] = inc
+        self._dirty[inc.incident_id] = inc
+        return Transition(_NEW, key, inc, ev, notify=notify)
+
+    def _repeat(self, ev: LogEvent, code: str, key: str, inc: Incident) -> Transition | None:
+        """Another line for the open incident ``inc``: its REALERT, or None when suppressed."""
         # A repeat runs once per error line: only what it needs (the notify decision
         # is looked up when it alerts; the undo copy is taken once per batch).
         if key not in self._undo:
@@ -163,34 +191,35 @@ class Engine:
         self._dirty[inc.incident_id] = inc
         inc.occurrences += 1
         inc.since_alert += 1
-        if ev.time > inc.last_log_time:
-            inc.last_log_time = ev.time
+        when = ev.time
+        if when > inc.last_log_time:
+            inc.last_log_time = when
         if ev.re_alert is not None:
             inc.re_alert = ev.re_alert  # an incident remembers the latest interval its lines gave
         interval = inc.re_alert if inc.re_alert is not None else self.policy.re_alert_for(code)
         # interval 0: every occurrence alerts, even one whose time is older than the last alert
-        if interval <= 0 or ev.time - inc.last_alert_time >= interval:
+        if interval <= 0 or when - inc.last_alert_time >= interval:
             since = inc.since_alert
-            inc.last_alert_time = ev.time
+            inc.last_alert_time = when
             inc.since_alert = 0
             notify = self._wants_notice(ev, code)
             if notify:
                 inc.alerts_sent += 1
-            return Transition(Kind.REALERT, key, inc, ev, notify=notify, since_alert=since)
-        return Transition(Kind.REPEAT, key, inc, ev)
+            return Transition(_REALERT, key, inc, ev, notify=notify, since_alert=since)
+        return None
 
     def _clear(self, ev: LogEvent, code: str) -> Transition:
         key = incident_key(self.scope, ev.app, code)
         inc = self._active.get(key)
         if inc is None:
-            return Transition(Kind.CLEAR_UNKNOWN, key, None, ev)
+            return Transition(_CLEAR_UNKNOWN, key, None, ev)
         self._touch(key, inc)
         del self._active[key]
         inc.active = False
         inc.cleared_at = ev.time
         self._dirty[inc.incident_id] = inc
         return Transition(
-            Kind.CLEAR,
+            _CLEAR,
             key,
             inc,
             ev,

@@ -175,7 +175,9 @@ class Follower:
             else:
                 self.buf += data[pos:]
             return self._emit([], longs), len(data)
-        block = bytes(self.buf) + data[pos:last + 1] if self.buf else data[pos:last + 1]
+        # join with a memoryview: one copy of the ~1 MiB read instead of two (slice, then
+        # concatenation); the block's fresh pages make each copy cost more than memcpy
+        block = b"".join((self.buf, memoryview(data)[pos:last + 1])) if self.buf else data[pos:last + 1]
         base = self.offset
         self.offset += len(block)
         self.tail = block[-FP_MAX:] if len(block) >= FP_MAX else (self.tail + block)[-FP_MAX:]
