@@ -93,6 +93,8 @@ def test_the_daemon_image_has_no_pydantic(make_errord: Callable[..., Errord], re
     assert "pydantic" not in _maps(pid)
     fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
     assert not [fd for fd in fds if "errord-config" in fd], fds  # the handed-over config is closed
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert b"MALLOC_TRIM_THRESHOLD_=67108864" in environ  # freed read buffers stay mapped
 
     # a reload validates in a child; the daemon image still never loads pydantic
     append(tmp_path / "logs" / "app.jsonl", line("first"))
@@ -122,3 +124,11 @@ def test_without_memfd_or_exec_the_daemon_runs_in_this_process(
     assert exec_daemon(s, ["run"]) == 0
     assert ran == [r]
     assert "cannot exec the daemon image" in caplog.text
+
+
+def test_malloc_settings_never_override_the_users() -> None:
+    from errord.serve import _daemon_environ
+
+    env = _daemon_environ({"PATH": "/bin", "MALLOC_MMAP_THRESHOLD_": "131072"})
+    assert env["MALLOC_MMAP_THRESHOLD_"] == "131072" and env["PATH"] == "/bin"
+    assert env["MALLOC_TRIM_THRESHOLD_"] == str(64 << 20)
