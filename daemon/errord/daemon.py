@@ -16,6 +16,7 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
+from errord.config import RunConfig
 from errord.engine import Engine
 from errord.errors import ConfigError, ErrordError, JournalError, MongoError, NotifyError
 from errord.journal import STDERR_TARGET, Journal
@@ -25,7 +26,6 @@ from errord.model import Kind, Notice
 from errord.notices import render
 from errord.runstate import RunLock
 from errord.serve import load_config
-from errord.config import RunConfig
 from errord.sinks.helper import NotifyHelper
 from errord.systemd import SystemdNotifier
 from errord.tail import Chunk, Tailer
