@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shutil
 import sys
@@ -27,7 +26,6 @@ from errord.views import human_bytes, iso, incident_json, incidents_table, table
 
 __all__ = ["main"]
 
-logger = logging.getLogger("errord")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status."""
