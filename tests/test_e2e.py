@@ -276,3 +276,39 @@ def test_copytruncate_while_running(make_errord, receiver, tmp_path: Path) -> No
     (h,) = e.json("history")
     assert h["occurrences"] == 110
     assert e.stop() == 0
+
+
+def test_backlog_of_several_batches_is_counted_exactly(make_errord, receiver: Receiver, tmp_path: Path) -> None:
+    """~9 MiB already on disk: more than two batches of four 1 MiB reads, so lines, an
+    incident's repeats, its re-alert and its clear fall on both sides of read and batch
+    boundaries; one broken line in the middle is skipped and counted."""
+    e = make_errord(notify=[{"url": receiver.url("/")}], defaults={"re_alert_time": "1h"})
+    log = tmp_path / "logs" / "big.jsonl"
+    filler = line(msg="f" * 180)
+    start = 1_768_384_800  # 2026-01-14T10:00:00Z
+    body: list[bytes] = []
+    errors = 0
+    for i in range(45_000):
+        if i == 22_222:
+            body.append(b"{broken\n")
+        elif i % 9 == 0:
+            # event times one minute apart: the 61st occurrence re-alerts (1 h)
+            body.append(line("backlog", msg="e" * 150, ts=start + 60 * errors))
+            errors += 1
+        else:
+            body.append(filler)
+    body.append(line(clear="backlog", ts=start + 60 * errors))
+    append(log, *body)
+    assert log.stat().st_size > 8 << 20
+    e.start()
+    status = e.wait_caught_up(60)
+    (f,) = status["files"]
+    assert (f["lines_read"], f["lines_skipped"]) == (len(body), 1)
+    (h,) = e.json("history")
+    assert (h["code"], h["occurrences"], h["active"]) == ("backlog", errors, False)
+    alerts = 1 + (errors - 1) // 60  # the first line, then every 60 minutes of event time
+    assert h["alerts_sent"] == alerts
+    got = receiver.wait_for(alerts + 1, timeout=20)  # the alert, the re-alerts, the resolution
+    kinds = Counter(r.body["type"] for r in got)
+    assert kinds == {"failure": 1, "warning": alerts - 1, "success": 1}, kinds
+    assert e.stop() == 0
