@@ -98,6 +98,7 @@ def split_listen(value: str) -> tuple[str, int]:
 
 
 class SourceMixin:
+    """A source's ``timezone`` as a ``tzinfo``."""
 
     @property
     def tzinfo(self) -> ZoneInfo:
@@ -106,6 +107,7 @@ class SourceMixin:
 
 
 class MongoMixin:
+    """The write concern in pymongo's form."""
 
     @property
     def w(self) -> int | str:
@@ -114,6 +116,7 @@ class MongoMixin:
 
 
 class TargetMixin:
+    """A notify target's stable key and printable form."""
 
     @property
     def key(self) -> str:
@@ -127,6 +130,7 @@ class TargetMixin:
 
 
 class MetricsMixin:
+    """The parts of ``listen``."""
 
     @property
     def host(self) -> str:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import sys
-from typing import TextIO
 
 __all__ = [
     "ErrordError", "ConfigError", "DurationError", "JournalError", "NoStateError", "NotifyError",
@@ -58,14 +57,13 @@ class MongoError(ErrordError):
     """MongoDB did not answer, or refused (the message names it with the URI redacted)."""
 
 
-def exit_status(exc: ErrordError, stream: TextIO | None = None) -> int:
-    """Print ``exc`` the way the command line does and return its exit status: 2 for a
-    config problem (one ``errord: config: ...`` line each; systemd does not restart on
-    it), 1 for anything else."""
-    out = stream if stream is not None else sys.stderr
+def exit_status(exc: ErrordError) -> int:
+    """Print ``exc`` on stderr the way the command line does and return its exit status:
+    2 for a config problem (one ``errord: config: ...`` line each; systemd does not
+    restart on it), 1 for anything else."""
     if isinstance(exc, ConfigError):
         for problem in exc.problems:
-            print(f"errord: config: {problem}", file=out)
+            print(f"errord: config: {problem}", file=sys.stderr)
         return EXIT_CONFIG
-    print(f"errord: {exc}", file=out)
+    print(f"errord: {exc}", file=sys.stderr)
     return EXIT_FAIL

@@ -26,9 +26,9 @@ from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 from pymongo.write_concern import WriteConcern
 
+from .config import redact_mongo_uri
 from .errors import MongoError
 from .model import TIME_FIELDS, Incident
-from .config import redact_mongo_uri
 
 if TYPE_CHECKING:  # the daemon passes config.Mongo, the commands settings.MongoSettings
     from .settings import MongoSettings
