@@ -84,6 +84,11 @@ class State:
         s = read_run_state(self.state_dir)
         return bool(s["running"] and s["ready"])
 
+    def seen(self, path: Path) -> bool:
+        """A position is stored for the file ``path`` names now (or it is empty)."""
+        st = os.stat(path)
+        return st.st_size == 0 or any(p.key == (st.st_dev, st.st_ino) for p in self.positions())
+
     def caught_up(self, paths: list[Path]) -> bool:
         """Every path that exists now has a stored position at its size."""
         pos = {p.key: p.offset for p in self.positions()}

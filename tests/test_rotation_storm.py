@@ -107,15 +107,6 @@ def shift(logs: Path, name: str) -> None:
         os.rename(logs / f"{name}.{n}", logs / f"{name}.{n + 1}")
 
 
-def seen_before_rename(log: Path, state: State, timeout: float = 5.0) -> None:
-    """Wait until errord stored a position for ``log``'s current inode (if it has lines)."""
-    st = os.stat(log)
-    if st.st_size == 0:
-        return
-    wait_until(lambda: any((p.dev, p.ino) == (st.st_dev, st.st_ino) for p in state.positions()),
-               timeout, f"errord to see {log.name} (inode {st.st_ino})", every=0.005)
-
-
 def on_disk(logs: Path) -> set[int]:
     """The seqs of the lines that exist in some file under ``logs`` now."""
     found: set[int] = set()
@@ -190,7 +181,7 @@ def test_rename_and_create_storm(make_errord, tmp_path: Path, glob: str) -> None
             # of its reach (README "Guarantees"): on a loaded machine errord may take
             # longer than one storm interval to notice a new file. Rotate only files it
             # has seen: a non-empty one once a position is stored for it.
-            seen_before_rename(log, state)
+            wait_until(lambda: state.seen(log), 5.0, f"errord to see {log.name}", every=0.005)
         shift(logs, "app.jsonl")
         os.rename(log, logs / "app.jsonl.1")
         if rnd.random() < 0.5:
