@@ -191,12 +191,12 @@ def _first_start(settings: Settings) -> bool:
     applies then)."""
     try:
         journal = _open_readonly(settings)
-    except ErrordError:  # unreadable state: the daemon will say why at start
+        if journal is None:
+            return True
+        with journal:
+            return journal.get_meta("initialized") is None
+    except ErrordError:  # unreadable state: the daemon says why at start
         return False
-    if journal is None:
-        return True
-    with journal:
-        return journal.get_meta("initialized") is None
 
 
 def _matches_now(pattern: str, start_at: str, first_start: bool) -> str:

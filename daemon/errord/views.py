@@ -40,13 +40,13 @@ def ago(ts: float | None, now: float) -> str:
     return format_duration(delta) + " ago"
 
 
-Ellipsis = Literal["end", "start"]  # where a shortened cell loses its text
+CutAt = Literal["end", "start"]  # where a shortened cell loses its text (an ellipsis marks it)
 MIN_CELLS = 16  # a shortened column keeps this many cells before other columns are left out
 
 
 def table(
     headers: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[int] = (), *,
-    width: int | None = None, shrink: Mapping[int, Ellipsis] | None = None, drop: Sequence[int] = (),
+    width: int | None = None, shrink: Mapping[int, CutAt] | None = None, drop: Sequence[int] = (),
 ) -> str:
     """Left-aligned columns separated by two spaces; numbers (and ``right`` columns) right-aligned.
 
@@ -81,7 +81,7 @@ def table(
 
 
 def _fit(
-    headers: Sequence[str], natural: list[int], width: int, shrink: Mapping[int, Ellipsis], drop: Sequence[int]
+    headers: Sequence[str], natural: list[int], width: int, shrink: Mapping[int, CutAt], drop: Sequence[int]
 ) -> tuple[list[int], list[int]]:
     """Which columns to show and how wide, for ``table(width=...)``."""
 
@@ -102,13 +102,16 @@ def _fit(
     widths = list(natural)
     for floor in (floor, floors(4)):  # only a very narrow terminal goes below MIN_CELLS
         over = total(widths) - width
-        while over > 0:  # shorten the widest shortenable column, a cell at a time
-            candidates = [i for i in shown if i in shrink and widths[i] > floor[i]]
+        while over > 0:  # shorten the widest shortenable column, down to the next widest
+            candidates = sorted((i for i in shown if i in shrink and widths[i] > floor[i]),
+                                key=lambda i: widths[i], reverse=True)
             if not candidates:
                 break
-            widest = max(candidates, key=lambda i: widths[i])
-            widths[widest] -= 1
-            over -= 1
+            widest = candidates[0]
+            target = max(widths[candidates[1]] if len(candidates) > 1 else 0, floor[widest])
+            step = max(1, min(over, widths[widest] - target))
+            widths[widest] -= step
+            over -= step
     return shown, widths
 
 
@@ -120,7 +123,7 @@ def _cells(text: str) -> int:
                for ch in text)
 
 
-def _cut(text: str, cells: int, end: Ellipsis) -> str:
+def _cut(text: str, cells: int, end: CutAt) -> str:
     """``text`` in at most ``cells`` cells, an ellipsis marking what was cut at ``end``."""
     if _cells(text) <= cells:
         return text
@@ -170,5 +173,5 @@ def incidents_table(
         message = " ".join(inc.message.split())
         rows.append([inc.code, inc.app or "-", state, when(inc.start_time), when(inc.last_log_time), lasted,
                      inc.occurrences, inc.alerts_sent, message if width is not None else _cut(message, 60, "end")])
-    # LAST SEEN goes first, STATE and MESSAGE stay longest: what is open, since when, why
+    # left out first: LAST SEEN, then the counts; CODE, STATE and MESSAGE always stay (what, and why)
     return table(headers, rows, width=width, shrink={0: "end", 1: "end", 8: "end"}, drop=(4, 7, 6, 5, 1, 3))
