@@ -371,6 +371,26 @@ def test_history_order_and_filters(journal: Journal) -> None:
     assert journal.history(code="nope") == []
 
 
+def test_history_by_app_since_and_state(journal: Journal) -> None:
+    journal.commit([
+        make_incident("A", start=100.0, active=False, cleared_at=150.0, app="shop"),
+        make_incident("B", start=300.0, app="billing"),
+        make_incident("A", start=200.0, app="shop"),
+        make_incident("C", start=50.0, active=False, cleared_at=60.0, app=None),
+    ], [], [], now=1.0)  # fmt: skip
+    assert [(i.code, i.start_time) for i in journal.history(app="shop")] == [("A", 200.0), ("A", 100.0)]
+    assert [i.start_time for i in journal.history(since=200.0)] == [300.0, 200.0]  # at or after
+    assert [i.start_time for i in journal.history(state="cleared")] == [100.0, 50.0]
+    assert [i.start_time for i in journal.history(state="active")] == [300.0, 200.0]
+    assert [i.start_time for i in journal.history(code="A", app="shop", since=150.0, state="active")] == [200.0]
+    assert journal.history(app="shop", state="cleared", since=150.0) == []
+    assert [i.start_time for i in journal.history(state="active", active_only=True)] == [300.0, 200.0]
+    with pytest.raises(ValueError):
+        journal.history(state="cleared", active_only=True)  # contradictory
+    with pytest.raises(ValueError):
+        journal.history(state="open")  # type: ignore[arg-type]
+
+
 def test_many_connections_open_and_close_a_fresh_store_at_once(tmp_path: Path) -> None:
     # The daemon, its notify workers and CLI reads all open the same new file at start;
     # switching it to WAL (or the last close's checkpoint) can meet SQLITE_BUSY without

@@ -130,6 +130,33 @@ def test_example_raises_realerts_and_clears(make_errord, receiver, tmp_path: Pat
     assert e.stop() == 0
 
 
+ENUM_APP = r'''
+import enum, logging, sys
+sys.path.insert(0, sys.argv[1])
+from structlog_errord import configure
+
+class Code(enum.Enum):  # a plain Enum, as in-app error-code managers had (not a str mixin)
+    DB_DOWN = "db_down"
+
+log = configure(sys.argv[2])
+log.error("db down", error_code=Code.DB_DOWN)
+logging.getLogger("somelib").error("db down", extra={"error_code": Code.DB_DOWN})  # a stdlib record
+log.info("db back", error_code_clear=Code.DB_DOWN)
+'''
+
+
+def test_structlog_example_writes_an_enum_code_as_its_value(tmp_path: Path) -> None:
+    target = tmp_path / "app.jsonl"
+    res = subprocess.run([sys.executable, "-c", ENUM_APP, str(EXAMPLES), str(target)], capture_output=True,
+                         text=True, timeout=30)  # a child: structlog.configure is process-wide
+    assert res.returncode == 0, res.stderr
+    assert "Code.DB_DOWN" not in target.read_text()
+    assert [(json.loads(raw).get("error_code"), json.loads(raw).get("error_code_clear"))
+            for raw in target.read_text().splitlines()] == [("db_down", None), ("db_down", None), (None, "db_down")]
+    events = events_in(tmp_path)
+    assert [(ev.code, ev.clear) for ev in events] == [("db_down", None), ("db_down", None), (None, "db_down")]
+
+
 def test_json_examples_load_as_they_are() -> None:
     """dictConfig accepts each file unchanged (run in a child, not to touch pytest's logging)."""
     for name in ("json-watched.json", "json-rotating.json"):

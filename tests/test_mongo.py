@@ -346,6 +346,20 @@ def test_history_newest_first_with_filters_and_limit_for_this_host_only(coll: Mo
     assert [i.code for i in store.active()] == ["disk_full", "db_down"]
 
 
+def test_history_by_app_since_and_state_as_the_journal(coll: MockCollection) -> None:
+    store = seeded_store(coll)
+    coll.insert_one(incident_document(incident("queue", start=T0 + 250, app="billing")))
+    assert [i.code for i in store.history(app="billing")] == ["queue"]
+    assert [i.code for i in store.history(app="demo", since=T0 + 200)] == ["api", "disk_full"]  # at or after
+    assert [i.start_time for i in store.history(since=T0 + 100.5)] == [T0 + 300, T0 + 250, T0 + 200]
+    assert [i.code for i in store.history(state="cleared")] == ["api", "db_down"]
+    assert [i.code for i in store.history(state="active")] == ["queue", "disk_full", "db_down"]
+    assert [i.code for i in store.history(code="db_down", state="cleared", since=T0)] == ["db_down"]
+    assert store.history(app="billing", state="cleared") == []
+    with pytest.raises(ValueError):
+        store.history(state="cleared", active_only=True)
+
+
 def test_recovery_query_finds_this_hosts_open_incidents(coll: MockCollection) -> None:
     seeded_store(coll)
     query = host_filter("test-host", "n1", active_only=True)

@@ -279,13 +279,15 @@ def test_send_test(tmp_path: Path, rx: Receiver, rx2: Receiver, make_sink: Calla
     rx2.status = 503
     good, bad = Target(rx.url("/ok")), Target(rx2.url("/bad"))
     sink = make_sink([good, bad])
-    assert sink.send_test("errord test", "hello") == {good.redacted: True, bad.redacted: False}
+    got = sink.send_test("errord test", "hello")
+    assert {k: ok for k, (ok, _) in got.items()} == {good.redacted: True, bad.redacted: False}
+    assert got[good.redacted][1] == "" and got[bad.redacted][1]  # a failure says why
     [req] = rx.wait_for(1)
     assert (req.body["title"], req.body["message"], req.body["type"]) == ("errord test", "hello", "info")
     assert sink.pending() == 0  # bypassed the outbox
 
     out = io.StringIO()
-    assert make_sink([], stream=out).send_test("T", "a\nb") == {"stderr": True}
+    assert make_sink([], stream=out).send_test("T", "a\nb") == {"stderr": (True, "")}
     assert out.getvalue() == "[errord notice] info T | a | b\n"
 
 
@@ -356,7 +358,8 @@ def test_send_test_masks_secrets_and_filters_come_off_after_stop(
     rx.status = 503
     sink = make_sink([target])
     with caplog.at_level(logging.DEBUG):
-        assert sink.send_test("T", "b") == {target.redacted: False}
+        got = sink.send_test("T", "b")
+    assert [ok for ok, _ in got.values()] == [False] and token not in str(got)
     assert "Failed to send" in caplog.text and token not in caplog.text
 
     def ours() -> list[logging.Filter | object]:

@@ -167,7 +167,6 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         "ERRORD_MONGODB__URI": "mongodb://db.example:27017",
         "ERRORD_NOTIFY": json.dumps([{"url": "json://hook.example/x", "tags": ["ops"]}]),
         "ERRORD_CODES__DISK_FULL__NOTIFY": "false",
-        "ERRORD_CONFIG_UNRELATED": "ignored",
     }
     s = load(
         tmp_path,
@@ -315,8 +314,77 @@ def test_unknown_keys_are_reported(tmp_path: Path) -> None:
 
 def test_unknown_nested_key_from_environment(tmp_path: Path) -> None:
     assert problems(tmp_path, "", {"ERRORD_DEFAULTS__NOTIFI": "true"}) == [
-        "defaults.notifi: unknown key (did you mean 'notify'?)"
+        "ERRORD_DEFAULTS__NOTIFI: names no setting (did you mean ERRORD_DEFAULTS__NOTIFY?)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [("ERRORD_DEFAULT__NOTIFY", "names no setting (did you mean ERRORD_DEFAULTS__NOTIFY?)"),
+     ("errord_default__notify", "names no setting (did you mean ERRORD_DEFAULTS__NOTIFY?)"),
+     ("ERRORD_SEVER_ID", "names no setting (did you mean ERRORD_SERVER_ID?)"),
+     ("ERRORD_DEFAULT__NOTIFI", "names no setting (did you mean ERRORD_DEFAULTS__NOTIFY?)"),
+     ("ERRORD_CODES__DB_DOWN__NOTIFI", "names no setting (did you mean ERRORD_CODES__DB_DOWN__NOTIFY?)"),
+     ("ERRORD_MONGODB__URL", "names no setting (did you mean ERRORD_MONGODB__URI?)"),
+     ("ERRORD_XYZZY", "names no setting"),
+     ("ERRORD_", "names no setting"),
+     ("ERRORD_SERVER_ID__NAME", "names no setting (server_id is a value, not a table)"),
+     ("ERRORD_DEFAULTS__NOTIFY__X", "names no setting (defaults.notify is a value, not a table)"),
+     ("ERRORD_SOURCES__0__PATH",
+      "names no setting (sources is a list: give all of it as JSON in ERRORD_SOURCES)"),
+     ("errord_config", "names no setting (the config file is named by ERRORD_CONFIG, in upper case)")],
+)  # fmt: skip
+def test_environment_variable_that_names_no_setting(tmp_path: Path, name: str, problem: str) -> None:
+    # pydantic-settings looks up only names it knows: these were silently dropped
+    assert problems(tmp_path, '[[sources]]\npath = "/l/*"\n', {name: "false"}) == [f"{name}: {problem}"]
+
+
+def test_unknown_variables_are_listed_with_the_other_problems(tmp_path: Path) -> None:
+    got = problems(tmp_path, 'scope = "everything"\n',
+                   {"ERRORD_DEFAULT__NOTIFY": "false", "ERRORD_SEVER_ID": "x", "ERRORD_NODE_NAME": "ok"})
+    assert got[:2] == ["ERRORD_DEFAULT__NOTIFY: names no setting (did you mean ERRORD_DEFAULTS__NOTIFY?)",
+                       "ERRORD_SEVER_ID: names no setting (did you mean ERRORD_SERVER_ID?)"]
+    assert len(got) == 3 and got[2].startswith("scope: ")
+
+
+def test_variables_that_are_not_settings_and_any_case_are_accepted(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[sources]]\npath = "/l/*"\n')
+    s = Settings.load(None, environ={
+        "ERRORD_CONFIG": str(path),  # names the file, not a setting
+        "ERRORD_TEST_SEED": "42", "ERRORD_TEST_MONGODB_URI": "mongodb://x",  # the test suite's own
+        "errord_defaults__notify": "false", "Errord_Codes__DB__Re_Alert_Time": "5m",  # case-insensitive
+        "ERRORDX": "1", "MY_ERRORD_THING": "1",  # other prefixes
+    })  # fmt: skip
+    assert s.config_path == path and s.defaults.notify is False and s.codes["db"].re_alert_time == 300.0
+
+
+def test_a_typo_in_the_environment_refuses_run_and_check_config(make_errord) -> None:  # type: ignore[no-untyped-def]
+    e = make_errord()
+    e.env["ERRORD_DEFAULT__NOTIFY"] = "false"  # the operator believes errord is silent
+    for cmd in ("check-config", "run"):
+        res = e.cli(cmd, check=False, timeout=20)
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.splitlines() == [
+            "errord: config: ERRORD_DEFAULT__NOTIFY: names no setting (did you mean ERRORD_DEFAULTS__NOTIFY?)"]
+        assert res.stdout == ""
+
+
+# --- sources are required to run ------------------------------------------------------
+
+
+def test_no_sources_are_refused_where_the_daemon_would_read(tmp_path: Path, no_default_file: Path) -> None:
+    empty = load(tmp_path, "")
+    assert empty.sources == []  # the read commands load it as it is
+    with pytest.raises(ConfigError) as info:
+        empty.require_sources()
+    assert info.value.problems == [f"sources: nothing to read: {tmp_path / 'errord.toml'} has no [[sources]] table "
+                                   f"(add one with a path glob)"]
+    with pytest.raises(ConfigError) as info:
+        Settings.load(environ={}).require_sources()  # no /etc/errord/errord.toml
+    assert info.value.problems == [f"sources: nothing to read: there is no {settings_mod.DEFAULT_CONFIG} (name a "
+                                   "config file with -c FILE or $ERRORD_CONFIG) and no ERRORD_SOURCES"]
+    Settings.load(environ={"ERRORD_SOURCES": '[{"path": "/l/*"}]'}).require_sources()
+    load(tmp_path, '[[sources]]\npath = "/l/*"\n').require_sources()
 
 
 def test_log_level_is_case_insensitive(tmp_path: Path) -> None:

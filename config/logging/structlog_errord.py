@@ -8,7 +8,10 @@
 
 Each call writes one JSON object per line: ``event`` (the message), ``level``,
 ``timestamp`` (ISO-8601 UTC) and your keys. A ``timedelta`` is written as its repr,
-``"datetime.timedelta(seconds=900)"``, which errord reads as 15 minutes.
+``"datetime.timedelta(seconds=900)"``, which errord reads as 15 minutes. An ``enum.Enum``
+member (``error_code=Code.DB_DOWN``, as in-app error-code managers often had) is written
+as its value, ``"db_down"``: JSONRenderer alone would write its repr,
+``"<Code.DB_DOWN: 'db_down'>"``, and errord would open an incident under that name.
 
 The file goes through the standard library's ``WatchedFileHandler`` (set up with
 ``logging.config.dictConfig``), which reopens the file after logrotate renamed it
@@ -18,13 +21,23 @@ plain ``logging`` calls (your libraries) as the same JSON, so one file holds bot
 
 from __future__ import annotations
 
+import enum
 import logging
 import logging.config
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
-__all__ = ["configure", "logging_config"]
+__all__ = ["configure", "logging_config", "enum_values"]
+
+
+def enum_values(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A structlog processor: every ``enum.Enum`` value becomes its ``.value``."""
+    for key, value in event_dict.items():
+        if isinstance(value, enum.Enum):
+            event_dict[key] = value.value
+    return event_dict
 
 # Shared by structlog's own calls and by foreign (stdlib) records.
 _PRE_CHAIN: list[Any] = [
@@ -46,6 +59,7 @@ def logging_config(path: str, level: str = "INFO") -> dict[str, Any]:
                 "processors": [
                     structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                     structlog.processors.format_exc_info,  # a traceback as one JSON string
+                    enum_values,  # here, so stdlib extra={...} values are converted too
                     structlog.processors.JSONRenderer(),
                 ],
                 # stdlib records: their extra={...} keys (error_code, ...) become JSON keys too

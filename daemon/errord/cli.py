@@ -8,14 +8,16 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import orjson
 
 from errord import __version__
 from errord.durations import parse_duration
-from errord.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, DurationError, ErrordError, NoStateError, exit_status
+from errord.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_NOT_RUNNING, EXIT_OK, DurationError, ErrordError, NoStateError
+from errord.errors import exit_status
 from errord.fileid import expand
 from errord.journal import Journal
 from errord.model import Incident, Position
@@ -29,8 +31,11 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # The hidden command is not in the public parser, so no usage or error text lists it.
+    hidden = words[:1] == [DUMP_COMMAND]
+    parser = _dump_parser() if hidden else _parser()
+    args = parser.parse_args(words[1:] if hidden else words)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_CONFIG
@@ -43,30 +48,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a usage error as one line on stderr and exit status 2, like a bad config."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"errord: {message} (see '{self.prog} --help')\n")
+
+
+_CONFIG_HELP = "config file (default: $ERRORD_CONFIG, else /etc/errord/errord.toml)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--config", type=Path, help="config file (default: $ERRORD_CONFIG, else /etc/errord/errord.toml)")
-    as_json = argparse.ArgumentParser(add_help=False)
+    # -c is taken before the command and after it: the command's copy only sets the
+    # value when given (SUPPRESS), so it never hides one given before the command.
+    common = _Parser(add_help=False)
+    common.add_argument("-c", "--config", type=Path, default=argparse.SUPPRESS, metavar="FILE", help=_CONFIG_HELP)
+    as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = argparse.ArgumentParser(prog="errord", description="Error codes in JSON logs -> deduplicated alerts and incident history.")
+    p = _Parser(prog="errord", description="Error codes in JSON logs -> deduplicated alerts and incident history.")
     p.add_argument("--version", action="version", version=f"errord {__version__}")
+    p.add_argument("-c", "--config", type=Path, default=None, metavar="FILE", help=_CONFIG_HELP)
     sub = p.add_subparsers(metavar="COMMAND")
 
     c = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
     c.set_defaults(func=cmd_run)
-    c = sub.add_parser(DUMP_COMMAND, parents=[common])  # hidden: see cmd_dump_config
-    c.set_defaults(func=cmd_dump_config)
     c = sub.add_parser("check-config", parents=[common], help="validate and print the effective config (secrets redacted)")
     c.set_defaults(func=cmd_check_config)
     c = sub.add_parser("active", parents=[common, as_json], help="the open incidents")
     c.set_defaults(func=cmd_active)
     c = sub.add_parser("history", parents=[common, as_json], help="incidents, newest first")
     c.add_argument("--code", help="only this error code")
-    c.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
-    c.add_argument("--active-only", action="store_true", help="only open incidents")
+    c.add_argument("--app", help="only incidents of this app (the source's label)")
+    c.add_argument("--since", type=_since_arg, metavar="DURATION|TIME",
+                   help="only incidents that started at or after this: a time (2026-01-14T15:00:00Z; "
+                        "without a zone, UTC) or a duration ago (2h, 1d)")
+    state = c.add_mutually_exclusive_group()
+    state.add_argument("--state", choices=["active", "cleared"], help="only open / only cleared incidents")
+    state.add_argument("--active-only", dest="state", action="store_const", const="active",
+                       help="the same as --state active")
+    c.add_argument("--limit", type=_positive_int, default=100, help="at most this many (default 100)")
     c.set_defaults(func=cmd_history)
-    c = sub.add_parser("status", parents=[common, as_json], help="files, positions, pending work, daemon state")
+    c = sub.add_parser("status", parents=[common, as_json],
+                       help="files, positions, pending work, daemon state (exit 3 when no daemon runs)")
     c.set_defaults(func=cmd_status)
     c = sub.add_parser("replay", parents=[common, as_json], help="what the engine would notify for these files (no state touched)")
     c.add_argument("logfiles", nargs="+", type=Path, metavar="LOGFILE")
@@ -82,6 +106,40 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _dump_parser() -> argparse.ArgumentParser:
+    """The hidden ``_dump-config [-c FILE]`` (see ``cmd_dump_config``)."""
+    p = _Parser(prog=f"errord {DUMP_COMMAND}", add_help=False)
+    p.add_argument("-c", "--config", type=Path, default=None)
+    p.set_defaults(func=cmd_dump_config)
+    return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _since_arg(text: str) -> float:
+    """``--since``: epoch seconds from a duration ago (``2h``) or an ISO-8601 time
+    (without a zone: UTC, the zone every time errord prints is in)."""
+    try:
+        return time.time() - parse_duration(text)
+    except DurationError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration (2h, 1d, PT15M) or a time (2026-01-14T15:00:00Z), got {text!r}"
+        ) from None
+    return (when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)).timestamp()
+
+
 def _load(args: argparse.Namespace) -> Settings:
     return Settings.load(args.config)
 
@@ -95,6 +153,7 @@ def _print_json(data: Any) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args)  # a bad config exits 2 here, before anything starts
+    settings.require_sources()
     from errord.serve import exec_daemon  # the daemon runs in a fresh image without pydantic
 
     argv = ["run"] + (["-c", str(args.config)] if args.config is not None else [])
@@ -103,20 +162,64 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_dump_config(args: argparse.Namespace) -> int:
     """Hidden: the validated config, secrets included, as JSON on stdout (for a reloading
-    daemon, which reads it through a pipe; see ``serve.load_config``)."""
-    sys.stdout.write(orjson.dumps(_load(args).dump_for_run()).decode() + "\n")
+    daemon, which reads it through a pipe; see ``serve.load_config``). Refuses what
+    ``run`` refuses, so a reload does too (an empty file written while it ran)."""
+    settings = _load(args)
+    settings.require_sources()
+    sys.stdout.write(orjson.dumps(settings.dump_for_run()).decode() + "\n")
     return EXIT_OK
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _load(args)
+    settings.require_sources()
     from errord.daemon import Daemon
 
     Daemon._make_sink(settings)  # every notify URL must be one Apprise can use
     for warning in settings.secret_warnings():
         print(f"errord: warning: {warning}", file=sys.stderr)
+    first_start = _first_start(settings)
+    for i, src in enumerate(settings.sources):  # stderr: stdout stays the config as JSON
+        print(f"errord: sources.{i}: {src.path}: {_matches_now(src.path, src.start_at, first_start)}",
+              file=sys.stderr)
     _print_json(settings.redacted())
     return EXIT_OK
+
+
+def _first_start(settings: Settings) -> bool:
+    """Whether the daemon's next start is its very first on this state_dir (``start_at``
+    applies then)."""
+    try:
+        journal = _open_readonly(settings)
+        if journal is None:
+            return True
+        with journal:
+            return journal.get_meta("initialized") is None
+    except ErrordError:  # unreadable state: the daemon says why at start
+        return False
+
+
+def _matches_now(pattern: str, start_at: str, first_start: bool) -> str:
+    """What a source's glob matches now, for ``check-config``."""
+    found = expand(pattern)
+    files = sum(1 for p in found if os.path.isfile(p))
+    folders = sum(1 for p in found if os.path.isdir(p))
+    if not files:
+        if folders:
+            return (f"matches {_count(folders, 'folder')} and no file: a source names files, "
+                    f"e.g. {os.path.join(pattern, '*.jsonl')}")
+        return "matches nothing yet (a file that appears while errord runs is read from its start)"
+    text = f"matches {_count(files, 'file')} now"
+    if folders:
+        text += f" (and {_count(folders, 'folder')}, skipped)"
+    if first_start:
+        text += (' (first start: start_at = "end" skips what they hold now)' if start_at == "end"
+                 else " (first start: read from their start)")
+    return text
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _open_readonly(settings: Settings) -> Journal | None:
@@ -141,11 +244,15 @@ def _show_incidents(incidents: list[Incident], as_json: bool) -> None:
     if as_json:
         _print_json([incident_json(i) for i in incidents])
     elif incidents:
-        tty = sys.stdout.isatty()  # a person: relative times, fit the width; a pipe: absolute times
-        width = shutil.get_terminal_size().columns if tty else None
-        print(incidents_table(incidents, time.time(), relative=tty, width=width))
+        width = _terminal_width()  # a person: relative times, fit the width; a pipe: absolute times
+        print(incidents_table(incidents, time.time(), relative=width is not None, width=width))
     else:
         print("no incidents")
+
+
+def _terminal_width() -> int | None:
+    """The terminal's columns when stdout is one (``$COLUMNS`` wins), else None."""
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
 
 
 def _from_mongo(settings: Settings, query: Callable[[Any], list[Incident]]) -> list[Incident] | None:
@@ -184,13 +291,11 @@ def cmd_active(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     settings = _load(args)
-    if args.limit < 1:
-        raise ErrordError("--limit must be at least 1")
-    incidents = _from_mongo(settings, lambda store: store.history(code=args.code, limit=args.limit,
-                                                                  active_only=args.active_only))
+    filters = dict(code=args.code, limit=args.limit, app=args.app, since=args.since, state=args.state)
+    incidents = _from_mongo(settings, lambda store: store.history(**filters))
     if incidents is None:
         journal = _open_store(settings)
-        incidents = journal.history(code=args.code, limit=args.limit, active_only=args.active_only) if journal else []
+        incidents = journal.history(**filters) if journal else []
     _show_incidents(incidents, args.json)
     return EXIT_OK
 
@@ -247,9 +352,11 @@ def _matched_files(settings: Settings) -> Iterator[str]:
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _load(args)
     data = status_data(settings)
+    # as `systemctl status`: 3 when no daemon runs, so `errord status || page-me` works
+    code = EXIT_OK if data["running"] else EXIT_NOT_RUNNING
     if args.json:
         _print_json(data)
-        return EXIT_OK
+        return code
     running = f"running (pid {data['pid']})" if data["running"] else "not running"
     print(f"daemon: {running}; state in {data['state_dir']}")
     print(f"open incidents: {data['active_incidents']}; notices pending: {data['pending_notices']}; "
@@ -260,10 +367,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         size: Callable[[int], object] = human_bytes if sys.stdout.isatty() else int
         rows = [[f["path"], size(f["position"]), size(f["size"]), size(max(f["size"] - f["position"], 0)),
                  f["lines_read"], f["lines_skipped"]] for f in data["files"]]
-        print(table(["FILE", "POSITION", "SIZE", "BEHIND", "LINES", "SKIPPED"], rows, right=(1, 2, 3)))
+        print(table(["FILE", "POSITION", "SIZE", "BEHIND", "LINES", "SKIPPED"], rows, right=(1, 2, 3),
+                    width=_terminal_width(), shrink={0: "start"}, drop=(2, 1, 5, 4)))
     else:
         print("no files match the configured sources")
-    return EXIT_OK
+    return code
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -299,7 +407,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if rows:
         if not args.summary:
             print()
-        print(table(SUMMARY_HEADERS, rows))
+        print(table(SUMMARY_HEADERS, rows, width=_terminal_width(), shrink={0: "end"}))
     print(f"{count} notice(s) from {replay.lines_read} line(s) ({replay.lines_skipped} skipped); "
           f"{replay.open_at_end()} incident(s) still open at the end", file=sys.stderr)
     return EXIT_OK
@@ -361,6 +469,6 @@ def cmd_test_notify(args: argparse.Namespace) -> int:
     sink = NotifySink(settings.state_dir, settings.notify)
     where = f"{settings.server_id}/{settings.node_name}" if settings.node_name else settings.server_id
     results = sink.send_test(f"🔔 errord test notice from {where}", "If you can read this, errord can reach you.")
-    for target, ok in results.items():
-        print(f"{'ok    ' if ok else 'FAILED'}  {target}")
-    return EXIT_OK if results and all(results.values()) else EXIT_FAIL
+    for target, (ok, reason) in results.items():
+        print(f"ok      {target}" if ok else f"FAILED  {target}: {reason or 'not accepted'}")
+    return EXIT_OK if results and all(ok for ok, _ in results.values()) else EXIT_FAIL

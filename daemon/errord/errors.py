@@ -7,10 +7,11 @@ import sys
 
 __all__ = [
     "ErrordError", "ConfigError", "DurationError", "JournalError", "NoStateError", "NotifyError",
-    "MongoError", "exit_status", "EXIT_OK", "EXIT_FAIL", "EXIT_CONFIG",
+    "MongoError", "exit_status", "EXIT_OK", "EXIT_FAIL", "EXIT_CONFIG", "EXIT_NOT_RUNNING",
 ]  # fmt: skip
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
+EXIT_NOT_RUNNING = 3  # `errord status` with no daemon on the state_dir, as `systemctl status`
 
 
 class ErrordError(Exception):

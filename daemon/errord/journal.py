@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from .errors import JournalError, NoStateError
-from .model import Incident, Notice, NoticeType, Position
+from .model import HistoryState, Incident, Notice, NoticeType, Position, history_state
 
 __all__ = ["Journal", "Delivery", "MongoWrite", "DB_NAME", "SCHEMA_VERSION", "STDERR_TARGET"]
 
@@ -674,15 +674,29 @@ class Journal:
     # -- reads -------------------------------------------------------------------------
 
     def history(
-        self, code: str | None = None, limit: int = 100, active_only: bool = False
+        self, code: str | None = None, limit: int = 100, active_only: bool = False, *,
+        app: str | None = None, since: float | None = None, state: HistoryState | None = None,
     ) -> list[Incident]:
-        """Incidents, newest ``start_time`` first; ``limit < 0`` means no limit."""
-        where, params = [], []
+        """Incidents, newest ``start_time`` first; ``limit < 0`` means no limit.
+
+        Filters (all optional, combined with AND): ``code``, ``app``, ``since`` (epoch
+        seconds: ``start_time`` at or after it), ``state`` (``"active"`` or
+        ``"cleared"``; ``active_only=True`` is ``state="active"``).
+        """
+        state = history_state(state, active_only)
+        where: list[str] = []
+        params: list[object] = []
         if code is not None:
             where.append("code = ?")
             params.append(code)
-        if active_only:
-            where.append("active = 1")
+        if app is not None:
+            where.append("app = ?")
+            params.append(app)
+        if since is not None:
+            where.append("start_time >= ?")
+            params.append(since)
+        if state is not None:
+            where.append("active = 1" if state == "active" else "active = 0")
         sql = f"SELECT {', '.join(_INCIDENT_COLS)} FROM incidents"
         if where:
             sql += " WHERE " + " AND ".join(where)

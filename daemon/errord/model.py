@@ -9,9 +9,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
+    "HistoryState",
+    "history_state",
     "LogEvent",
     "Incident",
     "Kind",
@@ -189,3 +191,18 @@ class Position:
     @property
     def key(self) -> FileKey:
         return (self.dev, self.ino)
+
+
+HistoryState = Literal["active", "cleared"]  # the ``state`` filter of the stores' ``history``
+
+
+def history_state(state: HistoryState | None, active_only: bool) -> HistoryState | None:
+    """The ``state`` filter of ``history(...)``: ``active_only=True`` is the older spelling
+    of ``state="active"``; asking for both open and cleared-only is a ``ValueError``."""
+    if state not in (None, "active", "cleared"):
+        raise ValueError(f"state must be 'active' or 'cleared', not {state!r}")
+    if active_only:
+        if state == "cleared":
+            raise ValueError("active_only=True contradicts state='cleared'")
+        return "active"
+    return state

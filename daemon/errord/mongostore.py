@@ -28,7 +28,7 @@ from pymongo.write_concern import WriteConcern
 
 from .config import redact_mongo_uri
 from .errors import MongoError
-from .model import TIME_FIELDS, Incident
+from .model import TIME_FIELDS, HistoryState, Incident, history_state
 
 if TYPE_CHECKING:  # the daemon passes config.Mongo, the commands settings.MongoSettings
     from .settings import MongoSettings
@@ -117,10 +117,14 @@ def upsert(inc: Incident) -> UpdateOne:
 
 
 def host_filter(
-    server_id: str, node_name: str, *, code: str | None = None, active_only: bool = False
+    server_id: str, node_name: str, *, code: str | None = None, active_only: bool = False,
+    app: str | None = None, since: float | None = None, state: HistoryState | None = None,
 ) -> dict[str, Any]:
-    """errord's documents of one host (``server_id``/``node_name``), optionally one code /
-    open ones. Documents without ``incident_id`` (the in-app manager's) never match."""
+    """errord's documents of one host (``server_id``/``node_name``), optionally filtered as
+    ``Journal.history`` filters (one code, one app, ``start_time`` at or after ``since``,
+    open or cleared ones). Documents without ``incident_id`` (the in-app manager's) never
+    match."""
+    state = history_state(state, active_only)
     query: dict[str, Any] = {
         "incident_id": {"$type": "string"},
         "server_id": server_id,
@@ -128,8 +132,12 @@ def host_filter(
     }
     if code is not None:
         query["code"] = code
-    if active_only:
-        query["active"] = True
+    if app is not None:
+        query["app"] = app
+    if since is not None:
+        query["start_time"] = {"$gte": datetime.fromtimestamp(since, timezone.utc)}
+    if state is not None:
+        query["active"] = state == "active"
     return query
 
 
@@ -215,10 +223,13 @@ class MongoStore:
                    where=describe(settings), scrub=scrub, client=client)  # fmt: skip
 
     def history(
-        self, code: str | None = None, limit: int = 100, active_only: bool = False
+        self, code: str | None = None, limit: int = 100, active_only: bool = False, *,
+        app: str | None = None, since: float | None = None, state: HistoryState | None = None,
     ) -> list[Incident]:
-        """This host's incidents, newest ``start_time`` first; ``limit <= 0``: no limit."""
-        query = host_filter(self.server_id, self.node_name, code=code, active_only=active_only)
+        """This host's incidents, newest ``start_time`` first; ``limit <= 0``: no limit.
+        Filters as ``Journal.history`` (``since`` in epoch seconds)."""
+        query = host_filter(self.server_id, self.node_name, code=code, active_only=active_only,
+                            app=app, since=since, state=state)
         try:
             docs = list(
                 self.coll.find(query, sort=[("start_time", DESCENDING), ("_id", DESCENDING)],

@@ -223,19 +223,38 @@ class Settings(PolicyMixin, BaseSettings):
         chosen = Path(_absolute(named if named is not None else DEFAULT_CONFIG))
         raw = _read_toml(chosen, required=named is not None)
         data = _anchor_paths(raw, chosen.parent) if raw is not None else {}
+        unknown = _unknown_environment(cls, env)
         try:
-            from_env = _MappingEnvSource(cls, env)()
+            from_env = _MappingEnvSource(cls, {k: v for k, v in env.items() if k not in unknown})()
         except SettingsError as err:  # a list or table given as invalid JSON
             field = re.search(r'field "([^"]+)"', str(err))
             name = f"ERRORD_{field.group(1).upper()}" if field else "environment"
-            raise ConfigError(f"{name}: not valid JSON (lists and tables need JSON)") from None
+            raise ConfigError([*unknown.values(), f"{name}: not valid JSON (lists and tables need JSON)"]) from None
         try:
             settings = cls.model_validate(_deep_merge(data, from_env))
         except ValidationError as err:
-            raise ConfigError(_problems(err, cls)) from None  # the cause would echo secrets
+            raise ConfigError([*unknown.values(), *_problems(err, cls)]) from None  # the cause would echo secrets
+        if unknown:
+            raise ConfigError(list(unknown.values()))
         settings._config_path = chosen if raw is not None else None
         settings._file_has_secrets = raw is not None and _file_has_secrets(raw)
         return settings
+
+    def require_sources(self) -> None:
+        """Raise ``ConfigError`` unless at least one ``[[sources]]`` is configured.
+
+        A daemon with nothing to read would idle forever looking healthy (a missing
+        ``/etc/errord/errord.toml``, an empty file written while a reload ran), so ``run``,
+        ``check-config`` and a reload refuse it; the read commands do not need sources.
+        """
+        if self.sources:
+            return
+        if self._config_path is not None:
+            why = f"{self._config_path} has no [[sources]] table (add one with a path glob)"
+        else:
+            why = (f"there is no {DEFAULT_CONFIG} (name a config file with -c FILE or ${CONFIG_ENV}) "
+                   f"and no ERRORD_SOURCES")
+        raise ConfigError(f"sources: nothing to read: {why}")
 
     def redacted(self) -> dict[str, Any]:
         """The effective config as JSON-able data, for ``errord check-config``.
@@ -309,6 +328,63 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
     return merged
 
 
+def _unknown_environment(model: type[BaseModel], env: Mapping[str, str]) -> dict[str, str]:
+    """``{variable: problem}`` for each ``ERRORD_`` variable that names no setting.
+
+    pydantic-settings looks up only the names it knows, so a typo such as
+    ``ERRORD_DEFAULT__NOTIFY`` would be dropped without a word (an operator who believes
+    errord is silent would get live alerts). Names match case-insensitively and nested
+    keys are joined by ``__``, as pydantic-settings reads them; the keys of a table of
+    tables (``codes``) are free. ``ERRORD_CONFIG`` and ``ERRORD_TEST_*`` are not settings.
+    """
+    out: dict[str, str] = {}
+    for name in sorted(env):
+        if not name.lower().startswith("errord_") or name == CONFIG_ENV or name.upper().startswith("ERRORD_TEST_"):
+            continue
+        problem = _env_problem(model, name[len("errord_"):].lower().split("__"))
+        if problem is not None:
+            if name.upper() == CONFIG_ENV:
+                problem = f"names no setting (the config file is named by {CONFIG_ENV}, in upper case)"
+            out[name] = f"{name}: {problem}"
+    return out
+
+
+def _env_problem(model: type[BaseModel], parts: list[str]) -> str | None:
+    """Why the nested key ``parts`` names no setting of ``model``, or None if it does."""
+    tp: Any = model
+    fixed: list[str] = []  # the parts, each unknown one replaced by its closest match
+    guessed = False
+    for part in parts:
+        tp = _unwrap_optional(tp)
+        where = ".".join(fixed)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if part not in tp.model_fields:
+                close = difflib.get_close_matches(part, list(tp.model_fields), n=1)
+                if not close:
+                    return "names no setting"
+                guessed, part = True, close[0]
+            fixed.append(part)
+            tp = tp.model_fields[part].annotation
+        elif typing.get_origin(tp) is dict:  # [codes.X]: any X
+            if not part:
+                return "names no setting (an empty key)"
+            fixed.append(part)
+            tp = typing.get_args(tp)[-1]
+        elif guessed:
+            return "names no setting"
+        elif typing.get_origin(tp) is list:  # pydantic-settings reads no list index
+            return f"names no setting ({where} is a list: give all of it as JSON in ERRORD_{where.upper()})"
+        else:
+            return f"names no setting ({where} is a value, not a table)"
+    return f"names no setting (did you mean ERRORD_{'__'.join(fixed).upper()}?)" if guessed else None
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # X | None
+        return next(a for a in typing.get_args(tp) if a is not type(None))
+    return tp
+
+
 def _problems(err: ValidationError, model: type[BaseModel]) -> list[str]:
     lines = []
     for e in err.errors(include_url=False, include_input=False, include_context=False):
@@ -325,9 +401,7 @@ def _problems(err: ValidationError, model: type[BaseModel]) -> list[str]:
 def _fields_at(tp: Any, path: Sequence[int | str]) -> list[str]:
     """Field names of the model found at ``path`` below ``tp`` (for "did you mean")."""
     for part in (*path, None):
-        origin = typing.get_origin(tp)
-        if origin in (typing.Union, types.UnionType):  # X | None
-            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        tp = _unwrap_optional(tp)
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             if part is None:
                 return list(tp.model_fields)

@@ -257,19 +257,20 @@ class NotifySink:
         with Journal(self.state_dir) as j:
             return j.pending_notices()
 
-    def send_test(self, title: str, body: str) -> dict[str, bool]:
+    def send_test(self, title: str, body: str) -> dict[str, tuple[bool, str]]:
         """Send one notice to every target now, bypassing the outbox.
 
-        Returns ``{redacted target: accepted}``.
+        Returns ``{redacted target: (accepted, reason)}``; the reason of a failure is
+        the one the outbox's retry log gives (secrets masked), ``""`` when accepted.
         """
-        def one(t: _Target) -> bool:
+        def one(t: _Target) -> tuple[bool, str]:
             if t.url is None:
                 self._write_stderr("info", title, body)
-                return True
+                return True, ""
             ok, err = self._send(self._apprise(t), t, title, body, "info")
             if not ok:
                 logger.warning("test notice to %s failed: %s", t.name, err)
-            return ok
+            return ok, err
 
         self._scrub_enter()
         try:
@@ -277,7 +278,7 @@ class NotifySink:
                 results = list(pool.map(one, self._targets))
         finally:
             self._scrub_exit()
-        out: dict[str, bool] = {}
+        out: dict[str, tuple[bool, str]] = {}
         for t, ok in zip(self._targets, results):
             name, n = t.name, 2
             while name in out:  # two targets may redact to the same text
