@@ -1,0 +1,206 @@
+"""File descriptors for log files: the open-file limit, and how many files may be open at once.
+
+errord holds one descriptor per file it follows. Services start with a soft limit of 1,024
+(systemd's default; the hard limit is usually far higher), so at start the daemon raises
+the soft limit to the hard one (:func:`raise_open_file_limit`); where that is refused (a
+seccomp filter, a container) it runs on with what it has.
+
+The tailer then keeps at most :attr:`FdBudget.files` files open, leaving a reserve for the
+journal, sockets, folder watches and child processes. When more files match, it closes
+the ones that are quiet (read to their end, nothing uncommitted, the least recently grown
+first) and reopens them by identity when they change, as Filebeat's ``close_inactive``
+does (:mod:`errord.tail`). When the system still says EMFILE/ENFILE (something else holds
+descriptors, or the system-wide table is full), :meth:`FdBudget.exhausted` lowers the cap
+to what is open, stops opening more for a while (1 s, doubling up to 60 s) and logs one
+warning (again at most every 10 minutes): the files already open are read on, the others
+wait, nothing spins.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import itertools
+import logging
+import resource
+import time
+from collections.abc import Callable, Iterable
+
+from errord.follower import Follower, real_folder
+from errord.model import FileKey
+
+__all__ = ["FdBudget", "Parking", "raise_open_file_limit", "soft_limit", "OUT_OF_FDS"]
+
+logger = logging.getLogger(__name__)
+
+OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
+MIN_FILES = 8  # never fewer files open than this, whatever the limit says
+RETRY_MIN, RETRY_MAX = 1.0, 60.0  # seconds before opening more after EMFILE/ENFILE
+WARN_EVERY = 600.0  # seconds between warnings about running out
+SLACK = 4  # descriptors given back after EMFILE, for folder listings and the journal
+NR_OPEN = "/proc/sys/fs/nr_open"  # the kernel's ceiling for RLIMIT_NOFILE
+
+GetLimit = Callable[[int], tuple[int, int]]
+SetLimit = Callable[[int, tuple[int, int]], None]
+
+
+def raise_open_file_limit(get: GetLimit = resource.getrlimit, set_: SetLimit = resource.setrlimit) -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one; return the soft limit now in force.
+
+    Logs what it did. A refusal (EPERM from a syscall filter, …) is logged and errord runs
+    on with the limit it has. ``get``/``set_`` are :mod:`resource`'s functions (a test
+    hands in a refusing one: no unprivileged process can make the kernel refuse this).
+    """
+    try:
+        soft, hard = get(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError) as exc:
+        logger.warning("cannot read the open-file limit: %s", exc)
+        return -1
+    target = hard
+    if hard == resource.RLIM_INFINITY or hard > _nr_open():
+        target = _nr_open()  # the kernel refuses more than nr_open, even to root
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            set_(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            logger.warning("could not raise the open-file limit from %d to %d (%s); running with %d: when "
+                           "more files match, errord closes quiet ones and reopens them when they change",
+                           soft, target, exc, soft)
+            return soft
+        logger.info("raised the open-file limit (RLIMIT_NOFILE) from %d to %d", soft, target)
+        return target
+    logger.info("open-file limit (RLIMIT_NOFILE): %d", soft)
+    return soft
+
+
+def soft_limit() -> int:
+    """The soft open-file limit in force now (1,024 if it cannot be read)."""
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (OSError, ValueError):
+        return 1024
+    return _nr_open() if soft == resource.RLIM_INFINITY else soft
+
+
+def _nr_open() -> int:
+    try:
+        with open(NR_OPEN) as fh:
+            return int(fh.read())
+    except (OSError, ValueError):
+        return 1 << 20
+
+
+def reserve(limit: int) -> int:
+    """Descriptors kept for everything but log files: the journal (and a second connection
+    per sink thread), the event loop, sockets, folder watches, the notify helper's pipes,
+    a reload's child process, transient opens (folder listings, fingerprints)."""
+    return 64 + limit // 16
+
+
+class FdBudget:
+    """How many log files the tailer may hold open now.
+
+    ``files``: the budget (default: the soft limit less :func:`reserve`). ``cap(now)`` is
+    ``files``, or less for a while after the system said EMFILE/ENFILE (``exhausted``).
+    """
+
+    def __init__(self, files: int | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = soft_limit()
+        self.files = files if files is not None else max(MIN_FILES, self.limit - reserve(self.limit))
+        self._clock = clock
+        self._cap = self.files
+        self.retry_at = 0.0
+        self._delay = 0.0
+        self._warned_at: float | None = None
+        self._told_pressure = False
+
+    def cap(self, now: float) -> int:
+        """How many files may be open at ``now``."""
+        if self._cap < self.files and now >= self.retry_at:
+            self._cap = self.files  # try again; a new EMFILE backs off longer
+        return self._cap
+
+    def blocked(self, now: float) -> bool:
+        """Whether opening more files is suspended after EMFILE/ENFILE."""
+        return now < self.retry_at
+
+    def exhausted(self, now: float, open_files: int, waiting: int, err: int = errno.EMFILE) -> None:
+        """The system refused a descriptor: hold at what is open, back off, say so (rate-limited)."""
+        self._cap = max(1, min(self._cap, open_files - SLACK))
+        if now < self.retry_at:
+            return  # already backing off
+        if now - self.retry_at > RETRY_MAX:  # the last time is long past: start the back-off afresh
+            self._delay = 0.0
+        self._delay = min(RETRY_MAX, max(RETRY_MIN, self._delay * 2))
+        self.retry_at = now + self._delay
+        if self._warned_at is None or now - self._warned_at >= WARN_EVERY:
+            self._warned_at = now
+            what = "the system's file table is full (ENFILE)" if err == errno.ENFILE else (
+                f"the open-file limit ({self.limit}) is reached (EMFILE)")
+            logger.warning("out of file descriptors: %s with %d log file(s) open; reading those, %d file(s) "
+                           "wait and are retried in %.0fs (raise LimitNOFILE= or the hard limit; warned at "
+                           "most every %.0f min)", what, open_files, waiting, self._delay, WARN_EVERY / 60)
+
+    def pressure(self, matched: int) -> None:
+        """Say once that more files match than are kept open."""
+        if not self._told_pressure:
+            self._told_pressure = True
+            logger.info("%d files match, more than the %d errord keeps open (open-file limit %d): quiet files "
+                        "are closed and reopened when they change", matched, self.files, self.limit)
+
+
+class Parking:
+    """Followers closed for want of descriptors (*parked*) and those waiting to reopen.
+
+    A parked follower keeps everything but its descriptor; its state is always its last
+    committed one (only followers with nothing uncommitted are parked), except for the
+    path or source a scan updated, which ``dirty`` lists for the next checkpoint.
+    """
+
+    def __init__(self, budget: FdBudget) -> None:
+        self.budget = budget
+        self.parked: dict[FileKey, Follower] = {}
+        self.want: dict[FileKey, float] = {}  # parked identities to reopen, oldest wish first
+        self.dirty: set[FileKey] = set()
+
+    def park(self, f: Follower) -> None:
+        """Close ``f``'s descriptor and keep it here."""
+        f.park()
+        self.parked[f.key] = f
+        if f.fresh or f.mark() != f.snap:
+            self.dirty.add(f.key)
+
+    def take(self, key: FileKey) -> Follower | None:
+        """Remove a parked follower (to reopen it, or to stop following it)."""
+        self.want.pop(key, None)
+        self.dirty.discard(key)
+        return self.parked.pop(key, None)
+
+    def wish(self, key: FileKey, now: float) -> None:
+        """Reopen ``key`` when there is room (it changed, or has unread bytes)."""
+        if key in self.parked:
+            self.want.setdefault(key, now)
+
+    def moved(self, f: Follower, path: str | None = None, source: int | None = None) -> None:
+        """A scan found parked ``f`` at another path or for another source."""
+        if path is not None:
+            f.path, f.folder = path, real_folder(path)
+        if source is not None:
+            f.source = source
+        self.dirty.add(f.key)
+
+    def wishes(self, n: int) -> list[FileKey]:
+        """The ``n`` oldest wishes."""
+        return list(itertools.islice(self.want, max(n, 0)))
+
+    @staticmethod
+    def quietest(followers: Iterable[Follower], n: int) -> list[Follower]:
+        """Up to ``n`` open followers that can be closed losing nothing, least recently
+        grown first: read to their end, committed, not a copy's original."""
+        if n <= 0:
+            return []
+        fs = list(followers)
+        linked = {f.copy_of for f in fs if f.copy_of is not None}
+        ready = [f for f in fs if f.key not in linked and not f.fresh and f.cursor >= f.size
+                 and f.parkable() and f.mark() == f.snap]
+        return heapq.nsmallest(n, ready, key=lambda f: f.last_growth)
