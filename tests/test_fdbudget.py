@@ -173,3 +173,104 @@ async def test_out_of_descriptors_backs_off_without_spinning(tmp_path: Path, mak
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     await d.until(lambda: len(d.got) >= 60, timeout=90)
     assert sorted(d.lines()) == sorted(ln for p in paths for ln in lines(p.stem, 0, 1))
+
+
+# -- the open-file limit ---------------------------------------------------------------
+
+
+def test_raising_the_limit_refused_runs_on(caplog: pytest.LogCaptureFixture) -> None:
+    """A syscall filter (systemd's ``SystemCallFilter=~@resources``) refuses setrlimit:
+    errord says so and goes on with the limit it has. (No unprivileged process can make
+    the kernel refuse raising a soft limit up to the hard one, hence the refusing stand-in.)"""
+
+    def refuse(_res: int, _limits: tuple[int, int]) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    with caplog.at_level(logging.INFO, logger="errord"):
+        got = raise_open_file_limit(lambda _r: (256, 4096), refuse)
+    assert got == 256
+    assert any("could not raise the open-file limit from 256 to 4096" in r.getMessage()
+               and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def _limit(soft: int, hard: int) -> Callable[[], None]:
+    def preexec() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return preexec
+
+
+def start_limited(e, soft: int, hard: int) -> None:  # type: ignore[no-untyped-def]
+    """``e.start()`` with RLIMIT_NOFILE set in the child before it execs."""
+    log = open(e.log_path, "ab")
+    e.proc = subprocess.Popen([sys.executable, "-m", "errord", "run", "-c", str(e.config)], env=e.env,
+                              stdout=log, stderr=subprocess.STDOUT, preexec_fn=_limit(soft, hard))
+    log.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def nofile_limits(pid: int) -> tuple[int, int]:
+    for row in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if row.startswith("Max open files"):
+            soft, hard = row.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no Max open files in /proc/PID/limits")
+
+
+def test_the_daemon_raises_its_soft_limit_to_the_hard_one(make_errord) -> None:  # type: ignore[no-untyped-def]
+    e = make_errord()
+    start_limited(e, 256, 4096)
+    e.wait_running()
+    assert nofile_limits(e.proc.pid) == (4096, 4096)
+    assert "raised the open-file limit (RLIMIT_NOFILE) from 256 to 4096" in e.output()
+    assert e.stop() == 0
+
+
+@pytest.mark.slow
+def test_2000_files_under_a_limit_of_256(make_errord, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """2,000 files, soft = hard = 256: every line counted once, then new lines in closed
+    files too; one word about the limit, no warning per file, and no spinning while idle."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    n, coded = 2000, set(range(0, 2000, 10))
+    for i in range(n):
+        rec: dict[str, object] = {"message": f"line {i}", "notification": False}
+        if i in coded:
+            rec["error_code"] = f"E{i}"
+        (logs / f"app{i:04d}.jsonl").write_text(json.dumps(rec) + "\n")
+    e = make_errord(sources=[{"path": str(logs / "*.jsonl"), "start_at": "beginning", "rotate_wait": "1s"}])
+    t0 = time.monotonic()
+    start_limited(e, 256, 256)
+    e.wait_running(timeout=60)
+    status = e.wait_caught_up(timeout=120)
+    caught_up = time.monotonic() - t0
+    assert len(status["files"]) == n
+    assert sum(f["lines_read"] for f in status["files"]) == n
+    incidents = e.json("history", "--limit", "100000")
+    assert sorted(i["code"] for i in incidents) == sorted(f"E{i}" for i in coded)
+    assert all(i["occurrences"] == 1 for i in incidents)
+    # idle: the daemon's CPU time over 3 s (a bound against spinning, not a benchmark)
+    time.sleep(1.0)
+    before, t1 = cpu_seconds(e.proc.pid), time.monotonic()
+    time.sleep(3.0)
+    idle = (cpu_seconds(e.proc.pid) - before) / (time.monotonic() - t1)
+    assert idle < 0.30, f"{idle:.0%} of a core while idle"
+    # one more line in 300 files, most of them closed by now: each read once
+    later = random.Random(5).sample(range(n), 300)
+    for i in later:
+        with open(logs / f"app{i:04d}.jsonl", "a") as fh:
+            fh.write(json.dumps({"message": f"more {i}", "error_code": f"E{i}", "notification": False}) + "\n")
+    status = e.wait_caught_up(timeout=120)
+    assert sum(f["lines_read"] for f in status["files"]) == n + 300
+    occ = {i["code"]: i["occurrences"] for i in e.json("history", "--limit", "100000")}
+    assert occ == {f"E{i}": (1 if i in coded else 0) + (1 if i in later else 0) for i in coded | set(later)}
+    out = e.output()
+    assert "Too many open files" not in out and "cannot open" not in out
+    assert out.count("out of file descriptors") <= 1
+    assert "files match, more than the" in out
+    assert e.stop() == 0
+    print(f"{n} files, limit 256: caught up in {caught_up:.1f}s, idle CPU {idle:.1%} of a core, "
+          f"{n + 300} lines written and counted")
