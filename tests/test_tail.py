@@ -785,3 +785,102 @@ async def test_close_returns_quickly_and_wakes_a_waiter(tmp_path: Path, make: Ma
     await asyncio.wait_for(waiter, 1.0)
     assert time.monotonic() - t0 < 1.0
     assert d.t.read() == [] and d.t.files() == []
+
+
+# -- end to end: a glob removed and restored, where reading starts -------------------------
+
+
+def _rewrite(e, tmp_path: Path, glob: str, **cfg: object) -> None:  # type: ignore[no-untyped-def]
+    from conftest import write_config
+
+    cfg.setdefault("server_id", "test-host")
+    cfg.setdefault("node_name", "n1")
+    write_config(e.config, state_dir=str(tmp_path / "state"),
+                 sources=[{"path": str(tmp_path / "logs" / glob), "start_at": "beginning", "rotate_wait": "1s",
+                           "app": "demo"}], **cfg)
+
+
+def _reload(e) -> None:  # type: ignore[no-untyped-def]
+    import signal as _signal
+
+    n = e.output().count("config reloaded")
+    e.proc.send_signal(_signal.SIGHUP)
+    end = time.monotonic() + 20
+    while e.output().count("config reloaded") <= n:
+        assert time.monotonic() < end, e.output()[-2000:]
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_glob_removed_and_restored_resumes_where_it_was(make_errord, receiver, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """CONTRACT §7: a file that stops matching keeps its position and resumes there — on
+    SIGHUP, and across a restart while the glob was gone. Every line once, no notice twice."""
+    from conftest import line
+
+    notify = [{"url": receiver.url()}]
+    e = make_errord(notify=notify)
+    e.start()
+    log = tmp_path / "logs" / "app.jsonl"
+    append(log, [line(f"a{i}") for i in range(10)])
+    receiver.wait_for(10, timeout=15)
+    _rewrite(e, tmp_path, "*.jsnol", notify=notify)  # a typo: matches nothing
+    _reload(e)
+    append(log, [line(f"b{i}") for i in range(5)])
+    time.sleep(1.5)
+    assert len(receiver.received) == 10  # not matched: not read
+    _rewrite(e, tmp_path, "*.jsonl", notify=notify)  # fixed
+    _reload(e)
+    receiver.wait_for(15, timeout=15)
+    e.wait_caught_up()
+    # across a restart while the glob is gone
+    _rewrite(e, tmp_path, "*.jsnol", notify=notify)
+    _reload(e)
+    append(log, [line(f"c{i}") for i in range(3)])
+    assert e.stop() == 0
+    e.start()
+    append(log, [line("c3")])
+    time.sleep(1.5)
+    assert len(receiver.received) == 15
+    assert e.stop() == 0
+    _rewrite(e, tmp_path, "*.jsonl", notify=notify)
+    e.start()
+    receiver.wait_for(19, timeout=15)
+    status = e.wait_caught_up()
+    time.sleep(1.0)  # anything doubled would arrive now
+    titles = [r.body["title"].split()[1] for r in receiver.delivered]
+    assert sorted(titles) == sorted([f"a{i}" for i in range(10)] + [f"b{i}" for i in range(5)]
+                                    + [f"c{i}" for i in range(4)])
+    assert {h["code"]: h["occurrences"] for h in e.json("history")} == {t: 1 for t in titles}
+    assert [f["lines_read"] for f in status["files"]] == [19]
+    assert "matches again: resuming at its stored position" in e.output()
+    assert e.stop() == 0
+
+
+@pytest.mark.slow
+def test_the_daemon_logs_where_it_starts_reading_each_file(make_errord, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 10.11: per file, its end (start_at = "end" on the first start, with the bytes
+    skipped and how to read them), its start, or its stored position; 25 files give 20
+    lines and a summary."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for i in range(25):
+        append(logs / f"app{i:02d}.jsonl", lines(f"x{i}", 0, 2))
+    (logs / "a-empty.jsonl").touch()  # sorts first
+    (logs / "old.jsonl.1.gz").write_bytes(b"\x1f\x8b not read")
+    e = make_errord(sources=[{"path": str(logs / "*.jsonl*"), "start_at": "end"}])
+    e.start()
+    out = e.output()
+    size = len(b"".join(lines("x0", 0, 2)))
+    assert (f'reading {logs / "app00.jsonl"} from its end: skipping {size} existing bytes; '
+            'set start_at = "beginning" to read them') in out
+    assert f'reading {logs / "a-empty.jsonl"} from its start (0 bytes)' in out
+    assert out.count("from its end: skipping") == 19
+    assert "... and 6 more file(s): 6 from their end" in out
+    assert ".gz" not in out
+    assert e.stop() == 0
+    append(logs / "app03.jsonl", lines("x3", 2, 3))
+    e.start()
+    out = e.output().split("errord stopped")[-1]
+    assert f"reading {logs / 'app03.jsonl'} from its stored position {size:,} ({len(L('x3', 2)):,} bytes to read)" in out
+    assert "... and 6 more file(s): 6 at their stored position" in out
+    assert e.stop() == 0
