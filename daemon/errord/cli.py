@@ -16,7 +16,7 @@ import orjson
 from errord import __version__
 from errord.durations import parse_duration
 from errord.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, DurationError, ErrordError, NoStateError, exit_status
-from errord.fileid import expand
+from errord.fileid import expand, is_compressed
 from errord.journal import Journal
 from errord.model import Incident, Position
 from errord.runstate import read_run_state
@@ -239,7 +239,7 @@ def _matched_files(settings: Settings) -> Iterator[str]:
     seen: set[str] = set()
     for src in settings.sources:
         for path in sorted(expand(src.path)):  # glob, safe from symlink loops
-            if path not in seen and os.path.isfile(path):
+            if path not in seen and not is_compressed(path) and os.path.isfile(path):  # as the daemon
                 seen.add(path)
                 yield path
 
