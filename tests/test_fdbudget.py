@@ -143,6 +143,33 @@ async def _opened(d: Driver) -> Driver:
     return d
 
 
+async def test_partial_lines_and_empty_new_files_do_not_hold_descriptors(tmp_path: Path,
+                                                                         make: MakeT) -> None:
+    """Files ending in a partial line, and new empty files never committed, can be closed
+    too: with 5 descriptors for 30 + 30 files, nothing waits for ever."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    partial = [logs / f"p{i:02d}.jsonl" for i in range(30)]
+    for p in partial:
+        append(p, lines(p.stem, 0, 1) + [lines(p.stem, 1, 2)[0][:30]])
+    d = await _opened(make([Src(str(logs / "*.jsonl"))], first_start=False, max_open=5))
+    await d.until(lambda: len(d.got) >= 30, timeout=20)
+    empty = [logs / f"e{i:02d}.jsonl" for i in range(30)]
+    for p in empty:
+        p.touch()
+    await d.run_for(1.0)
+    for p in partial:
+        append(p, lines(p.stem, 1, 2)[0][30:])
+    for p in empty:
+        append(p, lines(p.stem, 0, 1))
+    await d.until(lambda: len(d.got) >= 90, timeout=30)
+    await d.run_for(0.5)
+    for p in partial:
+        assert d.lines(p.name) == lines(p.stem, 0, 2), p
+    for p in empty:
+        assert d.lines(p.name) == lines(p.stem, 0, 1), p
+
+
 async def test_out_of_descriptors_backs_off_without_spinning(tmp_path: Path, make: MakeT,
                                                              caplog: pytest.LogCaptureFixture) -> None:
     """The system refuses descriptors below the budget (another part holds them): one

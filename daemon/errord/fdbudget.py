@@ -196,11 +196,12 @@ class Parking:
     @staticmethod
     def quietest(followers: Iterable[Follower], n: int) -> list[Follower]:
         """Up to ``n`` open followers that can be closed losing nothing, least recently
-        grown first: read to their end, committed, not a copy's original."""
+        grown first: read to their end, nothing read since the last commit, not the
+        original of a copy."""
         if n <= 0:
             return []
         fs = list(followers)
         linked = {f.copy_of for f in fs if f.copy_of is not None}
-        ready = [f for f in fs if f.key not in linked and not f.fresh and f.cursor >= f.size
-                 and f.parkable() and f.mark() == f.snap]
+        ready = [f for f in fs if f.cursor >= f.size and f.key not in linked and f.parkable()
+                 and f.reads_committed()]
         return heapq.nsmallest(n, ready, key=lambda f: f.last_growth)

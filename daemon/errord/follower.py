@@ -117,19 +117,27 @@ class Follower:
         return self.fd < 0
 
     def parkable(self) -> bool:
-        """Whether closing the file now loses nothing: no partial line held, no long line
-        being dropped, not linked to another file's content, not deleted (an unlinked
-        file cannot be opened again)."""
-        return (not self.buf and not self.skipping and self.cursor == self.offset
-                and self.copy_of is None and not self.deleted)
+        """Whether closing the file now loses nothing: no long line being dropped, not
+        linked to another file's content, not deleted (an unlinked file cannot be opened
+        again). A partial line held is read again from ``offset`` when it is reopened."""
+        return not self.skipping and self.copy_of is None and not self.deleted
+
+    def reads_committed(self) -> bool:
+        """Whether nothing was read since the last commit (so a rollback has nothing to
+        rewind here: a fingerprint grown or a new path is written at the next checkpoint)."""
+        m = self.snap
+        return (self.offset, self.lines_read, self.lines_skipped) == (m.offset, m.lines_read, m.lines_skipped)
 
     def park(self) -> None:
-        """Close the descriptor; the identity, position, fingerprint and counters stay."""
+        """Close the descriptor; the identity, position, fingerprint and counters stay. A
+        partial line held is dropped: it is read again from ``offset`` once reopened."""
         try:
             os.close(self.fd)
         except OSError:
             pass
         self.fd = -1
+        self.buf = bytearray()
+        self.cursor = self.offset
 
     def close(self) -> None:
         """Close the descriptor, if open."""

@@ -705,8 +705,9 @@ class Tailer:
         path, st = found
         if path != f.path:
             self._parking.moved(f, path)
-        if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
-            self._parking.wish(f.key, now)
+        if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns) or (
+                st.st_size > f.offset and now - f.last_growth >= self._rotate_wait(f)):
+            self._parking.wish(f.key, now)  # grew, or ends in a partial line to hand on at close
         elif now - f.last_growth >= self._rotate_wait(f):
             self._sleep(f)
 
@@ -1060,9 +1061,9 @@ class Tailer:
         unknown = len(self._sources)  # out of range until a scan matches the file again
         for f in itertools.chain(self._followers.values(), self._parked.values()):
             j = index.get(old[f.source].path) if f.source < len(old) else None
+            if f.fd < 0 and (unknown if j is None else j) != f.source:
+                self._parking.moved(f, source=unknown if j is None else j)  # written at the next checkpoint
             f.source = unknown if j is None else j
-        for f in self._parked.values():
-            self._parking.moved(f)  # its source index changed: write it
         self._scan(self._clock())
         log = FileLog()
         for f in list(self._followers.values()):
