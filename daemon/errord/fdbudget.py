@@ -22,14 +22,19 @@ import errno
 import heapq
 import itertools
 import logging
+import os
 import resource
+import stat
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
+from errord import fileid
+from errord.fileid import FP_MAX
 from errord.follower import Follower, real_folder
 from errord.model import FileKey
 
-__all__ = ["FdBudget", "Parking", "raise_open_file_limit", "soft_limit", "OUT_OF_FDS"]
+__all__ = ["Descriptors", "FdBudget", "Parking", "raise_open_file_limit", "soft_limit", "OUT_OF_FDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -205,3 +210,151 @@ class Parking:
         ready = [f for f in fs if f.cursor >= f.size and f.key not in linked and f.parkable()
                  and f.reads_committed()]
         return heapq.nsmallest(n, ready, key=lambda f: f.last_growth)
+
+
+class Descriptors:
+    """The tailer's side of the budget, mixed into :class:`errord.tail.Tailer`: admit a
+    newly opened follower or park it, close the quietest to reopen the changed ones
+    (``_balance``), reopen by identity (``_unpark``), follow a parked file that left its
+    glob. It uses the tailer's state declared below and the few methods it names."""
+
+    _sources: list[Any]
+    _followers: dict[FileKey, Follower]
+    _closing: dict[FileKey, Follower]
+    _parked: dict[FileKey, Follower]
+    _parking: Parking
+    _budget: FdBudget
+    _fp_index: dict[str, list[Follower]] | None
+    _lost_now: list[tuple[Follower, str]]
+    _rescan: bool
+    _clock: Callable[[], float]
+    _wall: Callable[[], float]
+
+    def _check(self, f: Follower, now: float, deep: bool) -> None:
+        raise NotImplementedError
+
+    def _sleep(self, f: Follower) -> None:
+        raise NotImplementedError
+
+    def _find_inode(self, folder: str, key: FileKey) -> tuple[str, os.stat_result] | None:
+        raise NotImplementedError
+
+    def _rotate_wait(self, f: Follower) -> float:
+        raise NotImplementedError
+
+    def _open_count(self) -> int:
+        return len(self._followers) + sum(1 for f in self._closing.values() if f.fd >= 0)
+
+    def _admit(self, f: Follower, st: os.stat_result, now: float, keep_open: bool = False) -> None:
+        """A follower just opened: keep its descriptor if there is room, else park it
+        (and reopen it when there is, if it has bytes to read)."""
+        f.seen_wall = self._wall()
+        if keep_open or not f.parkable() or self._open_count() < self._budget.cap(now):
+            self._followers[f.key] = f
+        else:
+            self._budget.pressure(len(self._followers) + len(self._parked) + 1)
+            f.size, f.mtime_ns = st.st_size, st.st_mtime_ns
+            self._parking.park(f)
+            if f.offset < st.st_size:
+                self._parking.wish(f.key, now)
+        if self._fp_index is not None and f.fp_len == FP_MAX:
+            self._fp_index.setdefault(f.fp_hash, []).append(f)
+
+    def _may_open(self, now: float) -> bool:
+        """Whether to try a (transient) open now: not while backing off after EMFILE,
+        unless a descriptor of our own is free."""
+        return not self._budget.blocked(now) or self._open_count() < self._budget.cap(now)
+
+    def _balance(self, now: float) -> bool:
+        """Reopen parked files that changed, closing the quietest open ones to make room.
+        Returns whether anything was closed or opened."""
+        want = self._parking.want
+        room = self._budget.cap(now) - self._open_count()
+        if not want and room >= 0:
+            return False
+        moved = False
+        if len(want) > room:
+            self._budget.pressure(len(self._followers) + len(self._parked))
+            for f in Parking.quietest(self._followers.values(), len(want) - room):
+                del self._followers[f.key]
+                self._parking.park(f)
+                moved = True
+            room = self._budget.cap(now) - self._open_count()
+        for key in self._parking.wishes(room):
+            done = self._unpark(key, now)
+            if done is None:
+                break  # out of descriptors
+            moved = moved or done
+        return moved
+
+    def _unpark(self, key: FileKey, now: float) -> bool | None:
+        """Reopen a parked follower by identity. None: no descriptor to be had."""
+        f = self._parked[key]
+        try:
+            fd = fileid.open_readonly(f.path)
+        except OSError as exc:
+            if exc.errno in OUT_OF_FDS:
+                self._budget.exhausted(now, self._open_count(), len(self._parking.want), exc.errno)
+                return None
+            self._parking.want.pop(key, None)
+            self._rescan = True  # moved or removed: the next scan finds it by inode, or lets it go
+            return False
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            st = None
+        if st is None or (st.st_dev, st.st_ino) != key or not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            self._parking.want.pop(key, None)
+            self._rescan = True  # the path names another file now: the scan looks for this one
+            return False
+        self._parking.take(key)
+        f.fd = fd
+        self._followers[key] = f
+        self._check(f, now, deep=True)  # truncated or replaced while closed: as when open
+        return True
+
+    def _fd_probe(self, now: float) -> bool:
+        """Whether a descriptor is free for listing folders. Out of them, a glob comes back
+        empty (Python's glob swallows EMFILE) and every file would look rotated away."""
+        try:
+            fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno in OUT_OF_FDS:
+                self._budget.exhausted(now, self._open_count(), len(self._parking.want), exc.errno)
+                return False
+            return True
+        os.close(fd)
+        return True
+
+    def _lost_parked(self, f: Follower, now: float) -> None:
+        """A parked file at no matched path: its glob is gone, or it was renamed or
+        deleted while closed. A renamed one is followed by inode for ``rotate_wait``
+        (reopened if it grows), then closed for good; its position is kept either way."""
+        if f.source >= len(self._sources):
+            self._sleep(f)
+            return
+        if f.matched:
+            f.matched = False
+            self._lost_now.append((f, f.path))
+            logger.info("%s was rotated away; following it for rotate_wait", f.path)
+        found: tuple[str, os.stat_result] | None = None
+        try:
+            st = os.stat(f.path)
+            if (st.st_dev, st.st_ino) == f.key:
+                found = (f.path, st)
+        except OSError:
+            pass
+        if found is None:
+            found = self._find_inode(f.folder, f.key)
+        if found is None:  # deleted, or moved out of its folder: nothing to read here
+            self._sleep(f)
+            return
+        path, st = found
+        if path != f.path:
+            self._parking.moved(f, path)
+        if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns) or (
+                st.st_size > f.offset and now - f.last_growth >= self._rotate_wait(f)):
+            self._parking.wish(f.key, now)  # grew, or ends in a partial line to hand on at close
+        elif now - f.last_growth >= self._rotate_wait(f):
+            self._sleep(f)

@@ -80,7 +80,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import heapq
 import itertools
 import logging
 import os
@@ -94,7 +93,7 @@ from typing import Any, NamedTuple
 from watchfiles import Change, awatch
 
 from errord import fileid
-from errord.fdbudget import OUT_OF_FDS, FdBudget, Parking
+from errord.fdbudget import OUT_OF_FDS, Descriptors, FdBudget, Parking
 from errord.fileid import FP_MAX, digest, read_prefix
 from errord.follower import Chunk, Follower, Mark, end_of_last_line, real_folder, stored_copy_of
 from errord.model import FileKey, Position
@@ -166,7 +165,7 @@ class FileLog:
                         ", ".join(f"{n:,} {kind}" for kind, n in self.more.most_common()))
 
 
-class Tailer:
+class Tailer(Descriptors):
     """Follows every file matching the sources' globs and hands on complete lines.
 
     ``sources``: objects with ``path`` (absolute glob), ``app``, ``start_at``
@@ -385,93 +384,6 @@ class Tailer:
         self._closing[f.key] = f
         self._sleeping[f.key] = _Sleep(f.seen_wall or self._wall(), None)
 
-    # -- descriptors -------------------------------------------------------------------
-
-    def _open_count(self) -> int:
-        return len(self._followers) + sum(1 for f in self._closing.values() if f.fd >= 0)
-
-    def _admit(self, f: Follower, st: os.stat_result, now: float, keep_open: bool = False) -> None:
-        """A follower just opened: keep its descriptor if there is room, else park it
-        (and reopen it when there is, if it has bytes to read)."""
-        f.seen_wall = self._wall()
-        if keep_open or not f.parkable() or self._open_count() < self._budget.cap(now):
-            self._followers[f.key] = f
-        else:
-            self._budget.pressure(len(self._followers) + len(self._parked) + 1)
-            f.size, f.mtime_ns = st.st_size, st.st_mtime_ns
-            self._parking.park(f)
-            if f.offset < st.st_size:
-                self._parking.wish(f.key, now)
-        if self._fp_index is not None and f.fp_len == FP_MAX:
-            self._fp_index.setdefault(f.fp_hash, []).append(f)
-
-    def _may_open(self, now: float) -> bool:
-        """Whether to try a (transient) open now: not while backing off after EMFILE,
-        unless a descriptor of our own is free."""
-        return not self._budget.blocked(now) or self._open_count() < self._budget.cap(now)
-
-    def _balance(self, now: float) -> bool:
-        """Reopen parked files that changed, closing the quietest open ones to make room.
-        Returns whether anything was closed or opened."""
-        want = self._parking.want
-        room = self._budget.cap(now) - self._open_count()
-        if not want and room >= 0:
-            return False
-        moved = False
-        if len(want) > room:
-            self._budget.pressure(len(self._followers) + len(self._parked))
-            for f in Parking.quietest(self._followers.values(), len(want) - room):
-                del self._followers[f.key]
-                self._parking.park(f)
-                moved = True
-            room = self._budget.cap(now) - self._open_count()
-        for key in self._parking.wishes(room):
-            done = self._unpark(key, now)
-            if done is None:
-                break  # out of descriptors
-            moved = moved or done
-        return moved
-
-    def _unpark(self, key: FileKey, now: float) -> bool | None:
-        """Reopen a parked follower by identity. None: no descriptor to be had."""
-        f = self._parked[key]
-        try:
-            fd = fileid.open_readonly(f.path)
-        except OSError as exc:
-            if exc.errno in OUT_OF_FDS:
-                self._budget.exhausted(now, self._open_count(), len(self._parking.want), exc.errno)
-                return None
-            self._parking.want.pop(key, None)
-            self._rescan = True  # moved or removed: the next scan finds it by inode, or lets it go
-            return False
-        try:
-            st = os.fstat(fd)
-        except OSError:
-            st = None
-        if st is None or (st.st_dev, st.st_ino) != key or not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            self._parking.want.pop(key, None)
-            self._rescan = True  # the path names another file now: the scan looks for this one
-            return False
-        self._parking.take(key)
-        f.fd = fd
-        self._followers[key] = f
-        self._check(f, now, deep=True)  # truncated or replaced while closed: as when open
-        return True
-
-    def _fd_probe(self, now: float) -> bool:
-        """Whether a descriptor is free for listing folders. Out of them, a glob comes back
-        empty (Python's glob swallows EMFILE) and every file would look rotated away."""
-        try:
-            fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as exc:
-            if exc.errno in OUT_OF_FDS:
-                self._budget.exhausted(now, self._open_count(), len(self._parking.want), exc.errno)
-                return False
-            return True
-        os.close(fd)
-        return True
-
     # -- file checks -------------------------------------------------------------------
 
     def _check(self, f: Follower, now: float, deep: bool) -> None:
@@ -678,38 +590,6 @@ class Tailer:
         found = self._find_inode(f.folder, f.key)
         if found is not None:
             f.path = found[0]
-
-    def _lost_parked(self, f: Follower, now: float) -> None:
-        """A parked file at no matched path: its glob is gone, or it was renamed or
-        deleted while closed. A renamed one is followed by inode for ``rotate_wait``
-        (reopened if it grows), then closed for good; its position is kept either way."""
-        if f.source >= len(self._sources):
-            self._sleep(f)
-            return
-        if f.matched:
-            f.matched = False
-            self._lost_now.append((f, f.path))
-            logger.info("%s was rotated away; following it for rotate_wait", f.path)
-        found: tuple[str, os.stat_result] | None = None
-        try:
-            st = os.stat(f.path)
-            if (st.st_dev, st.st_ino) == f.key:
-                found = (f.path, st)
-        except OSError:
-            pass
-        if found is None:
-            found = self._find_inode(f.folder, f.key)
-        if found is None:  # deleted, or moved out of its folder: nothing to read here
-            self._sleep(f)
-            return
-        path, st = found
-        if path != f.path:
-            self._parking.moved(f, path)
-        if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns) or (
-                st.st_size > f.offset and now - f.last_growth >= self._rotate_wait(f)):
-            self._parking.wish(f.key, now)  # grew, or ends in a partial line to hand on at close
-        elif now - f.last_growth >= self._rotate_wait(f):
-            self._sleep(f)
 
     def _wake_sleeping(self, key: FileKey) -> None:
         """A file whose end of following is not committed yet matches again: take it back."""
