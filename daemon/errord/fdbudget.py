@@ -167,11 +167,13 @@ class Parking:
         self.parked: dict[FileKey, Follower] = {}
         self.want: dict[FileKey, float] = {}  # parked identities to reopen, oldest wish first
         self.dirty: set[FileKey] = set()
+        self.by_path: dict[str, FileKey] = {}  # for the folder watch: a write to a parked file
 
     def park(self, f: Follower) -> None:
         """Close ``f``'s descriptor and keep it here."""
         f.park()
         self.parked[f.key] = f
+        self.by_path[f.path] = f.key
         if f.fresh or f.mark() != f.snap:
             self.dirty.add(f.key)
 
@@ -179,7 +181,10 @@ class Parking:
         """Remove a parked follower (to reopen it, or to stop following it)."""
         self.want.pop(key, None)
         self.dirty.discard(key)
-        return self.parked.pop(key, None)
+        f = self.parked.pop(key, None)
+        if f is not None and self.by_path.get(f.path) == key:
+            del self.by_path[f.path]
+        return f
 
     def wish(self, key: FileKey, now: float) -> None:
         """Reopen ``key`` when there is room (it changed, or has unread bytes)."""
@@ -189,7 +194,10 @@ class Parking:
     def moved(self, f: Follower, path: str | None = None, source: int | None = None) -> None:
         """A scan found parked ``f`` at another path or for another source."""
         if path is not None:
+            if self.by_path.get(f.path) == f.key:
+                del self.by_path[f.path]
             f.path, f.folder = path, real_folder(path)
+            self.by_path[path] = f.key
         if source is not None:
             f.source = source
         self.dirty.add(f.key)
