@@ -74,7 +74,7 @@ def test_example_file_loads() -> None:
     assert (s.server_id, s.node_name, s.scope) == ("v4vapp", "voltage", "code")
     assert s.state_dir == Path("/var/lib/errord")
     [src] = s.sources
-    assert (src.path, src.app, src.start_at) == ("/var/log/myapp/*.jsonl", "myapp", "end")
+    assert (src.path, src.app, src.start_at) == ("/var/log/myapp/*.jsonl*", "myapp", "end")
     assert (src.rotate_wait, src.timezone, src.max_line_bytes) == (60.0, "UTC", 1048576)
     assert s.defaults.re_alert_time == 3600.0
     assert s.codes["api_rate_limit"].re_alert_time == 900.0

@@ -164,6 +164,8 @@ def test_unit_file_hardening_and_lifecycle() -> None:
     assert "@system-service" in svc["SystemCallFilter"]
     # errord stops within 10 s of SIGTERM (CONTRACT §7); systemd must not kill it sooner
     assert int(one["TimeoutStopSec"]) >= 10
+    # thousands of log files: well above systemd's default soft limit of 1024 (issue 11)
+    assert int(one["LimitNOFILE"].split(":")[0]) >= 65536
 
 
 def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from errord.tail import Chunk, Tailer
 
 ROTATE_WAIT = 0.3
 SCAN = 0.2
+UNSEEN = "unseen_since"  # Position.extra: when a kept position's file last matched
 
 
 @dataclass
@@ -87,6 +88,11 @@ class Driver:
                     self.db[p.key] = p
             self.t.committed()
         return chunks
+
+    def kept(self, key: FileKey) -> bool:
+        """The journal keeps ``key``'s position as that of a file no longer followed."""
+        p = self.db.get(key)
+        return p is not None and UNSEEN in p.extra
 
     def lines(self, name: str | None = None) -> list[bytes]:
         return [ln for p, ln in self.got if name is None or os.path.basename(p) == name]
@@ -280,14 +286,16 @@ async def test_rename_rotation_follows_the_renamed_file_and_reads_the_new_one(
     await d.run_for(0.2)
     writer.write(L("a", 7)[:20])  # an unterminated last line before the writer stops
     writer.close()
-    await d.until(lambda: any(g.key == old_key for g in d.gone), timeout=5)
+    await d.until(lambda: d.kept(old_key), timeout=5)
     tail = L("a", 7)[:20]
     assert d.of(old_key) == lines("a", 0, 7) + [tail]
     assert d.of(key_of(log)) == lines("b", 0, 3)
     assert d.lines("app.jsonl.1")[-1] == tail  # the renamed file's new name was learnt
     assert sorted(d.lines()) == sorted(lines("a", 0, 7) + [tail] + lines("b", 0, 3))
     assert [f.path for f in d.t.files()] == [str(log)]
-    assert old_key not in d.db
+    # closed, its position kept (at its end) in case a glob matches the rotated name later
+    assert d.db[old_key].offset == rotated.stat().st_size and d.db[old_key].path == str(rotated)
+    assert not d.gone
     await d.t.close()
 
 
@@ -410,7 +418,7 @@ async def test_a_new_file_starting_like_a_rotated_one_is_read_whole(
     old_key = key_of(log)
     os.rename(log, tmp_path / "app.jsonl.1")
     if not old_still_followed:
-        await d.until(lambda: any(g.key == old_key for g in d.gone))  # closed: only remembered
+        await d.until(lambda: d.kept(old_key))  # closed: only remembered
     append(log, banner + lines("b", 0, 3))
     await d.until(lambda: len(d.got) >= 12)
     await d.run_for(0.2)
@@ -427,7 +435,7 @@ async def test_a_copy_of_a_closed_file_matching_the_glob_starts_where_we_were(
     await d.until(lambda: len(d.got) >= 6)
     k = key_of(log)
     os.rename(log, tmp_path / "app.log.1")
-    await d.until(lambda: any(g.key == k for g in d.gone))
+    await d.until(lambda: d.kept(k))
     shutil.copyfile(tmp_path / "app.log.1", tmp_path / "restored.jsonl")
     await d.run_for(0.5)
     assert d.lines() == lines("a", 0, 6)
@@ -466,8 +474,8 @@ async def test_rotation_while_down_reads_the_rest_of_the_renamed_file(tmp_path: 
     append(log, lines("b", 0, 2))
     d2 = await opened(make([Src(str(tmp_path / "*.jsonl"))], stored, first_start=False))
     d2.step()
-    assert {p.key for p in d2.gone} == {(1, 999999)}  # found nowhere: deleted from the journal
-    await d2.until(lambda: any(g.key == old_key for g in d2.gone))
+    assert d2.kept((1, 999999)) and not d2.gone  # found nowhere: kept in case it comes back
+    await d2.until(lambda: d2.kept(old_key))
     assert d2.lines("app.jsonl.1") == lines("a", 4, 7)
     assert d2.lines("app.jsonl") == lines("b", 0, 2)
     await d2.t.close()
@@ -595,8 +603,100 @@ async def test_reconfigure_keeps_positions_and_drops_unmatched_files(tmp_path: P
     assert d.lines("keep.jsonl") == lines("k", 0, 3)
     assert d.lines("drop.log") == lines("d", 0, 2)
     assert d.lines("new.txt") == lines("n", 0, 2)  # a file seen later: from its start
-    assert key_of(drop) not in d.db and d.db[key_of(keep)].source == 1
+    assert d.db[key_of(keep)].source == 1
+    assert d.kept(key_of(drop)) and d.db[key_of(drop)].offset == len(b"".join(lines("d", 0, 2)))
     assert {c.source for c in d.chunks if c.path == str(added)} == {0}
+    await d.t.close()
+
+
+# -- files that stop matching ----------------------------------------------------------
+
+
+async def test_a_file_that_stops_matching_resumes_where_it_was_when_it_matches_again(
+    tmp_path: Path, make: Make
+) -> None:
+    """A glob removed on SIGHUP and restored (a typo fixed): the lines appended meanwhile are
+    read once, the ones read before are not read again."""
+    log = tmp_path / "app.jsonl"
+    append(log, lines("a", 0, 3))
+    d = await opened(make([Src(str(tmp_path / "*.jsonl"))]))
+    await d.until(lambda: len(d.got) >= 3)
+    d.t.reconfigure([Src(str(tmp_path / "*.jsnol"))])  # the typo
+    append(log, lines("a", 3, 5))
+    await d.run_for(0.5)
+    assert d.lines() == lines("a", 0, 3) and d.kept(key_of(log)) and d.t.files() == []
+    d.t.reconfigure([Src(str(tmp_path / "*.jsonl"))])  # fixed
+    append(log, lines("a", 5, 6))
+    await d.until(lambda: len(d.got) >= 6)
+    await d.run_for(0.3)
+    assert d.lines() == lines("a", 0, 6)
+    assert not d.kept(key_of(log)) and d.db[key_of(log)].offset == log.stat().st_size
+    await d.t.close()
+
+
+async def test_a_kept_position_is_resumed_after_a_restart(tmp_path: Path, make: Make) -> None:
+    log = tmp_path / "app.jsonl"
+    append(log, lines("a", 0, 3))
+    d1 = await opened(make([Src(str(tmp_path / "*.jsonl"))]))
+    await d1.until(lambda: len(d1.got) >= 3)
+    d1.t.reconfigure([Src(str(tmp_path / "*.nothing"))])
+    await d1.until(lambda: d1.kept(key_of(log)))
+    await d1.t.close()
+    append(log, lines("a", 3, 5))
+    # restarted while the glob matches nothing: the position stays kept
+    d2 = await opened(make([Src(str(tmp_path / "*.nothing"))], list(d1.db.values()), first_start=False))
+    await d2.run_for(0.3)
+    assert d2.got == [] and d2.db == {}  # not even written again
+    await d2.t.close()
+    # and restarted with the glob back
+    d3 = await opened(make([Src(str(tmp_path / "*.jsonl"))], list(d1.db.values()), first_start=False))
+    await d3.until(lambda: len(d3.got) >= 2)
+    await d3.run_for(0.3)
+    assert d3.lines() == lines("a", 3, 5)
+    await d3.t.close()
+
+
+async def test_a_folder_renamed_away_and_back_resumes(tmp_path: Path, make: Make) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.jsonl"
+    append(log, lines("a", 0, 3))
+    d = await opened(make([Src(str(logs / "*.jsonl"), rotate_wait=0.1)]))
+    await d.until(lambda: len(d.got) >= 3)
+    k = key_of(log)
+    os.rename(logs, tmp_path / "logs.old")
+    await d.until(lambda: d.kept(k))
+    append(tmp_path / "logs.old" / "app.jsonl", lines("a", 3, 4))
+    os.rename(tmp_path / "logs.old", logs)
+    await d.until(lambda: len(d.got) >= 4)
+    await d.run_for(0.3)
+    assert d.lines() == lines("a", 0, 4)
+    await d.t.close()
+
+
+async def test_a_kept_position_on_a_reused_inode_reads_the_new_file_whole(tmp_path: Path,
+                                                                         make: Make) -> None:
+    """Inode reuse is told by the first bytes: a kept position of other content is not resumed."""
+    log = tmp_path / "app.jsonl"
+    append(log, lines("new", 0, 4))
+    st = os.stat(log)
+    old = Position(dev=st.st_dev, ino=st.st_ino, path=str(tmp_path / "gone.jsonl"), offset=100, fp_len=256,
+                   fp_hash=fileid.digest(b"x" * 256), lines_read=2, extra={UNSEEN: time.time() - 60})
+    d = await opened(make([Src(str(tmp_path / "*.jsonl"))], [old], first_start=False))
+    await d.until(lambda: len(d.got) >= 4)
+    assert d.lines() == lines("new", 0, 4) and not d.kept(key_of(log))
+    await d.t.close()
+
+
+async def test_kept_positions_are_forgotten_after_seven_days(tmp_path: Path, make: Make) -> None:
+    now = time.time()
+    old = Position(dev=1, ino=424242, path=str(tmp_path / "old.jsonl"), offset=10, fp_len=10, fp_hash="00",
+                   extra={UNSEEN: now - 7 * 86400 - 60})
+    recent = Position(dev=1, ino=434343, path=str(tmp_path / "recent.jsonl"), offset=10, fp_len=10,
+                      fp_hash="00", extra={UNSEEN: now - 6 * 86400})
+    d = await opened(make([Src(str(tmp_path / "*.jsonl"))], [old, recent], first_start=False))
+    d.step()
+    assert [p.key for p in d.gone] == [old.key] and recent.key not in d.db  # untouched, still stored
     await d.t.close()
 
 
@@ -685,3 +785,102 @@ async def test_close_returns_quickly_and_wakes_a_waiter(tmp_path: Path, make: Ma
     await asyncio.wait_for(waiter, 1.0)
     assert time.monotonic() - t0 < 1.0
     assert d.t.read() == [] and d.t.files() == []
+
+
+# -- end to end: a glob removed and restored, where reading starts -------------------------
+
+
+def _rewrite(e, tmp_path: Path, glob: str, **cfg: object) -> None:  # type: ignore[no-untyped-def]
+    from conftest import write_config
+
+    cfg.setdefault("server_id", "test-host")
+    cfg.setdefault("node_name", "n1")
+    write_config(e.config, state_dir=str(tmp_path / "state"),
+                 sources=[{"path": str(tmp_path / "logs" / glob), "start_at": "beginning", "rotate_wait": "1s",
+                           "app": "demo"}], **cfg)
+
+
+def _reload(e) -> None:  # type: ignore[no-untyped-def]
+    import signal as _signal
+
+    n = e.output().count("config reloaded")
+    e.proc.send_signal(_signal.SIGHUP)
+    end = time.monotonic() + 20
+    while e.output().count("config reloaded") <= n:
+        assert time.monotonic() < end, e.output()[-2000:]
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_glob_removed_and_restored_resumes_where_it_was(make_errord, receiver, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """CONTRACT §7: a file that stops matching keeps its position and resumes there — on
+    SIGHUP, and across a restart while the glob was gone. Every line once, no notice twice."""
+    from conftest import line
+
+    notify = [{"url": receiver.url()}]
+    e = make_errord(notify=notify)
+    e.start()
+    log = tmp_path / "logs" / "app.jsonl"
+    append(log, [line(f"a{i}") for i in range(10)])
+    receiver.wait_for(10, timeout=15)
+    _rewrite(e, tmp_path, "*.jsnol", notify=notify)  # a typo: matches nothing
+    _reload(e)
+    append(log, [line(f"b{i}") for i in range(5)])
+    time.sleep(1.5)
+    assert len(receiver.received) == 10  # not matched: not read
+    _rewrite(e, tmp_path, "*.jsonl", notify=notify)  # fixed
+    _reload(e)
+    receiver.wait_for(15, timeout=15)
+    e.wait_caught_up()
+    # across a restart while the glob is gone
+    _rewrite(e, tmp_path, "*.jsnol", notify=notify)
+    _reload(e)
+    append(log, [line(f"c{i}") for i in range(3)])
+    assert e.stop() == 0
+    e.start()
+    append(log, [line("c3")])
+    time.sleep(1.5)
+    assert len(receiver.received) == 15
+    assert e.stop() == 0
+    _rewrite(e, tmp_path, "*.jsonl", notify=notify)
+    e.start()
+    receiver.wait_for(19, timeout=15)
+    status = e.wait_caught_up()
+    time.sleep(1.0)  # anything doubled would arrive now
+    titles = [r.body["title"].split()[1] for r in receiver.delivered]
+    assert sorted(titles) == sorted([f"a{i}" for i in range(10)] + [f"b{i}" for i in range(5)]
+                                    + [f"c{i}" for i in range(4)])
+    assert {h["code"]: h["occurrences"] for h in e.json("history")} == {t: 1 for t in titles}
+    assert [f["lines_read"] for f in status["files"]] == [19]
+    assert "matches again: resuming at its stored position" in e.output()
+    assert e.stop() == 0
+
+
+@pytest.mark.slow
+def test_the_daemon_logs_where_it_starts_reading_each_file(make_errord, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 10.11: per file, its end (start_at = "end" on the first start, with the bytes
+    skipped and how to read them), its start, or its stored position; 25 files give 20
+    lines and a summary."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for i in range(25):
+        append(logs / f"app{i:02d}.jsonl", lines(f"x{i}", 0, 2))
+    (logs / "a-empty.jsonl").touch()  # sorts first
+    (logs / "old.jsonl.1.gz").write_bytes(b"\x1f\x8b not read")
+    e = make_errord(sources=[{"path": str(logs / "*.jsonl*"), "start_at": "end"}])
+    e.start()
+    out = e.output()
+    size = len(b"".join(lines("x0", 0, 2)))
+    assert (f'reading {logs / "app00.jsonl"} from its end: skipping {size} existing bytes; '
+            'set start_at = "beginning" to read them') in out
+    assert f'reading {logs / "a-empty.jsonl"} from its start (0 bytes)' in out
+    assert out.count("from its end: skipping") == 19
+    assert "... and 6 more file(s): 6 from their end" in out
+    assert ".gz" not in out
+    assert e.stop() == 0
+    append(logs / "app03.jsonl", lines("x3", 2, 3))
+    e.start()
+    out = e.output().split("errord stopped")[-1]
+    assert f"reading {logs / 'app03.jsonl'} from its stored position {size:,} ({len(L('x3', 2)):,} bytes to read)" in out
+    assert "... and 6 more file(s): 6 at their stored position" in out
+    assert e.stop() == 0

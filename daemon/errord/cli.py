@@ -18,7 +18,7 @@ from errord import __version__
 from errord.durations import parse_duration
 from errord.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_NOT_RUNNING, EXIT_OK, DurationError, ErrordError, NoStateError
 from errord.errors import exit_status
-from errord.fileid import expand
+from errord.fileid import expand, is_compressed
 from errord.journal import Journal
 from errord.model import Incident, Position
 from errord.runstate import read_run_state
@@ -201,7 +201,7 @@ def _first_start(settings: Settings) -> bool:
 
 def _matches_now(pattern: str, start_at: str, first_start: bool) -> str:
     """What a source's glob matches now, for ``check-config``."""
-    found = expand(pattern)
+    found = [p for p in expand(pattern) if not is_compressed(p)]  # skipped by name, as the daemon does
     files = sum(1 for p in found if os.path.isfile(p))
     folders = sum(1 for p in found if os.path.isdir(p))
     if not files:
@@ -344,7 +344,7 @@ def _matched_files(settings: Settings) -> Iterator[str]:
     seen: set[str] = set()
     for src in settings.sources:
         for path in sorted(expand(src.path)):  # glob, safe from symlink loops
-            if path not in seen and os.path.isfile(path):
+            if path not in seen and not is_compressed(path) and os.path.isfile(path):  # as the daemon
                 seen.add(path)
                 yield path
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from errord.config import RunConfig
 from errord.engine import Engine
 from errord.errors import ConfigError, ErrordError, JournalError, MongoError, NotifyError
+from errord.fdbudget import raise_open_file_limit
 from errord.journal import STDERR_TARGET, Journal
 from errord.lines import LineParser, ParseResult
 from errord.health import BatchTally, Health, Snapshot
@@ -120,6 +121,7 @@ class Daemon:
 
     async def startup(self) -> None:
         s = self.settings
+        raise_open_file_limit()  # before any file is opened: one descriptor per followed file
         # Checks the notify URLs (in the helper) before anything is created or locked.
         sink = self._make_sink(s, helper=True)
         try:

@@ -32,12 +32,18 @@ __all__ = [
     "watch_root",
     "folder_may_match",
     "find_inode",
+    "inode_index",
+    "entry_path",
+    "unread_rotations",
     "find_copies",
     "expand",
 ]
 
 FP_MAX = 256  # fingerprint length once a file is big enough
-COMPRESSED_SUFFIXES = (".gz", ".xz", ".bz2", ".zst", ".lz4", ".zip", ".z")
+# logrotate's compresscmd choices and the usual archive names; matched by a glob such as
+# ``app.jsonl*``, they are skipped by name alone (no stat, no open, nothing logged)
+COMPRESSED_SUFFIXES = (".gz", ".xz", ".bz2", ".zst", ".lz4", ".lzma", ".lzo", ".br", ".zip", ".7z", ".z",
+                       ".tgz", ".tbz2", ".txz")
 
 
 def digest(data: bytes) -> str:
@@ -61,9 +67,12 @@ def open_readonly(path: str) -> int:
     return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
 
 
+_SUFFIX_CHARS = max(len(x) for x in COMPRESSED_SUFFIXES)
+
+
 def is_compressed(path: str) -> bool:
     """True for names of compressed rotations, which are never read as lines."""
-    return path.lower().endswith(COMPRESSED_SUFFIXES)
+    return path[-_SUFFIX_CHARS:].lower().endswith(COMPRESSED_SUFFIXES)  # every scan, every name: keep it cheap
 
 
 def watch_root(pattern: str) -> tuple[str, bool]:
@@ -196,6 +205,58 @@ def find_inode(folder: str, key: FileKey) -> str | None:
     except OSError:
         return None
     return None
+
+
+def inode_index(folder: str) -> dict[int, os.DirEntry[str]]:
+    """The entries directly in ``folder`` by inode number (one ``scandir``, no stat): to
+    find many identities in one folder at the cost of one listing."""
+    try:
+        with os.scandir(folder) as it:
+            return {entry.inode(): entry for entry in it}
+    except OSError:
+        return {}
+
+
+def entry_path(index: dict[int, os.DirEntry[str]], key: FileKey) -> tuple[str, os.stat_result] | None:
+    """The path and stat of the regular file with identity ``key`` in an :func:`inode_index`."""
+    entry = index.get(key[1])
+    if entry is None:
+        return None
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except OSError:
+        return None
+    if st.st_dev != key[0] or st.st_ino != key[1] or not stat.S_ISREG(st.st_mode):
+        return None
+    return entry.path, st
+
+
+def unread_rotations(folder: str, name: str, since: float, known: set[FileKey]) -> list[tuple[str, int]]:
+    """Files that took ``name``'s place and were rotated away before errord saw them.
+
+    Regular files directly in ``folder`` named like a rotation of ``name`` (``name`` and
+    more: ``app.jsonl.1``, ``app.jsonl-20260114``), not compressed, not empty, last
+    written after ``since`` (epoch seconds: when errord last saw the file at ``name``) and
+    not in ``known``: content written after errord last looked, into a file it never saw.
+    Compressed names are left out: gzip gives its output the input's mtime, so a
+    compressed rotation of the very file errord read would look the same.
+    Returns ``(path, size)`` pairs, by path.
+    """
+    out: list[tuple[str, int]] = []
+    try:
+        with os.scandir(folder) as it:
+            entries = [e for e in it if e.name.startswith(name) and e.name != name and not is_compressed(e.name)]
+    except OSError:
+        return out
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if (stat.S_ISREG(st.st_mode) and st.st_size > 0 and st.st_mtime > since
+                and (st.st_dev, st.st_ino) not in known):
+            out.append((entry.path, st.st_size))
+    return sorted(out)
 
 
 @dataclass(slots=True)

@@ -71,12 +71,15 @@ class Follower:
     partial line (``buf``) or, while ``skipping``, an over-long line being dropped.
     ``tail`` holds the bytes just before ``offset`` (up to 256), which tell a true copy
     of this content from a file that merely starts the same way.
+
+    A follower may be *parked* (``fd == -1``, see :meth:`park`): closed while quiet because
+    descriptors run short, everything else kept, so it can be reopened by identity.
     """
 
     __slots__ = (
         "key", "fd", "path", "folder", "source", "offset", "cursor", "buf", "skipping",
         "count_skip", "fp_len", "fp_hash", "tail", "lines_read", "lines_skipped", "size",
-        "mtime_ns", "last_growth", "matched", "deleted", "copy_of", "snap", "fresh",
+        "mtime_ns", "last_growth", "matched", "deleted", "copy_of", "snap", "fresh", "seen_wall",
     )
 
     def __init__(
@@ -105,8 +108,41 @@ class Follower:
         self.copy_of: FileKey | None = None  # a copy of that follower's content, which reads it for us
         self.snap = self.mark()  # the state at the last commit (or at creation)
         self.fresh = True  # never committed: part of every checkpoint until it is
+        self.seen_wall = 0.0  # wall clock of the last scan that found it at a matched path
 
     # -- state -------------------------------------------------------------------------
+
+    @property
+    def parked(self) -> bool:
+        return self.fd < 0
+
+    def parkable(self) -> bool:
+        """Whether closing the file now loses nothing: no long line being dropped, not
+        linked to another file's content, not deleted (an unlinked file cannot be opened
+        again). A partial line held is read again from ``offset`` when it is reopened."""
+        return not self.skipping and self.copy_of is None and not self.deleted
+
+    def reads_committed(self) -> bool:
+        """Whether nothing was read since the last commit (so a rollback has nothing to
+        rewind here: a fingerprint grown or a new path is written at the next checkpoint)."""
+        m = self.snap
+        return (self.offset, self.lines_read, self.lines_skipped) == (m.offset, m.lines_read, m.lines_skipped)
+
+    def park(self) -> None:
+        """Close the descriptor; the identity, position, fingerprint and counters stay. A
+        partial line held is dropped: it is read again from ``offset`` once reopened."""
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+        self.fd = -1
+        self.buf = bytearray()
+        self.cursor = self.offset
+
+    def close(self) -> None:
+        """Close the descriptor, if open."""
+        if self.fd >= 0:
+            self.park()
 
     def mark(self) -> Mark:
         return Mark(self.offset, self.lines_read, self.lines_skipped, self.fp_len, self.fp_hash,
