@@ -113,6 +113,7 @@ class Kind(enum.Enum):
     NEW = "new"  # opened an incident
     REPEAT = "repeat"  # counted, suppressed
     REALERT = "realert"  # counted, interval elapsed: alert again
+    ANNOUNCE = "announce"  # counted, first notice of an incident whose notices were all silent
     CLEAR = "clear"  # closed an incident
     CLEAR_UNKNOWN = "clear_unknown"  # a clear for a code that is not active: nothing to do
 
@@ -123,10 +124,12 @@ class Transition:
 
     ``incident`` is the engine's live object (or, for CLEAR, the closed one): read it
     right away, before feeding the next event. ``notify`` is true when this transition
-    should produce a notification (alerting kind and the line did not say
-    ``notification: false``). ``since_alert`` is, for REALERT, the number of occurrences
-    since the previous alert (including this line); ``duration`` is, for CLEAR, the
-    incident's length in seconds.
+    should produce a notification: an alerting kind, the line did not say
+    ``notification: false`` and the config does not say ``notify = false``; for CLEAR,
+    the line allows it and the incident alerted at least once (which targets get it is
+    ``routing.Router``'s decision: those that were alerted). ``since_alert`` is, for REALERT and ANNOUNCE, the number of
+    occurrences since the previous (silent) alert (including this line); ``duration`` is,
+    for CLEAR, the incident's length in seconds.
     """
 
     kind: Kind
@@ -141,7 +144,7 @@ class Transition:
 class NoticeType(enum.Enum):
     """Apprise notify types (CONTRACT §5)."""
 
-    FAILURE = "failure"  # new incident
+    FAILURE = "failure"  # new incident, or an open one announced late
     WARNING = "warning"  # re-alert
     SUCCESS = "success"  # resolved
 
@@ -157,8 +160,12 @@ class Notice:
     body: str
     incident_id: str
     event_time: float
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # the code's tags when it was made (for the record)
     id: int | None = None  # outbox row id once stored
+    # notify target keys it goes to (``routing.Router`` decides; the journal inserts one
+    # delivery per key). Not stored with the notice (the delivery rows are the record), so
+    # not part of its equality either: a notice read back from the outbox equals the one made.
+    targets: tuple[str, ...] = field(default=(), compare=False)
 
 
 FileKey = tuple[int, int]  # (st_dev, st_ino)
