@@ -71,6 +71,10 @@ class Incident:
     # engine bookkeeping, persisted in the journal but not part of the public record
     re_alert: float | None = None  # latest re_alert_time its lines gave (seconds)
     since_alert: int = 0  # occurrences since the last alert (for the re-alert text)
+    # notify target keys sent (or still queued) a failure/warning of it: who gets its
+    # resolve (CONTRACT §2). Set by ``routing.Router`` in the batch, on this live object,
+    # so the engine's undo log rolls it back with the batch. Never in the public record.
+    notified: tuple[str, ...] = ()
 
     def copy(self) -> Incident:
         return Incident(*_get_slots(self))
