@@ -229,7 +229,6 @@ class Journal:
         self.path = self.state_dir / DB_NAME
         self.readonly = readonly
         self._busy_timeout = busy_timeout
-        # (key, tags); tags None = takes every notice (the stderr pseudo-target)
         self._mongo = False  # queue changed incidents for MongoDB (set by mirror_to_mongo)
         self._incident_sql: str | None = None  # the incidents columns to select (_incident_cols)
         self._db: sqlite3.Connection | None = None
@@ -404,10 +403,10 @@ class Journal:
         write and kept afterwards, ``updated_at`` is ``now``; both are also set on the
         objects passed in, once the transaction is committed. Positions are upserted
         by (dev, ino), those with ``gone=True`` deleted. Each notice gets one delivery
-        row per key in its ``targets`` (none: recorded, not sent). On failure nothing is written, no object is changed,
-        and ``JournalError`` is raised; the journal stays usable. ``meta`` entries are
-        written in the same transaction (the first start's "initialized" flag goes with
-        the positions it decided).
+        row per key in its ``targets`` (none: recorded, not sent). On failure nothing is
+        written, no object is changed, and ``JournalError`` is raised; the journal stays
+        usable. ``meta`` entries are written in the same transaction (the first start's
+        "initialized" flag goes with the positions it decided).
         """
         incs = list(incidents)
         poss = list(positions)
