@@ -94,7 +94,7 @@ class Model:
             inc = self.active.pop(ln.clear, None)
             if inc is not None:
                 inc.active, inc.cleared = False, ln.seq
-                if notify:
+                if notify and inc.alerts_sent:  # a resolve goes to those who were alerted
                     self.notices.append(("success", ln.seq))
         if ln.code is None:
             return
@@ -114,8 +114,13 @@ class Model:
         if ln.seq - inc.last_alert >= interval:
             inc.last_alert = ln.seq
             if notify:
+                # the first notice of an incident nobody has heard of is a failure (announce)
+                self.notices.append(("warning" if inc.alerts_sent else "failure", ln.seq))
                 inc.alerts_sent += 1
-                self.notices.append(("warning", ln.seq))
+        elif notify and not inc.alerts_sent:  # announced without waiting for the interval
+            inc.last_alert = ln.seq
+            inc.alerts_sent = 1
+            self.notices.append(("failure", ln.seq))
 
 
 def make_lines(rnd: random.Random, n: int, files: int) -> list[list[Ln]]:
@@ -147,10 +152,15 @@ TYPE_OF_BODY = {
 }
 
 
+ANNOUNCE_BODY = re.compile(r"\AFailing since .*\nLatest: L(\d+)\b")  # a failure for an open incident
+
+
 def delivered_notices(bodies: list[dict[str, Any]]) -> list[tuple[str, int]]:
     out = []
     for b in bodies:
         m = TYPE_OF_BODY[b["type"]].search(b["message"])
+        if b["type"] == "failure" and m is None:
+            m = ANNOUNCE_BODY.search(b["message"])
         assert m, b
         out.append((b["type"], int(m.group(1))))
     return out

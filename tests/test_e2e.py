@@ -239,7 +239,10 @@ def test_sighup_adds_a_target_and_keeps_state(make_errord, receiver, tmp_path: P
     # an invalid file is refused and the old config kept
     e.config.write_text(cfg_text + "\nscope = 'galaxy'\n")
     e.proc.send_signal(_signal.SIGHUP)
-    time.sleep(0.5)
+    # the reload validates in a child (~1 s on a loaded machine): rewrite only once it is refused
+    end = time.monotonic() + 20
+    while "reload refused" not in e.output() and time.monotonic() < end:
+        time.sleep(0.05)
     write_config(e.config, server_id="test-host", node_name="n1", state_dir=str(tmp_path / "state"),
                  sources=[{"path": str(tmp_path / "logs" / "*.jsonl"), "start_at": "beginning",
                            "rotate_wait": "1s", "app": "demo"}],

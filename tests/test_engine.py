@@ -43,7 +43,7 @@ def kinds(engine: Engine, events: list[LogEvent]) -> list[list[tuple[str, bool]]
     return out
 
 
-NEW, REP, RE, CLR, UNK = "new", "repeat", "realert", "clear", "clear_unknown"
+NEW, REP, RE, ANN, CLR, UNK = "new", "repeat", "realert", "announce", "clear", "clear_unknown"
 
 CASES = [
     pytest.param(
@@ -90,9 +90,53 @@ CASES = [
     ),
     pytest.param(
         FakePolicy(),
-        [ev(0, "db", notify=False), ev(3600, "db"), ev(7200, "db", notify=False)],
-        [[(NEW, False)], [(RE, True)], [(RE, False)]],
+        [ev(0, "db", notify=False), ev(3600, "db", notify=False), ev(7200, "db", notify=False)],
+        [[(NEW, False)], [(RE, False)], [(RE, False)]],
         id="notification-false-silent-but-tracked",
+    ),
+    # CONTRACT §2 "an incident nobody has heard of announces itself": while alerts_sent = 0,
+    # the first line that may notify sends a failure (ANNOUNCE) without waiting the interval.
+    pytest.param(
+        FakePolicy(),
+        [ev(0, "db", notify=False), ev(10, "db", notify=False), ev(20, "db"), ev(30, "db"), ev(3620, "db")],
+        [[(NEW, False)], [(REP, False)], [(ANN, True)], [(REP, False)], [(RE, True)]],
+        id="silent-incident-announces-on-first-loud-line-then-interval-as-usual",
+    ),
+    pytest.param(
+        FakePolicy(),
+        [ev(0, "db", notify=False), ev(3600, "db"), ev(3700, "db")],
+        [[(NEW, False)], [(ANN, True)], [(REP, False)]],
+        id="announce-when-the-interval-is-due-too-is-a-failure-not-a-realert",
+    ),
+    pytest.param(
+        FakePolicy(),
+        [ev(0, "db", notify=False, re_alert=0), ev(1, "db"), ev(2, "db")],
+        [[(NEW, False)], [(ANN, True)], [(RE, True)]],
+        id="announce-with-interval-zero-then-every-occurrence-re-alerts",
+    ),
+    pytest.param(
+        FakePolicy(silent={"noisy"}),
+        [ev(0, "noisy"), ev(1, "noisy"), ev(2, "noisy", notify=True)],
+        [[(NEW, False)], [(REP, False)], [(REP, False)]],
+        id="config-silent-code-never-announces",
+    ),
+    pytest.param(
+        FakePolicy(),
+        [ev(0, "db", notify=False), ev(5, clear="db")],
+        [[(NEW, False)], [(CLR, False)]],
+        id="incident-that-notified-nobody-resolves-silently",
+    ),
+    pytest.param(
+        FakePolicy(),
+        [ev(0, "db", notify=False), ev(5, "db"), ev(9, clear="db")],
+        [[(NEW, False)], [(ANN, True)], [(CLR, True)]],
+        id="announced-incident-resolves-aloud",
+    ),
+    pytest.param(
+        FakePolicy(),
+        [ev(0, "db"), ev(5, clear="db", notify=False)],
+        [[(NEW, True)], [(CLR, False)]],
+        id="clearing-line-notification-false-keeps-the-resolve-silent",
     ),
     pytest.param(
         FakePolicy(silent={"noisy"}),
@@ -173,8 +217,61 @@ def test_notification_false_moves_last_alert_but_not_alerts_sent() -> None:
     assert inc.alerts_sent == 0 and inc.last_alert_time == T0
     e.feed(ev(150, "db", notify=False))
     assert inc.alerts_sent == 0 and inc.last_alert_time == T0 + 150
-    (t,) = e.feed(ev(200, "db"))
+    (t,) = e.feed(ev(200, "db", notify=False))
     assert t.kind is Kind.REPEAT  # 200 - 150 < 100: as if it had alerted at 150
+
+
+def test_announce_counts_as_an_alert_and_moves_last_alert_time() -> None:
+    e = make_engine(FakePolicy(default=100))
+    e.feed(ev(0, "db", notify=False, message="first"))
+    e.feed(ev(60, "db", notify=False))
+    (t,) = e.feed(ev(70, "db", message="seventy"))
+    inc = t.incident
+    assert inc is not None and t.kind is Kind.ANNOUNCE and t.notify
+    assert (inc.alerts_sent, inc.last_alert_time, inc.since_alert, t.since_alert) == (1, T0 + 70, 0, 2)
+    (t,) = e.feed(ev(169, "db"))
+    assert t.kind is Kind.REPEAT  # the interval counts from the announce
+    (t,) = e.feed(ev(170, "db"))
+    assert t.kind is Kind.REALERT and inc.alerts_sent == 2
+
+
+def test_announce_of_an_older_line_does_not_pull_the_next_re_alert_forward() -> None:
+    e = make_engine(FakePolicy(default=100))
+    e.feed(ev(0, "db", notify=False))
+    e.feed(ev(50, "db", notify=False))
+    e.feed(ev(250, "db", notify=False))  # a silent re-alert at 250
+    (t,) = e.feed(ev(200, "db"))  # older than the last (silent) alert
+    assert t.kind is Kind.ANNOUNCE and t.incident is not None and t.incident.last_alert_time == T0 + 250
+
+
+def test_switching_notify_on_announces_open_incidents_on_their_next_line() -> None:
+    # The migration path: `notify = false`, lines, then `notify = true` (SIGHUP: the daemon
+    # sets engine.policy), the next line of each open incident announces it.
+    policy = FakePolicy(silent={"db", "api"})
+    e = make_engine(policy)
+    assert kinds(e, [ev(0, "db"), ev(1, "api"), ev(2, "db")]) == [[(NEW, False)], [(NEW, False)], [(REP, False)]]
+    e.policy = FakePolicy()
+    assert kinds(e, [ev(3, "db"), ev(4, "db"), ev(5, "api"), ev(6, clear="db")]) == [
+        [(ANN, True)], [(REP, False)], [(ANN, True)], [(CLR, True)]]
+
+
+def test_feed_quiet_announces_too() -> None:
+    e = make_engine()
+    assert e.feed_quiet(ev(0, "db", notify=False)) is not None
+    assert e.feed_quiet(ev(1, "db", notify=False)) is None  # a suppressed repeat
+    got = e.feed_quiet(ev(2, "db"))
+    assert got is not None and [(t.kind, t.notify) for t in got] == [(Kind.ANNOUNCE, True)]
+    assert e.feed_quiet(ev(3, "db")) is None
+
+
+def test_resolve_of_an_alerted_incident_survives_notify_turned_off() -> None:
+    # Those alerted hear of the end even when `notify = false` was set since (CONTRACT §2:
+    # "whatever ... config changes happened since").
+    e = make_engine()
+    e.feed(ev(0, "db"))
+    e.policy = FakePolicy(silent={"db"})
+    (t,) = e.feed(ev(5, clear="db"))
+    assert t.kind is Kind.CLEAR and t.notify
 
 
 def test_clear_closes_with_duration() -> None:
@@ -188,11 +285,16 @@ def test_clear_closes_with_duration() -> None:
     assert t.kind is Kind.NEW and t.incident is not None and t.incident.incident_id == "id2"
 
 
-def test_clear_older_than_start_has_zero_duration() -> None:
+def test_clear_older_than_start_closes_at_the_start() -> None:
+    # CONTRACT §7: never a negative duration; cleared_at = start_time (not the clear's time).
     e = make_engine()
     e.feed(ev(100, "db"))
+    e.feed(ev(150, "db"))
     (t,) = e.feed(ev(50, clear="db"))
-    assert t.duration == 0.0
+    inc = t.incident
+    assert inc is not None and t.kind is Kind.CLEAR and t.notify
+    assert (t.duration, inc.cleared_at, inc.start_time, inc.active) == (0.0, T0 + 100, T0 + 100, False)
+    assert inc.last_log_time == T0 + 150  # the record otherwise as it was
 
 
 def test_scope_app_keeps_apps_apart() -> None:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from errord.engine import Engine, incident_key
 from errord.model import Incident, Kind, LogEvent, Notice
 from errord.notices import render
+from errord.routing import Router
 
 T0 = 1_768_400_000.0
 CODES = ["db", "api", "disk", "7"]
@@ -67,7 +68,7 @@ def make_engine(policy: Policy, scope: str) -> Engine:
 def test_invariants(policy: Policy, scope: str, events: list[LogEvent]) -> None:
     engine = make_engine(policy, scope)
     seen: dict[str, Incident] = {}  # every incident ever opened, by id (live objects)
-    alerts: dict[str, int] = defaultdict(int)  # notify NEW/REALERT transitions per incident
+    alerts: dict[str, int] = defaultdict(int)  # notify NEW/REALERT/ANNOUNCE transitions per incident
     last_alert: dict[str, float] = {}  # my model of last_alert_time
     interval_of: dict[str, float | None] = {}  # my model of the incident's remembered re_alert
     for ev in events:
@@ -89,27 +90,38 @@ def test_invariants(policy: Policy, scope: str, events: list[LogEvent]) -> None:
             else:
                 assert seen[inc.incident_id] is inc
             iid = inc.incident_id
-            if t.kind in (Kind.REPEAT, Kind.REALERT):
+            # silent when the line says `notification: false` or the config `notify = false`
+            # for the code (a line's `notification: true` does not undo the operator's false)
+            wanted = ev.notify is not False and policy.notify_for(inc.code)
+            if t.kind in (Kind.REPEAT, Kind.REALERT, Kind.ANNOUNCE):
                 if ev.re_alert is not None:
                     interval_of[iid] = ev.re_alert
                 remembered = interval_of[iid]
                 interval = remembered if remembered is not None else policy.re_alert_for(inc.code)
                 gap = ev.time - last_alert[iid]
-                if t.kind is Kind.REALERT:
+                due = interval <= 0 or gap >= interval
+                # nobody has heard of it: the first line that may notify announces it (CONTRACT §2)
+                unheard = alerts[iid] == 0 and wanted
+                assert (t.kind is Kind.ANNOUNCE) == unheard, (t.kind, alerts[iid], wanted)
+                if t.kind is Kind.REALERT or (unheard and due):
                     # re-alert spacing never below the interval (0 = every occurrence alerts)
-                    assert interval <= 0 or gap >= interval
+                    assert due
                     last_alert[iid] = ev.time
+                elif unheard:  # announced before the interval: last_alert_time never moves back
+                    last_alert[iid] = max(last_alert[iid], ev.time)
                 else:
-                    assert interval > 0 and gap < interval and not t.notify
+                    assert not due and not t.notify
                 assert inc.last_alert_time == last_alert[iid]
-            if t.kind in (Kind.NEW, Kind.REALERT) and t.notify:
-                alerts[iid] += 1
             if t.kind is Kind.CLEAR:
-                assert not inc.active and inc.cleared_at == ev.time
-            # silent when the line says `notification: false` or the config `notify = false`
-            # for the code (a line's `notification: true` does not undo the operator's false)
-            wanted = ev.notify is not False and policy.notify_for(inc.code)
-            assert t.notify == (wanted and t.kind in (Kind.NEW, Kind.REALERT, Kind.CLEAR))
+                # never before its start (CONTRACT §7); the resolve only for an incident
+                # that alerted, and only the clearing line can keep it back (CONTRACT §2)
+                assert not inc.active and inc.cleared_at == max(ev.time, inc.start_time)
+                assert t.notify == (ev.notify is not False and alerts[iid] > 0)
+                assert t.duration == inc.cleared_at - inc.start_time >= 0
+            else:
+                assert t.notify == (wanted and t.kind in (Kind.NEW, Kind.REALERT, Kind.ANNOUNCE))
+            if t.kind in (Kind.NEW, Kind.REALERT, Kind.ANNOUNCE) and t.notify:
+                alerts[iid] += 1
         # at most one open incident per key, and the engine's view agrees with all incidents seen
         open_by_key: dict[str, list[str]] = defaultdict(list)
         for iid, inc in seen.items():
@@ -132,8 +144,11 @@ def run_batched(policy: Policy, scope: str, events: list[LogEvent], cuts: list[i
                 fail_seed: int | None) -> dict[str, Any]:
     """Feed ``events`` the way the daemon's batch loop does: begin, feed a batch, then commit
     to a fake store, or (by a seeded coin) fail, roll back and retry the same batch.
-    Returns what is durable: the store and the committed notices, ids normalised."""
+    Returns what is durable: the store and the committed notices, ids normalised. Notices
+    are routed as the daemon routes them (two targets, "b" only for code db's tag), so who
+    was alerted (``Incident.notified``) must roll back with a failed batch too."""
     engine = make_engine(policy, scope)
+    router = Router([("a", ()), ("b", ("ops",))])
     rnd = random.Random(fail_seed)
     store: dict[str, Incident] = {}
     notices: list[Notice] = []
@@ -149,9 +164,8 @@ def run_batched(policy: Policy, scope: str, events: list[LogEvent], cuts: list[i
             for ev in events[a:b]:
                 ts = engine.feed(_copy(ev))
                 batch_new += [t.incident.incident_id for t in ts if t.kind is Kind.NEW and t.incident]
-                n = render(ts, server_id="srv", node_name="n")
-                if n is not None:
-                    batch_notices.append(n)
+                batch_notices += router.route(ts, server_id="srv", node_name="n",
+                                              tags_for=lambda c: ("ops",) if c == "db" else ())
             if fail_seed is not None and rnd.random() < 0.3:
                 engine.rollback()  # the journal refused: nothing of this batch happened
                 continue
@@ -173,7 +187,8 @@ def run_batched(policy: Policy, scope: str, events: list[LogEvent], cuts: list[i
         "store": sorted(norm(i) for i in store.values()),
         "active": sorted((k, ids[i.incident_id]) for k, i in engine.active().items()),
         "active_state": sorted(norm(i) for i in engine.active().values()),
-        "notices": [(n.type, n.code, n.title, n.body, ids[n.incident_id], n.event_time) for n in notices],
+        "notices": [(n.type, n.code, n.title, n.body, ids[n.incident_id], n.event_time, n.targets)
+                    for n in notices],
     }
 
 

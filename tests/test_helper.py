@@ -21,9 +21,9 @@ from test_notify import Target  # noqa: E402
 
 def enqueue(state: Path, helper: NotifyHelper, *codes: str) -> None:
     with Journal(state) as j:
-        j.set_targets(helper.routes)
+        keys = tuple(key for key, _ in helper.routes)
         j.commit([], [], [Notice(type=NoticeType.FAILURE, code=c, title=f"x {c} failing", body="b",
-                                 incident_id=f"id-{c}", event_time=1.0) for c in codes], time.time())
+                                 incident_id=f"id-{c}", event_time=1.0, targets=keys) for c in codes], time.time())
 
 
 def test_delivers_in_order_and_reports_results(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def make_incident(code: str = "E1", *, start: float = 1000.0, iid: str | None = 
 
 
 def make_notice(code: str = "E1", *, tags: tuple[str, ...] = (), kind: NoticeType = NoticeType.FAILURE,
-                title: str | None = None) -> Notice:  # fmt: skip
+                title: str | None = None, targets: tuple[str, ...] = ("stderr",)) -> Notice:  # fmt: skip
     return Notice(
         type=kind,
         code=code,
@@ -49,6 +49,7 @@ def make_notice(code: str = "E1", *, tags: tuple[str, ...] = (), kind: NoticeTyp
         incident_id=f"id-{code}",
         event_time=1000.0,
         tags=tags,
+        targets=targets,
     )
 
 
@@ -180,43 +181,84 @@ def deliveries(j: Journal) -> list[tuple[int, str]]:
         "SELECT notice_id, target FROM deliveries ORDER BY id")]  # fmt: skip
 
 
-def test_routing_by_tags(journal: Journal, caplog: pytest.LogCaptureFixture) -> None:
-    journal.set_targets([("a", ("ops",)), ("b", ()), ("c", ("ops", "db"))])
-    n_all, n_ops, n_db, n_x1, n_x2 = (
-        make_notice("E1"), make_notice("E2", tags=("ops",)), make_notice("E3", tags=("db", "zz")),
-        make_notice("E4", tags=("nobody",)), make_notice("E5", tags=("nobody",)),
-    )  # fmt: skip
-    with caplog.at_level(logging.WARNING, logger="errord.journal"):
-        journal.commit([], [], [n_all, n_ops, n_db, n_x1, n_x2], now=1.0)
-    assert deliveries(journal) == [
-        (n_all.id, "a"), (n_all.id, "b"), (n_all.id, "c"),
-        (n_ops.id, "a"), (n_ops.id, "c"),
-        (n_db.id, "c"),
-    ]  # fmt: skip
-    # Unroutable: stored, not pending, warned about once.
-    assert n_x1.id is not None and n_x2.id is not None
-    assert caplog.text.count("match no notify target") == 1
-    assert journal.pending_by_target() == {"a": 2, "b": 1, "c": 3}
-    assert journal.pending_notices() == 6
+def test_one_delivery_per_target_key_none_is_recorded_not_sent(journal: Journal) -> None:
+    # Routing is routing.Router's (tests/test_routing.py): the journal takes the keys as given.
+    n_ab, n_c, n_none = (make_notice("E1", targets=("a", "b")), make_notice("E2", tags=("ops",), targets=("c",)),
+                         make_notice("E3", tags=("nobody",), targets=()))  # fmt: skip
+    journal.commit([], [], [n_ab, n_c, n_none], now=1.0)
+    assert deliveries(journal) == [(n_ab.id, "a"), (n_ab.id, "b"), (n_c.id, "c")]
+    assert n_none.id is not None  # stored, nothing pending for it
+    assert journal.pending_by_target() == {"a": 1, "b": 1, "c": 1}
+    [(_, got)] = journal.due_deliveries("c", 10, now=1.0)
+    assert (got.code, got.tags) == ("E2", ("ops",))
 
 
-def test_no_targets_means_stderr(journal: Journal) -> None:
-    n1 = make_notice("E1")
-    journal.commit([], [], [n1], now=1.0)  # never configured: stderr
-    journal.set_targets([])
-    n2 = make_notice("E2", tags=("ops",))
-    n3 = make_notice("E3")
-    journal.commit([], [], [n2, n3], now=1.0)
-    # With nothing configured nothing may go unseen: tagged notices go there too.
-    assert deliveries(journal) == [(n1.id, "stderr"), (n2.id, "stderr"), (n3.id, "stderr")]
+def test_notified_round_trips_and_is_updated(journal: Journal) -> None:
+    inc = make_incident("E1", notified=("a",))
+    journal.commit([inc], [], [], now=1.0)
+    assert journal.load_active()[0].notified == ("a",)
+    inc.notified = ("a", "b")
+    journal.commit([inc], [], [], now=2.0)
+    [back] = journal.load_active()
+    assert back.notified == ("a", "b") and back == inc
+    plain = make_incident("E2")
+    journal.commit([plain], [], [], now=3.0)
+    assert {i.code: i.notified for i in journal.history()} == {"E1": ("a", "b"), "E2": ()}
+    # a recovered incident keeps it too (import_incidents writes it verbatim)
+    journal.import_incidents([make_incident("E3", iid="rec", notified=("*",))])
+    assert {i.code: i.notified for i in journal.history()}["E3"] == ("*",)
+
+
+def _schema_2_store(state: Path) -> None:
+    """An errord.db as the schema-2 errord left it: an incident alerted to targets a and b
+    (a warning still queued for b), one alerted whose deliveries were pruned, one silent,
+    one closed, and a notice of another incident for target c."""
+    from errord.journal import MIGRATIONS
+
+    state.mkdir()
+    db = sqlite3.connect(state / DB_NAME, isolation_level=None)
+    for stmts in MIGRATIONS[:2]:
+        for stmt in stmts:
+            db.execute(stmt)
+    db.execute("PRAGMA user_version = 2")
+    cols = ("incident_id, code, message, start_time, last_log_time, server_id, node_name, active, cleared_at,"
+            " created_at, updated_at, occurrences, alerts_sent, last_alert_time, app")
+    for iid, active, alerts in (("alerted", 1, 2), ("pruned", 1, 1), ("silent", 1, 0), ("closed", 0, 1)):
+        db.execute(f"INSERT INTO incidents ({cols}) VALUES (?, ?, 'm', 1, 1, 's', 'n', ?, NULL, 1, 1, 3, ?, 1, NULL)",
+                   (iid, iid.upper(), active, alerts))
+    notices = [(1, "failure", "alerted", "a", 5.0), (2, "failure", "alerted", "b", 5.0),
+               (3, "warning", "alerted", "b", None), (4, "success", "closed", "c", 5.0),
+               (5, "failure", "closed", "a", 5.0)]
+    for nid, typ, iid, target, delivered in notices:
+        db.execute("INSERT INTO notices (id, type, code, title, body, incident_id, event_time, created_at)"
+                   " VALUES (?, ?, 'X', 't', 'b', ?, 1, 1)", (nid, typ, iid))
+        db.execute("INSERT INTO deliveries (notice_id, target, next_at, delivered_at) VALUES (?, ?, 0, ?)",
+                   (nid, target, delivered))
+    db.close()
+
+
+def test_migration_to_3_takes_who_was_alerted_from_the_outbox(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    _schema_2_store(state)
+    # read-only, before the daemon migrated (an upgraded CLI beside an old daemon): readable
+    with Journal(state, readonly=True) as ro:
+        assert {i.incident_id: i.notified for i in ro.history()} == {
+            "alerted": (), "pruned": (), "silent": (), "closed": ()}  # fmt: skip
+    with Journal(state) as j:
+        got = {i.incident_id: i.notified for i in j.history()}
+    assert sorted(got.pop("alerted")) == ["a", "b"]  # failures and warnings, queued or delivered
+    assert got == {"pruned": ("*",), "silent": (), "closed": ()}  # "*": alerted, targets unknown
+    db = sqlite3.connect(state / DB_NAME)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert "v3_alerted" not in {r[0] for r in db.execute("SELECT name FROM sqlite_temp_master")}
+    db.close()
 
 
 # -- outbox -----------------------------------------------------------------------------------
 
 
 def test_due_deliveries_strict_order_and_backoff(journal: Journal) -> None:
-    journal.set_targets([("a", ()), ("b", ())])
-    notes = [make_notice(f"E{i}") for i in range(3)]
+    notes = [make_notice(f"E{i}", targets=("a", "b")) for i in range(3)]
     journal.commit([], [], notes, now=100.0)
     due = journal.due_deliveries("a", 50, now=100.0)
     assert [n.code for _, n in due] == ["E0", "E1", "E2"]
@@ -243,8 +285,7 @@ def test_due_deliveries_strict_order_and_backoff(journal: Journal) -> None:
 
 
 def test_drop_target_deliveries(journal: Journal, caplog: pytest.LogCaptureFixture) -> None:
-    journal.set_targets([("a", ()), ("b", ())])
-    journal.commit([], [], [make_notice("E1"), make_notice("E2")], now=1.0)
+    journal.commit([], [], [make_notice("E1", targets=("a", "b")), make_notice("E2", targets=("a", "b"))], now=1.0)
     with caplog.at_level(logging.WARNING, logger="errord.journal"):
         assert journal.drop_target_deliveries({"a"}) == 2
     assert journal.pending_by_target() == {"a": 2}
@@ -254,12 +295,11 @@ def test_drop_target_deliveries(journal: Journal, caplog: pytest.LogCaptureFixtu
 
 def test_prune(journal: Journal) -> None:
     day = 86400.0
-    journal.set_targets([("a", ())])
-    old_sent, old_pending = make_notice("OLD1"), make_notice("OLD2")
+    old_sent, old_pending = make_notice("OLD1", targets=("a",)), make_notice("OLD2", targets=("a",))
     journal.commit([], [], [old_sent, old_pending], now=0.0)
     [(d_sent, _), _] = journal.due_deliveries("a", 50, now=0.0)
     journal.mark_delivered([d_sent], now=1.0)
-    recent = make_notice("NEW")
+    recent = make_notice("NEW", targets=("a",))
     journal.commit([], [], [recent], now=9 * day)
     [(d_recent, _)] = [x for x in journal.due_deliveries("a", 50, now=9 * day) if x[1].code == "NEW"]
     journal.mark_delivered([d_recent], now=9 * day)

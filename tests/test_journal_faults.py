@@ -291,8 +291,7 @@ def test_accepted_notice_is_not_sent_again_when_recording_it_fails(tmp_path: Pat
     with Receiver() as rx:
         sink = NotifySink(tmp_path / "state", [Target(rx.url("/flaky"))], backoff=(0.05, 0.2), timeout=2)
         with Journal(tmp_path / "state") as j:
-            j.set_targets(sink.routes)
-            j.commit([], [], [Notice(NoticeType.FAILURE, f"k{i}", f"🔴 k{i} x", "b", f"id{i}", 1.0)
+            j.commit([], [], [Notice(NoticeType.FAILURE, f"k{i}", f"🔴 k{i} x", "b", f"id{i}", 1.0, targets=("t1",))
                              for i in range(4)], now=time.time())
         sink.start()
         try:

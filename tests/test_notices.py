@@ -35,9 +35,36 @@ def test_new_realert_resolved_types_and_titles() -> None:
 def test_suppressed_and_silent_lines_make_no_notice() -> None:
     e = make_engine()
     assert notice_for(e, ev(0, "db", notify=False)) is None
-    assert notice_for(e, ev(1, "db")) is None
+    assert notice_for(e, ev(1, "db", notify=False)) is None
     assert notice_for(e, ev(2, clear="nothing")) is None
-    assert notice_for(e, ev(3, clear="db", notify=False)) is None
+    assert notice_for(e, ev(3, clear="db")) is None  # it notified nobody: resolves silently
+    notice_for(e, ev(4, "db"))
+    assert notice_for(e, ev(5, "db")) is None  # suppressed repeat
+    assert notice_for(e, ev(6, clear="db", notify=False)) is None
+
+
+def test_announce_is_a_failure_saying_since_when() -> None:
+    e = make_engine()
+    notice_for(e, ev(0, "db_down", notify=False, message="database down", app="api"))
+    notice_for(e, ev(60, "db_down", notify=False))
+    n = notice_for(e, ev(5400, "db_down", message="still down"))
+    assert n is not None and n.type is NoticeType.FAILURE
+    assert n.title == "🔴 db_down failing on v4vapp/voltage"
+    assert n.body.splitlines()[:3] == [
+        "Failing since 2026-01-14 14:13:20 UTC (1h 30m), 3 occurrences so far, not announced before.",
+        "Latest: still down",
+        "First: database down",
+    ]
+    assert "app: api" in n.body
+
+
+def test_resolve_of_a_clear_written_before_the_start_never_runs_backwards() -> None:
+    e = make_engine()
+    notice_for(e, ev(3600, "db"))
+    n = notice_for(e, ev(0, clear="db"))
+    assert n is not None and n.type is NoticeType.SUCCESS
+    assert ("Resolved after 0s (2026-01-14 15:13:20 UTC to 2026-01-14 15:13:20 UTC), 1 occurrence."
+            in n.body), n.body
 
 
 def test_one_line_clearing_and_raising_gives_one_notice() -> None:

@@ -18,6 +18,7 @@ from receiver import Receiver
 from errord.errors import NotifyError
 from errord.journal import Journal
 from errord.model import Notice, NoticeType
+from errord.routing import Router
 from errord.sinks.notify import NotifySink, with_timeouts
 
 FAST = (0.05, 0.2)  # backoff for tests
@@ -78,8 +79,10 @@ def make_sink(tmp_path: Path) -> Iterator[Callable[..., NotifySink]]:
 
 
 def enqueue(state: Path, sink: NotifySink, *notices: Notice) -> None:
+    router = Router(sink.routes)  # as the daemon routes: by tags (resolves aside)
+    for n in notices:
+        n.targets = router.by_tags(n.tags)
     with Journal(state) as j:
-        j.set_targets(sink.routes)
         j.commit([], [], notices, now=time.time())
     sink.wake()
 

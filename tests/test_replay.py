@@ -83,6 +83,28 @@ def test_json_is_one_notice_per_line_with_stable_keys(replay_setup, tmp_path: Pa
     assert not (tmp_path / "state").exists()
 
 
+def test_replay_resolves_only_what_it_alerted_and_announces_the_unheard(make_errord, tmp_path: Path) -> None:
+    # CONTRACT §2, as the daemon decides with one target: "quiet" never notified (its
+    # lines said notification: false), so its clear is silent; "late" opened silently,
+    # then a line that may notify announces it (a failure, before the interval), and its
+    # clear resolves it; "tagged" goes to a tag no target has, yet replay's one implicit
+    # target takes everything, as the daemon's stderr pseudo-target does.
+    e = make_errord(defaults={"re_alert_time": "1h"}, codes={"tagged": {"tags": ["ops"]}})
+    log = tmp_path / "silent.jsonl"
+    append(log, line("quiet", notification=False, timestamp=T), line(clear="quiet", timestamp=T + 5),
+           line("late", notification=False, timestamp=T), line("late", notification=False, timestamp=T + 60),
+           line("late", msg="now loud", timestamp=T + 120), line("late", timestamp=T + 180),
+           line(clear="late", timestamp=T + 240), line("tagged", timestamp=T), line(clear="tagged", timestamp=T + 1))
+    res = e.cli("replay", str(log), "--json")
+    notices = [json.loads(text) for text in res.stdout.splitlines()]
+    assert [(n["type"], n["code"]) for n in notices] == [
+        ("failure", "late"), ("success", "late"), ("failure", "tagged"), ("success", "tagged")]
+    assert notices[0]["time"] == "2026-01-14T14:15:20.000Z"
+    assert "Failing since 2026-01-14 14:13:20 UTC (2m), 3 occurrences so far, not announced before." in notices[0]["body"]
+    got = summary(e.cli("replay", str(log)).stdout)
+    assert got["quiet"] == [1, 1, 0, 0, 0, 0] and got["late"] == [4, 1, 1, 0, 1, 2]
+
+
 def test_replay_leaves_an_existing_state_alone(make_errord, tmp_path: Path) -> None:
     e = make_errord()
     e.start()

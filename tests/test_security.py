@@ -238,8 +238,7 @@ def test_codes_cannot_forge_lines_in_errords_own_log(tmp_path: Path, receiver, c
     forged = "db\n2026-01-01 00:00:00,000 CRITICAL errord: forged\x1b[2J"
     sink = NotifySink(tmp_path / "state", [Target()], backoff=(5, 5), timeout=2)
     with Journal(tmp_path / "state") as j:
-        j.set_targets(sink.routes)
-        j.commit([], [], [Notice(NoticeType.FAILURE, forged, "t", "b", "id", 1.0)], now=time.time())
+        j.commit([], [], [Notice(NoticeType.FAILURE, forged, "t", "b", "id", 1.0, targets=("t",))], now=time.time())
     sink.start()
     try:
         wait_until(lambda: "failed, attempt" in caplog.text, 10, "the failure warning")

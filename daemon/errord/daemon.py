@@ -20,11 +20,11 @@ from errord.config import RunConfig
 from errord.engine import Engine
 from errord.errors import ConfigError, ErrordError, JournalError, MongoError, NotifyError
 from errord.fdbudget import raise_open_file_limit
-from errord.journal import STDERR_TARGET, Journal
+from errord.journal import Journal
 from errord.lines import LineParser, ParseResult
 from errord.health import BatchTally, Health, Snapshot
 from errord.model import Kind, Notice
-from errord.notices import render
+from errord.routing import STDERR_TARGET, UNKNOWN_ALERTED, Router
 from errord.runstate import RunLock
 from errord.serve import load_config
 from errord.sinks.helper import NotifyHelper
@@ -73,6 +73,7 @@ class Daemon:
             server_id=settings.server_id,
             node_name=settings.node_name,
         )
+        self.router = Router()  # who gets each notice; its routes follow the sink's targets
         self.tailer: Tailer | None = None
         self.sink: NotifySink | NotifyHelper | None = None
         self.mongo: MongoSink | None = None
@@ -279,6 +280,7 @@ class Daemon:
         now = time.time()
         s = self.settings
         feed = self.engine.feed_quiet  # None for a suppressed repeat: no Transition built
+        route = self.router.route
         repeat = Kind.REPEAT
         notices: list[Notice] = []
         tally = self._tally = BatchTally()  # published by _commit once the batch is durable
@@ -312,12 +314,11 @@ class Daemon:
                     if kinds is not None:
                         for t in transitions:
                             kinds[t.kind] = kinds.get(t.kind, 0) + 1
-                    # render only what notifies
+                    # render and route only what notifies (a clear and an error on one line
+                    # may give a notice per distinct set of targets, never two to one target)
                     if transitions and (transitions[0].notify or transitions[-1].notify):
-                        notice = render(transitions, server_id=s.server_id, node_name=s.node_name,
-                                        tags_for=s.tags_for)
-                        if notice is not None:
-                            notices.append(notice)
+                        notices += route(transitions, server_id=s.server_id, node_name=s.node_name,
+                                         tags_for=s.tags_for)
         return notices if anything else None
 
     def _commit(self, notices: list[Notice]) -> bool:
@@ -394,6 +395,9 @@ class Daemon:
                 logger.warning("fresh state_dir: cannot load this host's open incidents from MongoDB (%s); "
                                "starting without them", exc)  # fmt: skip
             else:
+                for inc in found:  # who the old host alerted is not in the record: by tags
+                    if inc.alerts_sent:
+                        inc.notified = (UNKNOWN_ALERTED,)
                 loaded = self.journal.import_incidents(found)
                 self.journal.set_meta("mongo_recovered", "1")
                 logger.info("fresh state_dir: loaded %d open incident(s) of %s/%s from MongoDB",
@@ -412,7 +416,7 @@ class Daemon:
     def _apply_targets(self, sink: NotifySink | NotifyHelper) -> None:
         """Route later notices to ``sink``'s targets and hand the outbox over to it."""
         assert self.journal is not None
-        self.journal.set_targets(sink.routes)
+        self.router.set_routes(sink.routes)
         keep = {key for key, _ in sink.routes} or {STDERR_TARGET}
         dropped = self.journal.drop_target_deliveries(keep)
         if dropped:

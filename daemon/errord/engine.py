@@ -20,9 +20,10 @@ __all__ = ["Engine", "Policy", "incident_key"]
 
 # Kind.X, an attribute of an Enum class, costs ~70 ns per lookup on Python 3.11; the
 # event path takes the members from module globals instead.
-_NEW, _REPEAT, _REALERT, _CLEAR, _CLEAR_UNKNOWN = (
-    Kind.NEW, Kind.REPEAT, Kind.REALERT, Kind.CLEAR, Kind.CLEAR_UNKNOWN)
+_NEW, _REPEAT, _REALERT, _ANNOUNCE, _CLEAR, _CLEAR_UNKNOWN = (
+    Kind.NEW, Kind.REPEAT, Kind.REALERT, Kind.ANNOUNCE, Kind.CLEAR, Kind.CLEAR_UNKNOWN)
 
+_LOUD_CACHE = 10_000  # codes whose notify setting is remembered (Engine._loud)
 _SEP = "\x1f"  # unit separator: cannot occur in a code that came through JSON unescaped by accident
 
 
@@ -50,7 +51,9 @@ def _new_id() -> str:
 
 
 class Engine:
-    """Alert once, suppress repeats, re-alert after the interval, resolve on clear."""
+    """Alert once, suppress repeats, re-alert after the interval, resolve on clear; an
+    open incident whose notices were all silent announces itself on its first line that
+    may notify."""
 
     def __init__(
         self,
@@ -63,7 +66,7 @@ class Engine:
     ) -> None:
         if scope not in ("code", "app"):
             raise ValueError(f"scope must be 'code' or 'app', not {scope!r}")
-        self.policy = policy
+        self.policy = policy  # sets the notify cache too (see the property)
         self.scope = scope
         self.server_id = server_id
         self.node_name = node_name
@@ -71,6 +74,19 @@ class Engine:
         self._active: dict[str, Incident] = {}
         self._dirty: dict[str, Incident] = {}  # incident_id -> incident changed in this batch
         self._undo: dict[str, Incident | None] = {}  # key -> state before this batch
+
+    @property
+    def policy(self) -> Policy:
+        """The per-code settings; taken as fixed until replaced (SIGHUP assigns a new one)."""
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: Policy) -> None:
+        self._policy = policy
+        # code -> notify_for(code). A repeat of an incident that never alerted asks it on
+        # every line (may this one announce it?); a code silenced by the config is often
+        # the noisiest one, so that is one dict lookup, not two method calls.
+        self._loud: dict[str, bool] = {}
 
     # -- state -------------------------------------------------------------------------
 
@@ -145,7 +161,14 @@ class Engine:
     def _wants_notice(self, ev: LogEvent, code: str) -> bool:
         # Silent when either says so: the line's `notification: false`, or the operator's
         # `notify = false` for the code (which a line's `notification: true` cannot undo).
-        return ev.notify is not False and self.policy.notify_for(code)
+        if ev.notify is False:
+            return False
+        loud = self._loud.get(code)
+        if loud is None:
+            if len(self._loud) >= _LOUD_CACHE:  # bounded: codes come from untrusted lines
+                self._loud.clear()
+            loud = self._loud[code] = bool(self._policy.notify_for(code))
+        return loud
 
     def _raise(self, ev: LogEvent, code: str) -> Transition:
         key = code if self.scope == "code" else incident_key(self.scope, ev.app, code)
@@ -196,16 +219,35 @@ class Engine:
             inc.last_log_time = when
         if ev.re_alert is not None:
             inc.re_alert = ev.re_alert  # an incident remembers the latest interval its lines gave
-        interval = inc.re_alert if inc.re_alert is not None else self.policy.re_alert_for(code)
+        interval = inc.re_alert if inc.re_alert is not None else self._policy.re_alert_for(code)
         # interval 0: every occurrence alerts, even one whose time is older than the last alert
         if interval <= 0 or when - inc.last_alert_time >= interval:
             since = inc.since_alert
             inc.last_alert_time = when
             inc.since_alert = 0
             notify = self._wants_notice(ev, code)
+            kind = _REALERT
             if notify:
+                if not inc.alerts_sent:
+                    kind = _ANNOUNCE  # its first notice: a failure, not "still failing"
                 inc.alerts_sent += 1
-            return Transition(_REALERT, key, inc, ev, notify=notify, since_alert=since)
+            return Transition(kind, key, inc, ev, notify=notify, since_alert=since)
+        # Nobody has heard of it (every notice so far was silent): the first line that may
+        # notify announces it without waiting for the interval (CONTRACT §2). The int test
+        # comes first, so an incident that has alerted pays nothing more here; a silent
+        # one a dict lookup (_wants_notice, inlined: this runs for each of its lines).
+        if not inc.alerts_sent and ev.notify is not False:
+            loud = self._loud.get(code)
+            if loud is None:
+                loud = self._wants_notice(ev, code)
+            if not loud:
+                return None
+            since = inc.since_alert
+            if when > inc.last_alert_time:  # an older line must not pull the next re-alert forward
+                inc.last_alert_time = when
+            inc.since_alert = 0
+            inc.alerts_sent = 1
+            return Transition(_ANNOUNCE, key, inc, ev, notify=True, since_alert=since)
         return None
 
     def _clear(self, ev: LogEvent, code: str) -> Transition:
@@ -216,13 +258,18 @@ class Engine:
         self._touch(key, inc)
         del self._active[key]
         inc.active = False
-        inc.cleared_at = ev.time
+        # A clear written before the incident's start (clocks of two writers, a backlog
+        # read out of order) closes it at its start: never a negative duration (CONTRACT §7).
+        inc.cleared_at = ev.time if ev.time > inc.start_time else inc.start_time
         self._dirty[inc.incident_id] = inc
+        # The resolve goes to those who were alerted (CONTRACT §2): none if it never
+        # alerted; else only the clearing line's `notification: false` keeps it back — a
+        # `notify = false` set since does not, those alerted still hear of the end.
         return Transition(
             _CLEAR,
             key,
             inc,
             ev,
-            notify=self._wants_notice(ev, code),
-            duration=max(0.0, ev.time - inc.start_time),
+            notify=ev.notify is not False and inc.alerts_sent > 0,
+            duration=inc.cleared_at - inc.start_time,
         )

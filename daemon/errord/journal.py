@@ -9,12 +9,11 @@ Durability (CONTRACT §7): ``commit`` writes the incidents, positions and notice
 batch of lines in ONE transaction with ``synchronous=FULL``; ``mark_delivered`` is a
 second, later transaction. A crash leaves all of a batch or none of it.
 
-Routing: ``set_targets`` gives the notify targets as ``(key, tags)``. A notice without
-tags goes to every target; a notice with tags goes to the targets sharing at least one
-tag with it (Apprise's tag filter: tags are OR-ed, an untagged target only gets untagged
-notices). With no target configured, every notice, tagged or not, goes to the
-pseudo-target ``"stderr"``.
-Each routed target gets its own delivery row, so a slow target never holds up another.
+Deliveries: a notice comes with its target keys (``Notice.targets``, decided by
+``routing.Router`` before the commit; the journal does no routing). Each target gets its
+own delivery row, so a slow target never holds up another. Which targets were sent a
+failure or warning of an incident is kept with it (``incidents.notified``): its resolve
+goes to them.
 
 MongoDB (``mirror_to_mongo(True)``): ``commit`` also queues each changed incident in
 ``mongo_outbox``, in the same transaction. One row per incident, so repeats coalesce while
@@ -40,16 +39,18 @@ from urllib.parse import quote
 
 from .errors import JournalError, NoStateError
 from .model import HistoryState, Incident, Notice, NoticeType, Position, history_state
+from .routing import STDERR_TARGET, UNKNOWN_ALERTED
 
 __all__ = ["Journal", "Delivery", "MongoWrite", "DB_NAME", "SCHEMA_VERSION", "STDERR_TARGET"]
+# STDERR_TARGET is routing's; re-exported for the sinks, which name it in their targets.
 
 logger = logging.getLogger(__name__)
 
 DB_NAME = "errord.db"
-STDERR_TARGET = "stderr"
 
 _INCIDENT_COLS = tuple(f.name for f in fields(Incident))
-_INCIDENT_DATA_COLS = tuple(c for c in _INCIDENT_COLS if c not in ("created_at", "updated_at"))
+assert _INCIDENT_COLS[-1] == "notified"  # stored as JSON text: _incident() decodes the last column
+_INCIDENT_DATA_COLS = tuple(c for c in _INCIDENT_COLS if c not in ("created_at", "updated_at", "notified"))
 _POSITION_COLS = (
     "dev", "ino", "path", "offset", "fp_len", "fp_hash",
     "lines_read", "lines_skipped", "source", "extra",
@@ -128,6 +129,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             incident_id TEXT NOT NULL UNIQUE,
             version INTEGER NOT NULL DEFAULT 1
         )""",
+    ),
+    # v2 -> v3: who was alerted (Incident.notified, a JSON array of target keys): the
+    # resolve goes to them. For the open incidents of an older errord, taken from the
+    # outbox (the targets their failures and warnings were queued for; a target key is
+    # hex or "stderr", nothing to escape); where those rows were pruned already (delivered
+    # over a week ago), "*": alerted, targets unknown, the resolve goes by tags as it did.
+    (
+        "ALTER TABLE incidents ADD COLUMN notified TEXT NOT NULL DEFAULT '[]'",
+        # one pass over the outbox (notices has no incident_id index), then keyed look-ups
+        "CREATE TEMP TABLE v3_alerted (incident_id TEXT PRIMARY KEY, targets TEXT NOT NULL)",
+        """INSERT INTO v3_alerted
+            SELECT n.incident_id, '[' || group_concat(DISTINCT '"' || d.target || '"') || ']'
+            FROM notices n JOIN deliveries d ON d.notice_id = n.id
+            WHERE n.type IN ('failure', 'warning') GROUP BY n.incident_id""",
+        f"""UPDATE incidents SET notified = coalesce(
+            (SELECT targets FROM v3_alerted a WHERE a.incident_id = incidents.incident_id),
+            '["{UNKNOWN_ALERTED}"]') WHERE active = 1 AND alerts_sent > 0""",
+        "DROP TABLE v3_alerted",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -210,11 +229,8 @@ class Journal:
         self.path = self.state_dir / DB_NAME
         self.readonly = readonly
         self._busy_timeout = busy_timeout
-        # (key, tags); tags None = takes every notice (the stderr pseudo-target)
-        self._routes: list[tuple[str, frozenset[str] | None]] = [(STDERR_TARGET, None)]
-        self._route_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self._unrouted_warned: set[tuple[str, ...]] = set()
         self._mongo = False  # queue changed incidents for MongoDB (set by mirror_to_mongo)
+        self._incident_sql: str | None = None  # the incidents columns to select (_incident_cols)
         self._db: sqlite3.Connection | None = None
         self._closed = False
         try:
@@ -371,34 +387,6 @@ class Journal:
     def load_positions(self) -> list[Position]:
         return self.positions()
 
-    # -- routing -----------------------------------------------------------------------
-
-    def set_targets(self, targets: Sequence[tuple[str, tuple[str, ...]]]) -> None:
-        """Set the routing table ``(target key, tags)`` used by later commits.
-
-        Empty means the single pseudo-target ``"stderr"``, which takes every notice,
-        tagged or not (with nothing configured, nothing may go unseen).
-        """
-        routes: list[tuple[str, frozenset[str] | None]] = [
-            (key, frozenset(tags)) for key, tags in targets
-        ]
-        self._routes = routes or [(STDERR_TARGET, None)]
-        self._route_cache.clear()
-        self._unrouted_warned.clear()
-
-    def route(self, tags: Sequence[str]) -> tuple[str, ...]:
-        """The target keys a notice with these tags goes to (see the module doc)."""
-        key = tuple(tags)
-        hit = self._route_cache.get(key)
-        if hit is None:
-            if not key:
-                hit = tuple(k for k, _ in self._routes)
-            else:
-                wanted = set(key)
-                hit = tuple(k for k, t in self._routes if t is None or t & wanted)
-            self._route_cache[key] = hit
-        return hit
-
     # -- the batch commit --------------------------------------------------------------
 
     def commit(
@@ -415,10 +403,10 @@ class Journal:
         write and kept afterwards, ``updated_at`` is ``now``; both are also set on the
         objects passed in, once the transaction is committed. Positions are upserted
         by (dev, ino), those with ``gone=True`` deleted. Each notice gets one delivery
-        row per routed target. On failure nothing is written, no object is changed,
-        and ``JournalError`` is raised; the journal stays usable. ``meta`` entries are
-        written in the same transaction (the first start's "initialized" flag goes with
-        the positions it decided).
+        row per key in its ``targets`` (none: recorded, not sent). On failure nothing is
+        written, no object is changed, and ``JournalError`` is raised; the journal stays
+        usable. ``meta`` entries are written in the same transaction (the first start's
+        "initialized" flag goes with the positions it decided).
         """
         incs = list(incidents)
         poss = list(positions)
@@ -427,7 +415,7 @@ class Journal:
             created: dict[str, float] = {}
             if incs:
                 get = attrgetter(*_INCIDENT_DATA_COLS)
-                db.executemany(_INCIDENT_UPSERT, [(*get(i), now, now) for i in incs])
+                db.executemany(_INCIDENT_UPSERT, [(*get(i), _notified_in(i.notified), now, now) for i in incs])
                 created = self._created_at(db, [i.incident_id for i in incs])
                 if self._mongo:  # same transaction: a committed change is always queued
                     db.executemany(_MONGO_QUEUE, [(i.incident_id,) for i in incs])
@@ -487,25 +475,12 @@ class Journal:
                 for nid, n in zip(ids, notes)
             ],
         )  # fmt: skip
-        rows: list[tuple[int, str, float]] = []
-        for nid, n in zip(ids, notes):
-            targets = self.route(n.tags)
-            if not targets:
-                self._warn_unrouted(n.tags)
-            rows.extend((nid, t, now) for t in targets)
+        rows = [(nid, t, now) for nid, n in zip(ids, notes) for t in n.targets]
         if rows:
             db.executemany(
                 "INSERT INTO deliveries (notice_id, target, next_at) VALUES (?, ?, ?)", rows
             )
         return ids
-
-    def _warn_unrouted(self, tags: tuple[str, ...]) -> None:
-        if tags not in self._unrouted_warned:
-            self._unrouted_warned.add(tags)
-            logger.warning(
-                "notices tagged %s match no notify target: they are recorded but not sent",
-                ",".join(tags),
-            )
 
     # -- the outbox ----------------------------------------------------------------------
 
@@ -625,7 +600,7 @@ class Journal:
     def import_incidents(self, incidents: Iterable[Incident]) -> int:
         """Insert incidents as given, times included (recovery from MongoDB); those already
         known are left alone. Not queued for MongoDB: that is where they came from."""
-        rows = [tuple(getattr(i, c) for c in _INCIDENT_COLS) for i in incidents]
+        rows = [(*(getattr(i, c) for c in _INCIDENT_COLS[:-1]), _notified_in(i.notified)) for i in incidents]
         if not rows:
             return 0
         with self._tx("import_incidents") as db:
@@ -697,7 +672,7 @@ class Journal:
             params.append(since)
         if state is not None:
             where.append("active = 1" if state == "active" else "active = 0")
-        sql = f"SELECT {', '.join(_INCIDENT_COLS)} FROM incidents"
+        sql = f"SELECT {self._incident_cols()} FROM incidents"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY start_time DESC, rowid DESC LIMIT ?"
@@ -706,6 +681,16 @@ class Journal:
     def active(self) -> list[Incident]:
         """The open incidents, newest ``start_time`` first."""
         return self.history(limit=-1, active_only=True)
+
+    def _incident_cols(self) -> str:
+        """The incidents columns to select, ``notified`` last. A read-only view of a file
+        an older daemon still runs on (schema < 3: upgraded, not restarted yet) has no
+        ``notified``: it reads as empty."""
+        if self._incident_sql is None:
+            version = self._read("user_version", "PRAGMA user_version")[0][0]
+            cols = _INCIDENT_COLS if version >= 3 else (*_INCIDENT_COLS[:-1], "'[]'")
+            self._incident_sql = ", ".join(cols)
+        return self._incident_sql
 
     def positions(self) -> list[Position]:
         rows = self._read(
@@ -722,11 +707,11 @@ class Journal:
 
 
 _INCIDENT_UPSERT = (
-    f"INSERT INTO incidents ({', '.join(_INCIDENT_DATA_COLS)}, created_at, updated_at)"
-    f" VALUES ({', '.join('?' * (len(_INCIDENT_DATA_COLS) + 2))})"
+    f"INSERT INTO incidents ({', '.join(_INCIDENT_DATA_COLS)}, notified, created_at, updated_at)"
+    f" VALUES ({', '.join('?' * (len(_INCIDENT_DATA_COLS) + 3))})"
     " ON CONFLICT (incident_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _INCIDENT_DATA_COLS if c != "incident_id")
-    + ", updated_at = excluded.updated_at"
+    + ", notified = excluded.notified, updated_at = excluded.updated_at"
 )
 
 _POSITION_UPSERT = (
@@ -754,9 +739,25 @@ def _path_out(value: str | bytes) -> str:
     return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
+# notified tuple -> its JSON text: commit writes every changed incident of a batch, and
+# the few distinct values (the targets' combinations) repeat.
+_NOTIFIED_JSON: dict[tuple[str, ...], str] = {(): "[]"}
+
+
+def _notified_in(notified: tuple[str, ...]) -> str:
+    text = _NOTIFIED_JSON.get(notified)
+    if text is None:
+        if len(_NOTIFIED_JSON) > 1024:  # bounded: a cache, not a registry
+            _NOTIFIED_JSON.clear()
+            _NOTIFIED_JSON[()] = "[]"
+        text = _NOTIFIED_JSON[notified] = json.dumps(list(notified))
+    return text
+
+
 def _incident(row: Sequence[Any]) -> Incident:
     inc = Incident(*row)
     inc.active = bool(inc.active)
+    inc.notified = tuple(json.loads(row[-1])) if row[-1] and row[-1] != "[]" else ()
     return inc
 
 

@@ -57,6 +57,8 @@ class Metrics:
                                      ["source", "reason"], registry=r)
         self.opened = Counter("errord_incidents_opened", "Incidents opened", registry=r)
         self.realerted = Counter("errord_incidents_realerted", "Re-alerts of still-active incidents", registry=r)
+        self.announced = Counter("errord_incidents_announced",
+                                 "Open incidents announced late (their first notice after silent ones)", registry=r)
         self.resolved = Counter("errord_incidents_resolved", "Incidents resolved by a clear", registry=r)
         self.sent = Counter("errord_notices_sent", "Notices accepted by a target (redacted name)",
                             ["target"], registry=r)
@@ -82,7 +84,8 @@ class Metrics:
             if n:
                 self.lines_skipped.labels(name(src), reason).inc(n)
         k = tally.kinds
-        for kind, counter in ((Kind.NEW, self.opened), (Kind.REALERT, self.realerted), (Kind.CLEAR, self.resolved)):
+        for kind, counter in ((Kind.NEW, self.opened), (Kind.REALERT, self.realerted),
+                              (Kind.ANNOUNCE, self.announced), (Kind.CLEAR, self.resolved)):
             if k.get(kind):
                 counter.inc(k[kind])
 

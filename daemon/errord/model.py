@@ -73,6 +73,10 @@ class Incident:
     # engine bookkeeping, persisted in the journal but not part of the public record
     re_alert: float | None = None  # latest re_alert_time its lines gave (seconds)
     since_alert: int = 0  # occurrences since the last alert (for the re-alert text)
+    # notify target keys sent (or still queued) a failure/warning of it: who gets its
+    # resolve (CONTRACT §2). Set by ``routing.Router`` in the batch, on this live object,
+    # so the engine's undo log rolls it back with the batch. Never in the public record.
+    notified: tuple[str, ...] = ()
 
     def copy(self) -> Incident:
         return Incident(*_get_slots(self))
@@ -115,6 +119,7 @@ class Kind(enum.Enum):
     NEW = "new"  # opened an incident
     REPEAT = "repeat"  # counted, suppressed
     REALERT = "realert"  # counted, interval elapsed: alert again
+    ANNOUNCE = "announce"  # counted, first notice of an incident whose notices were all silent
     CLEAR = "clear"  # closed an incident
     CLEAR_UNKNOWN = "clear_unknown"  # a clear for a code that is not active: nothing to do
 
@@ -125,10 +130,12 @@ class Transition:
 
     ``incident`` is the engine's live object (or, for CLEAR, the closed one): read it
     right away, before feeding the next event. ``notify`` is true when this transition
-    should produce a notification (alerting kind and the line did not say
-    ``notification: false``). ``since_alert`` is, for REALERT, the number of occurrences
-    since the previous alert (including this line); ``duration`` is, for CLEAR, the
-    incident's length in seconds.
+    should produce a notification: an alerting kind, the line did not say
+    ``notification: false`` and the config does not say ``notify = false``; for CLEAR,
+    the line allows it and the incident alerted at least once (which targets get it is
+    ``routing.Router``'s decision: those that were alerted). ``since_alert`` is, for REALERT and ANNOUNCE, the number of
+    occurrences since the previous (silent) alert (including this line); ``duration`` is,
+    for CLEAR, the incident's length in seconds.
     """
 
     kind: Kind
@@ -143,7 +150,7 @@ class Transition:
 class NoticeType(enum.Enum):
     """Apprise notify types (CONTRACT §5)."""
 
-    FAILURE = "failure"  # new incident
+    FAILURE = "failure"  # new incident, or an open one announced late
     WARNING = "warning"  # re-alert
     SUCCESS = "success"  # resolved
 
@@ -159,8 +166,12 @@ class Notice:
     body: str
     incident_id: str
     event_time: float
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # the code's tags when it was made (for the record)
     id: int | None = None  # outbox row id once stored
+    # notify target keys it goes to (``routing.Router`` decides; the journal inserts one
+    # delivery per key). Not stored with the notice (the delivery rows are the record), so
+    # not part of its equality either: a notice read back from the outbox equals the one made.
+    targets: tuple[str, ...] = field(default=(), compare=False)
 
 
 FileKey = tuple[int, int]  # (st_dev, st_ino)

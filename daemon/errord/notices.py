@@ -23,8 +23,13 @@ MAX_CODE = MAX_CODE_CHARS  # the parser refuses longer codes
 # make a notice display something other than what it says.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
-_EMOJI = {Kind.NEW: "🔴", Kind.REALERT: "🟠", Kind.CLEAR: "✅"}
-_TYPE = {Kind.NEW: NoticeType.FAILURE, Kind.REALERT: NoticeType.WARNING, Kind.CLEAR: NoticeType.SUCCESS}
+_EMOJI = {Kind.NEW: "🔴", Kind.ANNOUNCE: "🔴", Kind.REALERT: "🟠", Kind.CLEAR: "✅"}
+_TYPE = {
+    Kind.NEW: NoticeType.FAILURE,
+    Kind.ANNOUNCE: NoticeType.FAILURE,  # the first anyone hears of it: a failure, as a new one
+    Kind.REALERT: NoticeType.WARNING,
+    Kind.CLEAR: NoticeType.SUCCESS,
+}
 
 
 def clean_text(text: str, limit: int = MAX_MESSAGE, *, single_line: bool = False) -> str:
@@ -105,6 +110,17 @@ def _text(t: Transition, server_id: str, node_name: str) -> tuple[str, str]:
     if t.kind is Kind.NEW:
         title = f"{_EMOJI[t.kind]} {code} failing on {where}"
         lines = [first or "(no message)", f"since {format_time(inc.start_time)}"]
+    elif t.kind is Kind.ANNOUNCE:
+        # Open for a while, every notice so far silent (notify was off, or the lines said
+        # `notification: false`): say it is not new, and since when.
+        title = f"{_EMOJI[t.kind]} {code} failing on {where}"
+        lines = [
+            f"Failing since {format_time(inc.start_time)} "
+            f"({format_duration(t.event.time - inc.start_time)}), "
+            f"{_count(inc.occurrences, 'occurrence')} so far, not announced before.",
+            f"Latest: {clean_text(t.event.message) or '(no message)'}",
+            f"First: {first or '(no message)'}",
+        ]
     elif t.kind is Kind.REALERT:
         title = f"{_EMOJI[t.kind]} {code} still failing on {where}"
         lines = [

@@ -1,7 +1,8 @@
 """``errord replay``: the engine over log files, offline — a what-if tool.
 
-Runs the same parser, engine and notice rendering as the daemon over whole files, in
-order, and yields the notices they would have produced. Nothing is written: no journal,
+Runs the same parser, engine, routing and notice rendering as the daemon over whole
+files, in order, and yields the notices they would have produced, as one target would get
+them (a resolve only after that target was sent a failure or warning of the incident). Nothing is written: no journal,
 no ``state_dir``, no positions. ``re_alert`` overrides the configured re-alert interval
 (the default and the per-code ones) to show what another setting would have sent;
 a line's own ``re_alert_time`` still wins, as in the daemon (CONTRACT §2), unless
@@ -22,12 +23,13 @@ from errord.engine import Engine, Policy
 from errord.errors import ErrordError
 from errord.lines import LineParser
 from errord.model import Kind, Notice, NoticeType
-from errord.notices import render
+from errord.routing import Router
 from errord.settings import Settings
 
 __all__ = ["CodeSummary", "OverridePolicy", "Replay", "SUMMARY_HEADERS", "progress_line", "summary_table"]
 
 READ_BYTES = 1 << 20
+_OCCURRENCE = frozenset({Kind.NEW, Kind.REPEAT, Kind.REALERT, Kind.ANNOUNCE})  # a line raising the code
 
 
 class OverridePolicy:
@@ -81,6 +83,8 @@ class Replay:
         if re_alert is not None or re_alert_codes:
             policy = OverridePolicy(settings, re_alert, re_alert_codes or {})
         self.engine = Engine(policy, scope=settings.scope, server_id=settings.server_id, node_name=settings.node_name)
+        # One implicit target that takes every notice, as the daemon's "stderr" one does.
+        self.router = Router()
         self.ignore_line_intervals = ignore_line_intervals
         self.progress = progress
         self.summary: dict[str, CodeSummary] = {}
@@ -112,12 +116,13 @@ class Replay:
                         ev.re_alert = None
                     transitions = self.engine.feed(ev)
                     for t in transitions:
-                        if t.kind is Kind.NEW or t.kind is Kind.REPEAT or t.kind is Kind.REALERT:
+                        if t.kind in _OCCURRENCE:
                             entry = self._entry(t.incident.code if t.incident else t.key)
                             entry.lines += 1
                             entry.incidents += t.kind is Kind.NEW
-                    notice = render(transitions, server_id=s.server_id, node_name=s.node_name, tags_for=s.tags_for)
-                    if notice is not None:
+                    for notice in self.router.route(
+                        transitions, server_id=s.server_id, node_name=s.node_name, tags_for=s.tags_for
+                    ):
                         self._entry(notice.code).notices[notice.type] += 1
                         yield notice
                 done += len(data)

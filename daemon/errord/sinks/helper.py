@@ -106,7 +106,7 @@ class NotifyHelper:
 
     @property
     def routes(self) -> list[tuple[str, tuple[str, ...]]]:
-        """The routing table for ``Journal.set_targets`` (as ``NotifySink.routes``)."""
+        """The routing table for ``routing.Router.set_routes`` (as ``NotifySink.routes``)."""
         return list(self._routes)
 
     @property

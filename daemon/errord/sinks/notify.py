@@ -207,9 +207,9 @@ class NotifySink:
 
     @property
     def routes(self) -> list[tuple[str, tuple[str, ...]]]:
-        """The routing table for ``Journal.set_targets``.
+        """The routing table for ``routing.Router.set_routes``.
 
-        Empty when no target is configured: the journal then routes every notice,
+        Empty when no target is configured: the router then routes every notice,
         tagged or not, to the ``"stderr"`` pseudo-target this sink drains.
         """
         return [(t.key, t.tags) for t in self._targets if t.url is not None]
