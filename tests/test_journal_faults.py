@@ -323,3 +323,53 @@ async def test_status_line_survives_a_failing_read(harness: Harness, monkeypatch
     assert "? notice(s) pending" in harness.daemon._status_line()
     await harness.wait_counted()
     await harness.stop()
+
+
+# -- a journal that stays unwritable: each warning once, not at every retry -------------------
+
+
+class BrokenJournal(Journal):
+    """Every outbox read fails while ``broken`` is set (a failing disk)."""
+
+    broken = threading.Event()
+
+    def head(self, target: str) -> Any:
+        if BrokenJournal.broken.is_set():
+            raise JournalError("head: disk I/O error")
+        return super().head(target)
+
+
+def test_a_lasting_journal_fault_is_logged_once_not_at_every_retry(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 11.10: the worker retries every second and reopens the journal each time; the
+    fault and the state_dir's mode are each told once, and the recovery once."""
+    caplog.set_level(logging.INFO, logger="errord")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)  # wider than advised: warned about, once per process
+    monkeypatch.setattr(notify_mod, "Journal", BrokenJournal)
+
+    class Target:
+        def __init__(self, url: str) -> None:
+            self.url, self.tags, self.key, self.redacted = url, [], "t1", "json://127.0.0.1/…"
+
+    with Receiver() as rx:
+        BrokenJournal.broken.set()
+        sink = NotifySink(state, [Target(rx.url("/broken"))], backoff=(0.05, 0.2), timeout=2)
+        sink.start()
+        try:
+            time.sleep(4.5)  # ~4 retries, each on a fresh connection
+            with Journal(state) as j:
+                j.set_targets(sink.routes)
+                j.commit([], [], [Notice(NoticeType.FAILURE, "k", "🔴 k x", "b", "id", 1.0)], now=time.time())
+            BrokenJournal.broken.clear()
+            sink.wake()
+            rx.wait_for(1, timeout=10)
+        finally:
+            sink.stop(time.monotonic() + 2)
+    faults = [r for r in caplog.records if "disk I/O error" in r.getMessage()]
+    modes = [r for r in caplog.records if "has mode 755" in r.getMessage()]
+    assert len(faults) == 1, [r.getMessage() for r in faults]
+    assert "muted" in faults[0].getMessage()
+    assert len(modes) == 1, [r.getMessage() for r in modes]
+    assert any("journal readable again" in r.getMessage() for r in caplog.records), caplog.text

@@ -40,6 +40,7 @@ from urllib.parse import quote
 
 from .errors import JournalError, NoStateError
 from .model import Incident, Notice, NoticeType, Position
+from .ratelimit import RateLimit
 
 __all__ = ["Journal", "Delivery", "MongoWrite", "DB_NAME", "SCHEMA_VERSION", "STDERR_TARGET"]
 
@@ -164,13 +165,20 @@ class MongoWrite(NamedTuple):
     incident: Incident | None
 
 
+# Every Journal() checks the modes, and the notify workers open one again after each
+# journal error: a mode warning is told once an hour per path and process, not each time.
+# Process-wide on purpose, as Python's own warnings registry: it limits log lines, not state.
+MODE_WARN_EVERY = 3600.0
+_mode_warn = RateLimit(MODE_WARN_EVERY)
+
+
 def _prepare_dir(state_dir: Path) -> None:
     """Create ``state_dir`` 0700; warn (do not touch) when an existing one is wider."""
     try:
         state_dir.mkdir(mode=0o700, parents=True)
     except FileExistsError:
         mode = stat.S_IMODE(state_dir.stat().st_mode)
-        if mode & 0o077:
+        if mode & 0o077 and _mode_warn.allow((str(state_dir), mode)):
             logger.warning(
                 "state dir %s has mode %o; errord keeps incidents there, 0700 is advised",
                 state_dir,
@@ -191,7 +199,7 @@ def _create_db_file(path: Path) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
+        if mode & 0o077 and _mode_warn.allow((str(path), mode)):
             logger.warning("%s has mode %o; 0600 is advised", path, mode)
         return
     try:

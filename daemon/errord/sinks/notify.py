@@ -40,6 +40,7 @@ from ..errors import JournalError, NotifyError
 from ..journal import STDERR_TARGET, Journal
 from ..model import Notice
 from ..notices import clean_text
+from ..ratelimit import RateLimit
 
 __all__ = ["NotifySink", "TargetLike", "with_timeouts"]
 
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 _POLL = 1.0  # seconds between outbox polls when nobody calls wake()
 _BATCH = 50
 _SCRUBBED_LOGGERS = ("apprise", "urllib3.connectionpool")
+JOURNAL_WARN_EVERY = 60.0  # seconds between "journal" warnings of one target while it fails
 
 
 class TargetLike(Protocol):
@@ -202,6 +204,8 @@ class NotifySink:
         self._started = False
         # Called from the worker threads after each send: (redacted target name, accepted).
         self.on_result: Callable[[str, bool], None] | None = None
+        # A journal that stays unusable fails every retry (each second): told once a minute.
+        self._journal_warn = RateLimit(JOURNAL_WARN_EVERY)
 
     # -- public ------------------------------------------------------------------------
 
@@ -291,6 +295,7 @@ class NotifySink:
         journal: Journal | None = None
         ap = self._apprise(t) if t.url is not None else None
         lock = _sender_lock(self.state_dir, t.key)
+        journal_failing = False
         try:
             while not self._stop.is_set():
                 t.wakeup.clear()
@@ -303,9 +308,17 @@ class NotifySink:
                     if journal is None:
                         journal = Journal(self.state_dir)
                     wait = self._deliver(journal, t, ap)
+                    if journal_failing:
+                        journal_failing = False
+                        self._journal_warn.forget(t.key)
+                        logger.info("notify target %s: journal readable again; delivering", t.name)
                 except Exception as e:  # a worker never dies: log, start afresh, retry
                     if isinstance(e, JournalError):
-                        logger.warning("notify target %s: journal: %s", t.name, e)
+                        journal_failing = True
+                        if self._journal_warn.allow(t.key):
+                            logger.warning("notify target %s: journal: %s (retrying every %gs; further journal"
+                                           " errors of this target muted for %ds)",
+                                           t.name, e, _POLL, int(JOURNAL_WARN_EVERY))
                     else:
                         logger.exception("notify target %s: unexpected error", t.name)
                     if journal is not None:
