@@ -373,3 +373,83 @@ def test_a_lasting_journal_fault_is_logged_once_not_at_every_retry(
     assert "muted" in faults[0].getMessage()
     assert len(modes) == 1, [r.getMessage() for r in modes]
     assert any("journal readable again" in r.getMessage() for r in caplog.records), caplog.text
+
+
+# -- the WAL stays bounded while readers overlap -------------------------------------------
+
+
+class OverlappingReaders:
+    """Two read transactions of 0.2 s, always one open (``status`` polls, scrapes, a
+    dashboard): SQLite's own checkpoints can then never restart the WAL."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.stop = threading.Event()
+        self.reads = 0
+        self.threads = [threading.Thread(target=self._run, args=(k * 0.1,), daemon=True) for k in range(2)]
+
+    def _run(self, delay: float) -> None:
+        time.sleep(delay)
+        while not self.stop.is_set():
+            try:
+                conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, isolation_level=None, timeout=5)
+                try:
+                    conn.execute("BEGIN")
+                    conn.execute("SELECT count(*) FROM deliveries").fetchone()
+                    time.sleep(0.2)
+                    conn.execute("COMMIT")
+                    self.reads += 1
+                finally:
+                    conn.close()
+            except sqlite3.Error:
+                time.sleep(0.05)
+
+    def __enter__(self) -> OverlappingReaders:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(5)
+
+
+def test_the_wal_stays_bounded_with_overlapping_readers(make_errord, tmp_path: Path) -> None:
+    """Issue 11.10: each delivered notice is one transaction (~10 KB of WAL). With readers
+    always open, SQLite never restarts the WAL and it grew without bound (13.6 MB after
+    2,000 notices); the daemon checkpoints it (TRUNCATE) once it passes WAL_SIZE_LIMIT."""
+    from chaos import State, start, wait_until
+    from conftest import append, line
+    from errord.journal import WAL_SIZE_LIMIT
+
+    n = 600
+    with Receiver() as a, Receiver() as b:
+        e = make_errord(notify=[{"url": a.url("/a")}, {"url": b.url("/b")}])
+        state = State(tmp_path / "state")
+        start(e, state)
+        wal = tmp_path / "state" / "errord.db-wal"
+        log = tmp_path / "logs" / "app.jsonl"
+        peak = 0
+        with OverlappingReaders(tmp_path / "state" / "errord.db") as readers:
+            for k in range(0, n, 20):  # many small batches: many commits
+                append(log, *[line(f"w{i}") for i in range(k, k + 20)])
+                time.sleep(0.02)
+                peak = max(peak, wal.stat().st_size if wal.exists() else 0)
+            for rx in (a, b):
+                rx.wait_for(n, timeout=120)
+            wait_until(lambda: state.pending_notices() == 0, 30, "the outbox to drain")
+            # the traffic is over, the readers go on: the WAL is cut back within seconds
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                size = wal.stat().st_size if wal.exists() else 0
+                peak = max(peak, size)
+                if size <= WAL_SIZE_LIMIT:
+                    break
+                time.sleep(0.1)
+            assert readers.reads > 20
+        assert size <= WAL_SIZE_LIMIT, f"WAL still {size} bytes (peak {peak}) with readers open"
+        for rx in (a, b):
+            titles = [r.body["title"].split()[1] for r in rx.delivered]
+            assert sorted(titles) == sorted(f"w{i}" for i in range(n)) and len(set(titles)) == n
+        assert e.stop(timeout=15) == 0

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from errord.config import RunConfig
 from errord.engine import Engine
 from errord.errors import ConfigError, ErrordError, JournalError, MongoError, NotifyError
-from errord.journal import STDERR_TARGET, Journal
+from errord.journal import STDERR_TARGET, WAL_SIZE_LIMIT, Journal
 from errord.lines import LineParser, ParseResult
 from errord.health import BatchTally, Health, Snapshot
 from errord.model import Kind, Notice
@@ -56,6 +56,8 @@ PRUNE_EVERY = 3600.0  # seconds between prunes of delivered notices
 MONGO_STOP = 2.0  # seconds of STOP_DEADLINE the MongoDB writer may drain; the rest stays queued
 RECOVER_TIMEOUT = 3.0  # seconds to wait for MongoDB when recovering open incidents at start
 STATUS_EVERY = 30.0  # seconds between STATUS= updates to systemd when it set no watchdog
+CHECKPOINT_EVERY = 2.0  # seconds between looks at the WAL's size
+CHECKPOINT_WAIT = 0.5  # seconds a checkpoint may wait for readers of older snapshots (it holds the loop)
 
 
 class Daemon:
@@ -83,6 +85,7 @@ class Daemon:
         self._skip_warned: dict[str, float] = {}
         self._retry_delay = 0.0
         self._next_prune = 0.0
+        self._next_checkpoint = 0.0
         self.lines_read = 0
         self.notices_made = 0
         # Prometheus counters and the HTTP server only with [metrics]; the pipeline's
@@ -223,6 +226,7 @@ class Daemon:
                 await self._wait_for_input()
             await self.pump()
             self._maybe_prune()
+            self._maybe_checkpoint()
 
     def _maybe_prune(self) -> None:
         now = time.monotonic()
@@ -236,6 +240,23 @@ class Daemon:
             return
         if pruned:
             logger.info("pruned %d delivered notice(s) older than a week", pruned)
+
+    def _maybe_checkpoint(self) -> None:
+        """Keep the WAL bounded: SQLite's own checkpoints cannot restart it while readers
+        overlap (``Journal.checkpoint``), and on a small disk errord's WAL filled it alone."""
+        now = time.monotonic()
+        if now < self._next_checkpoint or self.journal is None:
+            return
+        self._next_checkpoint = now + CHECKPOINT_EVERY
+        size = self.journal.wal_size()
+        if size <= WAL_SIZE_LIMIT:  # where SQLite's own checkpoints keep it while they can
+            return
+        try:
+            done = self.journal.checkpoint(CHECKPOINT_WAIT)
+        except JournalError as exc:  # a failing disk: the commit path reports it
+            logger.debug("WAL checkpoint failed: %s", exc)
+            return
+        logger.debug("WAL of %d bytes %s", size, "checkpointed and truncated" if done else "busy; retrying")
 
     async def _wait_for_input(self) -> None:
         assert self.tailer is not None
@@ -262,6 +283,7 @@ class Daemon:
             if not self._commit(notices):
                 return
             self.health.beat()  # a long backlog is progress too
+            self._maybe_checkpoint()
             if self._stop.is_set() or self._reload_requested:
                 return
             await asyncio.sleep(0)  # let signals and watch events in between batches

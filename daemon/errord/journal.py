@@ -133,6 +133,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# The WAL is restarted (and cut to WAL_SIZE_LIMIT) by SQLite's own checkpoints only when no
+# reader is using it at that moment; readers that overlap (status polls, notify workers)
+# can hold that off for ever, and each delivered notice adds ~10 KB. See ``checkpoint``.
+WAL_SIZE_LIMIT = 4 << 20
+
 # Errors that mean "this write could not be done": rolled back, raised as JournalError.
 # ValueError/TypeError/OverflowError come from bad data (an int too big for SQLite,
 # extra that is not JSON-serialisable) and must not leave a transaction half done.
@@ -271,6 +276,9 @@ class Journal:
                     return
                 mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 db.execute("PRAGMA synchronous = FULL")
+                # After a checkpoint resets the WAL, cut the file back to this size (by
+                # default SQLite keeps it at its largest, which on a small disk is space lost).
+                db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
                 self._migrate(db)
                 break
             except sqlite3.OperationalError as e:
@@ -310,6 +318,32 @@ class Journal:
                 raise JournalError(f"journal {self.path} is closed")
             self._db = self._connect()  # dropped after a failed rollback: start afresh
         return self._db
+
+    def wal_size(self) -> int:
+        """Bytes in the ``-wal`` file now (0 when there is none)."""
+        try:
+            return os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return 0
+
+    def checkpoint(self, wait: float = 0.1) -> bool:
+        """Copy the whole WAL into the database and truncate it to 0 bytes, waiting at most
+        ``wait`` seconds for readers of older snapshots (and a writer) to finish; True when
+        done. Readers that start meanwhile read the database file and do not hold it up.
+
+        Blocks this connection's thread for up to ``wait``; SQLite's own checkpoints never
+        wait, which is why a WAL with overlapping readers grows (see ``WAL_SIZE_LIMIT``).
+        """
+        db = self._conn()
+        try:
+            db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+            try:
+                busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        except sqlite3.Error as e:
+            raise JournalError(f"checkpoint: {e}") from e
+        return not busy
 
     def close(self) -> None:
         """Close the connection; later calls raise JournalError."""
