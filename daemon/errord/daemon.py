@@ -78,6 +78,7 @@ class Daemon:
         self.sink: NotifySink | NotifyHelper | None = None
         self.mongo: MongoSink | None = None
         self.parsers: list[LineParser] = []
+        self._started = False  # startup completed: only then is there a stop to log
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._reload_requested = False
@@ -132,6 +133,7 @@ class Daemon:
                 sink.stop(time.monotonic())
             raise
         self.lock.update(ready=True)
+        self._started = True
         self.health.started()
         self.notifier.ready(self._status_line())
         logger.info(
@@ -167,7 +169,10 @@ class Daemon:
         self.tailer.committed()
 
     async def shutdown(self) -> None:
-        """Stop reading, commit what was read, give the sink a few seconds, release all."""
+        """Stop reading, commit what was read, give the sink a few seconds, release all.
+
+        Also after a failed ``startup``: it releases what was set up, without a word (the
+        error that ended the start is the one line to read)."""
         # counted from the signal: CONTRACT §7 gives 10 s from SIGTERM to exit
         deadline = (self._first_signal or time.monotonic()) + STOP_DEADLINE
         self.notifier.stopping()
@@ -189,7 +194,8 @@ class Daemon:
             self.journal.close()
         self.lock.release()
         self.notifier.close()
-        logger.info("errord stopped")
+        if self._started:  # a refused start says why, once, and claims no stop
+            logger.info("errord stopped")
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         now = time.monotonic()
