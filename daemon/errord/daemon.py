@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 from errord.config import RunConfig
 from errord.engine import Engine
 from errord.errors import ConfigError, ErrordError, JournalError, MongoError, NotifyError
-from errord.journal import STDERR_TARGET, WAL_SIZE_LIMIT, Journal
+from errord.journal import DB_NAME, STDERR_TARGET, WAL_SIZE_LIMIT, Journal
 from errord.lines import LineParser, ParseResult
 from errord.health import BatchTally, Health, Snapshot
 from errord.model import Kind, Notice
 from errord.notices import render
-from errord.runstate import RunLock
+from errord.runstate import RunLock, check_state_dir
 from errord.serve import load_config
 from errord.sinks.helper import NotifyHelper
 from errord.systemd import SystemdNotifier
@@ -146,8 +146,12 @@ class Daemon:
 
     async def _open_state(self, s: RunConfig, sink: NotifySink | NotifyHelper) -> None:
         """Lock and open the state, restore the engine, start the sinks, open the sources."""
-        s.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.lock.acquire()
+        check_state_dir(s.state_dir, DB_NAME)  # not a folder, or its store lost: exit 2, one line
+        try:
+            s.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.lock.acquire()
+        except OSError as exc:
+            raise JournalError(f"cannot use state_dir {s.state_dir}: {exc.strerror or exc}") from None
         self.journal = Journal(s.state_dir)
         await self._start_mongo(s)
         self.engine.restore(self.journal.load_active())

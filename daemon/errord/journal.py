@@ -38,9 +38,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
-from .errors import JournalError, NoStateError
+from .errors import JournalError, NoStateError, StateError
 from .model import Incident, Notice, NoticeType, Position
 from .ratelimit import RateLimit
+from .runstate import STATE_MARKER, check_state_dir, lost_state, mark_state
 
 __all__ = ["Journal", "Delivery", "MongoWrite", "DB_NAME", "SCHEMA_VERSION", "STDERR_TARGET"]
 
@@ -230,6 +231,8 @@ class Journal:
         self._mongo = False  # queue changed incidents for MongoDB (set by mirror_to_mongo)
         self._db: sqlite3.Connection | None = None
         self._closed = False
+        # Before anything is created: a state_dir that held state must still hold it.
+        self._held = check_state_dir(self.state_dir, DB_NAME)
         try:
             if readonly:
                 if not self.path.exists():
@@ -240,6 +243,12 @@ class Journal:
             self._db = self._connect()
         except OSError as e:
             raise JournalError(f"cannot open {self.path}: {e}") from e
+        if not readonly and not self._held:
+            try:
+                mark_state(self.state_dir)
+            except OSError as e:  # a full disk: the store works; only the marker is missing
+                if _mode_warn.allow(("marker", str(self.state_dir))):
+                    logger.warning("cannot write %s in %s: %s", STATE_MARKER, self.state_dir, e)
 
     # -- connection --------------------------------------------------------------------
 
@@ -272,6 +281,7 @@ class Journal:
             try:
                 if self.readonly:
                     if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                        self._refuse_schemaless()
                         raise NoStateError(f"no state in {self.state_dir} yet")
                     return
                 mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -290,10 +300,18 @@ class Journal:
         if mode != "wal":
             logger.warning("%s: journal_mode is %s, not wal; readers may block", self.path, mode)
 
+    def _refuse_schemaless(self) -> None:
+        """A database without errord's schema where the state_dir held state was replaced
+        (or reset): never build a fresh store on it silently (see ``runstate``)."""
+        if self._held:
+            raise StateError(lost_state(self.state_dir, DB_NAME, "a database without errord's tables", self._held))
+
     def _migrate(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == SCHEMA_VERSION:
             return
+        if version == 0:
+            self._refuse_schemaless()
         if version > SCHEMA_VERSION:
             raise JournalError(
                 f"{self.path} has schema {version}, newer than this errord ({SCHEMA_VERSION})"
