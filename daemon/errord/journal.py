@@ -301,10 +301,13 @@ class Journal:
             logger.warning("%s: journal_mode is %s, not wal; readers may block", self.path, mode)
 
     def _refuse_schemaless(self) -> None:
-        """A database without errord's schema where the state_dir held state was replaced
-        (or reset): never build a fresh store on it silently (see ``runstate``)."""
-        if self._held:
-            raise StateError(lost_state(self.state_dir, DB_NAME, "a database without errord's tables", self._held))
+        """A database without errord's schema where the marker says a store was built was
+        replaced (or reset): never build a fresh store on it silently (see ``runstate``).
+        Only the marker counts here: it is written once the schema is committed, while a
+        ``-wal`` exists as soon as a first connection switched a new file to WAL mode."""
+        if STATE_MARKER in self._held:
+            raise StateError(lost_state(self.state_dir, DB_NAME, "a database without errord's tables",
+                                        [STATE_MARKER]))
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
