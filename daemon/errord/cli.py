@@ -361,6 +361,6 @@ def cmd_test_notify(args: argparse.Namespace) -> int:
     sink = NotifySink(settings.state_dir, settings.notify)
     where = f"{settings.server_id}/{settings.node_name}" if settings.node_name else settings.server_id
     results = sink.send_test(f"🔔 errord test notice from {where}", "If you can read this, errord can reach you.")
-    for target, ok in results.items():
-        print(f"{'ok    ' if ok else 'FAILED'}  {target}")
-    return EXIT_OK if results and all(results.values()) else EXIT_FAIL
+    for target, (ok, reason) in results.items():
+        print(f"ok      {target}" if ok else f"FAILED  {target}: {reason or 'not accepted'}")
+    return EXIT_OK if results and all(r.ok for r in results.values()) else EXIT_FAIL
