@@ -126,3 +126,21 @@ def test_the_marker_is_written_once_the_store_exists(tmp_path: Path) -> None:
     with Journal(state, readonly=True):
         pass
     assert not marker.exists()
+
+
+def test_a_fresh_store_another_connection_is_creating_is_not_taken_for_lost(tmp_path: Path) -> None:
+    """The daemon and its notify workers open a new store at once: the first switches the
+    new file to WAL and writes; another that sees that -wal before the schema is committed
+    must build on it, not refuse it (only the marker, written after the schema, counts)."""
+    state = tmp_path / "s"
+    state.mkdir()
+    first = sqlite3.connect(state / "errord.db", isolation_level=None)
+    try:
+        first.execute("PRAGMA journal_mode = WAL")
+        first.execute("CREATE TABLE scratch (x)")  # frames in the -wal, user_version still 0
+        assert (state / "errord.db-wal").stat().st_size > 0
+        with Journal(state) as j:
+            j.set_meta("m", "1")
+    finally:
+        first.close()
+    assert (state / STATE_MARKER).exists()

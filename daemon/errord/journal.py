@@ -243,7 +243,7 @@ class Journal:
             self._db = self._connect()
         except OSError as e:
             raise JournalError(f"cannot open {self.path}: {e}") from e
-        if not readonly and not self._held:
+        if not readonly and STATE_MARKER not in self._held:
             try:
                 mark_state(self.state_dir)
             except OSError as e:  # a full disk: the store works; only the marker is missing
