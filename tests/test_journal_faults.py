@@ -423,7 +423,7 @@ def test_the_wal_stays_bounded_with_overlapping_readers(make_errord, tmp_path: P
     from conftest import append, line
     from errord.journal import WAL_SIZE_LIMIT
 
-    n = 600
+    n = 400
     with Receiver() as a, Receiver() as b:
         e = make_errord(notify=[{"url": a.url("/a")}, {"url": b.url("/b")}])
         state = State(tmp_path / "state")
