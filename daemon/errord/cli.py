@@ -363,4 +363,4 @@ def cmd_test_notify(args: argparse.Namespace) -> int:
     results = sink.send_test(f"🔔 errord test notice from {where}", "If you can read this, errord can reach you.")
     for target, (ok, reason) in results.items():
         print(f"ok      {target}" if ok else f"FAILED  {target}: {reason or 'not accepted'}")
-    return EXIT_OK if results and all(r.ok for r in results.values()) else EXIT_FAIL
+    return EXIT_OK if results and all(ok for ok, _ in results.values()) else EXIT_FAIL
