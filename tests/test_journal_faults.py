@@ -453,3 +453,24 @@ def test_the_wal_stays_bounded_with_overlapping_readers(make_errord, tmp_path: P
             titles = [r.body["title"].split()[1] for r in rx.delivered]
             assert sorted(titles) == sorted(f"w{i}" for i in range(n)) and len(set(titles)) == n
         assert e.stop(timeout=15) == 0
+
+
+def test_a_rollback_that_keeps_failing_is_told_once_a_minute(tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """A full disk fails the COMMIT and then the ROLLBACK at every retry of every worker:
+    the reconnect is told once a minute per store, not at each retry (issue 11.10)."""
+    caplog.set_level(logging.WARNING, logger="errord")
+    j = Journal(tmp_path)
+    real_connect = j._connect
+
+    def connect() -> Any:
+        return FaultyConnection(real_connect(), lambda sql: sql.lstrip().upper().startswith(("COMMIT", "ROLLBACK")))
+
+    j._connect = connect  # type: ignore[method-assign]
+    j._db = connect()
+    for _ in range(5):
+        with pytest.raises(JournalError, match="disk I/O error"):
+            j.set_meta("k", "v")
+    j.close()
+    told = [r.getMessage() for r in caplog.records if "rollback on" in r.getMessage()]
+    assert len(told) == 1 and "muted" in told[0], told

@@ -176,6 +176,10 @@ class MongoWrite(NamedTuple):
 # Process-wide on purpose, as Python's own warnings registry: it limits log lines, not state.
 MODE_WARN_EVERY = 3600.0
 _mode_warn = RateLimit(MODE_WARN_EVERY)
+# A failing disk fails the ROLLBACK after each failed COMMIT, at every retry of every
+# connection (the notify workers retry each second): told once a minute per store.
+FAULT_WARN_EVERY = 60.0
+_fault_warn = RateLimit(FAULT_WARN_EVERY)
 
 
 def _prepare_dir(state_dir: Path) -> None:
@@ -404,7 +408,9 @@ class Journal:
             if db.in_transaction:
                 db.execute("ROLLBACK")
         except sqlite3.Error as e:
-            logger.warning("rollback on %s failed (%s); reconnecting", self.path, e)
+            if _fault_warn.allow(("rollback", str(self.path))):
+                logger.warning("rollback on %s failed (%s); reconnecting (further rollback failures"
+                               " muted for %ds)", self.path, e, int(FAULT_WARN_EVERY))
             self._db = None
             try:
                 db.close()
