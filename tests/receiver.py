@@ -16,6 +16,7 @@ Failure switches, settable at any time from the test thread:
   used first, one per request (``rx.script = [503, 503]`` fails twice, then ``status``);
 - ``hang``: seconds to sleep before answering (a client with a shorter read timeout
   gives up; the request is still recorded, with ``delivered=False``);
+- ``headers``: extra response headers sent with every answer (``{"Retry-After": "3"}``);
 - ``stop()`` / ``start()``: close / reopen the listening socket on the same port, so
   clients see "connection refused" in between.
 
@@ -92,6 +93,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             payload = b'{"ok": true}' if status < 300 else b'{"ok": false}'
             self.send_response(status)
+            for name, value in dict(rx.headers).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
@@ -111,6 +114,7 @@ class Receiver:
         self.status = status
         self.hang = hang
         self.script: list[int] = []
+        self.headers: dict[str, str] = {}
         self.received: list[Request] = []
         self._cond = threading.Condition()
         self._release = threading.Event()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from errord.errors import NotifyError
 from errord.follower import _has_long_line, _split_long
 from errord.journal import Journal
 from errord.model import Notice, NoticeType
+import errord.sinks.helper as helper_mod
 from errord.sinks.helper import NotifyHelper
 
 
@@ -96,3 +98,78 @@ def test_long_line_precheck_agrees_with_the_split(limit: int) -> None:
         block = b"".join(lines)
         _, longs = _split_long(block, 0, limit)
         assert _has_long_line(block, limit) == bool(longs), lines
+
+
+def _wait_new_pid(helper: NotifyHelper, old: int | None, timeout: float) -> int:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        pid = helper.pid
+        if pid is not None and pid != old:
+            return pid
+        time.sleep(0.02)
+    raise AssertionError(f"no new helper within {timeout}s (still {helper.pid})")
+
+
+def test_a_killed_helper_is_restarted_without_a_new_notice(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 11.3: with nothing new committed (no wake()), a helper killed by SIGKILL is
+    restarted by the supervisor and delivers what was already pending."""
+    with Receiver() as rx:
+        rx.status = 503  # pending: the first attempt fails, the notice waits in the outbox
+        helper = NotifyHelper(tmp_path, [Target(rx.url())], backoff=(0.3, 0.5))
+        try:
+            helper.start()
+            enqueue(tmp_path, helper, "pending")
+            helper.wake()
+            rx.wait_for(1, timeout=10, delivered=False)
+            first = helper.pid
+            assert first is not None
+            killed = time.monotonic()
+            os.kill(first, signal.SIGKILL)
+            second = _wait_new_pid(helper, first, 5)
+            assert time.monotonic() - killed < 5
+            rx.status = 200
+            (got,) = rx.wait_for(1, timeout=15)
+            assert "pending" in got.body["title"] and helper.pid == second
+        finally:
+            helper.stop(time.monotonic() + 2)
+    died = [r.getMessage() for r in caplog.records if "died" in r.getMessage()]
+    assert died == [f"notify helper (pid {first}) died: killed by signal 9 (SIGKILL); restarting it now"], died
+    assert any(f"restarted (pid {second})" in r.getMessage() for r in caplog.records)
+
+
+def test_a_helper_that_keeps_dying_is_restarted_with_backoff(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(helper_mod, "RESTART_BACKOFF", (0.5, 1.0))
+    with Receiver() as rx:
+        helper = NotifyHelper(tmp_path, [Target(rx.url())])
+        try:
+            helper.start()
+            pids, times = [helper.pid], []
+            for _ in range(3):
+                os.kill(pids[-1], signal.SIGKILL)  # type: ignore[arg-type]
+                t0 = time.monotonic()
+                pids.append(_wait_new_pid(helper, pids[-1], 10))
+                times.append(time.monotonic() - t0)
+        finally:
+            helper.stop(time.monotonic() + 2)
+        assert helper.pid is not None
+        with pytest.raises(ProcessLookupError):
+            os.kill(helper.pid, 0)
+    died = [r.getMessage().split("; ", 1)[1] for r in caplog.records if " died: " in r.getMessage()]
+    assert died == ["restarting it now",
+                    "it died 2 times in a row within 60s of its start; restarting it in 0.5s",
+                    "it died 3 times in a row within 60s of its start; restarting it in 1s"], died
+    assert times[1] >= 0.5 and times[2] >= 1.0, times
+
+
+def test_no_helper_is_started_after_stop(tmp_path: Path) -> None:
+    with Receiver() as rx:
+        helper = NotifyHelper(tmp_path, [Target(rx.url())])
+        helper.start()
+        pid = helper.pid
+        assert pid is not None
+        helper.stop(time.monotonic() + 2)
+        time.sleep(1.0)  # the supervisor had its chance
+        assert helper.pid == pid
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

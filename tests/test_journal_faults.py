@@ -322,3 +322,154 @@ async def test_status_line_survives_a_failing_read(harness: Harness, monkeypatch
     assert "? notice(s) pending" in harness.daemon._status_line()
     await harness.wait_counted()
     await harness.stop()
+
+
+# -- a journal that stays unwritable: each warning once, not at every retry -------------------
+
+
+class BrokenJournal(Journal):
+    """Every outbox read fails while ``broken`` is set (a failing disk)."""
+
+    broken = threading.Event()
+
+    def head(self, target: str) -> Any:
+        if BrokenJournal.broken.is_set():
+            raise JournalError("head: disk I/O error")
+        return super().head(target)
+
+
+def test_a_lasting_journal_fault_is_logged_once_not_at_every_retry(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 11.10: the worker retries every second and reopens the journal each time; the
+    fault and the state_dir's mode are each told once, and the recovery once."""
+    caplog.set_level(logging.INFO, logger="errord")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)  # wider than advised: warned about, once per process
+    monkeypatch.setattr(notify_mod, "Journal", BrokenJournal)
+
+    class Target:
+        def __init__(self, url: str) -> None:
+            self.url, self.tags, self.key, self.redacted = url, [], "t1", "json://127.0.0.1/…"
+
+    with Receiver() as rx:
+        BrokenJournal.broken.set()
+        sink = NotifySink(state, [Target(rx.url("/broken"))], backoff=(0.05, 0.2), timeout=2)
+        sink.start()
+        try:
+            time.sleep(4.5)  # ~4 retries, each on a fresh connection
+            with Journal(state) as j:
+                j.set_targets(sink.routes)
+                j.commit([], [], [Notice(NoticeType.FAILURE, "k", "🔴 k x", "b", "id", 1.0)], now=time.time())
+            BrokenJournal.broken.clear()
+            sink.wake()
+            rx.wait_for(1, timeout=10)
+        finally:
+            sink.stop(time.monotonic() + 2)
+    faults = [r for r in caplog.records if "disk I/O error" in r.getMessage()]
+    modes = [r for r in caplog.records if "has mode 755" in r.getMessage()]
+    assert len(faults) == 1, [r.getMessage() for r in faults]
+    assert "muted" in faults[0].getMessage()
+    assert len(modes) == 1, [r.getMessage() for r in modes]
+    assert any("journal readable again" in r.getMessage() for r in caplog.records), caplog.text
+
+
+# -- the WAL stays bounded while readers overlap -------------------------------------------
+
+
+class OverlappingReaders:
+    """Two read transactions of 0.2 s, always one open (``status`` polls, scrapes, a
+    dashboard): SQLite's own checkpoints can then never restart the WAL."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.stop = threading.Event()
+        self.reads = 0
+        self.threads = [threading.Thread(target=self._run, args=(k * 0.1,), daemon=True) for k in range(2)]
+
+    def _run(self, delay: float) -> None:
+        time.sleep(delay)
+        while not self.stop.is_set():
+            try:
+                conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, isolation_level=None, timeout=5)
+                try:
+                    conn.execute("BEGIN")
+                    conn.execute("SELECT count(*) FROM deliveries").fetchone()
+                    time.sleep(0.2)
+                    conn.execute("COMMIT")
+                    self.reads += 1
+                finally:
+                    conn.close()
+            except sqlite3.Error:
+                time.sleep(0.05)
+
+    def __enter__(self) -> OverlappingReaders:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(5)
+
+
+def test_the_wal_stays_bounded_with_overlapping_readers(make_errord, tmp_path: Path) -> None:
+    """Issue 11.10: each delivered notice is one transaction (~10 KB of WAL). With readers
+    always open, SQLite never restarts the WAL and it grew without bound (13.6 MB after
+    2,000 notices); the daemon checkpoints it (TRUNCATE) once it passes WAL_SIZE_LIMIT."""
+    from chaos import State, start, wait_until
+    from conftest import append, line
+    from errord.journal import WAL_SIZE_LIMIT
+
+    n = 400
+    with Receiver() as a, Receiver() as b:
+        e = make_errord(notify=[{"url": a.url("/a")}, {"url": b.url("/b")}])
+        state = State(tmp_path / "state")
+        start(e, state)
+        wal = tmp_path / "state" / "errord.db-wal"
+        log = tmp_path / "logs" / "app.jsonl"
+        peak = 0
+        with OverlappingReaders(tmp_path / "state" / "errord.db") as readers:
+            for k in range(0, n, 20):  # many small batches: many commits
+                append(log, *[line(f"w{i}") for i in range(k, k + 20)])
+                time.sleep(0.02)
+                peak = max(peak, wal.stat().st_size if wal.exists() else 0)
+            for rx in (a, b):
+                rx.wait_for(n, timeout=120)
+            wait_until(lambda: state.pending_notices() == 0, 30, "the outbox to drain")
+            # the traffic is over, the readers go on: the WAL is cut back within seconds
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                size = wal.stat().st_size if wal.exists() else 0
+                peak = max(peak, size)
+                if size <= WAL_SIZE_LIMIT:
+                    break
+                time.sleep(0.1)
+            assert readers.reads > 20
+        assert size <= WAL_SIZE_LIMIT, f"WAL still {size} bytes (peak {peak}) with readers open"
+        for rx in (a, b):
+            titles = [r.body["title"].split()[1] for r in rx.delivered]
+            assert sorted(titles) == sorted(f"w{i}" for i in range(n)) and len(set(titles)) == n
+        assert e.stop(timeout=15) == 0
+
+
+def test_a_rollback_that_keeps_failing_is_told_once_a_minute(tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """A full disk fails the COMMIT and then the ROLLBACK at every retry of every worker:
+    the reconnect is told once a minute per store, not at each retry (issue 11.10)."""
+    caplog.set_level(logging.WARNING, logger="errord")
+    j = Journal(tmp_path)
+    real_connect = j._connect
+
+    def connect() -> Any:
+        return FaultyConnection(real_connect(), lambda sql: sql.lstrip().upper().startswith(("COMMIT", "ROLLBACK")))
+
+    j._connect = connect  # type: ignore[method-assign]
+    j._db = connect()
+    for _ in range(5):
+        with pytest.raises(JournalError, match="disk I/O error"):
+            j.set_meta("k", "v")
+    j.close()
+    told = [r.getMessage() for r in caplog.records if "rollback on" in r.getMessage()]
+    assert len(told) == 1 and "muted" in told[0], told

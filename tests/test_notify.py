@@ -19,7 +19,7 @@ from errord.errors import NotifyError
 from errord.journal import Journal
 from errord.model import Notice, NoticeType
 from errord.routing import Router
-from errord.sinks.notify import NotifySink, with_timeouts
+from errord.sinks.notify import NotifySink, SendResult, with_timeouts
 
 FAST = (0.05, 0.2)  # backoff for tests
 
@@ -283,8 +283,10 @@ def test_send_test(tmp_path: Path, rx: Receiver, rx2: Receiver, make_sink: Calla
     good, bad = Target(rx.url("/ok")), Target(rx2.url("/bad"))
     sink = make_sink([good, bad])
     got = sink.send_test("errord test", "hello")
-    assert {k: ok for k, (ok, _) in got.items()} == {good.redacted: True, bad.redacted: False}
-    assert got[good.redacted][1] == "" and got[bad.redacted][1]  # a failure says why
+    assert got[good.redacted] == SendResult(True, "")
+    ok, reason = got[bad.redacted]  # what Apprise said, e.g. "…: Servers are overloaded., error=503"
+    assert not ok and reason.startswith("Failed to send JSON POST notification") and "error=503" in reason
+    assert set(got) == {good.redacted, bad.redacted}
     [req] = rx.wait_for(1)
     assert (req.body["title"], req.body["message"], req.body["type"]) == ("errord test", "hello", "info")
     assert sink.pending() == 0  # bypassed the outbox
@@ -361,8 +363,8 @@ def test_send_test_masks_secrets_and_filters_come_off_after_stop(
     rx.status = 503
     sink = make_sink([target])
     with caplog.at_level(logging.DEBUG):
-        got = sink.send_test("T", "b")
-    assert [ok for ok, _ in got.values()] == [False] and token not in str(got)
+        [(ok, reason)] = sink.send_test("T", "b").values()
+        assert not ok and "error=503" in reason and token not in reason
     assert "Failed to send" in caplog.text and token not in caplog.text
 
     def ours() -> list[logging.Filter | object]:
@@ -396,3 +398,75 @@ sink.stop(time.monotonic() + 0.2)
     subprocess.run([sys.executable, "-c", child], check=True, timeout=30)
     assert time.monotonic() - t0 < 5  # not the 10 s read timeout, nor the 30 s hang
     assert len(rx.snapshot()) == 1
+
+
+# -- why a target failed, and when it asked to be tried again ------------------------------------
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on: connecting is refused."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_refused_connection_is_named_in_send_test_and_the_retry_log(
+        tmp_path: Path, make_sink: Callable[..., NotifySink], caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 10.10: `not accepted (1)` swallowed Apprise's reason."""
+    target = Target(f"json://127.0.0.1:{closed_port()}/x")
+    sink = make_sink([target])
+    [(ok, reason)] = sink.send_test("T", "b").values()
+    assert not ok and "Connection refused" in reason, reason
+    assert reason.startswith("A Connection error occurred sending JSON notification to 127.0.0.1"), reason
+    caplog.set_level(logging.WARNING, logger="errord")
+    sink.start()
+    enqueue(tmp_path / "state", sink, notice("E1"))
+    wait_until(lambda: any("attempt 2" in r.getMessage() for r in caplog.records), timeout=10)
+    retry = [r.getMessage() for r in caplog.records if "failed, attempt" in r.getMessage()]
+    assert "Connection refused" in retry[0] and "not accepted" not in retry[0], retry
+    with Journal(tmp_path / "state") as j:
+        [(stored,)] = j._conn().execute("SELECT last_error FROM deliveries").fetchall()
+    assert "Connection refused" in stored  # what `status` and the journal keep
+
+
+def test_a_bad_mailto_url_names_apprises_reason(tmp_path: Path) -> None:
+    with pytest.raises(NotifyError) as info:
+        NotifySink(tmp_path, [Target("mailto://example.com")])
+    assert info.value.problems == [
+        "notify.0.url: mailto://example.com: not a usable Apprise URL (Invalid ~From~ email specified; "
+        "Could not load E-Mail URL: ***)"  # the URL it echoes is masked, as in every log
+    ]
+    with pytest.raises(NotifyError) as info:
+        NotifySink(tmp_path, [Target("nosuch://host/secret-token-value")])
+    assert info.value.problems == ["notify.0.url: nosuch://host: not a usable Apprise URL (Unparseable URL …)"]
+
+
+def test_retry_after_is_honoured(tmp_path: Path, rx: Receiver, make_sink: Callable[..., NotifySink],
+                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 11.9: 429 with `Retry-After: 3` was retried after the backoff's 1 s."""
+    caplog.set_level(logging.WARNING, logger="errord")
+    rx.script = [429]
+    rx.headers = {"Retry-After": "3"}
+    sink = make_sink([Target(rx.url("/limited"))], backoff=(0.05, 60.0))
+    sink.start()
+    enqueue(tmp_path / "state", sink, notice("E1"))
+    rx.wait_for(1, timeout=10)
+    first, second = rx.snapshot()[:2]
+    assert (first.status, second.status) == (429, 200)
+    assert second.at - first.at >= 3.0, second.at - first.at
+    assert any("retry in 3.0s (Retry-After: 3s)" in r.getMessage() and "error=429" in r.getMessage()
+               for r in caplog.records), caplog.text
+
+
+def test_retry_after_is_capped_by_the_backoff_cap(tmp_path: Path, rx: Receiver,
+                                                  make_sink: Callable[..., NotifySink]) -> None:
+    rx.script = [503]
+    rx.headers = {"Retry-After": "3600"}
+    sink = make_sink([Target(rx.url("/capped"))], backoff=(0.05, 1.0))
+    sink.start()
+    enqueue(tmp_path / "state", sink, notice("E1"))
+    rx.wait_for(1, timeout=10)
+    first, second = rx.snapshot()[:2]
+    assert 1.0 <= second.at - first.at < 3.0, second.at - first.at

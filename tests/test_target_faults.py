@@ -118,3 +118,43 @@ def test_pending_at_shutdown_delivered_after_restart_in_order(make_errord, recei
     time.sleep(0.3)
     assert codes_of(receiver) == [f"p{i}" for i in range(5)]
     assert e.stop() == 0
+
+
+def test_429_with_retry_after_waits_as_asked(make_errord, receiver, tmp_path: Path) -> None:
+    """Issue 11.9: `429` + `Retry-After: 3` was retried after 1 s (the backoff's first step)."""
+    receiver.script = [429, 429]
+    receiver.headers = {"Retry-After": "3"}
+    e = make_errord(notify=[{"url": receiver.url("/limited")}])
+    state = State(tmp_path / "state")
+    start(e, state)
+    append(tmp_path / "logs" / "app.jsonl", line("rl"))
+    receiver.wait_for(1, timeout=30)
+    reqs = receiver.snapshot()
+    assert [r.status for r in reqs] == [429, 429, 200], [r.status for r in reqs]
+    gaps = [b.at - a.at for a, b in zip(reqs, reqs[1:])]
+    assert all(gap >= 3.0 for gap in gaps), gaps
+    wait_until(lambda: state.pending_notices() == 0, 10, "the outbox to drain")
+    assert e.stop() == 0
+    assert "retry in 3.0s (Retry-After: 3s)" in e.output()
+
+
+def test_test_notify_and_check_config_name_apprises_reason(make_errord, tmp_path: Path) -> None:
+    """Issue 10.10: `not accepted (1)` / `not a usable Apprise URL` and nothing more."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: connecting is refused
+    e = make_errord(notify=[{"url": f"json://127.0.0.1:{port}/x"}])
+    res = e.cli("test-notify", check=False)
+    assert res.returncode == 1, res.stderr
+    assert res.stdout.splitlines() == [
+        f"FAILED  json://127.0.0.1:{port}/…: A Connection error occurred sending JSON notification to 127.0.0.1 "
+        "(Connection refused)"
+    ], res.stdout
+    e = make_errord("mail", notify=[{"url": "mailto://example.com"}])
+    for cmd, status in (("check-config", 2), ("run", 2), ("test-notify", 1)):
+        res = e.cli(cmd, check=False)
+        assert res.returncode == status, (cmd, res.stderr)
+        assert "not a usable Apprise URL (Invalid ~From~ email specified" in res.stderr, (cmd, res.stderr)
+        assert "Traceback" not in res.stderr

@@ -20,12 +20,12 @@ from errord.config import RunConfig
 from errord.engine import Engine
 from errord.errors import ConfigError, ErrordError, JournalError, MongoError, NotifyError
 from errord.fdbudget import raise_open_file_limit
-from errord.journal import Journal
+from errord.journal import DB_NAME, WAL_SIZE_LIMIT, Journal
 from errord.lines import LineParser, ParseResult
 from errord.health import BatchTally, Health, Snapshot
 from errord.model import Kind, Notice
 from errord.routing import STDERR_TARGET, UNKNOWN_ALERTED, Router
-from errord.runstate import RunLock
+from errord.runstate import RunLock, check_state_dir
 from errord.serve import load_config
 from errord.sinks.helper import NotifyHelper
 from errord.systemd import SystemdNotifier
@@ -57,6 +57,8 @@ PRUNE_EVERY = 3600.0  # seconds between prunes of delivered notices
 MONGO_STOP = 2.0  # seconds of STOP_DEADLINE the MongoDB writer may drain; the rest stays queued
 RECOVER_TIMEOUT = 3.0  # seconds to wait for MongoDB when recovering open incidents at start
 STATUS_EVERY = 30.0  # seconds between STATUS= updates to systemd when it set no watchdog
+CHECKPOINT_EVERY = 2.0  # seconds between looks at the WAL's size
+CHECKPOINT_WAIT = 0.5  # seconds a checkpoint may wait for readers of older snapshots (it holds the loop)
 
 
 class Daemon:
@@ -78,6 +80,7 @@ class Daemon:
         self.sink: NotifySink | NotifyHelper | None = None
         self.mongo: MongoSink | None = None
         self.parsers: list[LineParser] = []
+        self._started = False  # startup completed: only then is there a stop to log
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._reload_requested = False
@@ -85,6 +88,7 @@ class Daemon:
         self._skip_warned: dict[str, float] = {}
         self._retry_delay = 0.0
         self._next_prune = 0.0
+        self._next_checkpoint = 0.0
         self.lines_read = 0
         self.notices_made = 0
         # Prometheus counters and the HTTP server only with [metrics]; the pipeline's
@@ -132,6 +136,7 @@ class Daemon:
                 sink.stop(time.monotonic())
             raise
         self.lock.update(ready=True)
+        self._started = True
         self.health.started()
         self.notifier.ready(self._status_line())
         logger.info(
@@ -144,8 +149,12 @@ class Daemon:
 
     async def _open_state(self, s: RunConfig, sink: NotifySink | NotifyHelper) -> None:
         """Lock and open the state, restore the engine, start the sinks, open the sources."""
-        s.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.lock.acquire()
+        check_state_dir(s.state_dir, DB_NAME)  # not a folder, or its store lost: exit 2, one line
+        try:
+            s.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.lock.acquire()
+        except OSError as exc:
+            raise JournalError(f"cannot use state_dir {s.state_dir}: {exc.strerror or exc}") from None
         self.journal = Journal(s.state_dir)
         await self._start_mongo(s)
         self.engine.restore(self.journal.load_active())
@@ -167,7 +176,10 @@ class Daemon:
         self.tailer.committed()
 
     async def shutdown(self) -> None:
-        """Stop reading, commit what was read, give the sink a few seconds, release all."""
+        """Stop reading, commit what was read, give the sink a few seconds, release all.
+
+        Also after a failed ``startup``: it releases what was set up, without a word (the
+        error that ended the start is the one line to read)."""
         # counted from the signal: CONTRACT §7 gives 10 s from SIGTERM to exit
         deadline = (self._first_signal or time.monotonic()) + STOP_DEADLINE
         self.notifier.stopping()
@@ -189,7 +201,8 @@ class Daemon:
             self.journal.close()
         self.lock.release()
         self.notifier.close()
-        logger.info("errord stopped")
+        if self._started:  # a refused start says why, once, and claims no stop
+            logger.info("errord stopped")
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         now = time.monotonic()
@@ -226,6 +239,7 @@ class Daemon:
                 await self._wait_for_input()
             await self.pump()
             self._maybe_prune()
+            self._maybe_checkpoint()
 
     def _maybe_prune(self) -> None:
         now = time.monotonic()
@@ -239,6 +253,23 @@ class Daemon:
             return
         if pruned:
             logger.info("pruned %d delivered notice(s) older than a week", pruned)
+
+    def _maybe_checkpoint(self) -> None:
+        """Keep the WAL bounded: SQLite's own checkpoints cannot restart it while readers
+        overlap (``Journal.checkpoint``), and on a small disk errord's WAL filled it alone."""
+        now = time.monotonic()
+        if now < self._next_checkpoint or self.journal is None:
+            return
+        self._next_checkpoint = now + CHECKPOINT_EVERY
+        size = self.journal.wal_size()
+        if size <= WAL_SIZE_LIMIT:  # where SQLite's own checkpoints keep it while they can
+            return
+        try:
+            done = self.journal.checkpoint(CHECKPOINT_WAIT)
+        except JournalError as exc:  # a failing disk: the commit path reports it
+            logger.debug("WAL checkpoint failed: %s", exc)
+            return
+        logger.debug("WAL of %d bytes %s", size, "checkpointed and truncated" if done else "busy; retrying")
 
     async def _wait_for_input(self) -> None:
         assert self.tailer is not None
@@ -265,6 +296,7 @@ class Daemon:
             if not self._commit(notices):
                 return
             self.health.beat()  # a long backlog is progress too
+            self._maybe_checkpoint()
             if self._stop.is_set() or self._reload_requested:
                 return
             await asyncio.sleep(0)  # let signals and watch events in between batches

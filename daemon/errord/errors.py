@@ -8,6 +8,7 @@ import sys
 __all__ = [
     "ErrordError", "ConfigError", "DurationError", "JournalError", "NoStateError", "NotifyError",
     "MongoError", "exit_status", "EXIT_OK", "EXIT_FAIL", "EXIT_CONFIG", "EXIT_NOT_RUNNING",
+    "StateError",
 ]  # fmt: skip
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
@@ -44,6 +45,11 @@ class NoStateError(JournalError):
     """A read-only open found no state yet (the daemon never ran here, or is creating it)."""
 
 
+class StateError(JournalError):
+    """The state_dir cannot be used as it is: it is not a folder, or it held state whose
+    database is now empty or missing. Like a bad config, restarting cannot fix it (exit 2)."""
+
+
 class NotifyError(ErrordError):
     """A notification target could not be set up; ``problems`` has one line per target."""
 
@@ -61,10 +67,13 @@ class MongoError(ErrordError):
 def exit_status(exc: ErrordError) -> int:
     """Print ``exc`` on stderr the way the command line does and return its exit status:
     2 for a config problem (one ``errord: config: ...`` line each; systemd does not
-    restart on it), 1 for anything else."""
+    restart on it) or an unusable state_dir (``StateError``), 1 for anything else."""
     if isinstance(exc, ConfigError):
         for problem in exc.problems:
             print(f"errord: config: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    if isinstance(exc, StateError):
+        print(f"errord: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"errord: {exc}", file=sys.stderr)
     return EXIT_FAIL

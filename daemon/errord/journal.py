@@ -37,9 +37,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
-from .errors import JournalError, NoStateError
+from .errors import JournalError, NoStateError, StateError
 from .model import HistoryState, Incident, Notice, NoticeType, Position, history_state
+from .ratelimit import RateLimit
 from .routing import STDERR_TARGET, UNKNOWN_ALERTED
+from .runstate import STATE_MARKER, check_state_dir, lost_state, mark_state
 
 __all__ = ["Journal", "Delivery", "MongoWrite", "DB_NAME", "SCHEMA_VERSION", "STDERR_TARGET"]
 # STDERR_TARGET is routing's; re-exported for the sinks, which name it in their targets.
@@ -151,6 +153,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# The WAL is restarted (and cut to WAL_SIZE_LIMIT) by SQLite's own checkpoints only when no
+# reader is using it at that moment; readers that overlap (status polls, notify workers)
+# can hold that off for ever, and each delivered notice adds ~10 KB. See ``checkpoint``.
+WAL_SIZE_LIMIT = 4 << 20
+
 # Errors that mean "this write could not be done": rolled back, raised as JournalError.
 # ValueError/TypeError/OverflowError come from bad data (an int too big for SQLite,
 # extra that is not JSON-serialisable) and must not leave a transaction half done.
@@ -183,13 +190,24 @@ class MongoWrite(NamedTuple):
     incident: Incident | None
 
 
+# Every Journal() checks the modes, and the notify workers open one again after each
+# journal error: a mode warning is told once an hour per path and process, not each time.
+# Process-wide on purpose, as Python's own warnings registry: it limits log lines, not state.
+MODE_WARN_EVERY = 3600.0
+_mode_warn = RateLimit(MODE_WARN_EVERY)
+# A failing disk fails the ROLLBACK after each failed COMMIT, at every retry of every
+# connection (the notify workers retry each second): told once a minute per store.
+FAULT_WARN_EVERY = 60.0
+_fault_warn = RateLimit(FAULT_WARN_EVERY)
+
+
 def _prepare_dir(state_dir: Path) -> None:
     """Create ``state_dir`` 0700; warn (do not touch) when an existing one is wider."""
     try:
         state_dir.mkdir(mode=0o700, parents=True)
     except FileExistsError:
         mode = stat.S_IMODE(state_dir.stat().st_mode)
-        if mode & 0o077:
+        if mode & 0o077 and _mode_warn.allow((str(state_dir), mode)):
             logger.warning(
                 "state dir %s has mode %o; errord keeps incidents there, 0700 is advised",
                 state_dir,
@@ -210,7 +228,7 @@ def _create_db_file(path: Path) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
+        if mode & 0o077 and _mode_warn.allow((str(path), mode)):
             logger.warning("%s has mode %o; 0600 is advised", path, mode)
         return
     try:
@@ -233,6 +251,8 @@ class Journal:
         self._incident_sql: str | None = None  # the incidents columns to select (_incident_cols)
         self._db: sqlite3.Connection | None = None
         self._closed = False
+        # Before anything is created: a state_dir that held state must still hold it.
+        self._held = check_state_dir(self.state_dir, DB_NAME)
         try:
             if readonly:
                 if not self.path.exists():
@@ -243,6 +263,12 @@ class Journal:
             self._db = self._connect()
         except OSError as e:
             raise JournalError(f"cannot open {self.path}: {e}") from e
+        if not readonly and STATE_MARKER not in self._held:
+            try:
+                mark_state(self.state_dir)
+            except OSError as e:  # a full disk: the store works; only the marker is missing
+                if _mode_warn.allow(("marker", str(self.state_dir))):
+                    logger.warning("cannot write %s in %s: %s", STATE_MARKER, self.state_dir, e)
 
     # -- connection --------------------------------------------------------------------
 
@@ -275,10 +301,14 @@ class Journal:
             try:
                 if self.readonly:
                     if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                        self._refuse_schemaless()
                         raise NoStateError(f"no state in {self.state_dir} yet")
                     return
                 mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 db.execute("PRAGMA synchronous = FULL")
+                # After a checkpoint resets the WAL, cut the file back to this size (by
+                # default SQLite keeps it at its largest, which on a small disk is space lost).
+                db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
                 self._migrate(db)
                 break
             except sqlite3.OperationalError as e:
@@ -290,10 +320,21 @@ class Journal:
         if mode != "wal":
             logger.warning("%s: journal_mode is %s, not wal; readers may block", self.path, mode)
 
+    def _refuse_schemaless(self) -> None:
+        """A database without errord's schema where the marker says a store was built was
+        replaced (or reset): never build a fresh store on it silently (see ``runstate``).
+        Only the marker counts here: it is written once the schema is committed, while a
+        ``-wal`` exists as soon as a first connection switched a new file to WAL mode."""
+        if STATE_MARKER in self._held:
+            raise StateError(lost_state(self.state_dir, DB_NAME, "a database without errord's tables",
+                                        [STATE_MARKER]))
+
     def _migrate(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == SCHEMA_VERSION:
             return
+        if version == 0:
+            self._refuse_schemaless()
         if version > SCHEMA_VERSION:
             raise JournalError(
                 f"{self.path} has schema {version}, newer than this errord ({SCHEMA_VERSION})"
@@ -318,6 +359,32 @@ class Journal:
                 raise JournalError(f"journal {self.path} is closed")
             self._db = self._connect()  # dropped after a failed rollback: start afresh
         return self._db
+
+    def wal_size(self) -> int:
+        """Bytes in the ``-wal`` file now (0 when there is none)."""
+        try:
+            return os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return 0
+
+    def checkpoint(self, wait: float = 0.1) -> bool:
+        """Copy the whole WAL into the database and truncate it to 0 bytes, waiting at most
+        ``wait`` seconds for readers of older snapshots (and a writer) to finish; True when
+        done. Readers that start meanwhile read the database file and do not hold it up.
+
+        Blocks this connection's thread for up to ``wait``; SQLite's own checkpoints never
+        wait, which is why a WAL with overlapping readers grows (see ``WAL_SIZE_LIMIT``).
+        """
+        db = self._conn()
+        try:
+            db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+            try:
+                busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        except sqlite3.Error as e:
+            raise JournalError(f"checkpoint: {e}") from e
+        return not busy
 
     def close(self) -> None:
         """Close the connection; later calls raise JournalError."""
@@ -357,7 +424,9 @@ class Journal:
             if db.in_transaction:
                 db.execute("ROLLBACK")
         except sqlite3.Error as e:
-            logger.warning("rollback on %s failed (%s); reconnecting", self.path, e)
+            if _fault_warn.allow(("rollback", str(self.path))):
+                logger.warning("rollback on %s failed (%s); reconnecting (further rollback failures"
+                               " muted for %ds)", self.path, e, int(FAULT_WARN_EVERY))
             self._db = None
             try:
                 db.close()

@@ -1,8 +1,15 @@
-"""Who owns a state_dir: the running daemon's lock file, and how the CLI reads it.
+"""Who owns a state_dir, and whether it can be used: the running daemon's lock file, how
+the CLI reads it, and the check that a state_dir which held state still holds it.
 
 The daemon holds an exclusive ``flock`` on ``<state_dir>/errord.lock`` for its whole life
 and writes a small JSON status into it (``pid``, ``ready``). The kernel drops the lock
 when the process dies, even on ``kill -9``, so a stale file never claims a dead daemon.
+
+``errord.state`` is written once the store has its schema and never removed by errord.
+While it (or a non-empty ``-wal``) is there, an empty or missing database is a loss (a
+full disk zeroed it, a cleanup deleted it), not a first start: ``check_state_dir`` refuses
+it, so positions and open incidents are never forgotten silently (issue 11.4). The lock
+file does not count: it is created before the store, so it may exist without one.
 """
 
 from __future__ import annotations
@@ -10,15 +17,23 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
 
-from errord.errors import ErrordError
+from errord.errors import ErrordError, StateError
 
-__all__ = ["RunLock", "read_run_state", "LOCK_NAME"]
+__all__ = ["RunLock", "read_run_state", "check_state_dir", "mark_state", "LOCK_NAME", "STATE_MARKER"]
 
 LOCK_NAME = "errord.lock"
+STATE_MARKER = "errord.state"
+_MARKER_TEXT = (
+    b"errord keeps its state in this folder. This file says the store was created here:\n"
+    b"while it exists, an empty or missing errord.db is refused at start, not taken for a\n"
+    b"first start (see README, Troubleshooting). To start fresh on purpose, move the\n"
+    b"errord.* files away.\n"
+)
 
 
 class RunLock:
@@ -95,3 +110,62 @@ def _read(fd: int) -> dict[str, Any]:
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def check_state_dir(state_dir: Path, db_name: str) -> list[str]:
+    """Raise ``StateError`` when ``state_dir`` cannot be used as it is: it is not a folder,
+    or it shows it held state (``errord.state``, a non-empty ``-wal``) but ``db_name`` in
+    it is empty or missing. Returns what shows it held state (empty: a first start)."""
+    try:
+        st = os.stat(state_dir)
+    except FileNotFoundError:
+        return []  # a first start: created later
+    except NotADirectoryError:
+        raise StateError(f"state_dir {state_dir}: a part of that path is a file, not a folder; "
+                         "set state_dir to a folder errord may create") from None
+    except OSError:
+        return []  # e.g. no permission: opening the store says so
+    if not stat.S_ISDIR(st.st_mode):
+        raise StateError(f"state_dir {state_dir} is not a folder; set state_dir to a folder errord may "
+                         f"create, or move {state_dir} away")
+    held = [name for name, size in ((STATE_MARKER, _size(state_dir / STATE_MARKER)),
+                                    (f"{db_name}-wal", _size(state_dir / f"{db_name}-wal")))
+            if size is not None and (size > 0 or name == STATE_MARKER)]
+    if not held:
+        return held
+    size = _size(state_dir / db_name)
+    if size is None or size == 0:
+        raise StateError(lost_state(state_dir, db_name, "missing" if size is None else "empty (0 bytes)", held))
+    return held
+
+
+def lost_state(state_dir: Path, db_name: str, what: str, held: list[str]) -> str:
+    """The one line that refuses a state_dir whose store is gone (also used by the
+    journal for a database that lost its schema)."""
+    return (f"state_dir {state_dir} held errord's state ({', '.join(held)}) but {db_name} is {what}: its "
+            f"file positions and open incidents are lost, and errord does not start over silently. Restore "
+            f"{db_name} from a backup, or start fresh on purpose: stop errord and move the errord.* files "
+            f"away (mv {state_dir}/errord.* SOMEWHERE/)")
+
+
+def mark_state(state_dir: Path) -> None:
+    """Write ``errord.state`` (0600) unless it exists: the store there now has its schema."""
+    path = state_dir / STATE_MARKER
+    if path.exists():
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # another connection wrote it meanwhile
+    try:
+        os.write(fd, _MARKER_TEXT)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None

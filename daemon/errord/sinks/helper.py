@@ -28,6 +28,9 @@ The helper is ``python -m errord.sinks.helper``, started with three pipes:
 The helper ignores SIGINT, SIGTERM and SIGHUP (a terminal or systemd signals the whole
 group; the daemon decides when the helper stops) and, started from the main thread,
 asks the kernel for SIGKILL when the daemon dies (``PR_SET_PDEATHSIG``).
+
+A helper can still die (``kill -9``, the OOM killer): a supervisor thread notices within a
+second, whether or not notices are being committed, logs how it ended and starts another.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ logger = logging.getLogger(__name__)
 
 START_TIMEOUT = 30.0  # seconds for the helper to import Apprise and check the URLs
 _KILL_GRACE = 0.5  # seconds past the stop deadline before the helper is killed
+SUPERVISE_EVERY = 0.5  # seconds between looks at the helper (its stdout closing wakes it sooner)
+STABLE_AFTER = 60.0  # a helper that lived this long and died is restarted at once again
+RESTART_BACKOFF = (1.0, 60.0)  # seconds before restarting one that keeps dying: first, cap
 
 
 class _TargetLike(Protocol):
@@ -71,7 +77,10 @@ class NotifyHelper:
 
     The constructor starts the helper and waits until it has checked the URLs: an
     unusable one raises ``NotifyError`` with the sink's own message. ``start()`` starts
-    its delivery threads.
+    its delivery threads and the supervisor: a helper that dies (``kill -9``, the OOM
+    killer) is logged with how it ended and started again within a second, or after a
+    growing pause if it keeps dying (``RESTART_BACKOFF``); the new one delivers what is
+    pending in the outbox. No new notice is needed for that (issue 11.3).
     """
 
     def __init__(
@@ -95,12 +104,12 @@ class NotifyHelper:
             "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),
         }
         self._start_timeout = start_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._reader: threading.Thread | None = None
         self._started = False
         self._stopped = False
-        self._lock = threading.Lock()  # wake() may come from any thread
-        self._spawn()
+        self._stopping = threading.Event()  # wakes the supervisor at stop()
+        self._lock = threading.Lock()  # the current child: swapped by the supervisor
+        self._supervisor: threading.Thread | None = None
+        self._child: _Child | None = self._launch()
 
     # -- the interface the daemon uses -------------------------------------------------
 
@@ -111,33 +120,35 @@ class NotifyHelper:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        """The current helper's pid (a restarted helper has a new one)."""
+        child = self._child
+        return child.proc.pid if child is not None else None
 
     def start(self) -> None:
-        """Start delivering."""
+        """Start delivering, and supervising the helper."""
         if self._started:
             return
         self._started = True
         self._send(b"start\n")
+        self._supervisor = threading.Thread(target=self._supervise, name="errord-notify-supervisor", daemon=True)
+        self._supervisor.start()
 
     def wake(self) -> None:
-        """New notices were committed. Cheap: one byte-sized write to a pipe; a helper
-        that died is started again here."""
-        proc = self._proc
-        if proc is None or self._stopped:
-            return
-        if proc.poll() is not None:
-            self._respawn(proc.returncode)
-            return
-        self._send(b"wake\n")
+        """New notices were committed. Cheap: one byte-sized write to a pipe. A dead
+        helper is the supervisor's business; its successor reads the outbox anyway."""
+        if not self._stopped:
+            self._send(b"wake\n")
 
     def stop(self, deadline: float) -> None:
         """Let the helper deliver what is due until ``deadline`` (``time.monotonic()``),
         then make sure it is gone. Returns by the deadline plus a fraction of a second."""
-        self._stopped = True
-        proc = self._proc
-        if proc is None:
+        with self._lock:
+            self._stopped = True  # from here on the supervisor starts no helper
+            child = self._child
+        self._stopping.set()
+        if child is None:
             return
+        proc = child.proc
         left = max(0.0, deadline - time.monotonic())
         self._send(f"stop {left:.3f}\n".encode())
         try:
@@ -147,74 +158,114 @@ class NotifyHelper:
             proc.kill()
             proc.wait(5)
         self._close_pipes(proc)
-        if self._reader is not None:
-            self._reader.join(1.0)
+        child.reader.join(1.0)
+        if self._supervisor is not None:
+            self._supervisor.join(1.0)
+
+    # -- supervision -------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        """Restart the helper whenever it dies, until ``stop()``; see the class doc."""
+        deaths = 0  # in a row, each helper dying within STABLE_AFTER of its start
+        while True:
+            child = self._child
+            if child is None or not self._wait_for_death(child):
+                return
+            deaths = deaths + 1 if time.monotonic() - child.started < STABLE_AFTER else 1
+            delay = _restart_delay(deaths)
+            logger.error(
+                "notify helper (pid %d) died: %s; %s", child.proc.pid, _how_it_ended(child.proc.returncode),
+                "restarting it now" if not delay else
+                f"it died {deaths} times in a row within {STABLE_AFTER:g}s of its start; restarting it in {delay:g}s",
+            )  # fmt: skip
+            self._close_pipes(child.proc)
+            child.reader.join(1.0)
+            while True:
+                if self._stopping.wait(delay):
+                    return
+                try:
+                    new = self._launch()
+                    break
+                except (NotifyError, OSError) as exc:
+                    deaths += 1
+                    delay = _restart_delay(deaths)
+                    logger.error("cannot restart the notify helper: %s; retrying in %gs", exc, delay)
+            with self._lock:
+                if self._stopped:  # stop() came meanwhile: this one never delivers
+                    self._kill(new)
+                    return
+                self._child = new
+            if self._started:
+                self._send(b"start\n")
+            logger.warning("notify helper restarted (pid %d); it delivers what is pending", new.proc.pid)
+
+    def _wait_for_death(self, child: _Child) -> bool:
+        """Until ``child`` has exited (True) or ``stop()`` (False). Its stdout closing
+        wakes this at once; the poll every SUPERVISE_EVERY is the net under that."""
+        while not self._stopping.is_set():
+            if child.proc.poll() is not None:
+                return True
+            if child.eof.is_set():  # gone from the pipe; about to be reaped
+                self._stopping.wait(0.02)
+            else:
+                child.eof.wait(SUPERVISE_EVERY)
+        return False
 
     # -- process management ------------------------------------------------------------
 
-    def _spawn(self) -> None:
+    def _launch(self) -> _Child:
+        """Start a helper and wait for its answer; raises ``NotifyError`` if it refuses."""
         proc = subprocess.Popen(
             [sys.executable, "-m", "errord.sinks.helper"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, close_fds=True, bufsize=0,
         )  # fmt: skip
         assert proc.stdin is not None and proc.stdout is not None
+        # PR_SET_PDEATHSIG fires when the starting *thread* ends: only for the main thread's
+        # helpers. One the supervisor restarted ends on EOF, when the daemon's pipes close.
         config = dict(self._config, die_with_parent=threading.current_thread() is threading.main_thread(),
                       parent=os.getpid())
         answer: list[str] = []
         ready = threading.Event()
-        self._reader = threading.Thread(
-            target=self._read_loop, args=(proc.stdout, answer, ready), name="errord-notify-helper", daemon=True
-        )
-        self._reader.start()
+        eof = threading.Event()
+        reader = threading.Thread(
+            target=self._read_loop, args=(proc.stdout, answer, ready, eof), name="errord-notify-helper",
+            daemon=True,
+        )  # fmt: skip
+        reader.start()
+        child = _Child(proc, reader, eof, time.monotonic())
         try:
             proc.stdin.write(json.dumps(config).encode() + b"\n")
         except OSError:
             pass  # it died at once: reported below
         os.set_blocking(proc.stdin.fileno(), False)
-        self._proc = proc
         if not ready.wait(self._start_timeout):
-            self._kill(proc)
+            self._kill(child)
             raise NotifyError(f"the notify helper did not start within {self._start_timeout:g}s")
         line = answer[0] if answer else ""
         if line == "ok":
             logger.debug("notify helper started (pid %d)", proc.pid)
-            return
-        self._kill(proc)
+            return child
+        self._kill(child)
         if line.startswith("error "):
             try:
                 problems = json.loads(line[len("error "):])
             except ValueError:
                 problems = line[len("error "):]
             raise NotifyError(problems)
-        raise NotifyError(f"the notify helper exited at start (status {proc.returncode})")
-
-    def _respawn(self, status: int | None) -> None:
-        with self._lock:
-            old = self._proc
-            if old is None or old.poll() is None or self._stopped:
-                return
-            logger.error("notify helper exited unexpectedly (status %s); starting a new one", status)
-            self._close_pipes(old)
-            try:
-                self._spawn()
-            except (NotifyError, OSError) as exc:
-                logger.error("cannot restart the notify helper: %s (retrying at the next notice)", exc)
-                return
-            if self._started:
-                self._send(b"start\n")
+        raise NotifyError(f"the notify helper exited at start ({_how_it_ended(proc.returncode)})")
 
     def _send(self, msg: bytes) -> None:
-        proc = self._proc
-        if proc is None or proc.stdin is None:
+        child = self._child
+        if child is None or child.proc.stdin is None:
             return
         try:
-            proc.stdin.write(msg)
+            child.proc.stdin.write(msg)
         except BlockingIOError:
             pass  # the pipe is full of wakes the helper has not read yet: it will look anyway
         except (BrokenPipeError, ValueError, OSError):
-            pass  # it is gone; wake() starts a new one
+            pass  # it is gone; the supervisor starts a new one
 
-    def _read_loop(self, out: IO[bytes], answer: list[str], ready: threading.Event) -> None:
+    def _read_loop(self, out: IO[bytes], answer: list[str], ready: threading.Event, eof: threading.Event) -> None:
         fd = out.fileno()
         buf = b""
         try:
@@ -235,6 +286,7 @@ class NotifyHelper:
             pass
         finally:
             ready.set()
+            eof.set()
             out.close()
 
     def _result(self, name: str, ok: bool) -> None:
@@ -254,13 +306,43 @@ class NotifyHelper:
                 except OSError:
                     pass
 
-    def _kill(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(5)
-        self._close_pipes(proc)
-        if self._reader is not None:
-            self._reader.join(1.0)
+    def _kill(self, child: _Child) -> None:
+        if child.proc.poll() is None:
+            child.proc.kill()
+        child.proc.wait(5)
+        self._close_pipes(child.proc)
+        child.reader.join(1.0)
+
+
+@dataclass
+class _Child:
+    """One helper process and the thread reading its answers."""
+
+    proc: subprocess.Popen[bytes]
+    reader: threading.Thread
+    eof: threading.Event  # its stdout closed: it died (or is stopping)
+    started: float  # time.monotonic() when it was started
+
+
+def _restart_delay(deaths: int) -> float:
+    """Seconds before restarting a helper that died ``deaths`` times in a row: at once the
+    first time, then RESTART_BACKOFF doubling up to its cap."""
+    if deaths <= 1:
+        return 0.0
+    first, cap = RESTART_BACKOFF
+    return float(min(cap, first * 2 ** (deaths - 2)))
+
+
+def _how_it_ended(status: int | None) -> str:
+    if status is None:
+        return "still running"
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = "unknown"
+        return f"killed by signal {-status} ({name})"
+    return f"exited with status {status}"
 
 
 # -- the helper process ----------------------------------------------------------------

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import NamedTuple, Protocol, TextIO
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import apprise
@@ -40,14 +40,31 @@ from ..errors import JournalError, NotifyError
 from ..journal import STDERR_TARGET, Journal
 from ..model import Notice
 from ..notices import clean_text
+from ..ratelimit import RateLimit
+from .capture import capturing
 
-__all__ = ["NotifySink", "TargetLike", "with_timeouts"]
+__all__ = ["NotifySink", "SendResult", "TargetLike", "with_timeouts"]
 
 logger = logging.getLogger(__name__)
 
 _POLL = 1.0  # seconds between outbox polls when nobody calls wake()
 _BATCH = 50
 _SCRUBBED_LOGGERS = ("apprise", "urllib3.connectionpool")
+JOURNAL_WARN_EVERY = 60.0  # seconds between "journal" warnings of one target while it fails
+
+
+class SendResult(NamedTuple):
+    """One target's answer to ``NotifySink.send_test``: accepted, and if not, why (Apprise's
+    reason, e.g. "… (Connection refused)"; "" when accepted)."""
+
+    ok: bool
+    reason: str
+
+
+class _Outcome(NamedTuple):
+    ok: bool
+    error: str  # "" when accepted
+    retry_after: float | None  # seconds the target asked to wait (HTTP Retry-After)
 
 
 class TargetLike(Protocol):
@@ -181,12 +198,15 @@ class NotifySink:
             for name in _SCRUBBED_LOGGERS:
                 logging.getLogger(name).addFilter(check)
             try:
-                usable = apprise.Apprise.instantiate(url) is not None
+                with capturing() as seen:  # Apprise logs why it cannot use a URL
+                    usable = apprise.Apprise.instantiate(url) is not None
             finally:
                 for name in _SCRUBBED_LOGGERS:
                     logging.getLogger(name).removeFilter(check)
             if not usable:
-                problems.append(f"notify.{index}.url: {t.redacted}: not a usable Apprise URL")
+                why = check.scrub(seen.reason())
+                problems.append(f"notify.{index}.url: {t.redacted}: not a usable Apprise URL"
+                                + (f" ({why})" if why else ""))
                 continue
             self._targets.append(_Target(t.key, t.redacted, url, tuple(t.tags)))
             secrets |= _secrets(t.url) | _secrets(url)
@@ -202,6 +222,8 @@ class NotifySink:
         self._started = False
         # Called from the worker threads after each send: (redacted target name, accepted).
         self.on_result: Callable[[str, bool], None] | None = None
+        # A journal that stays unusable fails every retry (each second): told once a minute.
+        self._journal_warn = RateLimit(JOURNAL_WARN_EVERY)
 
     # -- public ------------------------------------------------------------------------
 
@@ -257,20 +279,20 @@ class NotifySink:
         with Journal(self.state_dir) as j:
             return j.pending_notices()
 
-    def send_test(self, title: str, body: str) -> dict[str, tuple[bool, str]]:
+    def send_test(self, title: str, body: str) -> dict[str, SendResult]:
         """Send one notice to every target now, bypassing the outbox.
 
-        Returns ``{redacted target: (accepted, reason)}``; the reason of a failure is
-        the one the outbox's retry log gives (secrets masked), ``""`` when accepted.
+        Returns ``{redacted target: SendResult(accepted, reason)}``; the reason names what
+        Apprise said (connection refused, the HTTP status, a plugin's complaint).
         """
-        def one(t: _Target) -> tuple[bool, str]:
+        def one(t: _Target) -> SendResult:
             if t.url is None:
                 self._write_stderr("info", title, body)
-                return True, ""
-            ok, err = self._send(self._apprise(t), t, title, body, "info")
-            if not ok:
-                logger.warning("test notice to %s failed: %s", t.name, err)
-            return ok, err
+                return SendResult(True, "")
+            got = self._send(self._apprise(t), t, title, body, "info")
+            if not got.ok:
+                logger.debug("test notice to %s failed: %s", t.name, got.error)  # the CLI prints it
+            return SendResult(got.ok, got.error)
 
         self._scrub_enter()
         try:
@@ -278,7 +300,7 @@ class NotifySink:
                 results = list(pool.map(one, self._targets))
         finally:
             self._scrub_exit()
-        out: dict[str, tuple[bool, str]] = {}
+        out: dict[str, SendResult] = {}
         for t, ok in zip(self._targets, results):
             name, n = t.name, 2
             while name in out:  # two targets may redact to the same text
@@ -292,6 +314,7 @@ class NotifySink:
         journal: Journal | None = None
         ap = self._apprise(t) if t.url is not None else None
         lock = _sender_lock(self.state_dir, t.key)
+        journal_failing = False
         try:
             while not self._stop.is_set():
                 t.wakeup.clear()
@@ -304,9 +327,17 @@ class NotifySink:
                     if journal is None:
                         journal = Journal(self.state_dir)
                     wait = self._deliver(journal, t, ap)
+                    if journal_failing:
+                        journal_failing = False
+                        self._journal_warn.forget(t.key)
+                        logger.info("notify target %s: journal readable again; delivering", t.name)
                 except Exception as e:  # a worker never dies: log, start afresh, retry
                     if isinstance(e, JournalError):
-                        logger.warning("notify target %s: journal: %s", t.name, e)
+                        journal_failing = True
+                        if self._journal_warn.allow(t.key):
+                            logger.warning("notify target %s: journal: %s (retrying every %gs; further journal"
+                                           " errors of this target muted for %ds)",
+                                           t.name, e, _POLL, int(JOURNAL_WARN_EVERY))
                     else:
                         logger.exception("notify target %s: unexpected error", t.name)
                     if journal is not None:
@@ -356,7 +387,7 @@ class NotifySink:
                     return self._idle(0.0)
                 t.sending = True
                 try:
-                    ok, err = self._send_notice(ap, t, notice)
+                    ok, err, retry_after = self._send_notice(ap, t, notice)
                 finally:
                     t.sending = False
                 if self.on_result is not None:
@@ -368,10 +399,14 @@ class NotifySink:
                     continue
                 attempts = head.attempts if did == head.id else 0
                 delay = self._delay(attempts)
+                asked = ""
+                if retry_after is not None:  # never sooner than the target asked; capped as the backoff
+                    delay = min(self.backoff[1], max(delay, retry_after))
+                    asked = f" (Retry-After: {retry_after:g}s)"
                 logger.warning(
-                    "notify target %s: notice %s (%s) failed, attempt %d, retry in %.1fs: %s",
+                    "notify target %s: notice %s (%s) failed, attempt %d, retry in %.1fs%s: %s",
                     t.name, notice.id, clean_text(notice.code, 200, single_line=True),  # log text: one line
-                    attempts + 1, delay, err,
+                    attempts + 1, delay, asked, err,
                 )  # fmt: skip
                 j.mark_failed(did, err, time.time() + delay)
                 return self._idle(delay)
@@ -404,29 +439,28 @@ class NotifySink:
             logger.error("notify target %s: Apprise rejected the URL", t.name)
         return ap
 
-    def _send_notice(
-        self, ap: apprise.Apprise | None, t: _Target, n: Notice
-    ) -> tuple[bool, str]:
+    def _send_notice(self, ap: apprise.Apprise | None, t: _Target, n: Notice) -> _Outcome:
         if ap is None:
             self._write_stderr(n.type.value, n.title, n.body)
-            return True, ""
+            return _Outcome(True, "", None)
         return self._send(ap, t, n.title, n.body, n.type.value)
 
-    def _send(
-        self, ap: apprise.Apprise, t: _Target, title: str, body: str, kind: str
-    ) -> tuple[bool, str]:
-        try:
-            result = ap.notify(
-                title=title,
-                body=body or title,  # Apprise refuses an empty body
-                notify_type=apprise.NotifyType(kind),
-                body_format=apprise.NotifyFormat.TEXT,
-            )
-        except Exception as e:  # a plugin bug must not kill the worker
-            return False, self._scrub.scrub(f"{type(e).__name__}: {e}")
+    def _send(self, ap: apprise.Apprise, t: _Target, title: str, body: str, kind: str) -> _Outcome:
+        """One Apprise send; a failure names Apprise's reason and the Retry-After it saw."""
+        with capturing() as seen:
+            try:
+                result = ap.notify(
+                    title=title,
+                    body=body or title,  # Apprise refuses an empty body
+                    notify_type=apprise.NotifyType(kind),
+                    body_format=apprise.NotifyFormat.TEXT,
+                )
+            except Exception as e:  # a plugin bug must not kill the worker
+                return _Outcome(False, self._scrub.scrub(f"{type(e).__name__}: {e}"), None)
         if result:
-            return True, ""
-        return False, self._scrub.scrub(f"not accepted ({_status(result)})")
+            return _Outcome(True, "", None)
+        why = seen.reason() or f"not accepted ({_status(result)})"
+        return _Outcome(False, self._scrub.scrub(why), seen.retry_after())
 
     def _write_stderr(self, kind: str, title: str, body: str) -> None:
         flat = " | ".join(body.splitlines())

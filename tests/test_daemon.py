@@ -1,0 +1,80 @@
+"""The daemon's lifecycle end to end (`errord run`): what a refused start says, and the
+supervision of its notify helper."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from chaos import State, start, wait_until
+from conftest import append, line
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_refused_second_daemon_says_only_why(make_errord) -> None:
+    """Issue 11.11: it never started, so it must not log `errord stopped`: one line alone."""
+    e = make_errord()
+    e.start()
+    res = e.cli("run", check=False, timeout=30)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 1, res.stderr
+    assert len(lines) == 1 and "another errord (pid" in lines[0], res.stderr
+    assert "errord stopped" not in res.stderr
+    assert e.stop() == 0
+    assert "errord stopped" in e.output()  # the one that ran says so
+
+
+def helper_pids(daemon_pid: int) -> list[int]:
+    """The live notify helpers the daemon started (zombies have no cmdline: left out)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == daemon_pid and b"errord.sinks.helper" in cmdline:
+            found.append(int(name))
+    return found
+
+
+def test_a_killed_notify_helper_is_restarted_and_delivers_what_is_pending(make_errord, receiver,
+                                                                         tmp_path: Path) -> None:
+    """Issue 11.3: kill -9 of the helper while notices wait for a failing target and nothing
+    new is committed: a new helper within 5 s, every pending notice delivered once."""
+    receiver.status = 503
+    e = make_errord(notify=[{"url": receiver.url("/sup")}])
+    state = State(tmp_path / "state")
+    start(e, state)
+    assert e.proc is not None
+    (first,) = wait_until(lambda: helper_pids(e.proc.pid), 10, "the notify helper")
+    want = [f"k{i}" for i in range(30)]
+    log = tmp_path / "logs" / "app.jsonl"
+    append(log, *[line(c) for c in want])
+    wait_until(lambda: state.caught_up([log]) and state.pending_notices() == 30, 15, "30 pending notices")
+    receiver.wait_for(1, delivered=False, timeout=10)  # the target refuses them
+    killed = time.monotonic()
+    os.kill(first, signal.SIGKILL)
+    (second,) = wait_until(lambda: [p for p in helper_pids(e.proc.pid) if p != first], 5, "a new helper")
+    restarted = time.monotonic() - killed
+    receiver.status = 200
+    receiver.wait_for(30, timeout=60)
+    wait_until(lambda: state.pending_notices() == 0, 15, "the outbox to drain")
+    time.sleep(0.5)
+    got = [r.body["title"].split()[1] for r in receiver.delivered]
+    assert sorted(got) == sorted(want) and len(got) == len(set(got)), got  # each once
+    assert got == want  # and in order
+    assert restarted < 5
+    assert e.stop() == 0
+    out = e.output()
+    assert f"notify helper (pid {first}) died: killed by signal 9 (SIGKILL); restarting it now" in out, out
+    assert f"notify helper restarted (pid {second})" in out, out
