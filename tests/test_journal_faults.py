@@ -359,8 +359,8 @@ def test_a_lasting_journal_fault_is_logged_once_not_at_every_retry(
         try:
             time.sleep(4.5)  # ~4 retries, each on a fresh connection
             with Journal(state) as j:
-                j.set_targets(sink.routes)
-                j.commit([], [], [Notice(NoticeType.FAILURE, "k", "🔴 k x", "b", "id", 1.0)], now=time.time())
+                j.commit([], [], [Notice(NoticeType.FAILURE, "k", "🔴 k x", "b", "id", 1.0, targets=("t1",))],
+                         now=time.time())
             BrokenJournal.broken.clear()
             sink.wake()
             rx.wait_for(1, timeout=10)

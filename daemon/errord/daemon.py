@@ -126,7 +126,6 @@ class Daemon:
 
     async def startup(self) -> None:
         s = self.settings
-        raise_open_file_limit()  # before any file is opened: one descriptor per followed file
         # Checks the notify URLs (in the helper) before anything is created or locked.
         sink = self._make_sink(s, helper=True)
         try:
@@ -168,6 +167,9 @@ class Daemon:
             self.metrics_server.start()  # /healthz answers "starting" until the sources are open
         self._apply_targets(sink)
         self.parsers = self._make_parsers(s)
+        # Once the state is ours (a refused start says only why) and before any log file
+        # is opened: one descriptor per followed file.
+        raise_open_file_limit()
         self.tailer = Tailer(s.sources, positions, first_start=first_start)
         await self.tailer.open()
         # Persist where the first start put each file (start_at = "end") together with the
