@@ -18,10 +18,10 @@ class BrokenParser(LineParser):
     def parse_chunk(self, *args: object, **kw: object):  # type: ignore[no-untyped-def,override]
         raise RecursionError("parser bug")
 
-    def parse_line(self, line: bytes, now: float):  # type: ignore[no-untyped-def,override]
+    def parse_line(self, line: bytes, now: float, warnings=None):  # type: ignore[no-untyped-def,override]
         if b"boom" in line:
             raise ValueError("parser bug")
-        return super().parse_line(line, now)
+        return super().parse_line(line, now, warnings)
 
 
 def test_parser_exception_is_contained_to_its_line() -> None:
@@ -43,3 +43,12 @@ def test_healthy_parser_is_used_as_is() -> None:
     data = b'{"error_code": "x"}\n{"msg": "plain"}\n'
     res = _parse_guarded(parser, Chunk(key=(1, 2), source=0, path="/x", offset=0, data=data), NOW)
     assert res == parser.parse_chunk(data, 0, NOW, "/x")
+
+
+def test_fallback_keeps_the_warnings_at_their_offsets() -> None:
+    parser = BrokenParser(app="a", tz=timezone.utc, max_line_bytes=1 << 20)
+    first = b'{"error_code": "boom"}\n'
+    data = first + b'{"error_code": "x", "re_alert_time": "15 minutes"}\n'
+    res = _parse_guarded(parser, Chunk(key=(1, 2), source=0, path="/x", offset=50, data=data), NOW)
+    assert [e.code for e in res.events] == ["x"]
+    assert res.warnings == [(50 + len(first), "bad_re_alert_time", '"15 minutes"')]

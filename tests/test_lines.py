@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from errord.durations import parse_duration
 from errord.errors import DurationError
-from errord.lines import SKIP_REASONS, LineParser, ParseResult
+from errord.lines import MAX_WARNINGS, SKIP_REASONS, LineParser, ParseResult
 from errord.model import LogEvent
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -48,15 +48,23 @@ def event(line: bytes, **kw: Any) -> LogEvent:
 
 
 def reference(parser: LineParser, data: bytes, offset: int, now: float, path: str) -> ParseResult:
-    """parse_chunk's expected result, built line by line from parse_line."""
+    """parse_chunk's expected result, built line by line from parse_line (a BOM at file
+    offset 0 is not part of the first line; the first of each warning, MAX_WARNINGS of a kind)."""
     res = ParseResult()
+    if offset == 0 and data.startswith(b"\xef\xbb\xbf"):
+        data, offset = data[3:], 3
     lines = data.split(b"\n")
     if data.endswith(b"\n") or not data:
         lines.pop()
     res.lines = len(lines)
     pos = offset
     for ln in lines:
-        r = parser.parse_line(ln, now)
+        warnings: list[tuple[int, str, str]] = []
+        r = parser.parse_line(ln, now, warnings)
+        for _, kind, detail in warnings:
+            same = [w[2] for w in res.warnings if w[1] == kind]
+            if len(same) < MAX_WARNINGS and detail not in same:
+                res.warnings.append((pos, kind, detail))
         if isinstance(r, LogEvent):
             r.offset, r.path = pos, path
             res.events.append(r)
@@ -686,6 +694,7 @@ FIELD_VALUES = JSON_VALUES | TIME_TEXT | st.sampled_from(
 KEYS = st.sampled_from([
     "error_code", "error_code_clear", "re_alert_time", "notification", "message", "msg", "event",
     "timestamp", "@timestamp", "time", "asctime", "ts", "levelname", "level", "other",
+    "exc_info", "exception", "err", "stack_info",
 ])
 RECORDS = st.dictionaries(KEYS, FIELD_VALUES, max_size=6)
 
@@ -704,6 +713,10 @@ def log_lines(draw: st.DrawFn) -> bytes:
         line = draw(st.sampled_from([
             b'{"\\u0065rror_code": "e"}', b'{"message": "no error_code"}', b"", b"  ",
             b'{"error_code": "x"', b"[1]", b"{}", b'{"a": "\\u00e9"}', b"{\xff}",
+            b'{"record": {"extra": {"error_code": "x"}}}', b'{"log": "{\\"error_code\\": 1}"}',
+            b'{"msg": "error_code", "a": [{"error_code_clear": 2}]}',
+            b'{"error_code": "x", "exc_info": "Traceback (most recent call last):\\nValueError: v"}',
+            b'{"error_code": "x", "re_alert_time": "15 minutes", "notification": "maybe"}',
         ]))
     elif kind == 6:
         line = b"{" + draw(st.binary(max_size=40)).replace(b"\n", b"") + b"}"
@@ -742,7 +755,9 @@ def clean_chunks(draw: st.DrawFn) -> bytes:
     return b"\n".join(lines) + (b"\n" if draw(st.booleans()) else b"")
 
 
-def check_result(res: ParseResult, data: bytes) -> None:
+def check_result(res: ParseResult, data: bytes, offset: int = 0) -> None:
+    if offset == 0 and data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # a BOM at the file's start is no part of its first line
     assert res.lines == data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
     assert res.skipped == sum(res.reasons.values())
     assert set(res.reasons) <= set(SKIP_REASONS)
@@ -751,6 +766,12 @@ def check_result(res: ParseResult, data: bytes) -> None:
     for ev in res.events:
         assert ev.code or ev.clear
         assert math.isfinite(ev.time) and 0 <= ev.time <= NOW + 300
+        assert ev.exception is None or 0 < len(ev.exception) <= 300
+    kinds = [w[1] for w in res.warnings]
+    assert set(kinds) <= {"bad_re_alert_time", "bad_notification", "misplaced_code"}
+    assert all(kinds.count(k) <= MAX_WARNINGS for k in kinds)
+    assert [w[0] for w in res.warnings] == sorted(w[0] for w in res.warnings)  # file order
+    assert all(len(w[2]) <= 80 for w in res.warnings)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -758,7 +779,7 @@ def check_result(res: ParseResult, data: bytes) -> None:
 def test_chunks_match_line_by_line(data: bytes, offset: int, max_line: int) -> None:
     p = make_parser(max_line_bytes=max_line, tz=BERLIN)
     res = p.parse_chunk(data, offset, NOW, "f")
-    check_result(res, data)
+    check_result(res, data, offset)
     assert res == reference(make_parser(max_line_bytes=max_line, tz=BERLIN), data, offset, NOW, "f")
 
 
@@ -767,7 +788,7 @@ def test_chunks_match_line_by_line(data: bytes, offset: int, max_line: int) -> N
 def test_clean_chunks_match_line_by_line(data: bytes, max_line: int) -> None:
     p = make_parser(max_line_bytes=max_line, tz=BERLIN)
     res = p.parse_chunk(data, 3, NOW, "f")
-    check_result(res, data)
+    check_result(res, data, 3)
     assert res == reference(make_parser(max_line_bytes=max_line, tz=BERLIN), data, 3, NOW, "f")
 
 
@@ -827,3 +848,162 @@ def test_codes_that_cannot_stand_verbatim_in_a_title_are_bad(code: str) -> None:
     ok = json.dumps({"error_code": "two  spaces " + "y" * 180}).encode()
     event = p.parse_line(ok, 1_768_400_000.0)
     assert not isinstance(event, str) and event is not None and event.code == "two  spaces " + "y" * 180
+
+
+# --------------------------------------------------------------------------- what a line could not give
+
+
+def warnings_of(data: bytes, **kw: Any) -> tuple[ParseResult, list[tuple[int, str, str]]]:
+    res = make_parser(**kw).parse_chunk(data, 100, NOW, "app.jsonl")
+    return res, res.warnings
+
+
+def test_unreadable_re_alert_time_is_a_warning_and_the_line_is_used() -> None:
+    ok = rec(error_code="a", re_alert_time="15m") + b"\n"
+    bad = rec(error_code="b", re_alert_time="15 minutes") + b"\n"
+    res, warnings = warnings_of(ok + bad)
+    assert [(e.code, e.re_alert) for e in res.events] == [("a", 900.0), ("b", None)]
+    assert warnings == [(100 + len(ok), "bad_re_alert_time", '"15 minutes"')]
+    # under extra, and a value of another type
+    _, warnings = warnings_of(rec(error_code="c", extra={"re_alert_time": [900]}) + b"\n")
+    assert warnings == [(100, "bad_re_alert_time", "[900]")]
+
+
+def test_notification_that_is_not_boolean_like_is_a_warning() -> None:
+    lines = [rec(error_code="a", notification=v) for v in ("yes", 0, False, None, "maybe", 2)]
+    res, warnings = warnings_of(b"\n".join(lines) + b"\n")
+    assert [e.notify for e in res.events] == [True, False, False, None, None, None]
+    offsets = [100 + sum(len(x) + 1 for x in lines[:i]) for i in range(len(lines))]
+    assert warnings == [(offsets[4], "bad_notification", '"maybe"'), (offsets[5], "bad_notification", "2")]
+
+
+def test_warned_values_are_short_and_clean() -> None:
+    _, warnings = warnings_of(rec(error_code="a", re_alert_time="\x1b[31m\u202e" + "x" * 5000) + b"\n")
+    ((_, _, shown),) = warnings
+    assert len(shown) <= 80 and shown.endswith("…")
+    assert "\x1b" not in shown and "\u202e" not in shown
+
+
+def test_warnings_are_capped_per_chunk_and_kind() -> None:
+    data = b"".join(rec(error_code="a", re_alert_time=f"{i} minutes", notification=f"?{i}") + b"\n" for i in range(50))
+    res, warnings = warnings_of(data)
+    assert len(res.events) == 50
+    assert [w[1] for w in warnings] == ["bad_re_alert_time", "bad_notification"] * MAX_WARNINGS
+    assert [w[2] for w in warnings[::2]] == [f'"{i} minutes"' for i in range(MAX_WARNINGS)]  # the first ones
+    # a value (or a place) repeated is kept once: it cannot crowd out the others
+    data = rec(error_code="a", re_alert_time="x") + b"\n"
+    _, warnings = warnings_of(data * 10 + rec(error_code="b", re_alert_time="y") + b"\n")
+    assert [w[2] for w in warnings] == ['"x"', '"y"']
+
+
+LOGURU = (b'{"text": "2026-01-14 15:05:51.367 | ERROR | app:main:12 - db down\\n", "record": {"elapsed": '
+          b'{"repr": "0:00:00.012", "seconds": 0.012}, "exception": null, "extra": {"error_code": "db_down"}, '
+          b'"file": {"name": "app.py", "path": "/srv/app.py"}, "function": "main", "level": {"icon": "x", '
+          b'"name": "ERROR", "no": 40}, "line": 12, "message": "db down", "module": "app", "name": "__main__", '
+          b'"time": {"repr": "2026-01-14 15:05:51.367+00:00", "timestamp": 1768403151.367}}}')
+DOCKER = (b'{"log":"{\\"error_code\\": \\"db_down\\", \\"message\\": \\"db down\\"}\\n","stream":"stdout",'
+          b'"time":"2026-01-14T15:05:51.367Z"}')
+
+
+@pytest.mark.parametrize(
+    ("line", "place"),
+    [
+        (LOGURU, "record.extra.error_code"),
+        (DOCKER, "log (a JSON string)"),
+        (rec(ctx={"data": {"error_code": "x"}}), "ctx.data.error_code"),
+        (rec(extra={"ctx": {"error_code_clear": "x"}}), "extra.ctx.error_code_clear"),
+        (rec(items=[1, {"error_code": "x"}]), "items[1].error_code"),
+        (rec(message="error_code mentioned first", ctx={"error_code": "x"}), "ctx.error_code"),
+        (rec(error_code=None, ctx={"error_code": "x"}), "ctx.error_code"),
+        (rec(**{"weird key": {"error_code": 1}}), '"weird key".error_code'),
+        (b'{"wrapper": "{\\"record\\": {\\"extra\\": {\\"error_code\\": 1}}}"}', "wrapper (a JSON string)"),
+        (b'{"a": {"\\u0065rror_code": "escaped"}}', "a.error_code"),
+    ],
+)
+def test_a_code_key_where_errord_does_not_read_it_is_named(line: bytes, place: str) -> None:
+    res, warnings = warnings_of(line + b"\n")
+    assert res.events == [] and res.skipped == 0
+    assert warnings == [(100, "misplaced_code", place)]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        rec(message="no error_code here"),
+        rec(message="error_code: x", ctx={"user": 1}),
+        rec(error_code=None, error_code_clear=""),
+        rec(log='{"message": "error_code is mentioned"}'),
+        rec(log="{not json error_code"),
+        rec(error_codes={"x": 1}),
+        b'[{"error_code": "x"}]',  # not an object: skipped and counted instead
+    ],
+)
+def test_mentions_of_error_code_give_no_misplaced_warning(line: bytes) -> None:
+    _, warnings = warnings_of(line + b"\n")
+    assert warnings == []
+
+
+def test_misplaced_code_search_is_bounded() -> None:
+    wide = {"k%d" % i: {"v": i} for i in range(20_000)}
+    wide["z"] = {"error_code": "too far"}
+    _, warnings = warnings_of(rec(message="m", error_code=None, **wide) + b"\n")
+    assert warnings == []  # past the node budget: no answer rather than a slow one
+    deep: Any = {"error_code": "x"}
+    for _ in range(200):
+        deep = {"d": deep}
+    _, warnings = warnings_of(rec(a=deep) + b"\n")
+    path = "a" + ".d" * 200 + ".error_code"
+    assert warnings == [(100, "misplaced_code", "…" + path[-79:])]  # its end, within 80 characters
+
+
+# --------------------------------------------------------------------------- BOM
+
+
+def test_bom_at_the_start_of_the_file_is_not_part_of_the_first_line() -> None:
+    bom = b"\xef\xbb\xbf"
+    data = bom + rec(error_code="first") + b"\n" + rec(error_code="second") + b"\n"
+    res = make_parser().parse_chunk(data, 0, NOW, "f")
+    assert (res.lines, res.skipped) == (2, 0)
+    assert [(e.code, e.offset) for e in res.events] == [("first", 3), ("second", 3 + len(rec(error_code="first")) + 1)]
+    # anywhere else a BOM is part of the line (not JSON), as it was written
+    res = make_parser().parse_chunk(data, 10, NOW, "f")
+    assert (res.skipped, res.reasons, [e.code for e in res.events]) == (1, {"not_json": 1}, ["second"])
+    lone = make_parser().parse_chunk(bom + b"\n" + rec(x=1) + b"\n", 0, NOW, "f")
+    assert (lone.lines, lone.skipped, lone.events) == (2, 0, [])
+
+
+@settings(max_examples=200, deadline=None)
+@given(clean_chunks())
+def test_bom_chunk_is_the_chunk_without_it(data: bytes) -> None:
+    p = make_parser(tz=BERLIN)
+    with_bom = p.parse_chunk(b"\xef\xbb\xbf" + data, 0, NOW, "f")
+    assert with_bom == make_parser(tz=BERLIN).parse_chunk(data, 3, NOW, "f")
+    assert with_bom == reference(make_parser(tz=BERLIN), b"\xef\xbb\xbf" + data, 0, NOW, "f")
+
+
+# --------------------------------------------------------------------------- zone-less times
+
+
+@pytest.mark.parametrize(
+    ("value", "naive"),
+    [
+        ("2026-01-14 15:05:51,367", True),
+        ("2026-01-14T15:05:51", True),
+        ("2026-01-14T15:05:51Z", False),
+        ("2026-01-14T15:05:51+05:00", False),
+        ("2026-01-14 15:05:51 UTC", False),
+        (1768403151.367, False),
+        ("1768403151", False),
+        ("garbage-ish", False),
+    ],
+)
+def test_naive_time(value: Any, naive: bool) -> None:
+    p = make_parser(tz=BERLIN)
+    got = p.naive_time(rec(message="m", asctime=value))
+    if not naive:
+        assert got is None
+    else:
+        assert got is not None and got[0] == value
+        assert got[1] == datetime.fromisoformat(value).replace(tzinfo=BERLIN).timestamp()
+    assert p.naive_time(rec(extra={"timestamp": "2026-01-14 15:05:51"})) is not None
+    assert p.naive_time(b"not json") is None and p.naive_time(b"[1]") is None

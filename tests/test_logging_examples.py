@@ -49,7 +49,13 @@ else:
 for line in sys.stdin:
     cmd = json.loads(line)
     extra = {k: (timedelta(seconds=v["timedelta"]) if isinstance(v, dict) else v) for k, v in cmd["extra"].items()}
-    emit(cmd["level"], cmd["msg"], extra)
+    if cmd.get("raise"):  # log.exception() inside an except block, as apps do
+        try:
+            raise RuntimeError(cmd["raise"])
+        except RuntimeError:
+            emit("exception", cmd["msg"], extra)
+    else:
+        emit(cmd["level"], cmd["msg"], extra)
     print("ok", flush=True)
 '''
 
@@ -66,9 +72,9 @@ class App:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
         )
 
-    def log(self, level: str, msg: str, **extra: Any) -> None:
+    def log(self, level: str, msg: str, raise_: str | None = None, **extra: Any) -> None:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps({"level": level, "msg": msg, "extra": extra}) + "\n")
+        self.proc.stdin.write(json.dumps({"level": level, "msg": msg, "extra": extra, "raise": raise_}) + "\n")
         self.proc.stdin.flush()
         assert self.proc.stdout.readline().strip() == "ok", self.proc.stderr
 
@@ -155,6 +161,23 @@ def test_structlog_example_writes_an_enum_code_as_its_value(tmp_path: Path) -> N
             for raw in target.read_text().splitlines()] == [("db_down", None), ("db_down", None), (None, "db_down")]
     events = events_in(tmp_path)
     assert [(ev.code, ev.clear) for ev in events] == [("db_down", None), ("db_down", None), (None, "db_down")]
+
+
+@pytest.mark.parametrize("example, mode", [("json-watched.json", "json"), ("structlog_errord.py", "structlog")])
+def test_example_exceptions_reach_the_notice(make_errord, receiver, tmp_path: Path, example: str, mode: str) -> None:
+    """log.exception() through the shipped examples: the failure notice names the exception
+    (python-json-logger's exc_info, structlog's format_exc_info text)."""
+    e = make_errord(notify=[{"url": receiver.url()}])
+    e.start()
+    app = App(tmp_path, mode, EXAMPLES / example, tmp_path / "logs" / "app.jsonl")
+    try:
+        app.log("error", "checkout failed", raise_="pool exhausted", error_code="pool")
+        (got,) = receiver.wait_for(1, timeout=10)
+    finally:
+        app.close()
+    assert got.body["type"] == "failure"
+    assert "Exception: RuntimeError: pool exhausted" in got.body["message"].splitlines()
+    assert e.stop() == 0
 
 
 def test_json_examples_load_as_they_are() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from errord.model import NoticeType
-from errord.notices import MAX_MESSAGE, clean_text, render
+from errord.notices import MAX_EXCEPTION, MAX_MESSAGE, clean_text, render
 
 from test_engine import FakePolicy, ev, make_engine
 
@@ -104,3 +104,27 @@ def test_untrusted_text_is_cleaned_and_capped() -> None:
 def test_clean_text_keeps_newlines_unless_single_line() -> None:
     assert clean_text("a\nb\tc\x00") == "a\nb\tc"
     assert clean_text("a\n  b", single_line=True) == "a b"
+
+
+def test_exception_line_for_new_and_realert_only() -> None:
+    """CONTRACT §1: the body carries the exception of the line that made the notice."""
+    e = make_engine(FakePolicy(default=60))
+    n1 = notice_for(e, ev(0, "db", message="query failed", exception="OperationalError: no such table: x"))
+    n2 = notice_for(e, ev(90, "db", message="again", exception="TimeoutError: \x1b[31mread\x07 timed out\n  later"))
+    n3 = notice_for(e, ev(300, clear="db", message="back", exception="ValueError: ignored on a clear"))
+    n4 = notice_for(e, ev(400, "db2", message="no exception here"))
+    assert n1 and n2 and n3 and n4
+    lines1 = n1.body.splitlines()
+    assert lines1[:2] == ["query failed", "Exception: OperationalError: no such table: x"]
+    # the latest line's exception, cleaned like other log text and on one line
+    assert "Exception: TimeoutError: [31mread timed out later" in n2.body.splitlines()  # as clean_text does
+    assert "\x1b" not in n2.body and "\x07" not in n2.body
+    assert "Exception" not in n3.body and "Exception" not in n4.body
+
+
+def test_exception_line_is_capped() -> None:
+    e = make_engine()
+    n = notice_for(e, ev(0, "db", exception="E: " + "x" * 2000))
+    assert n is not None
+    (line,) = [ln for ln in n.body.splitlines() if ln.startswith("Exception: ")]
+    assert len(line) == len("Exception: ") + MAX_EXCEPTION and line.endswith("…")

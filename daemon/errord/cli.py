@@ -380,9 +380,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     default, per_code = _re_alert_overrides(args.re_alert or [])
     progress = _Progress(sys.stderr) if sys.stderr.isatty() and not args.no_progress else None
+
+    def warn(text: str) -> None:  # what a line could not give, once per file and kind
+        if progress:
+            progress.clear()
+        print(f"warning: {text}", file=sys.stderr)
+
     replay = Replay(settings, args.logfiles, re_alert=default, re_alert_codes=per_code,
                     ignore_line_intervals=args.ignore_line_intervals,
-                    progress=progress.update if progress else None)
+                    progress=progress.update if progress else None, on_warning=warn)
     count = 0
     try:
         for notice in replay.notices():

@@ -22,6 +22,7 @@ from errord.errors import ConfigError, ErrordError, JournalError, MongoError, No
 from errord.fdbudget import raise_open_file_limit
 from errord.journal import DB_NAME, WAL_SIZE_LIMIT, Journal
 from errord.lines import LineParser, ParseResult
+from errord.linewarnings import WarnGate
 from errord.health import BatchTally, Health, Snapshot
 from errord.model import Kind, Notice
 from errord.routing import STDERR_TARGET, UNKNOWN_ALERTED, Router
@@ -30,6 +31,7 @@ from errord.serve import load_config
 from errord.sinks.helper import NotifyHelper
 from errord.systemd import SystemdNotifier
 from errord.tail import Chunk, Tailer
+from errord.zonecheck import ZoneCheck
 
 if TYPE_CHECKING:
     # Imported where they are used, only when configured: Apprise lives in the notify
@@ -49,7 +51,7 @@ logger = logging.getLogger(__name__)
 # BATCH_BYTES (holding a whole 4 MiB batch cost ~3 MB more).
 BATCH_BYTES = 4 << 20
 READ_BYTES = 1 << 20
-SKIP_WARN_EVERY = 60.0  # seconds between skipped-line warnings for one file
+SKIP_WARN_EVERY = 60.0  # seconds between skipped-line (or unusable-field) warnings for one file
 STOP_DEADLINE = 8.0  # seconds from SIGTERM to exit (CONTRACT §7 allows 10)
 RETRY_MIN, RETRY_MAX = 0.5, 30.0  # journal write retry backoff
 SIGNAL_REPEAT_GRACE = 0.5  # seconds in which a repeated stop signal is the same request
@@ -85,7 +87,8 @@ class Daemon:
         self._wake = asyncio.Event()
         self._reload_requested = False
         self._first_signal: float | None = None
-        self._skip_warned: dict[str, float] = {}
+        self._warn_gate = WarnGate()  # skipped lines, unusable fields, misplaced codes
+        self._zones = ZoneCheck()
         self._retry_delay = 0.0
         self._next_prune = 0.0
         self._next_checkpoint = 0.0
@@ -338,6 +341,11 @@ class Daemon:
                     if first is None and chunk.long_offsets:
                         first = (chunk.long_offsets[0], "too_long")
                     self._warn_skipped(chunk.path, skipped, first, now)
+                if res.warnings:
+                    for text in self._warn_gate.messages(chunk.path, res.warnings, now, SKIP_WARN_EVERY):
+                        logger.warning("%s", text)
+                if chunk.data and self._zones.due(chunk.path, now):
+                    self._check_zone(chunk, now)
                 del chunk
                 for ev in res.events:
                     transitions = feed(ev)
@@ -395,13 +403,19 @@ class Daemon:
         self._tally = BatchTally()
 
     def _warn_skipped(self, path: str, count: int, first: tuple[int, str] | None, now: float) -> None:
-        last = self._skip_warned.get(path, 0.0)
-        if now - last < SKIP_WARN_EVERY:
+        if not self._warn_gate.due((path, "skipped"), now, SKIP_WARN_EVERY):
             return
-        self._skip_warned[path] = now
         where = f" (first at offset {first[0]}: {first[1]})" if first else ""
         logger.warning("skipped %d line(s) in %s%s; further warnings for this file muted for %ds",
                        count, path, where, int(SKIP_WARN_EVERY))
+
+    def _check_zone(self, chunk: Chunk, now: float) -> None:
+        """One warning per file whose zone-less times, read live, sit a zone offset away
+        from this host's clock (``zonecheck``)."""
+        text = self._zones.check(chunk, self.parsers[chunk.source], now, f"sources.{chunk.source}.timezone",
+                                 self.settings.sources[chunk.source].timezone)
+        if text is not None:
+            logger.warning("%s", text)
 
     # -- MongoDB -----------------------------------------------------------------------
 
@@ -578,10 +592,12 @@ def _parse_guarded(parser: LineParser, chunk: Chunk, now: float) -> ParseResult:
         lines.append(pieces[-1])  # a closed file's unterminated last line
     for raw in lines:
         res.lines += 1
+        warnings: list[tuple[int, str, str]] = []
         try:
-            got = parser.parse_line(raw, now)
+            got = parser.parse_line(raw, now, warnings)
         except Exception:
             got = PARSER_ERROR
+        res.warnings += [(offset, kind, detail) for _, kind, detail in warnings]
         if isinstance(got, str):
             res.skipped += 1
             res.reasons[got] = res.reasons.get(got, 0) + 1

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from errord.fileid import FP_MAX
+from errord.lines import nul_free_parts
 from errord.model import FileKey, Position
 
 __all__ = [
@@ -191,12 +192,51 @@ class Follower:
             return [], 0
         start = self.cursor
         self.cursor += len(data)
+        if b"\0" in data:  # memchr; rare: a preallocated file, a writer that crashed
+            return self._take_around_nuls(data, start, max_line), len(data)
+        return self._take(data, start, max_line), len(data)
+
+    def _take_around_nuls(self, data: bytes, start: int, max_line: int) -> list[Chunk]:
+        """``_take`` for each piece between NUL runs: a run is garbage between lines, never
+        part of one, so it neither counts towards ``max_line`` nor is ever handed on."""
+        chunks: list[Chunk] = []
+        parts = nul_free_parts(data)
+        for i, (lo, hi) in enumerate(parts):
+            if hi > lo:
+                chunks += self._take(data[lo:hi], start + lo, max_line)
+            if i + 1 < len(parts):
+                after = parts[i + 1][0]
+                chunks += self._cut(start + after, data[after - FP_MAX:after] if after >= FP_MAX else None)
+        return chunks
+
+    def _cut(self, at: int, tail: bytes | None) -> list[Chunk]:
+        """A NUL run ends the partial line before it (handed on as a line of its own, or
+        counted if it was too long); the next line starts at ``at``, just after the run.
+        ``tail``: the FP_MAX bytes before ``at`` when the caller has them."""
+        chunks: list[Chunk] = []
+        if self.skipping:
+            if self.count_skip:
+                chunks = self._emit([], [self.offset])
+        elif self.buf:
+            chunks.append(Chunk(self.key, self.source, self.path, self.offset, bytes(self.buf)))
+        self.buf = bytearray()
+        self.skipping, self.count_skip = False, True
+        self.offset = at
+        if tail is None:
+            self.load_tail()  # a run near the start of a read: read the bytes back
+        else:
+            self.tail = tail
+        return chunks
+
+    def _take(self, data: bytes, start: int, max_line: int) -> list[Chunk]:
+        """The complete lines of ``data`` (read at file offset ``start``, after the
+        partial line in ``buf``); the rest is kept as the new partial line."""
         pos = 0
         longs: list[int] = []
         if self.skipping:
             nl = data.find(b"\n")
             if nl < 0:
-                return [], len(data)
+                return []
             if self.count_skip:
                 longs.append(self.offset)
             self.skipping, self.count_skip = False, True
@@ -210,7 +250,7 @@ class Follower:
                 self.skipping = True
             else:
                 self.buf += data[pos:]
-            return self._emit([], longs), len(data)
+            return self._emit([], longs)
         # join with a memoryview: one copy of the ~1 MiB read instead of two (slice, then
         # concatenation); the block's fresh pages make each copy cost more than memcpy
         block = b"".join((self.buf, memoryview(data)[pos:last + 1])) if self.buf else data[pos:last + 1]
@@ -230,7 +270,7 @@ class Follower:
         if len(block) > max_line + 1 and _has_long_line(block, max_line):
             segments, inner = _split_long(block, base, max_line)
             longs += inner
-        return self._emit(segments, longs), len(data)
+        return self._emit(segments, longs)
 
     def _emit(self, segments: list[tuple[int, bytes]], longs: list[int]) -> list[Chunk]:
         chunks = [Chunk(self.key, self.source, self.path, off, data) for off, data in segments if data]

@@ -4,7 +4,10 @@ What a line is
     A line is the bytes up to a ``b"\\n"``; the last line of a chunk may lack it (a closed
     file that ended without one). One ``\\r`` before the ``\\n`` is tolerated. Its length
     for ``max_line_bytes`` excludes the ``\\n`` only. A blank line (only spaces, tabs,
-    ``\\r``) counts as a line, is not skipped and gives no event.
+    ``\\r``) counts as a line, is not skipped and gives no event. A UTF-8 BOM at file
+    offset 0 is not part of the first line (a chunk at offset 0 starting with one is read
+    from offset 3). Runs of NUL bytes are cut out before the parser sees the lines (by
+    the follower, and replay's reader, with ``nul_free_parts``).
 
 Which lines are parsed
     A line is a *candidate* when its raw bytes contain ``error_code``, or a JSON escape
@@ -42,10 +45,16 @@ Fields (CONTRACT §1)
       A line with neither is valid and gives no event (``None``), e.g. a line that only
       mentions error_code in its message.
     * ``re_alert_time``: ``durations.parse_duration``; an unusable value is ignored
-      (``re_alert`` None), the event is still produced.
+      (``re_alert`` None), the event is still produced, and a ``bad_re_alert_time``
+      warning carries the value (``ParseResult.warnings``, see ``linewarnings``).
     * ``notification``: a boolean, ``0``/``1``, or (any case, surrounding spaces ignored)
       ``true``/``false``/``yes``/``no``/``on``/``off``/``1``/``0``; anything else is
-      "not given" (None).
+      "not given" (None), with a ``bad_notification`` warning.
+    * A line that gives neither code although it holds the bytes ``error_code`` is
+      searched for such a key where errord does not read it (a ``misplaced_code``
+      warning naming the path); this costs only on those lines, already parsed.
+    * exception (``exc_info``, ``exception``, ``err``, ``stack_info``, first present):
+      ``tracebacks.exception_text``, the type and message in one capped line, or None.
     * ``message`` / ``msg`` / ``event``: a string is kept whole; arrays and objects become
       their JSON text, ``true``/``false`` their JSON words, numbers ``str()``; none -> "".
     * ``levelname`` / ``level``: a string as written, a number as ``str()``, else None.
@@ -72,7 +81,9 @@ from typing import Any, Final
 import orjson
 
 from errord.durations import parse_duration
+from errord.linewarnings import BAD_NOTIFICATION, BAD_RE_ALERT, MISPLACED_CODE, misplaced_code_path, show_value
 from errord.model import MAX_CODE_CHARS, LogEvent
+from errord.tracebacks import EXCEPTION_KEYS, exception_text
 
 __all__ = [
     "LineParser",
@@ -83,6 +94,7 @@ __all__ = [
     "NOT_OBJECT",
     "TOO_LONG",
     "BAD_CODE",
+    "nul_free_parts",
 ]
 
 # Skip reasons: stable strings, used as metric labels.
@@ -110,6 +122,9 @@ _ESCAPED_KEY = re.compile(rb"\\u00(?:6[345fF]|72|5[fF])")
 # One regex pass (literal prefix "\n") is ~1.5x faster than bytes.count(b"}\n{").
 _BAD_BOUNDARY = re.compile(rb"\n(?:(?!\{)|(?<!\}\n)(?<!\}\r\n))")
 _UTF8_BLOCK = 4096
+_BOM = b"\xef\xbb\xbf"
+_KEY_END = b'"\\_'  # what may follow error_code in a key: its quote, an escaped quote, "_clear"
+MAX_WARNINGS = 4  # distinct warnings of one kind kept per chunk (the daemon shows one a minute)
 _LINE_WS = b" \t\r"
 _LBRACE = 0x7B
 _RBRACE = 0x7D
@@ -139,7 +154,8 @@ _MISS: Final = object()
 # a field added to LogEvent must be added there too.
 _new = object.__new__
 if LogEvent.__slots__ != (
-    "code", "clear", "message", "time", "re_alert", "notify", "level", "app", "path", "offset"
+    "code", "clear", "message", "time", "re_alert", "notify", "level", "app", "path", "offset",
+    "exception",
 ):  # pragma: no cover
     raise ImportError("errord.lines._event does not set every field of model.LogEvent")
 
@@ -153,6 +169,9 @@ class ParseResult:
     skipped: int = 0
     reasons: dict[str, int] = field(default_factory=dict)  # skip reason -> count
     first_skip: tuple[int, str] | None = None  # (file offset, reason) of the first skip
+    # (file offset, kind, detail) of what a used line could not give (linewarnings): the
+    # first of each (kind, detail), at most MAX_WARNINGS of a kind per chunk, in file order
+    warnings: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 class LineParser:
@@ -163,7 +182,7 @@ class LineParser:
     ``future_slack`` seconds after ``now`` is replaced by ``now``.
     """
 
-    __slots__ = ("app", "tz", "max_line_bytes", "future_slack", "_durations")
+    __slots__ = ("app", "tz", "max_line_bytes", "future_slack", "_durations", "_warnings")
 
     def __init__(
         self, *, app: str | None, tz: tzinfo, max_line_bytes: int, future_slack: float = 300.0
@@ -173,12 +192,16 @@ class LineParser:
         self.max_line_bytes = max_line_bytes
         self.future_slack = future_slack
         self._durations: dict[str, float | None] = {}  # re_alert_time text -> seconds
+        self._warnings: list[tuple[int, str, str]] = []  # where _event reports (the chunk's)
 
     # ----------------------------------------------------------------- public API
 
     def parse_chunk(self, data: bytes, offset: int, now: float, path: str = "") -> ParseResult:
         """Parse complete lines; ``offset`` is the file offset of ``data[0]``. Never raises."""
         res = ParseResult()
+        self._warnings = res.warnings
+        if offset == 0 and data[:3] == _BOM:  # not part of the file's first line (§7)
+            data, offset = data[3:], 3
         size = len(data)
         if not size:
             return res
@@ -217,8 +240,16 @@ class LineParser:
                 obj = loads(data[start:end])
             except ValueError:
                 obj = None
-            r = (event(obj, now, offset + start, path) if type(obj) is dict
-                 else candidate(data[start:end], now, offset + start, path))  # the exact reason
+            if type(obj) is dict:
+                r = event(obj, now, offset + start, path)
+                if r is None:
+                    # a mention in a text ("error_code here") is no key: walk the line only
+                    # when this occurrence may end a key or the line has another one
+                    j = i + len(_NEEDLE)
+                    if (j < end and data[j] in _KEY_END) or find(_NEEDLE, j, end) >= 0:
+                        self._misplaced(obj, offset + start)
+            else:
+                r = candidate(data[start:end], now, offset + start, path)  # the exact reason
             if r is not None:
                 if type(r) is str:
                     _count_skip(res, r, offset + start)
@@ -227,12 +258,40 @@ class LineParser:
             i = find(_NEEDLE, end)  # a line naming error_code twice is taken once
         return res
 
-    def parse_line(self, line: bytes, now: float) -> LogEvent | str | None:
+    def parse_line(
+        self, line: bytes, now: float, warnings: list[tuple[int, str, str]] | None = None
+    ) -> LogEvent | str | None:
         """One line (with or without its ``\\n``): an event, a skip reason, or None for a
-        valid line that carries no code. Never raises."""
+        valid line that carries no code. Never raises. What the line could not give is
+        appended to ``warnings`` (as in ``ParseResult.warnings``, offset 0)."""
         if line.endswith(b"\n"):
             line = line[:-1]
+        self._warnings = warnings if warnings is not None else []
         return self._line(line, now, 0, "")
+
+    def naive_time(self, line: bytes) -> tuple[str, float] | None:
+        """The time a line gives (its first time alias, top level then ``extra``) when it
+        is text without a zone: ``(text, epoch seconds read in tz)``; else None. For the
+        daemon's check of live times hours away from its clock; not used per line."""
+        try:
+            obj = orjson.loads(line)
+        except ValueError:
+            return None
+        if type(obj) is not dict:
+            return None
+        extra = obj.get("extra")
+        when = _first_of(obj, extra if type(extra) is dict else None, TIME_KEYS)
+        if type(when) is not str or not 4 < len(when.strip()) <= _MAX_TIME_TEXT:
+            return None
+        text = when.strip()
+        if text[4:5] != "-":  # epoch seconds as text, or not a time: no zone to miss
+            return None
+        try:
+            naive = datetime.fromisoformat(text).tzinfo is None
+        except ValueError:
+            return None  # "…z", "… UTC" (_iso_lenient) carry a zone
+        ts = self._time_text(text) if naive else None
+        return None if ts is None else (text, ts)
 
     # ----------------------------------------------------------------- whole chunk
 
@@ -315,7 +374,10 @@ class LineParser:
             return self._candidate_lenient(body, now, offset, path)
         if type(obj) is not dict:
             return NOT_OBJECT
-        return self._event(obj, now, offset, path)
+        ev = self._event(obj, now, offset, path)
+        if ev is None:
+            self._misplaced(obj, offset)
+        return ev
 
     def _candidate_lenient(self, body: bytes, now: float, offset: int, path: str) -> LogEvent | str | None:
         """What orjson refuses but Python's own loggers write (python-json-logger and
@@ -329,10 +391,13 @@ class LineParser:
         if type(obj) is not dict:
             return NOT_OBJECT
         ev = self._event(obj, now, offset, path)
+        if ev is None:
+            self._misplaced(obj, offset)
         if isinstance(ev, LogEvent):
             ev.code, ev.clear = _valid_text(ev.code), _valid_text(ev.clear)
             ev.message = _valid_text(ev.message) or ""
             ev.level = _valid_text(ev.level)
+            ev.exception = _valid_text(ev.exception)
         return ev
 
     def _event(self, obj: dict[str, Any], now: float, offset: int, path: str) -> LogEvent | str | None:
@@ -357,19 +422,23 @@ class LineParser:
             if clear is None:
                 clear = _code(extra.get(CLEAR_KEY))
         if code is None and clear is None:
-            return None
+            return None  # the callers look for a misplaced key (_misplaced)
         if code is _BAD or clear is _BAD:
             return BAD_CODE
         re_alert = get(RE_ALERT_KEY)
         if re_alert is None and extra is not None:
             re_alert = extra.get(RE_ALERT_KEY)
         if re_alert is not None:
-            re_alert = self._duration(re_alert)
+            given, re_alert = re_alert, self._duration(re_alert)
+            if re_alert is None:
+                self._warn(offset, BAD_RE_ALERT, show_value(given))
         notify = get(NOTIFY_KEY)
         if notify is None and extra is not None:
             notify = extra.get(NOTIFY_KEY)
         if notify is not None:
-            notify = _flag(notify)
+            given, notify = notify, _flag(notify)
+            if notify is None:
+                self._warn(offset, BAD_NOTIFICATION, show_value(given))
         # The aliases tried in the order of MESSAGE_KEYS, TIME_KEYS and LEVEL_KEYS,
         # unrolled: ~80 ns less per event than a loop over each tuple.
         if ((message := get("message")) is None and (message := get("msg")) is None
@@ -381,6 +450,11 @@ class LineParser:
             when = _first(extra.get, TIME_KEYS)
         if (level := get("levelname")) is None and (level := get("level")) is None and extra is not None:
             level = _first(extra.get, LEVEL_KEYS)
+        # `in` is cheaper than a get() call when, as on most lines, none is there
+        if "exc_info" in obj or "exception" in obj or "err" in obj or "stack_info" in obj:
+            exc = _first(get, EXCEPTION_KEYS)
+        else:
+            exc = None if extra is None else _first(extra.get, EXCEPTION_KEYS)
         # Filled in here rather than by the dataclass __init__: ~130 ns less per event (no
         # second frame, no argument passing). Every field is set, as __init__ would.
         ev = _new(LogEvent)
@@ -394,7 +468,24 @@ class LineParser:
         ev.app = self.app
         ev.path = path
         ev.offset = offset
+        ev.exception = None if exc is None else exception_text(exc)
         return ev
+
+    def _misplaced(self, obj: dict[str, Any], offset: int) -> None:
+        """A line that gave no code although it holds error_code's bytes: warn when the
+        key sits where errord does not read it (a line that only mentions error_code in a
+        text, the usual case, costs one look at each top-level value)."""
+        place = misplaced_code_path(obj)
+        if place is not None:
+            self._warn(offset, MISPLACED_CODE, place)
+
+    def _warn(self, offset: int, kind: str, detail: str) -> None:
+        """Report what a line could not give: per chunk the first line of each (kind,
+        detail), at most MAX_WARNINGS of a kind (a rare path: a short list to scan)."""
+        warnings = self._warnings
+        same_kind = [w[2] for w in warnings if w[1] == kind]
+        if len(same_kind) < MAX_WARNINGS and detail not in same_kind:
+            warnings.append((offset, kind, detail))
 
     # ----------------------------------------------------------------- time
 
@@ -504,6 +595,27 @@ def _escaped_spans(data: bytes) -> list[tuple[int, int]]:
             end = len(data)
         spans.append((data.rfind(b"\n", 0, i) + 1, end))
     return spans
+
+
+_NUL_RUN = re.compile(rb"\x00+")
+
+
+def nul_free_parts(data: bytes) -> list[tuple[int, int]]:
+    """``(start, end)`` of the pieces of ``data`` between runs of NUL bytes, in order:
+    one more piece than there are runs (the first or last may be empty).
+
+    A NUL run is what a preallocated file or a writer that crashed leaves: garbage between
+    lines (CONTRACT §7), never part of one. Text before a run on the same line ends there
+    (a line of its own, usually broken); the text after it starts the next line. Callers
+    look for ``b"\\0"`` first (one memchr per read) and come here only when there is one.
+    """
+    parts: list[tuple[int, int]] = []
+    pos = 0
+    for m in _NUL_RUN.finditer(data):
+        parts.append((pos, m.start()))
+        pos = m.end()
+    parts.append((pos, len(data)))
+    return parts
 
 
 def _utf8_ok(data: bytes) -> bool:

@@ -46,6 +46,7 @@ class LogEvent:
     app: str | None = None  # the source's label
     path: str = ""  # file the line came from (for logs only)
     offset: int = 0  # byte offset of the line in that file (for logs only)
+    exception: str | None = None  # the exception's type and message, for the notice body
 
 
 @dataclass(slots=True)

@@ -12,11 +12,12 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
 from errord.durations import format_duration
-from errord.model import MAX_CODE_CHARS, Kind, Notice, NoticeType, Transition
+from errord.model import MAX_CODE_CHARS, Kind, LogEvent, Notice, NoticeType, Transition
 
-__all__ = ["render", "clean_text", "format_time", "MAX_MESSAGE", "MAX_CODE"]
+__all__ = ["render", "clean_text", "exception_lines", "format_time", "MAX_MESSAGE", "MAX_CODE"]
 
 MAX_MESSAGE = 1000  # characters of a log message carried into a notice
+MAX_EXCEPTION = 300  # characters of the exception line (type and message)
 MAX_CODE = MAX_CODE_CHARS  # the parser refuses longer codes
 
 # C0 controls except \t and \n, DEL, C1 controls, and the bidi overrides/isolates that can
@@ -45,6 +46,14 @@ def clean_text(text: str, limit: int = MAX_MESSAGE, *, single_line: bool = False
 def format_time(ts: float) -> str:
     """``2026-01-14 15:05:51 UTC`` — for notice bodies."""
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def exception_lines(ev: LogEvent) -> list[str]:
+    """``["Exception: ValueError: bad"]`` for a line that carried an exception, else []:
+    on-call reads the exception's type and message first (CONTRACT §1)."""
+    if not ev.exception:
+        return []
+    return [f"Exception: {clean_text(ev.exception, MAX_EXCEPTION, single_line=True)}"]
 
 
 def _title_code(code: str) -> str:
@@ -109,7 +118,7 @@ def _text(t: Transition, server_id: str, node_name: str) -> tuple[str, str]:
     lines: list[str]
     if t.kind is Kind.NEW:
         title = f"{_EMOJI[t.kind]} {code} failing on {where}"
-        lines = [first or "(no message)", f"since {format_time(inc.start_time)}"]
+        lines = [first or "(no message)", *exception_lines(t.event), f"since {format_time(inc.start_time)}"]
     elif t.kind is Kind.ANNOUNCE:
         # Open for a while, every notice so far silent (notify was off, or the lines said
         # `notification: false`): say it is not new, and since when.
@@ -119,6 +128,7 @@ def _text(t: Transition, server_id: str, node_name: str) -> tuple[str, str]:
             f"({format_duration(t.event.time - inc.start_time)}), "
             f"{_count(inc.occurrences, 'occurrence')} so far, not announced before.",
             f"Latest: {clean_text(t.event.message) or '(no message)'}",
+            *exception_lines(t.event),
             f"First: {first or '(no message)'}",
         ]
     elif t.kind is Kind.REALERT:
@@ -128,6 +138,7 @@ def _text(t: Transition, server_id: str, node_name: str) -> tuple[str, str]:
             f"({format_duration(t.event.time - inc.start_time)}), "
             f"{_count(t.since_alert, 'occurrence')} since the last alert, {inc.occurrences} in all.",
             f"Latest: {clean_text(t.event.message) or '(no message)'}",
+            *exception_lines(t.event),
             f"First: {first or '(no message)'}",
         ]
     else:

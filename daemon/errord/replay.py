@@ -7,6 +7,11 @@ no ``state_dir``, no positions. ``re_alert`` overrides the configured re-alert i
 (the default and the per-code ones) to show what another setting would have sent;
 a line's own ``re_alert_time`` still wins, as in the daemon (CONTRACT §2), unless
 ``ignore_line_intervals`` is set.
+
+What the parser could not use in a line (``linewarnings``) is said once per file and
+kind (a misplaced code once per place), in the daemon's words, to ``on_warning`` and in
+``warnings``. The daemon's warning about times hours away from its clock needs live
+reading, so replay never gives it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from zoneinfo import ZoneInfo
 
 from errord.engine import Engine, Policy
 from errord.errors import ErrordError
-from errord.lines import LineParser
+from errord.lines import LineParser, nul_free_parts
+from errord.linewarnings import WarnGate
 from errord.model import Kind, Notice, NoticeType
 from errord.routing import Router
 from errord.settings import Settings
@@ -76,6 +82,7 @@ class Replay:
         re_alert_codes: Mapping[str, float] | None = None,
         ignore_line_intervals: bool = False,
         progress: Callable[[int, int], None] | None = None,
+        on_warning: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.paths = list(paths)
@@ -90,6 +97,9 @@ class Replay:
         self.summary: dict[str, CodeSummary] = {}
         self.lines_read = 0
         self.lines_skipped = 0
+        self.on_warning = on_warning
+        self.warnings: list[str] = []  # each at most once per file and kind (or place)
+        self._gate = WarnGate()
 
     def total_bytes(self) -> int:
         """Sum of the files' sizes now (for the progress bar)."""
@@ -111,6 +121,8 @@ class Replay:
                 res = parser.parse_chunk(data, offset, time.time(), str(path))
                 self.lines_read += res.lines
                 self.lines_skipped += res.skipped
+                if res.warnings:
+                    self._warn(str(path), res.warnings)
                 for ev in res.events:
                     if self.ignore_line_intervals:
                         ev.re_alert = None
@@ -128,6 +140,12 @@ class Replay:
                 done += len(data)
                 if self.progress is not None:
                     self.progress(done, total)
+
+    def _warn(self, path: str, warnings: list[tuple[int, str, str]]) -> None:
+        for text in self._gate.messages(path, warnings, 0.0, None):
+            self.warnings.append(text)
+            if self.on_warning is not None:
+                self.on_warning(text)
 
     def open_at_end(self) -> int:
         """Incidents still open after the last line."""
@@ -150,7 +168,9 @@ class Replay:
 
 
 def _read_lines(path: Path, chunk: int = READ_BYTES) -> Iterator[tuple[bytes, int]]:
-    """Complete lines of a file in large pieces, with the offset of each piece."""
+    """Complete lines of a file in large pieces, with the offset of each piece. NUL runs
+    are cut out as the daemon's follower does (``lines.nul_free_parts``): the text before
+    a run ends a line there, the text after it starts the next."""
     try:
         f = open(path, "rb")
     except OSError as exc:
@@ -162,6 +182,13 @@ def _read_lines(path: Path, chunk: int = READ_BYTES) -> Iterator[tuple[bytes, in
             if not data:
                 break
             data = rest + data
+            if b"\0" in data:
+                parts = nul_free_parts(data)
+                for start, end in parts[:-1]:
+                    if end > start:
+                        yield data[start:end], offset + start
+                start = parts[-1][0]
+                data, offset = data[start:], offset + start
             cut = data.rfind(b"\n") + 1
             if cut:
                 yield data[:cut], offset
