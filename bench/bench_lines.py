@@ -32,7 +32,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
 
-from errord.lines import LineParser  # noqa: E402
+from errord.parse.lines import LineParser  # noqa: E402
 from errord.model import LogEvent  # noqa: E402
 
 CHUNK = 1 << 20

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "daemon"))
 
 from receiver import Receiver  # noqa: E402
 
-from errord.runstate import read_run_state  # noqa: E402
+from errord.store.runstate import read_run_state  # noqa: E402
 
 CODES = [f"soak_{i:02d}" for i in range(20)]
 

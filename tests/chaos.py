@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from errord.journal import Journal
+from errord.store.journal import Journal
 from errord.model import Incident, Position
-from errord.runstate import read_run_state
+from errord.store.runstate import read_run_state
 
 __all__ = ["seed_for", "State", "wait_until", "start", "ChunkedWriter"]
 

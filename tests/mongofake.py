@@ -36,7 +36,7 @@ from mockupdb import MockupDB
 from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from errord.journal import Journal
+from errord.store.journal import Journal
 
 __all__ = ["FakeMongo", "MockCollection", "free_port"]
 

@@ -23,7 +23,7 @@ import pytest
 
 from chaos import State, seed_for, start, wait_until
 from conftest import Errord
-from errord.lines import LineParser, nul_free_parts
+from errord.parse.lines import LineParser, nul_free_parts
 
 pytestmark = pytest.mark.slow
 
@@ -261,7 +261,7 @@ def test_file_without_read_permission(make_errord, tmp_path: Path) -> None:
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from errord.fileid import expand  # noqa: E402
+from errord.sources.fileid import expand  # noqa: E402
 
 NAMES = st.sampled_from(["a", "b", ".h", "x.jsonl", "y.log", ".z.jsonl", "a.jsonl"])
 TREES = st.recursive(st.just(None), lambda kids: st.dictionaries(NAMES, kids, max_size=4), max_leaves=12)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Errord, append, line
-from errord.journal import Journal
+from errord.store.journal import Journal
 from errord.model import Incident
 from receiver import Receiver
 

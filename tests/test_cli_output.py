@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import append, line
-from errord.journal import Journal
+from errord.store.journal import Journal
 from errord.model import INCIDENT_FIELDS, Incident
 from errord.views import human_bytes, incidents_table, stamp, table
 

@@ -6,8 +6,8 @@ import json
 from datetime import timezone
 
 from errord.daemon import PARSER_ERROR, _parse_guarded
-from errord.lines import LineParser
-from errord.tail import Chunk
+from errord.parse.lines import LineParser
+from errord.sources.tail import Chunk
 
 NOW = 1_768_400_000.0
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from errord.engine import Engine, incident_key
 from errord.model import Incident, Kind, LogEvent, Notice
 from errord.notices import render
-from errord.routing import Router
+from errord.policy.route import Router
 
 T0 = 1_768_400_000.0
 CODES = ["db", "api", "disk", "7"]

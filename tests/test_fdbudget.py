@@ -1,7 +1,7 @@
 """More files than descriptors: the open-file limit is raised at start, quiet files are
 closed and reopened by identity when they change, and running out never spins.
 
-The tailer tests drive a real :class:`errord.tail.Tailer` over real files with a small
+The tailer tests drive a real :class:`errord.sources.tail.Tailer` over real files with a small
 ``max_open``; the end-to-end test runs ``errord run`` under a real limit (soft = hard =
 256) with 2,000 files.
 """
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from errord import fdbudget
-from errord.fdbudget import FdBudget, raise_open_file_limit
+from errord.sources import fdbudget
+from errord.sources.fdbudget import FdBudget, raise_open_file_limit
 from errord.model import Position
-from errord.tail import Tailer
+from errord.sources.tail import Tailer
 from test_tail import Driver, Src, append, key_of, lines
 
 SCAN = 0.2

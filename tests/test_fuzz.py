@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 from errord.durations import parse_duration
 from errord.engine import Engine
 from errord.errors import DurationError
-from errord.journal import Journal
-from errord.lines import SKIP_REASONS, LineParser
+from errord.store.journal import Journal
+from errord.parse.lines import SKIP_REASONS, LineParser
 from errord.model import LogEvent
 
 NOW = 1_768_435_200.0

@@ -11,8 +11,8 @@ import pytest
 from receiver import Receiver
 
 from errord.errors import NotifyError
-from errord.follower import _has_long_line, _split_long
-from errord.journal import Journal
+from errord.sources.follower import _has_long_line, _split_long
+from errord.store.journal import Journal
 from errord.model import Notice, NoticeType
 import errord.sinks.helper as helper_mod
 from errord.sinks.helper import NotifyHelper

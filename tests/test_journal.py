@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from errord.errors import JournalError
-from errord.journal import DB_NAME, SCHEMA_VERSION, Journal
+from errord.store.journal import DB_NAME, SCHEMA_VERSION, Journal
 from errord.model import Incident, Notice, NoticeType, Position
 
 
@@ -105,7 +105,7 @@ def test_existing_wide_dir_is_left_alone_with_a_warning(tmp_path: Path, caplog: 
     state = tmp_path / "state"
     state.mkdir()
     os.chmod(state, 0o755)
-    with caplog.at_level(logging.WARNING, logger="errord.journal"):
+    with caplog.at_level(logging.WARNING, logger="errord.store.journal"):
         Journal(state).close()
     assert mode(state) == 0o755
     assert "0700" in caplog.text
@@ -213,7 +213,7 @@ def _schema_2_store(state: Path) -> None:
     """An errord.db as the schema-2 errord left it: an incident alerted to targets a and b
     (a warning still queued for b), one alerted whose deliveries were pruned, one silent,
     one closed, and a notice of another incident for target c."""
-    from errord.journal import MIGRATIONS
+    from errord.store.journal import MIGRATIONS
 
     state.mkdir()
     db = sqlite3.connect(state / DB_NAME, isolation_level=None)
@@ -286,7 +286,7 @@ def test_due_deliveries_strict_order_and_backoff(journal: Journal) -> None:
 
 def test_drop_target_deliveries(journal: Journal, caplog: pytest.LogCaptureFixture) -> None:
     journal.commit([], [], [make_notice("E1", targets=("a", "b")), make_notice("E2", targets=("a", "b"))], now=1.0)
-    with caplog.at_level(logging.WARNING, logger="errord.journal"):
+    with caplog.at_level(logging.WARNING, logger="errord.store.journal"):
         assert journal.drop_target_deliveries({"a"}) == 2
     assert journal.pending_by_target() == {"a": 2}
     assert "dropped its 2 pending" in caplog.text

@@ -31,7 +31,7 @@ from chaos import seed_for
 from conftest import write_config
 from errord.daemon import Daemon
 from errord.errors import JournalError
-from errord.journal import Journal
+from errord.store.journal import Journal
 from errord.model import Notice, NoticeType
 from errord.settings import Settings
 from errord.sinks.notify import NotifySink
@@ -420,7 +420,7 @@ def test_the_wal_stays_bounded_with_overlapping_readers(make_errord, tmp_path: P
     2,000 notices); the daemon checkpoints it (TRUNCATE) once it passes WAL_SIZE_LIMIT."""
     from chaos import State, start, wait_until
     from conftest import append, line
-    from errord.journal import WAL_SIZE_LIMIT
+    from errord.store.journal import WAL_SIZE_LIMIT
 
     n = 400
     with Receiver() as a, Receiver() as b:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from errord.durations import parse_duration
 from errord.errors import DurationError
-from errord.lines import MAX_WARNINGS, SKIP_REASONS, LineParser, ParseResult
+from errord.parse.lines import MAX_WARNINGS, SKIP_REASONS, LineParser, ParseResult
 from errord.model import LogEvent
 
 BERLIN = ZoneInfo("Europe/Berlin")

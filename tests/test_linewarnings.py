@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import append, line
-from errord.linewarnings import (
+from errord.parse.linewarnings import (
     MAX_PLACES_PER_FILE,
     WarnGate,
     describe,

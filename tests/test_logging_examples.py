@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from errord.lines import LineParser
+from errord.parse.lines import LineParser
 from errord.model import LogEvent
 
 pytestmark = pytest.mark.slow

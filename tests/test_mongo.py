@@ -21,10 +21,10 @@ from bson.codec_options import CodecOptions
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, OperationFailure
 
-from errord.journal import MIGRATIONS, Journal
+from errord.store.journal import MIGRATIONS, Journal
 from errord.model import INCIDENT_FIELDS, TIME_FIELDS, Incident
 from errord.settings import MongoSettings
-from errord.mongostore import INDEXES, MongoStore, host_filter, incident_document, incident_from_document
+from errord.store.mongostore import INDEXES, MongoStore, host_filter, incident_document, incident_from_document
 from errord.sinks.mongo import MongoSink
 from mongofake import MockCollection, mirrored_journal  # noqa: F401 - provides the "journal" fixture
 

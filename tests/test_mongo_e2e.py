@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from conftest import Errord, append, line
-from errord.journal import Journal
-from errord.mongostore import incident_document
+from errord.store.journal import Journal
+from errord.store.mongostore import incident_document
 from mongofake import FakeMongo
 from test_mongo import incident
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from errord.journal import Journal
+from errord.store.journal import Journal
 from errord.settings import MongoSettings
-from errord.mongostore import MongoStore, recover_open_incidents
+from errord.store.mongostore import MongoStore, recover_open_incidents
 from errord.sinks.mongo import MongoSink
 from test_mongo import T0, incident
 

@@ -16,9 +16,9 @@ import pytest
 from receiver import Receiver
 
 from errord.errors import NotifyError
-from errord.journal import Journal
+from errord.store.journal import Journal
 from errord.model import Notice, NoticeType
-from errord.routing import Router
+from errord.policy.route import Router
 from errord.sinks.notify import NotifySink, SendResult, with_timeouts
 
 FAST = (0.05, 0.2)  # backoff for tests

@@ -10,7 +10,7 @@ import pytest
 
 from errord.engine import Engine
 from errord.model import Notice, NoticeType
-from errord.routing import STDERR_TARGET, UNKNOWN_ALERTED, Router
+from errord.policy.route import STDERR_TARGET, UNKNOWN_ALERTED, Router
 
 from test_engine import FakePolicy, ev, make_engine
 
@@ -48,7 +48,7 @@ def by_target(notices: list[Notice]) -> dict[str, str]:
 def test_alerts_go_by_tags(caplog: pytest.LogCaptureFixture) -> None:
     route = Line(routes=[("a", ("ops",)), ("b", ()), ("c", ("ops", "db"))],
                  tags={"E2": ("ops",), "E3": ("db", "zz"), "E4": ("nobody",), "E5": ("nobody",)})
-    with caplog.at_level(logging.WARNING, logger="errord.routing"):
+    with caplog.at_level(logging.WARNING, logger="errord.policy.route"):
         got = {code: route(ev(0, code)) for code in ("E1", "E2", "E3", "E4", "E5")}
     assert {code: [n.targets for n in ns] for code, ns in got.items()} == {
         "E1": [("a", "b", "c")],  # untagged code: every target (an untagged target too)
@@ -118,7 +118,7 @@ def test_removed_target_does_not_get_the_resolve_and_it_is_said_once(caplog: pyt
     route(ev(0, "db"))
     route(ev(0, "api"))
     route.router.set_routes([("a", ()), ("c", ())])  # b removed, c added
-    with caplog.at_level(logging.WARNING, logger="errord.routing"):
+    with caplog.at_level(logging.WARNING, logger="errord.policy.route"):
         assert [n.targets for n in route(ev(5, clear="db"))] == [("a",)]  # never c: it was not alerted
         assert [n.targets for n in route(ev(5, clear="api"))] == [("a",)]
     assert caplog.text.count("notify target b was alerted of db but is no longer configured") == 1
@@ -126,7 +126,7 @@ def test_removed_target_does_not_get_the_resolve_and_it_is_said_once(caplog: pyt
     route(ev(10, "solo"))
     route.router.set_routes([])  # every target removed: only stderr now, which was not alerted
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="errord.routing"):
+    with caplog.at_level(logging.WARNING, logger="errord.policy.route"):
         assert route(ev(15, clear="solo")) == []
     assert "notify target a was alerted of solo" in caplog.text and "notify target c" in caplog.text
 

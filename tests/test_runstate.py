@@ -15,8 +15,8 @@ import pytest
 
 from conftest import Errord, append, line
 from errord.errors import StateError
-from errord.journal import Journal
-from errord.runstate import STATE_MARKER, check_state_dir
+from errord.store.journal import Journal
+from errord.store.runstate import STATE_MARKER, check_state_dir
 
 
 def one_line(res) -> str:  # type: ignore[no-untyped-def]

@@ -31,7 +31,7 @@ from chaos import State, start, wait_until
 from conftest import append, line
 from errord.engine import Engine
 from errord.model import LogEvent
-from errord.lines import LineParser
+from errord.parse.lines import LineParser
 from errord.notices import MAX_MESSAGE, render
 
 PASSWORD = "Pa55wordSecretXYZ"
@@ -226,7 +226,7 @@ def test_codes_cannot_forge_lines_in_errords_own_log(tmp_path: Path, receiver, c
     must stay one line (no forged "CRITICAL" line, no terminal escapes)."""
     import logging
 
-    from errord.journal import Journal
+    from errord.store.journal import Journal
     from errord.model import Notice, NoticeType
     from errord.sinks.notify import NotifySink
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from errord.errors import ErrordError
-from errord.runstate import RunLock, read_run_state
+from errord.store.runstate import RunLock, read_run_state
 from errord.systemd import SystemdNotifier
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from errord import fileid
+from errord.sources import fileid
 from errord.model import FileKey, Position
-from errord.tail import Chunk, Tailer
+from errord.sources.tail import Chunk, Tailer
 
 ROTATE_WAIT = 0.3
 SCAN = 0.2

@@ -18,9 +18,9 @@ import orjson
 import pytest
 
 from conftest import append, line
-from errord.lines import LineParser
+from errord.parse.lines import LineParser
 from errord.model import LogEvent
-from errord.tracebacks import MAX_EXCEPTION, exception_text
+from errord.parse.tracebacks import MAX_EXCEPTION, exception_text
 
 NOW = 1_768_435_200.0
 

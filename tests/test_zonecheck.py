@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from conftest import append
-from errord.follower import Chunk
-from errord.lines import LineParser
-from errord.zonecheck import EVERY, SIGHTINGS, ZoneCheck
+from errord.sources.follower import Chunk
+from errord.parse.lines import LineParser
+from errord.sources.zonecheck import EVERY, SIGHTINGS, ZoneCheck
 
 NEW_YORK = ZoneInfo("America/New_York")
 UTC = ZoneInfo("UTC")

@@ -18,10 +18,10 @@ from errord import __version__
 from errord.durations import parse_duration
 from errord.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_NOT_RUNNING, EXIT_OK, DurationError, ErrordError, NoStateError
 from errord.errors import exit_status
-from errord.fileid import expand, is_compressed
-from errord.journal import Journal
+from errord.sources.fileid import expand, is_compressed
+from errord.store.journal import Journal
 from errord.model import Incident, Position
-from errord.runstate import read_run_state
+from errord.store.runstate import read_run_state
 from errord.serve import DUMP_COMMAND
 from errord.settings import Settings
 from errord.views import human_bytes, iso, incident_json, incidents_table, table
@@ -261,7 +261,7 @@ def _from_mongo(settings: Settings, query: Callable[[Any], list[Incident]]) -> l
     if settings.mongodb is None:
         return None
     from errord.errors import MongoError
-    from errord.mongostore import MongoStore  # pymongo only where needed
+    from errord.store.mongostore import MongoStore  # pymongo only where needed
 
     try:
         with MongoStore.open(settings.mongodb, server_id=settings.server_id, node_name=settings.node_name) as store:

@@ -19,19 +19,19 @@ from typing import TYPE_CHECKING
 from errord.config import RunConfig
 from errord.engine import Engine
 from errord.errors import ConfigError, ErrordError, JournalError, MongoError, NotifyError
-from errord.fdbudget import raise_open_file_limit
-from errord.journal import DB_NAME, WAL_SIZE_LIMIT, Journal
-from errord.lines import LineParser, ParseResult
-from errord.linewarnings import WarnGate
+from errord.sources.fdbudget import raise_open_file_limit
+from errord.store.journal import DB_NAME, WAL_SIZE_LIMIT, Journal
+from errord.parse.lines import LineParser, ParseResult
+from errord.parse.linewarnings import WarnGate
 from errord.health import BatchTally, Health, Snapshot
 from errord.model import Kind, Notice
-from errord.routing import STDERR_TARGET, UNKNOWN_ALERTED, Router
-from errord.runstate import RunLock, check_state_dir
+from errord.policy.route import STDERR_TARGET, UNKNOWN_ALERTED, Router
+from errord.store.runstate import RunLock, check_state_dir
 from errord.serve import load_config
 from errord.sinks.helper import NotifyHelper
 from errord.systemd import SystemdNotifier
-from errord.tail import Chunk, Tailer
-from errord.zonecheck import ZoneCheck
+from errord.sources.tail import Chunk, Tailer
+from errord.sources.zonecheck import ZoneCheck
 
 if TYPE_CHECKING:
     # Imported where they are used, only when configured: Apprise lives in the notify
@@ -432,7 +432,7 @@ class Daemon:
         if changed:
             logger.info("MongoDB newly configured: %d known incident(s) queued for it", changed)
         if not self.journal.history(limit=1) and self.journal.get_meta("mongo_recovered") is None:
-            from errord.mongostore import recover_open_incidents
+            from errord.store.mongostore import recover_open_incidents
 
             try:
                 found = await asyncio.to_thread(

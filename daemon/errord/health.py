@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from errord.lines import TOO_LONG
+from errord.parse.lines import TOO_LONG
 from errord.model import Kind
 
 __all__ = ["BatchTally", "Health", "Snapshot"]

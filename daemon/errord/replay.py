@@ -26,10 +26,10 @@ from zoneinfo import ZoneInfo
 
 from errord.engine import Engine, Policy
 from errord.errors import ErrordError
-from errord.lines import LineParser, nul_free_parts
-from errord.linewarnings import WarnGate
+from errord.parse.lines import LineParser, nul_free_parts
+from errord.parse.linewarnings import WarnGate
 from errord.model import Kind, Notice, NoticeType
-from errord.routing import Router
+from errord.policy.route import Router
 from errord.settings import Settings
 
 __all__ = ["CodeSummary", "OverridePolicy", "Replay", "SUMMARY_HEADERS", "progress_line", "summary_table"]

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from ..errors import NotifyError
+from errord.errors import NotifyError
 
 __all__ = ["NotifyHelper"]
 
@@ -397,8 +397,8 @@ def main() -> None:
             except (OSError, ValueError):
                 pass
 
-    from ..sinks.notify import NotifySink  # Apprise is imported here, in the helper only
-    from ..sinks.plugins import load_plugins_for
+    from errord.sinks.notify import NotifySink  # Apprise is imported here, in the helper only
+    from errord.sinks.plugins import load_plugins_for
 
     targets = [_Target(**t) for t in config["targets"]]
     # Only here, where this process is all Apprise serves: the plugin manager is

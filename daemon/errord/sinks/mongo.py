@@ -41,12 +41,12 @@ from typing import TYPE_CHECKING, Any
 from pymongo import MongoClient
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
-from ..errors import JournalError
-from ..journal import Journal
-from ..mongostore import INDEXES, Coll, collection_of, connect, describe, scrubber, upsert
+from errord.errors import JournalError
+from errord.store.journal import Journal
+from errord.store.mongostore import INDEXES, Coll, collection_of, connect, describe, scrubber, upsert
 
 if TYPE_CHECKING:  # the daemon passes config.Mongo (same attributes)
-    from ..settings import MongoSettings
+    from errord.settings import MongoSettings
 
 __all__ = ["MongoSink", "BATCH_SIZE"]
 

@@ -36,12 +36,13 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import apprise
 
-from ..errors import JournalError, NotifyError
-from ..journal import STDERR_TARGET, Journal
-from ..model import Notice
-from ..notices import clean_text
-from ..ratelimit import RateLimit
-from .capture import capturing
+from errord.errors import JournalError, NotifyError
+from errord.policy.route import STDERR_TARGET
+from errord.store.journal import Journal
+from errord.model import Notice
+from errord.notices import clean_text
+from errord.ratelimit import RateLimit
+from errord.sinks.capture import capturing
 
 __all__ = ["NotifySink", "SendResult", "TargetLike", "with_timeouts"]
 

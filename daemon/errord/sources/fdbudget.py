@@ -9,7 +9,7 @@ The tailer then keeps at most :attr:`FdBudget.files` files open, leaving a reser
 journal, sockets, folder watches and child processes. When more files match, it closes
 the ones that are quiet (read to their end, nothing uncommitted, the least recently grown
 first) and reopens them by identity when they change, as Filebeat's ``close_inactive``
-does (:mod:`errord.tail`). When the system still says EMFILE/ENFILE (something else holds
+does (:mod:`errord.sources.tail`). When the system still says EMFILE/ENFILE (something else holds
 descriptors, or the system-wide table is full), :meth:`FdBudget.exhausted` lowers the cap
 to what is open, stops opening more for a while (1 s, doubling up to 60 s) and logs one
 warning (again at most every 10 minutes): the files already open are read on, the others
@@ -29,9 +29,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from errord import fileid
-from errord.fileid import FP_MAX
-from errord.follower import Follower, real_folder
+from errord.sources import fileid
+from errord.sources.fileid import FP_MAX
+from errord.sources.follower import Follower, real_folder
 from errord.model import FileKey
 
 __all__ = ["Descriptors", "FdBudget", "Parking", "raise_open_file_limit", "soft_limit", "OUT_OF_FDS"]
@@ -221,7 +221,7 @@ class Parking:
 
 
 class Descriptors:
-    """The tailer's side of the budget, mixed into :class:`errord.tail.Tailer`: admit a
+    """The tailer's side of the budget, mixed into :class:`errord.sources.tail.Tailer`: admit a
     newly opened follower or park it, close the quietest to reopen the changed ones
     (``_balance``), reopen by identity (``_unpark``), follow a parked file that left its
     glob. It uses the tailer's state declared below and the few methods it names."""

@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
-from .errors import JournalError, NoStateError, StateError
-from .model import HistoryState, Incident, Notice, NoticeType, Position, history_state
-from .ratelimit import RateLimit
-from .routing import STDERR_TARGET, UNKNOWN_ALERTED
-from .runstate import STATE_MARKER, check_state_dir, lost_state, mark_state
+from errord.errors import JournalError, NoStateError, StateError
+from errord.model import HistoryState, Incident, Notice, NoticeType, Position, history_state
+from errord.ratelimit import RateLimit
+from errord.policy.route import STDERR_TARGET, UNKNOWN_ALERTED
+from errord.store.runstate import STATE_MARKER, check_state_dir, lost_state, mark_state
 
 __all__ = ["Journal", "Delivery", "MongoWrite", "DB_NAME", "SCHEMA_VERSION", "STDERR_TARGET"]
 # STDERR_TARGET is routing's; re-exported for the sinks, which name it in their targets.

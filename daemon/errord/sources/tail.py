@@ -6,7 +6,7 @@ One :class:`Tailer` owns every open file. The daemon drives it in a batch loop
 advance in memory as lines are handed on, and become durable only when the daemon commits
 them together with what those lines caused.
 
-How files are told apart (see :mod:`errord.fileid`): an identity is ``(dev, ino)`` plus a
+How files are told apart (see :mod:`errord.sources.fileid`): an identity is ``(dev, ino)`` plus a
 fingerprint of its first bytes.
 
 * **Growth** — same inode, same first bytes, size ≥ what we read: read on.
@@ -35,7 +35,7 @@ fingerprint of its first bytes.
   for ``KEEP_UNSEEN`` (7 days). If the same identity (dev, ino and the same first bytes)
   matches again, reading resumes there; only a file errord never saw is read from its
   start. Positions of deleted files errord still held open are deleted (``gone=True``).
-* **More files than descriptors** (:mod:`errord.fdbudget`) — at most ``FdBudget.files``
+* **More files than descriptors** (:mod:`errord.sources.fdbudget`) — at most ``FdBudget.files``
   are open. When more want reading, the quiet ones (read to their end, nothing
   uncommitted, least recently grown first) are *parked*: closed, with identity, position,
   fingerprint and counters kept. The scans stat every matched path anyway: a parked file
@@ -54,7 +54,7 @@ A followed file replaced more than once between two looks (a stall during two ro
 two rotations faster than errord looks) is warned about when errord can tell: a sibling
 named like a rotation of it (``app.jsonl.1``), not empty, not compressed, unknown to
 errord and written after errord last saw the followed file at its name held lines errord
-never read (:func:`errord.fileid.unread_rotations`).
+never read (:func:`errord.sources.fileid.unread_rotations`).
 
 Limits (no reader that keeps no copy of the data can do better):
 
@@ -71,8 +71,8 @@ Limits (no reader that keeps no copy of the data can do better):
 * a copy smaller than 256 bytes that matches a glob and is found before the truncation of
   its original is read from its start (its lines come twice).
 
-Files are read by :class:`errord.follower.Follower` (one per identity); identity helpers
-are in :mod:`errord.fileid`.
+Files are read by :class:`errord.sources.follower.Follower` (one per identity); identity helpers
+are in :mod:`errord.sources.fileid`.
 """
 
 from __future__ import annotations
@@ -92,10 +92,10 @@ from typing import Any, NamedTuple
 
 from watchfiles import Change, awatch
 
-from errord import fileid
-from errord.fdbudget import OUT_OF_FDS, Descriptors, FdBudget, Parking
-from errord.fileid import FP_MAX, digest, read_prefix
-from errord.follower import Chunk, Follower, Mark, end_of_last_line, real_folder, stored_copy_of
+from errord.sources import fileid
+from errord.sources.fdbudget import OUT_OF_FDS, Descriptors, FdBudget, Parking
+from errord.sources.fileid import FP_MAX, digest, read_prefix
+from errord.sources.follower import Chunk, Follower, Mark, end_of_last_line, real_folder, stored_copy_of
 from errord.model import FileKey, Position
 
 __all__ = ["Chunk", "FileStatus", "Tailer"]
@@ -174,7 +174,7 @@ class Tailer(Descriptors):
     ``positions``: what the journal holds. ``first_start``: the journal had no positions
     yet, so files present at ``open()`` start per ``start_at``; every other file without a
     stored position is read from its start. ``max_open``: files held open at once
-    (default from the open-file limit, :class:`errord.fdbudget.FdBudget`). ``wall``: the
+    (default from the open-file limit, :class:`errord.sources.fdbudget.FdBudget`). ``wall``: the
     wall clock, for how long a position of a file that stopped matching is kept.
     """
 

@@ -2,7 +2,7 @@
 
 A :class:`Follower` owns one file descriptor and turns the bytes at its cursor into
 :class:`Chunk` objects of complete lines. It knows nothing about globs, rotation or
-checkpoints beyond the :class:`Mark` it can be rewound to; :mod:`errord.tail` decides
+checkpoints beyond the :class:`Mark` it can be rewound to; :mod:`errord.sources.tail` decides
 when to create, rewind, restart and close followers.
 """
 
@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from errord.fileid import FP_MAX
-from errord.lines import nul_free_parts
+from errord.sources.fileid import FP_MAX
+from errord.parse.lines import nul_free_parts
 from errord.model import FileKey, Position
 
 __all__ = [

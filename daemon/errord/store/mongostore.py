@@ -26,12 +26,12 @@ from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 from pymongo.write_concern import WriteConcern
 
-from .config import redact_mongo_uri
-from .errors import MongoError
-from .model import TIME_FIELDS, HistoryState, Incident, history_state
+from errord.config import redact_mongo_uri
+from errord.errors import MongoError
+from errord.model import TIME_FIELDS, HistoryState, Incident, history_state
 
 if TYPE_CHECKING:  # the daemon passes config.Mongo, the commands settings.MongoSettings
-    from .settings import MongoSettings
+    from errord.settings import MongoSettings
 
 __all__ = [
     "MongoStore", "INDEXES", "Coll", "incident_document", "incident_from_document", "upsert",

@@ -81,9 +81,9 @@ from typing import Any, Final
 import orjson
 
 from errord.durations import parse_duration
-from errord.linewarnings import BAD_NOTIFICATION, BAD_RE_ALERT, MISPLACED_CODE, misplaced_code_path, show_value
+from errord.parse.linewarnings import BAD_NOTIFICATION, BAD_RE_ALERT, MISPLACED_CODE, misplaced_code_path, show_value
 from errord.model import MAX_CODE_CHARS, LogEvent
-from errord.tracebacks import EXCEPTION_KEYS, exception_text
+from errord.parse.tracebacks import EXCEPTION_KEYS, exception_text
 
 __all__ = [
     "LineParser",
@@ -157,7 +157,7 @@ if LogEvent.__slots__ != (
     "code", "clear", "message", "time", "re_alert", "notify", "level", "app", "path", "offset",
     "exception",
 ):  # pragma: no cover
-    raise ImportError("errord.lines._event does not set every field of model.LogEvent")
+    raise ImportError("errord.parse.lines._event does not set every field of model.LogEvent")
 
 
 @dataclass(slots=True)
