@@ -1,0 +1,83 @@
+"""The source seam: what the batch needs of anything that yields log lines.
+
+A source hands the batch complete lines as :class:`Chunk`\\ s and, after the batch was
+parsed and fed, a :class:`Checkpoint`: the positions its lines reached. The batch
+commits the checkpoint in the same journal transaction as the incidents and notices
+those lines caused, then calls ``committed()``; when that transaction fails it calls
+``rollback()`` and the source hands on the same lines again. Nothing a source does is
+durable by itself (CONTRACT §7).
+
+The file tailer (``sources.tail.Tailer``) is one source; a source that reads the systemd
+journal commits a cursor instead of an offset (``Checkpoint.meta``), and line envelopes
+(docker, CRI) are unwrapped per source before parsing. The batch sees only this
+protocol, so such sources are added beside the tailer without touching it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from errord.model import Position
+
+__all__ = ["Checkpoint", "Source"]
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """What a batch's lines reached, to commit with what they caused.
+
+    ``positions``: file identities whose offset or counters changed (``gone=True``:
+    delete that stored position). ``meta``: other positions as journal meta entries
+    (key -> value), e.g. a journal cursor per source.
+    """
+
+    positions: list[Position] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.positions or self.meta)
+
+
+class Source(Protocol):
+    """A stream of complete log lines with a position the batch can commit."""
+
+    async def open(self) -> None:
+        """Find what to read and start watching; afterwards the source counts as open
+        (systemd's READY=1, ``status`` says running)."""
+        ...
+
+    async def wait(self, timeout: float | None) -> None:
+        """Return when something may be readable, or after ``timeout`` seconds."""
+        ...
+
+    def read(self, max_bytes: int) -> Sequence[Any]:
+        """Complete lines available now (``Chunk``-like: ``key``, ``source``, ``path``,
+        ``offset``, ``data``, ``skipped_long``, ``long_offsets``), about ``max_bytes`` in
+        all. Never blocks on more than local reads; never raises."""
+        ...
+
+    def account(self, key: Hashable, lines: int, skipped: int) -> None:
+        """Add the line counters of a chunk the batch parsed."""
+        ...
+
+    def checkpoint(self) -> Checkpoint:
+        """The positions reached since the last commit."""
+        ...
+
+    def committed(self) -> None:
+        """The last checkpoint is durable."""
+        ...
+
+    def rollback(self) -> None:
+        """The last checkpoint could not be committed: hand on the same lines again."""
+        ...
+
+    def reconfigure(self, sources: Sequence[Any]) -> None:
+        """SIGHUP: a new list of configured sources (positions are kept)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop watching and release every file; returns within about a second."""
+        ...
