@@ -17,11 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from errord.store.journal import Journal
 from errord.model import Incident, Position
+from errord.store.journal import Journal
 from errord.store.runstate import read_run_state
 
-__all__ = ["seed_for", "State", "wait_until", "start", "ChunkedWriter"]
+__all__ = ["ChunkedWriter", "State", "seed_for", "start", "wait_until"]
 
 
 def seed_for(default: int) -> int:
@@ -78,7 +78,7 @@ class State:
         if j is None:
             return 0
         with j:
-            return j.pending_notices()
+            return j.outbox.pending()
 
     def running(self) -> bool:
         s = read_run_state(self.state_dir)
