@@ -68,9 +68,13 @@ class Journal:
     """
 
     def __init__(
-        self, state_dir: Path, *, readonly: bool = False, busy_timeout: float = 5.0,
+        self,
+        state_dir: Path,
+        *,
+        readonly: bool = False,
+        busy_timeout: float = 5.0,
         opener: schema.Opener = sqlite3.connect,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / schema.DB_NAME
         self.readonly = readonly
@@ -98,8 +102,9 @@ class Journal:
     # -- connection --------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        return schema.connect(self.path, self._held, readonly=self.readonly, busy_timeout=self._busy_timeout,
-                              opener=self._opener)  # fmt: skip
+        return schema.connect(
+            self.path, self._held, readonly=self.readonly, busy_timeout=self._busy_timeout, opener=self._opener
+        )
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
