@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from chaos import Faults
 from errord.errors import JournalError
 from errord.model import Incident, Notice, NoticeType, Position
 from errord.store.journal import Journal
@@ -164,6 +165,33 @@ def test_failed_commit_writes_nothing_and_journal_recovers(journal: Journal) -> 
     journal.commit([inc], [make_position(1)], [notice], now=60.0)
     assert counts(journal) == (1, 1, 1, 1)
     assert notice.id is not None and inc.created_at == 60.0
+
+
+def test_the_parts_follow_the_journal_to_a_new_connection(tmp_path: Path) -> None:
+    """A failed rollback makes the journal drop its connection and open a new one; its
+    outbox and MongoDB queue must write on that one (they hold the journal's transaction
+    helper, not a connection), and mirroring stays on."""
+    faults = Faults()
+    with Journal(tmp_path, opener=faults.open) as j:
+        j.mongo.mirror(True)
+        faults.fail = lambda sql: sql.lstrip().upper().startswith(("COMMIT", "ROLLBACK"))
+        with pytest.raises(JournalError, match="disk I/O error"):
+            j.commit([make_incident("E1")], [make_position()], [make_notice("E1")], now=1.0)
+        faults.fail = lambda sql: False
+        j.commit([make_incident("E2")], [make_position()], [make_notice("E2", targets=("a",))], now=2.0)
+        assert len(faults.opened) == 2  # reconnected once
+        assert (j.outbox.pending(), j.mongo.pending()) == (1, 1)  # E2's, on the new connection
+        [(did, notice)] = j.outbox.due_deliveries("a", 10, now=2.0)
+        j.outbox.mark_delivered([did], now=3.0)
+        assert notice.code == "E2" and j.outbox.pending() == 0
+        [write] = j.mongo.batch(10)
+        assert write.incident is not None and write.incident.code == "E2"
+    assert counts_of(tmp_path) == (1, 1, 1, 1)
+
+
+def counts_of(state: Path) -> tuple[int, ...]:
+    with Journal(state, readonly=True) as j:
+        return counts(j)
 
 
 def test_commit_fails_cleanly_while_another_writer_holds_the_lock(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import pytest
 
 import errord.daemon as daemon_mod
 import errord.sinks.notify as notify_mod
-from chaos import seed_for
+from chaos import Faults, seed_for
 from conftest import write_config
 from errord.daemon import Daemon
 from errord.errors import JournalError
@@ -49,44 +49,6 @@ class QuickJournal(Journal):
     def __init__(self, state_dir: Path, **kw: Any) -> None:
         kw.setdefault("busy_timeout", 0.2)
         super().__init__(state_dir, **kw)
-
-
-class Faults:
-    """An ``opener`` for ``Journal``: real connections, each wrapped so that its statements
-    fail (``sqlite3.OperationalError(error)``) while ``fail(sql)`` says so: never, until a
-    test sets ``fail``. ``opened`` keeps the real connections, newest last."""
-
-    def __init__(self, error: str = "disk I/O error") -> None:
-        self.fail: Callable[[str], bool] = lambda sql: False
-        self.error = error
-        self.opened: list[sqlite3.Connection] = []
-
-    def open(self, *args: Any, **kw: Any) -> Any:
-        real = sqlite3.connect(*args, **kw)
-        self.opened.append(real)
-        return FaultyConnection(real, self)
-
-
-class FaultyConnection:
-    """A sqlite3.Connection whose statements fail while its ``Faults`` say so."""
-
-    def __init__(self, real: sqlite3.Connection, faults: Faults) -> None:
-        self._real, self._faults = real, faults
-
-    def _check(self, sql: str) -> None:
-        if self._faults.fail(sql):
-            raise sqlite3.OperationalError(self._faults.error)
-
-    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        self._check(sql)
-        return self._real.execute(sql, *args)
-
-    def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        self._check(sql)
-        return self._real.executemany(sql, *args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
 
 
 def jline(seq: int) -> bytes:

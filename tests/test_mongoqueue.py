@@ -8,10 +8,14 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from errord.errors import JournalError
 from errord.model import INCIDENT_FIELDS
 from errord.store.journal import Journal
 from errord.store.schema import MIGRATIONS
 from mongofake import mirrored_journal  # noqa: F401 - provides the "journal" fixture
+from test_journal import make_position
 from test_mongo import T0, incident
 
 
@@ -38,6 +42,16 @@ def test_ack_keeps_a_row_whose_version_moved_on(journal: Journal) -> None:
     assert journal.mongo.ack([(head.incident_id, head.version)]) == 0 and journal.mongo.pending() == 1
     (head,) = journal.mongo.batch(10)
     assert journal.mongo.ack([(head.incident_id, head.version)]) == 1 and journal.mongo.pending() == 0
+
+
+def test_a_failed_commit_queues_nothing(journal: Journal) -> None:
+    """The queue is written in the batch's transaction: a commit that fails (here on a
+    position, after its incidents were queued) leaves nothing for MongoDB."""
+    with pytest.raises(JournalError):
+        journal.commit([incident("A"), incident("B")], [make_position(path=None)], [], T0)
+    assert journal.mongo.pending() == 0 and journal.mongo.batch(10) == []
+    journal.commit([incident("A")], [make_position()], [], T0)
+    assert [w.incident_id for w in journal.mongo.batch(10)] == [incident("A").incident_id]
 
 
 def test_schema_1_journal_is_migrated_and_its_incidents_queued(tmp_path: Path) -> None:
