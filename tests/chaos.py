@@ -1,6 +1,7 @@
 """Helpers for the reliability tests (test_crash, test_rotation_storm, test_target_faults,
 test_journal_faults, test_bad_input): fast looks at a daemon's state without spawning the
-CLI, a seeded writer thread, and the seed a failing test prints so it can be replayed.
+CLI, a seeded writer thread, the seed a failing test prints so it can be replayed, and
+journal connections whose statements fail on demand (``Faults``, a ``Journal`` opener).
 
 The CLI (``errord status``) costs ~0.3 s per call on a busy machine; these tests poll a
 lot, so they read the state the way the CLI does (read-only journal, the run lock) in
@@ -11,17 +12,18 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from errord.store.journal import Journal
 from errord.model import Incident, Position
+from errord.store.journal import Journal
 from errord.store.runstate import read_run_state
 
-__all__ = ["seed_for", "State", "wait_until", "start", "ChunkedWriter"]
+__all__ = ["ChunkedWriter", "Faults", "State", "seed_for", "start", "wait_until"]
 
 
 def seed_for(default: int) -> int:
@@ -43,6 +45,44 @@ def wait_until(cond: Callable[[], Any], timeout: float, what: str, every: float 
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(every)
+
+
+class Faults:
+    """An ``opener`` for ``Journal``: real connections, each wrapped so that its statements
+    fail (``sqlite3.OperationalError(error)``) while ``fail(sql)`` says so: never, until a
+    test sets ``fail``. ``opened`` keeps the real connections, newest last."""
+
+    def __init__(self, error: str = "disk I/O error") -> None:
+        self.fail: Callable[[str], bool] = lambda sql: False
+        self.error = error
+        self.opened: list[sqlite3.Connection] = []
+
+    def open(self, *args: Any, **kw: Any) -> Any:
+        real = sqlite3.connect(*args, **kw)
+        self.opened.append(real)
+        return FaultyConnection(real, self)
+
+
+class FaultyConnection:
+    """A sqlite3.Connection whose statements fail while its ``Faults`` say so."""
+
+    def __init__(self, real: sqlite3.Connection, faults: Faults) -> None:
+        self._real, self._faults = real, faults
+
+    def _check(self, sql: str) -> None:
+        if self._faults.fail(sql):
+            raise sqlite3.OperationalError(self._faults.error)
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        self._check(sql)
+        return self._real.execute(sql, *args)
+
+    def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        self._check(sql)
+        return self._real.executemany(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
 
 
 class State:
@@ -78,7 +118,7 @@ class State:
         if j is None:
             return 0
         with j:
-            return j.pending_notices()
+            return j.outbox.pending()
 
     def running(self) -> bool:
         s = read_run_state(self.state_dir)

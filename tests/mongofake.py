@@ -45,7 +45,7 @@ __all__ = ["FakeMongo", "MockCollection", "free_port"]
 def mirrored_journal(tmp_path: Path) -> Iterator[Journal]:
     """A journal that queues every incident change for MongoDB (import it as a fixture)."""
     j = Journal(tmp_path / "state")
-    j.mirror_to_mongo(True)
+    j.mongo.mirror(True)
     yield j
     j.close()
 

@@ -49,7 +49,7 @@ def test_delivers_in_order_and_reports_results(tmp_path: Path) -> None:
         with pytest.raises(ProcessLookupError):
             os.kill(helper.pid, 0)
         with Journal(tmp_path) as j:
-            assert j.pending_notices() == 0
+            assert j.outbox.pending() == 0
 
 
 def test_an_unusable_url_is_refused_at_construction(tmp_path: Path) -> None:

@@ -5,21 +5,24 @@ The daemon runs in process (``Daemon.startup`` + ``main_loop`` as a task) so fau
 injected under the journal, at the SQLite connection: another connection holding the write
 lock, ``PRAGMA query_only`` (SQLite's "attempt to write a readonly database"), and a
 connection wrapper whose writes fail at random with "disk I/O error" (also mid-transaction,
-also on ROLLBACK, which makes the journal reconnect). A checker thread reads consistent
-snapshots of the store the whole time: the stored position of the log file must always
-cover exactly the lines whose incidents are stored (each line has its own code).
+also on ROLLBACK, which makes the journal reconnect). The wrapper comes in through the
+journal's ``opener`` (``Faults``): every connection it opens, reconnects included, has it.
+A checker thread reads consistent snapshots of the store the whole time: the stored
+position of the log file must always cover exactly the lines whose incidents are stored
+(each line has its own code).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import signal
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +30,14 @@ import pytest
 
 import errord.daemon as daemon_mod
 import errord.sinks.notify as notify_mod
-from chaos import seed_for
+from chaos import Faults, seed_for
 from conftest import write_config
 from errord.daemon import Daemon
 from errord.errors import JournalError
-from errord.store.journal import Journal
 from errord.model import Notice, NoticeType
 from errord.settings import Settings
 from errord.sinks.notify import NotifySink
+from errord.store.journal import Journal
 from receiver import Receiver
 
 pytestmark = pytest.mark.slow  # real time: locks held, backoff, a notify helper process
@@ -46,28 +49,6 @@ class QuickJournal(Journal):
     def __init__(self, state_dir: Path, **kw: Any) -> None:
         kw.setdefault("busy_timeout", 0.2)
         super().__init__(state_dir, **kw)
-
-
-class FaultyConnection:
-    """A sqlite3.Connection whose writes fail while ``fail()`` says so."""
-
-    def __init__(self, real: sqlite3.Connection, fail: Callable[[str], bool]) -> None:
-        self._real, self._fail = real, fail
-
-    def _check(self, sql: str) -> None:
-        if self._fail(sql):
-            raise sqlite3.OperationalError("disk I/O error")
-
-    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        self._check(sql)
-        return self._real.execute(sql, *args)
-
-    def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        self._check(sql)
-        return self._real.executemany(sql, *args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
 
 
 def jline(seq: int) -> bytes:
@@ -112,7 +93,8 @@ class Checker(threading.Thread):
 
 
 class Harness:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, faults: Faults) -> None:
+        self.faults = faults  # the daemon's journal connections come from it
         self.logs = tmp_path / "logs"
         self.logs.mkdir()
         self.log = self.logs / "app.jsonl"
@@ -170,9 +152,10 @@ class Harness:
 async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                   caplog: pytest.LogCaptureFixture) -> AsyncIterator[Harness]:
     caplog.set_level(logging.INFO, logger="errord")
-    monkeypatch.setattr(daemon_mod, "Journal", QuickJournal)
+    faults = Faults()
+    monkeypatch.setattr(daemon_mod, "Journal", functools.partial(QuickJournal, opener=faults.open))
     monkeypatch.setattr(daemon_mod, "RETRY_MAX", 0.5)  # retry the journal often in tests
-    h = Harness(tmp_path)
+    h = Harness(tmp_path, faults)
     await h.start()
     checker = Checker(h.state / "errord.db", h.log, h.ends)
     checker.start()
@@ -211,12 +194,13 @@ async def test_readonly_journal_pauses_reading_and_resumes(harness: Harness, cap
     h = harness
     await h.feed_while(0.3)
     await h.wait_counted()
-    assert h.daemon.journal is not None
-    h.daemon.journal._conn().execute("PRAGMA query_only = ON")  # "attempt to write a readonly database"
+    daemons = h.faults.opened[-1]  # the daemon journal's connection (the only one in process)
+    daemons.execute("PRAGMA query_only = ON")  # "attempt to write a readonly database"
     before = h.stored()
     await h.feed_while(1.0)
     assert h.stored() == before
-    h.daemon.journal._conn().execute("PRAGMA query_only = OFF")
+    assert daemons is h.faults.opened[-1]  # a failed write rolls back cleanly: no reconnect
+    daemons.execute("PRAGMA query_only = OFF")
     await h.feed_while(0.3)
     await h.wait_counted()
     assert "readonly" in caplog.text and "reading resumed" in caplog.text
@@ -228,8 +212,6 @@ async def test_random_io_errors_never_let_a_position_run_ahead(harness: Harness,
     h = harness
     seed = seed_for(4242)
     rnd = random.Random(seed)
-    journal = h.daemon.journal
-    assert journal is not None
     faulty = threading.Event()
     failures = []
 
@@ -243,13 +225,7 @@ async def test_random_io_errors_never_let_a_position_run_ahead(harness: Harness,
             return True
         return False
 
-    real_connect = journal._connect
-
-    def connect() -> Any:
-        return FaultyConnection(real_connect(), fail)
-
-    journal._connect = connect  # type: ignore[method-assign]
-    journal._db = connect()  # the current connection is replaced (the old one just closes)
+    h.faults.fail = fail
     for _ in range(4):
         faulty.set()
         await h.feed_while(0.4)
@@ -264,16 +240,19 @@ async def test_random_io_errors_never_let_a_position_run_ahead(harness: Harness,
 # -- the notify sink: a notice accepted while the journal cannot record it ------------------
 
 
-class FlakyJournal(Journal):
+class FailsToRecord(Faults):
     """Recording a delivery fails the first ``fails`` times (the journal is locked)."""
 
-    fails = 0
+    def __init__(self, fails: int) -> None:
+        super().__init__("database is locked")
+        self.fails = fails
+        self.fail = self._recording
 
-    def mark_delivered(self, ids: Any, now: float) -> None:
-        if FlakyJournal.fails > 0:
-            FlakyJournal.fails -= 1
-            raise JournalError("mark_delivered: database is locked")
-        super().mark_delivered(ids, now)
+    def _recording(self, sql: str) -> bool:
+        if self.fails > 0 and sql.startswith("UPDATE deliveries SET delivered_at"):
+            self.fails -= 1
+            return True
+        return False
 
 
 def test_accepted_notice_is_not_sent_again_when_recording_it_fails(tmp_path: Path,
@@ -281,8 +260,8 @@ def test_accepted_notice_is_not_sent_again_when_recording_it_fails(tmp_path: Pat
     """CONTRACT §7 allows a repeat only for a crash between acceptance and recording. A
     journal that is locked at that moment (busy timeout passed) must not cause one: the
     worker remembers what the target accepted and records it later, without resending."""
-    monkeypatch.setattr(notify_mod, "Journal", FlakyJournal)
-    FlakyJournal.fails = 3
+    faults = FailsToRecord(3)
+    monkeypatch.setattr(notify_mod, "Journal", functools.partial(Journal, opener=faults.open))
 
     class Target:
         def __init__(self, url: str) -> None:
@@ -303,7 +282,7 @@ def test_accepted_notice_is_not_sent_again_when_recording_it_fails(tmp_path: Pat
             time.sleep(0.3)
         finally:
             sink.stop(time.monotonic() + 2)
-        assert FlakyJournal.fails == 0
+        assert faults.fails == 0
         assert [r.body["title"] for r in rx.delivered] == [f"🔴 k{i} x" for i in range(4)]
 
 
@@ -318,7 +297,7 @@ async def test_status_line_survives_a_failing_read(harness: Harness, monkeypatch
     def fail() -> int:
         raise JournalError("pending_notices: disk I/O error")
 
-    monkeypatch.setattr(journal, "pending_notices", fail)
+    monkeypatch.setattr(journal.outbox, "pending", fail)
     assert "? notice(s) pending" in harness.daemon._status_line()
     await harness.wait_counted()
     await harness.stop()
@@ -327,15 +306,13 @@ async def test_status_line_survives_a_failing_read(harness: Harness, monkeypatch
 # -- a journal that stays unwritable: each warning once, not at every retry -------------------
 
 
-class BrokenJournal(Journal):
-    """Every outbox read fails while ``broken`` is set (a failing disk)."""
+class BrokenOutbox(Faults):
+    """Every statement on the outbox fails while ``broken`` is set (a failing disk)."""
 
-    broken = threading.Event()
-
-    def head(self, target: str) -> Any:
-        if BrokenJournal.broken.is_set():
-            raise JournalError("head: disk I/O error")
-        return super().head(target)
+    def __init__(self) -> None:
+        super().__init__("disk I/O error")
+        self.broken = threading.Event()
+        self.fail = lambda sql: self.broken.is_set() and "deliveries" in sql
 
 
 def test_a_lasting_journal_fault_is_logged_once_not_at_every_retry(
@@ -346,14 +323,15 @@ def test_a_lasting_journal_fault_is_logged_once_not_at_every_retry(
     state = tmp_path / "state"
     state.mkdir(mode=0o755)
     state.chmod(0o755)  # wider than advised: warned about, once per process
-    monkeypatch.setattr(notify_mod, "Journal", BrokenJournal)
+    faults = BrokenOutbox()
+    monkeypatch.setattr(notify_mod, "Journal", functools.partial(Journal, opener=faults.open))
 
     class Target:
         def __init__(self, url: str) -> None:
             self.url, self.tags, self.key, self.redacted = url, [], "t1", "json://127.0.0.1/…"
 
     with Receiver() as rx:
-        BrokenJournal.broken.set()
+        faults.broken.set()
         sink = NotifySink(state, [Target(rx.url("/broken"))], backoff=(0.05, 0.2), timeout=2)
         sink.start()
         try:
@@ -361,7 +339,7 @@ def test_a_lasting_journal_fault_is_logged_once_not_at_every_retry(
             with Journal(state) as j:
                 j.commit([], [], [Notice(NoticeType.FAILURE, "k", "🔴 k x", "b", "id", 1.0, targets=("t1",))],
                          now=time.time())
-            BrokenJournal.broken.clear()
+            faults.broken.clear()
             sink.wake()
             rx.wait_for(1, timeout=10)
         finally:
@@ -420,7 +398,7 @@ def test_the_wal_stays_bounded_with_overlapping_readers(make_errord, tmp_path: P
     2,000 notices); the daemon checkpoints it (TRUNCATE) once it passes WAL_SIZE_LIMIT."""
     from chaos import State, start, wait_until
     from conftest import append, line
-    from errord.store.journal import WAL_SIZE_LIMIT
+    from errord.store.schema import WAL_SIZE_LIMIT
 
     n = 400
     with Receiver() as a, Receiver() as b:
@@ -459,14 +437,9 @@ def test_a_rollback_that_keeps_failing_is_told_once_a_minute(tmp_path: Path,
     """A full disk fails the COMMIT and then the ROLLBACK at every retry of every worker:
     the reconnect is told once a minute per store, not at each retry (issue 11.10)."""
     caplog.set_level(logging.WARNING, logger="errord")
-    j = Journal(tmp_path)
-    real_connect = j._connect
-
-    def connect() -> Any:
-        return FaultyConnection(real_connect(), lambda sql: sql.lstrip().upper().startswith(("COMMIT", "ROLLBACK")))
-
-    j._connect = connect  # type: ignore[method-assign]
-    j._db = connect()
+    faults = Faults()
+    j = Journal(tmp_path, opener=faults.open)
+    faults.fail = lambda sql: sql.lstrip().upper().startswith(("COMMIT", "ROLLBACK"))
     for _ in range(5):
         with pytest.raises(JournalError, match="disk I/O error"):
             j.set_meta("k", "v")

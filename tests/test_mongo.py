@@ -1,16 +1,16 @@
-"""sinks/mongo.py and the journal's MongoDB outbox: document logic against mongomock.
+"""sinks/mongo.py and store/mongostore.py: document logic against mongomock.
 
-Wire behaviour (the real driver over TCP, outages, error replies) is in
-test_mongo_wire.py; the daemon end to end in test_mongo_e2e.py.
+The journal's MongoDB queue (store/mongoqueue.py) is in test_mongoqueue.py; wire
+behaviour (the real driver over TCP, outages, error replies) in test_mongo_wire.py; the
+daemon end to end in test_mongo_e2e.py.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
-from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,11 @@ from bson.codec_options import CodecOptions
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, OperationFailure
 
-from errord.store.journal import MIGRATIONS, Journal
 from errord.model import INCIDENT_FIELDS, TIME_FIELDS, Incident
 from errord.settings import MongoSettings
-from errord.store.mongostore import INDEXES, MongoStore, host_filter, incident_document, incident_from_document
 from errord.sinks.mongo import MongoSink
+from errord.store.journal import Journal
+from errord.store.mongostore import INDEXES, MongoStore, host_filter, incident_document, incident_from_document
 from mongofake import MockCollection, mirrored_journal  # noqa: F401 - provides the "journal" fixture
 
 T0 = 1_768_403_151.367  # 2026-01-14T15:05:51.367Z
@@ -69,8 +69,8 @@ def test_document_is_the_contract_record_with_utc_bson_dates() -> None:
     assert list(doc) == list(INCIDENT_FIELDS)  # the 10 original fields first, then errord's 5
     for name in TIME_FIELDS - {"cleared_at"}:
         assert isinstance(doc[name], datetime) and doc[name].utcoffset().total_seconds() == 0
-    assert doc["start_time"] == datetime(2026, 1, 14, 15, 5, 51, 367000, tzinfo=timezone.utc)
-    assert doc["cleared_at"] == datetime.fromtimestamp(T0 + 90, timezone.utc)
+    assert doc["start_time"] == datetime(2026, 1, 14, 15, 5, 51, 367000, tzinfo=UTC)
+    assert doc["cleared_at"] == datetime.fromtimestamp(T0 + 90, UTC)
     assert (doc["occurrences"], doc["alerts_sent"], doc["app"], doc["active"]) == (7, 2, None, False)
     # BSON-able, and back through BSON (milliseconds) to the same incident
     raw = bson.decode(bson.encode(doc), CodecOptions(tz_aware=True))
@@ -99,9 +99,9 @@ def test_upserts_are_idempotent_and_leave_other_fields_and_old_documents_alone(
     coll.insert_one({"code": "legacy", "message": "from the in-app manager", "active": True})
     a, b = incident("A"), incident("B", start=T0 + 1)
     journal.commit([a, b], [], [], T0)
-    assert journal.pending_mongo() == 2
+    assert journal.mongo.pending() == 2
     drain(journal.state_dir, coll)
-    assert journal.pending_mongo() == 0
+    assert journal.mongo.pending() == 0
     coll.update_one({"incident_id": a.incident_id}, {"$set": {"note": "ack'd by ops"}})
     # the same incidents again (a replay after a crash, say): still one document each
     a.occurrences = 5
@@ -121,12 +121,12 @@ def test_repeats_coalesce_into_one_write_of_the_latest_state(journal: Journal, c
     for n in range(1, 51):  # 50 batches, each changing the incident
         inc.occurrences, inc.last_log_time = n, T0 + n
         journal.commit([inc], [], [], T0 + n)
-    assert journal.pending_mongo() == 1
+    assert journal.mongo.pending() == 1
     drain(journal.state_dir, coll)
     assert coll.batches == [[inc.incident_id]]
     doc = coll.find_one({"incident_id": inc.incident_id})
     assert doc["occurrences"] == 50
-    assert doc["last_log_time"] == datetime.fromtimestamp(T0 + 50, timezone.utc)
+    assert doc["last_log_time"] == datetime.fromtimestamp(T0 + 50, UTC)
 
 
 def test_a_change_during_the_write_is_written_again(journal: Journal, coll: MockCollection) -> None:
@@ -139,7 +139,7 @@ def test_a_change_during_the_write_is_written_again(journal: Journal, coll: Mock
             if len(self.batches) == 1:  # the daemon commits while the first write is on the wire
                 inc.occurrences, inc.active, inc.cleared_at = 2, False, T0 + 5
                 with Journal(journal.state_dir) as daemons:  # the daemon's own connection
-                    daemons.mirror_to_mongo(True)
+                    daemons.mongo.mirror(True)
                     daemons.commit([inc], [], [], T0 + 5)
 
     racing = ChangesMidWrite(coll.coll)
@@ -147,7 +147,7 @@ def test_a_change_during_the_write_is_written_again(journal: Journal, coll: Mock
     assert racing.batches == [[inc.incident_id], [inc.incident_id]]
     doc = coll.find_one({"incident_id": inc.incident_id})
     assert (doc["occurrences"], doc["active"]) == (2, False)
-    assert journal.pending_mongo() == 0
+    assert journal.mongo.pending() == 0
 
 
 def test_batches_are_bounded_and_drained_in_queue_order(journal: Journal, coll: MockCollection) -> None:
@@ -183,7 +183,7 @@ class Refusing(MockCollection):
             raise BulkWriteError({"writeErrors": write_errors, "writeConcernErrors": concern, "nUpserted": 0})
 
 
-def run_until_attempts(journal: Journal, refusing: "Refusing", attempts: int) -> None:
+def run_until_attempts(journal: Journal, refusing: Refusing, attempts: int) -> None:
     """Run a MongoSink against ``refusing`` until it made ``attempts`` bulk writes (5 s at most)."""
     sink = MongoSink(journal.state_dir, SETTINGS, backoff=(0.05, 0.05), collection=lambda: refusing)
     sink.start()
@@ -201,7 +201,7 @@ def test_refused_document_stays_queued_duplicate_key_counts_as_written(journal: 
     run_until_attempts(journal, refusing, 2)
     # round 1 wrote A, C counted as written, B refused; round 2 retried only B
     assert refusing.batches == [[a.incident_id, b.incident_id, c.incident_id], [b.incident_id]]
-    assert journal.pending_mongo() == 0
+    assert journal.mongo.pending() == 0
     assert sorted(d["code"] for d in coll.find()) == ["A", "B", "C"]
 
 
@@ -211,7 +211,7 @@ def test_write_concern_error_retries_the_whole_batch(journal: Journal, coll: Moc
     refusing = Refusing(coll.coll, {}, concern=True)
     run_until_attempts(journal, refusing, 2)
     assert refusing.batches == [[a.incident_id, b.incident_id]] * 2
-    assert journal.pending_mongo() == 0 and coll.count_documents({}) == 2
+    assert journal.mongo.pending() == 0 and coll.count_documents({}) == 2
 
 
 def test_the_password_is_masked_even_in_driver_errors(journal: Journal, caplog: pytest.LogCaptureFixture) -> None:
@@ -222,7 +222,7 @@ def test_the_password_is_masked_even_in_driver_errors(journal: Journal, caplog: 
 
     with caplog.at_level(logging.DEBUG, "errord"):
         sink = drain(journal.state_dir, None, collection=refuses)
-    assert sink.failures >= 1 and journal.pending_mongo() == 1
+    assert sink.failures >= 1 and journal.mongo.pending() == 1
     assert "s3cret" not in caplog.text and "mongodb://errord:***@db.invalid:27017" in caplog.text
     assert "errord:***@db.invalid (password ***)" in caplog.text
 
@@ -251,67 +251,9 @@ def test_an_index_conflict_is_logged_and_the_other_indexes_and_writes_go_on(
     journal.commit([incident()], [], [], T0)
     with caplog.at_level(logging.ERROR, "errord"):
         drain(journal.state_dir, Conflicting(coll.coll))
-    assert journal.pending_mongo() == 0 and coll.count_documents({}) == 1
+    assert journal.mongo.pending() == 0 and coll.count_documents({}) == 1
     assert len(coll.index_information()) == 4  # _id + the three others
     assert "cannot create index incident_id_1" in caplog.text
-
-
-# -- the outbox ----------------------------------------------------------------------------
-
-
-def test_outbox_only_when_mongodb_is_configured_and_backfilled_when_it_becomes_so(tmp_path: Path) -> None:
-    with Journal(tmp_path / "s") as j:
-        j.mirror_to_mongo(False)
-        j.commit([incident("A"), incident("B", start=T0 - 10)], [], [], T0)
-        assert j.pending_mongo() == 0
-        assert j.mirror_to_mongo(True) == 2  # the history from before goes to MongoDB too
-        assert [w.incident.code for w in j.mongo_batch(10) if w.incident] == ["B", "A"]  # oldest first
-        assert j.mirror_to_mongo(True) == 0
-    with Journal(tmp_path / "s") as j:
-        assert j.mirror_to_mongo(True) == 0  # remembered across restarts
-        j.commit([incident("C")], [], [], T0)
-        assert j.pending_mongo() == 3
-        assert j.mirror_to_mongo(False) == 3 and j.pending_mongo() == 0
-
-
-def test_ack_keeps_a_row_whose_version_moved_on(journal: Journal) -> None:
-    inc = incident()
-    journal.commit([inc], [], [], T0)
-    (head,) = journal.mongo_batch(10)
-    journal.commit([inc], [], [], T0 + 1)
-    assert journal.mongo_ack([(head.incident_id, head.version)]) == 0 and journal.pending_mongo() == 1
-    (head,) = journal.mongo_batch(10)
-    assert journal.mongo_ack([(head.incident_id, head.version)]) == 1 and journal.pending_mongo() == 0
-
-
-def test_schema_1_journal_is_migrated_and_its_incidents_queued(tmp_path: Path) -> None:
-    state = tmp_path / "s"
-    state.mkdir(mode=0o700)
-    db = sqlite3.connect(state / "errord.db")
-    for stmt in MIGRATIONS[0]:
-        db.execute(stmt)
-    inc = incident()
-    db.execute(
-        f"INSERT INTO incidents ({', '.join(INCIDENT_FIELDS)}) VALUES ({', '.join('?' * len(INCIDENT_FIELDS))})",
-        [getattr(inc, f) for f in INCIDENT_FIELDS],
-    )
-    db.execute("PRAGMA user_version = 1")
-    db.commit()
-    db.close()
-    with Journal(state, readonly=True) as ro:
-        assert ro.pending_mongo() == 0  # a reader of an old file: no outbox yet, no error
-    with Journal(state) as j:
-        assert j.mirror_to_mongo(True) == 1
-        assert j.mongo_batch(10)[0].incident.code == "E1"
-
-
-def test_import_keeps_times_and_queues_nothing(journal: Journal) -> None:
-    inc = incident(created_at=T0 - 3600, updated_at=T0 - 60, occurrences=9)
-    assert journal.import_incidents([inc]) == 1
-    assert journal.import_incidents([inc]) == 0  # already known: left alone
-    (got,) = journal.active()
-    assert (got.created_at, got.updated_at, got.occurrences) == (T0 - 3600, T0 - 60, 9)
-    assert journal.pending_mongo() == 0
 
 
 # -- reads ---------------------------------------------------------------------------------
@@ -328,7 +270,7 @@ def seeded_store(coll: MockCollection) -> MongoStore:
     ]
     coll.insert_many([incident_document(i) for i in docs])
     coll.insert_one({"code": "db_down", "active": True, "server_id": "test-host", "node_name": "n1",
-                     "start_time": datetime.fromtimestamp(T0 + 600, timezone.utc)})  # in-app manager's
+                     "start_time": datetime.fromtimestamp(T0 + 600, UTC)})  # in-app manager's
     return MongoStore(coll.coll, server_id="test-host", node_name="n1")
 
 

@@ -44,7 +44,7 @@ def drain(state: Path, settings: MongoSettings) -> MongoSink:
     sink.start()
     deadline = time.monotonic() + 20
     with Journal(state) as j:
-        while j.pending_mongo() and time.monotonic() < deadline:
+        while j.mongo.pending() and time.monotonic() < deadline:
             time.sleep(0.05)
     sink.stop(time.monotonic() + 5)
     return sink
@@ -55,14 +55,14 @@ def test_writes_indexes_and_reads_on_a_real_server(tmp_path: Path, settings: Mon
     coll.insert_many([{"code": "legacy", "active": True}, {"code": "legacy2", "active": False}])  # no incident_id
     state = tmp_path / "state"
     with Journal(state) as j:
-        j.mirror_to_mongo(True)
+        j.mongo.mirror(True)
         a, b = incident("A"), incident("B", start=T0 + 10)
         j.commit([a, b], [], [], time.time())
         drain(state, settings)
         a.occurrences, a.active, a.cleared_at = 3, False, T0 + 20
         j.commit([a, b], [], [], time.time())  # written again: still one document each
         drain(state, settings)
-        assert j.pending_mongo() == 0
+        assert j.mongo.pending() == 0
     indexes = {tuple(ix["key"].items()): ix for ix in coll.list_indexes()}
     assert indexes[(("incident_id", 1),)].get("unique") and indexes[(("incident_id", 1),)].get("sparse")
     assert {(("code", 1), ("start_time", -1)), (("active", 1), ("start_time", -1)),

@@ -60,7 +60,7 @@ def wait_until(check: Callable[[], bool], timeout: float = 10, what: str = "") -
 
 
 def drained(journal: Journal) -> Callable[[], bool]:
-    return lambda: journal.pending_mongo() == 0
+    return lambda: journal.mongo.pending() == 0
 
 
 def acked_ids(mongo: FakeMongo) -> Counter[str]:
@@ -106,7 +106,7 @@ def test_absent_at_start_then_present(journal: Journal, make_sink) -> None:
     ids = commit(journal, "A", "B")
     sink.wake()
     wait_until(lambda: sink.failures >= 2, what="failed attempts")
-    assert journal.pending_mongo() == 2  # waiting in the journal
+    assert journal.mongo.pending() == 2  # waiting in the journal
     with FakeMongo(port=port) as mongo:
         ids += commit(journal, "C")  # more arrives; the queue drains in order once it is up
         sink.wake()
@@ -182,7 +182,7 @@ def test_slow_server_times_out_the_journal_never_waits_and_stop_keeps_its_deadli
     started = time.monotonic()
     sink.stop(time.monotonic() + 0.3)
     assert time.monotonic() - started < 0.6
-    assert journal.pending_mongo() == 1
+    assert journal.mongo.pending() == 1
 
 
 def test_password_never_logged(journal: Journal, make_sink, caplog: pytest.LogCaptureFixture) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import apprise
 import pytest
 from receiver import Receiver
+from test_journal import stored
 
 from errord.errors import NotifyError
 from errord.store.journal import Journal
@@ -169,7 +170,7 @@ def test_503_is_retried_with_backoff_in_order_each_once(
     assert gaps[0] >= 0.05 and gaps[1] >= 0.1 and gaps[2] >= 0.2, gaps
     assert all(g < 1.0 for g in gaps), gaps  # the 1 s poll did not stand in for the backoff
     with Journal(tmp_path / "state") as j:
-        attempts = [a for (a,) in j._conn().execute("SELECT attempts FROM deliveries ORDER BY id")]
+        attempts = [a for (a,) in stored(j, "SELECT attempts FROM deliveries ORDER BY id")]
     assert attempts == [4, 1, 1]
 
 
@@ -225,8 +226,8 @@ def test_apprise_exception_is_a_failure_not_a_dead_worker(
     enqueue(tmp_path / "state", sink, notice("E1"))
     assert titles(rx.wait_for(1)) == ["🚨 E1 srv/node"]
     with Journal(tmp_path / "state") as j:
-        wait_until(lambda: j.pending_notices() == 0)
-        [(attempts,)] = j._conn().execute("SELECT attempts FROM deliveries").fetchall()
+        wait_until(lambda: j.outbox.pending() == 0)
+        [(attempts,)] = stored(j, "SELECT attempts FROM deliveries")
     assert attempts == 2
 
 
@@ -333,7 +334,7 @@ def test_secrets_never_reach_the_logs(
     assert target.redacted in caplog.text
     assert token not in caplog.text and password not in caplog.text
     with Journal(tmp_path / "state") as j:
-        errors = [e for (e,) in j._conn().execute("SELECT last_error FROM deliveries")]
+        errors = [e for (e,) in stored(j, "SELECT last_error FROM deliveries")]
     assert token not in str(errors) and password not in str(errors)
 
 
@@ -427,8 +428,8 @@ def test_a_refused_connection_is_named_in_send_test_and_the_retry_log(
     retry = [r.getMessage() for r in caplog.records if "failed, attempt" in r.getMessage()]
     assert "Connection refused" in retry[0] and "not accepted" not in retry[0], retry
     with Journal(tmp_path / "state") as j:
-        [(stored,)] = j._conn().execute("SELECT last_error FROM deliveries").fetchall()
-    assert "Connection refused" in stored  # what `status` and the journal keep
+        [(last_error,)] = stored(j, "SELECT last_error FROM deliveries")
+    assert "Connection refused" in last_error  # what `status` and the journal keep
 
 
 def test_a_bad_mailto_url_names_apprises_reason(tmp_path: Path) -> None:

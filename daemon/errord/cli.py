@@ -273,7 +273,7 @@ def _from_mongo(settings: Settings, query: Callable[[Any], list[Incident]]) -> l
     pending = 0
     if journal is not None:
         with journal:
-            pending = journal.pending_mongo()
+            pending = journal.mongo.pending()
     behind = f"; {pending} change(s) not written there yet" if pending else ""
     print(f"errord: answered by MongoDB {store.where}{behind}", file=sys.stderr)
     return incidents
@@ -310,8 +310,8 @@ def status_data(settings: Settings) -> dict[str, Any]:
         try:
             positions = {p.key: p for p in journal.positions()}
             active = len(journal.active())
-            pending = journal.pending_notices()
-            pending_mongo = journal.pending_mongo()
+            pending = journal.outbox.pending()
+            pending_mongo = journal.mongo.pending()
         finally:
             journal.close()
     files = []

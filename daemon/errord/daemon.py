@@ -20,7 +20,8 @@ from errord.config import RunConfig
 from errord.engine import Engine
 from errord.errors import ConfigError, ErrordError, JournalError, MongoError, NotifyError
 from errord.sources.fdbudget import raise_open_file_limit
-from errord.store.journal import DB_NAME, WAL_SIZE_LIMIT, Journal
+from errord.store.journal import Journal
+from errord.store.schema import DB_NAME, WAL_SIZE_LIMIT
 from errord.parse.lines import LineParser, ParseResult
 from errord.parse.linewarnings import WarnGate
 from errord.health import BatchTally, Health, Snapshot
@@ -159,8 +160,8 @@ class Daemon:
             raise JournalError(f"cannot use state_dir {s.state_dir}: {exc.strerror or exc}") from None
         self.journal = Journal(s.state_dir)
         await self._start_mongo(s)
-        self.engine.restore(self.journal.load_active())
-        positions = self.journal.load_positions()
+        self.engine.restore(self.journal.active())
+        positions = self.journal.positions()
         first_start = self.journal.get_meta("initialized") is None
         if self.metrics is not None and s.metrics is not None:
             from errord.metrics import MetricsServer
@@ -252,7 +253,7 @@ class Daemon:
             return
         self._next_prune = now + PRUNE_EVERY
         try:
-            pruned = self.journal.prune(time.time())
+            pruned = self.journal.outbox.prune(time.time())
         except JournalError as exc:
             logger.warning("could not prune delivered notices: %s", exc)
             return
@@ -424,7 +425,7 @@ class Daemon:
         host's open incidents from MongoDB (a rebuilt host must not re-alert them); start
         the writer. Runs before the engine is restored from the journal."""
         assert self.journal is not None
-        changed = self.journal.mirror_to_mongo(s.mongodb is not None)
+        changed = self.journal.mongo.mirror(s.mongodb is not None)
         if s.mongodb is None:
             if changed:
                 logger.info("[mongodb] is no longer configured: dropped %d queued MongoDB write(s)", changed)
@@ -446,7 +447,7 @@ class Daemon:
                 for inc in found:  # who the old host alerted is not in the record: by tags
                     if inc.alerts_sent:
                         inc.notified = (UNKNOWN_ALERTED,)
-                loaded = self.journal.import_incidents(found)
+                loaded = self.journal.mongo.import_incidents(found)
                 self.journal.set_meta("mongo_recovered", "1")
                 logger.info("fresh state_dir: loaded %d open incident(s) of %s/%s from MongoDB",
                             loaded, s.server_id, s.node_name)  # fmt: skip
@@ -466,7 +467,7 @@ class Daemon:
         assert self.journal is not None
         self.router.set_routes(sink.routes)
         keep = {key for key, _ in sink.routes} or {STDERR_TARGET}
-        dropped = self.journal.drop_target_deliveries(keep)
+        dropped = self.journal.outbox.drop_targets(keep)
         if dropped:
             logger.warning("dropped %d pending notice(s) for notify targets no longer configured", dropped)
         if self.sink is not None:
@@ -542,8 +543,8 @@ class Daemon:
         files = [(f.path, max(f.size - f.position, 0)) for f in self.tailer.files()] if self.tailer else []
         j = self.journal
         return Snapshot(
-            pending_notices=j.pending_notices() if j is not None else 0,
-            pending_mongo=j.pending_mongo() if j is not None else 0,
+            pending_notices=j.outbox.pending() if j is not None else 0,
+            pending_mongo=j.mongo.pending() if j is not None else 0,
             open_incidents=len(self.engine.active()),
             files=files,
         )
@@ -551,7 +552,7 @@ class Daemon:
     def _status_line(self) -> str:
         """One line for systemd's STATUS= (``systemctl status errord``)."""
         try:
-            pending: int | str = self.journal.pending_notices() if self.journal is not None else 0
+            pending: int | str = self.journal.outbox.pending() if self.journal is not None else 0
         except JournalError:  # a failing disk fails reads too: the watchdog task must go on
             pending = "?"
         line = (f"{len(self.engine.active())} open incident(s), {self.lines_read} lines read, "

@@ -199,7 +199,7 @@ class MongoSink:
     def _write_batch(self, journal: Journal, coll: Coll) -> bool:
         """Write the head of the outbox; True when it wrote something (look again: more may
         be queued, or a row changed during the write), False when the outbox was empty."""
-        items = journal.mongo_batch(self.batch_size)
+        items = journal.mongo.batch(self.batch_size)
         if not items:
             return False
         writes = [w for w in items if w.incident is not None]
@@ -214,7 +214,7 @@ class MongoSink:
                 self.writing = False
         done = [(w.incident_id, w.version) for k, w in enumerate(writes) if k not in refused]
         done += [(w.incident_id, w.version) for w in items if w.incident is None]
-        journal.mongo_ack(done)
+        journal.mongo.ack(done)
         self.written += len(writes) - len(refused)
         if refused:
             first = next(iter(refused.values()))
@@ -265,6 +265,6 @@ def _pending(journal: Journal | None) -> str:
     if journal is None:
         return "some"
     try:
-        return str(journal.pending_mongo())
+        return str(journal.mongo.pending())
     except JournalError:
         return "some"

@@ -278,7 +278,7 @@ class NotifySink:
     def pending(self) -> int:
         """Notices waiting for delivery, all targets (opens a short-lived connection)."""
         with Journal(self.state_dir) as j:
-            return j.pending_notices()
+            return j.outbox.pending()
 
     def send_test(self, title: str, body: str) -> dict[str, SendResult]:
         """Send one notice to every target now, bypassing the outbox.
@@ -373,15 +373,15 @@ class NotifySink:
         """Send what is due; return how long to wait, or None to exit (draining)."""
         while not self._stop.is_set():
             now = time.time()
-            head = j.head(t.key)
+            head = j.outbox.head(t.key)
             if head is None:
                 return None if self._deadline is not None else _POLL
             if head.next_at > now:
                 return self._idle(head.next_at - now)
-            batch = j.due_deliveries(t.key, _BATCH, now)
+            batch = j.outbox.due_deliveries(t.key, _BATCH, now)
             for did, notice in batch:
                 if did in t.accepted:  # sent already; only its record is missing
-                    j.mark_delivered([did], t.accepted[did])
+                    j.outbox.mark_delivered([did], t.accepted[did])
                     del t.accepted[did]
                     continue
                 if self._stop.is_set() or self._past_deadline():
@@ -395,7 +395,7 @@ class NotifySink:
                     self.on_result(t.name, ok)
                 if ok:
                     t.accepted[did] = time.time()
-                    j.mark_delivered([did], t.accepted[did])  # raising keeps it in accepted
+                    j.outbox.mark_delivered([did], t.accepted[did])  # raising keeps it in accepted
                     del t.accepted[did]
                     continue
                 attempts = head.attempts if did == head.id else 0
@@ -409,7 +409,7 @@ class NotifySink:
                     t.name, notice.id, clean_text(notice.code, 200, single_line=True),  # log text: one line
                     attempts + 1, delay, asked, err,
                 )  # fmt: skip
-                j.mark_failed(did, err, time.time() + delay)
+                j.outbox.mark_failed(did, err, time.time() + delay)
                 return self._idle(delay)
         return _POLL
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -34,10 +34,9 @@ if TYPE_CHECKING:  # the daemon passes config.Mongo, the commands settings.Mongo
     from errord.settings import MongoSettings
 
 __all__ = [
-    "MongoStore", "INDEXES", "Coll", "incident_document", "incident_from_document", "upsert",
-    "host_filter", "connect", "collection_of", "describe", "scrubber", "recover_open_incidents",
-    "to_datetime", "READ_TIMEOUT",
-]  # fmt: skip
+    "INDEXES", "READ_TIMEOUT", "Coll", "MongoStore", "collection_of", "connect", "describe", "host_filter",
+    "incident_document", "incident_from_document", "recover_open_incidents", "scrubber", "to_datetime", "upsert",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -59,16 +58,16 @@ INDEXES: tuple[IndexModel, ...] = (
 
 def to_datetime(ts: float | None) -> datetime | None:
     """Epoch seconds -> tz-aware UTC datetime (stored as a BSON date, millisecond precision)."""
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
 def _seconds(value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        if value.tzinfo is None:  # a client without tz_aware: BSON dates are UTC
-            value = value.replace(tzinfo=timezone.utc)
-        return value.timestamp()
+        # a client without tz_aware: BSON dates are UTC
+        when = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return when.timestamp()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     raise ValueError(f"not a time: {value!r}")
@@ -135,7 +134,7 @@ def host_filter(
     if app is not None:
         query["app"] = app
     if since is not None:
-        query["start_time"] = {"$gte": datetime.fromtimestamp(since, timezone.utc)}
+        query["start_time"] = {"$gte": datetime.fromtimestamp(since, UTC)}
     if state is not None:
         query["active"] = state == "active"
     return query

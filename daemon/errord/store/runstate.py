@@ -24,7 +24,7 @@ from typing import Any
 
 from errord.errors import ErrordError, StateError
 
-__all__ = ["RunLock", "read_run_state", "check_state_dir", "mark_state", "LOCK_NAME", "STATE_MARKER"]
+__all__ = ["LOCK_NAME", "STATE_MARKER", "RunLock", "check_state_dir", "mark_state", "read_run_state"]
 
 LOCK_NAME = "errord.lock"
 STATE_MARKER = "errord.state"
