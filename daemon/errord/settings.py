@@ -1,8 +1,11 @@
-"""The one settings object: a TOML file plus ``ERRORD_`` environment, validated once at start.
+"""Validation: a TOML file plus the ``ERRORD_`` environment, checked once at start.
 
-``Settings.load`` is the entry point (CONTRACT §3). Building ``Settings(...)`` directly
-validates only the keyword arguments given - no file, no environment - so tests that need
-a settings object stay hermetic.
+``Settings.load`` is the entry point (CONTRACT §3); ``to_run()`` turns the result into the
+one config type everything after validation takes, ``config.RunConfig``. These models
+only validate (pydantic-settings: types, defaults, the one-line problems naming each key,
+"did you mean"); what the daemon asks of its config lives on ``RunConfig``. Building
+``Settings(...)`` directly validates only the keyword arguments given - no file, no
+environment - so tests that need a config stay hermetic.
 """
 
 from __future__ import annotations
@@ -17,23 +20,55 @@ import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
-from pydantic import ValidationError, field_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
-from pydantic_settings import SettingsConfigDict, SettingsError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
-from errord.config import MetricsMixin, MongoMixin, PolicyMixin, SourceMixin, TargetMixin
-from errord.config import redact_mongo_uri, redact_url, split_listen, split_userinfo
+from errord.config import (
+    CodeConfig,
+    Defaults,
+    MetricsConfig,
+    Mongo,
+    RunConfig,
+    Scope,
+    Source,
+    StartAt,
+    Target,
+    redact_mongo_uri,
+    redact_url,
+    split_listen,
+    split_userinfo,
+)
 from errord.durations import parse_duration
 from errord.errors import ConfigError
 
 __all__ = [
-    "Settings", "SourceSettings", "DefaultsSettings", "CodeSettings", "MongoSettings",
-    "NotifyTarget", "MetricsSettings", "DEFAULT_CONFIG", "redact_url", "redact_mongo_uri",
-]  # fmt: skip
+    "DEFAULT_CONFIG",
+    "CodeSettings",
+    "DefaultsSettings",
+    "MetricsSettings",
+    "MongoSettings",
+    "NotifyTarget",
+    "Settings",
+    "SourceSettings",
+]
 
 DEFAULT_CONFIG = Path("/etc/errord/errord.toml")
 CONFIG_ENV = "ERRORD_CONFIG"
@@ -64,15 +99,20 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SourceSettings(SourceMixin, _Section):
+class SourceSettings(_Section):
     """One ``[[sources]]`` entry: a glob of JSON log files and how to read them."""
 
     path: Annotated[str, Field(min_length=1), AfterValidator(_absolute)]  # absolute glob
     app: str | None = None
-    start_at: Literal["end", "beginning"] = "end"
+    start_at: StartAt = "end"
     rotate_wait: Duration = 60.0
     timezone: Annotated[str, AfterValidator(_known_zone)] = "UTC"
     max_line_bytes: int = Field(default=1 << 20, ge=256)
+
+    def to_run(self) -> Source:
+        """This entry as the daemon holds it."""
+        return Source(path=self.path, app=self.app, start_at=self.start_at, rotate_wait=self.rotate_wait,
+                      timezone=self.timezone, max_line_bytes=self.max_line_bytes)
 
 
 class DefaultsSettings(_Section):
@@ -80,6 +120,10 @@ class DefaultsSettings(_Section):
 
     re_alert_time: Duration = 3600.0
     notify: bool = True
+
+    def to_run(self) -> Defaults:
+        """This table as the daemon holds it."""
+        return Defaults(re_alert_time=self.re_alert_time, notify=self.notify)
 
 
 class CodeSettings(_Section):
@@ -89,8 +133,12 @@ class CodeSettings(_Section):
     notify: bool | None = None
     tags: list[str] = Field(default_factory=list)
 
+    def to_run(self) -> CodeConfig:
+        """This table as the daemon holds it."""
+        return CodeConfig(re_alert_time=self.re_alert_time, notify=self.notify, tags=tuple(self.tags))
 
-class MongoSettings(MongoMixin, _Section):
+
+class MongoSettings(_Section):
     """``[mongodb]``: optional mirror of the incident history."""
 
     uri: str
@@ -98,6 +146,11 @@ class MongoSettings(MongoMixin, _Section):
     collection: str = Field(default="error_codes", min_length=1)
     timeout: Annotated[Duration, Field(gt=0)] = 5.0
     write_concern: str = "1"
+
+    def to_run(self) -> Mongo:
+        """This table as the daemon holds it."""
+        return Mongo(uri=self.uri, database=self.database, collection=self.collection, timeout=self.timeout,
+                     write_concern=self.write_concern)
 
     @field_validator("uri")
     @classmethod
@@ -120,11 +173,15 @@ class MongoSettings(MongoMixin, _Section):
             yield name, redact_mongo_uri(value) if name == "uri" else value
 
 
-class NotifyTarget(TargetMixin, _Section):
+class NotifyTarget(_Section):
     """One ``[[notify]]`` entry: an Apprise URL (a secret) and its routing tags."""
 
     url: str
     tags: list[str] = Field(default_factory=list)
+
+    def to_run(self) -> Target:
+        """This entry as the daemon holds it."""
+        return Target(url=self.url, tags=tuple(self.tags))
 
     @field_validator("url")
     @classmethod
@@ -139,10 +196,14 @@ class NotifyTarget(TargetMixin, _Section):
             yield name, redact_url(value) if name == "url" else value
 
 
-class MetricsSettings(MetricsMixin, _Section):
+class MetricsSettings(_Section):
     """``[metrics]``: where to serve Prometheus ``/metrics`` and ``/healthz``."""
 
     listen: str = "127.0.0.1:9464"
+
+    def to_run(self) -> MetricsConfig:
+        """This table as the daemon holds it."""
+        return MetricsConfig(listen=self.listen)
 
     @field_validator("listen")
     @classmethod
@@ -162,7 +223,7 @@ class _MappingEnvSource(EnvSettingsSource):
         return {(k if self.case_sensitive else k.lower()): v for k, v in self._environ.items()}
 
 
-class Settings(PolicyMixin, BaseSettings):
+class Settings(BaseSettings):
     """Everything errord is configured with (CONTRACT §3). Build it with ``Settings.load``."""
 
     model_config = SettingsConfigDict(
@@ -172,7 +233,7 @@ class Settings(PolicyMixin, BaseSettings):
     server_id: str = Field(default_factory=socket.gethostname)
     node_name: str = ""
     state_dir: Path = Path("/var/lib/errord")
-    scope: Literal["code", "app"] = "code"
+    scope: Scope = "code"
     log_level: str = "INFO"
     sources: list[SourceSettings] = Field(default_factory=list)
     defaults: DefaultsSettings = Field(default_factory=DefaultsSettings)
@@ -256,28 +317,28 @@ class Settings(PolicyMixin, BaseSettings):
                    f"and no ERRORD_SOURCES")
         raise ConfigError(f"sources: nothing to read: {why}")
 
-    def redacted(self) -> dict[str, Any]:
-        """The effective config as JSON-able data, for ``errord check-config``.
+    @property
+    def config_path(self) -> Path | None:
+        """The file these settings were loaded from, or None (defaults + environment)."""
+        return self._config_path
 
-        Durations are float seconds, paths absolute strings. Notify URLs go through
-        ``redact_url`` (each target also shows its ``key``) and the MongoDB URI through
-        ``redact_mongo_uri``.
-        """
-        data = self.model_dump(mode="json")
-        data["notify"] = [
-            {"url": t.redacted, "tags": list(t.tags), "key": t.key} for t in self.notify
-        ]
-        if self.mongodb is not None:
-            data["mongodb"]["uri"] = redact_mongo_uri(self.mongodb.uri)
-        return data
-
-    def dump_for_run(self) -> dict[str, Any]:
-        """Everything, secrets included, as JSON-able data for ``config.RunConfig.from_dump``
-        (how ``errord run`` hands the validated config to the daemon's process image)."""
-        data = self.model_dump(mode="json")
-        data["_config_path"] = str(self._config_path) if self._config_path is not None else None
-        data["_file_has_secrets"] = self._file_has_secrets
-        return data
+    def to_run(self) -> RunConfig:
+        """The validated settings as the one config type the rest of errord takes."""
+        return RunConfig(
+            server_id=self.server_id,
+            node_name=self.node_name,
+            state_dir=self.state_dir,
+            scope=self.scope,
+            log_level=self.log_level,
+            sources=tuple(s.to_run() for s in self.sources),
+            defaults=self.defaults.to_run(),
+            codes={code: c.to_run() for code, c in self.codes.items()},
+            mongodb=self.mongodb.to_run() if self.mongodb is not None else None,
+            notify=tuple(t.to_run() for t in self.notify),
+            metrics=self.metrics.to_run() if self.metrics is not None else None,
+            config_path=self._config_path,
+            file_has_secrets=self._file_has_secrets,
+        )
 
 
 def _read_toml(path: Path, *, required: bool) -> dict[str, Any] | None:
