@@ -2,23 +2,21 @@
 
 ``Settings.load`` is the entry point (CONTRACT §3); ``to_run()`` turns the result into the
 one config type everything after validation takes, ``config.RunConfig``. These models
-only validate (pydantic-settings: types, defaults, the one-line problems naming each key,
-"did you mean"); what the daemon asks of its config lives on ``RunConfig``. Building
+only validate (pydantic-settings: types, defaults, paths; ``confighints`` words each
+problem as one line naming its key); what the daemon asks of its config lives on
+``RunConfig``. Building
 ``Settings(...)`` directly validates only the keyword arguments given - no file, no
 environment - so tests that need a config stay hermetic.
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import re
 import socket
 import tomllib
-import types
-import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -56,6 +54,7 @@ from errord.config import (
     split_listen,
     split_userinfo,
 )
+from errord.confighints import problems, unknown_environment
 from errord.durations import parse_duration
 from errord.errors import ConfigError
 
@@ -284,7 +283,7 @@ class Settings(BaseSettings):
         chosen = Path(_absolute(named if named is not None else DEFAULT_CONFIG))
         raw = _read_toml(chosen, required=named is not None)
         data = _anchor_paths(raw, chosen.parent) if raw is not None else {}
-        unknown = _unknown_environment(cls, env)
+        unknown = unknown_environment(cls, env, CONFIG_ENV)
         try:
             from_env = _MappingEnvSource(cls, {k: v for k, v in env.items() if k not in unknown})()
         except SettingsError as err:  # a list or table given as invalid JSON
@@ -294,7 +293,7 @@ class Settings(BaseSettings):
         try:
             settings = cls.model_validate(_deep_merge(data, from_env))
         except ValidationError as err:
-            raise ConfigError([*unknown.values(), *_problems(err, cls)]) from None  # the cause would echo secrets
+            raise ConfigError([*unknown.values(), *problems(err, cls)]) from None  # the cause would echo secrets
         if unknown:
             raise ConfigError(list(unknown.values()))
         settings._config_path = chosen if raw is not None else None
@@ -387,91 +386,3 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
         else:
             merged[key] = value
     return merged
-
-
-def _unknown_environment(model: type[BaseModel], env: Mapping[str, str]) -> dict[str, str]:
-    """``{variable: problem}`` for each ``ERRORD_`` variable that names no setting.
-
-    pydantic-settings looks up only the names it knows, so a typo such as
-    ``ERRORD_DEFAULT__NOTIFY`` would be dropped without a word (an operator who believes
-    errord is silent would get live alerts). Names match case-insensitively and nested
-    keys are joined by ``__``, as pydantic-settings reads them; the keys of a table of
-    tables (``codes``) are free. ``ERRORD_CONFIG`` and ``ERRORD_TEST_*`` are not settings.
-    """
-    out: dict[str, str] = {}
-    for name in sorted(env):
-        if not name.lower().startswith("errord_") or name == CONFIG_ENV or name.upper().startswith("ERRORD_TEST_"):
-            continue
-        problem = _env_problem(model, name[len("errord_"):].lower().split("__"))
-        if problem is not None:
-            if name.upper() == CONFIG_ENV:
-                problem = f"names no setting (the config file is named by {CONFIG_ENV}, in upper case)"
-            out[name] = f"{name}: {problem}"
-    return out
-
-
-def _env_problem(model: type[BaseModel], parts: list[str]) -> str | None:
-    """Why the nested key ``parts`` names no setting of ``model``, or None if it does."""
-    tp: Any = model
-    fixed: list[str] = []  # the parts, each unknown one replaced by its closest match
-    guessed = False
-    for part in parts:
-        tp = _unwrap_optional(tp)
-        where = ".".join(fixed)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            if part not in tp.model_fields:
-                close = difflib.get_close_matches(part, list(tp.model_fields), n=1)
-                if not close:
-                    return "names no setting"
-                guessed, part = True, close[0]
-            fixed.append(part)
-            tp = tp.model_fields[part].annotation
-        elif typing.get_origin(tp) is dict:  # [codes.X]: any X
-            if not part:
-                return "names no setting (an empty key)"
-            fixed.append(part)
-            tp = typing.get_args(tp)[-1]
-        elif guessed:
-            return "names no setting"
-        elif typing.get_origin(tp) is list:  # pydantic-settings reads no list index
-            return f"names no setting ({where} is a list: give all of it as JSON in ERRORD_{where.upper()})"
-        else:
-            return f"names no setting ({where} is a value, not a table)"
-    return f"names no setting (did you mean ERRORD_{'__'.join(fixed).upper()}?)" if guessed else None
-
-
-def _unwrap_optional(tp: Any) -> Any:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # X | None
-        return next(a for a in typing.get_args(tp) if a is not type(None))
-    return tp
-
-
-def _problems(err: ValidationError, model: type[BaseModel]) -> list[str]:
-    lines = []
-    for e in err.errors(include_url=False, include_input=False, include_context=False):
-        where = ".".join(str(part) for part in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            known = _fields_at(model, e["loc"][:-1])
-            close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
-            msg = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
-        lines.append(f"{where}: {msg}")
-    return lines
-
-
-def _fields_at(tp: Any, path: Sequence[int | str]) -> list[str]:
-    """Field names of the model found at ``path`` below ``tp`` (for "did you mean")."""
-    for part in (*path, None):
-        tp = _unwrap_optional(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            if part is None:
-                return list(tp.model_fields)
-            field = tp.model_fields.get(str(part))
-            if field is None:
-                return []
-            tp = field.annotation
-        elif part is not None and typing.get_args(tp):  # list index or dict key
-            tp = typing.get_args(tp)[-1]
-        else:
-            return []
-    return []
