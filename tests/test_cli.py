@@ -190,6 +190,17 @@ def test_check_config_says_what_each_source_matches(make_errord: Callable[..., E
     assert e.cli("check-config").stderr.splitlines()[0] == f"errord: sources.0: {logs}/*.jsonl: matches 2 files now"
 
 
+def test_check_config_prints_the_effective_config(cli: CLI, tmp_path: Path) -> None:
+    from test_config import expected_check_config, full
+
+    path = full(tmp_path).config_path
+    rc, out, err = cli("check-config", "-c", str(path))
+    assert rc == 0, err
+    assert json.dumps(json.loads(out)) == json.dumps(expected_check_config(tmp_path))  # keys in the same order too
+    assert out.startswith('{\n  "server_id": "h1",\n  "node_name": "n1",\n')  # indented two spaces
+    assert "s3cret" not in out + err and "bottoken" not in out + err and "token=abc" not in out + err
+
+
 # -- 13: history filters --------------------------------------------------------------------------
 
 

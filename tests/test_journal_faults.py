@@ -105,7 +105,7 @@ class Harness:
         self.size = 0
         cfg = write_config(tmp_path / "errord.toml", server_id="t", state_dir=str(self.state),
                            sources=[{"path": str(self.logs / "*.jsonl"), "start_at": "beginning"}])
-        self.daemon = Daemon(Settings.load(cfg))
+        self.daemon = Daemon(Settings.load(cfg).to_run())
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -20,7 +20,8 @@ from errord.daemon import Daemon
 from errord.errors import ErrordError, JournalError
 from errord.metrics import BatchTally, Health, Metrics, MetricsServer
 from errord.model import Kind
-from errord.settings import Settings, redact_url
+from errord.config import redact_url
+from errord.settings import Settings
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -106,7 +107,7 @@ def test_healthz_503_while_the_journal_is_unwritable(tmp_path: Path, monkeypatch
                        sources=[{"path": str(tmp_path / "logs" / "*.jsonl"), "start_at": "beginning"}])
 
     async def scenario() -> None:
-        d = Daemon(Settings.load(cfg))
+        d = Daemon(Settings.load(cfg).to_run())
         task = asyncio.create_task(d.run())
         while not d.metrics.health.check()[0]:
             assert not task.done()

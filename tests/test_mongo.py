@@ -43,7 +43,7 @@ def incident(code: str = "E1", *, start: float = T0, iid: str | None = None, **k
     return Incident(**values)
 
 
-SETTINGS = MongoSettings(uri="mongodb://errord:s3cret@db.invalid:27017/?tls=true")
+SETTINGS = MongoSettings(uri="mongodb://errord:s3cret@db.invalid:27017/?tls=true").to_run()
 
 
 @pytest.fixture

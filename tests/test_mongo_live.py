@@ -15,6 +15,7 @@ import pytest
 from pymongo import MongoClient
 
 from errord.store.journal import Journal
+from errord.config import Mongo
 from errord.settings import MongoSettings
 from errord.store.mongostore import MongoStore, recover_open_incidents
 from errord.sinks.mongo import MongoSink
@@ -25,8 +26,9 @@ pytestmark = pytest.mark.skipif(not URI, reason="ERRORD_TEST_MONGODB_URI is not 
 
 
 @pytest.fixture
-def settings() -> Iterator[MongoSettings]:
-    s = MongoSettings(uri=URI, database="errord_test", collection=f"incidents_{uuid.uuid4().hex[:12]}", timeout=5)
+def settings() -> Iterator[Mongo]:
+    s = MongoSettings(uri=URI, database="errord_test", collection=f"incidents_{uuid.uuid4().hex[:12]}",
+                      timeout=5).to_run()
     client: MongoClient[dict[str, Any]] = MongoClient(URI, serverSelectionTimeoutMS=5000, tz_aware=True)
     try:
         yield s
@@ -35,11 +37,11 @@ def settings() -> Iterator[MongoSettings]:
         client.close()
 
 
-def raw(settings: MongoSettings) -> Any:
+def raw(settings: Mongo) -> Any:
     return MongoClient(URI, tz_aware=True)[settings.database][settings.collection]
 
 
-def drain(state: Path, settings: MongoSettings) -> MongoSink:
+def drain(state: Path, settings: Mongo) -> MongoSink:
     sink = MongoSink(state, settings, backoff=(0.1, 0.5))
     sink.start()
     deadline = time.monotonic() + 20
@@ -50,7 +52,7 @@ def drain(state: Path, settings: MongoSettings) -> MongoSink:
     return sink
 
 
-def test_writes_indexes_and_reads_on_a_real_server(tmp_path: Path, settings: MongoSettings) -> None:
+def test_writes_indexes_and_reads_on_a_real_server(tmp_path: Path, settings: Mongo) -> None:
     coll = raw(settings)
     coll.insert_many([{"code": "legacy", "active": True}, {"code": "legacy2", "active": False}])  # no incident_id
     state = tmp_path / "state"

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from errord import cli
+from errord import cli, status
 from errord.store.journal import Journal
 from errord.model import INCIDENT_FIELDS, TIME_FIELDS
 from errord.settings import MongoSettings, Settings
@@ -40,7 +40,7 @@ def make_sink(journal: Journal) -> Iterator[Callable[..., MongoSink]]:
 
     def factory(uri: str, timeout: float = 0.5, write_concern: str = "1", **kw: Any) -> MongoSink:
         kw.setdefault("backoff", (0.05, 0.3))
-        settings = MongoSettings(uri=uri, timeout=timeout, write_concern=write_concern)
+        settings = MongoSettings(uri=uri, timeout=timeout, write_concern=write_concern).to_run()
         sink = MongoSink(journal.state_dir, settings, **kw)
         sinks.append(sink)
         sink.start()
@@ -238,4 +238,4 @@ def test_read_commands_fall_back_to_the_embedded_store_quickly(journal: Journal,
     assert [h["code"] for h in json.loads(out)] == ["local"]
     assert "MongoDB did not answer" in err and "answered by the embedded store" in err
     assert "s3cret" not in err and "errord:***@localhost" in err
-    assert cli.status_data(Settings.load(Path(args[1])))["pending_mongo"] == 1
+    assert status.status_data(Settings.load(Path(args[1])).to_run())["pending_mongo"] == 1

@@ -3,12 +3,14 @@ that holds the config as plain ``config.RunConfig`` objects; reloads validate in
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
 
 from conftest import Errord, append, line, write_config
@@ -32,11 +34,13 @@ FULL = dict(
 def _both(tmp_path: Path, **cfg: object) -> tuple[Settings, RunConfig]:
     path = write_config(tmp_path / "errord.toml", state_dir=str(tmp_path / "state"), **cfg)
     settings = Settings.load(path, environ={})
-    return settings, RunConfig.from_dump(settings.dump_for_run())
+    return settings, RunConfig.from_dump(orjson.loads(orjson.dumps(settings.to_run().dump())))
 
 
 def test_runconfig_answers_like_settings(tmp_path: Path) -> None:
-    s, r = _both(tmp_path, **FULL)
+    settings, r = _both(tmp_path, **FULL)
+    s = settings.to_run()  # in this process; r went through the JSON the daemon image reads
+    assert r == s
     for attr in ("server_id", "node_name", "state_dir", "scope", "log_level", "config_path"):
         assert getattr(r, attr) == getattr(s, attr), attr
     for code in ("db_down", "quiet", "other"):
@@ -59,10 +63,10 @@ def test_runconfig_repr_hides_secrets_and_replace_copies(tmp_path: Path) -> None
     _, r = _both(tmp_path, **FULL)
     text = repr(r)
     assert "s3cret" not in text and "token=abc" not in text and "bottoken" not in text
-    moved = r.replace(state_dir=Path("/elsewhere"))
+    moved = dataclasses.replace(r, state_dir=Path("/elsewhere"))
     assert moved.state_dir == Path("/elsewhere") and r.state_dir == tmp_path / "state"
     assert moved.notify is r.notify and moved != r and r == RunConfig.from_dump(Settings.load(
-        r.config_path, environ={}).dump_for_run())
+        r.config_path, environ={}).to_run().dump())
 
 
 def test_load_config_validates_in_a_child(tmp_path: Path) -> None:
@@ -121,7 +125,7 @@ def test_without_memfd_or_exec_the_daemon_runs_in_this_process(
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "memfd_create", refused)
-    assert exec_daemon(s, ["run"]) == 0
+    assert exec_daemon(s.to_run(), ["run"]) == 0
     assert ran == [r]
     assert "cannot exec the daemon image" in caplog.text
 

@@ -1,8 +1,7 @@
-"""Settings: TOML + ERRORD_ environment, validation messages, paths, redaction."""
+"""Settings: TOML + ERRORD_ environment, validation messages, paths; what ``to_run()`` makes of them."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -15,7 +14,7 @@ import pytest
 
 from errord import settings as settings_mod
 from errord.errors import ConfigError
-from errord.settings import NotifyTarget, Settings, redact_mongo_uri, redact_url
+from errord.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "s3cr3tPW"
@@ -89,9 +88,9 @@ def test_example_file_commented_sections_are_valid(tmp_path: Path) -> None:
     )
     s = load(tmp_path, uncommented)
     assert s.mongodb is not None and s.mongodb.uri == "mongodb://localhost:27017"
-    assert s.mongodb.timeout == 5.0 and s.mongodb.w == 1
+    assert s.mongodb.timeout == 5.0 and s.mongodb.to_run().w == 1
     assert [t.url for t in s.notify] == ["tgram://bottoken/ChatID"]
-    assert s.metrics is not None and (s.metrics.host, s.metrics.port) == ("127.0.0.1", 9464)
+    assert s.metrics is not None and (s.metrics.to_run().host, s.metrics.to_run().port) == ("127.0.0.1", 9464)
 
 
 def test_dev_file_points_at_repo_var() -> None:
@@ -399,7 +398,7 @@ def test_log_level_is_case_insensitive(tmp_path: Path) -> None:
 def test_timezone_validation(tmp_path: Path, zone: str, ok: bool) -> None:
     text = f'[[sources]]\npath = "/l/*"\ntimezone = "{zone}"\n'
     if ok:
-        src = load(tmp_path, text).sources[0]
+        src = load(tmp_path, text).to_run().sources[0]
         assert src.tzinfo == ZoneInfo(zone)
     else:
         assert problems(tmp_path, text) == [
@@ -413,7 +412,7 @@ def test_timezone_validation(tmp_path: Path, zone: str, ok: bool) -> None:
 )
 def test_write_concern_accepted(tmp_path: Path, value: str, w: int | str) -> None:
     s = load(tmp_path, f'[mongodb]\nuri = "mongodb://h"\nwrite_concern = {value}\n')
-    assert s.mongodb is not None and s.mongodb.w == w and s.mongodb.write_concern == str(w)
+    assert s.mongodb is not None and s.mongodb.to_run().w == w and s.mongodb.write_concern == str(w)
 
 
 @pytest.mark.parametrize("value", ['"all"', "-1", '"1.5"', '""'])
@@ -429,7 +428,7 @@ def test_write_concern_refused(tmp_path: Path, value: str) -> None:
      ("[::1]:65535", "::1", 65535), ("localhost:80", "localhost", 80)],
 )  # fmt: skip
 def test_metrics_listen(tmp_path: Path, listen: str, host: str, port: int) -> None:
-    m = load(tmp_path, f'[metrics]\nlisten = "{listen}"\n').metrics
+    m = load(tmp_path, f'[metrics]\nlisten = "{listen}"\n').to_run().metrics
     assert m is not None and (m.host, m.port) == (host, port)
 
 
@@ -492,7 +491,7 @@ def test_per_code_lookups(tmp_path: Path) -> None:
         '[codes.fast]\nre_alert_time = "15m"\ntags = ["ops", "pager"]\n'
         "[codes.quiet]\nnotify = false\n"
         "[codes.zero]\nre_alert_time = 0\n",
-    )
+    ).to_run()
     assert s.re_alert_for("fast") == 900.0
     assert s.re_alert_for("quiet") == 3600.0
     assert s.re_alert_for("zero") == 0.0
@@ -504,57 +503,11 @@ def test_per_code_lookups(tmp_path: Path) -> None:
 
 
 def test_defaults_notify_false_applies_to_codes_without_override(tmp_path: Path) -> None:
-    s = load(tmp_path, "[defaults]\nnotify = false\n[codes.loud]\nnotify = true\n")
+    s = load(tmp_path, "[defaults]\nnotify = false\n[codes.loud]\nnotify = true\n").to_run()
     assert s.notify_for("other") is False and s.notify_for("loud") is True
 
 
 # --- secrets -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("url", "shown"),
-    [
-        ("tgram://123456:ABCDEF/987654", "tgram://…"),
-        ("slack://TokenA/TokenB/TokenC/#chan", "slack://…"),
-        ("mailto://user:pass@gmail.com", "mailto://…"),
-        ("https://user:pass@hooks.example.com:8443/secret/path?token=x", "https://hooks.example.com:8443/…"),
-        ("http://hooks.example.com", "http://hooks.example.com/…"),
-        ("json://u:p@localhost:8080/path", "json://localhost:8080/…"),
-        ("jsons://host.example/a?b=c", "jsons://host.example/…"),
-        ("form://user@host.example/x", "form://host.example/…"),
-        ("xml://host.example:81", "xml://host.example:81/…"),
-        ("JSON://u:p/w@host/x", "JSON://host/…"),
-        ("not a url", "***"),
-        ("", "***"),
-    ],
-)  # fmt: skip
-def test_redact_url(url: str, shown: str) -> None:
-    assert redact_url(url) == shown
-
-
-@pytest.mark.parametrize(
-    ("uri", "shown"),
-    [
-        ("mongodb://localhost:27017", "mongodb://localhost:27017"),
-        ("mongodb://admin:pw@h1:27017,h2:27017/errord?replicaSet=rs0&authSource=admin",
-         "mongodb://admin:***@h1:27017,h2:27017/errord?replicaSet=rs0&authSource=admin"),
-        ("mongodb+srv://u:p%40ss@cluster.example.net/db", "mongodb+srv://u:***@cluster.example.net/db"),
-        ("mongodb://user@h/db", "mongodb://user@h/db"),
-        ("mongodb://u:pa/ss@h/db", "mongodb://u:***@h/db"),
-        ("mongodb://h/?tlsCertificateKeyFilePassword=x&authMechanismProperties=AWS_SESSION_TOKEN:t",
-         "mongodb://h/?tlsCertificateKeyFilePassword=***&authMechanismProperties=***"),
-        ("garbage", "***"),
-    ],
-)  # fmt: skip
-def test_redact_mongo_uri(uri: str, shown: str) -> None:
-    assert redact_mongo_uri(uri) == shown
-
-
-def test_notify_target_key_and_redacted() -> None:
-    t = NotifyTarget(url="tgram://bottoken/ChatID", tags=["ops"])
-    assert t.key == hashlib.sha256(b"tgram://bottoken/ChatID").hexdigest()[:16]
-    assert len(t.key) == 16 and t.redacted == "tgram://…"
-    assert NotifyTarget(url="tgram://other/1").key != t.key
 
 
 SECRET_CONFIG = f"""
@@ -570,16 +523,20 @@ url = "json://user:{SECRET}@hooks.example:8080/{SECRET}?k={SECRET}"
 
 def test_redacted_hides_every_secret(tmp_path: Path) -> None:
     s = load(tmp_path, SECRET_CONFIG)
-    data = s.redacted()
+    r = s.to_run()
+    data = r.redacted()
     dumped = json.dumps(data)  # plain JSON-able data
     assert SECRET not in dumped
     assert data["mongodb"]["uri"] == "mongodb://errord:***@db.example:27017/errord?authSource=admin"
     assert [t["url"] for t in data["notify"]] == ["tgram://…", "json://hooks.example:8080/…"]
-    assert [t["key"] for t in data["notify"]] == [t.key for t in s.notify]
+    assert [t["key"] for t in data["notify"]] == [t.key for t in r.notify]
     assert data["defaults"]["re_alert_time"] == 3600.0
     assert SECRET not in str(s) and SECRET not in repr(s)
     assert SECRET not in repr(s.mongodb) and SECRET not in repr(s.notify)
+    assert SECRET not in str(r) and SECRET not in repr(r)
+    assert SECRET not in repr(r.mongodb) and SECRET not in repr(r.notify)
     assert s.mongodb is not None and SECRET in s.mongodb.uri  # the real value is kept
+    assert r.mongodb is not None and r.mongodb.uri == s.mongodb.uri
 
 
 def test_error_messages_do_not_echo_secrets(tmp_path: Path) -> None:
@@ -599,28 +556,28 @@ def test_error_messages_do_not_echo_secrets(tmp_path: Path) -> None:
 def test_secret_warnings_on_group_readable_file(tmp_path: Path) -> None:
     path = write(tmp_path, SECRET_CONFIG)
     path.chmod(0o644)
-    [warning] = Settings.load(path, environ={}).secret_warnings()
+    [warning] = Settings.load(path, environ={}).to_run().secret_warnings()
     assert str(path) in warning and "0644" in warning and SECRET not in warning
     path.chmod(0o600)
-    assert Settings.load(path, environ={}).secret_warnings() == []
+    assert Settings.load(path, environ={}).to_run().secret_warnings() == []
 
 
 def test_no_secret_warning_without_secrets(tmp_path: Path) -> None:
     path = write(tmp_path, '[mongodb]\nuri = "mongodb://user@h"\n[[sources]]\npath = "/l/*"\n')
     path.chmod(0o644)
-    assert Settings.load(path, environ={}).secret_warnings() == []
+    assert Settings.load(path, environ={}).to_run().secret_warnings() == []
     env = {"ERRORD_NOTIFY": '[{"url": "tgram://t/1"}]'}  # secret from env, not in the file
-    assert Settings.load(path, environ=env).secret_warnings() == []
+    assert Settings.load(path, environ=env).to_run().secret_warnings() == []
 
 
 def test_mongo_password_alone_triggers_warning(tmp_path: Path) -> None:
     path = write(tmp_path, f'[mongodb]\nuri = "mongodb://u:{SECRET}@h"\n')
     path.chmod(0o640)
-    assert len(Settings.load(path, environ={}).secret_warnings()) == 1
+    assert len(Settings.load(path, environ={}).to_run().secret_warnings()) == 1
 
 
 def test_config_path_is_not_a_field(tmp_path: Path) -> None:
     s = load(tmp_path, "")
     assert s.config_path == tmp_path / "errord.toml"
-    assert "config_path" not in s.model_dump() and "config_path" not in s.redacted()
-    assert os.path.isabs(s.redacted()["state_dir"])
+    assert "config_path" not in s.model_dump() and "config_path" not in s.to_run().redacted()
+    assert os.path.isabs(s.to_run().redacted()["state_dir"])

@@ -1,4 +1,9 @@
-"""The ``errord`` command line (CONTRACT §4). The only module that prints and exits."""
+"""The ``errord`` command line (CONTRACT §4). The only module that prints and exits.
+
+It parses arguments, loads and validates the config (``Settings.load(...).to_run()``: a
+bad one exits 2 before anything starts), calls the module that owns each answer
+(``status``, ``replay``, the stores, the sinks) and prints it (``views`` formats).
+"""
 
 from __future__ import annotations
 
@@ -7,24 +12,26 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
 from errord import __version__
+from errord.config import RunConfig
 from errord.durations import parse_duration
-from errord.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_NOT_RUNNING, EXIT_OK, DurationError, ErrordError, NoStateError
-from errord.errors import exit_status
-from errord.sources.fileid import expand, is_compressed
-from errord.store.journal import Journal
-from errord.model import Incident, Position
-from errord.store.runstate import read_run_state
+from errord.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_NOT_RUNNING, EXIT_OK, DurationError, ErrordError, exit_status
+from errord.model import Incident
 from errord.serve import DUMP_COMMAND
 from errord.settings import Settings
-from errord.views import human_bytes, iso, incident_json, incidents_table, table
+from errord.status import first_start, open_readonly, source_matches, status_data
+from errord.store.journal import Journal
+from errord.views import human_bytes, incident_json, incidents_table, notice_json, notice_line, table
+
+if TYPE_CHECKING:
+    from errord.store.mongostore import MongoStore
 
 __all__ = ["main"]
 
@@ -73,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
     c.set_defaults(func=cmd_run)
-    c = sub.add_parser("check-config", parents=[common], help="validate and print the effective config (secrets redacted)")
+    c = sub.add_parser("check-config", parents=[common],
+                       help="validate and print the effective config (secrets redacted)")
     c.set_defaults(func=cmd_check_config)
     c = sub.add_parser("active", parents=[common, as_json], help="the open incidents")
     c.set_defaults(func=cmd_active)
@@ -92,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("status", parents=[common, as_json],
                        help="files, positions, pending work, daemon state (exit 3 when no daemon runs)")
     c.set_defaults(func=cmd_status)
-    c = sub.add_parser("replay", parents=[common, as_json], help="what the engine would notify for these files (no state touched)")
+    c = sub.add_parser("replay", parents=[common, as_json],
+                       help="what the engine would notify for these files (no state touched)")
     c.add_argument("logfiles", nargs="+", type=Path, metavar="LOGFILE")
     c.add_argument("--re-alert", action="append", type=_duration_arg, metavar="[CODE=]DURATION",
                    help="what-if: use this re-alert interval instead of the config's (every code, or one; repeatable)")
@@ -137,11 +146,15 @@ def _since_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"expected a duration (2h, 1d, PT15M) or a time (2026-01-14T15:00:00Z), got {text!r}"
         ) from None
-    return (when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)).timestamp()
+    return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
 
 
-def _load(args: argparse.Namespace) -> Settings:
-    return Settings.load(args.config)
+def _load(args: argparse.Namespace, *, sources: bool = False) -> RunConfig:
+    """The validated config (``sources``: refuse one with nothing to read, as ``run`` does)."""
+    settings = Settings.load(args.config)
+    if sources:
+        settings.require_sources()
+    return settings.to_run()
 
 
 def _print_json(data: Any) -> None:
@@ -152,91 +165,44 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    settings = _load(args)  # a bad config exits 2 here, before anything starts
-    settings.require_sources()
+    config = _load(args, sources=True)  # a bad config exits 2 here, before anything starts
     from errord.serve import exec_daemon  # the daemon runs in a fresh image without pydantic
 
     argv = ["run"] + (["-c", str(args.config)] if args.config is not None else [])
-    return exec_daemon(settings, argv)
+    return exec_daemon(config, argv)
 
 
 def cmd_dump_config(args: argparse.Namespace) -> int:
     """Hidden: the validated config, secrets included, as JSON on stdout (for a reloading
     daemon, which reads it through a pipe; see ``serve.load_config``). Refuses what
     ``run`` refuses, so a reload does too (an empty file written while it ran)."""
-    settings = _load(args)
-    settings.require_sources()
-    sys.stdout.write(orjson.dumps(settings.dump_for_run()).decode() + "\n")
+    config = _load(args, sources=True)
+    sys.stdout.write(orjson.dumps(config.dump()).decode() + "\n")
     return EXIT_OK
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings = _load(args)
-    settings.require_sources()
+    config = _load(args, sources=True)
     from errord.daemon import Daemon
 
-    Daemon._make_sink(settings)  # every notify URL must be one Apprise can use
-    for warning in settings.secret_warnings():
+    # lead: use sinks.make_notify_sink
+    Daemon._make_sink(config)  # every notify URL must be one Apprise can use
+    for warning in config.secret_warnings():
         print(f"errord: warning: {warning}", file=sys.stderr)
-    first_start = _first_start(settings)
-    for i, src in enumerate(settings.sources):  # stderr: stdout stays the config as JSON
-        print(f"errord: sources.{i}: {src.path}: {_matches_now(src.path, src.start_at, first_start)}",
-              file=sys.stderr)
-    _print_json(settings.redacted())
+    first = first_start(config)
+    for i, src in enumerate(config.sources):  # stderr: stdout stays the config as JSON
+        print(f"errord: sources.{i}: {src.path}: {source_matches(src, first)}", file=sys.stderr)
+    _print_json(config.redacted())
     return EXIT_OK
 
 
-def _first_start(settings: Settings) -> bool:
-    """Whether the daemon's next start is its very first on this state_dir (``start_at``
-    applies then)."""
-    try:
-        journal = _open_readonly(settings)
-        if journal is None:
-            return True
-        with journal:
-            return journal.get_meta("initialized") is None
-    except ErrordError:  # unreadable state: the daemon says why at start
-        return False
-
-
-def _matches_now(pattern: str, start_at: str, first_start: bool) -> str:
-    """What a source's glob matches now, for ``check-config``."""
-    found = [p for p in expand(pattern) if not is_compressed(p)]  # skipped by name, as the daemon does
-    files = sum(1 for p in found if os.path.isfile(p))
-    folders = sum(1 for p in found if os.path.isdir(p))
-    if not files:
-        if folders:
-            return (f"matches {_count(folders, 'folder')} and no file: a source names files, "
-                    f"e.g. {os.path.join(pattern, '*.jsonl')}")
-        return "matches nothing yet (a file that appears while errord runs is read from its start)"
-    text = f"matches {_count(files, 'file')} now"
-    if folders:
-        text += f" (and {_count(folders, 'folder')}, skipped)"
-    if first_start:
-        text += (' (first start: start_at = "end" skips what they hold now)' if start_at == "end"
-                 else " (first start: read from their start)")
-    return text
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _open_readonly(settings: Settings) -> Journal | None:
-    """The embedded store read-only, or None while there is no state yet."""
-    try:
-        return Journal(settings.state_dir, readonly=True)
-    except NoStateError:
-        return None
-
-
-def _open_store(settings: Settings) -> Journal | None:
-    """Like ``_open_readonly``, saying on stderr which store answered."""
-    journal = _open_readonly(settings)
+def _open_store(config: RunConfig) -> Journal | None:
+    """Like ``status.open_readonly``, saying on stderr which store answered."""
+    journal = open_readonly(config)
     if journal is None:
-        print(f"errord: no state in {settings.state_dir} yet (embedded store)", file=sys.stderr)
+        print(f"errord: no state in {config.state_dir} yet (embedded store)", file=sys.stderr)
         return None
-    print(f"errord: answered by the embedded store ({settings.state_dir / 'errord.db'})", file=sys.stderr)
+    print(f"errord: answered by the embedded store ({config.state_dir / 'errord.db'})", file=sys.stderr)
     return journal
 
 
@@ -255,21 +221,21 @@ def _terminal_width() -> int | None:
     return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
 
 
-def _from_mongo(settings: Settings, query: Callable[[Any], list[Incident]]) -> list[Incident] | None:
+def _from_mongo(config: RunConfig, query: Callable[[MongoStore], list[Incident]]) -> list[Incident] | None:
     """``query(MongoStore)`` when MongoDB is configured and answers within a short
     timeout (this host's incidents only); None means "ask the embedded store"."""
-    if settings.mongodb is None:
+    if config.mongodb is None:
         return None
     from errord.errors import MongoError
     from errord.store.mongostore import MongoStore  # pymongo only where needed
 
     try:
-        with MongoStore.open(settings.mongodb, server_id=settings.server_id, node_name=settings.node_name) as store:
+        with MongoStore.open(config.mongodb, server_id=config.server_id, node_name=config.node_name) as store:
             incidents = query(store)
     except MongoError as exc:
         print(f"errord: MongoDB did not answer ({exc}); using the embedded store", file=sys.stderr)
         return None
-    journal = _open_readonly(settings)
+    journal = open_readonly(config)
     pending = 0
     if journal is not None:
         with journal:
@@ -280,78 +246,29 @@ def _from_mongo(settings: Settings, query: Callable[[Any], list[Incident]]) -> l
 
 
 def cmd_active(args: argparse.Namespace) -> int:
-    settings = _load(args)
-    incidents = _from_mongo(settings, lambda store: store.active())
+    config = _load(args)
+    incidents = _from_mongo(config, lambda store: store.active())
     if incidents is None:
-        journal = _open_store(settings)
+        journal = _open_store(config)
         incidents = journal.active() if journal else []
     _show_incidents(incidents, args.json)
     return EXIT_OK
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    settings = _load(args)
+    config = _load(args)
     filters = dict(code=args.code, limit=args.limit, app=args.app, since=args.since, state=args.state)
-    incidents = _from_mongo(settings, lambda store: store.history(**filters))
+    incidents = _from_mongo(config, lambda store: store.history(**filters))
     if incidents is None:
-        journal = _open_store(settings)
+        journal = _open_store(config)
         incidents = journal.history(**filters) if journal else []
     _show_incidents(incidents, args.json)
     return EXIT_OK
 
 
-def status_data(settings: Settings) -> dict[str, Any]:
-    """The ``status --json`` object (CONTRACT §4)."""
-    state = read_run_state(settings.state_dir)
-    positions: dict[tuple[int, int], Position] = {}
-    active = pending = pending_mongo = 0
-    journal = _open_readonly(settings)
-    if journal is not None:
-        try:
-            positions = {p.key: p for p in journal.positions()}
-            active = len(journal.active())
-            pending = journal.outbox.pending()
-            pending_mongo = journal.mongo.pending()
-        finally:
-            journal.close()
-    files = []
-    for path in _matched_files(settings):
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        pos = positions.get((st.st_dev, st.st_ino))
-        files.append({
-            # a name that is not UTF-8 is shown with \xNN escapes (JSON cannot hold it raw)
-            "path": path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
-            "position": pos.offset if pos else 0,
-            "size": st.st_size,
-            "lines_read": pos.lines_read if pos else 0,
-            "lines_skipped": pos.lines_skipped if pos else 0,
-        })
-    return {
-        "running": bool(state["running"] and state["ready"]),
-        "pid": state["pid"],
-        "active_incidents": active,
-        "pending_notices": pending,
-        "pending_mongo": pending_mongo,
-        "state_dir": str(settings.state_dir),
-        "files": files,
-    }
-
-
-def _matched_files(settings: Settings) -> Iterator[str]:
-    seen: set[str] = set()
-    for src in settings.sources:
-        for path in sorted(expand(src.path)):  # glob, safe from symlink loops
-            if path not in seen and not is_compressed(path) and os.path.isfile(path):  # as the daemon
-                seen.add(path)
-                yield path
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    settings = _load(args)
-    data = status_data(settings)
+    config = _load(args)
+    data = status_data(config)
     # as `systemctl status`: 3 when no daemon runs, so `errord status || page-me` works
     code = EXIT_OK if data["running"] else EXIT_NOT_RUNNING
     if args.json:
@@ -361,8 +278,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"daemon: {running}; state in {data['state_dir']}")
     print(f"open incidents: {data['active_incidents']}; notices pending: {data['pending_notices']}; "
           f"MongoDB writes pending: {data['pending_mongo']}")
-    if settings.metrics is not None:
-        print(f"metrics: http://{settings.metrics.listen}/metrics and /healthz")
+    if config.metrics is not None:
+        print(f"metrics: http://{config.metrics.listen}/metrics and /healthz")
     if data["files"]:
         size: Callable[[int], object] = human_bytes if sys.stdout.isatty() else int
         rows = [[f["path"], size(f["position"]), size(f["size"]), size(max(f["size"] - f["position"], 0)),
@@ -375,18 +292,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    settings = _load(args)
-    from errord.replay import SUMMARY_HEADERS, Replay, summary_table
+    config = _load(args)
+    from errord.replay import SUMMARY_HEADERS, ProgressBar, Replay, summary_table
 
     default, per_code = _re_alert_overrides(args.re_alert or [])
-    progress = _Progress(sys.stderr) if sys.stderr.isatty() and not args.no_progress else None
+    progress = ProgressBar(sys.stderr) if sys.stderr.isatty() and not args.no_progress else None
 
     def warn(text: str) -> None:  # what a line could not give, once per file and kind
         if progress:
             progress.clear()
         print(f"warning: {text}", file=sys.stderr)
 
-    replay = Replay(settings, args.logfiles, re_alert=default, re_alert_codes=per_code,
+    replay = Replay(config, args.logfiles, re_alert=default, re_alert_codes=per_code,
                     ignore_line_intervals=args.ignore_line_intervals,
                     progress=progress.update if progress else None, on_warning=warn)
     count = 0
@@ -398,12 +315,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             if progress:
                 progress.clear()
             if args.json:
-                sys.stdout.write(orjson.dumps({
-                    "type": notice.type.value, "code": notice.code, "title": notice.title,
-                    "time": iso(notice.event_time), "incident_id": notice.incident_id, "body": notice.body,
-                }).decode() + "\n")
+                sys.stdout.write(orjson.dumps(notice_json(notice)).decode() + "\n")
             else:
-                print(f"{iso(notice.event_time)}  {notice.type.value:<7}  {notice.title}")
+                print(notice_line(notice))
     finally:
         if progress:
             progress.clear()
@@ -442,38 +356,12 @@ def _re_alert_overrides(values: list[tuple[str | None, float]]) -> tuple[float |
     return default, per_code
 
 
-class _Progress:
-    """A one-line progress bar on a terminal's stderr, redrawn at most ten times a second."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self._next = 0.0
-        self._shown = False
-
-    def update(self, done: int, total: int) -> None:
-        from errord.replay import progress_line
-
-        now = time.monotonic()
-        if now < self._next and done < total:
-            return
-        self._next = now + 0.1
-        self.stream.write("\r" + progress_line(done, total))
-        self.stream.flush()
-        self._shown = True
-
-    def clear(self) -> None:
-        if self._shown:
-            self.stream.write("\r\x1b[2K")
-            self.stream.flush()
-            self._shown = False
-
-
 def cmd_test_notify(args: argparse.Namespace) -> int:
-    settings = _load(args)
+    config = _load(args)
     from errord.sinks.notify import NotifySink
 
-    sink = NotifySink(settings.state_dir, settings.notify)
-    where = f"{settings.server_id}/{settings.node_name}" if settings.node_name else settings.server_id
+    sink = NotifySink(config.state_dir, config.notify)
+    where = f"{config.server_id}/{config.node_name}" if config.node_name else config.server_id
     results = sink.send_test(f"🔔 errord test notice from {where}", "If you can read this, errord can reach you.")
     for target, (ok, reason) in results.items():
         print(f"ok      {target}" if ok else f"FAILED  {target}: {reason or 'not accepted'}")

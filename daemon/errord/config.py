@@ -1,30 +1,50 @@
-"""The validated config as plain objects: what the running daemon holds (no pydantic).
+"""The one config type: :class:`RunConfig` and its parts, typed and frozen (no pydantic).
 
-Why two shapes: ``settings.Settings`` (pydantic-settings) reads and validates the TOML
-file and the ``ERRORD_`` environment; importing pydantic costs a process ~12 MB of
-resident memory it never gives back. ``errord run`` therefore validates in its first
-process image, hands the result over as JSON (``Settings.dump_for_run``) and ``exec``s
-the daemon (``errord.serve``), which builds a :class:`RunConfig` from it. A reload
-(SIGHUP) validates in a short-lived ``errord _dump-config`` child the same way.
+Everything after validation takes a ``RunConfig``: the daemon, the sinks, the tailer,
+replay and the CLI's commands. It is built two ways, to the same value:
 
-The behaviour both shapes share (``re_alert_for``, a target's ``key``, ``tzinfo``, the
-redaction of secrets...) lives here once, in mixins the pydantic models inherit too, so
-code that takes either one (the daemon's tests build it from ``Settings``) sees the same
-attributes and methods.
+- ``settings.Settings.to_run()`` in a process that validated the TOML file and the
+  ``ERRORD_`` environment with pydantic-settings (every command does);
+- ``RunConfig.from_dump()`` in the daemon's process image (``errord.serve``), from the
+  JSON ``RunConfig.dump()`` wrote. Importing pydantic leaves a process ~12 MB of resident
+  memory it never gives back, so ``errord run`` validates, hands the dump over and
+  ``exec``s the daemon; a reload (SIGHUP) validates in a short-lived
+  ``errord _dump-config`` child the same way. This module therefore imports nothing
+  heavy.
+
+The pydantic models in ``settings`` only validate; what the daemon asks of its config
+(``re_alert_for``, a target's ``key``, ``tzinfo``, the redaction of secrets...) lives here.
+``tests/test_config.py`` pins that both describe the same fields.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 __all__ = [
-    "RunConfig", "Source", "Defaults", "CodeConfig", "Mongo", "Target", "MetricsConfig",
-    "redact_url", "redact_mongo_uri", "split_listen",
-]  # fmt: skip
+    "CodeConfig",
+    "Defaults",
+    "MetricsConfig",
+    "Mongo",
+    "RunConfig",
+    "Scope",
+    "Source",
+    "StartAt",
+    "Target",
+    "redact_mongo_uri",
+    "redact_url",
+    "split_listen",
+    "split_userinfo",
+]
+
+Scope = Literal["code", "app"]  # the incident key: the code, or (app, code)
+StartAt = Literal["end", "beginning"]  # where a first start reads the files it finds
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 # Apprise schemes whose host part is a real host name (elsewhere it is often a token).
@@ -93,12 +113,21 @@ def split_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-# -- behaviour shared with the pydantic models (no annotations here: pydantic would take
-#    them for fields) ----------------------------------------------------------------
+# -- the parts -------------------------------------------------------------------------
+# Frozen: the daemon swaps a whole new RunConfig on reload and never edits one in place.
+# Lists are tuples and tables read-only mappings for the same reason.
 
 
-class SourceMixin:
-    """A source's ``timezone`` as a ``tzinfo``."""
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One ``[[sources]]`` entry: a glob of JSON log files and how to read them."""
+
+    path: str  # an absolute glob
+    app: str | None
+    start_at: StartAt
+    rotate_wait: float  # seconds
+    timezone: str  # IANA name, for times written without a zone
+    max_line_bytes: int
 
     @property
     def tzinfo(self) -> ZoneInfo:
@@ -106,17 +135,49 @@ class SourceMixin:
         return ZoneInfo(self.timezone)
 
 
-class MongoMixin:
-    """The write concern in pymongo's form."""
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """``[defaults]``: what applies to codes without their own ``[codes.X]`` table."""
+
+    re_alert_time: float  # seconds
+    notify: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CodeConfig:
+    """``[codes.X]``: per-code overrides; ``None`` means "use ``[defaults]``"."""
+
+    re_alert_time: float | None
+    notify: bool | None
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Mongo:
+    """``[mongodb]``: where the incident history is mirrored. ``uri`` is a secret."""
+
+    uri: str
+    database: str
+    collection: str
+    timeout: float  # seconds
+    write_concern: str  # "majority" or a number of nodes
 
     @property
     def w(self) -> int | str:
         """The write concern as pymongo wants it: ``"majority"`` or an int."""
         return self.write_concern if self.write_concern == "majority" else int(self.write_concern)
 
+    def __repr__(self) -> str:
+        return (f"Mongo(uri={redact_mongo_uri(self.uri)!r}, database={self.database!r}, "
+                f"collection={self.collection!r}, timeout={self.timeout!r}, write_concern={self.write_concern!r})")
 
-class TargetMixin:
-    """A notify target's stable key and printable form."""
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One ``[[notify]]`` entry: an Apprise URL (a secret) and its routing tags."""
+
+    url: str
+    tags: tuple[str, ...]
 
     @property
     def key(self) -> str:
@@ -128,9 +189,15 @@ class TargetMixin:
         """The URL safe to print (see ``redact_url``)."""
         return redact_url(self.url)
 
+    def __repr__(self) -> str:
+        return f"Target(url={self.redacted!r}, tags={self.tags!r})"
 
-class MetricsMixin:
-    """The parts of ``listen``."""
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """``[metrics]``: where to serve Prometheus ``/metrics`` and ``/healthz``."""
+
+    listen: str  # host:port
 
     @property
     def host(self) -> str:
@@ -143,21 +210,35 @@ class MetricsMixin:
         return split_listen(self.listen)[1]
 
 
-class PolicyMixin:
-    """Per-code lookups (the engine's ``Policy``) and the config file's permissions.
-    Uses ``codes``, ``defaults``, ``_config_path`` and ``_file_has_secrets``."""
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """Everything errord runs with (CONTRACT §3), validated. The fields are the settings'
+    (same names and order) plus where they were loaded from."""
 
-    @property
-    def config_path(self) -> Path | None:
-        """The file these settings were loaded from, or None (defaults + environment)."""
-        return self._config_path
+    server_id: str
+    node_name: str
+    state_dir: Path
+    scope: Scope
+    log_level: str  # a logging level name, upper case
+    sources: tuple[Source, ...]
+    defaults: Defaults
+    codes: Mapping[str, CodeConfig]
+    mongodb: Mongo | None
+    notify: tuple[Target, ...]
+    metrics: MetricsConfig | None
+    # Not settings: the file they came from (None: defaults + environment), and whether
+    # that file itself holds secrets (for the readable-config warning, CONTRACT §3).
+    config_path: Path | None
+    file_has_secrets: bool
+
+    # -- the engine's Policy and routing ------------------------------------------------
 
     def re_alert_for(self, code: str) -> float:
         """Re-alert interval in seconds for ``code``: ``[codes.X]``, else ``[defaults]``."""
         per = self.codes.get(code)
         if per is not None and per.re_alert_time is not None:
-            return float(per.re_alert_time)
-        return float(self.defaults.re_alert_time)
+            return per.re_alert_time
+        return self.defaults.re_alert_time
 
     def notify_for(self, code: str) -> bool:
         """Whether ``code`` notifies: ``[codes.X].notify``, else ``[defaults].notify``."""
@@ -167,12 +248,14 @@ class PolicyMixin:
     def tags_for(self, code: str) -> tuple[str, ...]:
         """Routing tags of ``code`` (empty: every notify target)."""
         per = self.codes.get(code)
-        return tuple(per.tags) if per is not None else ()
+        return per.tags if per is not None else ()
+
+    # -- printing and handing over --------------------------------------------------------
 
     def secret_warnings(self) -> list[str]:
         """Warnings when the config file holds secrets and group/others may read it."""
-        path = self._config_path
-        if path is None or not self._file_has_secrets:
+        path = self.config_path
+        if path is None or not self.file_has_secrets:
             return []
         try:
             mode = path.stat().st_mode
@@ -185,106 +268,61 @@ class PolicyMixin:
             f"readable by group/others (mode {mode & 0o777:04o}); run chmod 600 on it"
         ]
 
+    def redacted(self) -> dict[str, Any]:
+        """The effective config as JSON-able data, for ``errord check-config``.
 
-# -- the plain objects -----------------------------------------------------------------
+        Durations are float seconds, paths absolute strings. Notify URLs go through
+        ``redact_url`` (each target also shows its ``key``) and the MongoDB URI through
+        ``redact_mongo_uri``; where the config came from is not shown.
+        """
+        data = self._settings()
+        data["notify"] = [{"url": t.redacted, "tags": list(t.tags), "key": t.key} for t in self.notify]
+        if data["mongodb"] is not None:
+            data["mongodb"]["uri"] = redact_mongo_uri(data["mongodb"]["uri"])
+        return data
 
+    def dump(self) -> dict[str, Any]:
+        """Everything, secrets included, as JSON-able data for ``from_dump`` (how ``errord
+        run`` and a reload's ``_dump-config`` child hand the config to the daemon image)."""
+        data = self._settings()
+        # Underscored: the keys an older daemon reads when it reloads through a newer
+        # ``errord _dump-config`` (a package upgraded under a running daemon).
+        data["_config_path"] = str(self.config_path) if self.config_path is not None else None
+        data["_file_has_secrets"] = self.file_has_secrets
+        return data
 
-class _Plain:
-    """Attributes from a dict; equal when their attributes are; ``replace`` copies."""
-
-    _secret: tuple[str, ...] = ()  # attributes never shown by repr
-
-    def __init__(self, **fields: Any) -> None:
-        self.__dict__.update(fields)
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.__dict__ == self.__dict__
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{k}={'***' if k in self._secret else repr(v)}" for k, v in self.__dict__.items()
-            if not k.startswith("_")
-        )
-        return f"{type(self).__name__}({shown})"
-
-    def replace(self, **update: Any) -> Any:
-        new = object.__new__(type(self))
-        new.__dict__.update(self.__dict__, **update)
-        return new
-
-
-class Source(SourceMixin, _Plain):
-    path: str
-    app: str | None
-    start_at: str
-    rotate_wait: float
-    timezone: str
-    max_line_bytes: int
-
-
-class Defaults(_Plain):
-    re_alert_time: float
-    notify: bool
-
-
-class CodeConfig(_Plain):
-    re_alert_time: float | None
-    notify: bool | None
-    tags: list[str]
-
-
-class Mongo(MongoMixin, _Plain):
-    _secret = ("uri",)
-    uri: str
-    database: str
-    collection: str
-    timeout: float
-    write_concern: str
-
-
-class Target(TargetMixin, _Plain):
-    _secret = ("url",)
-    url: str
-    tags: list[str]
-
-
-class MetricsConfig(MetricsMixin, _Plain):
-    listen: str
-
-
-class RunConfig(PolicyMixin, _Plain):
-    """``Settings`` as plain data (see the module docstring); same attributes."""
-
-    server_id: str
-    node_name: str
-    state_dir: Path
-    scope: str
-    log_level: str
-    sources: list[Source]
-    defaults: Defaults
-    codes: dict[str, CodeConfig]
-    mongodb: Mongo | None
-    notify: list[Target]
-    metrics: MetricsConfig | None
+    def _settings(self) -> dict[str, Any]:
+        """The settings as JSON-able data (lists, dicts, strings), in field order."""
+        return {k: _jsonable(v) for k, v in asdict(self).items() if k not in ("config_path", "file_has_secrets")}
 
     @classmethod
-    def from_dump(cls, data: dict[str, Any]) -> RunConfig:
-        """From ``Settings.dump_for_run()`` (already validated: nothing is checked here)."""
-        d = dict(data)
-        config_path = d.pop("_config_path", None)
-        has_secrets = bool(d.pop("_file_has_secrets", False))
-        mongo, metrics = d.get("mongodb"), d.get("metrics")
+    def from_dump(cls, data: Mapping[str, Any]) -> RunConfig:
+        """From ``dump()`` (already validated: nothing is checked here)."""
+        mongo, metrics = data["mongodb"], data["metrics"]
+        config_path = data["_config_path"]
         return cls(
-            **{**d,
-               "state_dir": Path(d["state_dir"]),
-               "sources": [Source(**s) for s in d.get("sources", [])],
-               "defaults": Defaults(**d["defaults"]),
-               "codes": {k: CodeConfig(**v) for k, v in d.get("codes", {}).items()},
-               "mongodb": Mongo(**mongo) if mongo is not None else None,
-               "notify": [Target(**t) for t in d.get("notify", [])],
-               "metrics": MetricsConfig(**metrics) if metrics is not None else None},
-            _config_path=Path(config_path) if config_path is not None else None,
-            _file_has_secrets=has_secrets,
-        )  # fmt: skip
+            server_id=data["server_id"],
+            node_name=data["node_name"],
+            state_dir=Path(data["state_dir"]),
+            scope=data["scope"],
+            log_level=data["log_level"],
+            sources=tuple(Source(**s) for s in data["sources"]),
+            defaults=Defaults(**data["defaults"]),
+            codes={k: CodeConfig(**{**v, "tags": tuple(v["tags"])}) for k, v in data["codes"].items()},
+            mongodb=Mongo(**mongo) if mongo is not None else None,
+            notify=tuple(Target(url=t["url"], tags=tuple(t["tags"])) for t in data["notify"]),
+            metrics=MetricsConfig(**metrics) if metrics is not None else None,
+            config_path=Path(config_path) if config_path is not None else None,
+            file_has_secrets=bool(data["_file_has_secrets"]),
+        )
+
+
+def _jsonable(value: object) -> object:
+    """``asdict`` output with tuples as lists and paths as strings (what JSON holds)."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -510,13 +511,13 @@ class Daemon:
             return
         if new.state_dir != self.settings.state_dir:
             logger.warning("state_dir cannot change on reload (restart instead); keeping %s", self.settings.state_dir)
-            new = new.replace(state_dir=self.settings.state_dir)
+            new = dataclasses.replace(new, state_dir=self.settings.state_dir)
         if new.metrics != self.settings.metrics:
             logger.warning("[metrics] cannot change on reload (restart instead); keeping the old one")
-            new = new.replace(metrics=self.settings.metrics)
+            new = dataclasses.replace(new, metrics=self.settings.metrics)
         if new.mongodb != self.settings.mongodb:
             logger.warning("[mongodb] cannot change on reload (restart instead); keeping the old one")
-            new = new.replace(mongodb=self.settings.mongodb)
+            new = dataclasses.replace(new, mongodb=self.settings.mongodb)
         old = self.settings
         targets_changed = [(t.url, t.tags) for t in new.notify] != [(t.url, t.tags) for t in old.notify]
         sink = None

@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from errord.errors import DurationError
 
-__all__ = ["parse_duration", "to_timedelta", "format_duration"]
+__all__ = ["format_duration", "parse_duration"]
 
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _UNIT_PART = re.compile(rf"({_NUMBER})\s*(ms|w|d|h|m|s)", re.IGNORECASE)
@@ -60,23 +60,18 @@ def parse_duration(value: object) -> float:
         raise DurationError("empty duration")
     if len(text) > 100:
         raise DurationError(f"duration too long: {text[:40]!r}...")
-    seconds = _parse_text(text)
-    if seconds is None:
+    parsed = _parse_text(text)
+    if parsed is None:
         raise DurationError(
             f"not a duration: {value!r} (use seconds, '90s', '15m', '1h30m', '2d', "
             "'PT15M', '0:15:00' or 'datetime.timedelta(seconds=900)')"
         )
-    return _checked(seconds, value)
-
-
-def to_timedelta(value: object) -> timedelta:
-    """Like ``parse_duration`` but returns a ``timedelta``."""
-    return timedelta(seconds=parse_duration(value))
+    return _checked(parsed, value)
 
 
 def format_duration(seconds: float) -> str:
     """Short human form: ``"45s"``, ``"15m"``, ``"1h 30m"``, ``"2d 3h"``."""
-    total = int(round(max(seconds, 0.0)))
+    total = round(max(seconds, 0.0))
     if total < 60:
         return f"{total}s"
     days, rest = divmod(total, 86400)

@@ -28,7 +28,7 @@ _SEP = "\x1f"  # unit separator: cannot occur in a code that came through JSON u
 
 
 class Policy(Protocol):
-    """Per-code settings the engine needs (``settings.Settings`` provides them)."""
+    """Per-code settings the engine needs (``config.RunConfig`` provides them)."""
 
     def re_alert_for(self, code: str) -> float:
         """Re-alert interval in seconds from the config: per-code, else default, else 1 h."""

@@ -6,10 +6,20 @@ from __future__ import annotations
 import sys
 
 __all__ = [
-    "ErrordError", "ConfigError", "DurationError", "JournalError", "NoStateError", "NotifyError",
-    "MongoError", "exit_status", "EXIT_OK", "EXIT_FAIL", "EXIT_CONFIG", "EXIT_NOT_RUNNING",
+    "EXIT_CONFIG",
+    "EXIT_FAIL",
+    "EXIT_NOT_RUNNING",
+    "EXIT_OK",
+    "ConfigError",
+    "DurationError",
+    "ErrordError",
+    "JournalError",
+    "MongoError",
+    "NoStateError",
+    "NotifyError",
     "StateError",
-]  # fmt: skip
+    "exit_status",
+]
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 EXIT_NOT_RUNNING = 3  # `errord status` with no daemon on the state_dir, as `systemctl status`

@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from errord.parse.lines import TOO_LONG
 from errord.model import Kind
+from errord.parse.lines import TOO_LONG
 
 __all__ = ["BatchTally", "Health", "Snapshot"]
 

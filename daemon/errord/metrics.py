@@ -152,7 +152,7 @@ class _StateCollector(Collector):
 class _QuietHandler(WSGIRequestHandler):
     """No access log on stderr (scrapes every few seconds would drown the daemon's log)."""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:  # "format": the stdlib's signature
         pass
 
 
@@ -202,7 +202,7 @@ class MetricsServer:
                 start_response("200 OK" if ok else "503 Service Unavailable",
                                [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")])
                 return [reason.encode() + b"\n"]
-            return prom(environ, start_response)  # type: ignore[no-any-return]
+            return prom(environ, start_response)  # type: ignore[no-any-return]  # prometheus_client: untyped WSGI app
 
         try:
             family = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM,

@@ -12,18 +12,18 @@ from operator import attrgetter
 from typing import Any, Literal
 
 __all__ = [
+    "INCIDENT_FIELDS",
+    "MAX_CODE_CHARS",
+    "FileKey",
     "HistoryState",
-    "history_state",
-    "LogEvent",
     "Incident",
     "Kind",
-    "Transition",
+    "LogEvent",
     "Notice",
     "NoticeType",
     "Position",
-    "FileKey",
-    "INCIDENT_FIELDS",
-    "MAX_CODE_CHARS",
+    "Transition",
+    "history_state",
 ]
 
 

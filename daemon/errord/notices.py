@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from errord.durations import format_duration
 from errord.model import MAX_CODE_CHARS, Kind, LogEvent, Notice, NoticeType, Transition
 
-__all__ = ["render", "clean_text", "exception_lines", "format_time", "MAX_MESSAGE", "MAX_CODE"]
+__all__ = ["MAX_CODE", "MAX_MESSAGE", "clean_text", "exception_lines", "format_time", "render"]
 
 MAX_MESSAGE = 1000  # characters of a log message carried into a notice
 MAX_EXCEPTION = 300  # characters of the exception line (type and message)
@@ -45,7 +45,7 @@ def clean_text(text: str, limit: int = MAX_MESSAGE, *, single_line: bool = False
 
 def format_time(ts: float) -> str:
     """``2026-01-14 15:05:51 UTC`` — for notice bodies."""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def exception_lines(ev: LogEvent) -> list[str]:
@@ -94,7 +94,9 @@ def render(
         if other is main:
             continue
         o_title, o_body = _text(other, server_id, node_name)
-        title = f"{title} (also: {_title_code(other.incident.code)} resolved)"  # type: ignore[union-attr]
+        resolved = other.incident
+        assert resolved is not None  # ``wanted`` holds only transitions with an incident
+        title = f"{title} (also: {_title_code(resolved.code)} resolved)"
         body = f"{body}\n\n{o_title}\n{o_body}"
     inc = main.incident
     assert inc is not None

@@ -22,17 +22,19 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, TextIO
 from zoneinfo import ZoneInfo
 
+from errord.config import RunConfig
 from errord.engine import Engine, Policy
 from errord.errors import ErrordError
+from errord.model import Kind, Notice, NoticeType
 from errord.parse.lines import LineParser, nul_free_parts
 from errord.parse.linewarnings import WarnGate
-from errord.model import Kind, Notice, NoticeType
 from errord.policy.route import Router
-from errord.settings import Settings
 
-__all__ = ["CodeSummary", "OverridePolicy", "Replay", "SUMMARY_HEADERS", "progress_line", "summary_table"]
+__all__ = ["SUMMARY_HEADERS", "CodeSummary", "OverridePolicy", "ProgressBar", "Replay", "progress_line",
+           "summary_table"]
 
 READ_BYTES = 1 << 20
 _OCCURRENCE = frozenset({Kind.NEW, Kind.REPEAT, Kind.REALERT, Kind.ANNOUNCE})  # a line raising the code
@@ -75,7 +77,7 @@ class Replay:
 
     def __init__(
         self,
-        settings: Settings,
+        config: RunConfig,
         paths: Sequence[Path],
         *,
         re_alert: float | None = None,
@@ -84,12 +86,12 @@ class Replay:
         progress: Callable[[int, int], None] | None = None,
         on_warning: Callable[[str], None] | None = None,
     ) -> None:
-        self.settings = settings
+        self.config = config
         self.paths = list(paths)
-        policy: Policy = settings
+        policy: Policy = config
         if re_alert is not None or re_alert_codes:
-            policy = OverridePolicy(settings, re_alert, re_alert_codes or {})
-        self.engine = Engine(policy, scope=settings.scope, server_id=settings.server_id, node_name=settings.node_name)
+            policy = OverridePolicy(config, re_alert, re_alert_codes or {})
+        self.engine = Engine(policy, scope=config.scope, server_id=config.server_id, node_name=config.node_name)
         # One implicit target that takes every notice, as the daemon's "stderr" one does.
         self.router = Router()
         self.ignore_line_intervals = ignore_line_intervals
@@ -113,7 +115,7 @@ class Replay:
 
     def notices(self) -> Iterator[Notice]:
         """The notices the daemon would have sent, in file order (files in the order given)."""
-        s = self.settings
+        s = self.config
         total, done = self.total_bytes(), 0
         for path in self.paths:
             parser = self._parser_for(path)
@@ -161,7 +163,7 @@ class Replay:
         """The parser of the first source whose glob matches ``path`` (its app, timezone,
         line limit), else a plain one."""
         resolved = str(path.resolve())
-        for src in self.settings.sources:
+        for src in self.config.sources:
             if fnmatch.fnmatch(resolved, src.path):
                 return LineParser(app=src.app, tz=src.tzinfo, max_line_bytes=src.max_line_bytes)
         return LineParser(app=None, tz=ZoneInfo("UTC"), max_line_bytes=1 << 20)
@@ -172,30 +174,33 @@ def _read_lines(path: Path, chunk: int = READ_BYTES) -> Iterator[tuple[bytes, in
     are cut out as the daemon's follower does (``lines.nul_free_parts``): the text before
     a run ends a line there, the text after it starts the next."""
     try:
-        f = open(path, "rb")
-    except OSError as exc:
+        with open(path, "rb") as f:
+            yield from _pieces(f, chunk)
+    except OSError as exc:  # opening it, or a read failing on the way
         raise ErrordError(f"cannot read {path}: {exc.strerror}") from None
-    with f:
-        offset, rest = 0, b""
-        while True:
-            data = f.read(chunk)
-            if not data:
-                break
-            data = rest + data
-            if b"\0" in data:
-                parts = nul_free_parts(data)
-                for start, end in parts[:-1]:
-                    if end > start:
-                        yield data[start:end], offset + start
-                start = parts[-1][0]
-                data, offset = data[start:], offset + start
-            cut = data.rfind(b"\n") + 1
-            if cut:
-                yield data[:cut], offset
-                offset += cut
-            rest = data[cut:]
-        if rest:
-            yield rest, offset
+
+
+def _pieces(f: BinaryIO, chunk: int) -> Iterator[tuple[bytes, int]]:
+    offset, rest = 0, b""
+    while True:
+        data = f.read(chunk)
+        if not data:
+            break
+        data = rest + data
+        if b"\0" in data:
+            parts = nul_free_parts(data)
+            for start, end in parts[:-1]:
+                if end > start:
+                    yield data[start:end], offset + start
+            start = parts[-1][0]
+            data, offset = data[start:], offset + start
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            yield data[:cut], offset
+            offset += cut
+        rest = data[cut:]
+    if rest:
+        yield rest, offset
 
 
 def summary_table(summaries: Mapping[str, CodeSummary]) -> list[list[object]]:
@@ -203,9 +208,9 @@ def summary_table(summaries: Mapping[str, CodeSummary]) -> list[list[object]]:
     ordered = sorted(summaries.values(), key=lambda s: (-s.total, s.code))
     counts = [[s.lines, s.incidents, s.notices[NoticeType.FAILURE], s.notices[NoticeType.WARNING],
                s.notices[NoticeType.SUCCESS], s.total] for s in ordered]
-    rows: list[list[object]] = [[s.code, *c] for s, c in zip(ordered, counts)]
+    rows: list[list[object]] = [[s.code, *c] for s, c in zip(ordered, counts, strict=True)]
     if len(rows) > 1:
-        rows.append(["TOTAL", *(sum(col) for col in zip(*counts))])
+        rows.append(["TOTAL", *(sum(col) for col in zip(*counts, strict=True))])
     return rows
 
 
@@ -218,3 +223,29 @@ def progress_line(done: int, total: int, width: int = 30) -> str:
     filled = int(frac * width)
     mib = 1024 * 1024
     return f"[{'#' * filled}{'-' * (width - filled)}] {frac * 100:3.0f}%  {done / mib:.1f}/{total / mib:.1f} MiB"
+
+
+class ProgressBar:
+    """``progress_line`` on a terminal's stderr, redrawn at most ten times a second."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._next = 0.0
+        self._shown = False
+
+    def update(self, done: int, total: int) -> None:
+        """Redraw for ``done`` of ``total`` bytes (at the end always, else when due)."""
+        now = time.monotonic()
+        if now < self._next and done < total:
+            return
+        self._next = now + 0.1
+        self.stream.write("\r" + progress_line(done, total))
+        self.stream.flush()
+        self._shown = True
+
+    def clear(self) -> None:
+        """Erase the bar, if shown, so a line can be printed where it was."""
+        if self._shown:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+            self._shown = False

@@ -3,12 +3,13 @@
 Why: validating the config takes pydantic-settings, which leaves ~12 MB resident in any
 process that imported it (``VmHWM``, the peak, never drops). ``errord run`` loads and
 validates ``Settings`` as every command does (a bad config exits 2 right there), writes
-``Settings.dump_for_run()`` as JSON to a memfd the new image inherits, and ``exec``s
-``python -m errord.serve FD errord run ...`` (the tail only names the process for ``ps``).
-Same pid, so systemd's ``Type=notify`` and signals are unaffected; a fresh image, so
-its peak memory starts from zero. Here the JSON becomes a ``config.RunConfig`` and the
-daemon runs. A reload (SIGHUP) validates in a short-lived child the same way
-(``load_config``): the daemon process never imports pydantic.
+the resulting ``RunConfig.dump()`` as JSON to a memfd the new image inherits, and
+``exec``s ``python -m errord.serve FD errord run ...`` (the tail only names the process
+for ``ps``). Same pid, so systemd's ``Type=notify`` and signals are unaffected; a fresh
+image, so its peak memory starts from zero. Here the JSON becomes the same
+``config.RunConfig`` (``RunConfig.from_dump``) and the daemon runs. A reload (SIGHUP)
+validates in a short-lived child the same way (``load_config``): the daemon process
+never imports pydantic.
 
 The memfd holds the notify URLs and the MongoDB URI (secrets): it is never named on a
 command line, read once and closed; like the process's memory it is visible only to
@@ -23,15 +24,11 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import orjson
 
 from errord.config import RunConfig
 from errord.errors import EXIT_FAIL, EXIT_OK, ConfigError, ErrordError, exit_status
-
-if TYPE_CHECKING:
-    from errord.settings import Settings
 
 __all__ = ["exec_daemon", "load_config", "main"]
 
@@ -43,11 +40,11 @@ MALLOC_MMAP_THRESHOLD = 4 << 20
 MALLOC_TRIM_THRESHOLD = 64 << 20
 
 
-def exec_daemon(settings: Settings, argv: Sequence[str]) -> int:
-    """Replace this process with the daemon image, handing it ``settings``. Returns only
+def exec_daemon(config: RunConfig, argv: Sequence[str]) -> int:
+    """Replace this process with the daemon image, handing it ``config``. Returns only
     if that cannot be done (no memfd or exec allowed, say by a seccomp filter): then the
     daemon runs in this process, with pydantic loaded, and its exit status is returned."""
-    data = orjson.dumps(settings.dump_for_run())
+    data = orjson.dumps(config.dump())
     fd = -1
     try:
         fd = os.memfd_create("errord-config", 0)  # flags 0: no MFD_CLOEXEC, exec keeps it
@@ -63,9 +60,9 @@ def exec_daemon(settings: Settings, argv: Sequence[str]) -> int:
     except OSError as exc:
         if fd >= 0:
             os.close(fd)
-        _setup_logging(settings.log_level)
+        _setup_logging(config.log_level)
         logger.warning("cannot exec the daemon image (%s); running in this process", exc)
-        return _run(RunConfig.from_dump(orjson.loads(data)))
+        return _run(config)
     raise AssertionError("unreachable")  # pragma: no cover - execv does not return
 
 

@@ -1,39 +1,73 @@
-"""The one settings object: a TOML file plus ``ERRORD_`` environment, validated once at start.
+"""Validation: a TOML file plus the ``ERRORD_`` environment, checked once at start.
 
-``Settings.load`` is the entry point (CONTRACT §3). Building ``Settings(...)`` directly
-validates only the keyword arguments given - no file, no environment - so tests that need
-a settings object stay hermetic.
+``Settings.load`` is the entry point (CONTRACT §3); ``to_run()`` turns the result into the
+one config type everything after validation takes, ``config.RunConfig``. These models
+only validate (pydantic-settings: types, defaults, paths; ``confighints`` words each
+problem as one line naming its key); what the daemon asks of its config lives on
+``RunConfig``. Building
+``Settings(...)`` directly validates only the keyword arguments given - no file, no
+environment - so tests that need a config stay hermetic.
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import re
 import socket
 import tomllib
-import types
-import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
-from pydantic import ValidationError, field_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
-from pydantic_settings import SettingsConfigDict, SettingsError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
-from errord.config import MetricsMixin, MongoMixin, PolicyMixin, SourceMixin, TargetMixin
-from errord.config import redact_mongo_uri, redact_url, split_listen, split_userinfo
+from errord.config import (
+    CodeConfig,
+    Defaults,
+    MetricsConfig,
+    Mongo,
+    RunConfig,
+    Scope,
+    Source,
+    StartAt,
+    Target,
+    redact_mongo_uri,
+    redact_url,
+    split_listen,
+    split_userinfo,
+)
+from errord.confighints import problems, unknown_environment
 from errord.durations import parse_duration
 from errord.errors import ConfigError
 
 __all__ = [
-    "Settings", "SourceSettings", "DefaultsSettings", "CodeSettings", "MongoSettings",
-    "NotifyTarget", "MetricsSettings", "DEFAULT_CONFIG", "redact_url", "redact_mongo_uri",
-]  # fmt: skip
+    "DEFAULT_CONFIG",
+    "CodeSettings",
+    "DefaultsSettings",
+    "MetricsSettings",
+    "MongoSettings",
+    "NotifyTarget",
+    "Settings",
+    "SourceSettings",
+]
 
 DEFAULT_CONFIG = Path("/etc/errord/errord.toml")
 CONFIG_ENV = "ERRORD_CONFIG"
@@ -64,15 +98,20 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SourceSettings(SourceMixin, _Section):
+class SourceSettings(_Section):
     """One ``[[sources]]`` entry: a glob of JSON log files and how to read them."""
 
     path: Annotated[str, Field(min_length=1), AfterValidator(_absolute)]  # absolute glob
     app: str | None = None
-    start_at: Literal["end", "beginning"] = "end"
+    start_at: StartAt = "end"
     rotate_wait: Duration = 60.0
     timezone: Annotated[str, AfterValidator(_known_zone)] = "UTC"
     max_line_bytes: int = Field(default=1 << 20, ge=256)
+
+    def to_run(self) -> Source:
+        """This entry as the daemon holds it."""
+        return Source(path=self.path, app=self.app, start_at=self.start_at, rotate_wait=self.rotate_wait,
+                      timezone=self.timezone, max_line_bytes=self.max_line_bytes)
 
 
 class DefaultsSettings(_Section):
@@ -80,6 +119,10 @@ class DefaultsSettings(_Section):
 
     re_alert_time: Duration = 3600.0
     notify: bool = True
+
+    def to_run(self) -> Defaults:
+        """This table as the daemon holds it."""
+        return Defaults(re_alert_time=self.re_alert_time, notify=self.notify)
 
 
 class CodeSettings(_Section):
@@ -89,8 +132,12 @@ class CodeSettings(_Section):
     notify: bool | None = None
     tags: list[str] = Field(default_factory=list)
 
+    def to_run(self) -> CodeConfig:
+        """This table as the daemon holds it."""
+        return CodeConfig(re_alert_time=self.re_alert_time, notify=self.notify, tags=tuple(self.tags))
 
-class MongoSettings(MongoMixin, _Section):
+
+class MongoSettings(_Section):
     """``[mongodb]``: optional mirror of the incident history."""
 
     uri: str
@@ -98,6 +145,11 @@ class MongoSettings(MongoMixin, _Section):
     collection: str = Field(default="error_codes", min_length=1)
     timeout: Annotated[Duration, Field(gt=0)] = 5.0
     write_concern: str = "1"
+
+    def to_run(self) -> Mongo:
+        """This table as the daemon holds it."""
+        return Mongo(uri=self.uri, database=self.database, collection=self.collection, timeout=self.timeout,
+                     write_concern=self.write_concern)
 
     @field_validator("uri")
     @classmethod
@@ -120,11 +172,15 @@ class MongoSettings(MongoMixin, _Section):
             yield name, redact_mongo_uri(value) if name == "uri" else value
 
 
-class NotifyTarget(TargetMixin, _Section):
+class NotifyTarget(_Section):
     """One ``[[notify]]`` entry: an Apprise URL (a secret) and its routing tags."""
 
     url: str
     tags: list[str] = Field(default_factory=list)
+
+    def to_run(self) -> Target:
+        """This entry as the daemon holds it."""
+        return Target(url=self.url, tags=tuple(self.tags))
 
     @field_validator("url")
     @classmethod
@@ -139,10 +195,14 @@ class NotifyTarget(TargetMixin, _Section):
             yield name, redact_url(value) if name == "url" else value
 
 
-class MetricsSettings(MetricsMixin, _Section):
+class MetricsSettings(_Section):
     """``[metrics]``: where to serve Prometheus ``/metrics`` and ``/healthz``."""
 
     listen: str = "127.0.0.1:9464"
+
+    def to_run(self) -> MetricsConfig:
+        """This table as the daemon holds it."""
+        return MetricsConfig(listen=self.listen)
 
     @field_validator("listen")
     @classmethod
@@ -162,7 +222,7 @@ class _MappingEnvSource(EnvSettingsSource):
         return {(k if self.case_sensitive else k.lower()): v for k, v in self._environ.items()}
 
 
-class Settings(PolicyMixin, BaseSettings):
+class Settings(BaseSettings):
     """Everything errord is configured with (CONTRACT §3). Build it with ``Settings.load``."""
 
     model_config = SettingsConfigDict(
@@ -172,7 +232,7 @@ class Settings(PolicyMixin, BaseSettings):
     server_id: str = Field(default_factory=socket.gethostname)
     node_name: str = ""
     state_dir: Path = Path("/var/lib/errord")
-    scope: Literal["code", "app"] = "code"
+    scope: Scope = "code"
     log_level: str = "INFO"
     sources: list[SourceSettings] = Field(default_factory=list)
     defaults: DefaultsSettings = Field(default_factory=DefaultsSettings)
@@ -223,7 +283,7 @@ class Settings(PolicyMixin, BaseSettings):
         chosen = Path(_absolute(named if named is not None else DEFAULT_CONFIG))
         raw = _read_toml(chosen, required=named is not None)
         data = _anchor_paths(raw, chosen.parent) if raw is not None else {}
-        unknown = _unknown_environment(cls, env)
+        unknown = unknown_environment(cls, env, CONFIG_ENV)
         try:
             from_env = _MappingEnvSource(cls, {k: v for k, v in env.items() if k not in unknown})()
         except SettingsError as err:  # a list or table given as invalid JSON
@@ -233,7 +293,7 @@ class Settings(PolicyMixin, BaseSettings):
         try:
             settings = cls.model_validate(_deep_merge(data, from_env))
         except ValidationError as err:
-            raise ConfigError([*unknown.values(), *_problems(err, cls)]) from None  # the cause would echo secrets
+            raise ConfigError([*unknown.values(), *problems(err, cls)]) from None  # the cause would echo secrets
         if unknown:
             raise ConfigError(list(unknown.values()))
         settings._config_path = chosen if raw is not None else None
@@ -256,28 +316,28 @@ class Settings(PolicyMixin, BaseSettings):
                    f"and no ERRORD_SOURCES")
         raise ConfigError(f"sources: nothing to read: {why}")
 
-    def redacted(self) -> dict[str, Any]:
-        """The effective config as JSON-able data, for ``errord check-config``.
+    @property
+    def config_path(self) -> Path | None:
+        """The file these settings were loaded from, or None (defaults + environment)."""
+        return self._config_path
 
-        Durations are float seconds, paths absolute strings. Notify URLs go through
-        ``redact_url`` (each target also shows its ``key``) and the MongoDB URI through
-        ``redact_mongo_uri``.
-        """
-        data = self.model_dump(mode="json")
-        data["notify"] = [
-            {"url": t.redacted, "tags": list(t.tags), "key": t.key} for t in self.notify
-        ]
-        if self.mongodb is not None:
-            data["mongodb"]["uri"] = redact_mongo_uri(self.mongodb.uri)
-        return data
-
-    def dump_for_run(self) -> dict[str, Any]:
-        """Everything, secrets included, as JSON-able data for ``config.RunConfig.from_dump``
-        (how ``errord run`` hands the validated config to the daemon's process image)."""
-        data = self.model_dump(mode="json")
-        data["_config_path"] = str(self._config_path) if self._config_path is not None else None
-        data["_file_has_secrets"] = self._file_has_secrets
-        return data
+    def to_run(self) -> RunConfig:
+        """The validated settings as the one config type the rest of errord takes."""
+        return RunConfig(
+            server_id=self.server_id,
+            node_name=self.node_name,
+            state_dir=self.state_dir,
+            scope=self.scope,
+            log_level=self.log_level,
+            sources=tuple(s.to_run() for s in self.sources),
+            defaults=self.defaults.to_run(),
+            codes={code: c.to_run() for code, c in self.codes.items()},
+            mongodb=self.mongodb.to_run() if self.mongodb is not None else None,
+            notify=tuple(t.to_run() for t in self.notify),
+            metrics=self.metrics.to_run() if self.metrics is not None else None,
+            config_path=self._config_path,
+            file_has_secrets=self._file_has_secrets,
+        )
 
 
 def _read_toml(path: Path, *, required: bool) -> dict[str, Any] | None:
@@ -326,91 +386,3 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
         else:
             merged[key] = value
     return merged
-
-
-def _unknown_environment(model: type[BaseModel], env: Mapping[str, str]) -> dict[str, str]:
-    """``{variable: problem}`` for each ``ERRORD_`` variable that names no setting.
-
-    pydantic-settings looks up only the names it knows, so a typo such as
-    ``ERRORD_DEFAULT__NOTIFY`` would be dropped without a word (an operator who believes
-    errord is silent would get live alerts). Names match case-insensitively and nested
-    keys are joined by ``__``, as pydantic-settings reads them; the keys of a table of
-    tables (``codes``) are free. ``ERRORD_CONFIG`` and ``ERRORD_TEST_*`` are not settings.
-    """
-    out: dict[str, str] = {}
-    for name in sorted(env):
-        if not name.lower().startswith("errord_") or name == CONFIG_ENV or name.upper().startswith("ERRORD_TEST_"):
-            continue
-        problem = _env_problem(model, name[len("errord_"):].lower().split("__"))
-        if problem is not None:
-            if name.upper() == CONFIG_ENV:
-                problem = f"names no setting (the config file is named by {CONFIG_ENV}, in upper case)"
-            out[name] = f"{name}: {problem}"
-    return out
-
-
-def _env_problem(model: type[BaseModel], parts: list[str]) -> str | None:
-    """Why the nested key ``parts`` names no setting of ``model``, or None if it does."""
-    tp: Any = model
-    fixed: list[str] = []  # the parts, each unknown one replaced by its closest match
-    guessed = False
-    for part in parts:
-        tp = _unwrap_optional(tp)
-        where = ".".join(fixed)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            if part not in tp.model_fields:
-                close = difflib.get_close_matches(part, list(tp.model_fields), n=1)
-                if not close:
-                    return "names no setting"
-                guessed, part = True, close[0]
-            fixed.append(part)
-            tp = tp.model_fields[part].annotation
-        elif typing.get_origin(tp) is dict:  # [codes.X]: any X
-            if not part:
-                return "names no setting (an empty key)"
-            fixed.append(part)
-            tp = typing.get_args(tp)[-1]
-        elif guessed:
-            return "names no setting"
-        elif typing.get_origin(tp) is list:  # pydantic-settings reads no list index
-            return f"names no setting ({where} is a list: give all of it as JSON in ERRORD_{where.upper()})"
-        else:
-            return f"names no setting ({where} is a value, not a table)"
-    return f"names no setting (did you mean ERRORD_{'__'.join(fixed).upper()}?)" if guessed else None
-
-
-def _unwrap_optional(tp: Any) -> Any:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # X | None
-        return next(a for a in typing.get_args(tp) if a is not type(None))
-    return tp
-
-
-def _problems(err: ValidationError, model: type[BaseModel]) -> list[str]:
-    lines = []
-    for e in err.errors(include_url=False, include_input=False, include_context=False):
-        where = ".".join(str(part) for part in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            known = _fields_at(model, e["loc"][:-1])
-            close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
-            msg = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
-        lines.append(f"{where}: {msg}")
-    return lines
-
-
-def _fields_at(tp: Any, path: Sequence[int | str]) -> list[str]:
-    """Field names of the model found at ``path`` below ``tp`` (for "did you mean")."""
-    for part in (*path, None):
-        tp = _unwrap_optional(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            if part is None:
-                return list(tp.model_fields)
-            field = tp.model_fields.get(str(part))
-            if field is None:
-                return []
-            tp = field.annotation
-        elif part is not None and typing.get_args(tp):  # list index or dict key
-            tp = typing.get_args(tp)[-1]
-        else:
-            return []
-    return []

@@ -1,23 +1,24 @@
-"""Pure formatting for the CLI: JSON-ready records and aligned text tables."""
+"""Pure formatting for the CLI: JSON-ready records, notice lines and aligned text tables."""
 
 from __future__ import annotations
 
 import unicodedata
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from errord.durations import format_duration
-from errord.model import INCIDENT_FIELDS, TIME_FIELDS, Incident
+from errord.model import INCIDENT_FIELDS, TIME_FIELDS, Incident, Notice
 
-__all__ = ["iso", "incident_json", "incidents_table", "table", "ago", "stamp", "human_bytes"]
+__all__ = ["ago", "human_bytes", "incident_json", "incidents_table", "iso", "notice_json", "notice_line", "stamp",
+           "table"]
 
 
 def iso(ts: float | None) -> str | None:
     """ISO-8601 UTC with milliseconds and ``Z``: ``2026-01-14T15:05:51.367Z``."""
     if ts is None:
         return None
-    text = datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+    text = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
     return text.replace("+00:00", "Z")
 
 
@@ -28,6 +29,17 @@ def incident_json(inc: Incident) -> dict[str, Any]:
         value = getattr(inc, name)
         out[name] = iso(value) if name in TIME_FIELDS else value
     return out
+
+
+def notice_json(notice: Notice) -> dict[str, Any]:
+    """A notice as ``errord replay --json`` prints it (one JSON object a line)."""
+    return {"type": notice.type.value, "code": notice.code, "title": notice.title, "time": iso(notice.event_time),
+            "incident_id": notice.incident_id, "body": notice.body}
+
+
+def notice_line(notice: Notice) -> str:
+    """A notice as ``errord replay`` prints it: its event time, type and title."""
+    return f"{iso(notice.event_time)}  {notice.type.value:<7}  {notice.title}"
 
 
 def ago(ts: float | None, now: float) -> str:
@@ -86,21 +98,22 @@ def _fit(
     """Which columns to show and how wide, for ``table(width=...)``."""
 
     def floors(least: int) -> list[int]:
-        return [min(w, max(_cells(h), least)) if i in shrink else w for i, (h, w) in enumerate(zip(headers, natural))]
+        return [min(w, max(_cells(h), least)) if i in shrink else w
+                for i, (h, w) in enumerate(zip(headers, natural, strict=True))]
 
     shown = list(range(len(headers)))
 
     def total(ws: Sequence[int]) -> int:
         return sum(ws[i] for i in shown) + 2 * (len(shown) - 1)
 
-    floor = floors(MIN_CELLS)
+    at_min = floors(MIN_CELLS)
     for i in drop:  # leave out what cannot fit even with every shortened column at its floor
-        if total(floor) <= width:
+        if total(at_min) <= width:
             break
         if i in shown:
             shown.remove(i)
     widths = list(natural)
-    for floor in (floor, floors(4)):  # only a very narrow terminal goes below MIN_CELLS
+    for floor in (at_min, floors(4)):  # only a very narrow terminal goes below MIN_CELLS
         over = total(widths) - width
         while over > 0:  # shorten the widest shortenable column, down to the next widest
             candidates = sorted((i for i in shown if i in shrink and widths[i] > floor[i]),

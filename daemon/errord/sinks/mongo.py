@@ -45,8 +45,8 @@ from errord.errors import JournalError
 from errord.store.journal import Journal
 from errord.store.mongostore import INDEXES, Coll, collection_of, connect, describe, scrubber, upsert
 
-if TYPE_CHECKING:  # the daemon passes config.Mongo (same attributes)
-    from errord.settings import MongoSettings
+if TYPE_CHECKING:
+    from errord.config import Mongo
 
 __all__ = ["MongoSink", "BATCH_SIZE"]
 
@@ -78,7 +78,7 @@ class MongoSink:
     def __init__(
         self,
         state_dir: Path,
-        settings: MongoSettings,
+        settings: Mongo,
         *,
         batch_size: int = BATCH_SIZE,
         backoff: tuple[float, float] = (1.0, 60.0),

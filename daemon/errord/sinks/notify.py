@@ -69,12 +69,12 @@ class _Outcome(NamedTuple):
 
 
 class TargetLike(Protocol):
-    """What the sink needs of a configured notify target (``settings.NotifyTarget``)."""
+    """What the sink needs of a configured notify target (``config.Target``)."""
 
     @property
     def url(self) -> str: ...
     @property
-    def tags(self) -> list[str]: ...
+    def tags(self) -> Sequence[str]: ...
     @property
     def key(self) -> str: ...  # first 16 hex of sha256(url)
     @property

@@ -30,8 +30,8 @@ from errord.config import redact_mongo_uri
 from errord.errors import MongoError
 from errord.model import TIME_FIELDS, HistoryState, Incident, history_state
 
-if TYPE_CHECKING:  # the daemon passes config.Mongo, the commands settings.MongoSettings
-    from errord.settings import MongoSettings
+if TYPE_CHECKING:
+    from errord.config import Mongo
 
 __all__ = [
     "INDEXES", "READ_TIMEOUT", "Coll", "MongoStore", "collection_of", "connect", "describe", "host_filter",
@@ -143,7 +143,7 @@ def host_filter(
 # -- connections ---------------------------------------------------------------------------
 
 
-def connect(settings: MongoSettings, *, timeout: float | None = None) -> MongoClient[dict[str, Any]]:
+def connect(settings: Mongo, *, timeout: float | None = None) -> MongoClient[dict[str, Any]]:
     """A client whose every wait (server selection, connect, socket) is bounded by
     ``timeout`` seconds (default: ``[mongodb] timeout``). Connects lazily.
 
@@ -164,12 +164,12 @@ def connect(settings: MongoSettings, *, timeout: float | None = None) -> MongoCl
     )
 
 
-def collection_of(client: MongoClient[dict[str, Any]], settings: MongoSettings) -> Coll:
+def collection_of(client: MongoClient[dict[str, Any]], settings: Mongo) -> Coll:
     """The configured collection, with the configured write concern."""
     return client[settings.database].get_collection(settings.collection, write_concern=WriteConcern(w=settings.w))
 
 
-def describe(settings: MongoSettings) -> str:
+def describe(settings: Mongo) -> str:
     """How logs and messages name the collection: redacted URI, database.collection."""
     return f"{redact_mongo_uri(settings.uri)} ({settings.database}.{settings.collection})"
 
@@ -210,7 +210,7 @@ class MongoStore:
 
     @classmethod
     def open(
-        cls, settings: MongoSettings, *, server_id: str, node_name: str, timeout: float = READ_TIMEOUT
+        cls, settings: Mongo, *, server_id: str, node_name: str, timeout: float = READ_TIMEOUT
     ) -> MongoStore:
         """A store on ``settings`` whose reads give up after about ``timeout`` seconds."""
         scrub = scrubber(settings.uri)
@@ -262,7 +262,7 @@ class MongoStore:
 
 
 def recover_open_incidents(
-    settings: MongoSettings, *, server_id: str, node_name: str, timeout: float
+    settings: Mongo, *, server_id: str, node_name: str, timeout: float
 ) -> list[Incident]:
     """This host's open incidents from MongoDB (a rebuilt host's start); ``MongoError``
     when MongoDB does not answer within about ``timeout`` seconds."""
