@@ -111,7 +111,7 @@ async def test_a_closed_file_keeps_its_identity_semantics(tmp_path: Path, make: 
     d = await _opened(make([Src(str(logs / "*.jsonl"), rotate_wait=0.3)], max_open=10))
     await d.until(lambda: len(d.got) >= 40, timeout=20)
     await d.run_for(0.5)
-    parked = [p for p in paths if key_of(p) in d.t._parked]
+    parked = [p for p in paths if key_of(p) in d.t.parked]
     assert len(parked) >= 20
     rotated, truncated, deleted, quiet = parked[0], parked[1], parked[2], parked[3]
     rk, dk = key_of(rotated), key_of(deleted)

@@ -16,7 +16,8 @@ import pytest
 
 from errord.sources import fileid
 from errord.model import FileKey, Position
-from errord.sources.tail import Chunk, Tailer
+from errord.sources.base import Checkpoint, Chunk, Source
+from errord.sources.tail import Tailer
 
 ROTATE_WAIT = 0.3
 SCAN = 0.2
@@ -80,7 +81,7 @@ class Driver:
             self.t.account(c.key, len(got), c.skipped_long)
         self.chunks += chunks
         if commit:
-            for p in self.t.checkpoint():
+            for p in self.t.checkpoint().positions:
                 if p.gone:
                     self.db.pop(p.key, None)
                     self.gone.append(p)
@@ -703,6 +704,28 @@ async def test_kept_positions_are_forgotten_after_seven_days(tmp_path: Path, mak
 # -- checkpoints -----------------------------------------------------------------------
 
 
+async def test_the_tailer_is_the_batch_source_and_its_checkpoint_holds_positions(
+    tmp_path: Path, make: Make
+) -> None:
+    """The batch codes against ``sources.base.Source``: the tailer has every method of it,
+    and its checkpoint is a ``Checkpoint`` of file positions, with no meta (files have no
+    other kind of position), false once nothing changed since the last commit."""
+    assert [n for n in vars(Source) if not n.startswith("_") and not callable(getattr(Tailer, n, None))] == []
+    log = tmp_path / "app.jsonl"
+    append(log, lines("a", 0, 2))
+    d = await opened(make([Src(str(log))]))
+    for c in d.t.read():
+        d.t.account(c.key, len(split(c.data)), c.skipped_long)
+    cp = d.t.checkpoint()
+    assert isinstance(cp, Checkpoint) and cp.meta == {}
+    assert [(p.key, p.offset, p.lines_read, p.gone) for p in cp.positions] == [
+        (key_of(log), log.stat().st_size, 2, False)]
+    d.t.committed()
+    assert not d.t.checkpoint()
+    d.t.committed()
+    await d.t.close()
+
+
 async def test_rollback_hands_the_same_lines_again(tmp_path: Path, make: Make) -> None:
     log = tmp_path / "app.jsonl"
     append(log, lines("a", 0, 2))
@@ -718,7 +741,7 @@ async def test_rollback_hands_the_same_lines_again(tmp_path: Path, make: Make) -
         await d.t.wait(0.05)
     first = b"".join(c.data for c in chunks)
     assert first == b"".join(lines("a", 2, 4))
-    assert d.t.checkpoint()[0].lines_read == 4
+    assert d.t.checkpoint().positions[0].lines_read == 4
     d.t.rollback()  # the journal commit failed
     again = d.step()
     assert b"".join(c.data for c in again) == first
@@ -741,7 +764,7 @@ async def test_rollback_reopens_a_deleted_file_closed_in_the_failed_batch(
     got: list[bytes] = []
     for _ in range(100):  # read without committing until the tailer closes the file
         got += [ln for c in d.t.read() for ln in split(c.data)]
-        if any(p.gone for p in d.t.checkpoint()):
+        if any(p.gone for p in d.t.checkpoint().positions):
             break
         await d.t.wait(0.05)
     assert got == lines("a", 2, 3)

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from conftest import append
-from errord.sources.follower import Chunk
+from errord.sources.base import Chunk
 from errord.parse.lines import LineParser
 from errord.sources.zonecheck import EVERY, SIGHTINGS, ZoneCheck
 

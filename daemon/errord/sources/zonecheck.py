@@ -26,9 +26,9 @@ from __future__ import annotations
 import os
 from typing import Final
 
-from errord.sources.follower import Chunk
 from errord.parse.lines import LineParser
 from errord.parse.linewarnings import describe_skew, zone_like
+from errord.sources.base import Chunk
 
 __all__ = ["ZoneCheck"]
 
