@@ -183,6 +183,23 @@ async def test_partial_line_is_held_until_its_newline(tmp_path: Path, make: Make
 # -- where reading starts --------------------------------------------------------------
 
 
+async def test_a_chunk_says_whether_it_reached_the_end_and_when_the_file_changed(
+    tmp_path: Path, make: Make
+) -> None:
+    """``Chunk.at_end`` and ``Chunk.mtime`` from the tailer's own fstat: what zonecheck
+    needs to tell a live line from a backlog without a stat of its own."""
+    log = tmp_path / "app.jsonl"
+    append(log, lines("a", 0, 300))  # ~30 KB: several reads of 4 KiB
+    d = await opened(make([Src(str(log))], chunk_bytes=4096))
+    await d.until(lambda: len(d.got) >= 300)
+    read = [c for c in d.chunks if c.data]
+    assert len(read) > 3
+    assert [c.at_end for c in read] == [False] * (len(read) - 1) + [True]
+    assert read[-1].mtime == pytest.approx(log.stat().st_mtime, abs=1e-6)
+    assert all(c.mtime == 0.0 for c in read[:-1])
+    await d.t.close()
+
+
 async def test_start_at_end_vs_beginning_on_first_start(tmp_path: Path, make: Make) -> None:
     (tmp_path / "e").mkdir()
     (tmp_path / "b").mkdir()

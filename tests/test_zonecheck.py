@@ -39,10 +39,13 @@ def pjl(when: float, tz: ZoneInfo = NEW_YORK, code: str = "db_down") -> bytes:
     return stream.getvalue().encode()
 
 
-def chunk_of(path: Path, start: int) -> Chunk:
+def chunk_of(path: Path, start: int, end: int | None = None) -> Chunk:
+    """The chunk the tailer hands on for ``path``'s bytes from ``start`` (to ``end``):
+    at the file's end or not, with the mtime its fstat saw."""
     st = path.stat()
-    data = path.read_bytes()[start:]
-    return Chunk((st.st_dev, st.st_ino), 0, str(path), start, data)
+    data = path.read_bytes()[start:end]
+    return Chunk((st.st_dev, st.st_ino), 0, str(path), start, data,
+                 at_end=start + len(data) == st.st_size, mtime=st.st_mtime)
 
 
 def sight(zc: ZoneCheck, path: Path, line: bytes, now: float, mtime: float | None = None) -> str | None:
@@ -96,13 +99,34 @@ def test_backlogs_and_copies_do_not_warn(tmp_path: Path) -> None:
         start = behind.stat().st_size if behind.exists() else 0
         append(behind, pjl(now + i), pjl(now + i, UTC))
         first = pjl(now + i)
-        c = chunk_of(behind, start)
-        c.data = c.data[:len(first)]
+        c = chunk_of(behind, start, start + len(first))
         assert zc.check(c, LineParser(app=None, tz=UTC, max_line_bytes=1 << 20), now + i, "s", "UTC") is None
     # an old file copied in just now: fresh mtime, one sighting, then nothing more
     copy = tmp_path / "copy.jsonl"
     assert sight(zc, copy, b"".join(pjl(now - 7 * 3600 - 60 + i) for i in range(100)), now) is None
-    assert zc._seen[str(copy)][1] == 1  # it was one sighting: with more it would warn
+    assert zc.sightings(str(copy)) == 1  # it was one sighting: with more it would warn
+
+
+def test_what_the_tailer_saw_comes_with_the_chunk_no_stat(tmp_path: Path) -> None:
+    """The check does no I/O of its own: a chunk at the file's end with a fresh mtime is
+    live even when its path names nothing now (a deleted file read through its
+    descriptor); one that does not reach the end, or an old mtime, never counts."""
+    gone = str(tmp_path / "deleted.jsonl")  # never created
+    parser = LineParser(app=None, tz=UTC, max_line_bytes=1 << 20)
+    now = time.time()
+
+    def check(zc: ZoneCheck, i: int, *, at_end: bool = True, mtime: float | None = None) -> str | None:
+        when = now + i * EVERY
+        chunk = Chunk((1, 2), 0, gone, 100 * i, pjl(when), at_end=at_end, mtime=when if mtime is None else mtime)
+        return zc.check(chunk, parser, when, "sources.0.timezone", "UTC")
+
+    zc = ZoneCheck()
+    got = [check(zc, i) for i in range(SIGHTINGS)]
+    assert got[:-1] == [None] * (SIGHTINGS - 1) and got[-1] is not None and got[-1].startswith(gone)
+    behind, stale = ZoneCheck(), ZoneCheck()
+    assert [check(behind, i, at_end=False) for i in range(SIGHTINGS + 1)] == [None] * (SIGHTINGS + 1)
+    assert [check(stale, i, mtime=now - 3600) for i in range(SIGHTINGS + 1)] == [None] * (SIGHTINGS + 1)
+    assert behind.sightings(gone) == stale.sightings(gone) == 0
 
 
 @pytest.mark.parametrize("line", [

@@ -33,7 +33,10 @@ class Chunk:
     ``data[0]``. ``skipped_long`` counts lines over ``max_line_bytes`` dropped in this
     range (not in ``data``); ``long_offsets`` holds their start offsets (at most
     ``follower.MAX_LONG_OFFSETS``). ``data`` may be empty when the chunk only reports
-    skipped lines.
+    skipped lines. ``at_end``: the chunk ends where the file ended when it was read (the
+    reader has caught up); ``mtime``: the file's modification time (epoch seconds) from
+    the source's last look at it, 0 when unknown. Both tell a live line from a backlog
+    (``zonecheck``) without another ``stat``.
     """
 
     key: FileKey
@@ -43,6 +46,8 @@ class Chunk:
     data: bytes
     skipped_long: int = 0
     long_offsets: list[int] = field(default_factory=list)
+    at_end: bool = False
+    mtime: float = 0.0
 
 
 @dataclass(slots=True)

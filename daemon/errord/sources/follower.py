@@ -163,7 +163,9 @@ class Follower:
         """Read up to ``n`` bytes at the cursor; return the complete lines and the bytes read.
 
         An over-long line is never buffered: once the partial line passes ``max_line``
-        bytes it is dropped and the rest of it skipped up to its newline.
+        bytes it is dropped and the rest of it skipped up to its newline. The last chunk
+        is ``at_end`` when it ends where the file did (with the ``mtime`` of the last
+        fstat), so a live line is told from a backlog without another stat.
         """
         data = os.pread(self.fd, n, self.cursor)
         if not data:
@@ -172,6 +174,11 @@ class Follower:
         self.cursor += len(data)
         # memchr; NULs are rare: a preallocated file, a writer that crashed
         chunks = (self._take_around_nuls if b"\0" in data else self._take)(data, start, max_line)
+        if chunks and (len(data) < n or self.cursor == self.size):  # the file ended there when read
+            last = chunks[-1]
+            if last.offset + len(last.data) == self.cursor:  # no partial line after it
+                last.at_end = True
+                last.mtime = self.mtime_ns / 1e9 if self.mtime_ns >= 0 else 0.0
         return chunks, len(data)
 
     def _take_around_nuls(self, data: bytes, start: int, max_line: int) -> list[Chunk]:
