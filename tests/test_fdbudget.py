@@ -202,6 +202,19 @@ async def test_out_of_descriptors_backs_off_without_spinning(tmp_path: Path, mak
     assert sorted(d.lines()) == sorted(ln for p in paths for ln in lines(p.stem, 0, 1))
 
 
+def test_running_out_is_told_at_most_every_ten_minutes(caplog: pytest.LogCaptureFixture) -> None:
+    """``FdBudget.exhausted`` backs off at each refusal but warns once per WARN_EVERY."""
+    now = [1000.0]
+    budget = FdBudget(100, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="errord"):
+        for step in (0.0, 61.0, 120.0, fdbudget.WARN_EVERY):
+            now[0] += step
+            budget.exhausted(now[0], 50, 3)
+            assert budget.blocked(now[0]) and budget.cap(now[0]) == 50 - fdbudget.SLACK
+    told = [r for r in caplog.records if "out of file descriptors" in r.getMessage()]
+    assert len(told) == 2, [r.getMessage() for r in told]
+
+
 # -- the open-file limit ---------------------------------------------------------------
 
 

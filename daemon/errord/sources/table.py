@@ -287,6 +287,9 @@ class FileTable:
     def checkpoint(self) -> list[Position]:
         """Positions changed since the last commit, ``gone=True`` for deleted identities,
         and the positions kept (marked unseen) of files no longer followed."""
+        return [*self._changed(), *self._gone(), *self._kept()]
+
+    def _changed(self) -> list[Position]:
         out: list[Position] = []
         self._inflight = {}
         dirty = [f for k in self.parking.dirty if (f := self.parked.get(k)) is not None]
@@ -295,14 +298,19 @@ class FileTable:
             if f.fresh or m != f.snap:
                 out.append(f.position())
                 self._inflight[f.key] = m
+        return out
+
+    def _gone(self) -> list[Position]:
         for k in [k for k in self.gone if self.follows(k)]:
             del self.gone[k]  # the identity is back (inode reuse)
             old = self.closing.pop(k, None)
             if old is not None:
                 old.close()
         self._inflight_gone = set(self.gone)
-        for k in self._inflight_gone:
-            out.append(Position(dev=k[0], ino=k[1], path=self.gone[k], offset=0, gone=True))
+        return [Position(dev=k[0], ino=k[1], path=self.gone[k], offset=0, gone=True) for k in self._inflight_gone]
+
+    def _kept(self) -> list[Position]:
+        out: list[Position] = []
         self._inflight_unseen = {}
         for k, sleep in self.sleeping.items():
             c = self.closing.get(k)
