@@ -14,7 +14,6 @@ import logging
 import os
 import random
 import resource
-import signal
 import subprocess
 import sys
 import time
@@ -23,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from errord.model import Position
 from errord.sources import fdbudget
 from errord.sources.fdbudget import FdBudget, raise_open_file_limit
-from errord.model import Position
 from errord.sources.tail import Tailer
 from test_tail import Driver, Src, append, key_of, lines
 
@@ -151,7 +150,7 @@ async def test_partial_lines_and_empty_new_files_do_not_hold_descriptors(tmp_pat
     logs.mkdir()
     partial = [logs / f"p{i:02d}.jsonl" for i in range(30)]
     for p in partial:
-        append(p, lines(p.stem, 0, 1) + [lines(p.stem, 1, 2)[0][:30]])
+        append(p, [*lines(p.stem, 0, 1), lines(p.stem, 1, 2)[0][:30]])
     d = await _opened(make([Src(str(logs / "*.jsonl"))], first_start=False, max_open=5))
     await d.until(lambda: len(d.got) >= 30, timeout=20)
     empty = [logs / f"e{i:02d}.jsonl" for i in range(30)]
@@ -241,10 +240,9 @@ def _limit(soft: int, hard: int) -> Callable[[], None]:
 
 def start_limited(e, soft: int, hard: int) -> None:  # type: ignore[no-untyped-def]
     """``e.start()`` with RLIMIT_NOFILE set in the child before it execs."""
-    log = open(e.log_path, "ab")
-    e.proc = subprocess.Popen([sys.executable, "-m", "errord", "run", "-c", str(e.config)], env=e.env,
-                              stdout=log, stderr=subprocess.STDOUT, preexec_fn=_limit(soft, hard))
-    log.close()
+    with open(e.log_path, "ab") as log:  # the child has its own copy of the descriptor
+        e.proc = subprocess.Popen([sys.executable, "-m", "errord", "run", "-c", str(e.config)], env=e.env,
+                                  stdout=log, stderr=subprocess.STDOUT, preexec_fn=_limit(soft, hard))
 
 
 def cpu_seconds(pid: int) -> float:

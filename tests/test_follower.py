@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import append, line
+from errord.parse.lines import nul_free_parts
 from errord.sources.base import Chunk
 from errord.sources.follower import Follower
-from errord.parse.lines import nul_free_parts
 
 MAX_LINE = 1 << 20
 

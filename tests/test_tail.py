@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from errord.sources import fileid
 from errord.model import FileKey, Position
+from errord.sources import fileid
 from errord.sources.base import Checkpoint, Chunk, Source
 from errord.sources.tail import Tailer
 
@@ -306,10 +306,10 @@ async def test_rename_rotation_follows_the_renamed_file_and_reads_the_new_one(
     writer.close()
     await d.until(lambda: d.kept(old_key), timeout=5)
     tail = L("a", 7)[:20]
-    assert d.of(old_key) == lines("a", 0, 7) + [tail]
+    assert d.of(old_key) == [*lines("a", 0, 7), tail]
     assert d.of(key_of(log)) == lines("b", 0, 3)
     assert d.lines("app.jsonl.1")[-1] == tail  # the renamed file's new name was learnt
-    assert sorted(d.lines()) == sorted(lines("a", 0, 7) + [tail] + lines("b", 0, 3))
+    assert sorted(d.lines()) == sorted([*lines("a", 0, 7), tail, *lines("b", 0, 3)])
     assert [f.path for f in d.t.files()] == [str(log)]
     # closed, its position kept (at its end) in case a glob matches the rotated name later
     assert d.db[old_key].offset == rotated.stat().st_size and d.db[old_key].path == str(rotated)
@@ -484,8 +484,8 @@ async def test_rotation_while_down_reads_the_rest_of_the_renamed_file(tmp_path: 
     await d1.until(lambda: len(d1.got) >= 4)
     await d1.t.close()
     old_key = key_of(log)
-    stored = list(d1.db.values()) + [Position(dev=1, ino=999999, path=str(tmp_path / "vanished.jsonl"),
-                                              offset=10, fp_len=10, fp_hash="00")]
+    stored = [*d1.db.values(), Position(dev=1, ino=999999, path=str(tmp_path / "vanished.jsonl"),
+                                   offset=10, fp_len=10, fp_hash="00")]
     # While errord is down: more lines, rename, a new file at the path.
     append(log, lines("a", 4, 7))
     os.rename(log, rotated)
@@ -749,7 +749,7 @@ async def test_rollback_hands_the_same_lines_again(tmp_path: Path, make: Make) -
     d = await opened(make([Src(str(log))]))
     await d.until(lambda: len(d.got) >= 2)
     committed = dict(d.db)
-    append(log, lines("a", 2, 4) + [b'{"partial'])
+    append(log, [*lines("a", 2, 4), b'{"partial'])
     chunks = []
     for _ in range(50):
         chunks = d.step(commit=False)
@@ -921,6 +921,7 @@ def test_the_daemon_logs_where_it_starts_reading_each_file(make_errord, tmp_path
     append(logs / "app03.jsonl", lines("x3", 2, 3))
     e.start()
     out = e.output().split("errord stopped")[-1]
-    assert f"reading {logs / 'app03.jsonl'} from its stored position {size:,} ({len(L('x3', 2)):,} bytes to read)" in out
+    assert (f"reading {logs / 'app03.jsonl'} from its stored position {size:,} "
+            f"({len(L('x3', 2)):,} bytes to read)") in out
     assert "... and 6 more file(s): 6 at their stored position" in out
     assert e.stop() == 0

@@ -8,15 +8,15 @@ import logging
 import os
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from conftest import append
-from errord.sources.base import Chunk
 from errord.parse.lines import LineParser
+from errord.sources.base import Chunk
 from errord.sources.zonecheck import EVERY, SIGHTINGS, ZoneCheck
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -75,7 +75,8 @@ def test_live_new_york_times_read_as_utc_warn_once(tmp_path: Path) -> None:
 
 def test_times_ahead_warn_too_and_right_zones_never(tmp_path: Path) -> None:
     zc, now = ZoneCheck(), time.time()
-    tokyo = [sight(zc, tmp_path / "tokyo.jsonl", pjl(now + i, ZoneInfo("Asia/Tokyo")), now + i) for i in range(SIGHTINGS)]
+    tokyo = [sight(zc, tmp_path / "tokyo.jsonl", pjl(now + i, ZoneInfo("Asia/Tokyo")), now + i)
+             for i in range(SIGHTINGS)]
     assert tokyo[-1] is not None and "9h ahead of this host's clock" in tokyo[-1]
     utc = [sight(zc, tmp_path / "utc.jsonl", pjl(now + i, UTC), now + i) for i in range(SIGHTINGS + 1)]
     assert utc == [None] * (SIGHTINGS + 1)
@@ -137,7 +138,7 @@ def test_what_the_tailer_saw_comes_with_the_chunk_no_stat(tmp_path: Path) -> Non
 ])
 def test_lines_with_a_zone_or_no_time_are_not_looked_at(tmp_path: Path, line: bytes) -> None:
     zc, log = ZoneCheck(), tmp_path / "z.jsonl"
-    now = datetime(2026, 1, 14, 15, 0, 5, tzinfo=timezone.utc).timestamp()
+    now = datetime(2026, 1, 14, 15, 0, 5, tzinfo=UTC).timestamp()
     assert all(sight(zc, log, line, now + i, mtime=now + i) is None for i in range(SIGHTINGS + 1))
 
 
@@ -161,7 +162,7 @@ def test_daemon_warns_once_for_a_live_file_in_the_wrong_zone(make_errord, tmp_pa
     e = make_errord()
     e.start()
     ny, utc = logs / "ny.jsonl", logs / "utc.jsonl"
-    for i in range(SIGHTINGS + 3):
+    for _ in range(SIGHTINGS + 3):
         append(ny, pjl(time.time()))
         append(utc, pjl(time.time(), UTC, code="on_time"))
         append(big, pjl(time.time(), UTC, code="big"))

@@ -1,9 +1,10 @@
 """One open log file as the tailer follows it: read cursor, partial line, long lines.
 
 A :class:`Follower` owns one file descriptor and turns the bytes at its cursor into
-:class:`~errord.sources.base.Chunk` objects of complete lines. It knows nothing about globs, rotation or
-checkpoints beyond the :class:`Mark` it can be rewound to; :mod:`errord.sources.tail` decides
-when to create, rewind, restart and close followers.
+:class:`~errord.sources.base.Chunk` objects of complete lines. It knows nothing about
+globs, rotation or checkpoints beyond the :class:`Mark` it can be rewound to; the tailer
+and its parts (:mod:`errord.sources.tail`) decide when to create, rewind, restart and
+close followers.
 """
 
 from __future__ import annotations
