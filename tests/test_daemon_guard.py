@@ -7,7 +7,7 @@ from datetime import timezone
 
 from errord.daemon import PARSER_ERROR, _parse_guarded
 from errord.parse.lines import LineParser
-from errord.sources.tail import Chunk
+from errord.sources.base import Chunk
 
 NOW = 1_768_400_000.0
 

@@ -14,7 +14,6 @@ import logging
 import os
 import random
 import resource
-import signal
 import subprocess
 import sys
 import time
@@ -23,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from errord.model import Position
 from errord.sources import fdbudget
 from errord.sources.fdbudget import FdBudget, raise_open_file_limit
-from errord.model import Position
 from errord.sources.tail import Tailer
 from test_tail import Driver, Src, append, key_of, lines
 
@@ -111,7 +110,7 @@ async def test_a_closed_file_keeps_its_identity_semantics(tmp_path: Path, make: 
     d = await _opened(make([Src(str(logs / "*.jsonl"), rotate_wait=0.3)], max_open=10))
     await d.until(lambda: len(d.got) >= 40, timeout=20)
     await d.run_for(0.5)
-    parked = [p for p in paths if key_of(p) in d.t._parked]
+    parked = [p for p in paths if key_of(p) in d.t.parked]
     assert len(parked) >= 20
     rotated, truncated, deleted, quiet = parked[0], parked[1], parked[2], parked[3]
     rk, dk = key_of(rotated), key_of(deleted)
@@ -151,7 +150,7 @@ async def test_partial_lines_and_empty_new_files_do_not_hold_descriptors(tmp_pat
     logs.mkdir()
     partial = [logs / f"p{i:02d}.jsonl" for i in range(30)]
     for p in partial:
-        append(p, lines(p.stem, 0, 1) + [lines(p.stem, 1, 2)[0][:30]])
+        append(p, [*lines(p.stem, 0, 1), lines(p.stem, 1, 2)[0][:30]])
     d = await _opened(make([Src(str(logs / "*.jsonl"))], first_start=False, max_open=5))
     await d.until(lambda: len(d.got) >= 30, timeout=20)
     empty = [logs / f"e{i:02d}.jsonl" for i in range(30)]
@@ -202,6 +201,19 @@ async def test_out_of_descriptors_backs_off_without_spinning(tmp_path: Path, mak
     assert sorted(d.lines()) == sorted(ln for p in paths for ln in lines(p.stem, 0, 1))
 
 
+def test_running_out_is_told_at_most_every_ten_minutes(caplog: pytest.LogCaptureFixture) -> None:
+    """``FdBudget.exhausted`` backs off at each refusal but warns once per WARN_EVERY."""
+    now = [1000.0]
+    budget = FdBudget(100, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="errord"):
+        for step in (0.0, 61.0, 120.0, fdbudget.WARN_EVERY):
+            now[0] += step
+            budget.exhausted(now[0], 50, 3)
+            assert budget.blocked(now[0]) and budget.cap(now[0]) == 50 - fdbudget.SLACK
+    told = [r for r in caplog.records if "out of file descriptors" in r.getMessage()]
+    assert len(told) == 2, [r.getMessage() for r in told]
+
+
 # -- the open-file limit ---------------------------------------------------------------
 
 
@@ -228,10 +240,9 @@ def _limit(soft: int, hard: int) -> Callable[[], None]:
 
 def start_limited(e, soft: int, hard: int) -> None:  # type: ignore[no-untyped-def]
     """``e.start()`` with RLIMIT_NOFILE set in the child before it execs."""
-    log = open(e.log_path, "ab")
-    e.proc = subprocess.Popen([sys.executable, "-m", "errord", "run", "-c", str(e.config)], env=e.env,
-                              stdout=log, stderr=subprocess.STDOUT, preexec_fn=_limit(soft, hard))
-    log.close()
+    with open(e.log_path, "ab") as log:  # the child has its own copy of the descriptor
+        e.proc = subprocess.Popen([sys.executable, "-m", "errord", "run", "-c", str(e.config)], env=e.env,
+                                  stdout=log, stderr=subprocess.STDOUT, preexec_fn=_limit(soft, hard))
 
 
 def cpu_seconds(pid: int) -> float:

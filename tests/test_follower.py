@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import append, line
-from errord.sources.follower import Chunk, Follower
 from errord.parse.lines import nul_free_parts
+from errord.sources.base import Chunk
+from errord.sources.follower import Follower
 
 MAX_LINE = 1 << 20
 
@@ -33,6 +34,25 @@ def pull_all(f: Follower, step: int, max_line: int = MAX_LINE) -> list[Chunk]:
         chunks += got
         if not used:
             return chunks
+
+
+def test_only_a_chunk_that_reaches_the_end_of_the_file_is_at_end(tmp_path: Path) -> None:
+    """``Chunk.at_end``: a read that ended where the file did, with no partial line after
+    the chunk; the reads before it, and a chunk followed by a partial line, are not."""
+    log = tmp_path / "app.jsonl"
+    append(log, *[line(f"a{i}") for i in range(50)])
+    assert log.stat().st_size % 512  # the last read is a short one
+    f = follower_for(log)
+    chunks = pull_all(f, 512)
+    assert len(chunks) > 3
+    assert [c.at_end for c in chunks] == [False] * (len(chunks) - 1) + [True]
+    assert chunks[-1].offset + len(chunks[-1].data) == log.stat().st_size
+    append(log, line("b"), b'{"partial": ')
+    [c] = pull_all(f, 1 << 16)
+    assert c.data == line("b") and not c.at_end
+    append(log, b"1}\n")
+    [c] = pull_all(f, 1 << 16)
+    assert c.data == b'{"partial": 1}\n' and c.at_end
 
 
 def lines_of(chunks: list[Chunk], path: Path) -> list[bytes]:

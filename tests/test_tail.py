@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from errord.sources import fileid
 from errord.model import FileKey, Position
-from errord.sources.tail import Chunk, Tailer
+from errord.sources import fileid
+from errord.sources.base import Checkpoint, Chunk, Source
+from errord.sources.tail import Tailer
 
 ROTATE_WAIT = 0.3
 SCAN = 0.2
@@ -80,7 +81,7 @@ class Driver:
             self.t.account(c.key, len(got), c.skipped_long)
         self.chunks += chunks
         if commit:
-            for p in self.t.checkpoint():
+            for p in self.t.checkpoint().positions:
                 if p.gone:
                     self.db.pop(p.key, None)
                     self.gone.append(p)
@@ -180,6 +181,23 @@ async def test_partial_line_is_held_until_its_newline(tmp_path: Path, make: Make
 
 
 # -- where reading starts --------------------------------------------------------------
+
+
+async def test_a_chunk_says_whether_it_reached_the_end_and_when_the_file_changed(
+    tmp_path: Path, make: Make
+) -> None:
+    """``Chunk.at_end`` and ``Chunk.mtime`` from the tailer's own fstat: what zonecheck
+    needs to tell a live line from a backlog without a stat of its own."""
+    log = tmp_path / "app.jsonl"
+    append(log, lines("a", 0, 300))  # ~30 KB: several reads of 4 KiB
+    d = await opened(make([Src(str(log))], chunk_bytes=4096))
+    await d.until(lambda: len(d.got) >= 300)
+    read = [c for c in d.chunks if c.data]
+    assert len(read) > 3
+    assert [c.at_end for c in read] == [False] * (len(read) - 1) + [True]
+    assert read[-1].mtime == pytest.approx(log.stat().st_mtime, abs=1e-6)
+    assert all(c.mtime == 0.0 for c in read[:-1])
+    await d.t.close()
 
 
 async def test_start_at_end_vs_beginning_on_first_start(tmp_path: Path, make: Make) -> None:
@@ -288,10 +306,10 @@ async def test_rename_rotation_follows_the_renamed_file_and_reads_the_new_one(
     writer.close()
     await d.until(lambda: d.kept(old_key), timeout=5)
     tail = L("a", 7)[:20]
-    assert d.of(old_key) == lines("a", 0, 7) + [tail]
+    assert d.of(old_key) == [*lines("a", 0, 7), tail]
     assert d.of(key_of(log)) == lines("b", 0, 3)
     assert d.lines("app.jsonl.1")[-1] == tail  # the renamed file's new name was learnt
-    assert sorted(d.lines()) == sorted(lines("a", 0, 7) + [tail] + lines("b", 0, 3))
+    assert sorted(d.lines()) == sorted([*lines("a", 0, 7), tail, *lines("b", 0, 3)])
     assert [f.path for f in d.t.files()] == [str(log)]
     # closed, its position kept (at its end) in case a glob matches the rotated name later
     assert d.db[old_key].offset == rotated.stat().st_size and d.db[old_key].path == str(rotated)
@@ -466,8 +484,8 @@ async def test_rotation_while_down_reads_the_rest_of_the_renamed_file(tmp_path: 
     await d1.until(lambda: len(d1.got) >= 4)
     await d1.t.close()
     old_key = key_of(log)
-    stored = list(d1.db.values()) + [Position(dev=1, ino=999999, path=str(tmp_path / "vanished.jsonl"),
-                                              offset=10, fp_len=10, fp_hash="00")]
+    stored = [*d1.db.values(), Position(dev=1, ino=999999, path=str(tmp_path / "vanished.jsonl"),
+                                   offset=10, fp_len=10, fp_hash="00")]
     # While errord is down: more lines, rename, a new file at the path.
     append(log, lines("a", 4, 7))
     os.rename(log, rotated)
@@ -703,13 +721,35 @@ async def test_kept_positions_are_forgotten_after_seven_days(tmp_path: Path, mak
 # -- checkpoints -----------------------------------------------------------------------
 
 
+async def test_the_tailer_is_the_batch_source_and_its_checkpoint_holds_positions(
+    tmp_path: Path, make: Make
+) -> None:
+    """The batch codes against ``sources.base.Source``: the tailer has every method of it,
+    and its checkpoint is a ``Checkpoint`` of file positions, with no meta (files have no
+    other kind of position), false once nothing changed since the last commit."""
+    assert [n for n in vars(Source) if not n.startswith("_") and not callable(getattr(Tailer, n, None))] == []
+    log = tmp_path / "app.jsonl"
+    append(log, lines("a", 0, 2))
+    d = await opened(make([Src(str(log))]))
+    for c in d.t.read():
+        d.t.account(c.key, len(split(c.data)), c.skipped_long)
+    cp = d.t.checkpoint()
+    assert isinstance(cp, Checkpoint) and cp.meta == {}
+    assert [(p.key, p.offset, p.lines_read, p.gone) for p in cp.positions] == [
+        (key_of(log), log.stat().st_size, 2, False)]
+    d.t.committed()
+    assert not d.t.checkpoint()
+    d.t.committed()
+    await d.t.close()
+
+
 async def test_rollback_hands_the_same_lines_again(tmp_path: Path, make: Make) -> None:
     log = tmp_path / "app.jsonl"
     append(log, lines("a", 0, 2))
     d = await opened(make([Src(str(log))]))
     await d.until(lambda: len(d.got) >= 2)
     committed = dict(d.db)
-    append(log, lines("a", 2, 4) + [b'{"partial'])
+    append(log, [*lines("a", 2, 4), b'{"partial'])
     chunks = []
     for _ in range(50):
         chunks = d.step(commit=False)
@@ -718,7 +758,7 @@ async def test_rollback_hands_the_same_lines_again(tmp_path: Path, make: Make) -
         await d.t.wait(0.05)
     first = b"".join(c.data for c in chunks)
     assert first == b"".join(lines("a", 2, 4))
-    assert d.t.checkpoint()[0].lines_read == 4
+    assert d.t.checkpoint().positions[0].lines_read == 4
     d.t.rollback()  # the journal commit failed
     again = d.step()
     assert b"".join(c.data for c in again) == first
@@ -741,7 +781,7 @@ async def test_rollback_reopens_a_deleted_file_closed_in_the_failed_batch(
     got: list[bytes] = []
     for _ in range(100):  # read without committing until the tailer closes the file
         got += [ln for c in d.t.read() for ln in split(c.data)]
-        if any(p.gone for p in d.t.checkpoint()):
+        if any(p.gone for p in d.t.checkpoint().positions):
             break
         await d.t.wait(0.05)
     assert got == lines("a", 2, 3)
@@ -881,6 +921,7 @@ def test_the_daemon_logs_where_it_starts_reading_each_file(make_errord, tmp_path
     append(logs / "app03.jsonl", lines("x3", 2, 3))
     e.start()
     out = e.output().split("errord stopped")[-1]
-    assert f"reading {logs / 'app03.jsonl'} from its stored position {size:,} ({len(L('x3', 2)):,} bytes to read)" in out
+    assert (f"reading {logs / 'app03.jsonl'} from its stored position {size:,} "
+            f"({len(L('x3', 2)):,} bytes to read)") in out
     assert "... and 6 more file(s): 6 at their stored position" in out
     assert e.stop() == 0

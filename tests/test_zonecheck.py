@@ -8,15 +8,15 @@ import logging
 import os
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from conftest import append
-from errord.sources.follower import Chunk
 from errord.parse.lines import LineParser
+from errord.sources.base import Chunk
 from errord.sources.zonecheck import EVERY, SIGHTINGS, ZoneCheck
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -39,10 +39,13 @@ def pjl(when: float, tz: ZoneInfo = NEW_YORK, code: str = "db_down") -> bytes:
     return stream.getvalue().encode()
 
 
-def chunk_of(path: Path, start: int) -> Chunk:
+def chunk_of(path: Path, start: int, end: int | None = None) -> Chunk:
+    """The chunk the tailer hands on for ``path``'s bytes from ``start`` (to ``end``):
+    at the file's end or not, with the mtime its fstat saw."""
     st = path.stat()
-    data = path.read_bytes()[start:]
-    return Chunk((st.st_dev, st.st_ino), 0, str(path), start, data)
+    data = path.read_bytes()[start:end]
+    return Chunk((st.st_dev, st.st_ino), 0, str(path), start, data,
+                 at_end=start + len(data) == st.st_size, mtime=st.st_mtime)
 
 
 def sight(zc: ZoneCheck, path: Path, line: bytes, now: float, mtime: float | None = None) -> str | None:
@@ -72,7 +75,8 @@ def test_live_new_york_times_read_as_utc_warn_once(tmp_path: Path) -> None:
 
 def test_times_ahead_warn_too_and_right_zones_never(tmp_path: Path) -> None:
     zc, now = ZoneCheck(), time.time()
-    tokyo = [sight(zc, tmp_path / "tokyo.jsonl", pjl(now + i, ZoneInfo("Asia/Tokyo")), now + i) for i in range(SIGHTINGS)]
+    tokyo = [sight(zc, tmp_path / "tokyo.jsonl", pjl(now + i, ZoneInfo("Asia/Tokyo")), now + i)
+             for i in range(SIGHTINGS)]
     assert tokyo[-1] is not None and "9h ahead of this host's clock" in tokyo[-1]
     utc = [sight(zc, tmp_path / "utc.jsonl", pjl(now + i, UTC), now + i) for i in range(SIGHTINGS + 1)]
     assert utc == [None] * (SIGHTINGS + 1)
@@ -96,13 +100,34 @@ def test_backlogs_and_copies_do_not_warn(tmp_path: Path) -> None:
         start = behind.stat().st_size if behind.exists() else 0
         append(behind, pjl(now + i), pjl(now + i, UTC))
         first = pjl(now + i)
-        c = chunk_of(behind, start)
-        c.data = c.data[:len(first)]
+        c = chunk_of(behind, start, start + len(first))
         assert zc.check(c, LineParser(app=None, tz=UTC, max_line_bytes=1 << 20), now + i, "s", "UTC") is None
     # an old file copied in just now: fresh mtime, one sighting, then nothing more
     copy = tmp_path / "copy.jsonl"
     assert sight(zc, copy, b"".join(pjl(now - 7 * 3600 - 60 + i) for i in range(100)), now) is None
-    assert zc._seen[str(copy)][1] == 1  # it was one sighting: with more it would warn
+    assert zc.sightings(str(copy)) == 1  # it was one sighting: with more it would warn
+
+
+def test_what_the_tailer_saw_comes_with_the_chunk_no_stat(tmp_path: Path) -> None:
+    """The check does no I/O of its own: a chunk at the file's end with a fresh mtime is
+    live even when its path names nothing now (a deleted file read through its
+    descriptor); one that does not reach the end, or an old mtime, never counts."""
+    gone = str(tmp_path / "deleted.jsonl")  # never created
+    parser = LineParser(app=None, tz=UTC, max_line_bytes=1 << 20)
+    now = time.time()
+
+    def check(zc: ZoneCheck, i: int, *, at_end: bool = True, mtime: float | None = None) -> str | None:
+        when = now + i * EVERY
+        chunk = Chunk((1, 2), 0, gone, 100 * i, pjl(when), at_end=at_end, mtime=when if mtime is None else mtime)
+        return zc.check(chunk, parser, when, "sources.0.timezone", "UTC")
+
+    zc = ZoneCheck()
+    got = [check(zc, i) for i in range(SIGHTINGS)]
+    assert got[:-1] == [None] * (SIGHTINGS - 1) and got[-1] is not None and got[-1].startswith(gone)
+    behind, stale = ZoneCheck(), ZoneCheck()
+    assert [check(behind, i, at_end=False) for i in range(SIGHTINGS + 1)] == [None] * (SIGHTINGS + 1)
+    assert [check(stale, i, mtime=now - 3600) for i in range(SIGHTINGS + 1)] == [None] * (SIGHTINGS + 1)
+    assert behind.sightings(gone) == stale.sightings(gone) == 0
 
 
 @pytest.mark.parametrize("line", [
@@ -113,7 +138,7 @@ def test_backlogs_and_copies_do_not_warn(tmp_path: Path) -> None:
 ])
 def test_lines_with_a_zone_or_no_time_are_not_looked_at(tmp_path: Path, line: bytes) -> None:
     zc, log = ZoneCheck(), tmp_path / "z.jsonl"
-    now = datetime(2026, 1, 14, 15, 0, 5, tzinfo=timezone.utc).timestamp()
+    now = datetime(2026, 1, 14, 15, 0, 5, tzinfo=UTC).timestamp()
     assert all(sight(zc, log, line, now + i, mtime=now + i) is None for i in range(SIGHTINGS + 1))
 
 
@@ -137,7 +162,7 @@ def test_daemon_warns_once_for_a_live_file_in_the_wrong_zone(make_errord, tmp_pa
     e = make_errord()
     e.start()
     ny, utc = logs / "ny.jsonl", logs / "utc.jsonl"
-    for i in range(SIGHTINGS + 3):
+    for _ in range(SIGHTINGS + 3):
         append(ny, pjl(time.time()))
         append(utc, pjl(time.time(), UTC, code="on_time"))
         append(big, pjl(time.time(), UTC, code="big"))

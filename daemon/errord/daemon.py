@@ -32,7 +32,8 @@ from errord.store.runstate import RunLock, check_state_dir
 from errord.serve import load_config
 from errord.sinks.helper import NotifyHelper
 from errord.systemd import SystemdNotifier
-from errord.sources.tail import Chunk, Tailer
+from errord.sources.base import Chunk
+from errord.sources.tail import Tailer
 from errord.sources.zonecheck import ZoneCheck
 
 if TYPE_CHECKING:
@@ -179,7 +180,8 @@ class Daemon:
         await self.tailer.open()
         # Persist where the first start put each file (start_at = "end") together with the
         # flag that says the first start is over, so a crash here cannot redo it differently.
-        self.journal.commit([], self.tailer.checkpoint(), [], time.time(), meta={"initialized": "1"})
+        cp = self.tailer.checkpoint()
+        self.journal.commit([], cp.positions, [], time.time(), meta={**cp.meta, "initialized": "1"})
         self.tailer.committed()
 
     async def shutdown(self) -> None:
@@ -368,15 +370,15 @@ class Daemon:
     def _commit(self, notices: list[Notice]) -> bool:
         """One transaction for the batch; on failure undo the batch in memory and back off."""
         assert self.journal is not None and self.tailer is not None
-        positions = self.tailer.checkpoint()
+        cp = self.tailer.checkpoint()
         incidents = self.engine.pending()
-        if not (positions or incidents or notices):
+        if not (cp or incidents or notices):
             self.engine.commit()
             self.tailer.committed()
             self._publish_tally()
             return True
         try:
-            self.journal.commit(incidents, positions, notices, time.time())
+            self.journal.commit(incidents, cp.positions, notices, time.time(), meta=cp.meta)
         except JournalError as exc:
             self.engine.rollback()
             self.tailer.rollback()

@@ -15,13 +15,51 @@ protocol, so such sources are added beside the tailer without touching it.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from errord.model import Position
+from errord.model import FileKey, Position
 
-__all__ = ["Checkpoint", "Source"]
+__all__ = ["Checkpoint", "Chunk", "FileStatus", "Source"]
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Complete lines of one file identity, as read in one step.
+
+    ``data`` holds whole lines, each ending in ``b"\\n"``; only the last chunk of a file
+    that is being closed may end in a line without one. ``offset`` is the file offset of
+    ``data[0]``. ``skipped_long`` counts lines over ``max_line_bytes`` dropped in this
+    range (not in ``data``); ``long_offsets`` holds their start offsets (at most
+    ``follower.MAX_LONG_OFFSETS``). ``data`` may be empty when the chunk only reports
+    skipped lines. ``at_end``: the chunk ends where the file ended when it was read (the
+    reader has caught up); ``mtime``: the file's modification time (epoch seconds) from
+    the source's last look at it, 0 when unknown. Both tell a live line from a backlog
+    (``zonecheck``) without another ``stat``.
+    """
+
+    key: FileKey
+    source: int
+    path: str
+    offset: int
+    data: bytes
+    skipped_long: int = 0
+    long_offsets: list[int] = field(default_factory=list)
+    at_end: bool = False
+    mtime: float = 0.0
+
+
+@dataclass(slots=True)
+class FileStatus:
+    """One followed file for ``errord status`` and the backlog metrics."""
+
+    path: str
+    position: int
+    size: int
+    lines_read: int
+    lines_skipped: int
+    source: int
 
 
 @dataclass(slots=True)
@@ -52,14 +90,13 @@ class Source(Protocol):
         """Return when something may be readable, or after ``timeout`` seconds."""
         ...
 
-    def read(self, max_bytes: int) -> Sequence[Any]:
-        """Complete lines available now (``Chunk``-like: ``key``, ``source``, ``path``,
-        ``offset``, ``data``, ``skipped_long``, ``long_offsets``), about ``max_bytes`` in
-        all. Never blocks on more than local reads; never raises."""
+    def read(self, max_bytes: int) -> Sequence[Chunk]:
+        """Complete lines available now, about ``max_bytes`` in all. Never blocks on more
+        than local reads; never raises."""
         ...
 
-    def account(self, key: Hashable, lines: int, skipped: int) -> None:
-        """Add the line counters of a chunk the batch parsed."""
+    def account(self, key: FileKey, lines: int, skipped: int) -> None:
+        """Add the line counters of a chunk the batch parsed (``key``: the chunk's)."""
         ...
 
     def checkpoint(self) -> Checkpoint:
@@ -72,6 +109,10 @@ class Source(Protocol):
 
     def rollback(self) -> None:
         """The last checkpoint could not be committed: hand on the same lines again."""
+        ...
+
+    def files(self) -> Sequence[FileStatus]:
+        """What is followed now and how far it is read (``status``, metrics)."""
         ...
 
     def reconfigure(self, sources: Sequence[Any]) -> None:

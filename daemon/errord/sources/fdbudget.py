@@ -6,35 +6,41 @@ the soft limit to the hard one (:func:`raise_open_file_limit`); where that is re
 seccomp filter, a container) it runs on with what it has.
 
 The tailer then keeps at most :attr:`FdBudget.files` files open, leaving a reserve for the
-journal, sockets, folder watches and child processes. When more files match, it closes
-the ones that are quiet (read to their end, nothing uncommitted, the least recently grown
-first) and reopens them by identity when they change, as Filebeat's ``close_inactive``
-does (:mod:`errord.sources.tail`). When the system still says EMFILE/ENFILE (something else holds
-descriptors, or the system-wide table is full), :meth:`FdBudget.exhausted` lowers the cap
-to what is open, stops opening more for a while (1 s, doubling up to 60 s) and logs one
-warning (again at most every 10 minutes): the files already open are read on, the others
-wait, nothing spins.
+journal, sockets, folder watches and child processes (:class:`Descriptors` opens and
+closes them for it). When more files match, the ones that are quiet (read to their end,
+nothing uncommitted, the least recently grown first) are *parked*: closed, with identity,
+position, fingerprint and counters kept, as Filebeat's ``close_inactive`` does. The scans
+stat every matched path anyway: a parked file whose size or mtime changed is reopened by
+identity (a path that now names another inode is not it) and checked as usual
+(truncation, fingerprint); one that left the glob is looked for by inode among its
+siblings (rotated while closed) and closed for good after ``rotate_wait``, keeping its
+position (:mod:`errord.sources.scan`); lines appended just before a deletion while it was
+parked are gone with it.
+
+When the system still says EMFILE/ENFILE (something else holds descriptors, or the
+system-wide table is full), :meth:`FdBudget.exhausted` lowers the cap to what is open,
+stops opening more for a while (1 s, doubling up to 60 s) and logs one warning (again at
+most every 10 minutes): the files already open are read on, the others wait, nothing spins.
 """
 
 from __future__ import annotations
 
 import errno
-import heapq
-import itertools
 import logging
 import os
 import resource
 import stat
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable
 
-from errord.sources import fileid
-from errord.sources.fileid import FP_MAX
-from errord.sources.follower import Follower, real_folder
 from errord.model import FileKey
+from errord.ratelimit import RateLimit
+from errord.sources import fileid
+from errord.sources.fileid import FP_MAX, read_prefix
+from errord.sources.follower import Follower
+from errord.sources.table import FileTable
 
-__all__ = ["Descriptors", "FdBudget", "Parking", "raise_open_file_limit", "soft_limit", "OUT_OF_FDS"]
+__all__ = ["OUT_OF_FDS", "Descriptors", "FdBudget", "raise_open_file_limit", "soft_limit"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +122,7 @@ class FdBudget:
         self._cap = self.files
         self.retry_at = 0.0
         self._delay = 0.0
-        self._warned_at: float | None = None
+        self._warned = RateLimit(WARN_EVERY, clock=clock)
         self._told_pressure = False
 
     def cap(self, now: float) -> int:
@@ -138,8 +144,7 @@ class FdBudget:
             self._delay = 0.0
         self._delay = min(RETRY_MAX, max(RETRY_MIN, self._delay * 2))
         self.retry_at = now + self._delay
-        if self._warned_at is None or now - self._warned_at >= WARN_EVERY:
-            self._warned_at = now
+        if self._warned.allow("exhausted"):
             what = "the system's file table is full (ENFILE)" if err == errno.ENFILE else (
                 f"the open-file limit ({self.limit}) is reached (EMFILE)")
             logger.warning("out of file descriptors: %s with %d log file(s) open; reading those, %d file(s) "
@@ -154,158 +159,117 @@ class FdBudget:
                         "are closed and reopened when they change", matched, self.files, self.limit)
 
 
-class Parking:
-    """Followers closed for want of descriptors (*parked*) and those waiting to reopen.
-
-    A parked follower keeps everything but its descriptor; its state is always its last
-    committed one (only followers with nothing uncommitted are parked), except for the
-    path or source a scan updated, which ``dirty`` lists for the next checkpoint.
-    """
-
-    def __init__(self, budget: FdBudget) -> None:
-        self.budget = budget
-        self.parked: dict[FileKey, Follower] = {}
-        self.want: dict[FileKey, float] = {}  # parked identities to reopen, oldest wish first
-        self.dirty: set[FileKey] = set()
-        self.by_path: dict[str, FileKey] = {}  # for the folder watch: a write to a parked file
-
-    def park(self, f: Follower) -> None:
-        """Close ``f``'s descriptor and keep it here."""
-        f.park()
-        self.parked[f.key] = f
-        self.by_path[f.path] = f.key
-        if f.fresh or f.mark() != f.snap:
-            self.dirty.add(f.key)
-
-    def take(self, key: FileKey) -> Follower | None:
-        """Remove a parked follower (to reopen it, or to stop following it)."""
-        self.want.pop(key, None)
-        self.dirty.discard(key)
-        f = self.parked.pop(key, None)
-        if f is not None and self.by_path.get(f.path) == key:
-            del self.by_path[f.path]
-        return f
-
-    def wish(self, key: FileKey, now: float) -> None:
-        """Reopen ``key`` when there is room (it changed, or has unread bytes)."""
-        if key in self.parked:
-            self.want.setdefault(key, now)
-
-    def moved(self, f: Follower, path: str | None = None, source: int | None = None) -> None:
-        """A scan found parked ``f`` at another path or for another source."""
-        if path is not None:
-            if self.by_path.get(f.path) == f.key:
-                del self.by_path[f.path]
-            f.path, f.folder = path, real_folder(path)
-            self.by_path[path] = f.key
-        if source is not None:
-            f.source = source
-        self.dirty.add(f.key)
-
-    def wishes(self, n: int) -> list[FileKey]:
-        """The ``n`` oldest wishes."""
-        return list(itertools.islice(self.want, max(n, 0)))
-
-    @staticmethod
-    def quietest(followers: Iterable[Follower], n: int) -> list[Follower]:
-        """Up to ``n`` open followers that can be closed losing nothing, least recently
-        grown first: read to their end, nothing read since the last commit, not the
-        original of a copy."""
-        if n <= 0:
-            return []
-        fs = list(followers)
-        linked = {f.copy_of for f in fs if f.copy_of is not None}
-        ready = [f for f in fs if f.cursor >= f.size and f.key not in linked and f.parkable()
-                 and f.reads_committed()]
-        return heapq.nsmallest(n, ready, key=lambda f: f.last_growth)
+Opened = tuple[int, os.stat_result, bytes]  # descriptor, its fstat, its first FP_MAX bytes
 
 
 class Descriptors:
-    """The tailer's side of the budget, mixed into :class:`errord.sources.tail.Tailer`: admit a
-    newly opened follower or park it, close the quietest to reopen the changed ones
-    (``_balance``), reopen by identity (``_unpark``), follow a parked file that left its
-    glob. It uses the tailer's state declared below and the few methods it names."""
+    """The tailer's side of the budget: open a file by identity, admit a newly opened
+    follower or park it, close the quietest to reopen the changed ones (``balance``),
+    reopen by identity (``unpark``).
 
-    _sources: list[Any]
-    _followers: dict[FileKey, Follower]
-    _closing: dict[FileKey, Follower]
-    _parked: dict[FileKey, Follower]
-    _parking: Parking
-    _budget: FdBudget
-    _fp_index: dict[str, list[Follower]] | None
-    _lost_now: list[tuple[Follower, str]]
-    _rescan: bool
-    _clock: Callable[[], float]
-    _wall: Callable[[], float]
+    ``table``: the tailer's identities. ``rescan``: asks the tailer for a scan (a path
+    named another file when it was opened). ``reopened``: checks a follower just reopened
+    (truncated or replaced while closed, as when open). ``warned``: the tailer's rate
+    limit for warnings per path.
+    """
 
-    def _check(self, f: Follower, now: float, deep: bool) -> None:
-        raise NotImplementedError
+    def __init__(
+        self, table: FileTable, budget: FdBudget, *, rescan: Callable[[], None],
+        reopened: Callable[[Follower, float], None], warned: RateLimit,
+        clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.table = table
+        self.budget = budget
+        self._rescan = rescan
+        self._reopened = reopened
+        self._warned = warned
+        self._clock = clock
+        self._wall = wall
 
-    def _sleep(self, f: Follower) -> None:
-        raise NotImplementedError
+    def exhausted(self, now: float, err: int) -> None:
+        """The system refused a descriptor (``err``): tell the budget what is open and waits."""
+        self.budget.exhausted(now, self.table.open_count(), len(self.table.parking.want), err)
 
-    def _find_inode(self, folder: str, key: FileKey) -> tuple[str, os.stat_result] | None:
-        raise NotImplementedError
+    def open(self, path: str | None, expect: FileKey) -> Opened | None:
+        """Open ``path``, check it is still ``expect``, read its fingerprint prefix.
+        None (logged, rate-limited) when it cannot be had now: retried at a later scan."""
+        if path is None:
+            return None
+        try:
+            fd = fileid.open_readonly(path)
+        except OSError as exc:
+            if exc.errno in OUT_OF_FDS:  # one warning for all files, not one per file
+                self.exhausted(self._clock(), exc.errno)
+            else:
+                self._warn(path, "cannot open %s: %s (retrying)", path, exc)
+            return None
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != expect or not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                self._rescan()  # replaced between stat and open: look again
+                return None
+            return fd, st, read_prefix(fd, FP_MAX)
+        except OSError as exc:
+            os.close(fd)
+            self._warn(path, "cannot read %s: %s (retrying)", path, exc)
+            return None
 
-    def _rotate_wait(self, f: Follower) -> float:
-        raise NotImplementedError
-
-    def _open_count(self) -> int:
-        return len(self._followers) + sum(1 for f in self._closing.values() if f.fd >= 0)
-
-    def _admit(self, f: Follower, st: os.stat_result, now: float, keep_open: bool = False) -> None:
+    def admit(self, f: Follower, st: os.stat_result, now: float, keep_open: bool = False) -> None:
         """A follower just opened: keep its descriptor if there is room, else park it
         (and reopen it when there is, if it has bytes to read)."""
+        t = self.table
         f.seen_wall = self._wall()
-        if keep_open or not f.parkable() or self._open_count() < self._budget.cap(now):
-            self._followers[f.key] = f
+        if keep_open or not f.parkable() or t.open_count() < self.budget.cap(now):
+            t.followers[f.key] = f
         else:
-            self._budget.pressure(len(self._followers) + len(self._parked) + 1)
+            self.budget.pressure(len(t.followers) + len(t.parked) + 1)
             f.size, f.mtime_ns = st.st_size, st.st_mtime_ns
-            self._parking.park(f)
+            t.parking.park(f)
             if f.offset < st.st_size:
-                self._parking.wish(f.key, now)
-        if self._fp_index is not None and f.fp_len == FP_MAX:
-            self._fp_index.setdefault(f.fp_hash, []).append(f)
+                t.parking.wish(f.key, now)
+        t.index(f)
 
-    def _may_open(self, now: float) -> bool:
+    def may_open(self, now: float) -> bool:
         """Whether to try a (transient) open now: not while backing off after EMFILE,
         unless a descriptor of our own is free."""
-        return not self._budget.blocked(now) or self._open_count() < self._budget.cap(now)
+        return not self.budget.blocked(now) or self.table.open_count() < self.budget.cap(now)
 
-    def _balance(self, now: float) -> bool:
+    def balance(self, now: float) -> bool:
         """Reopen parked files that changed, closing the quietest open ones to make room.
         Returns whether anything was closed or opened."""
-        want = self._parking.want
-        room = self._budget.cap(now) - self._open_count()
+        t = self.table
+        want = t.parking.want
+        room = self.budget.cap(now) - t.open_count()
         if not want and room >= 0:
             return False
         moved = False
         if len(want) > room:
-            self._budget.pressure(len(self._followers) + len(self._parked))
-            for f in Parking.quietest(self._followers.values(), len(want) - room):
-                del self._followers[f.key]
-                self._parking.park(f)
+            self.budget.pressure(len(t.followers) + len(t.parked))
+            for f in t.parking.quietest(t.followers.values(), len(want) - room):
+                del t.followers[f.key]
+                t.parking.park(f)
                 moved = True
-            room = self._budget.cap(now) - self._open_count()
-        for key in self._parking.wishes(room):
-            done = self._unpark(key, now)
+            room = self.budget.cap(now) - t.open_count()
+        for key in t.parking.wishes(room):
+            done = self.unpark(key, now)
             if done is None:
                 break  # out of descriptors
             moved = moved or done
         return moved
 
-    def _unpark(self, key: FileKey, now: float) -> bool | None:
+    def unpark(self, key: FileKey, now: float) -> bool | None:
         """Reopen a parked follower by identity. None: no descriptor to be had."""
-        f = self._parked[key]
+        t = self.table
+        f = t.parked[key]
         try:
             fd = fileid.open_readonly(f.path)
         except OSError as exc:
             if exc.errno in OUT_OF_FDS:
-                self._budget.exhausted(now, self._open_count(), len(self._parking.want), exc.errno)
+                self.exhausted(now, exc.errno)
                 return None
-            self._parking.want.pop(key, None)
-            self._rescan = True  # moved or removed: the next scan finds it by inode, or lets it go
+            t.parking.want.pop(key, None)
+            self._rescan()  # moved or removed: the next scan finds it by inode, or lets it go
             return False
         try:
             st = os.fstat(fd)
@@ -313,56 +277,27 @@ class Descriptors:
             st = None
         if st is None or (st.st_dev, st.st_ino) != key or not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            self._parking.want.pop(key, None)
-            self._rescan = True  # the path names another file now: the scan looks for this one
+            t.parking.want.pop(key, None)
+            self._rescan()  # the path names another file now: the scan looks for this one
             return False
-        self._parking.take(key)
+        t.parking.take(key)
         f.fd = fd
-        self._followers[key] = f
-        self._check(f, now, deep=True)  # truncated or replaced while closed: as when open
+        t.followers[key] = f
+        self._reopened(f, now)  # truncated or replaced while closed: as when open
         return True
 
-    def _fd_probe(self, now: float) -> bool:
+    def probe(self, now: float) -> bool:
         """Whether a descriptor is free for listing folders. Out of them, a glob comes back
         empty (Python's glob swallows EMFILE) and every file would look rotated away."""
         try:
             fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             if exc.errno in OUT_OF_FDS:
-                self._budget.exhausted(now, self._open_count(), len(self._parking.want), exc.errno)
+                self.exhausted(now, exc.errno)
                 return False
             return True
         os.close(fd)
         return True
 
-    def _lost_parked(self, f: Follower, now: float) -> None:
-        """A parked file at no matched path: its glob is gone, or it was renamed or
-        deleted while closed. A renamed one is followed by inode for ``rotate_wait``
-        (reopened if it grows), then closed for good; its position is kept either way."""
-        if f.source >= len(self._sources):
-            self._sleep(f)
-            return
-        if f.matched:
-            f.matched = False
-            self._lost_now.append((f, f.path))
-            logger.info("%s was rotated away; following it for rotate_wait", f.path)
-        found: tuple[str, os.stat_result] | None = None
-        try:
-            st = os.stat(f.path)
-            if (st.st_dev, st.st_ino) == f.key:
-                found = (f.path, st)
-        except OSError:
-            pass
-        if found is None:
-            found = self._find_inode(f.folder, f.key)
-        if found is None:  # deleted, or moved out of its folder: nothing to read here
-            self._sleep(f)
-            return
-        path, st = found
-        if path != f.path:
-            self._parking.moved(f, path)
-        if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns) or (
-                st.st_size > f.offset and now - f.last_growth >= self._rotate_wait(f)):
-            self._parking.wish(f.key, now)  # grew, or ends in a partial line to hand on at close
-        elif now - f.last_growth >= self._rotate_wait(f):
-            self._sleep(f)
+    def _warn(self, path: str, msg: str, *args: object) -> None:
+        logger.log(logging.WARNING if self._warned.allow(path) else logging.DEBUG, msg, *args)

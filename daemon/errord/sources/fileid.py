@@ -22,21 +22,21 @@ from pathlib import PurePath
 from errord.model import FileKey
 
 __all__ = [
-    "FP_MAX",
     "COMPRESSED_SUFFIXES",
+    "FP_MAX",
     "CopyCandidate",
     "digest",
-    "read_prefix",
-    "open_readonly",
-    "is_compressed",
-    "watch_root",
-    "folder_may_match",
-    "find_inode",
-    "inode_index",
     "entry_path",
-    "unread_rotations",
-    "find_copies",
     "expand",
+    "find_copies",
+    "folder_may_match",
+    "inode_index",
+    "is_compressed",
+    "names",
+    "open_readonly",
+    "read_prefix",
+    "unread_rotations",
+    "watch_root",
 ]
 
 FP_MAX = 256  # fingerprint length once a file is big enough
@@ -188,23 +188,13 @@ def folder_may_match(pattern: str, folder: str) -> bool:
     )
 
 
-def find_inode(folder: str, key: FileKey) -> str | None:
-    """The path of the regular file with identity ``key`` directly inside ``folder``, if any."""
-    dev, ino = key
+def names(path: str, key: FileKey) -> bool:
+    """Whether ``path`` names the file with identity ``key`` now."""
     try:
-        with os.scandir(folder) as it:
-            for entry in it:
-                try:
-                    if entry.inode() != ino:
-                        continue
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if st.st_dev == dev and stat.S_ISREG(st.st_mode):
-                    return entry.path
+        st = os.stat(path)
     except OSError:
-        return None
-    return None
+        return False
+    return (st.st_dev, st.st_ino) == key
 
 
 def inode_index(folder: str) -> dict[int, os.DirEntry[str]]:

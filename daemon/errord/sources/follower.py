@@ -1,24 +1,25 @@
 """One open log file as the tailer follows it: read cursor, partial line, long lines.
 
 A :class:`Follower` owns one file descriptor and turns the bytes at its cursor into
-:class:`Chunk` objects of complete lines. It knows nothing about globs, rotation or
-checkpoints beyond the :class:`Mark` it can be rewound to; :mod:`errord.sources.tail` decides
-when to create, rewind, restart and close followers.
+:class:`~errord.sources.base.Chunk` objects of complete lines. It knows nothing about
+globs, rotation or checkpoints beyond the :class:`Mark` it can be rewound to; the tailer
+and its parts (:mod:`errord.sources.tail`) decide when to create, rewind, restart and
+close followers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from errord.sources.fileid import FP_MAX
-from errord.parse.lines import nul_free_parts
 from errord.model import FileKey, Position
+from errord.parse.lines import nul_free_parts
+from errord.sources.base import Chunk
+from errord.sources.fileid import FP_MAX
 
 __all__ = [
     "MAX_LONG_OFFSETS",
-    "Chunk",
     "Follower",
     "Mark",
     "end_of_last_line",
@@ -28,26 +29,6 @@ __all__ = [
 
 MAX_LONG_OFFSETS = 16  # long-line offsets kept per chunk
 _BACKSCAN = 64 * 1024
-
-
-@dataclass(slots=True)
-class Chunk:
-    """Complete lines of one file identity, as read in one step.
-
-    ``data`` holds whole lines, each ending in ``b"\\n"``; only the last chunk of a file
-    that is being closed may end in a line without one. ``offset`` is the file offset of
-    ``data[0]``. ``skipped_long`` counts lines over ``max_line_bytes`` dropped in this
-    range (not in ``data``); ``long_offsets`` holds their start offsets (at most
-    ``MAX_LONG_OFFSETS``). ``data`` may be empty when the chunk only reports skipped lines.
-    """
-
-    key: FileKey
-    source: int
-    path: str
-    offset: int
-    data: bytes
-    skipped_long: int = 0
-    long_offsets: list[int] = field(default_factory=list)
 
 
 class Mark(NamedTuple):
@@ -78,9 +59,9 @@ class Follower:
     """
 
     __slots__ = (
-        "key", "fd", "path", "folder", "source", "offset", "cursor", "buf", "skipping",
-        "count_skip", "fp_len", "fp_hash", "tail", "lines_read", "lines_skipped", "size",
-        "mtime_ns", "last_growth", "matched", "deleted", "copy_of", "snap", "fresh", "seen_wall",
+        "buf", "copy_of", "count_skip", "cursor", "deleted", "fd", "folder", "fp_hash", "fp_len",
+        "fresh", "key", "last_growth", "lines_read", "lines_skipped", "matched", "mtime_ns",
+        "offset", "path", "seen_wall", "size", "skipping", "snap", "source", "tail",
     )
 
     def __init__(
@@ -132,10 +113,8 @@ class Follower:
     def park(self) -> None:
         """Close the descriptor; the identity, position, fingerprint and counters stay. A
         partial line held is dropped: it is read again from ``offset`` once reopened."""
-        try:
+        with contextlib.suppress(OSError):
             os.close(self.fd)
-        except OSError:
-            pass
         self.fd = -1
         self.buf = bytearray()
         self.cursor = self.offset
@@ -185,16 +164,23 @@ class Follower:
         """Read up to ``n`` bytes at the cursor; return the complete lines and the bytes read.
 
         An over-long line is never buffered: once the partial line passes ``max_line``
-        bytes it is dropped and the rest of it skipped up to its newline.
+        bytes it is dropped and the rest of it skipped up to its newline. The last chunk
+        is ``at_end`` when it ends where the file did (with the ``mtime`` of the last
+        fstat), so a live line is told from a backlog without another stat.
         """
         data = os.pread(self.fd, n, self.cursor)
         if not data:
             return [], 0
         start = self.cursor
         self.cursor += len(data)
-        if b"\0" in data:  # memchr; rare: a preallocated file, a writer that crashed
-            return self._take_around_nuls(data, start, max_line), len(data)
-        return self._take(data, start, max_line), len(data)
+        # memchr; NULs are rare: a preallocated file, a writer that crashed
+        chunks = (self._take_around_nuls if b"\0" in data else self._take)(data, start, max_line)
+        if chunks and (len(data) < n or self.cursor == self.size):  # the file ended there when read
+            last = chunks[-1]
+            if last.offset + len(last.data) == self.cursor:  # no partial line after it
+                last.at_end = True
+                last.mtime = self.mtime_ns / 1e9 if self.mtime_ns >= 0 else 0.0
+        return chunks, len(data)
 
     def _take_around_nuls(self, data: bytes, start: int, max_line: int) -> list[Chunk]:
         """``_take`` for each piece between NUL runs: a run is garbage between lines, never

@@ -5,30 +5,30 @@ zone; errord reads it as UTC (the ``timezone`` setting's default) and every inci
 starts 5 hours early. Nothing in one line tells that apart from an old line, so the
 check needs what only the daemon knows: that it reads the file *live*.
 
-A chunk is live when its last line is the file's last line (the file's size is where the
-chunk ends: the tailer has caught up) and the file was modified within ``LIVE_WINDOW``
-seconds: then that line was written at the file's mtime, give or take the app's own
-delay. Its time, when it has no zone, read in the source's timezone, is compared with the
-mtime: a skew within ``TOLERANCE`` of a zone offset (whole quarter hours, 1 h to 26 h
-either way) is what a wrong ``timezone`` gives. It must be seen ``SIGHTINGS`` times, at
-least ``EVERY`` apart, with the same offset and no live line in between that was on
-time: an old file copied into the folder just now (fresh mtime, old last line) is seen
-once, an app writing in the wrong zone again and again. A backlog never warns: its chunks
-end before the file's end, or the file is not being written. One warning per file path.
+A chunk is live when its last line is the file's last line (``Chunk.at_end``: the tailer
+has caught up) and the file was modified within ``LIVE_WINDOW`` seconds
+(``Chunk.mtime``, from the tailer's own ``fstat`` before the read): then that line was
+written at the file's mtime, give or take the app's own delay. Its time, when it has no
+zone, read in the source's timezone, is compared with the mtime: a skew within
+``TOLERANCE`` of a zone offset (whole quarter hours, 1 h to 26 h either way) is what a
+wrong ``timezone`` gives. It must be seen ``SIGHTINGS`` times, at least ``EVERY`` apart,
+with the same offset and no live line in between that was on time: an old file copied
+into the folder just now (fresh mtime, old last line) is seen once, an app writing in
+the wrong zone again and again. A backlog never warns: its chunks end before the file's
+end, or the file is not being written. One warning per file path.
 
 The cost: one dict lookup per chunk; for at most one chunk per file per ``EVERY``
-seconds, one ``orjson.loads`` of its last line; a ``stat`` only when that line's time is
-already about a zone offset away from the clock.
+seconds, one ``orjson.loads`` of its last line. No I/O: what the file looked like comes
+with the chunk.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Final
 
-from errord.sources.follower import Chunk
 from errord.parse.lines import LineParser
 from errord.parse.linewarnings import describe_skew, zone_like
+from errord.sources.base import Chunk
 
 __all__ = ["ZoneCheck"]
 
@@ -51,6 +51,10 @@ class ZoneCheck:
         """Whether ``check`` would look at a chunk of ``path`` now (cheap)."""
         return now >= self._next.get(path, 0.0)
 
+    def sightings(self, path: str) -> int:
+        """Live lines of ``path`` seen in a row with the same zone-like skew (not yet warned)."""
+        return self._seen.get(path, (0.0, 0))[1]
+
     def check(self, chunk: Chunk, parser: LineParser, now: float, setting: str, zone: str) -> str | None:
         """The warning for ``chunk``'s file, once, or None. ``setting`` names the
         source's timezone key (``sources.0.timezone``), ``zone`` its value."""
@@ -68,19 +72,14 @@ class ZoneCheck:
         got = parser.naive_time(data[start:end])
         if got is None:
             return None
-        # first without I/O: about a zone offset from the clock (the line may be seconds old)
+        # about a zone offset from the clock (the line may be seconds old), else on time or old
         if zone_like(now - got[1], TOLERANCE + LIVE_WINDOW) is None:
             if abs(now - got[1]) <= TOLERANCE + LIVE_WINDOW:
                 self._seen.pop(chunk.path, None)  # on time: whatever was seen was not a zone
             return None
-        try:
-            st = os.stat(chunk.path)
-        except OSError:
-            return None
-        if ((st.st_dev, st.st_ino) != chunk.key or st.st_size != chunk.offset + len(data)
-                or abs(now - st.st_mtime) > LIVE_WINDOW):
-            return None  # not this file any more, not its end, or not being written now
-        skew = zone_like(st.st_mtime - got[1], TOLERANCE)
+        if not chunk.at_end or abs(now - chunk.mtime) > LIVE_WINDOW:
+            return None  # not the file's end, or the file is not being written now
+        skew = zone_like(chunk.mtime - got[1], TOLERANCE)
         if skew is None:
             return None
         last, count = self._seen.get(chunk.path, (skew, 0))
