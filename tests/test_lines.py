@@ -18,7 +18,15 @@ from hypothesis import strategies as st
 
 from errord.durations import parse_duration
 from errord.errors import DurationError
-from errord.parse.lines import MAX_WARNINGS, SKIP_REASONS, LineParser, ParseResult
+from errord.parse.lines import (
+    MAX_WARNINGS,
+    PARSER_ERROR,
+    SKIP_REASONS,
+    LineParser,
+    ParseResult,
+    has_long_line,
+    parse_contained,
+)
 from errord.model import LogEvent
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -1007,3 +1015,56 @@ def test_naive_time(value: Any, naive: bool) -> None:
         assert got[1] == datetime.fromisoformat(value).replace(tzinfo=BERLIN).timestamp()
     assert p.naive_time(rec(extra={"timestamp": "2026-01-14 15:05:51"})) is not None
     assert p.naive_time(b"not json") is None and p.naive_time(b"[1]") is None
+
+
+# -- parse_contained: a parser bug is contained to its line (was daemon._parse_guarded) ------
+
+
+class BrokenParser(LineParser):
+    """A parser with a bug: parse_chunk always raises, parse_line on one line."""
+
+    def parse_chunk(self, *args: object, **kw: object):  # type: ignore[no-untyped-def,override]
+        raise RecursionError("parser bug")
+
+    def parse_line(self, line: bytes, now: float, warnings=None):  # type: ignore[no-untyped-def,override]
+        if b"boom" in line:
+            raise ValueError("parser bug")
+        return super().parse_line(line, now, warnings)
+
+
+def test_parser_exception_is_contained_to_its_line() -> None:
+    parser = BrokenParser(app="a", tz=timezone.utc, max_line_bytes=1 << 20)
+    lines = [json.dumps({"error_code": c, "message": "m"}).encode() + b"\n" for c in ("one", "boom", "two")]
+    data = b"".join(lines) + b"not json\n" + b'{"error_code": "last"}'
+    res = parse_contained(parser, data, 100, NOW, "/x.jsonl")
+    assert [e.code for e in res.events] == ["one", "two", "last"]
+    assert [e.offset for e in res.events] == [100, 100 + len(lines[0]) + len(lines[1]),
+                                              100 + len(data) - len(b'{"error_code": "last"}')]
+    assert all(e.path == "/x.jsonl" for e in res.events)
+    assert (res.lines, res.skipped) == (5, 2)
+    assert res.reasons == {PARSER_ERROR: 1, "not_object": 1}  # a non-candidate: the cheap check
+    assert res.first_skip == (100 + len(lines[0]), PARSER_ERROR)
+
+
+def test_healthy_parser_is_used_as_is() -> None:
+    parser = LineParser(app=None, tz=timezone.utc, max_line_bytes=1 << 20)
+    data = b'{"error_code": "x"}\n{"msg": "plain"}\n'
+    res = parse_contained(parser, data, 0, NOW, "/x")
+    assert res == parser.parse_chunk(data, 0, NOW, "/x")
+
+
+def test_fallback_keeps_the_warnings_at_their_offsets() -> None:
+    parser = BrokenParser(app="a", tz=timezone.utc, max_line_bytes=1 << 20)
+    first = b'{"error_code": "boom"}\n'
+    data = first + b'{"error_code": "x", "re_alert_time": "15 minutes"}\n'
+    res = parse_contained(parser, data, 50, NOW, "/x")
+    assert [e.code for e in res.events] == ["x"]
+    assert res.warnings == [(50 + len(first), "bad_re_alert_time", '"15 minutes"')]
+
+
+@given(st.lists(st.integers(0, 24), min_size=1, max_size=8), st.booleans(), st.integers(1, 16))
+def test_has_long_line_is_any_line_over_the_limit(lengths: list[int], terminated: bool, limit: int) -> None:
+    """One check for the parser's clean-chunk test and the follower's cut (it was written
+    twice); the last line may lack its newline (a closed file)."""
+    data = b"\n".join(b"x" * n for n in lengths) + (b"\n" if terminated else b"")
+    assert has_long_line(data, limit) == any(n > limit for n in lengths)

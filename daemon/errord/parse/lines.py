@@ -71,6 +71,7 @@ Fields (CONTRACT §1)
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Callable
@@ -94,7 +95,10 @@ __all__ = [
     "NOT_OBJECT",
     "TOO_LONG",
     "BAD_CODE",
+    "PARSER_ERROR",
+    "has_long_line",
     "nul_free_parts",
+    "parse_contained",
 ]
 
 # Skip reasons: stable strings, used as metric labels.
@@ -103,6 +107,7 @@ NOT_JSON: Final = "not_json"
 NOT_OBJECT: Final = "not_object"
 TOO_LONG: Final = "too_long"
 BAD_CODE: Final = "bad_code"
+PARSER_ERROR: Final = "parser_error"  # a line the parser raised on (a bug, contained: parse_contained)
 SKIP_REASONS: Final = (INVALID_UTF8, NOT_JSON, NOT_OBJECT, TOO_LONG, BAD_CODE)
 
 CODE_KEY: Final = "error_code"
@@ -113,6 +118,8 @@ NOTIFY_KEY: Final = "notification"
 MESSAGE_KEYS: Final = ("message", "msg", "event")
 TIME_KEYS: Final = ("timestamp", "@timestamp", "time", "asctime", "ts")
 LEVEL_KEYS: Final = ("levelname", "level")
+
+logger = logging.getLogger(__name__)
 
 _NEEDLE = b"error_code"
 # \u00XX escapes of e, r, o, _, c, d: the only way to spell a key that decodes to
@@ -309,23 +316,9 @@ class LineParser:
         if newlines > 1 or not terminated:
             if _BAD_BOUNDARY.search(data, 0, len(data) - 1 if terminated else len(data)):
                 return False
-        if len(data) > self.max_line_bytes and self._has_long_line(data):
+        if len(data) > self.max_line_bytes and has_long_line(data, self.max_line_bytes):
             return False
         return data.isascii() or _utf8_ok(data)
-
-    def _has_long_line(self, data: bytes) -> bool:
-        # A newline within max+1 bytes of a line start means every line starting
-        # between the two is short enough: about len/(max - line length) rfind calls,
-        # none at all when the chunk is shorter than the limit (the default case).
-        limit = self.max_line_bytes
-        size = len(data)
-        start = 0
-        while size - start > limit:
-            nl = data.rfind(b"\n", start, start + limit + 1)
-            if nl < 0:
-                return True
-            start = nl + 1
-        return False
 
     def _per_line(
         self, data: bytes, terminated: bool, offset: int, now: float, path: str, res: ParseResult
@@ -595,6 +588,55 @@ def _escaped_spans(data: bytes) -> list[tuple[int, int]]:
             end = len(data)
         spans.append((data.rfind(b"\n", 0, i) + 1, end))
     return spans
+
+
+def parse_contained(parser: LineParser, data: bytes, offset: int, now: float, path: str) -> ParseResult:
+    """``parser.parse_chunk``, contained: the parser never raises by design, but if a bug
+    makes it, the chunk is parsed again line by line (``parse_line``, the reference rule)
+    and a line that still raises is skipped and counted (``parser_error``) instead of
+    stopping the daemon. Without this, such a line would never be committed and would
+    stop errord again at every restart. The one place the parser logs: its own bug."""
+    try:
+        return parser.parse_chunk(data, offset, now, path)
+    except Exception:
+        logger.exception("line parser failed on %s at offset %d; parsing line by line", path, offset)
+    res = ParseResult()
+    pieces = data.split(b"\n")
+    lines = [piece + b"\n" for piece in pieces[:-1]]
+    if pieces[-1]:
+        lines.append(pieces[-1])  # a closed file's unterminated last line
+    for raw in lines:
+        res.lines += 1
+        warnings: list[tuple[int, str, str]] = []
+        try:
+            got = parser.parse_line(raw, now, warnings)
+        except Exception:
+            got = PARSER_ERROR
+        res.warnings += [(offset, kind, detail) for _, kind, detail in warnings]
+        if isinstance(got, str):
+            _count_skip(res, got, offset)
+        elif got is not None:
+            got.path, got.offset = path, offset
+            res.events.append(got)
+        offset += len(raw)
+    return res
+
+
+def has_long_line(data: bytes, max_line: int) -> bool:
+    """Whether ``data`` (lines, the last one with or without its newline) holds a line
+    longer than ``max_line`` bytes without its newline. A newline within ``max_line + 1``
+    bytes of a line's start means every line starting between the two is short enough:
+    about len/(max - line length) ``rfind`` calls, none when ``data`` is no longer than
+    the limit (the default case). The parser's chunk check and the follower's cut of
+    over-long lines both ask this."""
+    size = len(data)
+    start = 0
+    while size - start > max_line:
+        nl = data.rfind(b"\n", start, start + max_line + 1)
+        if nl < 0:
+            return True
+        start = nl + 1
+    return False
 
 
 _NUL_RUN = re.compile(rb"\x00+")

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 
 from errord.model import Kind, Notice, Transition
 from errord.notices import render
+from errord.policy.base import Context, Flow
 
 __all__ = ["Router", "STDERR_TARGET", "UNKNOWN_ALERTED"]
 
@@ -43,7 +44,10 @@ _SENDS = (Kind.NEW, Kind.REALERT, Kind.ANNOUNCE, Kind.CLEAR)
 
 
 class Router:
-    """The routes table ``(target key, tags)`` and the routing of each line's notices."""
+    """The routes table ``(target key, tags)`` and the routing of each line's notices:
+    the ``route`` stage of the notice policy (``policy.pipeline``)."""
+
+    name = "route"
 
     def __init__(self, routes: Sequence[tuple[str, Sequence[str]]] = ()) -> None:
         self._keys: tuple[str, ...] = ()
@@ -81,6 +85,12 @@ class Router:
             self._by_tags[key] = hit
         return hit
 
+    def apply(self, flow: Flow, ctx: Context) -> Flow:
+        """The ``route`` stage: the notices of ``flow``'s transitions, with their targets."""
+        flow.notices += self.route(flow.transitions, server_id=ctx.server_id, node_name=ctx.node_name,
+                                   tags_for=ctx.tags_for)
+        return flow
+
     def route(
         self,
         transitions: Sequence[Transition],
@@ -109,8 +119,8 @@ class Router:
         out: list[Notice] = []
         for which, keys in groups.items():
             out += self._made([wanted[i] for i in which], tuple(keys), server_id, node_name, tags_for)
-        for t, keys in zip(wanted, targets):  # an error no target takes: recorded as one alone
-            if not keys and t.kind is not Kind.CLEAR:
+        for t, its in zip(wanted, targets, strict=True):  # an error no target takes: recorded as one alone
+            if not its and t.kind is not Kind.CLEAR:
                 out += self._made([t], (), server_id, node_name, tags_for)
         return out
 

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from errord.backoff import backoff
 from errord.errors import NotifyError
 
 __all__ = ["NotifyHelper"]
@@ -327,10 +328,7 @@ class _Child:
 def _restart_delay(deaths: int) -> float:
     """Seconds before restarting a helper that died ``deaths`` times in a row: at once the
     first time, then RESTART_BACKOFF doubling up to its cap."""
-    if deaths <= 1:
-        return 0.0
-    first, cap = RESTART_BACKOFF
-    return float(min(cap, first * 2 ** (deaths - 2)))
+    return 0.0 if deaths <= 1 else backoff(deaths - 2, *RESTART_BACKOFF)
 
 
 def _how_it_ended(status: int | None) -> str:

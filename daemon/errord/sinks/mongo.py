@@ -31,7 +31,6 @@ through ``scrubber`` (the password masked) before they are logged.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from pymongo import MongoClient
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
+from errord.backoff import backoff
 from errord.errors import JournalError
 from errord.store.journal import Journal
 from errord.store.mongostore import INDEXES, Coll, collection_of, connect, describe, scrubber, upsert
@@ -235,8 +235,7 @@ class MongoSink:
 
     def _failed(self, exc: Exception, journal: Journal | None) -> float:
         self.failures += 1
-        base, cap = self.backoff
-        delay = min(cap, base * 2.0 ** min(self.failures - 1, 32) * random.uniform(1.0, 1.1))
+        delay = backoff(self.failures - 1, *self.backoff, jitter=0.1)
         error = self._scrub(exc)
         if isinstance(exc, (PyMongoError, _Refused, JournalError)):
             # Warn when the trouble starts or changes, then every 10 minutes: not once a

@@ -23,7 +23,6 @@ No target configured: the pseudo-target ``"stderr"`` writes one line per notice 
 from __future__ import annotations
 
 import logging
-import random
 import re
 import sys
 import threading
@@ -36,6 +35,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import apprise
 
+from errord.backoff import backoff
 from errord.errors import JournalError, NotifyError
 from errord.policy.route import STDERR_TARGET
 from errord.store.journal import Journal
@@ -399,7 +399,7 @@ class NotifySink:
                     del t.accepted[did]
                     continue
                 attempts = head.attempts if did == head.id else 0
-                delay = self._delay(attempts)
+                delay = backoff(attempts, *self.backoff, jitter=0.1)
                 asked = ""
                 if retry_after is not None:  # never sooner than the target asked; capped as the backoff
                     delay = min(self.backoff[1], max(delay, retry_after))
@@ -421,11 +421,6 @@ class NotifySink:
 
     def _past_deadline(self) -> bool:
         return self._deadline is not None and time.monotonic() >= self._deadline
-
-    def _delay(self, attempts: int) -> float:
-        base, cap = self.backoff
-        delay = base * 2.0 ** min(attempts, 32)
-        return min(cap, delay * random.uniform(1.0, 1.1))
 
     # -- sending -----------------------------------------------------------------------
 
