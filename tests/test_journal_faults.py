@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+import errord.batch as batch_mod
 import errord.daemon as daemon_mod
 import errord.sinks.notify as notify_mod
 from chaos import seed_for
@@ -171,7 +172,7 @@ async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                   caplog: pytest.LogCaptureFixture) -> AsyncIterator[Harness]:
     caplog.set_level(logging.INFO, logger="errord")
     monkeypatch.setattr(daemon_mod, "Journal", QuickJournal)
-    monkeypatch.setattr(daemon_mod, "RETRY_MAX", 0.5)  # retry the journal often in tests
+    monkeypatch.setattr(batch_mod, "RETRY_MAX", 0.5)  # retry the journal often in tests
     h = Harness(tmp_path)
     await h.start()
     checker = Checker(h.state / "errord.db", h.log, h.ends)

@@ -13,15 +13,16 @@ from errord.model import LogEvent
 from errord.policy.base import Context, Flow
 from errord.policy.pipeline import NoticePolicy, standard_policy
 from errord.policy.route import STDERR_TARGET, Router
-
 from test_engine import FakePolicy, ev, make_engine
 
 ROUTES = [("a", ()), ("b", ("ops",)), ("c", ("db",))]
 TAGS = {"OPS": ("ops",), "DB": ("db",), "BOTH": ("ops", "db")}
 CTX = Context(now=1_768_400_000.0, server_id="srv", node_name="n", tags_for=lambda code: TAGS.get(code, ()))
 
-# (lines, routes, per line: [(notice type, targets), ...] in the order made)
-CASES: list[tuple[str, list[LogEvent], Sequence[tuple[str, Sequence[str]]], list[list[tuple[str, tuple[str, ...]]]]]] = [
+Routes = Sequence[tuple[str, Sequence[str]]]
+Made = list[list[tuple[str, tuple[str, ...]]]]  # per line: (notice type, targets), in the order made
+
+CASES: list[tuple[str, list[LogEvent], Routes, Made]] = [
     ("untagged code: every target, then its resolve to all of them",
      [ev(0, "E"), ev(1, "E"), ev(2, clear="E")], ROUTES,
      [[("failure", ("a", "b", "c"))], [], [("success", ("a", "b", "c"))]]),
@@ -49,8 +50,7 @@ CASES: list[tuple[str, list[LogEvent], Sequence[tuple[str, Sequence[str]]], list
 
 
 @pytest.mark.parametrize(("lines", "routes", "want"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_who_gets_which_notice(lines: list[LogEvent], routes: Sequence[tuple[str, Sequence[str]]],
-                               want: list[list[tuple[str, tuple[str, ...]]]]) -> None:
+def test_who_gets_which_notice(lines: list[LogEvent], routes: Routes, want: Made) -> None:
     engine = make_engine(FakePolicy(default=100))
     policy = standard_policy(Router(routes))
     got = [[(n.type.value, n.targets) for n in policy.apply(engine.feed(line), CTX)] for line in lines]

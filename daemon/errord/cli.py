@@ -22,7 +22,7 @@ from errord.sources.fileid import expand, is_compressed
 from errord.store.journal import Journal
 from errord.model import Incident, Position
 from errord.store.runstate import read_run_state
-from errord.serve import DUMP_COMMAND
+from errord.reload import DUMP_COMMAND
 from errord.settings import Settings
 from errord.views import human_bytes, iso, incident_json, incidents_table, table
 
@@ -162,7 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_dump_config(args: argparse.Namespace) -> int:
     """Hidden: the validated config, secrets included, as JSON on stdout (for a reloading
-    daemon, which reads it through a pipe; see ``serve.load_config``). Refuses what
+    daemon, which reads it through a pipe; see ``reload.load_config``). Refuses what
     ``run`` refuses, so a reload does too (an empty file written while it ran)."""
     settings = _load(args)
     settings.require_sources()
@@ -173,9 +173,9 @@ def cmd_dump_config(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _load(args)
     settings.require_sources()
-    from errord.daemon import Daemon
+    from errord.sinks import make_notify_sink
 
-    Daemon._make_sink(settings)  # every notify URL must be one Apprise can use
+    make_notify_sink(settings, helper=False)  # every notify URL must be one Apprise can use
     for warning in settings.secret_warnings():
         print(f"errord: warning: {warning}", file=sys.stderr)
     first_start = _first_start(settings)

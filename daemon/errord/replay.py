@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
 from errord.engine import Engine, Policy
@@ -35,7 +36,7 @@ from errord.policy.pipeline import standard_policy
 from errord.policy.route import Router
 from errord.settings import Settings
 
-__all__ = ["CodeSummary", "OverridePolicy", "Replay", "SUMMARY_HEADERS", "progress_line", "summary_table"]
+__all__ = ["SUMMARY_HEADERS", "CodeSummary", "OverridePolicy", "Replay", "progress_line", "summary_table"]
 
 READ_BYTES = 1 << 20
 _OCCURRENCE = frozenset({Kind.NEW, Kind.REPEAT, Kind.REALERT, Kind.ANNOUNCE})  # a line raising the code
@@ -174,11 +175,7 @@ def _read_lines(path: Path, chunk: int = READ_BYTES) -> Iterator[tuple[bytes, in
     """Complete lines of a file in large pieces, with the offset of each piece. NUL runs
     are cut out as the daemon's follower does (``lines.nul_free_parts``): the text before
     a run ends a line there, the text after it starts the next."""
-    try:
-        f = open(path, "rb")
-    except OSError as exc:
-        raise ErrordError(f"cannot read {path}: {exc.strerror}") from None
-    with f:
+    with _open(path) as f:
         offset, rest = 0, b""
         while True:
             data = f.read(chunk)
@@ -201,14 +198,21 @@ def _read_lines(path: Path, chunk: int = READ_BYTES) -> Iterator[tuple[bytes, in
             yield rest, offset
 
 
+def _open(path: Path) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise ErrordError(f"cannot read {path}: {exc.strerror}") from None
+
+
 def summary_table(summaries: Mapping[str, CodeSummary]) -> list[list[object]]:
     """Rows for the summary table (most notices first), with a TOTAL row when useful."""
     ordered = sorted(summaries.values(), key=lambda s: (-s.total, s.code))
     counts = [[s.lines, s.incidents, s.notices[NoticeType.FAILURE], s.notices[NoticeType.WARNING],
                s.notices[NoticeType.SUCCESS], s.total] for s in ordered]
-    rows: list[list[object]] = [[s.code, *c] for s, c in zip(ordered, counts)]
+    rows: list[list[object]] = [[s.code, *c] for s, c in zip(ordered, counts, strict=True)]
     if len(rows) > 1:
-        rows.append(["TOTAL", *(sum(col) for col in zip(*counts))])
+        rows.append(["TOTAL", *(sum(col) for col in zip(*counts, strict=True))])
     return rows
 
 

@@ -82,20 +82,20 @@ from typing import Any, Final
 import orjson
 
 from errord.durations import parse_duration
-from errord.parse.linewarnings import BAD_NOTIFICATION, BAD_RE_ALERT, MISPLACED_CODE, misplaced_code_path, show_value
 from errord.model import MAX_CODE_CHARS, LogEvent
+from errord.parse.linewarnings import BAD_NOTIFICATION, BAD_RE_ALERT, MISPLACED_CODE, misplaced_code_path, show_value
 from errord.parse.tracebacks import EXCEPTION_KEYS, exception_text
 
 __all__ = [
-    "LineParser",
-    "ParseResult",
-    "SKIP_REASONS",
+    "BAD_CODE",
     "INVALID_UTF8",
     "NOT_JSON",
     "NOT_OBJECT",
-    "TOO_LONG",
-    "BAD_CODE",
     "PARSER_ERROR",
+    "SKIP_REASONS",
+    "TOO_LONG",
+    "LineParser",
+    "ParseResult",
     "has_long_line",
     "nul_free_parts",
     "parse_contained",
@@ -189,7 +189,7 @@ class LineParser:
     ``future_slack`` seconds after ``now`` is replaced by ``now``.
     """
 
-    __slots__ = ("app", "tz", "max_line_bytes", "future_slack", "_durations", "_warnings")
+    __slots__ = ("_durations", "_warnings", "app", "future_slack", "max_line_bytes", "tz")
 
     def __init__(
         self, *, app: str | None, tz: tzinfo, max_line_bytes: int, future_slack: float = 300.0
@@ -220,10 +220,8 @@ class LineParser:
             self._per_line(data, terminated, offset, now, path, res)
             return res
         escaped = _escaped_spans(data) if data.find(b"\\") >= 0 else None  # memchr: ~free
-        if escaped:
-            spans = sorted(set(_needle_spans(data)).union(escaped))
-        else:
-            spans = None  # the common case: found and parsed in one pass below
+        # None, the common case: the candidates are found and parsed in one pass below
+        spans = sorted(set(_needle_spans(data)).union(escaped)) if escaped else None
         events = res.events
         candidate = self._candidate
         if spans is not None:
@@ -313,9 +311,9 @@ class LineParser:
         elif not (data.endswith(b"}") or data.endswith(b"}\r")):
             return False
         # every newline but the last must sit between "}" (or "}\r") and "{"
-        if newlines > 1 or not terminated:
-            if _BAD_BOUNDARY.search(data, 0, len(data) - 1 if terminated else len(data)):
-                return False
+        if (newlines > 1 or not terminated) and _BAD_BOUNDARY.search(
+                data, 0, len(data) - 1 if terminated else len(data)):
+            return False
         if len(data) > self.max_line_bytes and has_long_line(data, self.max_line_bytes):
             return False
         return data.isascii() or _utf8_ok(data)
@@ -525,9 +523,10 @@ class LineParser:
         try:
             dt = datetime.fromisoformat(text)
         except ValueError:
-            dt = _iso_lenient(text)
-            if dt is None:
+            lenient = _iso_lenient(text)
+            if lenient is None:
                 return None
+            dt = lenient
         try:
             if dt.tzinfo is not None:
                 return dt.timestamp()
@@ -543,12 +542,12 @@ class LineParser:
         if type(value) is not str:
             return _duration(value)
         # apps repeat the same few strings; parse_duration tries several regexes
-        cached = self._durations.get(value, _MISS)  # type: ignore[call-overload]
+        cached = self._durations.get(value, _MISS)
         if cached is _MISS:
             cached = _duration(value)
             if len(self._durations) >= _CACHE_MAX:
                 self._durations.clear()
-            self._durations[value] = cached  # type: ignore[index,assignment]
+            self._durations[value] = cached
         return cached  # type: ignore[return-value]
 
 
@@ -748,7 +747,7 @@ def _message(value: object) -> str:
     if value is None:
         return ""
     if type(value) is str:
-        return value  # type: ignore[return-value]
+        return value
     if value is True or value is False or type(value) in (dict, list):
         try:
             return orjson.dumps(value).decode()
@@ -759,7 +758,7 @@ def _message(value: object) -> str:
 
 def _level(value: object) -> str | None:
     if type(value) is str:
-        return value  # type: ignore[return-value]
+        return value
     if type(value) in (int, float):
         return str(value)
     return None
@@ -767,7 +766,7 @@ def _level(value: object) -> str | None:
 
 def _flag(value: object) -> bool | None:
     if value is True or value is False:
-        return value  # type: ignore[return-value]
+        return value
     kind = type(value)
     if kind is int or kind is float:
         return True if value == 1 else False if value == 0 else None

@@ -29,11 +29,11 @@ import orjson
 from errord.ratelimit import RateLimit
 
 __all__ = [
-    "BAD_RE_ALERT",
     "BAD_NOTIFICATION",
+    "BAD_RE_ALERT",
+    "MAX_SHOWN",
     "MISPLACED_CODE",
     "NAIVE_TIME_SKEW",
-    "MAX_SHOWN",
     "SKIPPED",
     "LineWarnings",
     "describe",

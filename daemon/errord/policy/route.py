@@ -30,7 +30,7 @@ from errord.model import Kind, Notice, Transition
 from errord.notices import render
 from errord.policy.base import Context, Flow
 
-__all__ = ["Router", "STDERR_TARGET", "UNKNOWN_ALERTED"]
+__all__ = ["STDERR_TARGET", "UNKNOWN_ALERTED", "Router"]
 
 logger = logging.getLogger(__name__)
 

@@ -42,13 +42,14 @@ from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
 from errord.backoff import backoff
 from errord.errors import JournalError
+from errord.sinks.base import Sink
 from errord.store.journal import Journal
 from errord.store.mongostore import INDEXES, Coll, collection_of, connect, describe, scrubber, upsert
 
 if TYPE_CHECKING:  # the daemon passes config.Mongo (same attributes)
     from errord.settings import MongoSettings
 
-__all__ = ["MongoSink", "BATCH_SIZE"]
+__all__ = ["BATCH_SIZE", "MongoSink"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class _Refused(Exception):
     """Some documents of a batch were refused (the rest were acked)."""
 
 
-class MongoSink:
+class MongoSink(Sink):
     """Mirrors the journal's MongoDB outbox to MongoDB from one worker thread.
 
     ``start()``, ``wake()`` after commits that changed incidents, ``stop(deadline)``.
