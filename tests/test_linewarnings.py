@@ -72,7 +72,8 @@ def test_skipped_lines_warning_per_file_and_interval() -> None:
     assert text == ("skipped 3 line(s) in /a.jsonl (first at offset 40: not_json); "
                     "further warnings for this file muted for 60s")
     assert g.skipped("/a.jsonl", 1, None) is None
-    assert g.skipped("/b.jsonl", 1, None) == "skipped 1 line(s) in /b.jsonl; further warnings for this file muted for 60s"
+    assert g.skipped("/b.jsonl", 1, None) == (
+        "skipped 1 line(s) in /b.jsonl; further warnings for this file muted for 60s")
     now[0] = 60.0
     assert g.skipped("/a.jsonl", 1, None) is not None
     assert LineWarnings(None).skipped("/a.jsonl", 1, None) == "skipped 1 line(s) in /a.jsonl"
