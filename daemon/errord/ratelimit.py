@@ -35,8 +35,8 @@ class RateLimit:
 
     def allow(self, key: Hashable) -> bool:
         """True when an event for ``key`` may be logged now (and starts its interval)."""
-        now = self._clock()
         every = self.every
+        now = 0.0 if every is None else self._clock()  # "once" needs no clock (the router is pure)
         with self._lock:
             last = self._last.get(key)
             if last is not None and (every is None or now - last < every):

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from errord.model import Kind, Notice, Transition
 from errord.notices import render
 from errord.policy.base import Context, Flow
+from errord.ratelimit import RateLimit
 
 __all__ = ["STDERR_TARGET", "UNKNOWN_ALERTED", "Router"]
 
@@ -53,8 +54,7 @@ class Router:
         self._keys: tuple[str, ...] = ()
         self._tags: list[tuple[str, frozenset[str] | None]] = []
         self._by_tags: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self._warned_unrouted: set[tuple[str, ...]] = set()
-        self._warned_removed: set[str] = set()
+        self._warned = RateLimit(None)  # each warning once, until the next set_routes
         self.set_routes(routes)
 
     def set_routes(self, routes: Sequence[tuple[str, Sequence[str]]]) -> None:
@@ -64,8 +64,7 @@ class Router:
         self._tags = table or [(STDERR_TARGET, None)]
         self._keys = tuple(key for key, _ in self._tags)
         self._by_tags.clear()
-        self._warned_unrouted.clear()
-        self._warned_removed.clear()
+        self._warned = RateLimit(None)
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -172,16 +171,14 @@ class Router:
         return keys
 
     def _warn_unrouted(self, tags: tuple[str, ...]) -> None:
-        if tags not in self._warned_unrouted:
-            self._warned_unrouted.add(tags)
+        if self._warned.allow(("unrouted", tags)):
             logger.warning(
                 "notices tagged %s match no notify target: they are recorded but not sent",
                 ",".join(tags),
             )
 
     def _warn_removed(self, key: str, code: str) -> None:
-        if key not in self._warned_removed:
-            self._warned_removed.add(key)
+        if self._warned.allow(("removed", key)):
             logger.warning(
                 "notify target %s was alerted of %s but is no longer configured: it does not get"
                 " the resolve (further such resolves are dropped without a word until the next reload)",

@@ -42,6 +42,7 @@ from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
 from errord.backoff import backoff
 from errord.errors import JournalError
+from errord.ratelimit import RateLimit
 from errord.sinks.base import Sink
 from errord.store.journal import Journal
 from errord.store.mongostore import INDEXES, Coll, collection_of, connect, describe, scrubber, upsert
@@ -102,7 +103,7 @@ class MongoSink(Sink):
         self._thread: threading.Thread | None = None
         self.failures = 0  # consecutive failed attempts
         self.last_error: str | None = None
-        self._warned_at = 0.0  # monotonic time of the last failure warning
+        self._warn = RateLimit(WARN_EVERY)  # failure warnings, while the same failure goes on
         self.written = 0  # documents written since start
         self.writing = False  # inside a bulk_write (for the shutdown warning)
 
@@ -241,11 +242,9 @@ class MongoSink(Sink):
         if isinstance(exc, (PyMongoError, _Refused, JournalError)):
             # Warn when the trouble starts or changes, then every 10 minutes: not once a
             # minute for a week.
-            now = time.monotonic()
-            loud = self.failures == 1 or error != self.last_error or now - self._warned_at >= WARN_EVERY
-            if loud:
-                self._warned_at = now
-            log = logger.warning if loud else logger.debug
+            if self.failures == 1 or error != self.last_error:
+                self._warn.forget("failure")
+            log = logger.warning if self._warn.allow("failure") else logger.debug
             log("MongoDB %s: %s; %s incident(s) wait in the journal, retry %d in %.1fs",
                 self.where, error, _pending(journal), self.failures, delay)  # fmt: skip
         else:
