@@ -114,6 +114,8 @@ class Daemon:
                 loop.remove_signal_handler(sig)
 
     async def startup(self) -> None:
+        """Check the notify URLs, take the state_dir, open the journal and the sources;
+        afterwards the daemon is ready (systemd's READY=1)."""
         s = self.settings
         # Checks the notify URLs (in the helper) before anything is created or locked.
         sink = make_notify_sink(s, helper=True)
@@ -218,6 +220,7 @@ class Daemon:
     # -- the loop ----------------------------------------------------------------------
 
     async def main_loop(self) -> None:
+        """Until stopped: reload when asked, wait for input (or out a journal retry), pump."""
         assert self.tailer is not None
         while not self._stop.is_set():
             self.health.beat()
