@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime
 from email.utils import format_datetime
+from datetime import datetime, timezone
 
 from errord.sinks.capture import Seen, capturing, parse_retry_after
 
@@ -16,7 +16,7 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("3") == 3.0
     assert parse_retry_after(" 120 ") == 120.0
     assert parse_retry_after("1.5") == 1.5
-    when = format_datetime(datetime.fromtimestamp(NOW + 30, UTC), usegmt=True)  # IMF-fixdate
+    when = format_datetime(datetime.fromtimestamp(NOW + 30, timezone.utc), usegmt=True)  # IMF-fixdate
     assert parse_retry_after(when, now=NOW) == 30.0
     assert parse_retry_after(when, now=NOW + 60) == 0.0  # a date in the past: now
     for bad in (None, "", "soon", "-5", "nan", "Wed, 99 Foo 2026"):

@@ -8,16 +8,18 @@ import time
 from pathlib import Path
 
 import pytest
+from receiver import Receiver
 
-import errord.sinks.helper as helper_mod
 from errord.errors import NotifyError
-from errord.model import Notice, NoticeType
 from errord.parse.lines import has_long_line
-from errord.sinks.helper import NotifyHelper
 from errord.sources.follower import _split_long
 from errord.store.journal import Journal
-from receiver import Receiver
-from test_notify import Target
+from errord.model import Notice, NoticeType
+import errord.sinks.helper as helper_mod
+from errord.sinks.helper import NotifyHelper
+
+
+from test_notify import Target  # noqa: E402
 
 
 def enqueue(state: Path, helper: NotifyHelper, *codes: str) -> None:
@@ -41,7 +43,7 @@ def test_delivers_in_order_and_reports_results(tmp_path: Path) -> None:
             end = time.monotonic() + 5
             while len(results) < 3 and time.monotonic() < end:
                 time.sleep(0.02)
-            assert results == [(f"json://127.0.0.1:{rx.port}", True)] * 3
+            assert results == [("json://127.0.0.1:%d" % rx.port, True)] * 3
         finally:
             helper.stop(time.monotonic() + 2)
         assert helper.pid is not None

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,11 @@ from bson.codec_options import CodecOptions
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, OperationFailure
 
+from errord.store.journal import MIGRATIONS, Journal
 from errord.model import INCIDENT_FIELDS, TIME_FIELDS, Incident
 from errord.settings import MongoSettings
-from errord.sinks.mongo import MongoSink
-from errord.store.journal import MIGRATIONS, Journal
 from errord.store.mongostore import INDEXES, MongoStore, host_filter, incident_document, incident_from_document
+from errord.sinks.mongo import MongoSink
 from mongofake import MockCollection, mirrored_journal  # noqa: F401 - provides the "journal" fixture
 
 T0 = 1_768_403_151.367  # 2026-01-14T15:05:51.367Z
@@ -69,8 +69,8 @@ def test_document_is_the_contract_record_with_utc_bson_dates() -> None:
     assert list(doc) == list(INCIDENT_FIELDS)  # the 10 original fields first, then errord's 5
     for name in TIME_FIELDS - {"cleared_at"}:
         assert isinstance(doc[name], datetime) and doc[name].utcoffset().total_seconds() == 0
-    assert doc["start_time"] == datetime(2026, 1, 14, 15, 5, 51, 367000, tzinfo=UTC)
-    assert doc["cleared_at"] == datetime.fromtimestamp(T0 + 90, UTC)
+    assert doc["start_time"] == datetime(2026, 1, 14, 15, 5, 51, 367000, tzinfo=timezone.utc)
+    assert doc["cleared_at"] == datetime.fromtimestamp(T0 + 90, timezone.utc)
     assert (doc["occurrences"], doc["alerts_sent"], doc["app"], doc["active"]) == (7, 2, None, False)
     # BSON-able, and back through BSON (milliseconds) to the same incident
     raw = bson.decode(bson.encode(doc), CodecOptions(tz_aware=True))
@@ -126,7 +126,7 @@ def test_repeats_coalesce_into_one_write_of_the_latest_state(journal: Journal, c
     assert coll.batches == [[inc.incident_id]]
     doc = coll.find_one({"incident_id": inc.incident_id})
     assert doc["occurrences"] == 50
-    assert doc["last_log_time"] == datetime.fromtimestamp(T0 + 50, UTC)
+    assert doc["last_log_time"] == datetime.fromtimestamp(T0 + 50, timezone.utc)
 
 
 def test_a_change_during_the_write_is_written_again(journal: Journal, coll: MockCollection) -> None:
@@ -183,7 +183,7 @@ class Refusing(MockCollection):
             raise BulkWriteError({"writeErrors": write_errors, "writeConcernErrors": concern, "nUpserted": 0})
 
 
-def run_until_attempts(journal: Journal, refusing: Refusing, attempts: int) -> None:
+def run_until_attempts(journal: Journal, refusing: "Refusing", attempts: int) -> None:
     """Run a MongoSink against ``refusing`` until it made ``attempts`` bulk writes (5 s at most)."""
     sink = MongoSink(journal.state_dir, SETTINGS, backoff=(0.05, 0.05), collection=lambda: refusing)
     sink.start()
@@ -328,7 +328,7 @@ def seeded_store(coll: MockCollection) -> MongoStore:
     ]
     coll.insert_many([incident_document(i) for i in docs])
     coll.insert_one({"code": "db_down", "active": True, "server_id": "test-host", "node_name": "n1",
-                     "start_time": datetime.fromtimestamp(T0 + 600, UTC)})  # in-app manager's
+                     "start_time": datetime.fromtimestamp(T0 + 600, timezone.utc)})  # in-app manager's
     return MongoStore(coll.coll, server_id="test-host", node_name="n1")
 
 

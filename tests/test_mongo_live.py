@@ -14,15 +14,14 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from errord.settings import MongoSettings
-from errord.sinks.mongo import MongoSink
 from errord.store.journal import Journal
+from errord.settings import MongoSettings
 from errord.store.mongostore import MongoStore, recover_open_incidents
+from errord.sinks.mongo import MongoSink
 from test_mongo import T0, incident
 
 URI = os.environ.get("ERRORD_TEST_MONGODB_URI", "")
-pytestmark = pytest.mark.skipif(
-    not URI, reason="ERRORD_TEST_MONGODB_URI is not set (no MongoDB server to test against)")
+pytestmark = pytest.mark.skipif(not URI, reason="ERRORD_TEST_MONGODB_URI is not set (no MongoDB server to test against)")
 
 
 @pytest.fixture

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from errord import cli
+from errord.store.journal import Journal
 from errord.model import INCIDENT_FIELDS, TIME_FIELDS
 from errord.settings import MongoSettings, Settings
-from errord.sinks.mongo import MongoSink
-from errord.store.journal import Journal
 from errord.store.mongostore import incident_document
+from errord.sinks.mongo import MongoSink
 from mongofake import FakeMongo, free_port, mirrored_journal  # noqa: F401 - provides the "journal" fixture
 from test_mongo import T0, incident
 

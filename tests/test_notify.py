@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -14,14 +13,14 @@ from typing import Any
 
 import apprise
 import pytest
+from receiver import Receiver
 
 from errord.errors import NotifyError
+from errord.store.journal import Journal
 from errord.model import Notice, NoticeType
 from errord.policy.route import Router
 from errord.sinks.notify import NotifySink, SendResult, with_timeouts
 from errord.sinks.secrets import Scrub
-from errord.store.journal import Journal
-from receiver import Receiver
 
 FAST = (0.05, 0.2)  # backoff for tests
 
@@ -166,7 +165,7 @@ def test_503_is_retried_with_backoff_in_order_each_once(
     # E1 three times refused, then accepted; nothing newer overtook it.
     assert [(r.status, r.body["title"][2:4]) for r in seen] == [
         (503, "E1"), (503, "E1"), (503, "E1"), (200, "E1"), (200, "E2"), (200, "E3")]  # fmt: skip
-    gaps = [b.at - a.at for a, b in itertools.pairwise(seen[:4])]
+    gaps = [b.at - a.at for a, b in zip(seen, seen[1:4])]
     # backoff 0.05 * 2**n, capped at 0.2 (jitter only lengthens)
     assert gaps[0] >= 0.05 and gaps[1] >= 0.1 and gaps[2] >= 0.2, gaps
     assert all(g < 1.0 for g in gaps), gaps  # the 1 s poll did not stand in for the backoff
