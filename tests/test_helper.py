@@ -11,7 +11,8 @@ import pytest
 from receiver import Receiver
 
 from errord.errors import NotifyError
-from errord.sources.follower import _has_long_line, _split_long
+from errord.parse.lines import has_long_line
+from errord.sources.follower import _split_long
 from errord.store.journal import Journal
 from errord.model import Notice, NoticeType
 import errord.sinks.helper as helper_mod
@@ -97,7 +98,7 @@ def test_long_line_precheck_agrees_with_the_split(limit: int) -> None:
                  for _ in range(rng.randint(1, 8))]
         block = b"".join(lines)
         _, longs = _split_long(block, 0, limit)
-        assert _has_long_line(block, limit) == bool(longs), lines
+        assert has_long_line(block, limit) == bool(longs), lines
 
 
 def _wait_new_pid(helper: NotifyHelper, old: int | None, timeout: float) -> int:

@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+import errord.batch as batch_mod
 import errord.daemon as daemon_mod
 import errord.sinks.notify as notify_mod
 from chaos import Faults, seed_for
@@ -154,7 +155,7 @@ async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     caplog.set_level(logging.INFO, logger="errord")
     faults = Faults()
     monkeypatch.setattr(daemon_mod, "Journal", functools.partial(QuickJournal, opener=faults.open))
-    monkeypatch.setattr(daemon_mod, "RETRY_MAX", 0.5)  # retry the journal often in tests
+    monkeypatch.setattr(batch_mod, "RETRY_MAX", 0.5)  # retry the journal often in tests
     h = Harness(tmp_path, faults)
     await h.start()
     checker = Checker(h.state / "errord.db", h.log, h.ends)

@@ -7,7 +7,7 @@ import json
 import logging
 import math
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,21 +18,29 @@ from hypothesis import strategies as st
 
 from errord.durations import parse_duration
 from errord.errors import DurationError
-from errord.parse.lines import MAX_WARNINGS, SKIP_REASONS, LineParser, ParseResult
 from errord.model import LogEvent
+from errord.parse.lines import (
+    MAX_WARNINGS,
+    PARSER_ERROR,
+    SKIP_REASONS,
+    LineParser,
+    ParseResult,
+    has_long_line,
+    parse_contained,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
-NOW = datetime(2026, 1, 15, tzinfo=timezone.utc).timestamp()  # 1768435200
-T = datetime(2026, 1, 14, 15, 5, 51, 367000, tzinfo=timezone.utc).timestamp()  # 15:05:51.367Z
+NOW = datetime(2026, 1, 15, tzinfo=UTC).timestamp()  # 1768435200
+T = datetime(2026, 1, 14, 15, 5, 51, 367000, tzinfo=UTC).timestamp()  # 15:05:51.367Z
 
 
 def utc(*args: int) -> float:
-    return datetime(*args, tzinfo=timezone.utc).timestamp()  # type: ignore[misc]
+    return datetime(*args, tzinfo=UTC).timestamp()  # type: ignore[misc]
 
 
 def make_parser(**kw: Any) -> LineParser:
     kw.setdefault("app", "demo")
-    kw.setdefault("tz", timezone.utc)
+    kw.setdefault("tz", UTC)
     kw.setdefault("max_line_bytes", 1 << 20)
     return LineParser(**kw)
 
@@ -256,17 +264,17 @@ _TIME_PIECES = st.sampled_from([
         st.tuples(st.datetimes(timezones=st.none() | st.timezones()), st.sampled_from("T ")).map(
             lambda d: d[0].isoformat(sep=d[1])),
     ),
-    st.sampled_from([timezone.utc, BERLIN]),
+    st.sampled_from([UTC, BERLIN]),
 )
 @example("2026-01-14T15:00:00.005Z", BERLIN)
 @example("2026-01-14 15:05:51,367", BERLIN)
 @example("2026-01-14 15:05:51,367+01:00", BERLIN)
-@example("2026-01-14 15:05:51", timezone.utc)
+@example("2026-01-14 15:05:51", UTC)
 @example(" 2026-01-14T15:00:00Z", BERLIN)
 @example("2026-01-14T15:00:00z", BERLIN)
 @example("2026-01-14T15:00:00\x00", BERLIN)
 @example("20260114", BERLIN)
-@example("0001-01-01T00:00:00+01:00", timezone.utc)
+@example("0001-01-01T00:00:00+01:00", UTC)
 @example("0001-01-01T00:00:00", BERLIN)
 @example("9999-12-31T23:59:59", BERLIN)
 def test_event_time_fast_path_agrees_with_time_text(text: str, tz: Any) -> None:
@@ -341,7 +349,7 @@ def test_future_guard(ahead: float, slack: float, kept: bool) -> None:
     ev = event(rec(error_code="x", ts=NOW + ahead), future_slack=slack)
     assert ev.time == (NOW + ahead if kept else NOW)
     # the same through an ISO string
-    iso = datetime.fromtimestamp(NOW + ahead, timezone.utc).isoformat()
+    iso = datetime.fromtimestamp(NOW + ahead, UTC).isoformat()
     assert event(rec(error_code="x", ts=iso), future_slack=slack).time == (NOW + ahead if kept else NOW)
 
 
@@ -429,7 +437,8 @@ def test_notification_absent_and_under_extra() -> None:
 
 
 def test_python_json_logger_line() -> None:
-    line = b'{"asctime": "2026-01-14 15:05:51,367", "levelname": "ERROR", "message": "db down", "error_code": "db_down"}'
+    line = (b'{"asctime": "2026-01-14 15:05:51,367", "levelname": "ERROR", "message": "db down", '
+            b'"error_code": "db_down"}')
     assert event(line, tz=BERLIN) == LogEvent(
         code="db_down", clear=None, message="db down", time=T - 3600, level="ERROR", app="demo")
 
@@ -842,7 +851,7 @@ def test_deep_nesting_never_raises() -> None:
     ["x" * 201, "tab\tcode", "new\nline", "esc\x1b[31m", "bidi\u202ecode"],
 )
 def test_codes_that_cannot_stand_verbatim_in_a_title_are_bad(code: str) -> None:
-    p = LineParser(app=None, tz=timezone.utc, max_line_bytes=1 << 20)
+    p = LineParser(app=None, tz=UTC, max_line_bytes=1 << 20)
     line = json.dumps({"error_code": code, "message": "m"}).encode() + b"\n"
     assert p.parse_line(line, 1_768_400_000.0) == "bad_code"
     ok = json.dumps({"error_code": "two  spaces " + "y" * 180}).encode()
@@ -944,7 +953,7 @@ def test_mentions_of_error_code_give_no_misplaced_warning(line: bytes) -> None:
 
 
 def test_misplaced_code_search_is_bounded() -> None:
-    wide = {"k%d" % i: {"v": i} for i in range(20_000)}
+    wide = {f"k{i}": {"v": i} for i in range(20_000)}
     wide["z"] = {"error_code": "too far"}
     _, warnings = warnings_of(rec(message="m", error_code=None, **wide) + b"\n")
     assert warnings == []  # past the node budget: no answer rather than a slow one
@@ -1007,3 +1016,56 @@ def test_naive_time(value: Any, naive: bool) -> None:
         assert got[1] == datetime.fromisoformat(value).replace(tzinfo=BERLIN).timestamp()
     assert p.naive_time(rec(extra={"timestamp": "2026-01-14 15:05:51"})) is not None
     assert p.naive_time(b"not json") is None and p.naive_time(b"[1]") is None
+
+
+# -- parse_contained: a parser bug is contained to its line (was daemon._parse_guarded) ------
+
+
+class BrokenParser(LineParser):
+    """A parser with a bug: parse_chunk always raises, parse_line on one line."""
+
+    def parse_chunk(self, *args: object, **kw: object):  # type: ignore[no-untyped-def,override]
+        raise RecursionError("parser bug")
+
+    def parse_line(self, line: bytes, now: float, warnings=None):  # type: ignore[no-untyped-def,override]
+        if b"boom" in line:
+            raise ValueError("parser bug")
+        return super().parse_line(line, now, warnings)
+
+
+def test_parser_exception_is_contained_to_its_line() -> None:
+    parser = BrokenParser(app="a", tz=UTC, max_line_bytes=1 << 20)
+    lines = [json.dumps({"error_code": c, "message": "m"}).encode() + b"\n" for c in ("one", "boom", "two")]
+    data = b"".join(lines) + b"not json\n" + b'{"error_code": "last"}'
+    res = parse_contained(parser, data, 100, NOW, "/x.jsonl")
+    assert [e.code for e in res.events] == ["one", "two", "last"]
+    assert [e.offset for e in res.events] == [100, 100 + len(lines[0]) + len(lines[1]),
+                                              100 + len(data) - len(b'{"error_code": "last"}')]
+    assert all(e.path == "/x.jsonl" for e in res.events)
+    assert (res.lines, res.skipped) == (5, 2)
+    assert res.reasons == {PARSER_ERROR: 1, "not_object": 1}  # a non-candidate: the cheap check
+    assert res.first_skip == (100 + len(lines[0]), PARSER_ERROR)
+
+
+def test_healthy_parser_is_used_as_is() -> None:
+    parser = LineParser(app=None, tz=UTC, max_line_bytes=1 << 20)
+    data = b'{"error_code": "x"}\n{"msg": "plain"}\n'
+    res = parse_contained(parser, data, 0, NOW, "/x")
+    assert res == parser.parse_chunk(data, 0, NOW, "/x")
+
+
+def test_fallback_keeps_the_warnings_at_their_offsets() -> None:
+    parser = BrokenParser(app="a", tz=UTC, max_line_bytes=1 << 20)
+    first = b'{"error_code": "boom"}\n'
+    data = first + b'{"error_code": "x", "re_alert_time": "15 minutes"}\n'
+    res = parse_contained(parser, data, 50, NOW, "/x")
+    assert [e.code for e in res.events] == ["x"]
+    assert res.warnings == [(50 + len(first), "bad_re_alert_time", '"15 minutes"')]
+
+
+@given(st.lists(st.integers(0, 24), min_size=1, max_size=8), st.booleans(), st.integers(1, 16))
+def test_has_long_line_is_any_line_over_the_limit(lengths: list[int], terminated: bool, limit: int) -> None:
+    """One check for the parser's clean-chunk test and the follower's cut (it was written
+    twice); the last line may lack its newline (a closed file)."""
+    data = b"\n".join(b"x" * n for n in lengths) + (b"\n" if terminated else b"")
+    assert has_long_line(data, limit) == any(n > limit for n in lengths)

@@ -13,7 +13,7 @@ import pytest
 from conftest import append, line
 from errord.parse.linewarnings import (
     MAX_PLACES_PER_FILE,
-    WarnGate,
+    LineWarnings,
     describe,
     misplaced_code_path,
     show_value,
@@ -46,20 +46,37 @@ def test_zone_like() -> None:
 
 
 def test_gate_rate_limits_per_file_and_kind_and_places_once() -> None:
-    g = WarnGate()
+    now = [1000.0]
+    g = LineWarnings(60.0, clock=lambda: now[0])
     w = [(10, "bad_re_alert_time", '"15 minutes"'), (20, "bad_notification", '"maybe"'),
          (30, "misplaced_code", "record.extra.error_code")]
-    first = g.messages("/a.jsonl", w, 1000.0, 60.0)
+    first = g.messages("/a.jsonl", w)
     assert len(first) == 3 and all(m.startswith("/a.jsonl, offset ") for m in first)
-    assert g.messages("/a.jsonl", w, 1059.0, 60.0) == []
-    assert g.messages("/b.jsonl", w[:1], 1059.0, 60.0) != []  # another file
-    again = g.messages("/a.jsonl", w, 1061.0, 60.0)
+    now[0] = 1059.0
+    assert g.messages("/a.jsonl", w) == []
+    assert g.messages("/b.jsonl", w[:1]) != []  # another file
+    now[0] = 1061.0
+    again = g.messages("/a.jsonl", w)
     assert [m.split(": ")[1].split()[0] for m in again] == ["re_alert_time", "notification"]  # the place: once
     places = [(1, "misplaced_code", f"p{i}.error_code") for i in range(MAX_PLACES_PER_FILE + 5)]
-    assert len(g.messages("/c.jsonl", places, 0.0, 60.0)) == MAX_PLACES_PER_FILE
-    small = WarnGate(max_keys=3)
+    assert len(g.messages("/c.jsonl", places)) == MAX_PLACES_PER_FILE
+    small = LineWarnings(None, max_keys=3)
     for i in range(10):
-        assert small.due((f"/f{i}", "k"), 0.0, None)  # forgets rather than grows
+        assert small.messages(f"/f{i}", w[:1])  # forgets rather than grows
+
+
+def test_skipped_lines_warning_per_file_and_interval() -> None:
+    now = [0.0]
+    g = LineWarnings(60.0, clock=lambda: now[0])
+    text = g.skipped("/a.jsonl", 3, (40, "not_json"))
+    assert text == ("skipped 3 line(s) in /a.jsonl (first at offset 40: not_json); "
+                    "further warnings for this file muted for 60s")
+    assert g.skipped("/a.jsonl", 1, None) is None
+    assert g.skipped("/b.jsonl", 1, None) == (
+        "skipped 1 line(s) in /b.jsonl; further warnings for this file muted for 60s")
+    now[0] = 60.0
+    assert g.skipped("/a.jsonl", 1, None) is not None
+    assert LineWarnings(None).skipped("/a.jsonl", 1, None) == "skipped 1 line(s) in /a.jsonl"
 
 
 def test_texts_name_file_offset_field_value_and_the_fix() -> None:

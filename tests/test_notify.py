@@ -21,6 +21,7 @@ from errord.store.journal import Journal
 from errord.model import Notice, NoticeType
 from errord.policy.route import Router
 from errord.sinks.notify import NotifySink, SendResult, with_timeouts
+from errord.sinks.secrets import Scrub
 
 FAST = (0.05, 0.2)  # backoff for tests
 
@@ -369,7 +370,7 @@ def test_send_test_masks_secrets_and_filters_come_off_after_stop(
     assert "Failed to send" in caplog.text and token not in caplog.text
 
     def ours() -> list[logging.Filter | object]:
-        return [f for f in logging.getLogger("apprise").filters if type(f).__name__ == "_Scrub"]
+        return [f for f in logging.getLogger("apprise").filters if isinstance(f, Scrub)]
 
     assert ours() == []  # send_test detached its filter
     sink.start()

@@ -21,7 +21,8 @@ mgr = NotificationManager()
 loaded = len({m.split(".")[2] for m in sys.modules if m.startswith("apprise.plugins.")} - {"base"})
 untouched = not mgr  # nothing loaded yet (asking len() or `in` would load every plugin)
 usable = [apprise.Apprise.instantiate(u) is not None for u in urls]
-print(json.dumps({"untouched": untouched, "loaded": loaded, "usable": usable, "json": "json" in mgr, "total": len(mgr)}))
+print(json.dumps({"untouched": untouched, "loaded": loaded, "usable": usable, "json": "json" in mgr,
+                  "total": len(mgr)}))
 """
 
 

@@ -11,7 +11,6 @@ import pytest
 from errord.engine import Engine
 from errord.model import Notice, NoticeType
 from errord.policy.route import STDERR_TARGET, UNKNOWN_ALERTED, Router
-
 from test_engine import FakePolicy, ev, make_engine
 
 ROUTES = [("a", ("ta",)), ("b", ("tb",)), ("c", ("tc",))]

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from receiver import Receiver
 
 from conftest import Errord, append, line, write_config
+from receiver import Receiver
 
 pytestmark = pytest.mark.slow
 

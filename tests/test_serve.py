@@ -15,8 +15,6 @@ import pytest
 
 from conftest import Errord, append, line, write_config
 from errord.config import RunConfig
-from errord.errors import ConfigError
-from errord.serve import load_config
 from errord.settings import Settings
 from receiver import Receiver
 
@@ -67,19 +65,6 @@ def test_runconfig_repr_hides_secrets_and_replace_copies(tmp_path: Path) -> None
     assert moved.state_dir == Path("/elsewhere") and r.state_dir == tmp_path / "state"
     assert moved.notify is r.notify and moved != r and r == RunConfig.from_dump(Settings.load(
         r.config_path, environ={}).to_run().dump())
-
-
-def test_load_config_validates_in_a_child(tmp_path: Path) -> None:
-    s, r = _both(tmp_path, **FULL)
-    assert load_config(s.config_path) == r
-    bad = write_config(tmp_path / "bad.toml", sources=[{"path": "x", "start_at": "middle"}], notify=[{"url": "nope"}])
-    with pytest.raises(ConfigError) as err:
-        load_config(bad)
-    problems = err.value.problems
-    assert any(p.startswith("sources.0.start_at:") for p in problems), problems
-    assert any(p.startswith("notify.0.url:") for p in problems), problems
-    with pytest.raises(ConfigError, match="config file not found"):
-        load_config(tmp_path / "missing.toml")
 
 
 def _maps(pid: int) -> str:

@@ -9,6 +9,7 @@ level; here the whole pipeline runs.
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -131,7 +132,7 @@ def test_429_with_retry_after_waits_as_asked(make_errord, receiver, tmp_path: Pa
     receiver.wait_for(1, timeout=30)
     reqs = receiver.snapshot()
     assert [r.status for r in reqs] == [429, 429, 200], [r.status for r in reqs]
-    gaps = [b.at - a.at for a, b in zip(reqs, reqs[1:])]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(reqs)]
     assert all(gap >= 3.0 for gap in gaps), gaps
     wait_until(lambda: state.pending_notices() == 0, 10, "the outbox to drain")
     assert e.stop() == 0

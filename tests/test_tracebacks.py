@@ -10,7 +10,7 @@ import io
 import json
 import logging
 import time
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,8 @@ import orjson
 import pytest
 
 from conftest import append, line
-from errord.parse.lines import LineParser
 from errord.model import LogEvent
+from errord.parse.lines import LineParser
 from errord.parse.tracebacks import MAX_EXCEPTION, exception_text
 
 NOW = 1_768_435_200.0
@@ -31,7 +31,7 @@ PINO = (b'{"level":50,"time":1768403151367,"pid":4242,"hostname":"web-1","err":{
 
 
 def parse(data: bytes) -> LogEvent:
-    res = LineParser(app=None, tz=timezone.utc, max_line_bytes=1 << 20).parse_chunk(
+    res = LineParser(app=None, tz=UTC, max_line_bytes=1 << 20).parse_chunk(
         data if data.endswith(b"\n") else data + b"\n", 0, NOW, "app.jsonl")
     (ev,) = res.events
     return ev

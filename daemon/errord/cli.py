@@ -24,7 +24,7 @@ from errord.config import RunConfig
 from errord.durations import parse_duration
 from errord.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_NOT_RUNNING, EXIT_OK, DurationError, ErrordError, exit_status
 from errord.model import Incident
-from errord.serve import DUMP_COMMAND
+from errord.reload import DUMP_COMMAND
 from errord.settings import Settings
 from errord.status import first_start, open_readonly, source_matches, status_data
 from errord.store.journal import Journal
@@ -174,7 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_dump_config(args: argparse.Namespace) -> int:
     """Hidden: the validated config, secrets included, as JSON on stdout (for a reloading
-    daemon, which reads it through a pipe; see ``serve.load_config``). Refuses what
+    daemon, which reads it through a pipe; see ``reload.load_config``). Refuses what
     ``run`` refuses, so a reload does too (an empty file written while it ran)."""
     config = _load(args, sources=True)
     sys.stdout.write(orjson.dumps(config.dump()).decode() + "\n")
@@ -183,10 +183,9 @@ def cmd_dump_config(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args, sources=True)
-    from errord.daemon import Daemon
+    from errord.sinks import make_notify_sink
 
-    # lead: use sinks.make_notify_sink
-    Daemon._make_sink(config)  # every notify URL must be one Apprise can use
+    make_notify_sink(config, helper=False)  # every notify URL must be one Apprise can use
     for warning in config.secret_warnings():
         print(f"errord: warning: {warning}", file=sys.stderr)
     first = first_start(config)

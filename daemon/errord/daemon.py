@@ -1,9 +1,11 @@
-"""Wires the parts together and owns their lifecycle: startup, the batch loop, shutdown.
+"""Wires the parts together and owns their lifecycle: startup, the main loop, shutdown.
 
 Shaped like uvicorn's ``Server``: signal handlers only set flags; shutdown drains within a
-deadline; a second SIGTERM/SIGINT forces the exit. The batch loop is where CONTRACT §7
-is made true: the positions, the incident changes and the notices of one batch of lines
-are committed in one journal transaction, or not at all (engine and tailer roll back).
+deadline; a second SIGTERM/SIGINT forces the exit. The daemon owns what lives as long as
+the process: the state_dir lock, the journal, the engine, the sources, the sinks (the
+notify helper, the MongoDB writer), reload (SIGHUP), the systemd watchdog and the
+recovery of open incidents from MongoDB. Each batch of lines goes through
+``batch.Batch``, where CONTRACT §7 is made true (one transaction, or a rollback).
 """
 
 from __future__ import annotations
@@ -17,46 +19,34 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
+from errord.batch import Batch
 from errord.config import RunConfig
 from errord.engine import Engine
-from errord.errors import ConfigError, ErrordError, JournalError, MongoError, NotifyError
-from errord.sources.fdbudget import raise_open_file_limit
-from errord.store.journal import Journal
-from errord.store.schema import DB_NAME, WAL_SIZE_LIMIT
-from errord.parse.lines import LineParser, ParseResult
-from errord.parse.linewarnings import WarnGate
+from errord.errors import ConfigError, ErrordError, JournalError, MongoError
 from errord.health import BatchTally, Health, Snapshot
-from errord.model import Kind, Notice
+from errord.policy.pipeline import standard_policy
 from errord.policy.route import STDERR_TARGET, UNKNOWN_ALERTED, Router
-from errord.store.runstate import RunLock, check_state_dir
-from errord.serve import load_config
-from errord.sinks.helper import NotifyHelper
-from errord.systemd import SystemdNotifier
-from errord.sources.base import Chunk
+from errord.reload import load_config
+from errord.sinks import make_notify_sink
+from errord.sinks.base import NoticeSink, Sink
+from errord.sources.fdbudget import raise_open_file_limit
 from errord.sources.tail import Tailer
-from errord.sources.zonecheck import ZoneCheck
+from errord.store.journal import Journal
+from errord.store.runstate import RunLock, check_state_dir
+from errord.store.schema import DB_NAME, WAL_SIZE_LIMIT
+from errord.systemd import SystemdNotifier
 
 if TYPE_CHECKING:
-    # Imported where they are used, only when configured: Apprise lives in the notify
-    # helper process; pymongo ([mongodb]) and prometheus_client ([metrics]) cost the
-    # daemon ~6 and ~2 MB of resident memory it need not carry without them.
+    # Imported where they are used, only when configured: pymongo ([mongodb]) and
+    # prometheus_client ([metrics]) cost the daemon ~6 and ~2 MB of resident memory it
+    # need not carry without them (Apprise lives in the notify helper process).
     from errord.metrics import Metrics, MetricsServer
-    from errord.sinks.mongo import MongoSink
-    from errord.sinks.notify import NotifySink
 
-__all__ = ["Daemon"]
+__all__ = ["Daemon", "run_daemon"]
 
 logger = logging.getLogger(__name__)
 
-# Read at most this much per journal transaction (one fsync each): 2 MiB made ingest ~10%
-# slower (twice the commits). Within a batch the lines are read and parsed READ_BYTES at a
-# time, so only one read's bytes are held: the daemon's peak RSS no longer grows with
-# BATCH_BYTES (holding a whole 4 MiB batch cost ~3 MB more).
-BATCH_BYTES = 4 << 20
-READ_BYTES = 1 << 20
-SKIP_WARN_EVERY = 60.0  # seconds between skipped-line (or unusable-field) warnings for one file
 STOP_DEADLINE = 8.0  # seconds from SIGTERM to exit (CONTRACT §7 allows 10)
-RETRY_MIN, RETRY_MAX = 0.5, 30.0  # journal write retry backoff
 SIGNAL_REPEAT_GRACE = 0.5  # seconds in which a repeated stop signal is the same request
 PRUNE_EVERY = 3600.0  # seconds between prunes of delivered notices
 MONGO_STOP = 2.0  # seconds of STOP_DEADLINE the MongoDB writer may drain; the rest stays queued
@@ -81,22 +71,18 @@ class Daemon:
             node_name=settings.node_name,
         )
         self.router = Router()  # who gets each notice; its routes follow the sink's targets
+        self.policy = standard_policy(self.router)
         self.tailer: Tailer | None = None
-        self.sink: NotifySink | NotifyHelper | None = None
-        self.mongo: MongoSink | None = None
-        self.parsers: list[LineParser] = []
+        self.batch: Batch | None = None
+        self.sink: NoticeSink | None = None
+        self.mongo: Sink | None = None
         self._started = False  # startup completed: only then is there a stop to log
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._reload_requested = False
         self._first_signal: float | None = None
-        self._warn_gate = WarnGate()  # skipped lines, unusable fields, misplaced codes
-        self._zones = ZoneCheck()
-        self._retry_delay = 0.0
         self._next_prune = 0.0
         self._next_checkpoint = 0.0
-        self.lines_read = 0
-        self.notices_made = 0
         # Prometheus counters and the HTTP server only with [metrics]; the pipeline's
         # health (systemd's watchdog and STATUS=, and /healthz when served) always.
         self.metrics: Metrics | None = None
@@ -106,7 +92,6 @@ class Daemon:
             self.metrics = Metrics()
         self.health: Health = self.metrics.health if self.metrics is not None else Health()
         self.metrics_server: MetricsServer | None = None
-        self._tally = BatchTally()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -131,9 +116,11 @@ class Daemon:
                 loop.remove_signal_handler(sig)
 
     async def startup(self) -> None:
+        """Check the notify URLs, take the state_dir, open the journal and the sources;
+        afterwards the daemon is ready (systemd's READY=1)."""
         s = self.settings
         # Checks the notify URLs (in the helper) before anything is created or locked.
-        sink = self._make_sink(s, helper=True)
+        sink = make_notify_sink(s, helper=True)
         try:
             await self._open_state(s, sink)
         except BaseException:
@@ -152,7 +139,7 @@ class Daemon:
             s.state_dir,
         )
 
-    async def _open_state(self, s: RunConfig, sink: NotifySink | NotifyHelper) -> None:
+    async def _open_state(self, s: RunConfig, sink: NoticeSink) -> None:
         """Lock and open the state, restore the engine, start the sinks, open the sources."""
         check_state_dir(s.state_dir, DB_NAME)  # not a folder, or its store lost: exit 2, one line
         try:
@@ -172,7 +159,6 @@ class Daemon:
             self.metrics_server = MetricsServer(self.metrics, s.metrics.host, s.metrics.port)
             self.metrics_server.start()  # /healthz answers "starting" until the sources are open
         self._apply_targets(sink)
-        self.parsers = self._make_parsers(s)
         # Once the state is ours (a refused start says only why) and before any log file
         # is opened: one descriptor per followed file.
         raise_open_file_limit()
@@ -183,6 +169,9 @@ class Daemon:
         cp = self.tailer.checkpoint()
         self.journal.commit([], cp.positions, [], time.time(), meta={**cp.meta, "initialized": "1"})
         self.tailer.committed()
+        self.batch = Batch(self.tailer, self.engine, self.policy, self.journal, s, health=self.health,
+                           publish=self._publish if self.metrics is not None else None,
+                           count_kinds=self.metrics is not None)
 
     async def shutdown(self) -> None:
         """Stop reading, commit what was read, give the sink a few seconds, release all.
@@ -234,14 +223,15 @@ class Daemon:
     # -- the loop ----------------------------------------------------------------------
 
     async def main_loop(self) -> None:
+        """Until stopped: reload when asked, wait for input (or out a journal retry), pump."""
         assert self.tailer is not None
         while not self._stop.is_set():
             self.health.beat()
             if self._reload_requested:
                 self._reload_requested = False
                 await self.reload()
-            if self._retry_delay:
-                await self._sleep(self._retry_delay)
+            if self.batch is not None and self.batch.retry_delay:
+                await self._sleep(self.batch.retry_delay)
                 if self._stop.is_set():
                     break
             else:
@@ -297,129 +287,26 @@ class Daemon:
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
     async def pump(self) -> None:
-        """Read and commit batches until nothing is left (or stop/reload is asked)."""
+        """Commit batches until nothing is left to read (or stop/reload is asked)."""
+        assert self.batch is not None
         while True:
-            notices = self._process()
-            if notices is None:
+            done = self.batch.step()
+            if done is None or not done.ok:
                 return
-            if not self._commit(notices):
-                return
+            if done.notices and self.sink is not None:
+                self.sink.wake()
+            if done.incidents and self.mongo is not None:
+                self.mongo.wake()
             self.health.beat()  # a long backlog is progress too
             self._maybe_checkpoint()
             if self._stop.is_set() or self._reload_requested:
                 return
             await asyncio.sleep(0)  # let signals and watch events in between batches
 
-    def _process(self) -> list[Notice] | None:
-        """Read, parse and feed one batch; returns its notices, or None when there was
-        nothing to read. Nothing durable happens here.
-
-        A batch is at most ``BATCH_BYTES // READ_BYTES`` reads of ``READ_BYTES``, each
-        parsed as soon as it is read: one read's bytes are held at a time, not the batch's.
-        """
-        assert self.tailer is not None
-        now = time.time()
-        s = self.settings
-        feed = self.engine.feed_quiet  # None for a suppressed repeat: no Transition built
-        route = self.router.route
-        repeat = Kind.REPEAT
-        notices: list[Notice] = []
-        tally = self._tally = BatchTally()  # published by _commit once the batch is durable
-        kinds = tally.kinds if self.metrics is not None else None  # only [metrics] publishes them
-        self.engine.begin()
-        anything = False
-        for _ in range(BATCH_BYTES // READ_BYTES):
-            chunks = self.tailer.read(READ_BYTES)
-            if not chunks:
-                break
-            anything = True
-            while chunks:
-                chunk = chunks.pop(0)  # dropped once parsed
-                res = _parse_guarded(self.parsers[chunk.source], chunk, now)
-                skipped = res.skipped + chunk.skipped_long
-                self.tailer.account(chunk.key, res.lines + chunk.skipped_long, skipped)
-                self.lines_read += res.lines + chunk.skipped_long
-                tally.add_chunk(chunk.source, res.lines + chunk.skipped_long, res.reasons, chunk.skipped_long)
-                if skipped:
-                    first = res.first_skip
-                    if first is None and chunk.long_offsets:
-                        first = (chunk.long_offsets[0], "too_long")
-                    self._warn_skipped(chunk.path, skipped, first, now)
-                if res.warnings:
-                    for text in self._warn_gate.messages(chunk.path, res.warnings, now, SKIP_WARN_EVERY):
-                        logger.warning("%s", text)
-                if chunk.data and self._zones.due(chunk.path, now):
-                    self._check_zone(chunk, now)
-                del chunk
-                for ev in res.events:
-                    transitions = feed(ev)
-                    if transitions is None:  # a suppressed repeat (most error lines): nothing to render
-                        if kinds is not None:
-                            kinds[repeat] = kinds.get(repeat, 0) + 1
-                        continue
-                    if kinds is not None:
-                        for t in transitions:
-                            kinds[t.kind] = kinds.get(t.kind, 0) + 1
-                    # render and route only what notifies (a clear and an error on one line
-                    # may give a notice per distinct set of targets, never two to one target)
-                    if transitions and (transitions[0].notify or transitions[-1].notify):
-                        notices += route(transitions, server_id=s.server_id, node_name=s.node_name,
-                                         tags_for=s.tags_for)
-        return notices if anything else None
-
-    def _commit(self, notices: list[Notice]) -> bool:
-        """One transaction for the batch; on failure undo the batch in memory and back off."""
-        assert self.journal is not None and self.tailer is not None
-        cp = self.tailer.checkpoint()
-        incidents = self.engine.pending()
-        if not (cp or incidents or notices):
-            self.engine.commit()
-            self.tailer.committed()
-            self._publish_tally()
-            return True
-        try:
-            self.journal.commit(incidents, cp.positions, notices, time.time(), meta=cp.meta)
-        except JournalError as exc:
-            self.engine.rollback()
-            self.tailer.rollback()
-            self._retry_delay = min(max(self._retry_delay * 2, RETRY_MIN), RETRY_MAX)
-            self.health.journal_failed(str(exc))
-            logger.error("cannot write the journal (%s); reading paused, retrying in %.1fs", exc, self._retry_delay)
-            return False
-        if self._retry_delay:
-            logger.info("journal writable again; reading resumed")
-            self._retry_delay = 0.0
-            self.health.journal_ok()
-        self.engine.commit()
-        self.tailer.committed()
-        self._publish_tally()
-        if notices:
-            self.notices_made += len(notices)
-            if self.sink is not None:
-                self.sink.wake()
-        if incidents and self.mongo is not None:
-            self.mongo.wake()
-        return True
-
-    def _publish_tally(self) -> None:
-        if self.metrics is not None:
-            self.metrics.add_batch(self._tally, [src.path for src in self.settings.sources])
-        self._tally = BatchTally()
-
-    def _warn_skipped(self, path: str, count: int, first: tuple[int, str] | None, now: float) -> None:
-        if not self._warn_gate.due((path, "skipped"), now, SKIP_WARN_EVERY):
-            return
-        where = f" (first at offset {first[0]}: {first[1]})" if first else ""
-        logger.warning("skipped %d line(s) in %s%s; further warnings for this file muted for %ds",
-                       count, path, where, int(SKIP_WARN_EVERY))
-
-    def _check_zone(self, chunk: Chunk, now: float) -> None:
-        """One warning per file whose zone-less times, read live, sit a zone offset away
-        from this host's clock (``zonecheck``)."""
-        text = self._zones.check(chunk, self.parsers[chunk.source], now, f"sources.{chunk.source}.timezone",
-                                 self.settings.sources[chunk.source].timezone)
-        if text is not None:
-            logger.warning("%s", text)
+    def _publish(self, tally: BatchTally) -> None:
+        """A batch is durable: its tally goes to the metrics."""
+        assert self.metrics is not None
+        self.metrics.add_batch(tally, [src.path for src in self.settings.sources])
 
     # -- MongoDB -----------------------------------------------------------------------
 
@@ -456,16 +343,13 @@ class Daemon:
                             loaded, s.server_id, s.node_name)  # fmt: skip
         from errord.sinks.mongo import MongoSink
 
-        self.mongo = MongoSink(s.state_dir, s.mongodb)
-        self.mongo.start()
+        mongo = MongoSink(s.state_dir, s.mongodb)
+        mongo.start()
+        self.mongo = mongo
 
     # -- config ------------------------------------------------------------------------
 
-    @staticmethod
-    def _make_parsers(s: RunConfig) -> list[LineParser]:
-        return [LineParser(app=src.app, tz=src.tzinfo, max_line_bytes=src.max_line_bytes) for src in s.sources]
-
-    def _apply_targets(self, sink: NotifySink | NotifyHelper) -> None:
+    def _apply_targets(self, sink: NoticeSink) -> None:
         """Route later notices to ``sink``'s targets and hand the outbox over to it."""
         assert self.journal is not None
         self.router.set_routes(sink.routes)
@@ -479,29 +363,10 @@ class Daemon:
         sink.on_result = self.metrics.notice_result if self.metrics is not None else None
         sink.start()
 
-    @staticmethod
-    def _make_sink(s: RunConfig, *, helper: bool = False) -> NotifySink | NotifyHelper:
-        """A sink for the configured targets; an unusable Apprise URL is a config error.
-
-        ``helper``: the sink runs in a helper process (the running daemon: Apprise's
-        sends then never compete with the reader for the GIL, see ``sinks.helper``);
-        otherwise in this process (``check-config`` only validates).
-        """
-        try:
-            if helper:
-                return NotifyHelper(s.state_dir, s.notify)
-            from errord.sinks.notify import NotifySink
-
-            return NotifySink(s.state_dir, s.notify)
-        except NotifyError as exc:
-            if all(p.startswith("notify.") for p in exc.problems):
-                raise ConfigError(exc.problems) from None
-            raise
-
     async def reload(self) -> None:
         """SIGHUP: re-read the config file; keep the old one if the new one is invalid.
 
-        Validated in a child process (``serve.load_config``), as ``errord run`` validated
+        Validated in a child process (``reload.load_config``), as ``errord run`` validated
         at start, so this process never imports pydantic. Reading waits for it (~0.5 s);
         the watchdog and /metrics go on.
         """
@@ -525,15 +390,15 @@ class Daemon:
         sink = None
         if targets_changed:
             try:
-                sink = self._make_sink(new, helper=True)
+                sink = make_notify_sink(new, helper=True)
             except ConfigError as exc:
                 logger.error("reload refused, keeping the old config: %s", exc)
                 return
         self.settings = new
         self.engine.policy = new
         self.engine.server_id, self.engine.node_name = new.server_id, new.node_name
-        self.parsers = self._make_parsers(new)
-        assert self.tailer is not None
+        assert self.tailer is not None and self.batch is not None
+        self.batch.configure(new)
         self.tailer.reconfigure(new.sources)
         if sink is not None:
             self._apply_targets(sink)
@@ -558,7 +423,8 @@ class Daemon:
             pending: int | str = self.journal.outbox.pending() if self.journal is not None else 0
         except JournalError:  # a failing disk fails reads too: the watchdog task must go on
             pending = "?"
-        line = (f"{len(self.engine.active())} open incident(s), {self.lines_read} lines read, "
+        lines_read = self.batch.lines_read if self.batch is not None else 0
+        line = (f"{len(self.engine.active())} open incident(s), {lines_read} lines read, "
                 f"{pending} notice(s) pending")
         ok, reason = self.health.check()
         return line if ok else f"{reason}; {line}"
@@ -574,44 +440,6 @@ class Daemon:
             else:
                 self.notifier.watchdog(self._status_line())
             await asyncio.sleep(interval or STATUS_EVERY)
-
-
-PARSER_ERROR = "parser_error"  # skip reason for a line the parser raised on (a bug, contained)
-
-
-def _parse_guarded(parser: LineParser, chunk: Chunk, now: float) -> ParseResult:
-    """``parse_chunk``, contained: the parser never raises by design, but if a bug makes
-    it, the chunk is parsed again line by line and a line that still raises is skipped
-    and counted (``parser_error``) instead of stopping the daemon. Without this, such a
-    line would never be committed and would stop errord again at every restart."""
-    try:
-        return parser.parse_chunk(chunk.data, chunk.offset, now, chunk.path)
-    except Exception:
-        logger.exception("line parser failed on %s at offset %d; parsing line by line", chunk.path, chunk.offset)
-    res = ParseResult()
-    offset = chunk.offset
-    pieces = chunk.data.split(b"\n")
-    lines = [piece + b"\n" for piece in pieces[:-1]]
-    if pieces[-1]:
-        lines.append(pieces[-1])  # a closed file's unterminated last line
-    for raw in lines:
-        res.lines += 1
-        warnings: list[tuple[int, str, str]] = []
-        try:
-            got = parser.parse_line(raw, now, warnings)
-        except Exception:
-            got = PARSER_ERROR
-        res.warnings += [(offset, kind, detail) for _, kind, detail in warnings]
-        if isinstance(got, str):
-            res.skipped += 1
-            res.reasons[got] = res.reasons.get(got, 0) + 1
-            if res.first_skip is None:
-                res.first_skip = (offset, got)
-        elif got is not None:
-            got.path, got.offset = chunk.path, offset
-            res.events.append(got)
-        offset += len(raw)
-    return res
 
 
 def run_daemon(settings: RunConfig) -> None:

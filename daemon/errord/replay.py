@@ -1,8 +1,9 @@
 """``errord replay``: the engine over log files, offline — a what-if tool.
 
-Runs the same parser, engine, routing and notice rendering as the daemon over whole
-files, in order, and yields the notices they would have produced, as one target would get
-them (a resolve only after that target was sent a failure or warning of the incident). Nothing is written: no journal,
+Runs the same parser, engine and notice policy (``policy.pipeline.standard_policy``:
+routing and rendering) as the daemon over whole files, in order, and yields the notices
+they would have produced, as one target would get them (a resolve only after that target
+was sent a failure or warning of the incident). Nothing is written: no journal,
 no ``state_dir``, no positions. ``re_alert`` overrides the configured re-alert interval
 (the default and the per-code ones) to show what another setting would have sent;
 a line's own ``re_alert_time`` still wins, as in the daemon (CONTRACT §2), unless
@@ -30,7 +31,9 @@ from errord.engine import Engine, Policy
 from errord.errors import ErrordError
 from errord.model import Kind, Notice, NoticeType
 from errord.parse.lines import LineParser, nul_free_parts
-from errord.parse.linewarnings import WarnGate
+from errord.parse.linewarnings import LineWarnings
+from errord.policy.base import Context
+from errord.policy.pipeline import standard_policy
 from errord.policy.route import Router
 
 __all__ = ["SUMMARY_HEADERS", "CodeSummary", "OverridePolicy", "ProgressBar", "Replay", "progress_line",
@@ -92,8 +95,9 @@ class Replay:
         if re_alert is not None or re_alert_codes:
             policy = OverridePolicy(config, re_alert, re_alert_codes or {})
         self.engine = Engine(policy, scope=config.scope, server_id=config.server_id, node_name=config.node_name)
-        # One implicit target that takes every notice, as the daemon's "stderr" one does.
-        self.router = Router()
+        # The daemon's chain, with one implicit target that takes every notice, as the
+        # daemon's "stderr" one does.
+        self.policy = standard_policy(Router())
         self.ignore_line_intervals = ignore_line_intervals
         self.progress = progress
         self.summary: dict[str, CodeSummary] = {}
@@ -101,7 +105,7 @@ class Replay:
         self.lines_skipped = 0
         self.on_warning = on_warning
         self.warnings: list[str] = []  # each at most once per file and kind (or place)
-        self._gate = WarnGate()
+        self._warnings = LineWarnings(None)  # once per file and kind (or place)
 
     def total_bytes(self) -> int:
         """Sum of the files' sizes now (for the progress bar)."""
@@ -117,6 +121,7 @@ class Replay:
         """The notices the daemon would have sent, in file order (files in the order given)."""
         s = self.config
         total, done = self.total_bytes(), 0
+        ctx = Context(now=time.time(), server_id=s.server_id, node_name=s.node_name, tags_for=s.tags_for)
         for path in self.paths:
             parser = self._parser_for(path)
             for data, offset in _read_lines(path):
@@ -134,9 +139,7 @@ class Replay:
                             entry = self._entry(t.incident.code if t.incident else t.key)
                             entry.lines += 1
                             entry.incidents += t.kind is Kind.NEW
-                    for notice in self.router.route(
-                        transitions, server_id=s.server_id, node_name=s.node_name, tags_for=s.tags_for
-                    ):
+                    for notice in self.policy.apply(transitions, ctx):
                         self._entry(notice.code).notices[notice.type] += 1
                         yield notice
                 done += len(data)
@@ -144,7 +147,7 @@ class Replay:
                     self.progress(done, total)
 
     def _warn(self, path: str, warnings: list[tuple[int, str, str]]) -> None:
-        for text in self._gate.messages(path, warnings, 0.0, None):
+        for text in self._warnings.messages(path, warnings):
             self.warnings.append(text)
             if self.on_warning is not None:
                 self.on_warning(text)

@@ -8,8 +8,8 @@ the resulting ``RunConfig.dump()`` as JSON to a memfd the new image inherits, an
 for ``ps``). Same pid, so systemd's ``Type=notify`` and signals are unaffected; a fresh
 image, so its peak memory starts from zero. Here the JSON becomes the same
 ``config.RunConfig`` (``RunConfig.from_dump``) and the daemon runs. A reload (SIGHUP)
-validates in a short-lived child the same way (``load_config``): the daemon process
-never imports pydantic.
+validates in a short-lived child the same way (``reload.load_config``): the daemon
+process never imports pydantic.
 
 The memfd holds the notify URLs and the MongoDB URI (secrets): it is never named on a
 command line, read once and closed; like the process's memory it is visible only to
@@ -20,22 +20,18 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import orjson
 
 from errord.config import RunConfig
-from errord.errors import EXIT_FAIL, EXIT_OK, ConfigError, ErrordError, exit_status
+from errord.errors import EXIT_FAIL, EXIT_OK, ErrordError, exit_status
 
-__all__ = ["exec_daemon", "load_config", "main"]
+__all__ = ["exec_daemon", "main"]
 
 logger = logging.getLogger("errord")
 
-DUMP_COMMAND = "_dump-config"  # hidden cli command: validated config as JSON on stdout
-_RELOAD_TIMEOUT = 30.0
 MALLOC_MMAP_THRESHOLD = 4 << 20
 MALLOC_TRIM_THRESHOLD = 64 << 20
 
@@ -108,26 +104,6 @@ def _run(config: RunConfig) -> int:
     except ErrordError as exc:
         return exit_status(exc)
     return EXIT_OK
-
-
-def load_config(path: Path | None) -> RunConfig:
-    """Validate the config file (and the environment) in a child process, as ``errord run``
-    did at start; raises ``ConfigError`` with the child's problems."""
-    cmd = [sys.executable, "-m", "errord", DUMP_COMMAND]
-    if path is not None:
-        cmd += ["-c", str(path)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=_RELOAD_TIMEOUT, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ConfigError(f"cannot run the config check: {exc}") from None
-    if proc.returncode == EXIT_OK:
-        try:
-            return RunConfig.from_dump(orjson.loads(proc.stdout))
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ConfigError(f"the config check printed no usable config: {exc}") from None
-    lines = proc.stderr.decode("utf-8", "replace").splitlines()
-    problems = [ln.removeprefix("errord: config: ").removeprefix("errord: ") for ln in lines if ln.strip()]
-    raise ConfigError(problems or [f"the config check failed (exit {proc.returncode})"])
 
 
 if __name__ == "__main__":

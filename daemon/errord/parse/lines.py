@@ -71,6 +71,7 @@ Fields (CONTRACT §1)
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Callable
@@ -81,20 +82,23 @@ from typing import Any, Final
 import orjson
 
 from errord.durations import parse_duration
-from errord.parse.linewarnings import BAD_NOTIFICATION, BAD_RE_ALERT, MISPLACED_CODE, misplaced_code_path, show_value
 from errord.model import MAX_CODE_CHARS, LogEvent
+from errord.parse.linewarnings import BAD_NOTIFICATION, BAD_RE_ALERT, MISPLACED_CODE, misplaced_code_path, show_value
 from errord.parse.tracebacks import EXCEPTION_KEYS, exception_text
 
 __all__ = [
-    "LineParser",
-    "ParseResult",
-    "SKIP_REASONS",
+    "BAD_CODE",
     "INVALID_UTF8",
     "NOT_JSON",
     "NOT_OBJECT",
+    "PARSER_ERROR",
+    "SKIP_REASONS",
     "TOO_LONG",
-    "BAD_CODE",
+    "LineParser",
+    "ParseResult",
+    "has_long_line",
     "nul_free_parts",
+    "parse_contained",
 ]
 
 # Skip reasons: stable strings, used as metric labels.
@@ -103,6 +107,7 @@ NOT_JSON: Final = "not_json"
 NOT_OBJECT: Final = "not_object"
 TOO_LONG: Final = "too_long"
 BAD_CODE: Final = "bad_code"
+PARSER_ERROR: Final = "parser_error"  # a line the parser raised on (a bug, contained: parse_contained)
 SKIP_REASONS: Final = (INVALID_UTF8, NOT_JSON, NOT_OBJECT, TOO_LONG, BAD_CODE)
 
 CODE_KEY: Final = "error_code"
@@ -113,6 +118,8 @@ NOTIFY_KEY: Final = "notification"
 MESSAGE_KEYS: Final = ("message", "msg", "event")
 TIME_KEYS: Final = ("timestamp", "@timestamp", "time", "asctime", "ts")
 LEVEL_KEYS: Final = ("levelname", "level")
+
+logger = logging.getLogger(__name__)
 
 _NEEDLE = b"error_code"
 # \u00XX escapes of e, r, o, _, c, d: the only way to spell a key that decodes to
@@ -182,7 +189,7 @@ class LineParser:
     ``future_slack`` seconds after ``now`` is replaced by ``now``.
     """
 
-    __slots__ = ("app", "tz", "max_line_bytes", "future_slack", "_durations", "_warnings")
+    __slots__ = ("_durations", "_warnings", "app", "future_slack", "max_line_bytes", "tz")
 
     def __init__(
         self, *, app: str | None, tz: tzinfo, max_line_bytes: int, future_slack: float = 300.0
@@ -213,10 +220,8 @@ class LineParser:
             self._per_line(data, terminated, offset, now, path, res)
             return res
         escaped = _escaped_spans(data) if data.find(b"\\") >= 0 else None  # memchr: ~free
-        if escaped:
-            spans = sorted(set(_needle_spans(data)).union(escaped))
-        else:
-            spans = None  # the common case: found and parsed in one pass below
+        # None, the common case: the candidates are found and parsed in one pass below
+        spans = sorted(set(_needle_spans(data)).union(escaped)) if escaped else None
         events = res.events
         candidate = self._candidate
         if spans is not None:
@@ -306,26 +311,12 @@ class LineParser:
         elif not (data.endswith(b"}") or data.endswith(b"}\r")):
             return False
         # every newline but the last must sit between "}" (or "}\r") and "{"
-        if newlines > 1 or not terminated:
-            if _BAD_BOUNDARY.search(data, 0, len(data) - 1 if terminated else len(data)):
-                return False
-        if len(data) > self.max_line_bytes and self._has_long_line(data):
+        if (newlines > 1 or not terminated) and _BAD_BOUNDARY.search(
+                data, 0, len(data) - 1 if terminated else len(data)):
+            return False
+        if len(data) > self.max_line_bytes and has_long_line(data, self.max_line_bytes):
             return False
         return data.isascii() or _utf8_ok(data)
-
-    def _has_long_line(self, data: bytes) -> bool:
-        # A newline within max+1 bytes of a line start means every line starting
-        # between the two is short enough: about len/(max - line length) rfind calls,
-        # none at all when the chunk is shorter than the limit (the default case).
-        limit = self.max_line_bytes
-        size = len(data)
-        start = 0
-        while size - start > limit:
-            nl = data.rfind(b"\n", start, start + limit + 1)
-            if nl < 0:
-                return True
-            start = nl + 1
-        return False
 
     def _per_line(
         self, data: bytes, terminated: bool, offset: int, now: float, path: str, res: ParseResult
@@ -532,9 +523,10 @@ class LineParser:
         try:
             dt = datetime.fromisoformat(text)
         except ValueError:
-            dt = _iso_lenient(text)
-            if dt is None:
+            lenient = _iso_lenient(text)
+            if lenient is None:
                 return None
+            dt = lenient
         try:
             if dt.tzinfo is not None:
                 return dt.timestamp()
@@ -550,12 +542,12 @@ class LineParser:
         if type(value) is not str:
             return _duration(value)
         # apps repeat the same few strings; parse_duration tries several regexes
-        cached = self._durations.get(value, _MISS)  # type: ignore[call-overload]
+        cached = self._durations.get(value, _MISS)
         if cached is _MISS:
             cached = _duration(value)
             if len(self._durations) >= _CACHE_MAX:
                 self._durations.clear()
-            self._durations[value] = cached  # type: ignore[index,assignment]
+            self._durations[value] = cached
         return cached  # type: ignore[return-value]
 
 
@@ -595,6 +587,55 @@ def _escaped_spans(data: bytes) -> list[tuple[int, int]]:
             end = len(data)
         spans.append((data.rfind(b"\n", 0, i) + 1, end))
     return spans
+
+
+def parse_contained(parser: LineParser, data: bytes, offset: int, now: float, path: str) -> ParseResult:
+    """``parser.parse_chunk``, contained: the parser never raises by design, but if a bug
+    makes it, the chunk is parsed again line by line (``parse_line``, the reference rule)
+    and a line that still raises is skipped and counted (``parser_error``) instead of
+    stopping the daemon. Without this, such a line would never be committed and would
+    stop errord again at every restart. The one place the parser logs: its own bug."""
+    try:
+        return parser.parse_chunk(data, offset, now, path)
+    except Exception:
+        logger.exception("line parser failed on %s at offset %d; parsing line by line", path, offset)
+    res = ParseResult()
+    pieces = data.split(b"\n")
+    lines = [piece + b"\n" for piece in pieces[:-1]]
+    if pieces[-1]:
+        lines.append(pieces[-1])  # a closed file's unterminated last line
+    for raw in lines:
+        res.lines += 1
+        warnings: list[tuple[int, str, str]] = []
+        try:
+            got = parser.parse_line(raw, now, warnings)
+        except Exception:
+            got = PARSER_ERROR
+        res.warnings += [(offset, kind, detail) for _, kind, detail in warnings]
+        if isinstance(got, str):
+            _count_skip(res, got, offset)
+        elif got is not None:
+            got.path, got.offset = path, offset
+            res.events.append(got)
+        offset += len(raw)
+    return res
+
+
+def has_long_line(data: bytes, max_line: int) -> bool:
+    """Whether ``data`` (lines, the last one with or without its newline) holds a line
+    longer than ``max_line`` bytes without its newline. A newline within ``max_line + 1``
+    bytes of a line's start means every line starting between the two is short enough:
+    about len/(max - line length) ``rfind`` calls, none when ``data`` is no longer than
+    the limit (the default case). The parser's chunk check and the follower's cut of
+    over-long lines both ask this."""
+    size = len(data)
+    start = 0
+    while size - start > max_line:
+        nl = data.rfind(b"\n", start, start + max_line + 1)
+        if nl < 0:
+            return True
+        start = nl + 1
+    return False
 
 
 _NUL_RUN = re.compile(rb"\x00+")
@@ -706,7 +747,7 @@ def _message(value: object) -> str:
     if value is None:
         return ""
     if type(value) is str:
-        return value  # type: ignore[return-value]
+        return value
     if value is True or value is False or type(value) in (dict, list):
         try:
             return orjson.dumps(value).decode()
@@ -717,7 +758,7 @@ def _message(value: object) -> str:
 
 def _level(value: object) -> str | None:
     if type(value) is str:
-        return value  # type: ignore[return-value]
+        return value
     if type(value) in (int, float):
         return str(value)
     return None
@@ -725,7 +766,7 @@ def _level(value: object) -> str | None:
 
 def _flag(value: object) -> bool | None:
     if value is True or value is False:
-        return value  # type: ignore[return-value]
+        return value
     kind = type(value)
     if kind is int or kind is float:
         return True if value == 1 else False if value == 0 else None

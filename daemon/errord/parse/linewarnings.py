@@ -2,7 +2,8 @@
 
 The parser reports ``(offset, kind, detail)`` in ``ParseResult.warnings`` (pure, capped
 per chunk); the daemon logs them rate-limited per file and kind, ``errord replay`` prints
-each once. Both use :class:`WarnGate` and :func:`describe`, so they say the same words.
+each once. Both use :class:`LineWarnings` (and through it :func:`describe`), so they say
+the same words.
 
 * ``bad_re_alert_time`` / ``bad_notification``: a field with a value errord cannot read;
   the line is used without it. ``detail`` is the value, shown short and clean.
@@ -19,18 +20,22 @@ import json
 import math
 import re
 import reprlib
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import orjson
 
+from errord.ratelimit import RateLimit
+
 __all__ = [
-    "BAD_RE_ALERT",
     "BAD_NOTIFICATION",
+    "BAD_RE_ALERT",
+    "MAX_SHOWN",
     "MISPLACED_CODE",
     "NAIVE_TIME_SKEW",
-    "MAX_SHOWN",
-    "WarnGate",
+    "SKIPPED",
+    "LineWarnings",
     "describe",
     "describe_skew",
     "misplaced_code_path",
@@ -42,6 +47,7 @@ BAD_RE_ALERT: Final = "bad_re_alert_time"
 BAD_NOTIFICATION: Final = "bad_notification"
 MISPLACED_CODE: Final = "misplaced_code"
 NAIVE_TIME_SKEW: Final = "naive_time_skew"
+SKIPPED: Final = "skipped"  # lines the parser or the tailer skipped (LineWarnings.skipped)
 
 MAX_SHOWN: Final = 80  # characters of a value or path shown in a warning
 MAX_PLACES_PER_FILE: Final = 10  # distinct misplaced-code paths reported per file
@@ -132,10 +138,10 @@ def _jsonish(text: str) -> bool:
 def _format_path(parts: tuple[str | int, ...]) -> str:
     out = ""
     for part in parts:
-        if type(part) is int:
+        if isinstance(part, int):
             out += f"[{part}]"
         else:
-            key = part if _PLAIN_KEY.fullmatch(part) else json.dumps(part, ensure_ascii=False)  # type: ignore[arg-type]
+            key = part if _PLAIN_KEY.fullmatch(part) else json.dumps(part, ensure_ascii=False)
             out = f"{out}.{key}" if out else key
     out = _CONTROL.sub("", out)
     return out if len(out) <= MAX_SHOWN else "…" + out[-(MAX_SHOWN - 1):]
@@ -188,43 +194,46 @@ def describe_skew(path: str, offset: int, text: str, skew: float, setting: str, 
             f"off by {_hours(skew)} until then")
 
 
-class WarnGate:
-    """Which warnings may be shown: at most one per key every ``every`` seconds, or once
-    (``every`` None). A key is ``(path, kind)`` or ``(path, kind, detail)``; keys with a
-    detail (a misplaced code's path) are capped at ``MAX_PLACES_PER_FILE`` per path and
-    kind, and the gate forgets everything past ``max_keys`` keys (a flood of files or
-    places must not grow memory without bound)."""
+class LineWarnings:
+    """Which warnings about a file's lines are shown, and in which words: per file and
+    kind (a skipped line, an unusable field) at most one every ``every`` seconds, or once
+    with ``every`` None (replay); a misplaced code once per file and place, at most
+    ``MAX_PLACES_PER_FILE`` places per file. The limits are ``ratelimit.RateLimit``'s,
+    which forgets rather than grows past ``max_keys`` keys."""
 
-    def __init__(self, max_keys: int = 10_000) -> None:
-        self.max_keys = max_keys
-        self._last: dict[tuple[str, ...], float] = {}
-        self._details: dict[tuple[str, ...], int] = {}
+    def __init__(self, every: float | None, *, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = 10_000) -> None:
+        self.every = every
+        self._max_keys = max_keys
+        self._kinds = RateLimit(every, clock=clock, max_keys=max_keys)
+        self._places = RateLimit(None, clock=clock, max_keys=max_keys)
+        self._places_per_file: dict[str, int] = {}
 
-    def due(self, key: tuple[str, ...], now: float, every: float | None) -> bool:
-        """Whether a warning for ``key`` may be shown at ``now``; records it if so."""
-        last = self._last.get(key)
-        if last is not None and (every is None or now - last < every):
-            return False
-        if len(key) > 2 and last is None:
-            group = key[:2]
-            seen = self._details.get(group, 0)
-            if seen >= MAX_PLACES_PER_FILE:
-                return False
-            self._details[group] = seen + 1
-        if len(self._last) >= self.max_keys:
-            self._last.clear()
-            self._details.clear()
-        self._last[key] = now
-        return True
-
-    def messages(self, path: str, warnings: Iterable[tuple[int, str, str]], now: float,
-                 every: float | None) -> list[str]:
+    def messages(self, path: str, warnings: Iterable[tuple[int, str, str]]) -> list[str]:
         """The texts of a chunk's parser warnings that are due (see ``describe``)."""
         out: list[str] = []
         for offset, kind, detail in warnings:
             if kind == MISPLACED_CODE:
-                if self.due((path, kind, detail), now, None):
+                if self._new_place(path, detail):
                     out.append(describe(kind, detail, path, offset, None))
-            elif self.due((path, kind), now, every):
-                out.append(describe(kind, detail, path, offset, every))
+            elif self._kinds.allow((path, kind)):
+                out.append(describe(kind, detail, path, offset, self.every))
         return out
+
+    def skipped(self, path: str, count: int, first: tuple[int, str] | None) -> str | None:
+        """The text about ``count`` lines of ``path`` skipped in a chunk (``first``: the
+        offset and reason of the first), when one is due."""
+        if not self._kinds.allow((path, SKIPPED)):
+            return None
+        where = f" (first at offset {first[0]}: {first[1]})" if first else ""
+        muted = "" if self.every is None else f"; further warnings for this file muted for {int(self.every)}s"
+        return f"skipped {count} line(s) in {path}{where}{muted}"
+
+    def _new_place(self, path: str, detail: str) -> bool:
+        seen = self._places_per_file.get(path, 0)
+        if seen >= MAX_PLACES_PER_FILE or not self._places.allow((path, detail)):
+            return False
+        if len(self._places_per_file) >= self._max_keys:
+            self._places_per_file.clear()
+        self._places_per_file[path] = seen + 1
+        return True

@@ -28,8 +28,10 @@ from collections.abc import Callable, Sequence
 
 from errord.model import Kind, Notice, Transition
 from errord.notices import render
+from errord.policy.base import Context, Flow
+from errord.ratelimit import RateLimit
 
-__all__ = ["Router", "STDERR_TARGET", "UNKNOWN_ALERTED"]
+__all__ = ["STDERR_TARGET", "UNKNOWN_ALERTED", "Router"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,14 +45,16 @@ _SENDS = (Kind.NEW, Kind.REALERT, Kind.ANNOUNCE, Kind.CLEAR)
 
 
 class Router:
-    """The routes table ``(target key, tags)`` and the routing of each line's notices."""
+    """The routes table ``(target key, tags)`` and the routing of each line's notices:
+    the ``route`` stage of the notice policy (``policy.pipeline``)."""
+
+    name = "route"
 
     def __init__(self, routes: Sequence[tuple[str, Sequence[str]]] = ()) -> None:
         self._keys: tuple[str, ...] = ()
         self._tags: list[tuple[str, frozenset[str] | None]] = []
         self._by_tags: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self._warned_unrouted: set[tuple[str, ...]] = set()
-        self._warned_removed: set[str] = set()
+        self._warned = RateLimit(None)  # each warning once, until the next set_routes
         self.set_routes(routes)
 
     def set_routes(self, routes: Sequence[tuple[str, Sequence[str]]]) -> None:
@@ -60,8 +64,7 @@ class Router:
         self._tags = table or [(STDERR_TARGET, None)]
         self._keys = tuple(key for key, _ in self._tags)
         self._by_tags.clear()
-        self._warned_unrouted.clear()
-        self._warned_removed.clear()
+        self._warned = RateLimit(None)
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -80,6 +83,12 @@ class Router:
                 hit = tuple(k for k, t in self._tags if t is None or t & wanted)
             self._by_tags[key] = hit
         return hit
+
+    def apply(self, flow: Flow, ctx: Context) -> Flow:
+        """The ``route`` stage: the notices of ``flow``'s transitions, with their targets."""
+        flow.notices += self.route(flow.transitions, server_id=ctx.server_id, node_name=ctx.node_name,
+                                   tags_for=ctx.tags_for)
+        return flow
 
     def route(
         self,
@@ -109,8 +118,8 @@ class Router:
         out: list[Notice] = []
         for which, keys in groups.items():
             out += self._made([wanted[i] for i in which], tuple(keys), server_id, node_name, tags_for)
-        for t, keys in zip(wanted, targets):  # an error no target takes: recorded as one alone
-            if not keys and t.kind is not Kind.CLEAR:
+        for t, its in zip(wanted, targets, strict=True):  # an error no target takes: recorded as one alone
+            if not its and t.kind is not Kind.CLEAR:
                 out += self._made([t], (), server_id, node_name, tags_for)
         return out
 
@@ -162,16 +171,14 @@ class Router:
         return keys
 
     def _warn_unrouted(self, tags: tuple[str, ...]) -> None:
-        if tags not in self._warned_unrouted:
-            self._warned_unrouted.add(tags)
+        if self._warned.allow(("unrouted", tags)):
             logger.warning(
                 "notices tagged %s match no notify target: they are recorded but not sent",
                 ",".join(tags),
             )
 
     def _warn_removed(self, key: str, code: str) -> None:
-        if key not in self._warned_removed:
-            self._warned_removed.add(key)
+        if self._warned.allow(("removed", key)):
             logger.warning(
                 "notify target %s was alerted of %s but is no longer configured: it does not get"
                 " the resolve (further such resolves are dropped without a word until the next reload)",

@@ -1,1 +1,44 @@
-"""Sinks: where committed state goes after the journal (notifications, MongoDB)."""
+"""Sinks: where committed state goes after the journal (notifications, MongoDB).
+
+``base`` is the seam every sink implements (``Sink``: start / wake / stop(deadline);
+``NoticeSink`` adds the routes table). ``notify`` delivers the notice outbox through
+Apprise, a thread per target (``capture`` reads Apprise's reasons, ``secrets`` keeps the
+URLs out of its logs, ``plugins`` loads only the plugins the URLs need); ``helper`` runs
+that sink in a helper process, as the daemon does; ``mongo`` mirrors the incidents to
+MongoDB. :func:`make_notify_sink` is the one way to get the notice sink for a config.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from errord.errors import ConfigError, NotifyError
+from errord.sinks.base import NoticeSink
+
+if TYPE_CHECKING:
+    from errord.config import RunConfig
+
+__all__ = ["make_notify_sink"]
+
+
+def make_notify_sink(config: RunConfig, *, helper: bool) -> NoticeSink:
+    """The notice sink for ``config``'s notify targets; an unusable Apprise URL is a
+    ``ConfigError`` naming it (``notify.0.url: …``).
+
+    ``helper``: the sink runs in a helper process (the running daemon: Apprise's sends
+    then never compete with the reader for the GIL, and the daemon never imports
+    Apprise; see ``sinks.helper``); otherwise in this process (``check-config`` only
+    validates the URLs with it).
+    """
+    try:
+        if helper:
+            from errord.sinks.helper import NotifyHelper
+
+            return NotifyHelper(config.state_dir, config.notify)
+        from errord.sinks.notify import NotifySink  # imports Apprise
+
+        return NotifySink(config.state_dir, config.notify)
+    except NotifyError as exc:
+        if all(p.startswith("notify.") for p in exc.problems):
+            raise ConfigError(exc.problems) from None
+        raise

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-__all__ = ["NoticeSink", "Sink"]
+__all__ = ["NoticeSink", "Sink", "TargetLike"]
 
 
 class Sink(Protocol):
@@ -41,3 +41,16 @@ class NoticeSink(Sink, Protocol):
         ...
 
     on_result: Callable[[str, bool], None] | None
+
+
+class TargetLike(Protocol):
+    """What a notice sink needs of a configured notify target (``config.Target``)."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def tags(self) -> Sequence[str]: ...
+    @property
+    def key(self) -> str: ...  # first 16 hex of sha256(url)
+    @property
+    def redacted(self) -> str: ...  # scheme://host/… safe to log

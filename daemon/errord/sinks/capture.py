@@ -19,6 +19,7 @@ the first ``capturing()``, and cost a thread-local lookup outside it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
@@ -27,7 +28,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timezone
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -105,7 +106,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if when is None:
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
@@ -134,10 +135,8 @@ class _Collector(logging.Handler):
         seen = getattr(_local, "seen", None)
         if seen is None:
             return
-        try:
+        with contextlib.suppress(Exception):  # a broken record is the logging module's business
             seen.messages.append(record.getMessage())
-        except Exception:  # a broken record is the logging module's business
-            pass
 
 
 def _install() -> None:
@@ -151,8 +150,8 @@ def _install() -> None:
         try:
             import requests
         except ImportError:  # pragma: no cover - Apprise depends on it
-            requests = None
-        if requests is not None:
+            pass
+        else:
             requests.Session.send = _wrap(requests.Session.send)  # type: ignore[method-assign]
         _installed = True
 

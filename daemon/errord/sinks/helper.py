@@ -35,6 +35,7 @@ second, whether or not notices are being committed, logs how it ended and starts
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -46,9 +47,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
+from errord.backoff import backoff
 from errord.errors import NotifyError
+from errord.sinks.base import NoticeSink, TargetLike
 
 __all__ = ["NotifyHelper"]
 
@@ -61,18 +64,7 @@ STABLE_AFTER = 60.0  # a helper that lived this long and died is restarted at on
 RESTART_BACKOFF = (1.0, 60.0)  # seconds before restarting one that keeps dying: first, cap
 
 
-class _TargetLike(Protocol):
-    @property
-    def url(self) -> str: ...
-    @property
-    def tags(self) -> Sequence[str]: ...
-    @property
-    def key(self) -> str: ...
-    @property
-    def redacted(self) -> str: ...
-
-
-class NotifyHelper:
+class NotifyHelper(NoticeSink):
     """Runs a ``NotifySink`` for ``targets`` in a helper process; see the module doc.
 
     The constructor starts the helper and waits until it has checked the URLs: an
@@ -86,7 +78,7 @@ class NotifyHelper:
     def __init__(
         self,
         state_dir: Path,
-        targets: Sequence[_TargetLike],
+        targets: Sequence[TargetLike],
         *,
         timeout: float = 10.0,
         backoff: tuple[float, float] = (1.0, 300.0),
@@ -115,7 +107,7 @@ class NotifyHelper:
 
     @property
     def routes(self) -> list[tuple[str, tuple[str, ...]]]:
-        """The routing table for ``routing.Router.set_routes`` (as ``NotifySink.routes``)."""
+        """The routing table for ``policy.route.Router.set_routes`` (as ``NotifySink.routes``)."""
         return list(self._routes)
 
     @property
@@ -233,10 +225,8 @@ class NotifyHelper:
         )  # fmt: skip
         reader.start()
         child = _Child(proc, reader, eof, time.monotonic())
-        try:
+        with contextlib.suppress(OSError):  # it died at once: reported below
             proc.stdin.write(json.dumps(config).encode() + b"\n")
-        except OSError:
-            pass  # it died at once: reported below
         os.set_blocking(proc.stdin.fileno(), False)
         if not ready.wait(self._start_timeout):
             self._kill(child)
@@ -301,10 +291,8 @@ class NotifyHelper:
     def _close_pipes(proc: subprocess.Popen[bytes]) -> None:
         for pipe in (proc.stdin,):
             if pipe is not None:
-                try:
+                with contextlib.suppress(OSError):
                     pipe.close()
-                except OSError:
-                    pass
 
     def _kill(self, child: _Child) -> None:
         if child.proc.poll() is None:
@@ -327,10 +315,7 @@ class _Child:
 def _restart_delay(deaths: int) -> float:
     """Seconds before restarting a helper that died ``deaths`` times in a row: at once the
     first time, then RESTART_BACKOFF doubling up to its cap."""
-    if deaths <= 1:
-        return 0.0
-    first, cap = RESTART_BACKOFF
-    return float(min(cap, first * 2 ** (deaths - 2)))
+    return 0.0 if deaths <= 1 else backoff(deaths - 2, *RESTART_BACKOFF)
 
 
 def _how_it_ended(status: int | None) -> str:
@@ -406,7 +391,7 @@ def main() -> None:
     load_plugins_for(t.url for t in targets)
     try:
         sink = NotifySink(Path(config["state_dir"]), targets, timeout=float(config["timeout"]),
-                          backoff=tuple(config["backoff"]))  # type: ignore[arg-type]
+                          backoff=(float(config["backoff"][0]), float(config["backoff"][1])))
     except NotifyError as exc:
         reply("error " + json.dumps(exc.problems))  # one line of the pipe protocol
         os._exit(2)

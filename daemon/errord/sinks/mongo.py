@@ -31,7 +31,6 @@ through ``scrubber`` (the password masked) before they are logged.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -41,14 +40,17 @@ from typing import TYPE_CHECKING, Any
 from pymongo import MongoClient
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
+from errord.backoff import backoff
 from errord.errors import JournalError
+from errord.ratelimit import RateLimit
+from errord.sinks.base import Sink
 from errord.store.journal import Journal
 from errord.store.mongostore import INDEXES, Coll, collection_of, connect, describe, scrubber, upsert
 
 if TYPE_CHECKING:
     from errord.config import Mongo
 
-__all__ = ["MongoSink", "BATCH_SIZE"]
+__all__ = ["BATCH_SIZE", "MongoSink"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ class _Refused(Exception):
     """Some documents of a batch were refused (the rest were acked)."""
 
 
-class MongoSink:
+class MongoSink(Sink):
     """Mirrors the journal's MongoDB outbox to MongoDB from one worker thread.
 
     ``start()``, ``wake()`` after commits that changed incidents, ``stop(deadline)``.
@@ -101,7 +103,7 @@ class MongoSink:
         self._thread: threading.Thread | None = None
         self.failures = 0  # consecutive failed attempts
         self.last_error: str | None = None
-        self._warned_at = 0.0  # monotonic time of the last failure warning
+        self._warn = RateLimit(WARN_EVERY)  # failure warnings, while the same failure goes on
         self.written = 0  # documents written since start
         self.writing = False  # inside a bulk_write (for the shutdown warning)
 
@@ -235,17 +237,14 @@ class MongoSink:
 
     def _failed(self, exc: Exception, journal: Journal | None) -> float:
         self.failures += 1
-        base, cap = self.backoff
-        delay = min(cap, base * 2.0 ** min(self.failures - 1, 32) * random.uniform(1.0, 1.1))
+        delay = backoff(self.failures - 1, *self.backoff, jitter=0.1)
         error = self._scrub(exc)
         if isinstance(exc, (PyMongoError, _Refused, JournalError)):
             # Warn when the trouble starts or changes, then every 10 minutes: not once a
             # minute for a week.
-            now = time.monotonic()
-            loud = self.failures == 1 or error != self.last_error or now - self._warned_at >= WARN_EVERY
-            if loud:
-                self._warned_at = now
-            log = logger.warning if loud else logger.debug
+            if self.failures == 1 or error != self.last_error:
+                self._warn.forget("failure")
+            log = logger.warning if self._warn.allow("failure") else logger.debug
             log("MongoDB %s: %s; %s incident(s) wait in the journal, retry %d in %.1fs",
                 self.where, error, _pending(journal), self.failures, delay)  # fmt: skip
         else:

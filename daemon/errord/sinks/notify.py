@@ -14,7 +14,8 @@ the process's exit. (A plugin that ignores cto/rto can stall its worker; it stay
 
 Secrets: the URL is never logged. Our messages name a target by ``redacted``; a filter
 on the ``apprise`` and ``urllib3`` loggers masks the URL and its secret-looking parts
-(password, long tokens) in their records while a worker or ``send_test`` runs.
+(password, long tokens) in their records while a worker or ``send_test`` runs
+(``sinks.secrets``).
 
 No target configured: the pseudo-target ``"stderr"`` writes one line per notice to
 ``stream`` and always succeeds.
@@ -23,28 +24,29 @@ No target configured: the pseudo-target ``"stderr"`` writes one line per notice 
 from __future__ import annotations
 
 import logging
-import random
-import re
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple, Protocol, TextIO
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import NamedTuple, TextIO
+from urllib.parse import parse_qsl
 
 import apprise
 
+from errord.backoff import backoff
 from errord.errors import JournalError, NotifyError
-from errord.policy.route import STDERR_TARGET
-from errord.store.journal import Journal
 from errord.model import Notice
 from errord.notices import clean_text
+from errord.policy.route import STDERR_TARGET
 from errord.ratelimit import RateLimit
+from errord.sinks.base import NoticeSink, TargetLike
 from errord.sinks.capture import capturing
+from errord.sinks.secrets import Scrub, url_secrets
+from errord.store.journal import Journal
 
-__all__ = ["NotifySink", "SendResult", "TargetLike", "with_timeouts"]
+__all__ = ["NotifySink", "SendResult", "with_timeouts"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,19 +70,6 @@ class _Outcome(NamedTuple):
     retry_after: float | None  # seconds the target asked to wait (HTTP Retry-After)
 
 
-class TargetLike(Protocol):
-    """What the sink needs of a configured notify target (``config.Target``)."""
-
-    @property
-    def url(self) -> str: ...
-    @property
-    def tags(self) -> Sequence[str]: ...
-    @property
-    def key(self) -> str: ...  # first 16 hex of sha256(url)
-    @property
-    def redacted(self) -> str: ...  # scheme://host/… safe to log
-
-
 def with_timeouts(url: str, timeout: float) -> str:
     """``url`` with ``cto``/``rto`` set to ``timeout`` unless the user already set them."""
     query = url.split("?", 1)[1] if "?" in url else ""
@@ -94,31 +83,6 @@ def with_timeouts(url: str, timeout: float) -> str:
     return url + sep + "&".join(extra)
 
 
-_DOMAINISH = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
-
-
-def _secrets(url: str) -> set[str]:
-    """The parts of ``url`` worth masking in third-party log records."""
-    found = {url}
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-    except ValueError:
-        return found
-    userinfo, _, hostport = netloc.rpartition("@")
-    if userinfo:
-        user, _, password = userinfo.partition(":")
-        found.update(s for s in (password, unquote(password)) if len(s) >= 3)
-        found.update(s for s in (user, unquote(user)) if len(s) >= 16)
-    pieces = [hostport, *parts.path.split("/"), *(v for _, v in parse_qsl(parts.query))]
-    for p in pieces:
-        # Tokens are long; host names and IPs are not secrets and help diagnose.
-        for s in (p, unquote(p)):
-            if len(s) >= 16 and not _DOMAINISH.match(s):
-                found.add(s)
-    return found
-
-
 # One sender per (state_dir, target) in the process. A sink stopped at its deadline may
 # leave a worker inside a send (a hung endpoint); the sink that replaces it (SIGHUP) must
 # not send the same head notice meanwhile. Process-wide on purpose: it guards a resource
@@ -130,31 +94,6 @@ _SENDER_LOCKS_GUARD = threading.Lock()
 def _sender_lock(state_dir: Path, key: str) -> threading.Lock:
     with _SENDER_LOCKS_GUARD:
         return _SENDER_LOCKS.setdefault((str(state_dir.resolve()), key), threading.Lock())
-
-
-class _Scrub(logging.Filter):
-    """Masks known secrets in records of the loggers it is attached to."""
-
-    def __init__(self, secrets: set[str]) -> None:
-        super().__init__()
-        # Longest first, so a URL is replaced whole before its parts.
-        self._secrets = sorted(secrets, key=len, reverse=True)
-
-    def scrub(self, text: str) -> str:
-        for s in self._secrets:
-            if s in text:
-                text = text.replace(s, "***")
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            msg = record.getMessage()
-        except Exception:  # a broken record is the logging module's business
-            return True
-        clean = self.scrub(msg)
-        if clean != msg:
-            record.msg, record.args = clean, None
-        return True
 
 
 class _Target:
@@ -173,7 +112,7 @@ class _Target:
         self.accepted: dict[int, float] = {}
 
 
-class NotifySink:
+class NotifySink(NoticeSink):
     """Delivers the journal's outbox through Apprise; see the module doc."""
 
     def __init__(
@@ -195,7 +134,7 @@ class NotifySink:
         for index, t in enumerate(targets):
             url = with_timeouts(t.url, timeout)
             # Apprise logs the URL it loaded at DEBUG, tokens in the path included
-            check = _Scrub(_secrets(t.url) | _secrets(url))
+            check = Scrub(url_secrets(t.url) | url_secrets(url))
             for name in _SCRUBBED_LOGGERS:
                 logging.getLogger(name).addFilter(check)
             try:
@@ -210,12 +149,12 @@ class NotifySink:
                                 + (f" ({why})" if why else ""))
                 continue
             self._targets.append(_Target(t.key, t.redacted, url, tuple(t.tags)))
-            secrets |= _secrets(t.url) | _secrets(url)
+            secrets |= url_secrets(t.url) | url_secrets(url)
         if problems:
             raise NotifyError(problems)
         if not self._targets:
             self._targets.append(_Target(STDERR_TARGET, STDERR_TARGET, None, ()))
-        self._scrub = _Scrub(secrets)
+        self._scrub = Scrub(secrets)
         self._scrub_users = 0  # workers / send_test calls running: filter attached while > 0
         self._scrub_lock = threading.Lock()
         self._stop = threading.Event()  # hard stop: leave now
@@ -230,7 +169,7 @@ class NotifySink:
 
     @property
     def routes(self) -> list[tuple[str, tuple[str, ...]]]:
-        """The routing table for ``routing.Router.set_routes``.
+        """The routing table for ``policy.route.Router.set_routes``.
 
         Empty when no target is configured: the router then routes every notice,
         tagged or not, to the ``"stderr"`` pseudo-target this sink drains.
@@ -302,7 +241,7 @@ class NotifySink:
         finally:
             self._scrub_exit()
         out: dict[str, SendResult] = {}
-        for t, ok in zip(self._targets, results):
+        for t, ok in zip(self._targets, results, strict=True):
             name, n = t.name, 2
             while name in out:  # two targets may redact to the same text
                 name, n = f"{t.name} #{n}", n + 1
@@ -399,7 +338,7 @@ class NotifySink:
                     del t.accepted[did]
                     continue
                 attempts = head.attempts if did == head.id else 0
-                delay = self._delay(attempts)
+                delay = backoff(attempts, *self.backoff, jitter=0.1)
                 asked = ""
                 if retry_after is not None:  # never sooner than the target asked; capped as the backoff
                     delay = min(self.backoff[1], max(delay, retry_after))
@@ -421,11 +360,6 @@ class NotifySink:
 
     def _past_deadline(self) -> bool:
         return self._deadline is not None and time.monotonic() >= self._deadline
-
-    def _delay(self, attempts: int) -> float:
-        base, cap = self.backoff
-        delay = base * 2.0 ** min(attempts, 32)
-        return min(cap, delay * random.uniform(1.0, 1.1))
 
     # -- sending -----------------------------------------------------------------------
 

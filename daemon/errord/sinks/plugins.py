@@ -74,7 +74,8 @@ def load_plugins_for(urls: Iterable[str]) -> None:
     modules as it can (see the module doc). Safe to call again with other URLs."""
     from apprise.manager_plugins import NotificationManager
 
-    mgr = NotificationManager()  # a singleton: the manager Apprise itself uses
+    # apprise ships no type information for its plugin manager: the calls are untyped
+    mgr = NotificationManager()  # type: ignore[no-untyped-call]  # a singleton: the manager Apprise itself uses
     schemes = _schemes(urls)
     if not schemes:
         return  # nothing to send through Apprise (or an odd URL: Apprise loads lazily)
@@ -86,11 +87,11 @@ def load_plugins_for(urls: Iterable[str]) -> None:
             with tempfile.TemporaryDirectory(prefix="errord-apprise-") as tmp:
                 for name in names:
                     os.symlink(os.path.join(mgr.module_path, name), os.path.join(tmp, name))
-                mgr.load_modules(path=tmp, name=mgr.module_name_prefix)
+                mgr.load_modules(path=tmp, name=mgr.module_name_prefix)  # type: ignore[no-untyped-call]
     except Exception as exc:  # only an optimisation: fall through to the full load
         logger.debug("partial Apprise plugin load failed: %s", exc)
     missing = sorted(s for s in schemes if not (mgr and s in mgr))
     if missing:
         logger.debug("Apprise schemes %s not found in a partial load; loading every plugin", missing)
-        mgr.unload_modules()
-        mgr.load_modules()
+        mgr.unload_modules()  # type: ignore[no-untyped-call]
+        mgr.load_modules()  # type: ignore[no-untyped-call]

@@ -90,9 +90,10 @@ class Source(Protocol):
         """Return when something may be readable, or after ``timeout`` seconds."""
         ...
 
-    def read(self, max_bytes: int) -> Sequence[Chunk]:
-        """Complete lines available now, about ``max_bytes`` in all. Never blocks on more
-        than local reads; never raises."""
+    def read(self, max_bytes: int) -> list[Chunk]:
+        """Complete lines available now, about ``max_bytes`` in all, in a new list the
+        caller owns (the batch drops each chunk once parsed). Never blocks on more than
+        local reads; never raises."""
         ...
 
     def account(self, key: FileKey, lines: int, skipped: int) -> None:

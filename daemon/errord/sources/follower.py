@@ -14,7 +14,7 @@ import os
 from typing import NamedTuple
 
 from errord.model import FileKey, Position
-from errord.parse.lines import nul_free_parts
+from errord.parse.lines import has_long_line, nul_free_parts
 from errord.sources.base import Chunk
 from errord.sources.fileid import FP_MAX
 
@@ -253,7 +253,7 @@ class Follower:
         # only a block longer than the limit can hold a too-long line; look for one with a
         # few rfind calls before walking it line by line (a 1 MiB read plus the partial
         # line before it is longer than the default 1 MiB limit almost every time)
-        if len(block) > max_line + 1 and _has_long_line(block, max_line):
+        if len(block) > max_line + 1 and has_long_line(block, max_line):
             segments, inner = _split_long(block, base, max_line)
             longs += inner
         return self._emit(segments, longs)
@@ -281,19 +281,6 @@ class Follower:
         self.buf = bytearray()
         self.skipping = False
         return chunks
-
-
-def _has_long_line(block: bytes, max_line: int) -> bool:
-    """Whether a block of complete lines holds one longer than ``max_line`` (without its
-    newline): about len/max_line rfind calls."""
-    size = len(block)
-    start = 0
-    while size - start > max_line + 1:
-        nl = block.rfind(b"\n", start, start + max_line + 1)
-        if nl < 0:
-            return True
-        start = nl + 1
-    return False
 
 
 def _split_long(block: bytes, base: int, max_line: int) -> tuple[list[tuple[int, bytes]], list[int]]:

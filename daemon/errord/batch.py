@@ -1,0 +1,204 @@
+"""The batch: read → parse → feed → policy → commit | rollback, with its tally.
+
+This is where CONTRACT §7 is made true. One :meth:`Batch.step` reads what the source has
+(at most ``BATCH_BYTES``), parses it, feeds the events to the engine and runs the notice
+policy for every line that may notify; then the positions the lines reached, the
+incidents they changed and the notices they made are committed in ONE journal
+transaction. If that fails, the engine and the source roll back to the last commit (the
+same lines are read again later: nothing is counted twice, nothing is skipped) and the
+batch backs off before the next try. Nothing before the commit is durable.
+
+Why a class of its own: the daemon (``daemon.Daemon``) keeps the lifecycle, reload,
+watchdog, MongoDB recovery and the sinks; the batch is the one place a line passes
+through, so the stages of the next issues (muting, limits: ``policy.pipeline``) plug in
+here without an ``if`` in this loop. The per-event loop in :meth:`_read` is the hot path
+(``bench/run.py``): it binds what it calls to locals, feeds with ``Engine.feed_quiet``
+(a suppressed repeat, most error lines, builds no ``Transition``) and makes no object
+per line; the tally is plain dicts, published only once the batch is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+from errord.backoff import backoff
+from errord.config import RunConfig
+from errord.engine import Engine
+from errord.errors import JournalError
+from errord.health import BatchTally, Health
+from errord.model import Kind, Notice
+from errord.parse.lines import LineParser, parse_contained
+from errord.parse.linewarnings import LineWarnings
+from errord.policy.base import Context
+from errord.policy.pipeline import NoticePolicy
+from errord.sources.base import Chunk, Source
+from errord.sources.zonecheck import ZoneCheck
+from errord.store.journal import Journal
+
+__all__ = ["BATCH_BYTES", "READ_BYTES", "Batch", "Committed"]
+
+logger = logging.getLogger(__name__)
+
+# Read at most this much per journal transaction (one fsync each): 2 MiB made ingest ~10%
+# slower (twice the commits). Within a batch the lines are read and parsed READ_BYTES at a
+# time, so only one read's bytes are held: the daemon's peak RSS no longer grows with
+# BATCH_BYTES (holding a whole 4 MiB batch cost ~3 MB more).
+BATCH_BYTES = 4 << 20
+READ_BYTES = 1 << 20
+SKIP_WARN_EVERY = 60.0  # seconds between skipped-line (or unusable-field) warnings for one file
+RETRY_MIN, RETRY_MAX = 0.5, 30.0  # journal write retry backoff
+
+
+class Committed(NamedTuple):
+    """What one step did: ``ok`` False when the journal refused the batch (all of it was
+    rolled back); else how many notices and changed incidents it committed."""
+
+    ok: bool
+    notices: int
+    incidents: int
+
+
+class Batch:
+    """Reads, parses, feeds and commits batches of lines from ``source``; see the module doc.
+
+    ``publish`` gets each committed batch's tally (the metrics); ``count_kinds`` makes
+    the tally count transition kinds too (only the metrics read them).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        engine: Engine,
+        policy: NoticePolicy,
+        journal: Journal,
+        config: RunConfig,
+        *,
+        health: Health,
+        publish: Callable[[BatchTally], None] | None = None,
+        count_kinds: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.source = source
+        self.engine = engine
+        self.policy = policy
+        self.journal = journal
+        self.health = health
+        self.publish = publish
+        self.count_kinds = count_kinds
+        self._clock = clock
+        self._warnings = LineWarnings(SKIP_WARN_EVERY)  # skipped lines, unusable fields, misplaced codes
+        self._zones = ZoneCheck()
+        self._failures = 0  # commits refused in a row
+        self.retry_delay = 0.0  # seconds to wait before the next step (the journal refused the last)
+        self.lines_read = 0
+        self.configure(config)
+
+    def configure(self, config: RunConfig) -> None:
+        """Use ``config`` from the next step on (start, SIGHUP): a parser per source."""
+        self.config = config
+        self.parsers = [LineParser(app=src.app, tz=src.tzinfo, max_line_bytes=src.max_line_bytes)
+                        for src in config.sources]
+
+    def step(self) -> Committed | None:
+        """Read, parse, feed and commit one batch; None when there was nothing to read."""
+        tally = BatchTally()
+        notices = self._read(tally)
+        if notices is None:
+            return None
+        return self._commit(notices, tally)
+
+    def _read(self, tally: BatchTally) -> list[Notice] | None:
+        """Read, parse and feed one batch; returns its notices, or None when there was
+        nothing to read. Nothing durable happens here.
+
+        A batch is at most ``BATCH_BYTES // READ_BYTES`` reads of ``READ_BYTES``, each
+        parsed as soon as it is read: one read's bytes are held at a time, not the batch's.
+        """
+        now = self._clock()
+        s = self.config
+        source, parsers = self.source, self.parsers
+        feed = self.engine.feed_quiet  # None for a suppressed repeat: no Transition built
+        apply = self.policy.apply
+        ctx = Context(now=now, server_id=s.server_id, node_name=s.node_name, tags_for=s.tags_for)
+        repeat = Kind.REPEAT
+        notices: list[Notice] = []
+        kinds = tally.kinds if self.count_kinds else None
+        self.engine.begin()
+        anything = False
+        for _ in range(BATCH_BYTES // READ_BYTES):
+            chunks = source.read(READ_BYTES)
+            if not chunks:
+                break
+            anything = True
+            while chunks:
+                chunk = chunks.pop(0)  # dropped once parsed
+                res = parse_contained(parsers[chunk.source], chunk.data, chunk.offset, now, chunk.path)
+                skipped = res.skipped + chunk.skipped_long
+                source.account(chunk.key, res.lines + chunk.skipped_long, skipped)
+                self.lines_read += res.lines + chunk.skipped_long
+                tally.add_chunk(chunk.source, res.lines + chunk.skipped_long, res.reasons, chunk.skipped_long)
+                if skipped:
+                    first = res.first_skip
+                    if first is None and chunk.long_offsets:
+                        first = (chunk.long_offsets[0], "too_long")
+                    self._warn(self._warnings.skipped(chunk.path, skipped, first))
+                if res.warnings:
+                    for text in self._warnings.messages(chunk.path, res.warnings):
+                        self._warn(text)
+                if chunk.data and self._zones.due(chunk.path, now):
+                    self._check_zone(chunk, now)
+                del chunk
+                for ev in res.events:
+                    transitions = feed(ev)
+                    if transitions is None:  # a suppressed repeat (most error lines): nothing to render
+                        if kinds is not None:
+                            kinds[repeat] = kinds.get(repeat, 0) + 1
+                        continue
+                    if kinds is not None:
+                        for t in transitions:
+                            kinds[t.kind] = kinds.get(t.kind, 0) + 1
+                    # the policy only for what notifies (a clear and an error on one line
+                    # may give a notice per distinct set of targets, never two to one target)
+                    if transitions and (transitions[0].notify or transitions[-1].notify):
+                        notices += apply(transitions, ctx)
+        return notices if anything else None
+
+    def _commit(self, notices: list[Notice], tally: BatchTally) -> Committed:
+        """One transaction for the batch; on failure undo the batch in memory and back off."""
+        cp = self.source.checkpoint()
+        incidents = self.engine.pending()
+        if cp or incidents or notices:
+            try:
+                self.journal.commit(incidents, cp.positions, notices, self._clock(), meta=cp.meta)
+            except JournalError as exc:
+                self.engine.rollback()
+                self.source.rollback()
+                self._failures += 1
+                self.retry_delay = backoff(self._failures - 1, RETRY_MIN, RETRY_MAX)
+                self.health.journal_failed(str(exc))
+                logger.error("cannot write the journal (%s); reading paused, retrying in %.1fs",
+                             exc, self.retry_delay)
+                return Committed(False, 0, 0)
+            if self._failures:
+                logger.info("journal writable again; reading resumed")
+                self._failures, self.retry_delay = 0, 0.0
+                self.health.journal_ok()
+        self.engine.commit()
+        self.source.committed()
+        if self.publish is not None:
+            self.publish(tally)
+        return Committed(True, len(notices), len(incidents))
+
+    @staticmethod
+    def _warn(text: str | None) -> None:
+        if text is not None:
+            logger.warning("%s", text)
+
+    def _check_zone(self, chunk: Chunk, now: float) -> None:
+        """One warning per file whose zone-less times, read live, sit a zone offset away
+        from this host's clock (``zonecheck``)."""
+        self._warn(self._zones.check(chunk, self.parsers[chunk.source], now, f"sources.{chunk.source}.timezone",
+                                     self.config.sources[chunk.source].timezone))

@@ -1,0 +1,151 @@
+"""batch.Batch: one step reads, parses, feeds, runs the notice policy and commits the
+positions, incidents and notices together, or rolls all of it back (CONTRACT §7). Real
+files, a real Tailer and a real Journal; the journal refuses by a lock another writer holds."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import errord.batch as batch_mod
+from conftest import append, line, write_config
+from errord.batch import Batch, Committed
+from errord.config import RunConfig
+from errord.engine import Engine
+from errord.health import BatchTally, Health
+from errord.model import Kind
+from errord.policy.pipeline import standard_policy
+from errord.policy.route import STDERR_TARGET, Router
+from errord.settings import Settings
+from errord.sources.tail import Tailer
+from errord.store.journal import Journal
+
+
+@dataclass
+class Parts:
+    batch: Batch
+    journal: Journal
+    tailer: Tailer
+    log: Path
+    published: list[BatchTally]
+
+
+@pytest.fixture
+async def parts(tmp_path: Path) -> AsyncIterator[Callable[..., Parts]]:
+    made: list[Parts] = []
+
+    async def build(**kw: object) -> Parts:
+        (tmp_path / "logs").mkdir(exist_ok=True)
+        log = tmp_path / "logs" / "app.jsonl"
+        log.touch()
+        cfg = write_config(tmp_path / "errord.toml", server_id="h", state_dir=str(tmp_path / "state"),
+                           sources=[{"path": str(tmp_path / "logs" / "*.jsonl"), "start_at": "beginning",
+                                     "max_line_bytes": 256}])
+        config = RunConfig.from_dump(Settings.load(cfg, environ={}).dump_for_run())
+        journal = Journal(config.state_dir, busy_timeout=0.2)
+        tailer = Tailer(config.sources, [], first_start=True, scan_interval=0.05)
+        await tailer.open()
+        engine = Engine(config, scope=config.scope, server_id=config.server_id, node_name=config.node_name)
+        published: list[BatchTally] = []
+        health = Health()
+        health.started()
+        batch = Batch(tailer, engine, standard_policy(Router()), journal, config, health=health,
+                      publish=published.append, **kw)  # type: ignore[arg-type]
+        p = Parts(batch, journal, tailer, log, published)
+        made.append(p)
+        return p
+
+    yield build  # type: ignore[misc]
+    for p in made:
+        await p.tailer.close()
+        p.journal.close()
+
+
+def stored_offset(journal: Journal) -> int:
+    return sum(p.offset for p in journal.positions())
+
+
+def queued(journal: Journal) -> list[tuple[str, str, str]]:
+    """(target, notice type, title) of every delivery in the outbox, oldest first."""
+    db = sqlite3.connect(journal.path)
+    try:
+        return db.execute("SELECT d.target, n.type, n.title FROM deliveries d JOIN notices n ON n.id = d.notice_id"
+                          " ORDER BY d.id").fetchall()
+    finally:
+        db.close()
+
+
+async def test_one_step_commits_positions_incidents_and_notices_together(parts) -> None:  # type: ignore[no-untyped-def]
+    p = await parts(count_kinds=True)
+    append(p.log, line("db_down", msg="down"), line("db_down"), line(msg="plain"), line(clear="db_down"))
+    await p.tailer.wait(1.0)
+    assert p.batch.step() == Committed(True, notices=2, incidents=1)  # failure + resolve, one incident
+    assert stored_offset(p.journal) == p.log.stat().st_size
+    (inc,) = p.journal.history()
+    assert (inc.code, inc.occurrences, inc.active) == ("db_down", 2, False)
+    assert [(target, kind) for target, kind, _ in queued(p.journal)] == [(STDERR_TARGET, "failure"),
+                                                                         (STDERR_TARGET, "success")]
+    (tally,) = p.published
+    assert sum(tally.lines.values()) == 4 and p.batch.lines_read == 4
+    assert tally.kinds == {Kind.NEW: 1, Kind.REPEAT: 1, Kind.CLEAR: 1}
+    assert p.batch.step() is None  # nothing left to read
+
+
+async def test_a_refused_commit_rolls_back_everything_and_backs_off(parts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(batch_mod, "RETRY_MIN", 0.25)
+    p = await parts()
+    append(p.log, line("db_down"))
+    await p.tailer.wait(1.0)
+    locker = sqlite3.connect(p.journal.path, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    try:
+        assert p.batch.step() == Committed(False, 0, 0)
+        assert p.batch.retry_delay == 0.25
+        assert p.batch.engine.active() == {}  # the engine rolled back
+        assert not p.batch.health.check()[0]
+        assert p.batch.step() == Committed(False, 0, 0)  # the same line again: the source rolled back
+        assert p.batch.retry_delay == 0.5  # doubling (backoff.backoff)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert p.published == []  # a refused batch is never published
+    assert p.batch.step() == Committed(True, notices=1, incidents=1)
+    assert p.batch.retry_delay == 0.0 and p.batch.health.check()[0]
+    (inc,) = p.journal.active()
+    assert inc.occurrences == 1  # read three times, counted once
+    assert stored_offset(p.journal) == p.log.stat().st_size
+    assert len(p.published) == 1
+
+
+async def test_skipped_lines_are_counted_and_warned_once_a_minute(parts, caplog) -> None:  # type: ignore[no-untyped-def]
+    p = await parts()
+    append(p.log, b"not json\n", line("x", msg="m" * 300), line("y"))
+    await p.tailer.wait(1.0)
+    with caplog.at_level(logging.WARNING, logger="errord.batch"):
+        assert p.batch.step() == Committed(True, notices=1, incidents=1)
+        append(p.log, b"still not json\n")
+        await p.tailer.wait(1.0)
+        assert p.batch.step() == Committed(True, notices=0, incidents=0)
+    (warned,) = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert f" line(s) in {p.log} (first at offset 0: not_object); further warnings" in warned
+    (pos,) = p.journal.positions()
+    assert (pos.lines_read, pos.lines_skipped) == (4, 3)
+
+
+async def test_reconfigure_takes_effect_at_the_next_step(parts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    p = await parts()
+    cfg = write_config(tmp_path / "new.toml", server_id="h2", state_dir=str(tmp_path / "state"),
+                       sources=[{"path": str(tmp_path / "logs" / "*.jsonl"), "app": "api"}])
+    p.batch.configure(RunConfig.from_dump(Settings.load(cfg, environ={}).dump_for_run()))
+    append(p.log, line("db_down"))
+    await p.tailer.wait(1.0)
+    assert p.batch.step() == Committed(True, notices=1, incidents=1)
+    ((_, _, title),) = queued(p.journal)
+    (inc,) = p.journal.active()
+    assert inc.app == "api"  # the new source's parser
+    assert "h2" in title  # the new host name in the policy's context
