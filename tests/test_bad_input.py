@@ -23,7 +23,8 @@ import pytest
 
 from chaos import State, seed_for, start, wait_until
 from conftest import Errord
-from errord.parse.lines import LineParser, nul_free_parts
+from errord.parse.chunks import nul_free_parts
+from errord.parse.lines import LineParser
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import append, line
-from errord.parse.lines import nul_free_parts
+from errord.parse.chunks import nul_free_parts
 from errord.sources.base import Chunk
 from errord.sources.follower import Follower
 

@@ -29,7 +29,8 @@ from errord.durations import parse_duration
 from errord.engine import Engine
 from errord.errors import DurationError
 from errord.store.journal import Journal
-from errord.parse.lines import SKIP_REASONS, LineParser
+from errord.parse.lines import LineParser
+from errord.parse.result import SKIP_REASONS
 from errord.model import LogEvent
 
 NOW = 1_768_435_200.0

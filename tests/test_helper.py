@@ -11,7 +11,7 @@ import pytest
 from receiver import Receiver
 
 from errord.errors import NotifyError
-from errord.parse.lines import has_long_line
+from errord.parse.chunks import has_long_line
 from errord.sources.follower import _split_long
 from errord.store.journal import Journal
 from errord.model import Notice, NoticeType

@@ -19,15 +19,10 @@ from hypothesis import strategies as st
 from errord.durations import parse_duration
 from errord.errors import DurationError
 from errord.model import LogEvent
-from errord.parse.lines import (
-    MAX_WARNINGS,
-    PARSER_ERROR,
-    SKIP_REASONS,
-    LineParser,
-    ParseResult,
-    has_long_line,
-    parse_contained,
-)
+from errord.parse.chunks import has_long_line
+from errord.parse.lines import LineParser
+from errord.parse.result import MAX_WARNINGS, PARSER_ERROR, SKIP_REASONS, ParseResult, parse_contained
+from errord.parse.times import naive_time
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NOW = datetime(2026, 1, 15, tzinfo=UTC).timestamp()  # 1768435200
@@ -1008,14 +1003,14 @@ def test_bom_chunk_is_the_chunk_without_it(data: bytes) -> None:
 )
 def test_naive_time(value: Any, naive: bool) -> None:
     p = make_parser(tz=BERLIN)
-    got = p.naive_time(rec(message="m", asctime=value))
+    got = naive_time(rec(message="m", asctime=value), p.tz)
     if not naive:
         assert got is None
     else:
         assert got is not None and got[0] == value
         assert got[1] == datetime.fromisoformat(value).replace(tzinfo=BERLIN).timestamp()
-    assert p.naive_time(rec(extra={"timestamp": "2026-01-14 15:05:51"})) is not None
-    assert p.naive_time(b"not json") is None and p.naive_time(b"[1]") is None
+    assert naive_time(rec(extra={"timestamp": "2026-01-14 15:05:51"}), p.tz) is not None
+    assert naive_time(b"not json", p.tz) is None and naive_time(b"[1]", p.tz) is None
 
 
 # -- parse_contained: a parser bug is contained to its line (was daemon._parse_guarded) ------

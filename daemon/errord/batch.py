@@ -30,7 +30,8 @@ from errord.engine import Engine
 from errord.errors import JournalError
 from errord.health import BatchTally, Health
 from errord.model import Kind, Notice
-from errord.parse.lines import LineParser, parse_contained
+from errord.parse.lines import LineParser
+from errord.parse.result import parse_contained
 from errord.parse.linewarnings import LineWarnings
 from errord.policy.base import Context
 from errord.policy.pipeline import NoticePolicy

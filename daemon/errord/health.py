@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from errord.model import Kind
-from errord.parse.lines import TOO_LONG
+from errord.parse.result import TOO_LONG
 
 __all__ = ["BatchTally", "Health", "Snapshot"]
 

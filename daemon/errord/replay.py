@@ -30,7 +30,8 @@ from errord.config import RunConfig
 from errord.engine import Engine, Policy
 from errord.errors import ErrordError
 from errord.model import Kind, Notice, NoticeType
-from errord.parse.lines import LineParser, nul_free_parts
+from errord.parse.chunks import nul_free_parts
+from errord.parse.lines import LineParser
 from errord.parse.linewarnings import LineWarnings
 from errord.policy.base import Context
 from errord.policy.pipeline import standard_policy

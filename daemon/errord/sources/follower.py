@@ -14,7 +14,7 @@ import os
 from typing import NamedTuple
 
 from errord.model import FileKey, Position
-from errord.parse.lines import has_long_line, nul_free_parts
+from errord.parse.chunks import has_long_line, nul_free_parts
 from errord.sources.base import Chunk
 from errord.sources.fileid import FP_MAX
 

@@ -28,6 +28,7 @@ from typing import Final
 
 from errord.parse.lines import LineParser
 from errord.parse.linewarnings import describe_skew, zone_like
+from errord.parse.times import naive_time
 from errord.sources.base import Chunk
 
 __all__ = ["ZoneCheck"]
@@ -69,7 +70,7 @@ class ZoneCheck:
         start = data.rfind(b"\n", 0, end) + 1
         if end - start > _MAX_LINE:
             return None
-        got = parser.naive_time(data[start:end])
+        got = naive_time(data[start:end], parser.tz)
         if got is None:
             return None
         # about a zone offset from the clock (the line may be seconds old), else on time or old
