@@ -15,7 +15,6 @@ import pytest
 import errord.batch as batch_mod
 from conftest import append, line, write_config
 from errord.batch import Batch, Committed
-from errord.config import RunConfig
 from errord.engine import Engine
 from errord.health import BatchTally, Health
 from errord.model import Kind
@@ -46,7 +45,7 @@ async def parts(tmp_path: Path) -> AsyncIterator[Callable[..., Parts]]:
         cfg = write_config(tmp_path / "errord.toml", server_id="h", state_dir=str(tmp_path / "state"),
                            sources=[{"path": str(tmp_path / "logs" / "*.jsonl"), "start_at": "beginning",
                                      "max_line_bytes": 256}])
-        config = RunConfig.from_dump(Settings.load(cfg, environ={}).dump_for_run())
+        config = Settings.load(cfg, environ={}).to_run()
         journal = Journal(config.state_dir, busy_timeout=0.2)
         tailer = Tailer(config.sources, [], first_start=True, scan_interval=0.05)
         await tailer.open()
@@ -141,7 +140,7 @@ async def test_reconfigure_takes_effect_at_the_next_step(parts, tmp_path: Path) 
     p = await parts()
     cfg = write_config(tmp_path / "new.toml", server_id="h2", state_dir=str(tmp_path / "state"),
                        sources=[{"path": str(tmp_path / "logs" / "*.jsonl"), "app": "api"}])
-    p.batch.configure(RunConfig.from_dump(Settings.load(cfg, environ={}).dump_for_run()))
+    p.batch.configure(Settings.load(cfg, environ={}).to_run())
     append(p.log, line("db_down"))
     await p.tailer.wait(1.0)
     assert p.batch.step() == Committed(True, notices=1, incidents=1)

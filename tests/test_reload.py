@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from conftest import write_config
-from errord.config import RunConfig
 from errord.errors import ConfigError
 from errord.reload import load_config
 from errord.settings import Settings
@@ -20,7 +19,7 @@ def test_load_config_validates_in_a_child(tmp_path: Path) -> None:
                         sources=[{"path": "logs/*.jsonl", "app": "api", "timezone": "Europe/Berlin"}],
                         codes={"db_down": {"re_alert_time": "5m", "tags": ["ops"]}},
                         notify=[{"url": "json://127.0.0.1:9/hook?token=abc", "tags": ["ops"]}])
-    assert load_config(path) == RunConfig.from_dump(Settings.load(path, environ={}).dump_for_run())
+    assert load_config(path) == Settings.load(path, environ={}).to_run()
     bad = write_config(tmp_path / "bad.toml", sources=[{"path": "x", "start_at": "middle"}], notify=[{"url": "nope"}])
     with pytest.raises(ConfigError) as err:
         load_config(bad)

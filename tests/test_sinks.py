@@ -26,7 +26,7 @@ def config(tmp_path: Path, *urls: str) -> RunConfig:
     cfg = write_config(tmp_path / "errord.toml", state_dir=str(tmp_path / "state"),
                        sources=[{"path": str(tmp_path / "*.jsonl")}],
                        notify=[{"url": u, "tags": ["ops"]} for u in urls])
-    return RunConfig.from_dump(Settings.load(cfg, environ={}).dump_for_run())
+    return Settings.load(cfg, environ={}).to_run()
 
 
 def test_every_sink_implements_the_seam() -> None:

@@ -4,7 +4,7 @@ The daemon's image holds the config as ``config.RunConfig`` and never imports
 pydantic-settings (~12 MB of resident memory it would never give back; see ``serve``).
 So a reload validates the file the way ``errord run`` did at start, in a short-lived
 child: ``errord _dump-config [-c PATH]`` (:data:`DUMP_COMMAND`, a hidden command) loads
-and validates ``Settings`` and prints ``Settings.dump_for_run()`` as JSON, which becomes
+and validates ``Settings`` and prints ``Settings.to_run().dump()`` as JSON, which becomes
 a ``RunConfig`` here. Its own module because both the CLI (which runs the child's side)
 and the daemon (which asks for it) need it, and neither may import the other.
 """
