@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["naive", "prefilter", "sec_rules", "sec_command"]
+__all__ = ["naive", "prefilter", "sec_command", "sec_rules"]
 
 
 def naive(path: str) -> dict[str, float]:

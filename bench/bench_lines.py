@@ -25,15 +25,15 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
 
-from errord.parse.lines import LineParser  # noqa: E402
-from errord.model import LogEvent  # noqa: E402
+from errord.model import LogEvent
+from errord.parse.lines import LineParser
 
 CHUNK = 1 << 20
 LINE_BYTES = 200
@@ -41,7 +41,7 @@ LINE_BYTES = 200
 
 def make_lines(count: int, *, raw_utf8: bool, share: float = 0.10, seed: int = 5) -> list[bytes]:
     rng = random.Random(seed)
-    start = datetime(2026, 1, 14, 15, 0, 0, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 14, 15, 0, 0, tzinfo=UTC)
     out: list[bytes] = []
     for i in range(count):
         when = start + timedelta(milliseconds=i * 3)  # ~330 lines/s of app time
@@ -49,11 +49,18 @@ def make_lines(count: int, *, raw_utf8: bool, share: float = 0.10, seed: int = 5
         structlog = i % 2 == 0
         rec: dict[str, object]
         if structlog:
-            rec = {"event": "request handled", "level": "info",
-                   "timestamp": when.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+            rec = {
+                "event": "request handled",
+                "level": "info",
+                "timestamp": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            }
         else:
-            rec = {"asctime": when.strftime("%Y-%m-%d %H:%M:%S,") + f"{when.microsecond // 1000:03d}",
-                   "levelname": "INFO", "name": "app.http", "message": "request handled"}
+            rec = {
+                "asctime": when.strftime("%Y-%m-%d %H:%M:%S,") + f"{when.microsecond // 1000:03d}",
+                "levelname": "INFO",
+                "name": "app.http",
+                "message": "request handled",
+            }
         ensure_ascii = not raw_utf8
         if roll < share:
             code = f"code_{rng.randrange(20)}"
@@ -154,24 +161,26 @@ def main() -> None:
     ap.add_argument("--error-share", type=float, default=0.10, help="share of lines with a code")
     args = ap.parse_args()
 
-    now = datetime(2026, 1, 15, tzinfo=timezone.utc).timestamp()
+    now = datetime(2026, 1, 15, tzinfo=UTC).timestamp()
     print(f"python {sys.version.split()[0]}, orjson {orjson.__version__}, best of {args.repeat}")
     for label, raw in (("ensure_ascii", False), ("raw utf-8", True)):
         lines = make_lines(args.lines, raw_utf8=raw, share=args.error_share)
         chunks = chunks_of(lines)
         total = sum(map(len, chunks))
-        print(f"\n{label}: {len(lines)} lines, {total / len(lines):.0f} bytes/line, "
-              f"{len(chunks)} chunks of <= 1 MiB")
+        print(f"\n{label}: {len(lines)} lines, {total / len(lines):.0f} bytes/line, {len(chunks)} chunks of <= 1 MiB")
         table(lines, chunks, total, now, args.repeat)
 
 
 def table(lines: list[bytes], chunks: list[bytes], total: int, now: float, repeat: int) -> None:
     rows = []
     reference: list[LogEvent] | None = None
-    for name, runner in (("parse_chunk", run_chunked), ("naive orjson/line", run_naive),
-                         ("prefilter loop", run_prefilter)):
-        p = LineParser(app="bench", tz=timezone.utc, max_line_bytes=1 << 20)
-        secs, events = best(lambda: runner(p, chunks, now), repeat)
+    for name, runner in (
+        ("parse_chunk", run_chunked),
+        ("naive orjson/line", run_naive),
+        ("prefilter loop", run_prefilter),
+    ):
+        p = LineParser(app="bench", tz=UTC, max_line_bytes=1 << 20)
+        secs, events = best(lambda runner=runner, p=p: runner(p, chunks, now), repeat)
         if reference is None:
             reference = events
         elif events != reference:

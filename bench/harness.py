@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from receiver import Receiver, Request  # noqa: E402  (tests/receiver.py: one copy of it)
 
-__all__ = ["BenchReceiver", "Daemon", "RssMonitor", "ROOT"]
+__all__ = ["ROOT", "BenchReceiver", "Daemon", "RssMonitor"]
 
 
 class BenchReceiver(Receiver):
@@ -150,8 +150,14 @@ def _cmdline(pid: int) -> str:
 class Daemon:
     """``errord run`` with a fresh config and state in a temp dir, notifying ``rx``."""
 
-    def __init__(self, rx: Receiver, *, workdir: Path | None = None, extra_env: dict[str, str] | None = None,
-                 profile: str | None = None) -> None:
+    def __init__(
+        self,
+        rx: Receiver,
+        *,
+        workdir: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+        profile: str | None = None,
+    ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="errord-bench-", dir=workdir))
         self.logs = self.dir / "logs"
         self.prep = self.dir / "prep"  # same file system as logs: rename is atomic
@@ -209,9 +215,23 @@ class Daemon:
         assert self.proc is not None
         fmt = "speedscope" if out.endswith(".json") else "flamegraph"
         self.profiler = subprocess.Popen(
-            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(self.proc.pid), "-r", "500",
-             "--subprocesses", "-f", fmt, "-o", out, "--nonblocking"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(self.proc.pid),
+                "-r",
+                "500",
+                "--subprocesses",
+                "-f",
+                fmt,
+                "-o",
+                out,
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(0.5)
 
     def stop(self, timeout: float = 15.0) -> float:

@@ -28,7 +28,7 @@ def summarize(path: Path, top: int, thread: str | None, lines: bool = False) -> 
             continue
         incl: Counter[str] = Counter()
         own: Counter[str] = Counter()
-        for stack, w in zip(samples, weights):
+        for stack, w in zip(samples, weights, strict=True):
             labels = [_label(frames[f], lines) for f in stack]
             for label in set(labels):
                 incl[label] += w

@@ -132,8 +132,9 @@ def with_sentinel(body: Path, dest: Path, tag: str) -> Path:
 
 
 def run_baseline(kind: str, path: Path) -> tuple[float, float]:
-    out = subprocess.run([sys.executable, str(BENCH / "baselines.py"), kind, str(path)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "baselines.py"), kind, str(path)], capture_output=True, text=True, check=True
+    )
     data = json.loads(out.stdout)
     return float(data["seconds"]), float(data.get("cpu", data["seconds"]))
 
@@ -203,8 +204,9 @@ def ingest(d: Daemon, rx: BenchReceiver, files: list[Path], tags: list[str], tim
     return took, cpu
 
 
-def _watch_positions(d: Daemon, names: list[str], total: int, t0: float, done: list[float],
-                     stop: threading.Event) -> None:
+def _watch_positions(
+    d: Daemon, names: list[str], total: int, t0: float, done: list[float], stop: threading.Event
+) -> None:
     """Poll the journal (read-only, WAL: it never blocks the daemon) until the committed
     positions of ``names`` add up to ``total`` bytes."""
     db = sqlite3.connect(f"file:{d.dir / 'state' / 'errord.db'}?mode=ro", uri=True, timeout=1)
@@ -223,8 +225,16 @@ def _watch_positions(d: Daemon, names: list[str], total: int, t0: float, done: l
         db.close()
 
 
-def run_ingest(rx: BenchReceiver, body: Path, tag: str, *, open_incidents: int = 0, timeout: float = 300,
-               keep: bool = False, profile: str | None = None) -> tuple[float, float, Daemon]:
+def run_ingest(
+    rx: BenchReceiver,
+    body: Path,
+    tag: str,
+    *,
+    open_incidents: int = 0,
+    timeout: float = 300,
+    keep: bool = False,
+    profile: str | None = None,
+) -> tuple[float, float, Daemon]:
     d = Daemon(rx, workdir=OUT, profile=profile)
     try:
         return _run_ingest(d, rx, body, tag, open_incidents, timeout, keep)
@@ -233,8 +243,9 @@ def run_ingest(rx: BenchReceiver, body: Path, tag: str, *, open_incidents: int =
         raise
 
 
-def _run_ingest(d: Daemon, rx: BenchReceiver, body: Path, tag: str, open_incidents: int, timeout: float,
-                keep: bool) -> tuple[float, float, Daemon]:
+def _run_ingest(
+    d: Daemon, rx: BenchReceiver, body: Path, tag: str, open_incidents: int, timeout: float, keep: bool
+) -> tuple[float, float, Daemon]:
     d.start()
     if open_incidents:
         pre = d.logs / "open.jsonl"
@@ -283,8 +294,12 @@ def latency_run(d: Daemon, rx: BenchReceiver, samples: int) -> list[float]:
         for k in range(samples):
             code = f"lat_{k:04d}"
             rx.expect(code)
-            rec = {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "level": "error",
-                   "event": "latency probe", "error_code": code}
+            rec = {
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "level": "error",
+                "event": "latency probe",
+                "error_code": code,
+            }
             t0 = time.monotonic()
             f.write(json.dumps(rec).encode() + b"\n")
             (arrived,) = rx.wait_codes([code], 30)
@@ -329,11 +344,19 @@ def report(r: Results) -> str:
     slow10k = r.ingest_10k.median / ing - 1
     many = r.ingest_50.median / ing
     rows = [
-        ("Ingest vs SEC", f"{vs_sec:.1f}×" if r.sec.values else "SEC not installed", "≥ 5×",
-         ok(vs_sec >= 5) if r.sec.values else "–"),
+        (
+            "Ingest vs SEC",
+            f"{vs_sec:.1f}×" if r.sec.values else "SEC not installed",
+            "≥ 5×",
+            ok(vs_sec >= 5) if r.sec.values else "–",
+        ),
         ("Ingest vs naive loop", f"{vs_naive:.2f}× (CPU: {cpu_naive:.2f}×)", "≥ 1.5×", ok(vs_naive >= 1.5)),
-        ("Latency p50 / p99", f"{p50:.1f} / {p99:.1f} ms ({len(r.latencies)} lines)", "≤ 20 / ≤ 50 ms",
-         ok(p50 <= 20 and p99 <= 50)),
+        (
+            "Latency p50 / p99",
+            f"{p50:.1f} / {p99:.1f} ms ({len(r.latencies)} lines)",
+            "≤ 20 / ≤ 50 ms",
+            ok(p50 <= 20 and p99 <= 50),
+        ),
         ("Peak RSS, daemon + helper", f"{rss:.0f} MB", "≤ 80 MB", ok(rss <= 80)),
         ("2× the lines", f"{twice:.2f}× the time", "≤ 2.1×", ok(twice <= 2.1)),
         ("10,000 open incidents", f"{slow10k * 100:+.0f}% time", "≤ +10%", ok(slow10k <= 0.10)),
@@ -353,29 +376,42 @@ def report(r: Results) -> str:
 
     out.append(line("SEC 2.9 (`--notail`)", r.sec, n))
     out.append(line("naive loop (orjson every line)", r.naive, n))
-    out.append(line("prefilter loop (orjson on `\"error_code` lines)", r.prefilter, n))
+    out.append(line('prefilter loop (orjson on `"error_code` lines)', r.prefilter, n))
     out.append(line("**errord**: rename → sentinel notice", r.ingest, n))
     out.append(line("errord: rename → every line read and committed", r.read, n))
     out.append(line(f"errord, {2 * n:,} lines", r.ingest_2x, 2 * n))
     out.append(line("errord, 10,000 incidents open", r.ingest_10k, n))
     out.append(line("errord, 50 files at once", r.ingest_50, n))
-    out += ["", f"Latency over {len(r.latencies)} single lines: p50 {p50:.1f} ms, p90 "
-            f"{pct(r.latencies, 90) * 1000:.1f} ms, p99 {p99:.1f} ms, max {max(r.latencies, default=float('nan')) * 1000:.1f} ms."]
-    out += [f"Peak RSS (sum of VmHWM over the daemon and its helper): {r.rss_run:.1f} MB over ingest + latency + "
-            f"10,000 open incidents; {r.rss_restart:.1f} MB over a restart that loads them ({r.rss_detail})."]
+    out += [
+        "",
+        f"Latency over {len(r.latencies)} single lines: p50 {p50:.1f} ms, p90 "
+        f"{pct(r.latencies, 90) * 1000:.1f} ms, p99 {p99:.1f} ms, "
+        f"max {max(r.latencies, default=float('nan')) * 1000:.1f} ms.",
+    ]
+    out += [
+        f"Peak RSS (sum of VmHWM over the daemon and its helper): {r.rss_run:.1f} MB over ingest + latency + "
+        f"10,000 open incidents; {r.rss_restart:.1f} MB over a restart that loads them ({r.rss_detail})."
+    ]
     if r.cpu_split:
         main, helper, bench = (statistics.median(x[k] for x in r.cpu_split) for k in range(3))
         floor = (main + helper + bench) / (os.cpu_count() or 1)
-        out += [f"CPU seconds during the errord ingest (medians): daemon {main:.2f}, its notify helper "
-                f"{helper:.2f}, this benchmark process (the HTTP receiver, pollers) {bench:.2f}; on "
-                f"{os.cpu_count()} cores no schedule fits that work in less than {floor:.2f} s of wall time "
-                f"(the naive loop's time is {r.naive.median:.2f} s)."]
-    out += [f"Notices sent per ingest: {r.notices}. SIGTERM to exit: "
-            f"{max(r.stop_seconds) if r.stop_seconds else float('nan'):.2f} s at most."]
+        out += [
+            f"CPU seconds during the errord ingest (medians): daemon {main:.2f}, its notify helper "
+            f"{helper:.2f}, this benchmark process (the HTTP receiver, pollers) {bench:.2f}; on "
+            f"{os.cpu_count()} cores no schedule fits that work in less than {floor:.2f} s of wall time "
+            f"(the naive loop's time is {r.naive.median:.2f} s)."
+        ]
+    out += [
+        f"Notices sent per ingest: {r.notices}. SIGTERM to exit: "
+        f"{max(r.stop_seconds) if r.stop_seconds else float('nan'):.2f} s at most."
+    ]
     loads = ", ".join(f"{a:.2f}" for a, _, _ in r.load)
-    out += ["", f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"load average (1 min) at each phase: {loads}. Other work on the machine makes the wall "
-            "times noisy; the ratios come from runs interleaved in one session."]
+    out += [
+        "",
+        f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"load average (1 min) at each phase: {loads}. Other work on the machine makes the wall "
+        "times noisy; the ratios come from runs interleaved in one session.",
+    ]
     out += [f"- {note}" for note in r.notes]
     return "\n".join(out) + "\n"
 
@@ -390,9 +426,15 @@ def chart(r: Results, path: Path) -> None:
         r.notes.append("matplotlib missing (pip install -e '.[bench]'): no chart")
         return
     n = r.lines
-    bars = [("SEC", r.sec, n), ("naive\nloop", r.naive, n), ("prefilter\nloop", r.prefilter, n),
-            ("errord", r.ingest, n), ("errord\n2× lines", r.ingest_2x, 2 * n),
-            ("errord\n10k open", r.ingest_10k, n), ("errord\n50 files", r.ingest_50, n)]
+    bars = [
+        ("SEC", r.sec, n),
+        ("naive\nloop", r.naive, n),
+        ("prefilter\nloop", r.prefilter, n),
+        ("errord", r.ingest, n),
+        ("errord\n2× lines", r.ingest_2x, 2 * n),
+        ("errord\n10k open", r.ingest_10k, n),
+        ("errord\n50 files", r.ingest_50, n),
+    ]
     bars = [(name, count / runs.median / 1e6) for name, runs, count in bars if runs.values]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
     colors = ["#9e9e9e" if not name.startswith("errord") else "#d9534f" for name, _ in bars]
@@ -467,8 +509,11 @@ def main() -> None:
             r.ingest.cpu.append(cpu)
             r.cpu_split.append(d.cpu_split)
             r.read.values.append(d.read_done)
-            print(f"    ingest {took:.3f}s (read and committed {d.read_done:.3f}s, cpu {cpu:.2f}s); naive {r.naive.values[-1]:.3f}s"
-                  + (f"; sec {r.sec.values[-1]:.3f}s" if have_sec else ""), flush=True)
+            print(
+                f"    ingest {took:.3f}s (read and committed {d.read_done:.3f}s, cpu {cpu:.2f}s); "
+                f"naive {r.naive.values[-1]:.3f}s" + (f"; sec {r.sec.values[-1]:.3f}s" if have_sec else ""),
+                flush=True,
+            )
             if first:
                 r.notices = len(rx.snapshot())
                 if not args.only_ingest:

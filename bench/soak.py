@@ -40,9 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "daemon"))
 
-from receiver import Receiver  # noqa: E402
-
 from errord.store.runstate import read_run_state  # noqa: E402
+from receiver import Receiver  # noqa: E402
 
 CODES = [f"soak_{i:02d}" for i in range(20)]
 
@@ -65,13 +64,20 @@ class Writer(threading.Thread):
         r = self.rnd.random()
         rec: dict[str, Any] = {
             "asctime": time.strftime("%Y-%m-%d %H:%M:%S") + f",{int(time.time() * 1000) % 1000:03d}",
-            "levelname": "INFO", "name": "app.worker", "message": f"handled request {seq}",
-            "request_id": f"{self.rnd.getrandbits(64):016x}", "duration_ms": round(self.rnd.random() * 80, 3),
+            "levelname": "INFO",
+            "name": "app.worker",
+            "message": f"handled request {seq}",
+            "request_id": f"{self.rnd.getrandbits(64):016x}",
+            "duration_ms": round(self.rnd.random() * 80, 3),
         }
         if r < 0.027:
             code = self.rnd.choice(CODES)
-            rec.update(levelname="ERROR", error_code=code, message=f"{code} failed at {seq}",
-                       re_alert_time=self.rnd.choice(["60s", "2m", "PT5M"]))
+            rec.update(
+                levelname="ERROR",
+                error_code=code,
+                message=f"{code} failed at {seq}",
+                re_alert_time=self.rnd.choice(["60s", "2m", "PT5M"]),
+            )
             self.errors[code] = self.errors.get(code, 0) + 1
         elif r < 0.030:
             rec.update(error_code_clear=self.rnd.choice(CODES), message="recovered")
@@ -130,8 +136,14 @@ def store(state: Path) -> dict[str, Any]:
     finally:
         db.close()
     size = sum(p.stat().st_size for p in state.glob("errord.db*"))
-    return {"counted": counted, "per_code": per_code, "positions": positions, "pending": pending,
-            "notices": notices, "db_bytes": size}
+    return {
+        "counted": counted,
+        "per_code": per_code,
+        "positions": positions,
+        "pending": pending,
+        "notices": notices,
+        "db_bytes": size,
+    }
 
 
 def rotate(logs: Path, writer: Writer, n: int, rnd: random.Random) -> str:
@@ -175,9 +187,13 @@ def main() -> int:
         f'[[notify]]\nurl = "{rx.url("/soak")}"\n'
     )
     cfg.chmod(0o600)
-    log = open(tmp / "daemon.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "errord", "run", "-c", str(cfg)], stdout=log,
-                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT / "daemon")})
+    with open(tmp / "daemon.log", "ab") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "errord", "run", "-c", str(cfg)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "daemon")},
+        )
     end = time.monotonic() + 30
     while not read_run_state(state)["ready"]:
         if proc.poll() is not None or time.monotonic() > end:
@@ -193,8 +209,10 @@ def main() -> int:
     next_rot, next_sample, rotations = t0 + args.every, t0, 0
     samples: list[dict[str, Any]] = []
     print(f"soak: {args.minutes:g} min at {args.rate:g} lines/s, rotation every {args.every:g} s, dir {tmp}")
-    print(f"{'t':>5} {'written':>9} {'counted':>8} {'errors':>7} {'behind':>8} {'rss MB':>7} {'peak':>6} "
-          f"{'fds':>4} {'thr':>4} {'helper':>7} {'db MB':>6} {'pend':>5} {'sent':>6}  positions")
+    print(
+        f"{'t':>5} {'written':>9} {'counted':>8} {'errors':>7} {'behind':>8} {'rss MB':>7} {'peak':>6} "
+        f"{'fds':>4} {'thr':>4} {'helper':>7} {'db MB':>6} {'pend':>5} {'sent':>6}  positions"
+    )
     while True:
         now = time.monotonic()
         if now >= t0 + duration:
@@ -212,16 +230,30 @@ def main() -> int:
             live = logs / "app.jsonl"
             live_pos = next((o for p, o, _ in st["positions"] if p == str(live)), 0)
             behind = max(0, live.stat().st_size - live_pos)
-            sample = {"t": now - t0, "written": writer.lines, "errors": sum(writer.errors.values()),
-                      "counted": st["counted"], "behind": behind, "rss": ps.get("VmRSS", 0),
-                      "peak": ps.get("VmHWM", 0), "fds": ps.get("fds", 0), "threads": ps.get("Threads", 0),
-                      "helper": helper, "db": st["db_bytes"], "pending": st["pending"], "sent": len(rx.delivered)}
+            sample = {
+                "t": now - t0,
+                "written": writer.lines,
+                "errors": sum(writer.errors.values()),
+                "counted": st["counted"],
+                "behind": behind,
+                "rss": ps.get("VmRSS", 0),
+                "peak": ps.get("VmHWM", 0),
+                "fds": ps.get("fds", 0),
+                "threads": ps.get("Threads", 0),
+                "helper": helper,
+                "db": st["db_bytes"],
+                "pending": st["pending"],
+                "sent": len(rx.delivered),
+            }
             samples.append(sample)
             pos = ", ".join(f"{Path(p).name}@{o}" for p, o, _ in st["positions"])
-            print(f"{sample['t']:5.0f} {sample['written']:9d} {sample['counted']:8d} {sample['errors']:7d} "
-                  f"{behind:8d} {sample['rss'] / 1024:7.1f} {sample['peak'] / 1024:6.1f} {sample['fds']:4d} "
-                  f"{sample['threads']:4d} {helper / 1024:7.1f} {st['db_bytes'] / 1e6:6.2f} "
-                  f"{st['pending']:5d} {sample['sent']:6d}  {pos}", flush=True)
+            print(
+                f"{sample['t']:5.0f} {sample['written']:9d} {sample['counted']:8d} {sample['errors']:7d} "
+                f"{behind:8d} {sample['rss'] / 1024:7.1f} {sample['peak'] / 1024:6.1f} {sample['fds']:4d} "
+                f"{sample['threads']:4d} {helper / 1024:7.1f} {st['db_bytes'] / 1e6:6.2f} "
+                f"{st['pending']:5d} {sample['sent']:6d}  {pos}",
+                flush=True,
+            )
         time.sleep(0.05)
 
     writer.stop.set()
@@ -245,9 +277,11 @@ def main() -> int:
     if code != 0:
         problems.append(f"exit status {code}")
     if st["per_code"] != writer.errors:
-        diff = {c: (writer.errors.get(c, 0), st["per_code"].get(c, 0))
-                for c in set(writer.errors) | set(st["per_code"])
-                if writer.errors.get(c, 0) != st["per_code"].get(c, 0)}
+        diff = {
+            c: (writer.errors.get(c, 0), st["per_code"].get(c, 0))
+            for c in set(writer.errors) | set(st["per_code"])
+            if writer.errors.get(c, 0) != st["per_code"].get(c, 0)
+        }
         problems.append(f"counts differ (written, counted): {diff}")
     if st["pending"] or len(rx.delivered) != st["notices"]:
         problems.append(f"notices: {st['notices']} made, {len(rx.delivered)} delivered, {st['pending']} pending")
@@ -256,11 +290,14 @@ def main() -> int:
     fds = [s["fds"] for s in warm]
     rss_growth = (rss[-1] - min(rss)) / 1024 if rss else 0.0
     print(f"\nwritten {writer.lines} lines ({errors} with a code) in {duration:.0f} s; rotations {rotations}")
-    print(f"counted {st['counted']}; notices made {st['notices']}, delivered {len(rx.delivered)}, "
-          f"pending {st['pending']}")
+    print(
+        f"counted {st['counted']}; notices made {st['notices']}, delivered {len(rx.delivered)}, pending {st['pending']}"
+    )
     if rss:
-        print(f"RSS after warm-up: min {min(rss) / 1024:.1f} MB, max {max(rss) / 1024:.1f} MB, "
-              f"last {rss[-1] / 1024:.1f} MB (growth {rss_growth:+.1f} MB); peak {final_ps.get('VmHWM', 0) / 1024:.1f} MB")
+        print(
+            f"RSS after warm-up: min {min(rss) / 1024:.1f} MB, max {max(rss) / 1024:.1f} MB, "
+            f"last {rss[-1] / 1024:.1f} MB (growth {rss_growth:+.1f} MB); peak {final_ps.get('VmHWM', 0) / 1024:.1f} MB"
+        )
         print(f"open fds after warm-up: min {min(fds)}, max {max(fds)}; threads {final_ps.get('Threads')}")
     if rss_growth > 15:
         problems.append(f"RSS grew {rss_growth:.1f} MB after warm-up")

@@ -34,35 +34,64 @@ import argparse
 import json
 import random
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-__all__ = ["generate", "lines", "sentinel", "distinct_codes", "split_lines"]
+__all__ = ["distinct_codes", "generate", "lines", "sentinel", "split_lines"]
 
-START = datetime(2026, 1, 14, 15, 0, 0, tzinfo=timezone.utc)
+START = datetime(2026, 1, 14, 15, 0, 0, tzinfo=UTC)
 TARGET_BYTES = 200
 
-_PATHS = ("/api/v1/items", "/api/v1/orders", "/api/v1/users", "/healthz", "/api/v2/search",
-          "/api/v1/payments", "/static/app.js", "/api/v1/invoices")
-_OK_MESSAGES = ("request handled", "cache hit", "cache miss, fetched", "job finished",
-                "connection reused", "queued for retry", "payment authorised")
-_ERR_MESSAGES = ("database unreachable", "upstream timed out", "rate limited by provider",
-                 "disk nearly full", "certificate expires soon", "queue backlog growing")
-_DECOYS = ("retry ok; no error_code set on this request", "error_code field deprecated, see docs",
-           "metrics: error_code_count=0")
-_NON_ASCII = ("Überweisung für Zoë fehlgeschlagen — 日本", "paiement refusé: carte expirée ✓",
-              "Заказ обработан", "ödeme başarısız — tekrar deneyin", "注文を受け付けました 🚀")
+_PATHS = (
+    "/api/v1/items",
+    "/api/v1/orders",
+    "/api/v1/users",
+    "/healthz",
+    "/api/v2/search",
+    "/api/v1/payments",
+    "/static/app.js",
+    "/api/v1/invoices",
+)
+_OK_MESSAGES = (
+    "request handled",
+    "cache hit",
+    "cache miss, fetched",
+    "job finished",
+    "connection reused",
+    "queued for retry",
+    "payment authorised",
+)
+_ERR_MESSAGES = (
+    "database unreachable",
+    "upstream timed out",
+    "rate limited by provider",
+    "disk nearly full",
+    "certificate expires soon",
+    "queue backlog growing",
+)
+_DECOYS = (
+    "retry ok; no error_code set on this request",
+    "error_code field deprecated, see docs",
+    "metrics: error_code_count=0",
+)
+_NON_ASCII = (
+    "Überweisung für Zoë fehlgeschlagen — 日本",
+    "paiement refusé: carte expirée ✓",
+    "Заказ обработан",
+    "ödeme başarısız — tekrar deneyin",
+    "注文を受け付けました 🚀",
+)
 _ESCAPES = ('bad input "x"\n  at line 3', 'path "C:\\temp" not found', 'quote "a" and tab\there')
 
 
 def _zipf_weights(n: int, s: float = 1.1) -> list[float]:
-    return [1.0 / (k ** s) for k in range(1, n + 1)]
+    return [1.0 / (k**s) for k in range(1, n + 1)]
 
 
 def lines(count: int, *, seed: int = 5, codes: int = 50, error_share: float = 0.10) -> Iterator[bytes]:
     """``count`` log lines (each ending in ``\\n``), deterministic for the arguments."""
     rng = random.Random(seed)
-    code_names = [f"E{k:03d}_{w}" for k, w in zip(range(codes), _code_words(codes))]
+    code_names = [f"E{k:03d}_{w}" for k, w in zip(range(codes), _code_words(codes), strict=True)]
     weights = _zipf_weights(codes)
     cum: list[float] = []
     total = 0.0
@@ -75,16 +104,24 @@ def lines(count: int, *, seed: int = 5, codes: int = 50, error_share: float = 0.
     for i in range(count):
         ms = start_ms + i
         structlog = rng.random() < 0.5
-        when = datetime.fromtimestamp(ms / 1000, timezone.utc)
+        when = datetime.fromtimestamp(ms / 1000, UTC)
         rec: dict[str, object]
         if structlog:
-            rec = {"timestamp": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                   "level": "info", "logger": "http", "event": rng.choice(_OK_MESSAGES)}
+            rec = {
+                "timestamp": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "level": "info",
+                "logger": "http",
+                "event": rng.choice(_OK_MESSAGES),
+            }
             msg_key = "event"
             level_key, err_level = "level", "error"
         else:
-            rec = {"asctime": when.strftime("%Y-%m-%d %H:%M:%S,") + f"{ms % 1000:03d}",
-                   "levelname": "INFO", "name": "http", "message": rng.choice(_OK_MESSAGES)}
+            rec = {
+                "asctime": when.strftime("%Y-%m-%d %H:%M:%S,") + f"{ms % 1000:03d}",
+                "levelname": "INFO",
+                "name": "http",
+                "message": rng.choice(_OK_MESSAGES),
+            }
             msg_key = "message"
             level_key, err_level = "levelname", "ERROR"
         ensure_ascii = True
@@ -135,8 +172,18 @@ def lines(count: int, *, seed: int = 5, codes: int = 50, error_share: float = 0.
 
 
 def _code_words(n: int) -> list[str]:
-    words = ("db_down", "api_rate_limit", "cache_miss_storm", "queue_full", "disk_full",
-             "tls_expiry", "auth_fail", "dns_fail", "payment_declined", "smtp_down")
+    words = (
+        "db_down",
+        "api_rate_limit",
+        "cache_miss_storm",
+        "queue_full",
+        "disk_full",
+        "tls_expiry",
+        "auth_fail",
+        "dns_fail",
+        "payment_declined",
+        "smtp_down",
+    )
     return [words[k % len(words)] for k in range(n)]
 
 
@@ -153,8 +200,12 @@ def _pick(cum: list[float], x: float) -> int:
 
 def sentinel(tag: str) -> bytes:
     """The last line of a run: a code never seen before, so it notifies at once."""
-    rec = {"timestamp": (START + timedelta(days=1)).isoformat().replace("+00:00", "Z"),
-           "level": "error", "event": "bench sentinel", "error_code": f"sentinel_{tag}"}
+    rec = {
+        "timestamp": (START + timedelta(days=1)).isoformat().replace("+00:00", "Z"),
+        "level": "error",
+        "event": "bench sentinel",
+        "error_code": f"sentinel_{tag}",
+    }
     return json.dumps(rec).encode() + b"\n"
 
 
@@ -164,7 +215,10 @@ def distinct_codes(count: int, *, prefix: str = "open", notify: bool = False) ->
     for k in range(count):
         rec: dict[str, object] = {
             "timestamp": (START + timedelta(milliseconds=k)).isoformat().replace("+00:00", "Z"),
-            "level": "error", "event": f"incident {k} opened", "error_code": f"{prefix}_{k:05d}"}
+            "level": "error",
+            "event": f"incident {k} opened",
+            "error_code": f"{prefix}_{k:05d}",
+        }
         if not notify:
             rec["notification"] = False
         yield json.dumps(rec).encode() + b"\n"
@@ -175,10 +229,7 @@ def split_lines(data: bytes, parts: int) -> list[bytes]:
     out: list[bytes] = []
     start = 0
     for k in range(1, parts + 1):
-        if k == parts:
-            end = len(data)
-        else:
-            end = data.find(b"\n", len(data) * k // parts) + 1 or len(data)
+        end = len(data) if k == parts else data.find(b"\n", len(data) * k // parts) + 1 or len(data)
         out.append(data[start:end])
         start = end
     return out

@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/receiver.py etc. importable by name
 
-from receiver import Receiver  # noqa: E402
+from receiver import Receiver
 
 
 def _toml_value(value: Any) -> str:
@@ -92,12 +92,13 @@ class Errord:
 
     def start(self, wait: bool = True) -> None:
         assert self.proc is None or self.proc.poll() is not None
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "errord", "run", "-c", str(self.config)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:  # the child has its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "errord", "run", "-c", str(self.config)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         if wait:
             self.wait_running()
 
@@ -170,8 +171,10 @@ def make_errord(tmp_path: Path, errord_env: dict[str, str]) -> Iterator[Callable
         cfg.setdefault("server_id", "test-host")
         cfg.setdefault("node_name", "n1")
         cfg.setdefault("state_dir", str(tmp_path / "state"))
-        cfg.setdefault("sources", [{"path": str(tmp_path / "logs" / "*.jsonl"), "start_at": "beginning",
-                                    "rotate_wait": "1s", "app": "demo"}])
+        cfg.setdefault(
+            "sources",
+            [{"path": str(tmp_path / "logs" / "*.jsonl"), "start_at": "beginning", "rotate_wait": "1s", "app": "demo"}],
+        )
         e = Errord(write_config(tmp_path / f"{name}.toml", **cfg), errord_env)
         made.append(e)
         return e

@@ -23,6 +23,7 @@ Switches for the next ``update`` commands, consumed one per command, from ``scri
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -103,10 +104,8 @@ class FakeMongo:
         # MockupDB's accept loop polls select() once a second; a connection wakes it, so
         # stop() does not spend that second joining it.
         server._stopped = True
-        try:
+        with contextlib.suppress(OSError):
             socket.create_connection(("localhost", self.port), timeout=0.5).close()
-        except OSError:
-            pass
         server.stop()
 
     def __enter__(self) -> FakeMongo:
@@ -142,8 +141,11 @@ class FakeMongo:
         if name == "update":
             return self._update(request, doc, coll)
         if name == "find":
-            cursor = coll.find(dict(doc.get("filter") or {}), sort=list((doc.get("sort") or {}).items()) or None,
-                               limit=int(doc.get("limit") or 0))
+            cursor = coll.find(
+                dict(doc.get("filter") or {}),
+                sort=list((doc.get("sort") or {}).items()) or None,
+                limit=int(doc.get("limit") or 0),
+            )
             return request.ok(cursor={"id": 0, "ns": f"{doc['$db']}.{coll.name}", "firstBatch": list(cursor)})
         if name == "createindexes":
             for index in doc["indexes"]:
@@ -154,8 +156,10 @@ class FakeMongo:
             coll.insert_many([dict(d) for d in doc["documents"]])
             return request.ok(n=len(doc["documents"]))
         if name == "listindexes":
-            specs = [{"v": 2, "key": dict(v["key"]), "name": k, **{o: v[o] for o in ("unique", "sparse") if o in v}}
-                     for k, v in coll.index_information().items()]
+            specs = [
+                {"v": 2, "key": dict(v["key"]), "name": k, **{o: v[o] for o in ("unique", "sparse") if o in v}}
+                for k, v in coll.index_information().items()
+            ]
             return request.ok(cursor={"id": 0, "ns": f"{doc['$db']}.{coll.name}", "firstBatch": specs})
         if name == "drop":
             coll.drop()

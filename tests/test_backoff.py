@@ -7,14 +7,17 @@ import pytest
 from errord.backoff import backoff
 
 
-@pytest.mark.parametrize(("retry", "first", "cap", "want"), [
-    (0, 1.0, 300.0, 1.0),
-    (1, 1.0, 300.0, 2.0),
-    (3, 0.5, 30.0, 4.0),
-    (8, 1.0, 60.0, 60.0),  # capped
-    (10_000, 1.0, 60.0, 60.0),  # no overflow however long it failed
-    (-1, 1.0, 60.0, 1.0),  # never shorter than the first wait
-])
+@pytest.mark.parametrize(
+    ("retry", "first", "cap", "want"),
+    [
+        (0, 1.0, 300.0, 1.0),
+        (1, 1.0, 300.0, 2.0),
+        (3, 0.5, 30.0, 4.0),
+        (8, 1.0, 60.0, 60.0),  # capped
+        (10_000, 1.0, 60.0, 60.0),  # no overflow however long it failed
+        (-1, 1.0, 60.0, 1.0),  # never shorter than the first wait
+    ],
+)
 def test_doubles_and_caps(retry: int, first: float, cap: float, want: float) -> None:
     assert backoff(retry, first, cap) == want
 

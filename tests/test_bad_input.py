@@ -16,7 +16,7 @@ import random
 import subprocess
 import sys
 import time
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -71,7 +71,7 @@ def test_50k_lines_of_random_bytes(make_errord, tmp_path: Path) -> None:
     data = b"".join(lines)
     noise.write_bytes(data)
     (logs / "clean.jsonl").write_bytes(good("after_noise"))
-    parser = LineParser(app="demo", tz=timezone.utc, max_line_bytes=1 << 20)
+    parser = LineParser(app="demo", tz=UTC, max_line_bytes=1 << 20)
     # NUL runs are garbage between lines (CONTRACT §7): the text before one ends a line
     expected = parser.parse_chunk(b"", 0, time.time())
     for lo, hi in nul_free_parts(data):
@@ -163,10 +163,12 @@ def test_symlink_loops_in_plain_and_recursive_globs(make_errord, tmp_path: Path)
     os.symlink("..", logs / "sub2" / "up")
     (logs / "top.jsonl").write_bytes(good("top"))
     (logs / "sub" / "deep.jsonl").write_bytes(good("deep"))
-    e = make_errord(sources=[
-        {"path": str(logs / "*.jsonl"), "start_at": "beginning", "rotate_wait": "1s"},
-        {"path": str(logs / "**" / "*.jsonl"), "start_at": "beginning", "rotate_wait": "1s", "app": "deep"},
-    ])
+    e = make_errord(
+        sources=[
+            {"path": str(logs / "*.jsonl"), "start_at": "beginning", "rotate_wait": "1s"},
+            {"path": str(logs / "**" / "*.jsonl"), "start_at": "beginning", "rotate_wait": "1s", "app": "deep"},
+        ]
+    )
     state = State(tmp_path / "state")
     start(e, state, timeout=20)
     wait_until(lambda: codes(state) >= {"top", "deep"}, 10, "the good files")
@@ -203,7 +205,10 @@ def test_file_name_that_is_not_utf8(make_errord, tmp_path: Path) -> None:
     wait_until(lambda: "later" in codes(state), 10, "a file with such a name appearing later")
     status = e.json("status")
     assert sorted(f["path"].rsplit("/", 1)[1] for f in status["files"]) == [
-        "caf\\xe9-\\xff.jsonl", "later-\\x80.jsonl", "plain.jsonl"]
+        "caf\\xe9-\\xff.jsonl",
+        "later-\\x80.jsonl",
+        "plain.jsonl",
+    ]
     assert e.stop() == 0
     with open(odd, "ab") as f:
         f.write(good("odd_again"))
@@ -224,8 +229,13 @@ def _drop_dac() -> None:
 
 def _can_drop_dac() -> bool:
     try:
-        out = subprocess.run([sys.executable, "-c", "print(open('/proc/self/status').read())"],
-                             preexec_fn=_drop_dac, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            [sys.executable, "-c", "print(open('/proc/self/status').read())"],
+            preexec_fn=_drop_dac,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return out.returncode == 0
@@ -242,9 +252,13 @@ def test_file_without_read_permission(make_errord, tmp_path: Path) -> None:
     e: Errord = make_errord()
     state = State(tmp_path / "state")
     with open(e.log_path, "ab") as log:
-        e.proc = subprocess.Popen([sys.executable, "-m", "errord", "run", "-c", str(e.config)],
-                                  env=e.env, stdout=log, stderr=subprocess.STDOUT,
-                                  preexec_fn=_drop_dac if os.geteuid() == 0 else None)
+        e.proc = subprocess.Popen(
+            [sys.executable, "-m", "errord", "run", "-c", str(e.config)],
+            env=e.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_drop_dac if os.geteuid() == 0 else None,
+        )
     wait_until(lambda: state.running() or e.proc.poll() is not None, 20, "the start")
     wait_until(lambda: "visible" in codes(state), 10, "the readable file")
     time.sleep(1.2)  # rescans while it stays unreadable: warned, not fatal
@@ -266,8 +280,18 @@ from errord.sources.fileid import expand  # noqa: E402
 
 NAMES = st.sampled_from(["a", "b", ".h", "x.jsonl", "y.log", ".z.jsonl", "a.jsonl"])
 TREES = st.recursive(st.just(None), lambda kids: st.dictionaries(NAMES, kids, max_size=4), max_leaves=12)
-PATTERNS = ["**/*.jsonl", "*/**/*.jsonl", "**", "a/**/b/*.jsonl", "**/a/*", ".h/**/*", "*.jsonl",
-            "**/.z.jsonl", "a/**/**/x.jsonl", "b/*/**"]
+PATTERNS = [
+    "**/*.jsonl",
+    "*/**/*.jsonl",
+    "**",
+    "a/**/b/*.jsonl",
+    "**/a/*",
+    ".h/**/*",
+    "*.jsonl",
+    "**/.z.jsonl",
+    "a/**/**/x.jsonl",
+    "b/*/**",
+]
 
 
 def build(root: Path, tree: dict[str, object] | None) -> None:

@@ -42,9 +42,12 @@ async def parts(tmp_path: Path) -> AsyncIterator[Callable[..., Parts]]:
         (tmp_path / "logs").mkdir(exist_ok=True)
         log = tmp_path / "logs" / "app.jsonl"
         log.touch()
-        cfg = write_config(tmp_path / "errord.toml", server_id="h", state_dir=str(tmp_path / "state"),
-                           sources=[{"path": str(tmp_path / "logs" / "*.jsonl"), "start_at": "beginning",
-                                     "max_line_bytes": 256}])
+        cfg = write_config(
+            tmp_path / "errord.toml",
+            server_id="h",
+            state_dir=str(tmp_path / "state"),
+            sources=[{"path": str(tmp_path / "logs" / "*.jsonl"), "start_at": "beginning", "max_line_bytes": 256}],
+        )
         config = Settings.load(cfg, environ={}).to_run()
         journal = Journal(config.state_dir, busy_timeout=0.2)
         tailer = Tailer(config.sources, [], first_start=True, scan_interval=0.05)
@@ -53,8 +56,9 @@ async def parts(tmp_path: Path) -> AsyncIterator[Callable[..., Parts]]:
         published: list[BatchTally] = []
         health = Health()
         health.started()
-        batch = Batch(tailer, engine, standard_policy(Router()), journal, config, health=health,
-                      publish=published.append, **kw)  # type: ignore[arg-type]
+        batch = Batch(
+            tailer, engine, standard_policy(Router()), journal, config, health=health, publish=published.append, **kw
+        )  # type: ignore[arg-type]
         p = Parts(batch, journal, tailer, log, published)
         made.append(p)
         return p
@@ -73,8 +77,9 @@ def queued(journal: Journal) -> list[tuple[str, str, str]]:
     """(target, notice type, title) of every delivery in the outbox, oldest first."""
     db = sqlite3.connect(journal.path)
     try:
-        return db.execute("SELECT d.target, n.type, n.title FROM deliveries d JOIN notices n ON n.id = d.notice_id"
-                          " ORDER BY d.id").fetchall()
+        return db.execute(
+            "SELECT d.target, n.type, n.title FROM deliveries d JOIN notices n ON n.id = d.notice_id ORDER BY d.id"
+        ).fetchall()
     finally:
         db.close()
 
@@ -87,8 +92,10 @@ async def test_one_step_commits_positions_incidents_and_notices_together(parts) 
     assert stored_offset(p.journal) == p.log.stat().st_size
     (inc,) = p.journal.history()
     assert (inc.code, inc.occurrences, inc.active) == ("db_down", 2, False)
-    assert [(target, kind) for target, kind, _ in queued(p.journal)] == [(STDERR_TARGET, "failure"),
-                                                                         (STDERR_TARGET, "success")]
+    assert [(target, kind) for target, kind, _ in queued(p.journal)] == [
+        (STDERR_TARGET, "failure"),
+        (STDERR_TARGET, "success"),
+    ]
     (tally,) = p.published
     assert sum(tally.lines.values()) == 4 and p.batch.lines_read == 4
     assert tally.kinds == {Kind.NEW: 1, Kind.REPEAT: 1, Kind.CLEAR: 1}
@@ -138,8 +145,12 @@ async def test_skipped_lines_are_counted_and_warned_once_a_minute(parts, caplog)
 
 async def test_reconfigure_takes_effect_at_the_next_step(parts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     p = await parts()
-    cfg = write_config(tmp_path / "new.toml", server_id="h2", state_dir=str(tmp_path / "state"),
-                       sources=[{"path": str(tmp_path / "logs" / "*.jsonl"), "app": "api"}])
+    cfg = write_config(
+        tmp_path / "new.toml",
+        server_id="h2",
+        state_dir=str(tmp_path / "state"),
+        sources=[{"path": str(tmp_path / "logs" / "*.jsonl"), "app": "api"}],
+    )
     p.batch.configure(Settings.load(cfg, environ={}).to_run())
     append(p.log, line("db_down"))
     await p.tailer.wait(1.0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import UTC, datetime
 from email.utils import format_datetime
-from datetime import datetime, timezone
 
 from errord.sinks.capture import Seen, capturing, parse_retry_after
 
@@ -16,7 +16,7 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("3") == 3.0
     assert parse_retry_after(" 120 ") == 120.0
     assert parse_retry_after("1.5") == 1.5
-    when = format_datetime(datetime.fromtimestamp(NOW + 30, timezone.utc), usegmt=True)  # IMF-fixdate
+    when = format_datetime(datetime.fromtimestamp(NOW + 30, UTC), usegmt=True)  # IMF-fixdate
     assert parse_retry_after(when, now=NOW) == 30.0
     assert parse_retry_after(when, now=NOW + 60) == 0.0  # a date in the past: now
     for bad in (None, "", "soon", "-5", "nan", "Wed, 99 Foo 2026"):
@@ -24,9 +24,13 @@ def test_parse_retry_after() -> None:
 
 
 def test_reason_joins_what_apprise_said_with_the_transport_error() -> None:
-    seen = Seen(messages=["A Connection error occurred sending JSON notification to 127.0.0.1.",
-                          "A Connection error occurred sending JSON notification to 127.0.0.1."],
-                errors=["Connection refused"])
+    seen = Seen(
+        messages=[
+            "A Connection error occurred sending JSON notification to 127.0.0.1.",
+            "A Connection error occurred sending JSON notification to 127.0.0.1.",
+        ],
+        errors=["Connection refused"],
+    )
     assert seen.reason() == "A Connection error occurred sending JSON notification to 127.0.0.1 (Connection refused)"
     assert Seen(responses=[(429, 30.0), (200, None)]).reason() == "HTTP 429"
     assert Seen(messages=["Unparseable URL nosuch://tok_secret/x"]).reason() == "Unparseable URL …"

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import Errord, append, line
-from errord.store.journal import Journal
 from errord.model import Incident
+from errord.store.journal import Journal
 from receiver import Receiver
 
 pytestmark = pytest.mark.slow
@@ -66,15 +66,17 @@ def wait_for_log(e: Errord, text: str, count: int = 1, timeout: float = 20) -> N
 # -- 8: nothing to read is refused: run, check-config and a reload -------------------------------
 
 
-def test_run_and_check_config_refuse_a_config_without_sources(make_errord: Callable[..., Errord],
-                                                              tmp_path: Path) -> None:
+def test_run_and_check_config_refuse_a_config_without_sources(
+    make_errord: Callable[..., Errord], tmp_path: Path
+) -> None:
     e = make_errord()
     e.config.write_text(f'state_dir = "{tmp_path / "state"}"\n')  # no [[sources]]: would idle forever
     for cmd in ("run", "check-config"):
         res = e.cli(cmd, check=False, timeout=20)
         assert res.returncode == 2, res
         assert res.stderr.splitlines() == [
-            f"errord: config: sources: nothing to read: {e.config} has no [[sources]] table (add one with a path glob)"]
+            f"errord: config: sources: nothing to read: {e.config} has no [[sources]] table (add one with a path glob)"
+        ]
     assert not (tmp_path / "state").exists()  # refused before anything started
     # the read commands do not need sources
     for cmd in ("active", "history", "status"):
@@ -82,7 +84,8 @@ def test_run_and_check_config_refuse_a_config_without_sources(make_errord: Calla
 
 
 def test_a_reload_with_an_empty_file_is_refused_and_reading_goes_on(
-        make_errord: Callable[..., Errord], receiver: Receiver, tmp_path: Path) -> None:
+    make_errord: Callable[..., Errord], receiver: Receiver, tmp_path: Path
+) -> None:
     e = make_errord(notify=[{"url": receiver.url("/hook")}])
     e.start()
     assert e.proc is not None
@@ -106,8 +109,11 @@ def test_a_reload_with_an_empty_file_is_refused_and_reading_goes_on(
     status = e.wait_caught_up()
     time.sleep(1.0)  # a file read again from its start would re-alert by now
     assert [r.body["title"].split()[1] for r in receiver.received] == ["before", "while_empty", "after"]
-    assert [(f["lines_read"], f["position"]) for f in e.json("status")["files"]] == [
-        (3, log.stat().st_size)] == [(f["lines_read"], f["position"]) for f in status["files"]]
+    assert (
+        [(f["lines_read"], f["position"]) for f in e.json("status")["files"]]
+        == [(3, log.stat().st_size)]
+        == [(f["lines_read"], f["position"]) for f in status["files"]]
+    )
     assert {h["code"]: h["occurrences"] for h in e.json("history")} == {"before": 1, "while_empty": 1, "after": 1}
     assert e.stop() == 0
 
@@ -115,8 +121,7 @@ def test_a_reload_with_an_empty_file_is_refused_and_reading_goes_on(
 # -- 9 and 12: status says whether a daemon runs; -c before or after the command ----------------
 
 
-def test_status_exit_code_and_config_before_the_command(make_errord: Callable[..., Errord],
-                                                        tmp_path: Path) -> None:
+def test_status_exit_code_and_config_before_the_command(make_errord: Callable[..., Errord], tmp_path: Path) -> None:
     e = make_errord()
     cfg = str(e.config)
     append(tmp_path / "logs" / "app.jsonl", line("seen"))
@@ -125,9 +130,8 @@ def test_status_exit_code_and_config_before_the_command(make_errord: Callable[..
         assert res.returncode == 3, (args, res)  # no daemon: `errord status || page-me` pages
     assert json.loads(res.stdout)["running"] is False
 
-    log = open(e.log_path, "ab")
-    proc = subprocess.Popen([*ERRORD, "-c", cfg, "run"], env=e.env, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
+    with open(e.log_path, "ab") as log:
+        proc = subprocess.Popen([*ERRORD, "-c", cfg, "run"], env=e.env, stdout=log, stderr=subprocess.STDOUT)
     try:
         end = time.monotonic() + 20
         while run(e, "-c", cfg, "status").returncode != 0:
@@ -135,7 +139,7 @@ def test_status_exit_code_and_config_before_the_command(make_errord: Callable[..
             time.sleep(0.05)
         assert json.loads(run(e, "status", "-c", cfg, "--json").stdout)["running"] is True
         end = time.monotonic() + 20
-        while not run(e, "-c", cfg, "active", "--json").stdout.strip().startswith('[\n  {'):
+        while not run(e, "-c", cfg, "active", "--json").stdout.strip().startswith("[\n  {"):
             assert time.monotonic() < end, e.output()
             time.sleep(0.05)
         for args in (["-c", cfg, "active", "--json"], ["active", "--json", "-c", cfg]):
@@ -169,12 +173,14 @@ def test_check_config_says_what_each_source_matches(make_errord: Callable[..., E
     (logs / "sub").mkdir(parents=True)
     (logs / "a.jsonl").write_text("")
     (logs / "b.jsonl").write_text("")
-    e = make_errord(sources=[
-        {"path": str(logs / "*.jsonl")},
-        {"path": str(tmp_path / "later" / "*.jsonl"), "start_at": "beginning"},
-        {"path": str(logs)},  # a folder, not files
-        {"path": str(logs / "*"), "start_at": "beginning"},
-    ])  # fmt: skip
+    e = make_errord(
+        sources=[
+            {"path": str(logs / "*.jsonl")},
+            {"path": str(tmp_path / "later" / "*.jsonl"), "start_at": "beginning"},
+            {"path": str(logs)},  # a folder, not files
+            {"path": str(logs / "*"), "start_at": "beginning"},
+        ]
+    )
     res = e.cli("check-config")
     assert json.loads(res.stdout)["sources"][0]["path"] == str(logs / "*.jsonl")  # stdout: still the JSON config
     assert res.stderr.splitlines() == [
@@ -205,22 +211,40 @@ def test_check_config_prints_the_effective_config(cli: CLI, tmp_path: Path) -> N
 
 
 def _incident(code: str, start: float, app: str | None, cleared: float | None = None) -> Incident:
-    return Incident(code=code, message="m", start_time=start, last_log_time=start, server_id="test-host",
-                    node_name="n1", active=cleared is None, cleared_at=cleared, created_at=start,
-                    updated_at=start, occurrences=1, alerts_sent=1, last_alert_time=start, app=app,
-                    incident_id=f"{code}-{start}")
+    return Incident(
+        code=code,
+        message="m",
+        start_time=start,
+        last_log_time=start,
+        server_id="test-host",
+        node_name="n1",
+        active=cleared is None,
+        cleared_at=cleared,
+        created_at=start,
+        updated_at=start,
+        occurrences=1,
+        alerts_sent=1,
+        last_alert_time=start,
+        app=app,
+        incident_id=f"{code}-{start}",
+    )
 
 
 def test_history_by_app_since_and_state(make_errord: Callable[..., Errord], cli: CLI, tmp_path: Path) -> None:
     e = make_errord()
     now = time.time()
     j = Journal(tmp_path / "state")
-    j.commit([
-        _incident("db_down", now - 3 * 86400, "shop", cleared=now - 2 * 86400),
-        _incident("db_down", now - 3600, "shop"),
-        _incident("queue_stuck", now - 7200, "billing", cleared=now - 60),
-        _incident("disk_full", 1_768_400_000.0, None),  # 2026-01-14T14:13:20Z
-    ], [], [], now)  # fmt: skip
+    j.commit(
+        [
+            _incident("db_down", now - 3 * 86400, "shop", cleared=now - 2 * 86400),
+            _incident("db_down", now - 3600, "shop"),
+            _incident("queue_stuck", now - 7200, "billing", cleared=now - 60),
+            _incident("disk_full", 1_768_400_000.0, None),  # 2026-01-14T14:13:20Z
+        ],
+        [],
+        [],
+        now,
+    )
     j.close()
 
     def codes(*args: str) -> list[tuple[str, str | None]]:
@@ -238,8 +262,13 @@ def test_history_by_app_since_and_state(make_errord: Callable[..., Errord], cli:
     assert codes("--since", "2026-01-14 14:13:20", "--code", "disk_full") == [("disk_full", None)]  # no zone: UTC
     assert codes("--since", "2026-01-14T15:13:20+01:00", "--code", "disk_full") == [("disk_full", None)]
     assert codes("--since", "2026-01-14T14:13:21Z", "--code", "disk_full") == []
-    for bad in (["--since", "yesterday"], ["--state", "open"], ["--limit", "0"], ["--limit", "ten"],
-                ["--state", "cleared", "--active-only"]):
+    for bad in (
+        ["--since", "yesterday"],
+        ["--state", "open"],
+        ["--limit", "0"],
+        ["--limit", "ten"],
+        ["--state", "cleared", "--active-only"],
+    ):
         rc, out, err = cli("history", "-c", str(e.config), *bad)
         assert rc == 2 and len(err.splitlines()) == 1, (bad, err)
         assert err.startswith("errord: argument ") and out == "", (bad, err)
@@ -247,7 +276,8 @@ def test_history_by_app_since_and_state(make_errord: Callable[..., Errord], cli:
     res = e.cli("history", "--since", "yesterday", check=False)
     assert res.returncode == 2 and res.stderr == (
         "errord: argument --since: expected a duration (2h, 1d, PT15M) or a time (2026-01-14T15:00:00Z), "
-        "got 'yesterday' (see 'errord history --help')\n")
+        "got 'yesterday' (see 'errord history --help')\n"
+    )
     res = e.cli("history", "--app", "billing", "--state", "cleared", "--since", "1d", "--json")
     assert [h["code"] for h in json.loads(res.stdout)] == ["queue_stuck"]
 

@@ -15,39 +15,64 @@ from pathlib import Path
 import pytest
 
 from conftest import append, line
-from errord.store.journal import Journal
 from errord.model import INCIDENT_FIELDS, Incident
+from errord.store.journal import Journal
 from errord.views import human_bytes, incidents_table, stamp, table
 
 NOW = 1_768_400_000.0  # 2026-01-14T14:13:20Z
 
 
-def incident(code: str, start_ago: float, *, cleared_ago: float | None = None, message: str = "m",
-             app: str | None = "shop") -> Incident:
+def incident(
+    code: str, start_ago: float, *, cleared_ago: float | None = None, message: str = "m", app: str | None = "shop"
+) -> Incident:
     start = NOW - start_ago
     return Incident(
-        code=code, message=message, start_time=start, last_log_time=NOW - 60, server_id="h", node_name="",
-        active=cleared_ago is None, cleared_at=None if cleared_ago is None else NOW - cleared_ago,
-        created_at=start, updated_at=start, occurrences=12, alerts_sent=3, last_alert_time=start,
-        app=app, incident_id=code * 4,
+        code=code,
+        message=message,
+        start_time=start,
+        last_log_time=NOW - 60,
+        server_id="h",
+        node_name="",
+        active=cleared_ago is None,
+        cleared_at=None if cleared_ago is None else NOW - cleared_ago,
+        created_at=start,
+        updated_at=start,
+        occurrences=12,
+        alerts_sent=3,
+        last_alert_time=start,
+        app=app,
+        incident_id=code * 4,
     )
 
 
 def test_table_relative_times_and_alignment() -> None:
-    out = incidents_table([incident("db_down", 3 * 3600 + 12 * 60), incident("disk_full", 2 * 86400, cleared_ago=86400)],
-                          NOW, relative=True)
+    out = incidents_table(
+        [incident("db_down", 3 * 3600 + 12 * 60), incident("disk_full", 2 * 86400, cleared_ago=86400)],
+        NOW,
+        relative=True,
+    )
     header, first, second = out.splitlines()
-    assert header.split() == ["CODE", "APP", "STATE", "STARTED", "LAST", "SEEN", "DURATION", "COUNT", "ALERTS",
-                              "MESSAGE"]
+    assert header.split() == [
+        "CODE",
+        "APP",
+        "STATE",
+        "STARTED",
+        "LAST",
+        "SEEN",
+        "DURATION",
+        "COUNT",
+        "ALERTS",
+        "MESSAGE",
+    ]
     assert "3h 12m ago" in first and "1m ago" in first and "active" in first
     assert "cleared 1d ago" in second and "2d ago" in second
     # aligned: every column starts at the same offset on every line
     for col in ("STATE", "STARTED", "DURATION", "MESSAGE"):
         at = header.index(col)
-        assert first[at - 2:at] == "  " and second[at - 2:at] == "  "
+        assert first[at - 2 : at] == "  " and second[at - 2 : at] == "  "
     # numbers right-aligned under their header
     end = header.index("COUNT") + len("COUNT")
-    assert first[end - 3:end] == " 12"
+    assert first[end - 3 : end] == " 12"
 
 
 def test_table_absolute_times_when_not_relative() -> None:
@@ -68,8 +93,10 @@ LONG_CODE = "payment_gateway_upstream_connection_pool_exhausted_for_region_eu_we
 
 @pytest.mark.parametrize("width", [80, 40])
 def test_tables_fit_the_width_with_a_long_code(width: int) -> None:
-    incidents = [incident(LONG_CODE, 3 * 3600, message="pool exhausted after 30s waiting for a free connection"),
-                 incident("db_down", 2 * 86400, cleared_ago=86400, message="database unreachable")]
+    incidents = [
+        incident(LONG_CODE, 3 * 3600, message="pool exhausted after 30s waiting for a free connection"),
+        incident("db_down", 2 * 86400, cleared_ago=86400, message="database unreachable"),
+    ]
     out = incidents_table(incidents, NOW, width=width)
     header, first, second = out.splitlines()
     assert max(len(row) for row in (header, first, second)) <= width  # no row wraps
@@ -77,8 +104,8 @@ def test_tables_fit_the_width_with_a_long_code(width: int) -> None:
     assert second.split()[0] == "db_down" and "cleared 1d ago" in second
     for col in ("STATE", "MESSAGE"):  # still aligned; what is open and why stays longest
         at = header.index(col)
-        assert first[at - 2:at] == second[at - 2:at] == "  " and first[at] != " " and second[at] != " "
-    assert first[header.index("MESSAGE"):].startswith("pool exh")
+        assert first[at - 2 : at] == second[at - 2 : at] == "  " and first[at] != " " and second[at] != " "
+    assert first[header.index("MESSAGE") :].startswith("pool exh")
     if width == 80:
         assert header.split()[:4] == ["CODE", "APP", "STATE", "STARTED"]
 
@@ -98,8 +125,13 @@ def test_table_cells_cut_and_columns_dropped_only_when_needed() -> None:
 
 
 def test_human_bytes() -> None:
-    assert [human_bytes(n) for n in (0, 1023, 1024, 40960, 3 << 30)] == ["0 B", "1023 B", "1.0 KiB", "40.0 KiB",
-                                                                         "3.0 GiB"]
+    assert [human_bytes(n) for n in (0, 1023, 1024, 40960, 3 << 30)] == [
+        "0 B",
+        "1023 B",
+        "1.0 KiB",
+        "40.0 KiB",
+        "3.0 GiB",
+    ]
 
 
 @pytest.fixture
@@ -108,8 +140,9 @@ def cli_state(make_errord, tmp_path: Path):  # type: ignore[no-untyped-def]
     e = make_errord()
     now = time.time()
     j = Journal(tmp_path / "state")
-    j.commit([incident("db_down", 3 * 3600 + 12 * 60), incident("disk_full", 2 * 86400, cleared_ago=86400)], [], [],
-             now)
+    j.commit(
+        [incident("db_down", 3 * 3600 + 12 * 60), incident("disk_full", 2 * 86400, cleared_ago=86400)], [], [], now
+    )
     j.close()
     append(tmp_path / "logs" / "app.jsonl", line("x"), b"junk\n")
     return e
@@ -144,8 +177,7 @@ def test_history_on_a_terminal_and_piped(cli_state, errord_env: dict[str, str]) 
     assert piped.splitlines()[0].split()[:3] == ["CODE", "APP", "STATE"]
 
 
-def test_history_and_status_on_a_40_column_terminal(make_errord, tmp_path: Path,
-                                                    errord_env: dict[str, str]) -> None:
+def test_history_and_status_on_a_40_column_terminal(make_errord, tmp_path: Path, errord_env: dict[str, str]) -> None:
     e = make_errord()
     j = Journal(tmp_path / "state")
     j.commit([incident(LONG_CODE, 3600)], [], [], time.time())
@@ -157,7 +189,7 @@ def test_history_and_status_on_a_40_column_terminal(make_errord, tmp_path: Path,
     append(deep / "x.jsonl", line("y"))
     for cmd in ("history", "status"):
         shown = _tty_stdout([sys.executable, "-m", "errord", cmd, "-c", str(e.config)], errord_env, columns=40)
-        table_rows = shown.splitlines()[0 if cmd == "history" else 2:]
+        table_rows = shown.splitlines()[0 if cmd == "history" else 2 :]
         assert len(table_rows) >= 2 and max(len(row) for row in table_rows) <= 40, shown
         assert "…" in shown, shown
 

@@ -59,14 +59,30 @@ ORIGIN = {"config_path": "_config_path", "file_has_secrets": "_file_has_secrets"
 
 # Every setting given, each value different from its default (and from the others).
 FULL: dict[str, Any] = dict(
-    server_id="h1", node_name="n1", scope="app", log_level="debug",
-    sources=[{"path": "logs/*.jsonl", "app": "api", "start_at": "beginning", "rotate_wait": "2m",
-              "timezone": "Europe/Berlin", "max_line_bytes": 4096},
-             {"path": "/var/log/other/*.log"}],
+    server_id="h1",
+    node_name="n1",
+    scope="app",
+    log_level="debug",
+    sources=[
+        {
+            "path": "logs/*.jsonl",
+            "app": "api",
+            "start_at": "beginning",
+            "rotate_wait": "2m",
+            "timezone": "Europe/Berlin",
+            "max_line_bytes": 4096,
+        },
+        {"path": "/var/log/other/*.log"},
+    ],
     defaults={"re_alert_time": "30m", "notify": False},
     codes={"db_down": {"re_alert_time": "5m", "notify": True, "tags": ["ops", "pager"]}, "quiet": {"notify": False}},
-    mongodb={"uri": "mongodb://user:s3cret@db:27017/errord?authSource=admin&tlsCertificateKeyFilePassword=pw",
-             "database": "hist", "collection": "incidents", "timeout": "2s", "write_concern": "majority"},
+    mongodb={
+        "uri": "mongodb://user:s3cret@db:27017/errord?authSource=admin&tlsCertificateKeyFilePassword=pw",
+        "database": "hist",
+        "collection": "incidents",
+        "timeout": "2s",
+        "write_concern": "majority",
+    },
     notify=[{"url": "json://127.0.0.1:9/hook?token=abc", "tags": ["ops"]}, {"url": "tgram://123456789:AAbottoken/42"}],
     metrics={"listen": "[::1]:9464"},
 )
@@ -113,7 +129,8 @@ def _same(setting: Any, run: Any) -> bool:
     """Whether a validated settings value and the RunConfig value made of it agree."""
     if isinstance(setting, BaseModel):
         return type(run) is PARTS[type(setting)] and all(
-            _same(getattr(setting, name), getattr(run, name)) for name in type(setting).model_fields)
+            _same(getattr(setting, name), getattr(run, name)) for name in type(setting).model_fields
+        )
     if isinstance(setting, list):
         return isinstance(run, tuple) and len(run) == len(setting) and all(map(_same, setting, run))
     if isinstance(setting, dict):
@@ -145,7 +162,10 @@ def test_runconfig_is_frozen_and_replace_copies(tmp_path: Path) -> None:
 def test_runconfig_answers_the_per_code_lookups(tmp_path: Path) -> None:
     r = full(tmp_path).to_run()
     assert [(r.re_alert_for(c), r.notify_for(c), r.tags_for(c)) for c in ("db_down", "quiet", "other")] == [
-        (300.0, True, ("ops", "pager")), (1800.0, False, ()), (1800.0, False, ())]
+        (300.0, True, ("ops", "pager")),
+        (1800.0, False, ()),
+        (1800.0, False, ()),
+    ]
     assert r.sources[0].tzinfo.key == "Europe/Berlin" and r.mongodb is not None and r.mongodb.w == "majority"
     assert r.metrics is not None and (r.metrics.host, r.metrics.port) == ("::1", 9464)
 
@@ -153,10 +173,12 @@ def test_runconfig_answers_the_per_code_lookups(tmp_path: Path) -> None:
 def test_the_daemon_image_builds_its_config_without_pydantic(tmp_path: Path) -> None:
     dump = tmp_path / "dump.json"
     dump.write_bytes(orjson.dumps(full(tmp_path).to_run().dump()))
-    code = ("import sys, orjson; from errord.config import RunConfig; import errord.serve, errord.daemon; "
-            f"r = RunConfig.from_dump(orjson.loads(open({str(dump)!r}, 'rb').read())); "
-            "r.re_alert_for('db_down'); r.redacted(); r.secret_warnings(); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'pydantic_settings')))")
+    code = (
+        "import sys, orjson; from errord.config import RunConfig; import errord.serve, errord.daemon; "
+        f"r = RunConfig.from_dump(orjson.loads(open({str(dump)!r}, 'rb').read())); "
+        "r.re_alert_for('db_down'); r.redacted(); r.secret_warnings(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'pydantic_settings')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -171,19 +193,45 @@ def test_redacted_is_the_check_config_output(tmp_path: Path) -> None:
 def expected_check_config(tmp_path: Path) -> dict[str, Any]:
     """``errord check-config`` of ``FULL`` in ``tmp_path``, as errord printed it before issue 12."""
     return {
-        "server_id": "h1", "node_name": "n1", "state_dir": f"{tmp_path}/state", "scope": "app", "log_level": "DEBUG",
+        "server_id": "h1",
+        "node_name": "n1",
+        "state_dir": f"{tmp_path}/state",
+        "scope": "app",
+        "log_level": "DEBUG",
         "sources": [
-            {"path": f"{tmp_path}/logs/*.jsonl", "app": "api", "start_at": "beginning", "rotate_wait": 120.0,
-             "timezone": "Europe/Berlin", "max_line_bytes": 4096},
-            {"path": "/var/log/other/*.log", "app": None, "start_at": "end", "rotate_wait": 60.0, "timezone": "UTC",
-             "max_line_bytes": 1048576}],
+            {
+                "path": f"{tmp_path}/logs/*.jsonl",
+                "app": "api",
+                "start_at": "beginning",
+                "rotate_wait": 120.0,
+                "timezone": "Europe/Berlin",
+                "max_line_bytes": 4096,
+            },
+            {
+                "path": "/var/log/other/*.log",
+                "app": None,
+                "start_at": "end",
+                "rotate_wait": 60.0,
+                "timezone": "UTC",
+                "max_line_bytes": 1048576,
+            },
+        ],
         "defaults": {"re_alert_time": 1800.0, "notify": False},
-        "codes": {"db_down": {"re_alert_time": 300.0, "notify": True, "tags": ["ops", "pager"]},
-                  "quiet": {"re_alert_time": None, "notify": False, "tags": []}},
-        "mongodb": {"uri": "mongodb://user:***@db:27017/errord?authSource=admin&tlsCertificateKeyFilePassword=***",
-                    "database": "hist", "collection": "incidents", "timeout": 2.0, "write_concern": "majority"},
-        "notify": [{"url": "json://127.0.0.1:9/…", "tags": ["ops"], "key": "fe27214b8492ee86"},
-                   {"url": "tgram://…", "tags": [], "key": "0f8589c47fedb198"}],
+        "codes": {
+            "db_down": {"re_alert_time": 300.0, "notify": True, "tags": ["ops", "pager"]},
+            "quiet": {"re_alert_time": None, "notify": False, "tags": []},
+        },
+        "mongodb": {
+            "uri": "mongodb://user:***@db:27017/errord?authSource=admin&tlsCertificateKeyFilePassword=***",
+            "database": "hist",
+            "collection": "incidents",
+            "timeout": 2.0,
+            "write_concern": "majority",
+        },
+        "notify": [
+            {"url": "json://127.0.0.1:9/…", "tags": ["ops"], "key": "fe27214b8492ee86"},
+            {"url": "tgram://…", "tags": [], "key": "0f8589c47fedb198"},
+        ],
         "metrics": {"listen": "[::1]:9464"},
     }
 
@@ -213,7 +261,7 @@ def test_repr_hides_secrets(tmp_path: Path) -> None:
         ("not a url", "***"),
         ("", "***"),
     ],
-)  # fmt: skip
+)
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
 
@@ -222,16 +270,20 @@ def test_redact_url(url: str, shown: str) -> None:
     ("uri", "shown"),
     [
         ("mongodb://localhost:27017", "mongodb://localhost:27017"),
-        ("mongodb://admin:pw@h1:27017,h2:27017/errord?replicaSet=rs0&authSource=admin",
-         "mongodb://admin:***@h1:27017,h2:27017/errord?replicaSet=rs0&authSource=admin"),
+        (
+            "mongodb://admin:pw@h1:27017,h2:27017/errord?replicaSet=rs0&authSource=admin",
+            "mongodb://admin:***@h1:27017,h2:27017/errord?replicaSet=rs0&authSource=admin",
+        ),
         ("mongodb+srv://u:p%40ss@cluster.example.net/db", "mongodb+srv://u:***@cluster.example.net/db"),
         ("mongodb://user@h/db", "mongodb://user@h/db"),
         ("mongodb://u:pa/ss@h/db", "mongodb://u:***@h/db"),
-        ("mongodb://h/?tlsCertificateKeyFilePassword=x&authMechanismProperties=AWS_SESSION_TOKEN:t",
-         "mongodb://h/?tlsCertificateKeyFilePassword=***&authMechanismProperties=***"),
+        (
+            "mongodb://h/?tlsCertificateKeyFilePassword=x&authMechanismProperties=AWS_SESSION_TOKEN:t",
+            "mongodb://h/?tlsCertificateKeyFilePassword=***&authMechanismProperties=***",
+        ),
         ("garbage", "***"),
     ],
-)  # fmt: skip
+)
 def test_redact_mongo_uri(uri: str, shown: str) -> None:
     assert redact_mongo_uri(uri) == shown
 

@@ -75,9 +75,17 @@ class Inc:
     cleared: int | None = None
 
     def row(self) -> tuple[Any, ...]:
-        return (self.code, f"L{self.start}", float(BASE + self.start), float(BASE + self.last), self.active,
-                None if self.cleared is None else float(BASE + self.cleared), self.occurrences,
-                self.alerts_sent, float(BASE + self.last_alert))
+        return (
+            self.code,
+            f"L{self.start}",
+            float(BASE + self.start),
+            float(BASE + self.last),
+            self.active,
+            None if self.cleared is None else float(BASE + self.cleared),
+            self.occurrences,
+            self.alerts_sent,
+            float(BASE + self.last_alert),
+        )
 
 
 @dataclass
@@ -171,11 +179,12 @@ def test_kill_9_at_random_moments_while_writers_stream(make_errord, receiver, tm
     rnd = random.Random(seed)
     files = [tmp_path / "logs" / f"app{i}.jsonl" for i in range(2)]
     per_file = make_lines(rnd, 5000, len(files))
-    e = make_errord(notify=[{"url": receiver.url("/crash")}],
-                    defaults={"re_alert_time": f"{int(DEFAULT_INTERVAL)}s"})
+    e = make_errord(notify=[{"url": receiver.url("/crash")}], defaults={"re_alert_time": f"{int(DEFAULT_INTERVAL)}s"})
     state = State(tmp_path / "state")
-    writers = [ChunkedWriter(path, [ln.encode() for ln in lines], random.Random(rnd.random()), rate=330)
-               for path, lines in zip(files, per_file)]
+    writers = [
+        ChunkedWriter(path, [ln.encode() for ln in lines], random.Random(rnd.random()), rate=330)
+        for path, lines in zip(files, per_file, strict=True)
+    ]
     start(e, state)
     for w in writers:
         w.start()
@@ -207,13 +216,25 @@ def test_kill_9_at_random_moments_while_writers_stream(make_errord, receiver, tm
     time.sleep(0.3)
 
     models = [Model() for _ in files]
-    for model, lines in zip(models, per_file):
+    for model, lines in zip(models, per_file, strict=True):
         for ln in lines:
             model.feed(ln)
 
     # every incident, field by field: occurrences (= lines per code), alerts, clears, times
-    got_rows = sorted((i.code, i.message, i.start_time, i.last_log_time, i.active, i.cleared_at,
-                       i.occurrences, i.alerts_sent, i.last_alert_time) for i in state.incidents())
+    got_rows = sorted(
+        (
+            i.code,
+            i.message,
+            i.start_time,
+            i.last_log_time,
+            i.active,
+            i.cleared_at,
+            i.occurrences,
+            i.alerts_sent,
+            i.last_alert_time,
+        )
+        for i in state.incidents()
+    )
     want_rows = sorted(inc.row() for m in models for inc in m.incidents)
     written = Counter(ln.code for lines in per_file for ln in lines if ln.code)
     assert Counter({c: n for c, n in state.occurrences().items()}) == written, ctx
@@ -227,7 +248,8 @@ def test_kill_9_at_random_moments_while_writers_stream(make_errord, receiver, tm
     counts = Counter(got)
     assert set(counts) == set(want_all), (
         f"{ctx}\nnever delivered: {sorted(set(want_all) - set(counts))[:10]}\n"
-        f"unexpected: {sorted(set(counts) - set(want_all))[:10]}")
+        f"unexpected: {sorted(set(counts) - set(want_all))[:10]}"
+    )
     repeats = sum(counts.values()) - len(want_all)
     assert repeats <= kills, f"{ctx}: {repeats} repeated notices: {[n for n, k in counts.items() if k > 1]}"
     file_of = {ln.seq: i for i, lines in enumerate(per_file) for ln in lines}
@@ -265,8 +287,11 @@ class RotatingWriter(threading.Thread):
                     os.close(fd)
                     fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
                 with self.lock:
-                    os.write(fd, b'{"error_code": "r%d", "notification": false, "message": "%s"}\n'
-                             % (self.next, b"r" * (self.next % 97)))
+                    os.write(
+                        fd,
+                        b'{"error_code": "r%d", "notification": false, "message": "%s"}\n'
+                        % (self.next, b"r" * (self.next % 97)),
+                    )
                 self.next += 1
                 delay = t0 + self.next / self.rate - time.monotonic()
                 if delay > 0:
@@ -332,5 +357,6 @@ def test_kill_9_while_files_rotate(make_errord, tmp_path: Path, method: str) -> 
         got[inc.code] += inc.occurrences
     assert got == Counter({f"r{i}": 1 for i in range(writer.next)}), (
         f"{ctx}: missing {[i for i in range(writer.next) if f'r{i}' not in got][:10]}, "
-        f"doubled {[c for c, n in got.items() if n > 1][:10]}")
+        f"doubled {[c for c, n in got.items() if n > 1][:10]}"
+    )
     assert e.stop() == 0

@@ -47,8 +47,9 @@ def helper_pids(daemon_pid: int) -> list[int]:
     return found
 
 
-def test_a_killed_notify_helper_is_restarted_and_delivers_what_is_pending(make_errord, receiver,
-                                                                         tmp_path: Path) -> None:
+def test_a_killed_notify_helper_is_restarted_and_delivers_what_is_pending(
+    make_errord, receiver, tmp_path: Path
+) -> None:
     """Issue 11.3: kill -9 of the helper while notices wait for a failing target and nothing
     new is committed: a new helper within 5 s, every pending notice delivered once."""
     receiver.status = 503

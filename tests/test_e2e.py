@@ -64,8 +64,10 @@ def test_start_at_end_on_first_start_then_new_files_from_start(make_errord, rece
     logs = tmp_path / "logs"
     logs.mkdir()
     append(logs / "old.jsonl", line("ancient", msg="before errord existed"))
-    e = make_errord(notify=[{"url": receiver.url()}],
-                    sources=[{"path": str(logs / "*.jsonl"), "start_at": "end", "rotate_wait": "1s"}])
+    e = make_errord(
+        notify=[{"url": receiver.url()}],
+        sources=[{"path": str(logs / "*.jsonl"), "start_at": "end", "rotate_wait": "1s"}],
+    )
     e.start()
     append(logs / "new.jsonl", line("fresh"))
     append(logs / "old.jsonl", line("later"))
@@ -160,8 +162,9 @@ def test_status_json_shape(make_errord, tmp_path: Path) -> None:
     append(log, line("x"), b"not json at all\n", line(msg="plain"))
     status = e.json("status")
     assert status["running"] is False
-    assert status["files"] == [{"path": str(log), "position": 0, "size": log.stat().st_size,
-                                "lines_read": 0, "lines_skipped": 0}]
+    assert status["files"] == [
+        {"path": str(log), "position": 0, "size": log.stat().st_size, "lines_read": 0, "lines_skipped": 0}
+    ]
     e.start()
     status = e.wait_caught_up()
     assert status["running"] is True
@@ -204,8 +207,13 @@ def test_replay_prints_notices_and_touches_no_state(make_errord, tmp_path: Path)
     e = make_errord(defaults={"re_alert_time": "60s"})
     log = tmp_path / "replay.jsonl"
     t = 1_768_400_000
-    append(log, line("r", timestamp=t), line("r", timestamp=t + 30), line("r", timestamp=t + 61),
-           line(clear="r", timestamp=t + 100))
+    append(
+        log,
+        line("r", timestamp=t),
+        line("r", timestamp=t + 30),
+        line("r", timestamp=t + 61),
+        line(clear="r", timestamp=t + 100),
+    )
     res = e.cli("replay", str(log), "--json")
     notices = [json.loads(x) for x in res.stdout.splitlines()]
     assert [n["type"] for n in notices] == ["failure", "warning", "success"]
@@ -214,8 +222,14 @@ def test_replay_prints_notices_and_touches_no_state(make_errord, tmp_path: Path)
 
 
 def test_unusable_apprise_url_is_a_config_error(make_errord, tmp_path: Path) -> None:
-    e = make_errord(notify=[{"url": "tgram://123456789:abcdefgh/12345"}, {"url": "tgram://bad"},
-                            {"url": "json://127.0.0.1:9/ok"}, {"url": "nosuchscheme://secret-token-123/x"}])
+    e = make_errord(
+        notify=[
+            {"url": "tgram://123456789:abcdefgh/12345"},
+            {"url": "tgram://bad"},
+            {"url": "json://127.0.0.1:9/ok"},
+            {"url": "nosuchscheme://secret-token-123/x"},
+        ]
+    )
     for cmd in ("check-config", "run"):
         res = e.cli(cmd, check=False)
         assert res.returncode == 2, res.stderr
@@ -243,10 +257,16 @@ def test_sighup_adds_a_target_and_keeps_state(make_errord, receiver, tmp_path: P
     end = time.monotonic() + 20
     while "reload refused" not in e.output() and time.monotonic() < end:
         time.sleep(0.05)
-    write_config(e.config, server_id="test-host", node_name="n1", state_dir=str(tmp_path / "state"),
-                 sources=[{"path": str(tmp_path / "logs" / "*.jsonl"), "start_at": "beginning",
-                           "rotate_wait": "1s", "app": "demo"}],
-                 notify=[{"url": receiver.url("/after")}])
+    write_config(
+        e.config,
+        server_id="test-host",
+        node_name="n1",
+        state_dir=str(tmp_path / "state"),
+        sources=[
+            {"path": str(tmp_path / "logs" / "*.jsonl"), "start_at": "beginning", "rotate_wait": "1s", "app": "demo"}
+        ],
+        notify=[{"url": receiver.url("/after")}],
+    )
     e.proc.send_signal(_signal.SIGHUP)
     end = time.monotonic() + 10
     while "config reloaded" not in e.output() and time.monotonic() < end:
@@ -281,7 +301,7 @@ def test_copytruncate_while_running(make_errord, receiver, tmp_path: Path) -> No
     assert e.stop() == 0
 
 
-def test_backlog_of_several_batches_is_counted_exactly(make_errord, receiver: Receiver, tmp_path: Path) -> None:
+def test_backlog_of_several_batches_is_counted_exactly(make_errord, receiver, tmp_path: Path) -> None:
     """~9 MiB already on disk: more than two batches of four 1 MiB reads, so lines, an
     incident's repeats, its re-alert and its clear fall on both sides of read and batch
     boundaries; one broken line in the middle is skipped and counted."""

@@ -252,7 +252,11 @@ def test_switching_notify_on_announces_open_incidents_on_their_next_line() -> No
     assert kinds(e, [ev(0, "db"), ev(1, "api"), ev(2, "db")]) == [[(NEW, False)], [(NEW, False)], [(REP, False)]]
     e.policy = FakePolicy()
     assert kinds(e, [ev(3, "db"), ev(4, "db"), ev(5, "api"), ev(6, clear="db")]) == [
-        [(ANN, True)], [(REP, False)], [(ANN, True)], [(CLR, True)]]
+        [(ANN, True)],
+        [(REP, False)],
+        [(ANN, True)],
+        [(CLR, True)],
+    ]
 
 
 def test_feed_quiet_announces_too() -> None:
@@ -375,7 +379,7 @@ def test_restore_keeps_only_active_and_continues() -> None:
     closed_copy.active = False
 
     e2 = make_engine(FakePolicy(default=100), scope="code")
-    e2.restore(saved + [closed_copy])
+    e2.restore([*saved, closed_copy])
     assert set(e2.active()) == {"a"}
     (t,) = e2.feed(ev(50, "a"))
     assert t.kind is Kind.REPEAT and t.incident is not None and t.incident.occurrences == 2

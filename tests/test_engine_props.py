@@ -5,6 +5,7 @@ rolled back and retried, as the batch loop does when the journal cannot be writt
 
 from __future__ import annotations
 
+import itertools
 import random
 import uuid
 from collections import defaultdict
@@ -24,7 +25,6 @@ APPS = [None, "web", "worker"]
 
 
 from test_engine import FakePolicy as Policy  # noqa: E402
-
 
 policies = st.builds(
     Policy,
@@ -47,12 +47,17 @@ def streams(draw: st.DrawFn) -> list[LogEvent]:
         shape = draw(st.sampled_from(["raise", "raise", "raise", "clear", "both"]))
         code = draw(st.sampled_from(CODES)) if shape in ("raise", "both") else None
         clear = draw(st.sampled_from(CODES)) if shape in ("clear", "both") else None
-        out.append(LogEvent(
-            code=code, clear=clear, message=f"line {i}", time=T0 + t,
-            re_alert=draw(st.sampled_from([None, None, None, 0.0, 2.0, 50.0])),
-            notify=draw(st.sampled_from([None, None, True, False])),
-            app=draw(st.sampled_from(APPS)),
-        ))
+        out.append(
+            LogEvent(
+                code=code,
+                clear=clear,
+                message=f"line {i}",
+                time=T0 + t,
+                re_alert=draw(st.sampled_from([None, None, None, 0.0, 2.0, 50.0])),
+                notify=draw(st.sampled_from([None, None, True, False])),
+                app=draw(st.sampled_from(APPS)),
+            )
+        )
     return out
 
 
@@ -75,7 +80,8 @@ def test_invariants(policy: Policy, scope: str, events: list[LogEvent]) -> None:
         transitions = engine.feed(ev)
         # clear first, then error; one transition per field present
         assert [t.kind is Kind.CLEAR or t.kind is Kind.CLEAR_UNKNOWN for t in transitions] == (
-            [True] * bool(ev.clear) + [False] * bool(ev.code))
+            [True] * bool(ev.clear) + [False] * bool(ev.code)
+        )
         for t in transitions:
             inc = t.incident
             if t.kind is Kind.CLEAR_UNKNOWN:
@@ -129,7 +135,8 @@ def test_invariants(policy: Policy, scope: str, events: list[LogEvent]) -> None:
                 open_by_key[incident_key(scope, inc.app, inc.code)].append(iid)
         assert all(len(ids) == 1 for ids in open_by_key.values())
         assert {k: ids[0] for k, ids in open_by_key.items()} == {
-            k: inc.incident_id for k, inc in engine.active().items()}
+            k: inc.incident_id for k, inc in engine.active().items()
+        }
         # at most one notice per line
         render(transitions, server_id="srv", node_name="n")
     for iid, inc in seen.items():
@@ -140,8 +147,9 @@ def test_invariants(policy: Policy, scope: str, events: list[LogEvent]) -> None:
 # -- batch splits ----------------------------------------------------------------------------
 
 
-def run_batched(policy: Policy, scope: str, events: list[LogEvent], cuts: list[int],
-                fail_seed: int | None) -> dict[str, Any]:
+def run_batched(
+    policy: Policy, scope: str, events: list[LogEvent], cuts: list[int], fail_seed: int | None
+) -> dict[str, Any]:
     """Feed ``events`` the way the daemon's batch loop does: begin, feed a batch, then commit
     to a fake store, or (by a seeded coin) fail, roll back and retry the same batch.
     Returns what is durable: the store and the committed notices, ids normalised. Notices
@@ -154,7 +162,7 @@ def run_batched(policy: Policy, scope: str, events: list[LogEvent], cuts: list[i
     notices: list[Notice] = []
     created: list[str] = []  # incident ids in the order their NEW transition was committed
     bounds = [0, *sorted(set(cuts)), len(events)]
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         if a == b:
             continue
         while True:
@@ -164,8 +172,9 @@ def run_batched(policy: Policy, scope: str, events: list[LogEvent], cuts: list[i
             for ev in events[a:b]:
                 ts = engine.feed(_copy(ev))
                 batch_new += [t.incident.incident_id for t in ts if t.kind is Kind.NEW and t.incident]
-                batch_notices += router.route(ts, server_id="srv", node_name="n",
-                                              tags_for=lambda c: ("ops",) if c == "db" else ())
+                batch_notices += router.route(
+                    ts, server_id="srv", node_name="n", tags_for=lambda c: ("ops",) if c == "db" else ()
+                )
             if fail_seed is not None and rnd.random() < 0.3:
                 engine.rollback()  # the journal refused: nothing of this batch happened
                 continue
@@ -187,8 +196,7 @@ def run_batched(policy: Policy, scope: str, events: list[LogEvent], cuts: list[i
         "store": sorted(norm(i) for i in store.values()),
         "active": sorted((k, ids[i.incident_id]) for k, i in engine.active().items()),
         "active_state": sorted(norm(i) for i in engine.active().values()),
-        "notices": [(n.type, n.code, n.title, n.body, ids[n.incident_id], n.event_time, n.targets)
-                    for n in notices],
+        "notices": [(n.type, n.code, n.title, n.body, ids[n.incident_id], n.event_time, n.targets) for n in notices],
     }
 
 
@@ -198,8 +206,9 @@ def _copy(ev: LogEvent) -> LogEvent:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(policies, st.sampled_from(["code", "app"]), streams(), st.data())
-def test_outcome_does_not_depend_on_batch_split(policy: Policy, scope: str, events: list[LogEvent],
-                                                data: st.DataObject) -> None:
+def test_outcome_does_not_depend_on_batch_split(
+    policy: Policy, scope: str, events: list[LogEvent], data: st.DataObject
+) -> None:
     one_batch = run_batched(policy, scope, events, [], None)
     per_line = run_batched(policy, scope, events, list(range(len(events))), None)
     cuts = data.draw(st.lists(st.integers(0, len(events)), max_size=10), label="cuts")
@@ -213,9 +222,14 @@ def test_rollback_of_a_batch_that_cleared_and_reopened_a_key() -> None:
     """The trickiest undo: close an incident and open a new one for the same key in one
     batch, then roll back: the old incident is open again, unchanged, and the retry gives
     the same result as if the failed attempt never happened."""
-    events = [LogEvent("db", None, "a", T0), LogEvent("db", None, "b", T0 + 1),
-              LogEvent(None, "db", "c", T0 + 2), LogEvent("db", None, "d", T0 + 3),
-              LogEvent(None, "db", "e", T0 + 4), LogEvent("db", "db", "f", T0 + 5)]
+    events = [
+        LogEvent("db", None, "a", T0),
+        LogEvent("db", None, "b", T0 + 1),
+        LogEvent(None, "db", "c", T0 + 2),
+        LogEvent("db", None, "d", T0 + 3),
+        LogEvent(None, "db", "e", T0 + 4),
+        LogEvent("db", "db", "f", T0 + 5),
+    ]
     want = run_batched(Policy(default=1.0), "code", events, [1], None)
     for seed in range(20):
         assert run_batched(Policy(default=1.0), "code", events, [1], seed) == want
@@ -223,17 +237,27 @@ def test_rollback_of_a_batch_that_cleared_and_reopened_a_key() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(policies, st.sampled_from(["code", "app"]), streams())
-def test_feed_quiet_is_feed_without_suppressed_repeats(policy: Policy, scope: str,
-                                                       events: list[LogEvent]) -> None:
+def test_feed_quiet_is_feed_without_suppressed_repeats(policy: Policy, scope: str, events: list[LogEvent]) -> None:
     """``feed_quiet`` (the daemon's batch loop uses it) gives what ``feed`` gives, except
     None for a line whose only transition is a suppressed REPEAT; same engine state."""
+
     def engine() -> Engine:
         ids = iter(range(10**6))
         return Engine(policy, scope=scope, server_id="srv", node_name="n", new_id=lambda: f"id{next(ids)}")
 
     def state(ts: list[Any]) -> list[tuple[Any, ...]]:
-        return [(t.kind, t.key, t.notify, t.since_alert, t.duration, t.event.message,
-                 t.incident.copy() if t.incident else None) for t in ts]
+        return [
+            (
+                t.kind,
+                t.key,
+                t.notify,
+                t.since_alert,
+                t.duration,
+                t.event.message,
+                t.incident.copy() if t.incident else None,
+            )
+            for t in ts
+        ]
 
     loud, quiet = engine(), engine()
     for ev in events:

@@ -42,8 +42,9 @@ MakeT = Callable[..., Driver]
 async def make() -> AsyncIterator[MakeT]:
     made: list[Tailer] = []
 
-    def factory(sources: list[Src], positions: list[Position] | None = None, *, first_start: bool = True,
-                **kw: object) -> Driver:
+    def factory(
+        sources: list[Src], positions: list[Position] | None = None, *, first_start: bool = True, **kw: object
+    ) -> Driver:
         kw.setdefault("scan_interval", SCAN)
         t = Tailer(sources, positions or [], first_start=first_start, **kw)  # type: ignore[arg-type]
         made.append(t)
@@ -142,8 +143,7 @@ async def _opened(d: Driver) -> Driver:
     return d
 
 
-async def test_partial_lines_and_empty_new_files_do_not_hold_descriptors(tmp_path: Path,
-                                                                         make: MakeT) -> None:
+async def test_partial_lines_and_empty_new_files_do_not_hold_descriptors(tmp_path: Path, make: MakeT) -> None:
     """Files ending in a partial line, and new empty files never committed, can be closed
     too: with 5 descriptors for 30 + 30 files, nothing waits for ever."""
     logs = tmp_path / "logs"
@@ -169,8 +169,9 @@ async def test_partial_lines_and_empty_new_files_do_not_hold_descriptors(tmp_pat
         assert d.lines(p.name) == lines(p.stem, 0, 1), p
 
 
-async def test_out_of_descriptors_backs_off_without_spinning(tmp_path: Path, make: MakeT,
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+async def test_out_of_descriptors_backs_off_without_spinning(
+    tmp_path: Path, make: MakeT, caplog: pytest.LogCaptureFixture
+) -> None:
     """The system refuses descriptors below the budget (another part holds them): one
     warning, the open files are read on, the others come once descriptors are back."""
     paths = many(tmp_path / "logs", 60)
@@ -228,21 +229,29 @@ def test_raising_the_limit_refused_runs_on(caplog: pytest.LogCaptureFixture) -> 
     with caplog.at_level(logging.INFO, logger="errord"):
         got = raise_open_file_limit(lambda _r: (256, 4096), refuse)
     assert got == 256
-    assert any("could not raise the open-file limit from 256 to 4096" in r.getMessage()
-               and r.levelno == logging.WARNING for r in caplog.records)
+    assert any(
+        "could not raise the open-file limit from 256 to 4096" in r.getMessage() and r.levelno == logging.WARNING
+        for r in caplog.records
+    )
 
 
 def _limit(soft: int, hard: int) -> Callable[[], None]:
     def preexec() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
     return preexec
 
 
 def start_limited(e, soft: int, hard: int) -> None:  # type: ignore[no-untyped-def]
     """``e.start()`` with RLIMIT_NOFILE set in the child before it execs."""
     with open(e.log_path, "ab") as log:  # the child has its own copy of the descriptor
-        e.proc = subprocess.Popen([sys.executable, "-m", "errord", "run", "-c", str(e.config)], env=e.env,
-                                  stdout=log, stderr=subprocess.STDOUT, preexec_fn=_limit(soft, hard))
+        e.proc = subprocess.Popen(
+            [sys.executable, "-m", "errord", "run", "-c", str(e.config)],
+            env=e.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_limit(soft, hard),
+        )
 
 
 def cpu_seconds(pid: int) -> float:
@@ -310,5 +319,7 @@ def test_2000_files_under_a_limit_of_256(make_errord, tmp_path: Path) -> None:  
     assert out.count("out of file descriptors") <= 1
     assert "files match, more than the" in out
     assert e.stop() == 0
-    print(f"{n} files, limit 256: caught up in {caught_up:.1f}s, idle CPU {idle:.1%} of a core, "
-          f"{n + 300} lines written and counted")
+    print(
+        f"{n} files, limit 256: caught up in {caught_up:.1f}s, idle CPU {idle:.1%} of a core, "
+        f"{n + 300} lines written and counted"
+    )

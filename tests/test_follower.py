@@ -61,7 +61,7 @@ def lines_of(chunks: list[Chunk], path: Path) -> list[bytes]:
     raw = path.read_bytes()
     out: list[bytes] = []
     for c in chunks:
-        assert raw[c.offset:c.offset + len(c.data)] == c.data
+        assert raw[c.offset : c.offset + len(c.data)] == c.data
         assert b"\0" not in c.data
         out += [p for p in c.data.split(b"\n") if p] if c.data.endswith(b"\n") else c.data.split(b"\n")
     return [ln for ln in out if ln]
@@ -120,8 +120,9 @@ def expected_lines(data: bytes) -> list[bytes]:
 
 @settings(max_examples=200, deadline=None)
 @given(PIECES, st.sampled_from([1, 7, 64, 1000, 1 << 16]), st.sampled_from([16, 256, MAX_LINE]))
-def test_any_read_size_gives_the_same_lines(tmp_path_factory: pytest.TempPathFactory, pieces: list[bytes],
-                                            step: int, max_line: int) -> None:
+def test_any_read_size_gives_the_same_lines(
+    tmp_path_factory: pytest.TempPathFactory, pieces: list[bytes], step: int, max_line: int
+) -> None:
     p = tmp_path_factory.mktemp("nul") / "f.jsonl"
     data = b"".join(pieces)
     p.write_bytes(data)
@@ -142,8 +143,13 @@ def test_daemon_reads_the_lines_after_a_bom_and_after_nul_runs(make_errord, rece
     logs.mkdir()
     append(logs / "bom.jsonl", b"\xef\xbb\xbf" + line("after_bom"))
     append(logs / "prealloc.jsonl", b"\0" * (2 << 20) + line("after_prealloc"))
-    append(logs / "crash.jsonl", line("before_crash", notification=False), b'{"error_code": "hal',
-           b"\0" * 4096, line("after_crash"))
+    append(
+        logs / "crash.jsonl",
+        line("before_crash", notification=False),
+        b'{"error_code": "hal',
+        b"\0" * 4096,
+        line("after_crash"),
+    )
     e = make_errord(notify=[{"url": receiver.url("/hook")}])
     e.start()
     got = receiver.wait_for(3, timeout=30)

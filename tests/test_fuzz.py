@@ -14,7 +14,7 @@ import random
 import re
 import string
 from collections.abc import Iterator
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -28,21 +28,34 @@ from hypothesis import strategies as st
 from errord.durations import parse_duration
 from errord.engine import Engine
 from errord.errors import DurationError
-from errord.store.journal import Journal
+from errord.model import LogEvent
 from errord.parse.lines import LineParser
 from errord.parse.result import SKIP_REASONS
-from errord.model import LogEvent
+from errord.store.journal import Journal
 
 NOW = 1_768_435_200.0
 
 # -- durations ----------------------------------------------------------------------------
 
 ANY_OBJECT = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.integers(min_value=10**300, max_value=10**400),
-    st.integers(max_value=-10**300, min_value=-10**400), st.floats(), st.floats(allow_nan=True),
-    st.timedeltas(), st.decimals(), st.fractions(), st.complex_numbers(), st.binary(max_size=20),
-    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
-    st.builds(object), st.just(float("inf")), st.just(timedelta.max), st.just(timedelta.min),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=10**300, max_value=10**400),
+    st.integers(max_value=-(10**300), min_value=-(10**400)),
+    st.floats(),
+    st.floats(allow_nan=True),
+    st.timedeltas(),
+    st.decimals(),
+    st.fractions(),
+    st.complex_numbers(),
+    st.binary(max_size=20),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.builds(object),
+    st.just(float("inf")),
+    st.just(timedelta.max),
+    st.just(timedelta.min),
 )
 DURATION_TEXT = st.one_of(
     st.text(max_size=120),
@@ -68,20 +81,44 @@ def test_parse_duration_takes_anything(value: Any) -> None:
     check_duration(value)
 
 
-@pytest.mark.parametrize("value", [
-    10**400, -(10**400), 2**1024, Decimal("1e400"), Fraction(1, 3), 1j, b"15m", ["15m"],
-    "9" * 100, "9" * 101, "1e400", "-0", "nan", "inf", "٣٠m", "1_000", " 15m ",
-    "datetime.timedelta(days=1e300)", "9" * 99 + "w", "P" + "9" * 98 + "D",
-    "99999999999999999999999999999999999999 days, 0:00:00", timedelta.max, -timedelta(seconds=1),
-], ids=lambda v: repr(v)[:40])
+@pytest.mark.parametrize(
+    "value",
+    [
+        10**400,
+        -(10**400),
+        2**1024,
+        Decimal("1e400"),
+        Fraction(1, 3),
+        1j,
+        b"15m",
+        ["15m"],
+        "9" * 100,
+        "9" * 101,
+        "1e400",
+        "-0",
+        "nan",
+        "inf",
+        "٣٠m",
+        "1_000",
+        " 15m ",
+        "datetime.timedelta(days=1e300)",
+        "9" * 99 + "w",
+        "P" + "9" * 98 + "D",
+        "99999999999999999999999999999999999999 days, 0:00:00",
+        timedelta.max,
+        -timedelta(seconds=1),
+    ],
+    ids=lambda v: repr(v)[:40],
+)
 def test_parse_duration_edge_values(value: Any) -> None:
     check_duration(value)
 
 
 # -- lines --------------------------------------------------------------------------------
 
+
 def make_parser(max_line: int = 1 << 20) -> LineParser:
-    return LineParser(app="fuzz", tz=timezone.utc, max_line_bytes=max_line)
+    return LineParser(app="fuzz", tz=UTC, max_line_bytes=max_line)
 
 
 def check_event(r: Any) -> None:
@@ -98,20 +135,56 @@ def check_event(r: Any) -> None:
 
 # JSON the stdlib writes that is not strict JSON, or that strict parsers choke on:
 # python-json-logger and structlog's JSONRenderer use json.dumps (allow_nan=True).
-ODD_VALUES = st.sampled_from([
-    b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999", b"123456789012345678901234567890",
-    b'"\\ud800"', b'"\\udfff tail"', b'"\\ud83d\\ude00"', b'"a\\u0000b"', b"1e-999", b"-0", b"0.0",
-    b'"' + b"\\u0065" * 10 + b'"', b"18446744073709551616", b"-9223372036854775809",
-    b'"\\u202eevil"', b"[" * 50 + b"]" * 50, b'{"error_code": "nested"}',
-])
-FIELDS = st.sampled_from([
-    "error_code", "error_code_clear", "re_alert_time", "notification", "message", "msg",
-    "event", "timestamp", "@timestamp", "time", "asctime", "ts", "levelname", "level", "extra",
-    "other",
-])
+ODD_VALUES = st.sampled_from(
+    [
+        b"NaN",
+        b"Infinity",
+        b"-Infinity",
+        b"1e999",
+        b"-1e999",
+        b"123456789012345678901234567890",
+        b'"\\ud800"',
+        b'"\\udfff tail"',
+        b'"\\ud83d\\ude00"',
+        b'"a\\u0000b"',
+        b"1e-999",
+        b"-0",
+        b"0.0",
+        b'"' + b"\\u0065" * 10 + b'"',
+        b"18446744073709551616",
+        b"-9223372036854775809",
+        b'"\\u202eevil"',
+        b"[" * 50 + b"]" * 50,
+        b'{"error_code": "nested"}',
+    ]
+)
+FIELDS = st.sampled_from(
+    [
+        "error_code",
+        "error_code_clear",
+        "re_alert_time",
+        "notification",
+        "message",
+        "msg",
+        "event",
+        "timestamp",
+        "@timestamp",
+        "time",
+        "asctime",
+        "ts",
+        "levelname",
+        "level",
+        "extra",
+        "other",
+    ]
+)
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=30), st.text(alphabet="0123456789:-TZ.+ ,", max_size=30),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=30),
+    st.text(alphabet="0123456789:-TZ.+ ,", max_size=30),
 )
 
 
@@ -123,10 +196,7 @@ def odd_lines(draw: st.DrawFn) -> bytes:
         parts.append(b'"error_code": ' + draw(ODD_VALUES | st.just(b'"db"')))
     for _ in range(draw(st.integers(0, 5))):
         key = json.dumps(draw(FIELDS)).encode()
-        if draw(st.booleans()):
-            value = draw(ODD_VALUES)
-        else:
-            value = json.dumps(draw(SCALARS)).encode()
+        value = draw(ODD_VALUES) if draw(st.booleans()) else json.dumps(draw(SCALARS)).encode()
         parts.append(key + b": " + value)
     draw(st.randoms()).shuffle(parts)
     return b"{" + b", ".join(parts) + b"}"
@@ -153,7 +223,7 @@ def mutate(rnd: random.Random, line: bytes) -> bytes:
         elif op == 1:
             b[i:i] = bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 4)))
         elif op == 2 and b:
-            del b[i:i + rnd.randint(1, 8)]
+            del b[i : i + rnd.randint(1, 8)]
         elif op == 3:
             b[i:i] = rnd.choice([b'"', b"\\", b"\\u", b"{", b"}", b"\xf0\x9f", b"\r", b"error_code", b",,"])
         else:
@@ -167,8 +237,15 @@ def test_mutated_error_lines_never_raise_and_chunks_agree(seeds: list[int], max_
     """Byte flips, insertions, cuts of real error lines: the chunk parser (fast path and
     fallback) agrees with the line-by-line rule and nothing raises."""
     base = [
-        orjson.dumps({"message": "db down", "error_code": "db_down", "re_alert_time": "15m",
-                      "timestamp": "2026-01-14T15:05:51.367Z", "levelname": "ERROR"}),
+        orjson.dumps(
+            {
+                "message": "db down",
+                "error_code": "db_down",
+                "re_alert_time": "15m",
+                "timestamp": "2026-01-14T15:05:51.367Z",
+                "levelname": "ERROR",
+            }
+        ),
         json.dumps({"msg": "é ✓", "extra": {"error_code_clear": "db_down", "ts": 1768403151}}).encode(),
         b'{"event": "x", "error_code": 500, "notification": "off"}',
     ]
@@ -185,7 +262,8 @@ def test_mutated_error_lines_never_raise_and_chunks_agree(seeds: list[int], max_
     for r in singles:
         check_event(r)
     assert [(e.code, e.clear, e.message, e.time) for e in res.events] == [
-        (e.code, e.clear, e.message, e.time) for e in singles if isinstance(e, LogEvent)]
+        (e.code, e.clear, e.message, e.time) for e in singles if isinstance(e, LogEvent)
+    ]
     assert res.skipped == sum(1 for r in singles if isinstance(r, str))
 
 
@@ -193,8 +271,13 @@ def test_python_loggers_nan_and_infinity_do_not_hide_the_error() -> None:
     """python-json-logger and structlog write NaN/Infinity (json.dumps allow_nan=True) and
     lone surrogates as \\ud800 escapes. Such a line still raises its error."""
     p = make_parser()
-    for extra in ({"latency": float("nan")}, {"ratio": float("inf")}, {"path": "caf\udce9"},
-                  {"big": 10**30}, {"tiny": -float("inf")}):
+    for extra in (
+        {"latency": float("nan")},
+        {"ratio": float("inf")},
+        {"path": "caf\udce9"},
+        {"big": 10**30},
+        {"tiny": -float("inf")},
+    ):
         line = json.dumps({"message": "boom", "error_code": "db_down", **extra}).encode()
         ev = p.parse_line(line, NOW)
         assert isinstance(ev, LogEvent) and ev.code == "db_down", (line, ev)
@@ -204,8 +287,9 @@ def test_python_loggers_nan_and_infinity_do_not_hide_the_error() -> None:
     check_event(ev)
 
 
-@pytest.mark.parametrize("field", ["re_alert_time", "notification", "message", "timestamp", "levelname",
-                                   "error_code_clear", "extra"])
+@pytest.mark.parametrize(
+    "field", ["re_alert_time", "notification", "message", "timestamp", "levelname", "error_code_clear", "extra"]
+)
 @pytest.mark.parametrize("depth", [100, 1000, 1023, 5000])
 def test_deeply_nested_values_in_every_field(field: str, depth: int) -> None:
     """Regression: a 1000-deep array in re_alert_time made parse_duration's error message

@@ -8,25 +8,38 @@ import time
 from pathlib import Path
 
 import pytest
-from receiver import Receiver
 
+import errord.sinks.helper as helper_mod
 from errord.errors import NotifyError
+from errord.model import Notice, NoticeType
 from errord.parse.chunks import has_long_line
+from errord.sinks.helper import NotifyHelper
 from errord.sources.follower import _split_long
 from errord.store.journal import Journal
-from errord.model import Notice, NoticeType
-import errord.sinks.helper as helper_mod
-from errord.sinks.helper import NotifyHelper
-
-
-from test_notify import Target  # noqa: E402
+from receiver import Receiver
+from test_notify import Target
 
 
 def enqueue(state: Path, helper: NotifyHelper, *codes: str) -> None:
     with Journal(state) as j:
         keys = tuple(key for key, _ in helper.routes)
-        j.commit([], [], [Notice(type=NoticeType.FAILURE, code=c, title=f"x {c} failing", body="b",
-                                 incident_id=f"id-{c}", event_time=1.0, targets=keys) for c in codes], time.time())
+        j.commit(
+            [],
+            [],
+            [
+                Notice(
+                    type=NoticeType.FAILURE,
+                    code=c,
+                    title=f"x {c} failing",
+                    body="b",
+                    incident_id=f"id-{c}",
+                    event_time=1.0,
+                    targets=keys,
+                )
+                for c in codes
+            ],
+            time.time(),
+        )
 
 
 def test_delivers_in_order_and_reports_results(tmp_path: Path) -> None:
@@ -43,7 +56,7 @@ def test_delivers_in_order_and_reports_results(tmp_path: Path) -> None:
             end = time.monotonic() + 5
             while len(results) < 3 and time.monotonic() < end:
                 time.sleep(0.02)
-            assert results == [("json://127.0.0.1:%d" % rx.port, True)] * 3
+            assert results == [(f"json://127.0.0.1:{rx.port}", True)] * 3
         finally:
             helper.stop(time.monotonic() + 2)
         assert helper.pid is not None
@@ -94,8 +107,9 @@ def test_long_line_precheck_agrees_with_the_split(limit: int) -> None:
 
     rng = random.Random(limit)
     for _ in range(300):
-        lines = [b"x" * rng.choice([0, 1, limit - 1, limit, limit + 1, 2 * limit]) + b"\n"
-                 for _ in range(rng.randint(1, 8))]
+        lines = [
+            b"x" * rng.choice([0, 1, limit - 1, limit, limit + 1, 2 * limit]) + b"\n" for _ in range(rng.randint(1, 8))
+        ]
         block = b"".join(lines)
         _, longs = _split_long(block, 0, limit)
         assert has_long_line(block, limit) == bool(longs), lines
@@ -138,8 +152,9 @@ def test_a_killed_helper_is_restarted_without_a_new_notice(tmp_path: Path, caplo
     assert any(f"restarted (pid {second})" in r.getMessage() for r in caplog.records)
 
 
-def test_a_helper_that_keeps_dying_is_restarted_with_backoff(tmp_path: Path, caplog: pytest.LogCaptureFixture,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_helper_that_keeps_dying_is_restarted_with_backoff(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(helper_mod, "RESTART_BACKOFF", (0.5, 1.0))
     with Receiver() as rx:
         helper = NotifyHelper(tmp_path, [Target(rx.url())])
@@ -157,9 +172,11 @@ def test_a_helper_that_keeps_dying_is_restarted_with_backoff(tmp_path: Path, cap
         with pytest.raises(ProcessLookupError):
             os.kill(helper.pid, 0)
     died = [r.getMessage().split("; ", 1)[1] for r in caplog.records if " died: " in r.getMessage()]
-    assert died == ["restarting it now",
-                    "it died 2 times in a row within 60s of its start; restarting it in 0.5s",
-                    "it died 3 times in a row within 60s of its start; restarting it in 1s"], died
+    assert died == [
+        "restarting it now",
+        "it died 2 times in a row within 60s of its start; restarting it in 0.5s",
+        "it died 3 times in a row within 60s of its start; restarting it in 1s",
+    ], died
     assert times[1] >= 0.5 and times[2] >= 1.0, times
 
 

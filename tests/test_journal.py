@@ -44,8 +44,14 @@ def make_incident(code: str = "E1", *, start: float = 1000.0, iid: str | None = 
     return Incident(**values)  # type: ignore[arg-type]
 
 
-def make_notice(code: str = "E1", *, tags: tuple[str, ...] = (), kind: NoticeType = NoticeType.FAILURE,
-                title: str | None = None, targets: tuple[str, ...] = ("stderr",)) -> Notice:  # fmt: skip
+def make_notice(
+    code: str = "E1",
+    *,
+    tags: tuple[str, ...] = (),
+    kind: NoticeType = NoticeType.FAILURE,
+    title: str | None = None,
+    targets: tuple[str, ...] = ("stderr",),
+) -> Notice:
     return Notice(
         type=kind,
         code=code,
@@ -60,9 +66,16 @@ def make_notice(code: str = "E1", *, tags: tuple[str, ...] = (), kind: NoticeTyp
 
 def make_position(ino: int = 1, offset: int = 100, **kw: object) -> Position:
     values: dict[str, object] = dict(
-        dev=1, ino=ino, path=f"/var/log/app{ino}.jsonl", offset=offset, fp_len=64,
-        fp_hash="ab" * 8, lines_read=10, lines_skipped=1, source=0,
-    )  # fmt: skip
+        dev=1,
+        ino=ino,
+        path=f"/var/log/app{ino}.jsonl",
+        offset=offset,
+        fp_len=64,
+        fp_hash="ab" * 8,
+        lines_read=10,
+        lines_skipped=1,
+        source=0,
+    )
     values.update(kw)
     return Position(**values)  # type: ignore[arg-type]
 
@@ -253,7 +266,11 @@ def test_history_order_and_filters(journal: Journal) -> None:
     ]
     journal.commit(incs, [], [], now=1.0)
     assert [(i.code, i.start_time) for i in journal.history()] == [
-        ("B", 300.0), ("A", 200.0), ("A", 100.0), ("C", 50.0)]  # fmt: skip
+        ("B", 300.0),
+        ("A", 200.0),
+        ("A", 100.0),
+        ("C", 50.0),
+    ]
     assert [i.start_time for i in journal.history(code="A")] == [200.0, 100.0]
     assert [i.start_time for i in journal.history(code="A", active_only=True)] == [200.0]
     assert [i.code for i in journal.history(limit=2)] == ["B", "A"]
@@ -263,12 +280,17 @@ def test_history_order_and_filters(journal: Journal) -> None:
 
 
 def test_history_by_app_since_and_state(journal: Journal) -> None:
-    journal.commit([
-        make_incident("A", start=100.0, active=False, cleared_at=150.0, app="shop"),
-        make_incident("B", start=300.0, app="billing"),
-        make_incident("A", start=200.0, app="shop"),
-        make_incident("C", start=50.0, active=False, cleared_at=60.0, app=None),
-    ], [], [], now=1.0)  # fmt: skip
+    journal.commit(
+        [
+            make_incident("A", start=100.0, active=False, cleared_at=150.0, app="shop"),
+            make_incident("B", start=300.0, app="billing"),
+            make_incident("A", start=200.0, app="shop"),
+            make_incident("C", start=50.0, active=False, cleared_at=60.0, app=None),
+        ],
+        [],
+        [],
+        now=1.0,
+    )
     assert [(i.code, i.start_time) for i in journal.history(app="shop")] == [("A", 200.0), ("A", 100.0)]
     assert [i.start_time for i in journal.history(since=200.0)] == [300.0, 200.0]  # at or after
     assert [i.start_time for i in journal.history(state="cleared")] == [100.0, 50.0]

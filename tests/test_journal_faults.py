@@ -85,8 +85,9 @@ class Checker(threading.Thread):
             k = sum(1 for e in self.ends if e <= offset)  # lines wholly before the position
             want = {f"j{i}" for i in range(k)}
             if set(codes) != want or occ != k or (offset and offset not in self.ends):
-                self.problems.append(f"position {offset} covers {k} lines, store has {len(codes)} "
-                                     f"incidents / {occ} occurrences")
+                self.problems.append(
+                    f"position {offset} covers {k} lines, store has {len(codes)} incidents / {occ} occurrences"
+                )
             self.snapshots += 1
             self.offsets.append(offset)
             time.sleep(0.005)
@@ -104,8 +105,12 @@ class Harness:
         self.written = 0
         self.ends: list[int] = []
         self.size = 0
-        cfg = write_config(tmp_path / "errord.toml", server_id="t", state_dir=str(self.state),
-                           sources=[{"path": str(self.logs / "*.jsonl"), "start_at": "beginning"}])
+        cfg = write_config(
+            tmp_path / "errord.toml",
+            server_id="t",
+            state_dir=str(self.state),
+            sources=[{"path": str(self.logs / "*.jsonl"), "start_at": "beginning"}],
+        )
         self.daemon = Daemon(Settings.load(cfg).to_run())
         self.task: asyncio.Task[None] | None = None
 
@@ -150,8 +155,9 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                  caplog: pytest.LogCaptureFixture) -> AsyncIterator[Harness]:
+async def harness(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> AsyncIterator[Harness]:
     caplog.set_level(logging.INFO, logger="errord")
     faults = Faults()
     monkeypatch.setattr(daemon_mod, "Journal", functools.partial(QuickJournal, opener=faults.open))
@@ -208,8 +214,9 @@ async def test_readonly_journal_pauses_reading_and_resumes(harness: Harness, cap
     await h.stop()
 
 
-async def test_random_io_errors_never_let_a_position_run_ahead(harness: Harness,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+async def test_random_io_errors_never_let_a_position_run_ahead(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
     h = harness
     seed = seed_for(4242)
     rnd = random.Random(seed)
@@ -256,8 +263,9 @@ class FailsToRecord(Faults):
         return False
 
 
-def test_accepted_notice_is_not_sent_again_when_recording_it_fails(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_accepted_notice_is_not_sent_again_when_recording_it_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """CONTRACT §7 allows a repeat only for a crash between acceptance and recording. A
     journal that is locked at that moment (busy timeout passed) must not cause one: the
     worker remembers what the target accepted and records it later, without resending."""
@@ -271,8 +279,15 @@ def test_accepted_notice_is_not_sent_again_when_recording_it_fails(tmp_path: Pat
     with Receiver() as rx:
         sink = NotifySink(tmp_path / "state", [Target(rx.url("/flaky"))], backoff=(0.05, 0.2), timeout=2)
         with Journal(tmp_path / "state") as j:
-            j.commit([], [], [Notice(NoticeType.FAILURE, f"k{i}", f"🔴 k{i} x", "b", f"id{i}", 1.0, targets=("t1",))
-                             for i in range(4)], now=time.time())
+            j.commit(
+                [],
+                [],
+                [
+                    Notice(NoticeType.FAILURE, f"k{i}", f"🔴 k{i} x", "b", f"id{i}", 1.0, targets=("t1",))
+                    for i in range(4)
+                ],
+                now=time.time(),
+            )
         sink.start()
         try:
             rx.wait_for(4, timeout=10)
@@ -317,7 +332,8 @@ class BrokenOutbox(Faults):
 
 
 def test_a_lasting_journal_fault_is_logged_once_not_at_every_retry(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """Issue 11.10: the worker retries every second and reopens the journal each time; the
     fault and the state_dir's mode are each told once, and the recovery once."""
     caplog.set_level(logging.INFO, logger="errord")
@@ -338,8 +354,12 @@ def test_a_lasting_journal_fault_is_logged_once_not_at_every_retry(
         try:
             time.sleep(4.5)  # ~4 retries, each on a fresh connection
             with Journal(state) as j:
-                j.commit([], [], [Notice(NoticeType.FAILURE, "k", "🔴 k x", "b", "id", 1.0, targets=("t1",))],
-                         now=time.time())
+                j.commit(
+                    [],
+                    [],
+                    [Notice(NoticeType.FAILURE, "k", "🔴 k x", "b", "id", 1.0, targets=("t1",))],
+                    now=time.time(),
+                )
             faults.broken.clear()
             sink.wake()
             rx.wait_for(1, timeout=10)
@@ -433,8 +453,7 @@ def test_the_wal_stays_bounded_with_overlapping_readers(make_errord, tmp_path: P
         assert e.stop(timeout=15) == 0
 
 
-def test_a_rollback_that_keeps_failing_is_told_once_a_minute(tmp_path: Path,
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_a_rollback_that_keeps_failing_is_told_once_a_minute(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A full disk fails the COMMIT and then the ROLLBACK at every retry of every worker:
     the reconnect is told once a minute per store, not at each retry (issue 11.10)."""
     caplog.set_level(logging.WARNING, logger="errord")

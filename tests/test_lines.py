@@ -153,8 +153,18 @@ def test_bad_code_types_skip_the_line(fields: dict[str, Any]) -> None:
 
 def test_event_carries_app_and_defaults() -> None:
     ev = event(rec(error_code="x"), app="billing")
-    assert ev == LogEvent(code="x", clear=None, message="", time=NOW, re_alert=None, notify=None,
-                          level=None, app="billing", path="", offset=0)
+    assert ev == LogEvent(
+        code="x",
+        clear=None,
+        message="",
+        time=NOW,
+        re_alert=None,
+        notify=None,
+        level=None,
+        app="billing",
+        path="",
+        offset=0,
+    )
     assert event(rec(error_code="x"), app=None).app is None
 
 
@@ -244,11 +254,45 @@ def test_event_time_forms(value: Any, expected: float) -> None:
     assert ev.time == pytest.approx(expected, abs=1e-6)
 
 
-_TIME_PIECES = st.sampled_from([
-    "2026", "0001", "9999", "1969", "-", "01", "12", "31", "02", "29", "T", "t", " ", ":", "00",
-    "59", "23", "24", ".", ",", "5", "123", "1234567", "Z", "z", "+01:00", "-05:30", " UTC",
-    "GMT", "\x00", "\u3000", "\t", "W", "e", "+",
-])  # fmt: skip
+_TIME_PIECES = st.sampled_from(
+    [
+        "2026",
+        "0001",
+        "9999",
+        "1969",
+        "-",
+        "01",
+        "12",
+        "31",
+        "02",
+        "29",
+        "T",
+        "t",
+        " ",
+        ":",
+        "00",
+        "59",
+        "23",
+        "24",
+        ".",
+        ",",
+        "5",
+        "123",
+        "1234567",
+        "Z",
+        "z",
+        "+01:00",
+        "-05:30",
+        " UTC",
+        "GMT",
+        "\x00",
+        "\u3000",
+        "\t",
+        "W",
+        "e",
+        "+",
+    ]
+)
 
 
 @settings(max_examples=500, deadline=None)
@@ -257,7 +301,8 @@ _TIME_PIECES = st.sampled_from([
         st.text(max_size=70),
         st.lists(_TIME_PIECES, max_size=14).map("".join),
         st.tuples(st.datetimes(timezones=st.none() | st.timezones()), st.sampled_from("T ")).map(
-            lambda d: d[0].isoformat(sep=d[1])),
+            lambda d: d[0].isoformat(sep=d[1])
+        ),
     ),
     st.sampled_from([UTC, BERLIN]),
 )
@@ -337,8 +382,14 @@ def test_missing_time_uses_now() -> None:
 
 @pytest.mark.parametrize(
     ("ahead", "slack", "kept"),
-    [(299, 300.0, True), (300, 300.0, True), (301, 300.0, False), (3600, 300.0, False),
-     (59, 60.0, True), (61, 60.0, False)],
+    [
+        (299, 300.0, True),
+        (300, 300.0, True),
+        (301, 300.0, False),
+        (3600, 300.0, False),
+        (59, 60.0, True),
+        (61, 60.0, False),
+    ],
 )
 def test_future_guard(ahead: float, slack: float, kept: bool) -> None:
     ev = event(rec(error_code="x", ts=NOW + ahead), future_slack=slack)
@@ -355,8 +406,13 @@ def test_naive_time_in_utc_by_default() -> None:
 def test_naive_time_around_dst_change_matches_zoneinfo() -> None:
     p = make_parser(tz=BERLIN)
     # 2025-03-30 02:00-03:00 does not exist in Berlin; 2025-10-26 02:00-03:00 happens twice
-    for text in ["2025-03-30 01:59:59", "2025-03-30 02:30:00", "2025-03-30 03:00:00",
-                 "2025-10-26 02:30:00", "2025-10-26 03:00:01"]:
+    for text in [
+        "2025-03-30 01:59:59",
+        "2025-03-30 02:30:00",
+        "2025-03-30 03:00:00",
+        "2025-10-26 02:30:00",
+        "2025-10-26 03:00:01",
+    ]:
         expected = datetime.fromisoformat(text).replace(tzinfo=BERLIN).timestamp()
         ev = p.parse_line(rec(error_code="x", asctime=text), NOW)
         assert isinstance(ev, LogEvent) and ev.time == expected, text
@@ -410,12 +466,31 @@ def test_re_alert_time_under_extra() -> None:
 @pytest.mark.parametrize(
     ("value", "notify"),
     [
-        (True, True), (False, False),
-        ("true", True), ("false", False), ("TRUE", True), ("False", False), (" no ", False),
-        ("yes", True), ("YES", True), ("no", False), ("1", True), ("0", False),
-        ("on", True), ("off", False),
-        (1, True), (0, False), (1.0, True), (0.0, False),
-        (2, None), (-1, None), ("maybe", None), ("", None), (None, None), ([], None), ({}, None),
+        (True, True),
+        (False, False),
+        ("true", True),
+        ("false", False),
+        ("TRUE", True),
+        ("False", False),
+        (" no ", False),
+        ("yes", True),
+        ("YES", True),
+        ("no", False),
+        ("1", True),
+        ("0", False),
+        ("on", True),
+        ("off", False),
+        (1, True),
+        (0, False),
+        (1.0, True),
+        (0.0, False),
+        (2, None),
+        (-1, None),
+        ("maybe", None),
+        ("", None),
+        (None, None),
+        ([], None),
+        ({}, None),
     ],
 )
 def test_notification(value: Any, notify: bool | None) -> None:
@@ -432,18 +507,22 @@ def test_notification_absent_and_under_extra() -> None:
 
 
 def test_python_json_logger_line() -> None:
-    line = (b'{"asctime": "2026-01-14 15:05:51,367", "levelname": "ERROR", "message": "db down", '
-            b'"error_code": "db_down"}')
+    line = (
+        b'{"asctime": "2026-01-14 15:05:51,367", "levelname": "ERROR", "message": "db down", "error_code": "db_down"}'
+    )
     assert event(line, tz=BERLIN) == LogEvent(
-        code="db_down", clear=None, message="db down", time=T - 3600, level="ERROR", app="demo")
+        code="db_down", clear=None, message="db down", time=T - 3600, level="ERROR", app="demo"
+    )
 
 
 def test_structlog_line() -> None:
-    line = (b'{"event": "db down", "level": "error", "timestamp": "2026-01-14T15:05:51.367Z", '
-            b'"error_code": "db_down", "re_alert_time": "datetime.timedelta(seconds=900)"}')
+    line = (
+        b'{"event": "db down", "level": "error", "timestamp": "2026-01-14T15:05:51.367Z", '
+        b'"error_code": "db_down", "re_alert_time": "datetime.timedelta(seconds=900)"}'
+    )
     assert event(line, tz=BERLIN) == LogEvent(
-        code="db_down", clear=None, message="db down", time=pytest.approx(T), re_alert=900.0,
-        level="error", app="demo")
+        code="db_down", clear=None, message="db down", time=pytest.approx(T), re_alert=900.0, level="error", app="demo"
+    )
 
 
 def test_output_of_the_real_python_json_logger() -> None:
@@ -459,8 +538,9 @@ def test_output_of_the_real_python_json_logger() -> None:
     log.setLevel(logging.INFO)
     log.addHandler(handler)
     try:
-        log.error("db down: %s", "timeout", extra={"error_code": "db_down", "re_alert_time": "15m",
-                                                   "notification": False})
+        log.error(
+            "db down: %s", "timeout", extra={"error_code": "db_down", "re_alert_time": "15m", "notification": False}
+        )
         log.info("recovered, no error_code here")
         log.info("recovered", extra={"error_code_clear": "db_down"})
     finally:
@@ -471,7 +551,13 @@ def test_output_of_the_real_python_json_logger() -> None:
     assert (res.lines, res.skipped) == (3, 0)
     err, clear = res.events
     assert (err.code, err.clear, err.message, err.level, err.re_alert, err.notify) == (
-        "db_down", None, "db down: timeout", "ERROR", 900.0, False)
+        "db_down",
+        None,
+        "db down: timeout",
+        "ERROR",
+        900.0,
+        False,
+    )
     assert now - 5 < err.time <= now + 1  # asctime has millisecond resolution
     assert (clear.code, clear.clear, clear.offset) == (None, "db_down", data.rindex(b"{"))
 
@@ -481,22 +567,22 @@ def test_output_of_the_real_python_json_logger() -> None:
 
 def test_skip_reasons_offsets_and_counts() -> None:
     lines = [
-        rec(error_code="a", message="ok"),                     # event
-        b'{"msg": "caf\xc3\xa9"}',                             # valid UTF-8, no code
-        b'{"msg": "\xff\xfe"}',                                # invalid_utf8 (cheap check)
-        b'{"error_code": "\xc3("}',                            # invalid_utf8 (candidate)
-        b'{"error_code": "b"',                                 # not_json (candidate)
-        b"hello world",                                        # not_object (cheap check)
-        b'["error_code", 1]',                                  # not_object (candidate, JSON)
-        b'"error_code"',                                       # not_object (candidate, JSON)
-        b"{not json but shaped}",                              # passes the cheap check
-        b"",                                                   # blank: a line, not skipped
-        b"   \t ",                                             # blank
-        rec(error_code=True),                                  # bad_code
-        b'{"pad": "' + b"x" * 100 + b'"}',                     # too_long
+        rec(error_code="a", message="ok"),  # event
+        b'{"msg": "caf\xc3\xa9"}',  # valid UTF-8, no code
+        b'{"msg": "\xff\xfe"}',  # invalid_utf8 (cheap check)
+        b'{"error_code": "\xc3("}',  # invalid_utf8 (candidate)
+        b'{"error_code": "b"',  # not_json (candidate)
+        b"hello world",  # not_object (cheap check)
+        b'["error_code", 1]',  # not_object (candidate, JSON)
+        b'"error_code"',  # not_object (candidate, JSON)
+        b"{not json but shaped}",  # passes the cheap check
+        b"",  # blank: a line, not skipped
+        b"   \t ",  # blank
+        rec(error_code=True),  # bad_code
+        b'{"pad": "' + b"x" * 100 + b'"}',  # too_long
         b'{"error_code": "c", "pad": "' + b"x" * 100 + b'"}',  # too_long, even as a candidate
-        rec(error_code_clear="a") + b"\r",                     # event (\r\n tolerated)
-        rec(message="no error_code here"),                     # decoy: no event, no skip
+        rec(error_code_clear="a") + b"\r",  # event (\r\n tolerated)
+        rec(message="no error_code here"),  # decoy: no event, no skip
     ]
     data = b"\n".join(lines) + b"\n"
     starts = [sum(len(x) + 1 for x in lines[:i]) for i in range(len(lines))]
@@ -618,21 +704,32 @@ def test_line_exactly_at_and_one_over_max_line_bytes(candidate: bool) -> None:
 
 def test_escaped_key_is_a_candidate() -> None:
     p = make_parser()
-    for line in [b'{"\\u0065rror_code": "x"}', b'{"error\\u005Fcode": "x"}', b'{"error\\u005fcode": "x"}',
-                 b'{"\\u0065\\u0072\\u0072\\u006F\\u0072\\u005f\\u0063\\u006f\\u0064\\u0065": "x"}',
-                 b'{"extra": {"err\\u006fr_code": "x"}}']:
+    for line in [
+        b'{"\\u0065rror_code": "x"}',
+        b'{"error\\u005Fcode": "x"}',
+        b'{"error\\u005fcode": "x"}',
+        b'{"\\u0065\\u0072\\u0072\\u006F\\u0072\\u005f\\u0063\\u006f\\u0064\\u0065": "x"}',
+        b'{"extra": {"err\\u006fr_code": "x"}}',
+    ]:
         ev = p.parse_line(line, NOW)
         assert isinstance(ev, LogEvent) and ev.code == "x", line
     # a clear whose key is escaped; and one inside a clean chunk (the fast path)
     ev = p.parse_line(b'{"\\u0065rror_code_clear": "x"}', NOW)
     assert isinstance(ev, LogEvent) and ev.clear == "x"
-    lines = [rec(msg="caf\u00e9 \"quoted\""), b'{"msg": "a\\nb \\u00e9"}', b'{"\\u0065rror_code": "esc"}',
-             rec(error_code="plain"), b'{"e\\u0072ror_code": "esc2", "error_code_clear": "c"}']
+    lines = [
+        rec(msg='caf\u00e9 "quoted"'),
+        b'{"msg": "a\\nb \\u00e9"}',
+        b'{"\\u0065rror_code": "esc"}',
+        rec(error_code="plain"),
+        b'{"e\\u0072ror_code": "esc2", "error_code_clear": "c"}',
+    ]
     data = b"\n".join(lines) + b"\n"
     res = p.parse_chunk(data, 0, NOW)
     assert [(e.code, e.clear, e.offset) for e in res.events] == [
-        ("esc", None, data.index(lines[2])), ("plain", None, data.index(lines[3])),
-        ("esc2", "c", data.index(lines[4]))]
+        ("esc", None, data.index(lines[2])),
+        ("plain", None, data.index(lines[3])),
+        ("esc2", "c", data.index(lines[4])),
+    ]
     # candidacy decides which check a broken line gets: escapes of other letters stay cheap
     assert p.parse_line(b'{"msg": "caf\\u00e9" oops}', NOW) is None
     assert p.parse_line(b'{"msg": "\\u0065" oops}', NOW) == "not_json"
@@ -681,25 +778,54 @@ def test_clean_chunk_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> Non
 # --------------------------------------------------------------------------- never raise
 
 JSON_SCALARS = (
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30)
 )
 JSON_VALUES = st.recursive(
     JSON_SCALARS,
     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3),
     max_leaves=8,
 )
-TIME_TEXT = st.sampled_from([
-    "2026-01-14T15:05:51.367Z", "2026-01-14 15:05:51,367", "1768403151", "2026-01-14T15:05:51+02:00",
-    "2026-01-14T15:05:51.1234567890", "x", "",
-])
-FIELD_VALUES = JSON_VALUES | TIME_TEXT | st.sampled_from(
-    ["15m", "0:15:00", "datetime.timedelta(seconds=900)", "false", "yes"])
-KEYS = st.sampled_from([
-    "error_code", "error_code_clear", "re_alert_time", "notification", "message", "msg", "event",
-    "timestamp", "@timestamp", "time", "asctime", "ts", "levelname", "level", "other",
-    "exc_info", "exception", "err", "stack_info",
-])
+TIME_TEXT = st.sampled_from(
+    [
+        "2026-01-14T15:05:51.367Z",
+        "2026-01-14 15:05:51,367",
+        "1768403151",
+        "2026-01-14T15:05:51+02:00",
+        "2026-01-14T15:05:51.1234567890",
+        "x",
+        "",
+    ]
+)
+FIELD_VALUES = (
+    JSON_VALUES | TIME_TEXT | st.sampled_from(["15m", "0:15:00", "datetime.timedelta(seconds=900)", "false", "yes"])
+)
+KEYS = st.sampled_from(
+    [
+        "error_code",
+        "error_code_clear",
+        "re_alert_time",
+        "notification",
+        "message",
+        "msg",
+        "event",
+        "timestamp",
+        "@timestamp",
+        "time",
+        "asctime",
+        "ts",
+        "levelname",
+        "level",
+        "other",
+        "exc_info",
+        "exception",
+        "err",
+        "stack_info",
+    ]
+)
 RECORDS = st.dictionaries(KEYS, FIELD_VALUES, max_size=6)
 
 
@@ -714,14 +840,26 @@ def log_lines(draw: st.DrawFn) -> bytes:
         if draw(st.booleans()):
             line = json.dumps(json.loads(line)).encode()  # ensure_ascii: \u escapes
     elif kind == 5:
-        line = draw(st.sampled_from([
-            b'{"\\u0065rror_code": "e"}', b'{"message": "no error_code"}', b"", b"  ",
-            b'{"error_code": "x"', b"[1]", b"{}", b'{"a": "\\u00e9"}', b"{\xff}",
-            b'{"record": {"extra": {"error_code": "x"}}}', b'{"log": "{\\"error_code\\": 1}"}',
-            b'{"msg": "error_code", "a": [{"error_code_clear": 2}]}',
-            b'{"error_code": "x", "exc_info": "Traceback (most recent call last):\\nValueError: v"}',
-            b'{"error_code": "x", "re_alert_time": "15 minutes", "notification": "maybe"}',
-        ]))
+        line = draw(
+            st.sampled_from(
+                [
+                    b'{"\\u0065rror_code": "e"}',
+                    b'{"message": "no error_code"}',
+                    b"",
+                    b"  ",
+                    b'{"error_code": "x"',
+                    b"[1]",
+                    b"{}",
+                    b'{"a": "\\u00e9"}',
+                    b"{\xff}",
+                    b'{"record": {"extra": {"error_code": "x"}}}',
+                    b'{"log": "{\\"error_code\\": 1}"}',
+                    b'{"msg": "error_code", "a": [{"error_code_clear": 2}]}',
+                    b'{"error_code": "x", "exc_info": "Traceback (most recent call last):\\nValueError: v"}',
+                    b'{"error_code": "x", "re_alert_time": "15 minutes", "notification": "maybe"}',
+                ]
+            )
+        )
     elif kind == 6:
         line = b"{" + draw(st.binary(max_size=40)).replace(b"\n", b"") + b"}"
     elif kind == 7:
@@ -751,10 +889,16 @@ def clean_chunks(draw: st.DrawFn) -> bytes:
     for r in draw(st.lists(RECORDS, min_size=1, max_size=12)):
         line = orjson.dumps(r) if draw(st.booleans()) else json.dumps(r).encode()  # raw UTF-8 / \u escapes
         if draw(st.integers(0, 5)) == 0:
-            line = draw(st.sampled_from([
-                b'{"\\u0065rror_code": "e"}', b'{"a": "\\u00e9 error_code"}',
-                b'{"err\\u006Fr_code": 1, "ts": 1768403151}', b'{"error_code": "x"} ',
-            ]))
+            line = draw(
+                st.sampled_from(
+                    [
+                        b'{"\\u0065rror_code": "e"}',
+                        b'{"a": "\\u00e9 error_code"}',
+                        b'{"err\\u006Fr_code": 1, "ts": 1768403151}',
+                        b'{"error_code": "x"} ',
+                    ]
+                )
+            )
         lines.append(line + (b"\r" if draw(st.integers(0, 5)) == 0 else b""))
     return b"\n".join(lines) + (b"\n" if draw(st.booleans()) else b"")
 
@@ -900,13 +1044,17 @@ def test_warnings_are_capped_per_chunk_and_kind() -> None:
     assert [w[2] for w in warnings] == ['"x"', '"y"']
 
 
-LOGURU = (b'{"text": "2026-01-14 15:05:51.367 | ERROR | app:main:12 - db down\\n", "record": {"elapsed": '
-          b'{"repr": "0:00:00.012", "seconds": 0.012}, "exception": null, "extra": {"error_code": "db_down"}, '
-          b'"file": {"name": "app.py", "path": "/srv/app.py"}, "function": "main", "level": {"icon": "x", '
-          b'"name": "ERROR", "no": 40}, "line": 12, "message": "db down", "module": "app", "name": "__main__", '
-          b'"time": {"repr": "2026-01-14 15:05:51.367+00:00", "timestamp": 1768403151.367}}}')
-DOCKER = (b'{"log":"{\\"error_code\\": \\"db_down\\", \\"message\\": \\"db down\\"}\\n","stream":"stdout",'
-          b'"time":"2026-01-14T15:05:51.367Z"}')
+LOGURU = (
+    b'{"text": "2026-01-14 15:05:51.367 | ERROR | app:main:12 - db down\\n", "record": {"elapsed": '
+    b'{"repr": "0:00:00.012", "seconds": 0.012}, "exception": null, "extra": {"error_code": "db_down"}, '
+    b'"file": {"name": "app.py", "path": "/srv/app.py"}, "function": "main", "level": {"icon": "x", '
+    b'"name": "ERROR", "no": 40}, "line": 12, "message": "db down", "module": "app", "name": "__main__", '
+    b'"time": {"repr": "2026-01-14 15:05:51.367+00:00", "timestamp": 1768403151.367}}}'
+)
+DOCKER = (
+    b'{"log":"{\\"error_code\\": \\"db_down\\", \\"message\\": \\"db down\\"}\\n","stream":"stdout",'
+    b'"time":"2026-01-14T15:05:51.367Z"}'
+)
 
 
 @pytest.mark.parametrize(
@@ -1034,8 +1182,11 @@ def test_parser_exception_is_contained_to_its_line() -> None:
     data = b"".join(lines) + b"not json\n" + b'{"error_code": "last"}'
     res = parse_contained(parser, data, 100, NOW, "/x.jsonl")
     assert [e.code for e in res.events] == ["one", "two", "last"]
-    assert [e.offset for e in res.events] == [100, 100 + len(lines[0]) + len(lines[1]),
-                                              100 + len(data) - len(b'{"error_code": "last"}')]
+    assert [e.offset for e in res.events] == [
+        100,
+        100 + len(lines[0]) + len(lines[1]),
+        100 + len(data) - len(b'{"error_code": "last"}'),
+    ]
     assert all(e.path == "/x.jsonl" for e in res.events)
     assert (res.lines, res.skipped) == (5, 2)
     assert res.reasons == {PARSER_ERROR: 1, "not_object": 1}  # a non-candidate: the cheap check

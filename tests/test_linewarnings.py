@@ -20,9 +20,11 @@ from errord.parse.linewarnings import (
     zone_like,
 )
 
-LOGURU = (b'{"text": "db down\\n", "record": {"exception": null, "extra": {"error_code": "db_down"}, '
-          b'"level": {"name": "ERROR", "no": 40}, "message": "db down", '
-          b'"time": {"repr": "2026-01-14 15:05:51.367+00:00", "timestamp": 1768403151.367}}}\n')
+LOGURU = (
+    b'{"text": "db down\\n", "record": {"exception": null, "extra": {"error_code": "db_down"}, '
+    b'"level": {"name": "ERROR", "no": 40}, "message": "db down", '
+    b'"time": {"repr": "2026-01-14 15:05:51.367+00:00", "timestamp": 1768403151.367}}}\n'
+)
 DOCKER = b'{"log":"{\\"error_code\\": \\"db_down\\"}\\n","stream":"stdout","time":"2026-01-14T15:05:51.367Z"}\n'
 
 
@@ -48,8 +50,11 @@ def test_zone_like() -> None:
 def test_gate_rate_limits_per_file_and_kind_and_places_once() -> None:
     now = [1000.0]
     g = LineWarnings(60.0, clock=lambda: now[0])
-    w = [(10, "bad_re_alert_time", '"15 minutes"'), (20, "bad_notification", '"maybe"'),
-         (30, "misplaced_code", "record.extra.error_code")]
+    w = [
+        (10, "bad_re_alert_time", '"15 minutes"'),
+        (20, "bad_notification", '"maybe"'),
+        (30, "misplaced_code", "record.extra.error_code"),
+    ]
     first = g.messages("/a.jsonl", w)
     assert len(first) == 3 and all(m.startswith("/a.jsonl, offset ") for m in first)
     now[0] = 1059.0
@@ -69,11 +74,13 @@ def test_skipped_lines_warning_per_file_and_interval() -> None:
     now = [0.0]
     g = LineWarnings(60.0, clock=lambda: now[0])
     text = g.skipped("/a.jsonl", 3, (40, "not_json"))
-    assert text == ("skipped 3 line(s) in /a.jsonl (first at offset 40: not_json); "
-                    "further warnings for this file muted for 60s")
+    assert text == (
+        "skipped 3 line(s) in /a.jsonl (first at offset 40: not_json); further warnings for this file muted for 60s"
+    )
     assert g.skipped("/a.jsonl", 1, None) is None
     assert g.skipped("/b.jsonl", 1, None) == (
-        "skipped 1 line(s) in /b.jsonl; further warnings for this file muted for 60s")
+        "skipped 1 line(s) in /b.jsonl; further warnings for this file muted for 60s"
+    )
     now[0] = 60.0
     assert g.skipped("/a.jsonl", 1, None) is not None
     assert LineWarnings(None).skipped("/a.jsonl", 1, None) == "skipped 1 line(s) in /a.jsonl"
@@ -117,9 +124,9 @@ def test_daemon_warns_once_about_unusable_fields_and_uses_the_lines(make_errord,
     assert inc["occurrences"] == 51  # every line used
     out = e.output()
     (re_alert,) = warnings_in(out, "re_alert_time")
-    assert f"{log}, offset {len(good)}: re_alert_time \"15 minutes\" is not a duration" in re_alert
-    (notify,) = warnings_in(out, "notification \"maybe\"")
-    assert f"{log}, offset {len(good)}: notification \"maybe\" is not a boolean" in notify
+    assert f'{log}, offset {len(good)}: re_alert_time "15 minutes" is not a duration' in re_alert
+    (notify,) = warnings_in(out, 'notification "maybe"')
+    assert f'{log}, offset {len(good)}: notification "maybe" is not a boolean' in notify
     assert e.json("status")["files"][0]["lines_skipped"] == 0
     assert e.stop() == 0
 
@@ -156,6 +163,6 @@ def test_replay_prints_each_warning_once(make_errord, tmp_path: Path) -> None:
     res = e.cli("replay", str(log), "--json")
     warned = [ln for ln in res.stderr.splitlines() if ln.startswith("warning: ")]
     assert len(warned) == 3, res.stderr
-    assert f"warning: {log}, offset 0: re_alert_time \"15 minutes\"" in warned[0]
+    assert f'warning: {log}, offset 0: re_alert_time "15 minutes"' in warned[0]
     assert "record.extra.error_code" in warned[1] and "log (a JSON string)" in warned[2]
     assert [json.loads(n)["type"] for n in res.stdout.splitlines()] == ["failure"]  # the lines were used

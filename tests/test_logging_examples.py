@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from errord.parse.lines import LineParser
 from errord.model import LogEvent
+from errord.parse.lines import LineParser
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ LOGROTATE = ROOT / "config" / "logrotate" / "errord-apps"
 
 # A tiny app: configures logging from an example, then logs what it reads on stdin
 # (one JSON command per line) and answers "ok" after each record was written.
-DRIVER = r'''
+DRIVER = r"""
 import json, logging, logging.config, sys
 from datetime import timedelta
 
@@ -57,7 +57,7 @@ for line in sys.stdin:
     else:
         emit(cmd["level"], cmd["msg"], extra)
     print("ok", flush=True)
-'''
+"""
 
 
 class App:
@@ -66,10 +66,13 @@ class App:
     def __init__(self, tmp_path: Path, mode: str, example: Path, target: Path, **overrides: Any) -> None:
         script = tmp_path / "app_driver.py"
         script.write_text(DRIVER)
-        self.stderr = open(tmp_path / f"{mode}.stderr", "wb")
+        self.stderr = open(tmp_path / f"{mode}.stderr", "wb")  # noqa: SIM115 - the app's stderr while it runs; closed in close()
         self.proc = subprocess.Popen(
             [sys.executable, str(script), mode, str(example), str(target), json.dumps(overrides)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
         )
 
     def log(self, level: str, msg: str, raise_: str | None = None, **extra: Any) -> None:
@@ -99,13 +102,17 @@ def events_in(folder: Path) -> list[LogEvent]:
     return sorted(out, key=lambda ev: ev.time)  # rotated files: newest lines in app.jsonl
 
 
-@pytest.mark.parametrize("example, mode, interval", [
-    ("json-watched.json", "json", "0s"),
-    ("json-rotating.json", "json", {"timedelta": 0}),  # python-json-logger writes "0:00:00"
-    ("structlog_errord.py", "structlog", {"timedelta": 0}),  # structlog writes "datetime.timedelta(0)"
-])
-def test_example_raises_realerts_and_clears(make_errord, receiver, tmp_path: Path,
-                                            example: str, mode: str, interval: Any) -> None:
+@pytest.mark.parametrize(
+    "example, mode, interval",
+    [
+        ("json-watched.json", "json", "0s"),
+        ("json-rotating.json", "json", {"timedelta": 0}),  # python-json-logger writes "0:00:00"
+        ("structlog_errord.py", "structlog", {"timedelta": 0}),  # structlog writes "datetime.timedelta(0)"
+    ],
+)
+def test_example_raises_realerts_and_clears(
+    make_errord, receiver, tmp_path: Path, example: str, mode: str, interval: Any
+) -> None:
     e = make_errord(notify=[{"url": receiver.url()}])
     e.start()
     target = tmp_path / "logs" / "app.jsonl"
@@ -136,7 +143,7 @@ def test_example_raises_realerts_and_clears(make_errord, receiver, tmp_path: Pat
     assert e.stop() == 0
 
 
-ENUM_APP = r'''
+ENUM_APP = r"""
 import enum, logging, sys
 sys.path.insert(0, sys.argv[1])
 from structlog_errord import configure
@@ -148,17 +155,20 @@ log = configure(sys.argv[2])
 log.error("db down", error_code=Code.DB_DOWN)
 logging.getLogger("somelib").error("db down", extra={"error_code": Code.DB_DOWN})  # a stdlib record
 log.info("db back", error_code_clear=Code.DB_DOWN)
-'''
+"""
 
 
 def test_structlog_example_writes_an_enum_code_as_its_value(tmp_path: Path) -> None:
     target = tmp_path / "app.jsonl"
-    res = subprocess.run([sys.executable, "-c", ENUM_APP, str(EXAMPLES), str(target)], capture_output=True,
-                         text=True, timeout=30)  # a child: structlog.configure is process-wide
+    res = subprocess.run(
+        [sys.executable, "-c", ENUM_APP, str(EXAMPLES), str(target)], capture_output=True, text=True, timeout=30
+    )  # a child: structlog.configure is process-wide
     assert res.returncode == 0, res.stderr
     assert "Code.DB_DOWN" not in target.read_text()
-    assert [(json.loads(raw).get("error_code"), json.loads(raw).get("error_code_clear"))
-            for raw in target.read_text().splitlines()] == [("db_down", None), ("db_down", None), (None, "db_down")]
+    assert [
+        (json.loads(raw).get("error_code"), json.loads(raw).get("error_code_clear"))
+        for raw in target.read_text().splitlines()
+    ] == [("db_down", None), ("db_down", None), (None, "db_down")]
     events = events_in(tmp_path)
     assert [(ev.code, ev.clear) for ev in events] == [("db_down", None), ("db_down", None), (None, "db_down")]
 
@@ -185,11 +195,14 @@ def test_json_examples_load_as_they_are() -> None:
     for name in ("json-watched.json", "json-rotating.json"):
         cfg = json.loads((EXAMPLES / name).read_text())
         assert cfg["handlers"]["errord"]["delay"] is True
-        code = ("import json, logging.config, sys; "
-                "logging.config.dictConfig(json.load(open(sys.argv[1]))); "
-                "h = logging.getLogger().handlers; print(type(h[0]).__name__, type(h[0].formatter).__name__)")
-        res = subprocess.run([sys.executable, "-c", code, str(EXAMPLES / name)], capture_output=True, text=True,
-                             timeout=30)
+        code = (
+            "import json, logging.config, sys; "
+            "logging.config.dictConfig(json.load(open(sys.argv[1]))); "
+            "h = logging.getLogger().handlers; print(type(h[0]).__name__, type(h[0].formatter).__name__)"
+        )
+        res = subprocess.run(
+            [sys.executable, "-c", code, str(EXAMPLES / name)], capture_output=True, text=True, timeout=30
+        )
         assert res.returncode == 0, res.stderr
         handler = "WatchedFileHandler" if "watched" in name else "RotatingFileHandler"
         assert res.stdout.split() == [handler, "JsonFormatter"]
@@ -209,17 +222,24 @@ def test_watched_handler_survives_logrotate_create(make_errord, receiver, tmp_pa
     import grp
     import os
     import pwd
+
     user, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
-    conf = (conf.replace("/var/log/myapp/*.jsonl", f"{logs}/*.jsonl")
-                .replace("create 0640 myapp adm", f"create 0640 {user} {group}")
-                .replace("    su myapp adm\n", ""))
+    conf = (
+        conf.replace("/var/log/myapp/*.jsonl", f"{logs}/*.jsonl")
+        .replace("create 0640 myapp adm", f"create 0640 {user} {group}")
+        .replace("    su myapp adm\n", "")
+    )
     (tmp_path / "logrotate.conf").write_text(conf)
     app = App(tmp_path, "json", EXAMPLES / "json-watched.json", target)
     try:
         app.log("error", "queue stuck", error_code="queue_stuck")
         receiver.wait_for(1, timeout=10)
-        res = subprocess.run([tool, "--force", "--state", str(tmp_path / "logrotate.state"),
-                              str(tmp_path / "logrotate.conf")], capture_output=True, text=True, timeout=30)
+        res = subprocess.run(
+            [tool, "--force", "--state", str(tmp_path / "logrotate.state"), str(tmp_path / "logrotate.conf")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert res.returncode == 0, res.stderr
         assert sorted(p.name for p in logs.iterdir()) == ["app.jsonl", "app.jsonl.1"]  # delaycompress
         assert target.stat().st_size == 0

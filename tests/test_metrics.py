@@ -16,11 +16,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import append, line, write_config
+from errord.config import redact_url
 from errord.daemon import Daemon
 from errord.errors import ErrordError, JournalError
 from errord.metrics import BatchTally, Health, Metrics, MetricsServer
 from errord.model import Kind
-from errord.config import redact_url
 from errord.settings import Settings
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -63,8 +63,11 @@ def metrics_base(e, timeout: float = 10) -> str:  # type: ignore[no-untyped-def]
 @pytest.mark.slow
 def test_counters_move_as_lines_are_appended(make_errord, receiver, tmp_path: Path) -> None:
     receiver.script = [500]  # the first notice fails once, then goes through
-    e = make_errord(notify=[{"url": receiver.url("/hook")}], metrics={"listen": "127.0.0.1:0"},
-                    codes={"flaky": {"re_alert_time": 0}})
+    e = make_errord(
+        notify=[{"url": receiver.url("/hook")}],
+        metrics={"listen": "127.0.0.1:0"},
+        codes={"flaky": {"re_alert_time": 0}},
+    )
     log = tmp_path / "logs" / "app.jsonl"
     append(log, line(msg="no code"))
     e.start()
@@ -76,8 +79,16 @@ def test_counters_move_as_lines_are_appended(make_errord, receiver, tmp_path: Pa
     assert value(before, "errord_incidents_opened_total") == 0
     assert get(base + "/healthz") == (200, "ok\n")
 
-    append(log, line("db_down"), line("db_down"), b'{"error_code": oops}\n', b"\xff\xfe{\"error_code\": 1}\n",
-           line("flaky"), line("flaky"), line(clear="db_down"))
+    append(
+        log,
+        line("db_down"),
+        line("db_down"),
+        b'{"error_code": oops}\n',
+        b'\xff\xfe{"error_code": 1}\n',
+        line("flaky"),
+        line("flaky"),
+        line(clear="db_down"),
+    )
     receiver.wait_for(4, timeout=15)  # failure (after one retry), failure, warning, success
     e.wait_caught_up()
     after = scrape(base)
@@ -103,8 +114,12 @@ def test_counters_move_as_lines_are_appended(make_errord, receiver, tmp_path: Pa
 
 def test_healthz_503_while_the_journal_is_unwritable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "logs").mkdir()
-    cfg = write_config(tmp_path / "e.toml", state_dir=str(tmp_path / "state"), metrics={"listen": "127.0.0.1:0"},
-                       sources=[{"path": str(tmp_path / "logs" / "*.jsonl"), "start_at": "beginning"}])
+    cfg = write_config(
+        tmp_path / "e.toml",
+        state_dir=str(tmp_path / "state"),
+        metrics={"listen": "127.0.0.1:0"},
+        sources=[{"path": str(tmp_path / "logs" / "*.jsonl"), "start_at": "beginning"}],
+    )
 
     async def scenario() -> None:
         d = Daemon(Settings.load(cfg).to_run())

@@ -34,11 +34,22 @@ T0 = 1_768_403_151.367  # 2026-01-14T15:05:51.367Z
 def incident(code: str = "E1", *, start: float = T0, iid: str | None = None, **kw: Any) -> Incident:
     """An open incident of test-host/n1, as the engine would make it."""
     values: dict[str, Any] = dict(
-        code=code, message=f"{code} happened", start_time=start, last_log_time=start,
-        server_id="test-host", node_name="n1", active=True, cleared_at=None,
-        created_at=start, updated_at=start, occurrences=1, alerts_sent=1,
-        last_alert_time=start, app="demo", incident_id=iid or f"id-{code}-{start}",
-    )  # fmt: skip
+        code=code,
+        message=f"{code} happened",
+        start_time=start,
+        last_log_time=start,
+        server_id="test-host",
+        node_name="n1",
+        active=True,
+        cleared_at=None,
+        created_at=start,
+        updated_at=start,
+        occurrences=1,
+        alerts_sent=1,
+        last_alert_time=start,
+        app="demo",
+        incident_id=iid or f"id-{code}-{start}",
+    )
     values.update(kw)
     return Incident(**values)
 
@@ -112,8 +123,10 @@ def test_upserts_are_idempotent_and_leave_other_fields_and_old_documents_alone(
     assert docs[a.incident_id]["occurrences"] == 5 and docs[a.incident_id]["note"] == "ack'd by ops"
     assert coll.count_documents({}) == 3
     assert coll.find_one({"code": "legacy"}, {"_id": False}) == {
-        "code": "legacy", "message": "from the in-app manager", "active": True,
-    }  # fmt: skip
+        "code": "legacy",
+        "message": "from the in-app manager",
+        "active": True,
+    }
 
 
 def test_repeats_coalesce_into_one_write_of_the_latest_state(journal: Journal, coll: MockCollection) -> None:
@@ -177,8 +190,9 @@ class Refusing(MockCollection):
         if first and (self.errors or self.concern):
             write_errors = [
                 {"index": k, "code": self.errors[op._filter["incident_id"]], "errmsg": "refused"}
-                for k, op in enumerate(requests) if op._filter["incident_id"] in self.errors
-            ]  # fmt: skip
+                for k, op in enumerate(requests)
+                if op._filter["incident_id"] in self.errors
+            ]
             concern = [{"code": 64, "errmsg": "waiting for replication timed out"}] if self.concern else []
             raise BulkWriteError({"writeErrors": write_errors, "writeConcernErrors": concern, "nUpserted": 0})
 
@@ -232,10 +246,13 @@ def test_indexes_are_created_idempotently_next_to_old_documents(coll: MockCollec
     for _ in range(2):
         coll.create_indexes(list(INDEXES))
     info = coll.index_information()
-    keys = {tuple(v["key"]) : v for v in info.values()}
+    keys = {tuple(v["key"]): v for v in info.values()}
     assert keys[(("incident_id", 1),)]["unique"] and keys[(("incident_id", 1),)]["sparse"]
-    assert {(("code", 1), ("start_time", -1)), (("active", 1), ("start_time", -1)),
-            (("server_id", 1), ("node_name", 1), ("code", 1))} <= set(keys)  # fmt: skip
+    assert {
+        (("code", 1), ("start_time", -1)),
+        (("active", 1), ("start_time", -1)),
+        (("server_id", 1), ("node_name", 1), ("code", 1)),
+    } <= set(keys)
     assert len(info) == 5  # _id + ours, not doubled
 
 
@@ -269,8 +286,15 @@ def seeded_store(coll: MockCollection) -> MongoStore:
         incident("db_down", start=T0 + 500, node_name="n2"),  # another node of the same server
     ]
     coll.insert_many([incident_document(i) for i in docs])
-    coll.insert_one({"code": "db_down", "active": True, "server_id": "test-host", "node_name": "n1",
-                     "start_time": datetime.fromtimestamp(T0 + 600, UTC)})  # in-app manager's
+    coll.insert_one(
+        {
+            "code": "db_down",
+            "active": True,
+            "server_id": "test-host",
+            "node_name": "n1",
+            "start_time": datetime.fromtimestamp(T0 + 600, UTC),
+        }
+    )  # in-app manager's
     return MongoStore(coll.coll, server_id="test-host", node_name="n1")
 
 
@@ -278,8 +302,11 @@ def test_history_newest_first_with_filters_and_limit_for_this_host_only(coll: Mo
     store = seeded_store(coll)
     hist = store.history()
     assert [(i.code, i.start_time) for i in hist] == [
-        ("api", T0 + 300), ("disk_full", T0 + 200), ("db_down", T0 + 100), ("db_down", T0 + 0),
-    ]  # fmt: skip
+        ("api", T0 + 300),
+        ("disk_full", T0 + 200),
+        ("db_down", T0 + 100),
+        ("db_down", T0 + 0),
+    ]
     assert all((i.server_id, i.node_name) == ("test-host", "n1") for i in hist)
     assert [i.start_time for i in store.history(code="db_down")] == [T0 + 100, T0 + 0]
     assert [i.code for i in store.history(active_only=True)] == ["disk_full", "db_down"]

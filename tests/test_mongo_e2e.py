@@ -100,8 +100,15 @@ def test_fresh_state_dir_loads_this_hosts_open_incidents_from_mongodb(
     make_errord, receiver, mongo: FakeMongo, tmp_path: Path
 ) -> None:
     now = time.time()
-    before = incident("db_down", start=now - 3600, last_log_time=now - 60, last_alert_time=now - 60,
-                      message="database unreachable (before the rebuild)", occurrences=4, iid="before-rebuild")
+    before = incident(
+        "db_down",
+        start=now - 3600,
+        last_log_time=now - 60,
+        last_alert_time=now - 60,
+        message="database unreachable (before the rebuild)",
+        occurrences=4,
+        iid="before-rebuild",
+    )
     elsewhere = incident("other", start=now - 600, server_id="other-host", iid="elsewhere")
     mongo.collection().insert_many([incident_document(before), incident_document(elsewhere)])
     e = make_errord(notify=[{"url": receiver.url()}], mongodb={"uri": mongo.uri, "timeout": "1s"})
@@ -112,7 +119,8 @@ def test_fresh_state_dir_loads_this_hosts_open_incidents_from_mongodb(
     got = receiver.wait_for(2)
     time.sleep(0.5)
     assert [(r.body["type"], r.body["title"].split()[1]) for r in receiver.delivered] == [
-        ("failure", "other"), ("success", "db_down"),
+        ("failure", "other"),
+        ("success", "db_down"),
     ]  # db_down was already open here: no second "failure" for it
     assert "before the rebuild" in got[1].body["message"]
     wait_until(lambda: pending_mongo(e) == 0, 10, "the writes", e)

@@ -14,21 +14,24 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from errord.store.journal import Journal
 from errord.config import Mongo
 from errord.settings import MongoSettings
-from errord.store.mongostore import MongoStore, recover_open_incidents
 from errord.sinks.mongo import MongoSink
+from errord.store.journal import Journal
+from errord.store.mongostore import MongoStore, recover_open_incidents
 from test_mongo import T0, incident
 
 URI = os.environ.get("ERRORD_TEST_MONGODB_URI", "")
-pytestmark = pytest.mark.skipif(not URI, reason="ERRORD_TEST_MONGODB_URI is not set (no MongoDB server to test against)")
+pytestmark = pytest.mark.skipif(
+    not URI, reason="ERRORD_TEST_MONGODB_URI is not set (no MongoDB server to test against)"
+)
 
 
 @pytest.fixture
 def settings() -> Iterator[Mongo]:
-    s = MongoSettings(uri=URI, database="errord_test", collection=f"incidents_{uuid.uuid4().hex[:12]}",
-                      timeout=5).to_run()
+    s = MongoSettings(
+        uri=URI, database="errord_test", collection=f"incidents_{uuid.uuid4().hex[:12]}", timeout=5
+    ).to_run()
     client: MongoClient[dict[str, Any]] = MongoClient(URI, serverSelectionTimeoutMS=5000, tz_aware=True)
     try:
         yield s
@@ -67,8 +70,11 @@ def test_writes_indexes_and_reads_on_a_real_server(tmp_path: Path, settings: Mon
         assert j.mongo.pending() == 0
     indexes = {tuple(ix["key"].items()): ix for ix in coll.list_indexes()}
     assert indexes[(("incident_id", 1),)].get("unique") and indexes[(("incident_id", 1),)].get("sparse")
-    assert {(("code", 1), ("start_time", -1)), (("active", 1), ("start_time", -1)),
-            (("server_id", 1), ("node_name", 1), ("code", 1))} <= set(indexes)  # fmt: skip
+    assert {
+        (("code", 1), ("start_time", -1)),
+        (("active", 1), ("start_time", -1)),
+        (("server_id", 1), ("node_name", 1), ("code", 1)),
+    } <= set(indexes)
     assert len(list(coll.find())) == 4 and len(list(coll.find({"incident_id": a.incident_id}))) == 1
     doc = coll.find_one({"incident_id": a.incident_id})
     assert (doc["occurrences"], doc["active"]) == (3, False) and doc["start_time"].tzinfo is not None

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from errord import cli, status
-from errord.store.journal import Journal
 from errord.model import INCIDENT_FIELDS, TIME_FIELDS
 from errord.settings import MongoSettings, Settings
-from errord.store.mongostore import incident_document
 from errord.sinks.mongo import MongoSink
+from errord.store.journal import Journal
+from errord.store.mongostore import incident_document
 from mongofake import FakeMongo, free_port, mirrored_journal  # noqa: F401 - provides the "journal" fixture
 from test_mongo import T0, incident
 
@@ -144,8 +144,9 @@ def test_duplicate_key_reply_on_an_upsert_counts_as_written(mongo: FakeMongo, jo
     assert sorted(d["code"] for d in mongo.docs()) == ["A", "B"]
 
 
-def test_not_primary_reply_is_retried_after_a_backoff(mongo: FakeMongo, journal: Journal, make_sink,
-                                                      caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_not_primary_reply_is_retried_after_a_backoff(
+    mongo: FakeMongo, journal: Journal, make_sink, caplog: pytest.LogCaptureFixture
+) -> None:
     mongo.script.append(("error", 10107))
     ids = commit(journal, "A", "B")
     make_sink(mongo.uri)
@@ -201,19 +202,26 @@ def test_password_never_logged(journal: Journal, make_sink, caplog: pytest.LogCa
 
 def cli_settings(tmp_path: Path, uri: str) -> list[str]:
     cfg = tmp_path / "errord.toml"
-    cfg.write_text(f'server_id = "test-host"\nnode_name = "n1"\nstate_dir = "{tmp_path / "state"}"\n'
-                   f'[mongodb]\nuri = "{uri}"\n')  # fmt: skip
+    cfg.write_text(
+        f'server_id = "test-host"\nnode_name = "n1"\nstate_dir = "{tmp_path / "state"}"\n[mongodb]\nuri = "{uri}"\n'
+    )
     cfg.chmod(0o600)
     return ["-c", str(cfg), "--json"]
 
 
-def test_history_and_active_read_mongodb_and_say_so(mongo: FakeMongo, journal: Journal, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    mongo.collection().insert_many([incident_document(i) for i in (
-        incident("old", start=T0, active=False, cleared_at=T0 + 5),
-        incident("db_down", start=T0 + 10),
-        incident("db_down", start=T0 + 20, server_id="other-host"),
-    )])  # fmt: skip
+def test_history_and_active_read_mongodb_and_say_so(
+    mongo: FakeMongo, journal: Journal, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mongo.collection().insert_many(
+        [
+            incident_document(i)
+            for i in (
+                incident("old", start=T0, active=False, cleared_at=T0 + 5),
+                incident("db_down", start=T0 + 10),
+                incident("db_down", start=T0 + 20, server_id="other-host"),
+            )
+        ]
+    )
     journal.commit([incident("only_local")], [], [], T0)  # queued, not in MongoDB yet
     args = cli_settings(tmp_path, mongo.uri)
     assert cli.main(["history", *args]) == 0
@@ -227,8 +235,9 @@ def test_history_and_active_read_mongodb_and_say_so(mongo: FakeMongo, journal: J
     assert finds[-1]["filter"]["server_id"] == "test-host" and finds[-1]["filter"]["active"] is True
 
 
-def test_read_commands_fall_back_to_the_embedded_store_quickly(journal: Journal, tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_read_commands_fall_back_to_the_embedded_store_quickly(
+    journal: Journal, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     journal.commit([incident("local")], [], [], T0)
     args = cli_settings(tmp_path, f"mongodb://errord:s3cret@localhost:{free_port()}")
     started = time.monotonic()

@@ -6,7 +6,6 @@ import re
 
 from errord.model import NoticeType
 from errord.notices import MAX_EXCEPTION, MAX_MESSAGE, clean_text, render
-
 from test_engine import FakePolicy, ev, make_engine
 
 
@@ -63,8 +62,7 @@ def test_resolve_of_a_clear_written_before_the_start_never_runs_backwards() -> N
     notice_for(e, ev(3600, "db"))
     n = notice_for(e, ev(0, clear="db"))
     assert n is not None and n.type is NoticeType.SUCCESS
-    assert ("Resolved after 0s (2026-01-14 15:13:20 UTC to 2026-01-14 15:13:20 UTC), 1 occurrence."
-            in n.body), n.body
+    assert "Resolved after 0s (2026-01-14 15:13:20 UTC to 2026-01-14 15:13:20 UTC), 1 occurrence." in n.body, n.body
 
 
 def test_one_line_clearing_and_raising_gives_one_notice() -> None:

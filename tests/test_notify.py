@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -13,15 +14,15 @@ from typing import Any
 
 import apprise
 import pytest
-from receiver import Receiver
-from test_journal import stored
 
 from errord.errors import NotifyError
-from errord.store.journal import Journal
 from errord.model import Notice, NoticeType
 from errord.policy.route import Router
 from errord.sinks.notify import NotifySink, SendResult, with_timeouts
 from errord.sinks.secrets import Scrub
+from errord.store.journal import Journal
+from receiver import Receiver
+from test_journal import stored
 
 FAST = (0.05, 0.2)  # backoff for tests
 
@@ -110,9 +111,12 @@ def test_delivers_each_type_with_title_body_and_type(
     sink = make_sink([Target(rx.url("/hook"))])
     sink.start()
     enqueue(
-        tmp_path / "state", sink,
-        notice("E1", NoticeType.FAILURE), notice("E2", NoticeType.WARNING), notice("E3", NoticeType.SUCCESS),
-    )  # fmt: skip
+        tmp_path / "state",
+        sink,
+        notice("E1", NoticeType.FAILURE),
+        notice("E2", NoticeType.WARNING),
+        notice("E3", NoticeType.SUCCESS),
+    )
     reqs = rx.wait_for(3)
     assert [r.path for r in reqs] == ["/hook"] * 3
     assert [(b["title"], b["message"], b["type"]) for b in (r.body for r in reqs)] == [
@@ -165,8 +169,14 @@ def test_503_is_retried_with_backoff_in_order_each_once(
     seen = rx.snapshot()
     # E1 three times refused, then accepted; nothing newer overtook it.
     assert [(r.status, r.body["title"][2:4]) for r in seen] == [
-        (503, "E1"), (503, "E1"), (503, "E1"), (200, "E1"), (200, "E2"), (200, "E3")]  # fmt: skip
-    gaps = [b.at - a.at for a, b in zip(seen, seen[1:4])]
+        (503, "E1"),
+        (503, "E1"),
+        (503, "E1"),
+        (200, "E1"),
+        (200, "E2"),
+        (200, "E3"),
+    ]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(seen[:4])]
     # backoff 0.05 * 2**n, capped at 0.2 (jitter only lengthens)
     assert gaps[0] >= 0.05 and gaps[1] >= 0.1 and gaps[2] >= 0.2, gaps
     assert all(g < 1.0 for g in gaps), gaps  # the 1 s poll did not stand in for the backoff
@@ -175,9 +185,7 @@ def test_503_is_retried_with_backoff_in_order_each_once(
     assert attempts == [4, 1, 1]
 
 
-def test_connection_refused_then_up(
-    tmp_path: Path, rx: Receiver, make_sink: Callable[..., NotifySink]
-) -> None:
+def test_connection_refused_then_up(tmp_path: Path, rx: Receiver, make_sink: Callable[..., NotifySink]) -> None:
     rx.stop()
     sink = make_sink([Target(rx.url())])
     sink.start()
@@ -415,7 +423,8 @@ def closed_port() -> int:
 
 
 def test_a_refused_connection_is_named_in_send_test_and_the_retry_log(
-        tmp_path: Path, make_sink: Callable[..., NotifySink], caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, make_sink: Callable[..., NotifySink], caplog: pytest.LogCaptureFixture
+) -> None:
     """Issue 10.10: `not accepted (1)` swallowed Apprise's reason."""
     target = Target(f"json://127.0.0.1:{closed_port()}/x")
     sink = make_sink([target])
@@ -445,8 +454,9 @@ def test_a_bad_mailto_url_names_apprises_reason(tmp_path: Path) -> None:
     assert info.value.problems == ["notify.0.url: nosuch://host: not a usable Apprise URL (Unparseable URL …)"]
 
 
-def test_retry_after_is_honoured(tmp_path: Path, rx: Receiver, make_sink: Callable[..., NotifySink],
-                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_retry_after_is_honoured(
+    tmp_path: Path, rx: Receiver, make_sink: Callable[..., NotifySink], caplog: pytest.LogCaptureFixture
+) -> None:
     """Issue 11.9: 429 with `Retry-After: 3` was retried after the backoff's 1 s."""
     caplog.set_level(logging.WARNING, logger="errord")
     rx.script = [429]
@@ -458,12 +468,14 @@ def test_retry_after_is_honoured(tmp_path: Path, rx: Receiver, make_sink: Callab
     first, second = rx.snapshot()[:2]
     assert (first.status, second.status) == (429, 200)
     assert second.at - first.at >= 3.0, second.at - first.at
-    assert any("retry in 3.0s (Retry-After: 3s)" in r.getMessage() and "error=429" in r.getMessage()
-               for r in caplog.records), caplog.text
+    assert any(
+        "retry in 3.0s (Retry-After: 3s)" in r.getMessage() and "error=429" in r.getMessage() for r in caplog.records
+    ), caplog.text
 
 
-def test_retry_after_is_capped_by_the_backoff_cap(tmp_path: Path, rx: Receiver,
-                                                  make_sink: Callable[..., NotifySink]) -> None:
+def test_retry_after_is_capped_by_the_backoff_cap(
+    tmp_path: Path, rx: Receiver, make_sink: Callable[..., NotifySink]
+) -> None:
     rx.script = [503]
     rx.headers = {"Retry-After": "3600"}
     sink = make_sink([Target(rx.url("/capped"))], backoff=(0.05, 1.0))

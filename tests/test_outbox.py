@@ -16,8 +16,11 @@ def deliveries(j: Journal) -> list[tuple[int, str]]:
 
 def test_one_delivery_per_target_key_none_is_recorded_not_sent(journal: Journal) -> None:
     # Routing is policy.route.Router's (tests/test_routing.py): the outbox takes the keys as given.
-    n_ab, n_c, n_none = (make_notice("E1", targets=("a", "b")), make_notice("E2", tags=("ops",), targets=("c",)),
-                         make_notice("E3", tags=("nobody",), targets=()))  # fmt: skip
+    n_ab, n_c, n_none = (
+        make_notice("E1", targets=("a", "b")),
+        make_notice("E2", tags=("ops",), targets=("c",)),
+        make_notice("E3", tags=("nobody",), targets=()),
+    )
     journal.commit([], [], [n_ab, n_c, n_none], now=1.0)
     assert deliveries(journal) == [(n_ab.id, "a"), (n_ab.id, "b"), (n_c.id, "c")]
     assert n_none.id is not None  # stored, nothing pending for it

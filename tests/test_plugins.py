@@ -27,8 +27,9 @@ print(json.dumps({"untouched": untouched, "loaded": loaded, "usable": usable, "j
 
 
 def run(urls: list[str]) -> dict[str, object]:
-    out = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(urls)], capture_output=True, text=True,
-                         check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, json.dumps(urls)], capture_output=True, text=True, check=True, timeout=60
+    )
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 

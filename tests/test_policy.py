@@ -23,29 +23,50 @@ Routes = Sequence[tuple[str, Sequence[str]]]
 Made = list[list[tuple[str, tuple[str, ...]]]]  # per line: (notice type, targets), in the order made
 
 CASES: list[tuple[str, list[LogEvent], Routes, Made]] = [
-    ("untagged code: every target, then its resolve to all of them",
-     [ev(0, "E"), ev(1, "E"), ev(2, clear="E")], ROUTES,
-     [[("failure", ("a", "b", "c"))], [], [("success", ("a", "b", "c"))]]),
-    ("tagged code: only the targets sharing a tag (an untagged target gets none)",
-     [ev(0, "OPS"), ev(1, clear="OPS")], ROUTES,
-     [[("failure", ("b",))], [("success", ("b",))]]),
-    ("tags are OR-ed",
-     [ev(0, "BOTH")], ROUTES, [[("failure", ("b", "c"))]]),
-    ("a re-alert after the interval; a repeat within it makes nothing",
-     [ev(0, "E"), ev(50, "E"), ev(150, "E")], [("a", ())],
-     [[("failure", ("a",))], [], [("warning", ("a",))]]),
-    ("notification false: recorded, nobody told; its resolve made for nobody",
-     [ev(0, "E", notify=False), ev(1, clear="E")], ROUTES, [[], []]),
-    ("an incident nobody heard of announces itself on its next line that may notify",
-     [ev(0, "E", notify=False), ev(1, "E")], [("a", ())], [[], [("failure", ("a",))]]),
-    ("no target configured: the stderr pseudo-target takes every notice, tagged or not",
-     [ev(0, "DB"), ev(1, clear="DB")], [],
-     [[("failure", (STDERR_TARGET,))], [("success", (STDERR_TARGET,))]]),
-    ("a clear and an error on one line: one merged notice per target in both, never two",
-     [ev(0, "OPS"), ev(1, "E", clear="OPS")], ROUTES,
-     [[("failure", ("b",))], [("failure", ("a", "c")), ("failure", ("b",))]]),
-    ("a clear for a code that is not open makes nothing",
-     [ev(0, clear="NOPE")], ROUTES, [[]]),
+    (
+        "untagged code: every target, then its resolve to all of them",
+        [ev(0, "E"), ev(1, "E"), ev(2, clear="E")],
+        ROUTES,
+        [[("failure", ("a", "b", "c"))], [], [("success", ("a", "b", "c"))]],
+    ),
+    (
+        "tagged code: only the targets sharing a tag (an untagged target gets none)",
+        [ev(0, "OPS"), ev(1, clear="OPS")],
+        ROUTES,
+        [[("failure", ("b",))], [("success", ("b",))]],
+    ),
+    ("tags are OR-ed", [ev(0, "BOTH")], ROUTES, [[("failure", ("b", "c"))]]),
+    (
+        "a re-alert after the interval; a repeat within it makes nothing",
+        [ev(0, "E"), ev(50, "E"), ev(150, "E")],
+        [("a", ())],
+        [[("failure", ("a",))], [], [("warning", ("a",))]],
+    ),
+    (
+        "notification false: recorded, nobody told; its resolve made for nobody",
+        [ev(0, "E", notify=False), ev(1, clear="E")],
+        ROUTES,
+        [[], []],
+    ),
+    (
+        "an incident nobody heard of announces itself on its next line that may notify",
+        [ev(0, "E", notify=False), ev(1, "E")],
+        [("a", ())],
+        [[], [("failure", ("a",))]],
+    ),
+    (
+        "no target configured: the stderr pseudo-target takes every notice, tagged or not",
+        [ev(0, "DB"), ev(1, clear="DB")],
+        [],
+        [[("failure", (STDERR_TARGET,))], [("success", (STDERR_TARGET,))]],
+    ),
+    (
+        "a clear and an error on one line: one merged notice per target in both, never two",
+        [ev(0, "OPS"), ev(1, "E", clear="OPS")],
+        ROUTES,
+        [[("failure", ("b",))], [("failure", ("a", "c")), ("failure", ("b",))]],
+    ),
+    ("a clear for a code that is not open makes nothing", [ev(0, clear="NOPE")], ROUTES, [[]]),
 ]
 
 
@@ -107,8 +128,8 @@ def test_replay_runs_the_daemons_chain(tmp_path: Path) -> None:
     from errord.replay import Replay
     from errord.settings import Settings
 
-    cfg = write_config(tmp_path / "e.toml", state_dir=str(tmp_path / "state"),
-                       sources=[{"path": str(tmp_path / "*.jsonl")}])
+    cfg = write_config(
+        tmp_path / "e.toml", state_dir=str(tmp_path / "state"), sources=[{"path": str(tmp_path / "*.jsonl")}]
+    )
     replay = Replay(Settings.load(cfg), [])
     assert [s.name for s in replay.policy.stages] == [s.name for s in standard_policy(Router()).stages]
-

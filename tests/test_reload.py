@@ -15,10 +15,14 @@ from errord.settings import Settings
 
 
 def test_load_config_validates_in_a_child(tmp_path: Path) -> None:
-    path = write_config(tmp_path / "errord.toml", state_dir=str(tmp_path / "state"), server_id="h1",
-                        sources=[{"path": "logs/*.jsonl", "app": "api", "timezone": "Europe/Berlin"}],
-                        codes={"db_down": {"re_alert_time": "5m", "tags": ["ops"]}},
-                        notify=[{"url": "json://127.0.0.1:9/hook?token=abc", "tags": ["ops"]}])
+    path = write_config(
+        tmp_path / "errord.toml",
+        state_dir=str(tmp_path / "state"),
+        server_id="h1",
+        sources=[{"path": "logs/*.jsonl", "app": "api", "timezone": "Europe/Berlin"}],
+        codes={"db_down": {"re_alert_time": "5m", "tags": ["ops"]}},
+        notify=[{"url": "json://127.0.0.1:9/hook?token=abc", "tags": ["ops"]}],
+    )
     assert load_config(path) == Settings.load(path, environ={}).to_run()
     bad = write_config(tmp_path / "bad.toml", sources=[{"path": "x", "start_at": "middle"}], notify=[{"url": "nope"}])
     with pytest.raises(ConfigError) as err:
@@ -34,8 +38,10 @@ def test_a_daemon_that_reloads_never_imports_pydantic_or_the_cli(tmp_path: Path)
     """The reason for the child: what the daemon imports to reload stays light."""
     import subprocess
 
-    code = ("import sys, errord.daemon, errord.reload; "
-            "print(sorted(m for m in ('pydantic', 'pydantic_settings', 'errord.cli', 'errord.settings', "
-            "'errord.serve', 'apprise') if m in sys.modules))")
+    code = (
+        "import sys, errord.daemon, errord.reload; "
+        "print(sorted(m for m in ('pydantic', 'pydantic_settings', 'errord.cli', 'errord.settings', "
+        "'errord.serve', 'apprise') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

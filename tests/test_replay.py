@@ -23,7 +23,7 @@ def summary(stdout: str) -> dict[str, list[int]]:
     lines = stdout.splitlines()
     start = next(i for i, text in enumerate(lines) if text.startswith("CODE "))
     out = {}
-    for text in lines[start + 1:]:
+    for text in lines[start + 1 :]:
         code, *nums = text.split()
         out[code] = [int(n) for n in nums]
     return out
@@ -73,7 +73,12 @@ def test_json_is_one_notice_per_line_with_stable_keys(replay_setup, tmp_path: Pa
     res = e.cli("replay", str(log), "--json", "--re-alert", "5m")
     notices = [json.loads(text) for text in res.stdout.splitlines()]
     assert [(n["type"], n["code"]) for n in notices] == [
-        ("failure", "r"), ("warning", "r"), ("success", "r"), ("failure", "q"), ("warning", "q")]
+        ("failure", "r"),
+        ("warning", "r"),
+        ("success", "r"),
+        ("failure", "q"),
+        ("warning", "q"),
+    ]
     for n in notices:
         assert {"type", "code", "title", "time", "incident_id", "body"} <= set(n)
         assert n["code"] in n["title"].split()
@@ -91,16 +96,30 @@ def test_replay_resolves_only_what_it_alerted_and_announces_the_unheard(make_err
     # target takes everything, as the daemon's stderr pseudo-target does.
     e = make_errord(defaults={"re_alert_time": "1h"}, codes={"tagged": {"tags": ["ops"]}})
     log = tmp_path / "silent.jsonl"
-    append(log, line("quiet", notification=False, timestamp=T), line(clear="quiet", timestamp=T + 5),
-           line("late", notification=False, timestamp=T), line("late", notification=False, timestamp=T + 60),
-           line("late", msg="now loud", timestamp=T + 120), line("late", timestamp=T + 180),
-           line(clear="late", timestamp=T + 240), line("tagged", timestamp=T), line(clear="tagged", timestamp=T + 1))
+    append(
+        log,
+        line("quiet", notification=False, timestamp=T),
+        line(clear="quiet", timestamp=T + 5),
+        line("late", notification=False, timestamp=T),
+        line("late", notification=False, timestamp=T + 60),
+        line("late", msg="now loud", timestamp=T + 120),
+        line("late", timestamp=T + 180),
+        line(clear="late", timestamp=T + 240),
+        line("tagged", timestamp=T),
+        line(clear="tagged", timestamp=T + 1),
+    )
     res = e.cli("replay", str(log), "--json")
     notices = [json.loads(text) for text in res.stdout.splitlines()]
     assert [(n["type"], n["code"]) for n in notices] == [
-        ("failure", "late"), ("success", "late"), ("failure", "tagged"), ("success", "tagged")]
+        ("failure", "late"),
+        ("success", "late"),
+        ("failure", "tagged"),
+        ("success", "tagged"),
+    ]
     assert notices[0]["time"] == "2026-01-14T14:15:20.000Z"
-    assert "Failing since 2026-01-14 14:13:20 UTC (2m), 3 occurrences so far, not announced before." in notices[0]["body"]
+    assert (
+        "Failing since 2026-01-14 14:13:20 UTC (2m), 3 occurrences so far, not announced before." in notices[0]["body"]
+    )
     got = summary(e.cli("replay", str(log)).stdout)
     assert got["quiet"] == [1, 1, 0, 0, 0, 0] and got["late"] == [4, 1, 1, 0, 1, 2]
 
@@ -161,8 +180,11 @@ def test_summary_rows_and_progress_line() -> None:
     b = CodeSummary("b", lines=9, incidents=2)
     b.notices.update({NoticeType.FAILURE: 2, NoticeType.WARNING: 3, NoticeType.SUCCESS: 1})
     assert summary_table({"a": a}) == [["a", 5, 1, 1, 0, 0, 1]]  # no TOTAL for one code
-    assert summary_table({"a": a, "b": b}) == [["b", 9, 2, 2, 3, 1, 6], ["a", 5, 1, 1, 0, 0, 1],
-                                               ["TOTAL", 14, 3, 3, 3, 1, 7]]
+    assert summary_table({"a": a, "b": b}) == [
+        ["b", 9, 2, 2, 3, 1, 6],
+        ["a", 5, 1, 1, 0, 0, 1],
+        ["TOTAL", 14, 3, 3, 3, 1, 7],
+    ]
     assert progress_line(0, 0, width=4) == "[####] 100%  0.0/0.0 MiB"
     assert progress_line(1 << 20, 4 << 20, width=4) == "[#---]  25%  1.0/4.0 MiB"
 

@@ -21,6 +21,7 @@ may be destroyed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -102,8 +103,10 @@ class StormWriter(threading.Thread):
 
 def shift(logs: Path, name: str) -> None:
     """app.jsonl.N -> .N+1 … app.jsonl.1 -> .2, as logrotate numbers them."""
-    nums = sorted((int(p.name.rsplit(".", 1)[1]) for p in logs.glob(f"{name}.*")
-                   if p.name.rsplit(".", 1)[1].isdigit()), reverse=True)
+    nums = sorted(
+        (int(p.name.rsplit(".", 1)[1]) for p in logs.glob(f"{name}.*") if p.name.rsplit(".", 1)[1].isdigit()),
+        reverse=True,
+    )
     for n in nums:
         os.rename(logs / f"{name}.{n}", logs / f"{name}.{n + 1}")
 
@@ -128,10 +131,8 @@ def check_counts(state: State, written: int, ctx: str, logs: Path, may_vanish: s
     if may_vanish is not None:
         assert vanished <= may_vanish, f"{ctx}: lines gone from disk outside the window: {sorted(vanished)[:10]}"
     want = len(present)
-    try:
+    with contextlib.suppress(AssertionError):  # say below which ones
         wait_until(lambda: len(state.incidents()) >= want, 20, f"{want} lines counted", every=0.2)
-    except AssertionError:
-        pass  # say below which ones
     time.sleep(0.3)  # anything more (doubles) would show now
     got: Counter[str] = Counter()
     for inc in state.incidents():
@@ -140,8 +141,8 @@ def check_counts(state: State, written: int, ctx: str, logs: Path, may_vanish: s
     unknown = sorted(set(got) - {f"s{i}" for i in range(written)})
     lost = sorted(i for i in present if f"s{i}" not in got)
     assert not doubled and not unknown and not lost, (
-        f"{ctx}: written {written}, doubled {doubled[:10]}, unknown {unknown[:10]}, "
-        f"lost {lost[:20]} (of {len(lost)})")
+        f"{ctx}: written {written}, doubled {doubled[:10]}, unknown {unknown[:10]}, lost {lost[:20]} (of {len(lost)})"
+    )
     read_anyway = len([i for i in vanished if f"s{i}" in got])
     print(f"{ctx}: {written} lines, {len(vanished)} gone from disk ({read_anyway} of them read in time)")
 
@@ -265,8 +266,12 @@ def test_real_logrotate_storm(make_errord, tmp_path: Path, method: str) -> None:
 
     def rotate() -> None:
         lo = writer.next
-        res = subprocess.run([LOGROTATE, "-f", "-s", str(tmp_path / "logrotate.state"), str(conf)],
-                             capture_output=True, text=True, timeout=20)
+        res = subprocess.run(
+            [LOGROTATE, "-f", "-s", str(tmp_path / "logrotate.state"), str(conf)],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         # "destination already exists, renaming to ….backup": the writer recreated the file
         # before logrotate's create; logrotate moved its file aside and says so
         assert res.returncode == 0 or "already exists" in res.stderr, res.stderr

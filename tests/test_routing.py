@@ -19,15 +19,20 @@ ROUTES = [("a", ("ta",)), ("b", ("tb",)), ("c", ("tc",))]
 class Line:
     """Feed lines through an engine and a router, as ``Daemon._process`` does."""
 
-    def __init__(self, routes: Sequence[tuple[str, Sequence[str]]] = ROUTES,
-                 tags: Mapping[str, Sequence[str]] | None = None, engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        routes: Sequence[tuple[str, Sequence[str]]] = ROUTES,
+        tags: Mapping[str, Sequence[str]] | None = None,
+        engine: Engine | None = None,
+    ) -> None:
         self.engine = engine or make_engine(FakePolicy(default=100))
         self.router = Router(routes)
         self.tags = dict(tags or {})
 
     def __call__(self, event) -> list[Notice]:  # type: ignore[no-untyped-def]
-        return self.router.route(self.engine.feed(event), server_id="srv", node_name="n",
-                                 tags_for=lambda code: self.tags.get(code, ()))
+        return self.router.route(
+            self.engine.feed(event), server_id="srv", node_name="n", tags_for=lambda code: self.tags.get(code, ())
+        )
 
 
 def by_target(notices: list[Notice]) -> dict[str, str]:
@@ -45,8 +50,10 @@ def by_target(notices: list[Notice]) -> dict[str, str]:
 
 
 def test_alerts_go_by_tags(caplog: pytest.LogCaptureFixture) -> None:
-    route = Line(routes=[("a", ("ops",)), ("b", ()), ("c", ("ops", "db"))],
-                 tags={"E2": ("ops",), "E3": ("db", "zz"), "E4": ("nobody",), "E5": ("nobody",)})
+    route = Line(
+        routes=[("a", ("ops",)), ("b", ()), ("c", ("ops", "db"))],
+        tags={"E2": ("ops",), "E3": ("db", "zz"), "E4": ("nobody",), "E5": ("nobody",)},
+    )
     with caplog.at_level(logging.WARNING, logger="errord.policy.route"):
         got = {code: route(ev(0, code)) for code in ("E1", "E2", "E3", "E4", "E5")}
     assert {code: [n.targets for n in ns] for code, ns in got.items()} == {
@@ -160,16 +167,22 @@ def test_notified_rolls_back_with_a_failed_batch() -> None:
 @pytest.mark.parametrize(
     "old_tags,new_tags,new_line,expected",
     [
-        pytest.param(("ta", "tb"), ("tb", "tc"), {}, {"a": "success", "b": "failure+resolved", "c": "failure"},
-                     id="overlap: both sets merged, the others alone"),
+        pytest.param(
+            ("ta", "tb"),
+            ("tb", "tc"),
+            {},
+            {"a": "success", "b": "failure+resolved", "c": "failure"},
+            id="overlap: both sets merged, the others alone",
+        ),
         pytest.param(("ta",), ("ta",), {}, {"a": "failure+resolved"}, id="same target: one merged notice"),
         pytest.param(("ta",), ("tc",), {}, {"a": "success", "c": "failure"}, id="disjoint: each alone"),
         pytest.param(("ta",), ("nobody",), {}, {"a": "success"}, id="error routed nowhere: resolve alone"),
         pytest.param(("ta",), ("tb",), {"notify": False}, {}, id="notification false on the line: neither"),
     ],
 )
-def test_a_line_that_clears_and_raises(old_tags: tuple[str, ...], new_tags: tuple[str, ...],
-                                       new_line: dict[str, object], expected: dict[str, str]) -> None:
+def test_a_line_that_clears_and_raises(
+    old_tags: tuple[str, ...], new_tags: tuple[str, ...], new_line: dict[str, object], expected: dict[str, str]
+) -> None:
     route = Line(tags={"old": old_tags, "new": new_tags})
     route(ev(0, "old"))
     got = route(ev(60, "new", clear="old", **new_line))

@@ -22,8 +22,10 @@ def configure(e: Errord, tmp_path: Path, **cfg: Any) -> None:
     cfg.setdefault("server_id", "test-host")
     cfg.setdefault("node_name", "n1")
     cfg.setdefault("state_dir", str(tmp_path / "state"))
-    cfg.setdefault("sources", [{"path": str(tmp_path / "logs" / "*.jsonl"), "start_at": "beginning",
-                                "rotate_wait": "1s", "app": "demo"}])
+    cfg.setdefault(
+        "sources",
+        [{"path": str(tmp_path / "logs" / "*.jsonl"), "start_at": "beginning", "rotate_wait": "1s", "app": "demo"}],
+    )
     write_config(e.config, **cfg)
 
 
@@ -57,15 +59,21 @@ def rx_b() -> Any:
 
 
 def test_silent_incident_resolves_silently_and_a_retagged_code_resolves_to_whom_it_alerted(
-        make_errord, rx_a: Receiver, rx_b: Receiver, tmp_path: Path) -> None:
+    make_errord, rx_a: Receiver, rx_b: Receiver, tmp_path: Path
+) -> None:
     targets = [{"url": rx_a.url("/a"), "tags": ["ta"]}, {"url": rx_b.url("/b"), "tags": ["tb"]}]
     e = make_errord(notify=targets, codes={"moved": {"tags": ["ta"]}})
     e.start()
     log = tmp_path / "logs" / "app.jsonl"
     # quiet: raised and cleared with notification: false on its raise only (the bug: the
     # clear sent "resolved" for an alert nobody saw); moved: alerted to A only (tag ta)
-    append(log, line("quiet", msg="silent", notification=False), line("quiet", notification=False),
-           line(clear="quiet", msg="quiet back"), line("moved", msg="moved down"))
+    append(
+        log,
+        line("quiet", msg="silent", notification=False),
+        line("quiet", notification=False),
+        line(clear="quiet", msg="quiet back"),
+        line("moved", msg="moved down"),
+    )
     rx_a.wait_for(1, timeout=15)
     e.wait_caught_up()
     # re-tag `moved` to B (SIGHUP): the incident is open, alerted to A only
@@ -89,7 +97,8 @@ def test_silent_incident_resolves_silently_and_a_retagged_code_resolves_to_whom_
 
 
 def test_switch_over_from_silent_announces_what_is_open_then_resolves_it(
-        make_errord, rx_a: Receiver, tmp_path: Path) -> None:
+    make_errord, rx_a: Receiver, tmp_path: Path
+) -> None:
     """The README's migration: deploy silent (`notify = false`), then `notify = true` and
     reload. An incident opened while silent announces itself with its next line (one
     failure, "failing since", before its re-alert interval), and its clear resolves it;
@@ -98,19 +107,28 @@ def test_switch_over_from_silent_announces_what_is_open_then_resolves_it(
     e = make_errord(notify=[{"url": rx_a.url("/a")}], defaults={"notify": False, "re_alert_time": "1h"})
     e.start()
     log = tmp_path / "logs" / "app.jsonl"
-    append(log, line("mig", msg="first while silent", timestamp=t0),
-           *[line("mig", msg=f"silent {i}", timestamp=t0 + 10 + i) for i in range(3)],
-           line("gone", msg="silent too", timestamp=t0))
+    append(
+        log,
+        line("mig", msg="first while silent", timestamp=t0),
+        *[line("mig", msg=f"silent {i}", timestamp=t0 + 10 + i) for i in range(3)],
+        line("gone", msg="silent too", timestamp=t0),
+    )
     e.wait_caught_up()
     configure(e, tmp_path, notify=[{"url": rx_a.url("/a")}], defaults={"notify": True, "re_alert_time": "1h"})
     reload(e)
-    append(log, line("mig", msg="after switch-over", timestamp=t0 + 300),
-           line("mig", msg="suppressed", timestamp=t0 + 301), line(clear="gone", timestamp=t0 + 302))
+    append(
+        log,
+        line("mig", msg="after switch-over", timestamp=t0 + 300),
+        line("mig", msg="suppressed", timestamp=t0 + 301),
+        line(clear="gone", timestamp=t0 + 302),
+    )
     (announce,) = rx_a.wait_for(1, timeout=15)
     assert announce.body["type"] == "failure"
     assert announce.body["title"] == "🔴 mig failing on test-host/n1"
-    assert "Failing since " in announce.body["message"] and "(5m), 5 occurrences so far, not announced before." \
-        in announce.body["message"], announce.body["message"]
+    assert (
+        "Failing since " in announce.body["message"]
+        and "(5m), 5 occurrences so far, not announced before." in announce.body["message"]
+    ), announce.body["message"]
     assert "Latest: after switch-over" in announce.body["message"]
     e.wait_caught_up()
     (mig,) = [h for h in e.json("active") if h["code"] == "mig"]

@@ -86,19 +86,32 @@ def _schema_2_store(state: Path) -> None:
         for stmt in stmts:
             db.execute(stmt)
     db.execute("PRAGMA user_version = 2")
-    cols = ("incident_id, code, message, start_time, last_log_time, server_id, node_name, active, cleared_at,"
-            " created_at, updated_at, occurrences, alerts_sent, last_alert_time, app")
+    cols = (
+        "incident_id, code, message, start_time, last_log_time, server_id, node_name, active, cleared_at,"
+        " created_at, updated_at, occurrences, alerts_sent, last_alert_time, app"
+    )
     for iid, active, alerts in (("alerted", 1, 2), ("pruned", 1, 1), ("silent", 1, 0), ("closed", 0, 1)):
-        db.execute(f"INSERT INTO incidents ({cols}) VALUES (?, ?, 'm', 1, 1, 's', 'n', ?, NULL, 1, 1, 3, ?, 1, NULL)",
-                   (iid, iid.upper(), active, alerts))
-    notices = [(1, "failure", "alerted", "a", 5.0), (2, "failure", "alerted", "b", 5.0),
-               (3, "warning", "alerted", "b", None), (4, "success", "closed", "c", 5.0),
-               (5, "failure", "closed", "a", 5.0)]
+        db.execute(
+            f"INSERT INTO incidents ({cols}) VALUES (?, ?, 'm', 1, 1, 's', 'n', ?, NULL, 1, 1, 3, ?, 1, NULL)",
+            (iid, iid.upper(), active, alerts),
+        )
+    notices = [
+        (1, "failure", "alerted", "a", 5.0),
+        (2, "failure", "alerted", "b", 5.0),
+        (3, "warning", "alerted", "b", None),
+        (4, "success", "closed", "c", 5.0),
+        (5, "failure", "closed", "a", 5.0),
+    ]
     for nid, typ, iid, target, delivered in notices:
-        db.execute("INSERT INTO notices (id, type, code, title, body, incident_id, event_time, created_at)"
-                   " VALUES (?, ?, 'X', 't', 'b', ?, 1, 1)", (nid, typ, iid))
-        db.execute("INSERT INTO deliveries (notice_id, target, next_at, delivered_at) VALUES (?, ?, 0, ?)",
-                   (nid, target, delivered))
+        db.execute(
+            "INSERT INTO notices (id, type, code, title, body, incident_id, event_time, created_at)"
+            " VALUES (?, ?, 'X', 't', 'b', ?, 1, 1)",
+            (nid, typ, iid),
+        )
+        db.execute(
+            "INSERT INTO deliveries (notice_id, target, next_at, delivered_at) VALUES (?, ?, 0, ?)",
+            (nid, target, delivered),
+        )
     db.close()
 
 
@@ -108,7 +121,11 @@ def test_migration_to_3_takes_who_was_alerted_from_the_outbox(tmp_path: Path) ->
     # read-only, before the daemon migrated (an upgraded CLI beside an old daemon): readable
     with Journal(state, readonly=True) as ro:
         assert {i.incident_id: i.notified for i in ro.history()} == {
-            "alerted": (), "pruned": (), "silent": (), "closed": ()}  # fmt: skip
+            "alerted": (),
+            "pruned": (),
+            "silent": (),
+            "closed": (),
+        }
     with Journal(state) as j:
         got = {i.incident_id: i.notified for i in j.history()}
     assert sorted(got.pop("alerted")) == ["a", "b"]  # failures and warnings, queued or delivered
@@ -137,9 +154,7 @@ def test_many_connections_open_and_close_a_fresh_store_at_once(tmp_path: Path) -
 
     for k in range(40):
         barrier = threading.Barrier(4)
-        threads = [
-            threading.Thread(target=churn, args=(tmp_path / f"s{k}", barrier)) for _ in range(4)
-        ]
+        threads = [threading.Thread(target=churn, args=(tmp_path / f"s{k}", barrier)) for _ in range(4)]
         for t in threads:
             t.start()
         for t in threads:

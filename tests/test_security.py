@@ -20,7 +20,7 @@ import stat
 import subprocess
 import sys
 import time
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -31,8 +31,8 @@ from chaos import State, start, wait_until
 from conftest import append, line
 from errord.engine import Engine
 from errord.model import LogEvent
-from errord.parse.lines import LineParser
 from errord.notices import MAX_MESSAGE, render
+from errord.parse.lines import LineParser
 
 PASSWORD = "Pa55wordSecretXYZ"
 PATH_TOKEN = "tokenABCDEFGHIJKLMNOP123456"
@@ -48,10 +48,14 @@ def mode(path: Path) -> int:
 @pytest.mark.slow
 def test_state_is_private_even_with_an_open_umask(make_errord, tmp_path: Path) -> None:
     e = make_errord(state_dir=str(tmp_path / "deep" / "state"))
-    log = open(e.log_path, "ab")
-    e.proc = subprocess.Popen([sys.executable, "-m", "errord", "run", "-c", str(e.config)], env=e.env,
-                              stdout=log, stderr=subprocess.STDOUT, preexec_fn=lambda: os.umask(0))
-    log.close()
+    with open(e.log_path, "ab") as log:
+        e.proc = subprocess.Popen(
+            [sys.executable, "-m", "errord", "run", "-c", str(e.config)],
+            env=e.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: os.umask(0),
+        )
     state = State(tmp_path / "deep" / "state")
     wait_until(lambda: state.running() or e.proc.poll() is not None, 20, "the start")
     append(tmp_path / "logs" / "app.jsonl", line("secret_ops"))
@@ -73,8 +77,10 @@ def test_secrets_never_shown(make_errord, receiver, tmp_path: Path) -> None:
     e = make_errord(
         log_level="DEBUG",
         notify=[{"url": url}, {"url": dead}],
-        mongodb={"uri": f"mongodb://errord:{MONGO_PASSWORD}@127.0.0.1:9/?serverSelectionTimeoutMS=300",
-                 "timeout": "1s"},
+        mongodb={
+            "uri": f"mongodb://errord:{MONGO_PASSWORD}@127.0.0.1:9/?serverSelectionTimeoutMS=300",
+            "timeout": "1s",
+        },
     )
     state = State(tmp_path / "state")
     receiver.script = [503]  # one failure, then accepted
@@ -95,8 +101,10 @@ def test_secrets_never_shown(make_errord, receiver, tmp_path: Path) -> None:
         for secret in SECRETS:
             assert secret not in text, f"{secret} shown in {where}"
     # the receiver did get what it needed (the secrets are used, only never shown)
-    assert receiver.received[0].path.endswith(f"/hook/{PATH_TOKEN}?token={QUERY_TOKEN}") or \
-        PATH_TOKEN in receiver.received[0].path
+    assert (
+        receiver.received[0].path.endswith(f"/hook/{PATH_TOKEN}?token={QUERY_TOKEN}")
+        or PATH_TOKEN in receiver.received[0].path
+    )
 
 
 @pytest.mark.slow
@@ -133,7 +141,7 @@ def test_warning_when_a_config_with_secrets_is_readable_by_others(make_errord, r
     before = e.output()
     start(e, state)
     assert e.stop() == 0
-    assert "readable" not in e.output()[len(before):]
+    assert "readable" not in e.output()[len(before) :]
 
 
 # -- notices: no templates, no control characters, bounded -----------------------------------
@@ -156,7 +164,7 @@ def test_template_like_messages_reach_the_target_verbatim(make_errord, receiver,
     for i, trick in enumerate(TRICKS):
         append(tmp_path / "logs" / "app.jsonl", line(f"tmpl{i}", msg=trick))
     got = receiver.wait_for(len(TRICKS))
-    for trick, req in zip(TRICKS, got):
+    for trick, req in zip(TRICKS, got, strict=True):
         assert req.body["message"].splitlines()[0] == trick
     assert not os.path.exists("/tmp/errord-pwned")
     assert e.stop() == 0
@@ -173,12 +181,19 @@ def _engine() -> Engine:
     return Engine(P(), server_id="srv", node_name="n1")
 
 
-NASTY = st.text(alphabet=st.characters(codec="utf-8"), max_size=3000) | st.sampled_from([
-    "\x1b[31mred\x1b[0m\x07", "a\x00b\rc\x0bd\x0ce", "\u202eevil\u202c \u2066iso\u2069", "x" * 5000,
-    "line1\nline2\r\nline3", "\x85\x9b[2J",
-])
-FORBIDDEN = set(map(chr, [*range(0, 9), *range(11, 32), *range(0x7F, 0xA0), *range(0x202A, 0x202F),
-                          *range(0x2066, 0x206A)]))
+NASTY = st.text(alphabet=st.characters(codec="utf-8"), max_size=3000) | st.sampled_from(
+    [
+        "\x1b[31mred\x1b[0m\x07",
+        "a\x00b\rc\x0bd\x0ce",
+        "\u202eevil\u202c \u2066iso\u2069",
+        "x" * 5000,
+        "line1\nline2\r\nline3",
+        "\x85\x9b[2J",
+    ]
+)
+FORBIDDEN = set(
+    map(chr, [*range(0, 9), *range(11, 32), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -187,16 +202,19 @@ def test_notice_text_is_clean_and_bounded(code: str, message: str, clear_message
     """Whatever a log line holds, through the parser and the engine: the notices it makes
     carry no control character, a one-line title and bounded text. (A code that could not
     stand verbatim in a title is refused by the parser; the rest is cleaned by notices.py.)"""
-    parser = LineParser(app="web\x1b[2J", tz=timezone.utc, max_line_bytes=1 << 20)
+    parser = LineParser(app="web\x1b[2J", tz=UTC, max_line_bytes=1 << 20)
     now = 1_768_400_000.0
 
     def ev(t: float, **fields: str) -> LogEvent | None:
         r = parser.parse_line(json.dumps({"timestamp": now + t, **fields}).encode(), now + 10)
         return r if isinstance(r, LogEvent) else None
 
-    events = [ev(0, error_code=code, message=message), ev(1, error_code=code, message=clear_message),
-              ev(2, error_code_clear=code, message=clear_message),
-              ev(3, error_code=code, error_code_clear=code, message=message)]
+    events = [
+        ev(0, error_code=code, message=message),
+        ev(1, error_code=code, message=clear_message),
+        ev(2, error_code_clear=code, message=clear_message),
+        ev(3, error_code=code, error_code_clear=code, message=message),
+    ]
     if events[0] is None:
         return  # the parser refused the code (bad_code): nothing goes out
     e = _engine()
@@ -221,14 +239,16 @@ def test_a_message_longer_than_the_cap_is_cut_with_a_marker() -> None:
     assert len(first) == MAX_MESSAGE and first.endswith("…")
 
 
-def test_codes_cannot_forge_lines_in_errords_own_log(tmp_path: Path, receiver, caplog: pytest.LogCaptureFixture) -> None:
+def test_codes_cannot_forge_lines_in_errords_own_log(
+    tmp_path: Path, receiver, caplog: pytest.LogCaptureFixture
+) -> None:
     """A code is log-supplied text too: when a target fails, the warning naming the notice
     must stay one line (no forged "CRITICAL" line, no terminal escapes)."""
     import logging
 
-    from errord.store.journal import Journal
     from errord.model import Notice, NoticeType
     from errord.sinks.notify import NotifySink
+    from errord.store.journal import Journal
 
     class Target:
         url, tags, key, redacted = receiver.url("/x"), [], "t", "json://127.0.0.1/…"

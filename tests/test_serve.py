@@ -19,14 +19,17 @@ from errord.settings import Settings
 from receiver import Receiver
 
 FULL = dict(
-    server_id="h1", node_name="n1", scope="app", log_level="debug",
+    server_id="h1",
+    node_name="n1",
+    scope="app",
+    log_level="debug",
     sources=[{"path": "logs/*.jsonl", "app": "api", "timezone": "Europe/Berlin", "rotate_wait": "2m"}],
     defaults={"re_alert_time": "30m", "notify": False},
     codes={"db_down": {"re_alert_time": "5m", "notify": True, "tags": ["ops"]}, "quiet": {"notify": False}},
     mongodb={"uri": "mongodb://user:s3cret@db:27017/?authSource=admin", "timeout": "2s", "write_concern": "majority"},
     notify=[{"url": "json://127.0.0.1:9/hook?token=abc", "tags": ["ops"]}, {"url": "tgram://bottoken/42"}],
     metrics={"listen": "[::1]:9464"},
-)  # fmt: skip
+)
 
 
 def _both(tmp_path: Path, **cfg: object) -> tuple[Settings, RunConfig]:
@@ -43,12 +46,16 @@ def test_runconfig_answers_like_settings(tmp_path: Path) -> None:
         assert getattr(r, attr) == getattr(s, attr), attr
     for code in ("db_down", "quiet", "other"):
         assert (r.re_alert_for(code), r.notify_for(code), r.tags_for(code)) == (
-            s.re_alert_for(code), s.notify_for(code), s.tags_for(code)), code
+            s.re_alert_for(code),
+            s.notify_for(code),
+            s.tags_for(code),
+        ), code
     (rs,), (ss,) = r.sources, s.sources
     for attr in ("path", "app", "start_at", "rotate_wait", "timezone", "max_line_bytes", "tzinfo"):
         assert getattr(rs, attr) == getattr(ss, attr), attr
     assert [(t.url, t.tags, t.key, t.redacted) for t in r.notify] == [
-        (t.url, t.tags, t.key, t.redacted) for t in s.notify]
+        (t.url, t.tags, t.key, t.redacted) for t in s.notify
+    ]
     assert r.mongodb is not None and s.mongodb is not None
     for attr in ("uri", "database", "collection", "timeout", "write_concern", "w"):
         assert getattr(r.mongodb, attr) == getattr(s.mongodb, attr), attr
@@ -63,16 +70,20 @@ def test_runconfig_repr_hides_secrets_and_replace_copies(tmp_path: Path) -> None
     assert "s3cret" not in text and "token=abc" not in text and "bottoken" not in text
     moved = dataclasses.replace(r, state_dir=Path("/elsewhere"))
     assert moved.state_dir == Path("/elsewhere") and r.state_dir == tmp_path / "state"
-    assert moved.notify is r.notify and moved != r and r == RunConfig.from_dump(Settings.load(
-        r.config_path, environ={}).to_run().dump())
+    assert (
+        moved.notify is r.notify
+        and moved != r
+        and r == RunConfig.from_dump(Settings.load(r.config_path, environ={}).to_run().dump())
+    )
 
 
 def _maps(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
 
-def test_the_daemon_image_has_no_pydantic(make_errord: Callable[..., Errord], receiver: Receiver,
-                                          tmp_path: Path) -> None:
+def test_the_daemon_image_has_no_pydantic(
+    make_errord: Callable[..., Errord], receiver: Receiver, tmp_path: Path
+) -> None:
     e = make_errord(notify=[{"url": receiver.url("/")}])
     e.start()
     assert e.proc is not None
@@ -98,7 +109,8 @@ def test_the_daemon_image_has_no_pydantic(make_errord: Callable[..., Errord], re
 
 
 def test_without_memfd_or_exec_the_daemon_runs_in_this_process(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     import errord.daemon
     from errord.serve import exec_daemon
 

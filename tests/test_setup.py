@@ -26,7 +26,7 @@ def test_license_is_an_spdx_string_and_the_build_needs_a_setuptools_that_reads_i
 
 def _quick_start() -> str:
     text = (ROOT / "README.md").read_text()
-    return text[text.index("## Quick start"):text.index("\n## ", text.index("## Quick start") + 1)]
+    return text[text.index("## Quick start") : text.index("\n## ", text.index("## Quick start") + 1)]
 
 
 def test_quick_start_shows_how_to_leave_out_c_and_it_works(tmp_path: Path) -> None:
@@ -37,8 +37,13 @@ def test_quick_start_shows_how_to_leave_out_c_and_it_works(tmp_path: Path) -> No
     # as the Quick start shows it: no -c, the config named by the environment
     cfg = tmp_path / "errord.toml"
     cfg.write_text(f'state_dir = "{tmp_path / "state"}"\n[[sources]]\npath = "{tmp_path}/*.jsonl"\n')
-    res = subprocess.run([sys.executable, "-m", "errord", "history"], capture_output=True, text=True, timeout=30,
-                         env={"ERRORD_CONFIG": str(cfg), "PATH": "/usr/bin:/bin"})
+    res = subprocess.run(
+        [sys.executable, "-m", "errord", "history"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"ERRORD_CONFIG": str(cfg), "PATH": "/usr/bin:/bin"},
+    )
     assert res.returncode == 0 and res.stdout == "no incidents\n", res.stderr
     assert str(tmp_path / "state") in res.stderr
     assert "errord -c FILE history" in section  # and -c before the command works too

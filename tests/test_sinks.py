@@ -23,9 +23,12 @@ BAD = "nosuch://host/secret-token-value"
 
 
 def config(tmp_path: Path, *urls: str) -> RunConfig:
-    cfg = write_config(tmp_path / "errord.toml", state_dir=str(tmp_path / "state"),
-                       sources=[{"path": str(tmp_path / "*.jsonl")}],
-                       notify=[{"url": u, "tags": ["ops"]} for u in urls])
+    cfg = write_config(
+        tmp_path / "errord.toml",
+        state_dir=str(tmp_path / "state"),
+        sources=[{"path": str(tmp_path / "*.jsonl")}],
+        notify=[{"url": u, "tags": ["ops"]} for u in urls],
+    )
     return Settings.load(cfg, environ={}).to_run()
 
 

@@ -58,12 +58,17 @@ def test_daemon_sends_ready_and_status_summary(notify_socket, tmp_path: Path) ->
 
     path, sock = notify_socket
     (tmp_path / "logs").mkdir()
-    cfg = write_config(tmp_path / "e.toml", state_dir=str(tmp_path / "state"),
-                       sources=[{"path": str(tmp_path / "logs" / "*.jsonl")}])
+    cfg = write_config(
+        tmp_path / "e.toml", state_dir=str(tmp_path / "state"), sources=[{"path": str(tmp_path / "logs" / "*.jsonl")}]
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ERRORD_")}
     env.update(NOTIFY_SOCKET=path, WATCHDOG_USEC="400000")
-    proc = subprocess.Popen([sys.executable, "-m", "errord", "run", "-c", str(cfg)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "errord", "run", "-c", str(cfg)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         sock.settimeout(15)
         ready = sock.recv(1024).decode()
@@ -156,8 +161,13 @@ def test_unit_file_hardening_and_lifecycle() -> None:
     one = {k: v[-1] for k, v in svc.items()}
     assert one["Restart"] == "on-failure" and int(one["WatchdogSec"]) > 0
     assert one["DynamicUser"] == "yes" and "adm" in one["SupplementaryGroups"].split()
-    for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "read-only",
-                       "PrivateTmp": "yes", "CapabilityBoundingSet": ""}.items():
+    for key, value in {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "read-only",
+        "PrivateTmp": "yes",
+        "CapabilityBoundingSet": "",
+    }.items():
         assert one[key] == value, key
     assert "/var/log" in one["ReadOnlyPaths"].split()
     assert set(one["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}

@@ -126,8 +126,9 @@ async def make() -> AsyncIterator[Make]:
     """Factory: an opened-later Tailer wrapped in a Driver; closed at teardown."""
     made: list[Tailer] = []
 
-    def factory(sources: list[Src], positions: list[Position] | None = None, *, first_start: bool = True,
-                **kw: object) -> Driver:
+    def factory(
+        sources: list[Src], positions: list[Position] | None = None, *, first_start: bool = True, **kw: object
+    ) -> Driver:
         kw.setdefault("scan_interval", SCAN)
         t = Tailer(sources, positions or [], first_start=first_start, **kw)  # type: ignore[arg-type]
         made.append(t)
@@ -160,8 +161,13 @@ async def test_append_and_read(tmp_path: Path, make: Make) -> None:
     assert (pos.offset, pos.lines_read, pos.path) == (log.stat().st_size, 5, str(log))
     assert pos.fp_len == 256 and pos.fp_hash == fileid.digest(log.read_bytes()[:256])
     [st] = d.t.files()
-    assert (st.path, st.position, st.size, st.lines_read, st.source) == (str(log), log.stat().st_size,
-                                                                          log.stat().st_size, 5, 0)
+    assert (st.path, st.position, st.size, st.lines_read, st.source) == (
+        str(log),
+        log.stat().st_size,
+        log.stat().st_size,
+        5,
+        0,
+    )
     await d.t.close()
 
 
@@ -183,9 +189,7 @@ async def test_partial_line_is_held_until_its_newline(tmp_path: Path, make: Make
 # -- where reading starts --------------------------------------------------------------
 
 
-async def test_a_chunk_says_whether_it_reached_the_end_and_when_the_file_changed(
-    tmp_path: Path, make: Make
-) -> None:
+async def test_a_chunk_says_whether_it_reached_the_end_and_when_the_file_changed(tmp_path: Path, make: Make) -> None:
     """``Chunk.at_end`` and ``Chunk.mtime`` from the tailer's own fstat: what zonecheck
     needs to tell a live line from a backlog without a stat of its own."""
     log = tmp_path / "app.jsonl"
@@ -206,8 +210,14 @@ async def test_start_at_end_vs_beginning_on_first_start(tmp_path: Path, make: Ma
     end_log, beg_log = tmp_path / "e" / "app.jsonl", tmp_path / "b" / "app.jsonl"
     append(end_log, lines("old-e", 0, 3))
     append(beg_log, lines("old-b", 0, 3))
-    d = await opened(make([Src(str(tmp_path / "e" / "*.jsonl"), start_at="end"),
-                           Src(str(tmp_path / "b" / "*.jsonl"), start_at="beginning")]))
+    d = await opened(
+        make(
+            [
+                Src(str(tmp_path / "e" / "*.jsonl"), start_at="end"),
+                Src(str(tmp_path / "b" / "*.jsonl"), start_at="beginning"),
+            ]
+        )
+    )
     d.step()
     # The first checkpoint persists where "end" put the file, though nothing was read from it.
     assert d.db[key_of(end_log)].offset == end_log.stat().st_size
@@ -225,9 +235,15 @@ async def test_start_at_end_vs_beginning_on_first_start(tmp_path: Path, make: Ma
 async def test_files_appearing_later_are_read_from_their_start(tmp_path: Path, make: Make) -> None:
     old = tmp_path / "old.jsonl"
     append(old, lines("old", 0, 3))
-    d = await opened(make([Src(str(tmp_path / "*.jsonl"), start_at="end"),
-                           Src(str(tmp_path / "later" / "sub" / "*.jsonl"), start_at="end")],
-                          scan_interval=30.0))  # only watch events can find them quickly
+    d = await opened(
+        make(
+            [
+                Src(str(tmp_path / "*.jsonl"), start_at="end"),
+                Src(str(tmp_path / "later" / "sub" / "*.jsonl"), start_at="end"),
+            ],
+            scan_interval=30.0,
+        )
+    )  # only watch events can find them quickly
     d.step()
     await asyncio.sleep(0.3)  # the watchers start
     new = tmp_path / "new.jsonl"
@@ -245,8 +261,7 @@ async def test_files_appearing_later_are_read_from_their_start(tmp_path: Path, m
     await d.t.close()
 
 
-async def test_stored_position_is_resumed_and_new_files_read_whole(tmp_path: Path,
-                                                                   make: Make) -> None:
+async def test_stored_position_is_resumed_and_new_files_read_whole(tmp_path: Path, make: Make) -> None:
     log = tmp_path / "app.jsonl"
     append(log, lines("a", 0, 4))
     d1 = await opened(make([Src(str(tmp_path / "*.jsonl"), start_at="end")]))
@@ -268,14 +283,14 @@ async def test_stored_position_is_resumed_and_new_files_read_whole(tmp_path: Pat
     await d2.t.close()
 
 
-async def test_inode_reuse_with_other_first_bytes_reads_from_zero(tmp_path: Path,
-                                                                   make: Make) -> None:
+async def test_inode_reuse_with_other_first_bytes_reads_from_zero(tmp_path: Path, make: Make) -> None:
     log = tmp_path / "app.jsonl"
     append(log, lines("new", 0, 5))
     dev, ino = key_of(log)
     other = b"".join(lines("previous-file", 0, 5))
-    stale = Position(dev=dev, ino=ino, path=str(log), offset=200, fp_len=256,
-                     fp_hash=fileid.digest(other[:256]), lines_read=9)
+    stale = Position(
+        dev=dev, ino=ino, path=str(log), offset=200, fp_len=256, fp_hash=fileid.digest(other[:256]), lines_read=9
+    )
     d = await opened(make([Src(str(log))], [stale], first_start=False))
     await d.until(lambda: len(d.got) >= 5)
     await d.run_for(0.2)
@@ -287,9 +302,7 @@ async def test_inode_reuse_with_other_first_bytes_reads_from_zero(tmp_path: Path
 # -- rotation --------------------------------------------------------------------------
 
 
-async def test_rename_rotation_follows_the_renamed_file_and_reads_the_new_one(
-    tmp_path: Path, make: Make
-) -> None:
+async def test_rename_rotation_follows_the_renamed_file_and_reads_the_new_one(tmp_path: Path, make: Make) -> None:
     log, rotated = tmp_path / "app.jsonl", tmp_path / "app.jsonl.1"
     writer = open(log, "ab", buffering=0)  # noqa: SIM115 - an app that never reopens its log
     writer.write(b"".join(lines("a", 0, 3)))
@@ -317,8 +330,7 @@ async def test_rename_rotation_follows_the_renamed_file_and_reads_the_new_one(
     await d.t.close()
 
 
-async def test_rename_with_a_glob_matching_both_names_reads_once(tmp_path: Path,
-                                                                 make: Make) -> None:
+async def test_rename_with_a_glob_matching_both_names_reads_once(tmp_path: Path, make: Make) -> None:
     log, rotated = tmp_path / "app.jsonl", tmp_path / "app.jsonl.1"
     writer = open(log, "ab", buffering=0)  # noqa: SIM115
     writer.write(b"".join(lines("a", 0, 3)))
@@ -378,16 +390,13 @@ async def test_copytruncate_with_the_copy_matching_the_glob(
     await d.until(lambda: len(d.got) >= 25)
     await d.run_for(2 * ROTATE_WAIT)
     assert sorted(d.lines()) == sorted(lines("a", 0, 10) + lines("b", 0, 15))
-    assert d.lines("app.jsonl") == (lines("a", 0, 10) if seen_before_truncate else lines("a", 0, 5)) + \
-        lines("b", 0, 15)
+    assert d.lines("app.jsonl") == (lines("a", 0, 10) if seen_before_truncate else lines("a", 0, 5)) + lines("b", 0, 15)
     assert sorted(f.path for f in d.t.files()) == [str(log), str(copy)]
     assert d.db[key_of(copy)].offset == copy.stat().st_size
     await d.t.close()
 
 
-async def test_a_copy_of_a_followed_file_matching_the_glob_is_not_read_again(
-    tmp_path: Path, make: Make
-) -> None:
+async def test_a_copy_of_a_followed_file_matching_the_glob_is_not_read_again(tmp_path: Path, make: Make) -> None:
     log, bak = tmp_path / "app.jsonl", tmp_path / "app.jsonl.bak"
     append(log, lines("a", 0, 8))
     d = await opened(make([Src(str(tmp_path / "app.jsonl*"))]))
@@ -444,9 +453,7 @@ async def test_a_new_file_starting_like_a_rotated_one_is_read_whole(
     await d.t.close()
 
 
-async def test_a_copy_of_a_closed_file_matching_the_glob_starts_where_we_were(
-    tmp_path: Path, make: Make
-) -> None:
+async def test_a_copy_of_a_closed_file_matching_the_glob_starts_where_we_were(tmp_path: Path, make: Make) -> None:
     log = tmp_path / "app.jsonl"
     append(log, lines("a", 0, 6))
     d = await opened(make([Src(str(tmp_path / "*.jsonl"), rotate_wait=0.05)]))
@@ -461,8 +468,7 @@ async def test_a_copy_of_a_closed_file_matching_the_glob_starts_where_we_were(
     await d.t.close()
 
 
-async def test_deleted_right_after_writing_last_lines_still_read(tmp_path: Path,
-                                                                 make: Make) -> None:
+async def test_deleted_right_after_writing_last_lines_still_read(tmp_path: Path, make: Make) -> None:
     log = tmp_path / "app.jsonl"
     append(log, lines("a", 0, 2))
     d = await opened(make([Src(str(tmp_path / "*.jsonl"))]))
@@ -476,16 +482,17 @@ async def test_deleted_right_after_writing_last_lines_still_read(tmp_path: Path,
     await d.t.close()
 
 
-async def test_rotation_while_down_reads_the_rest_of_the_renamed_file(tmp_path: Path,
-                                                                      make: Make) -> None:
+async def test_rotation_while_down_reads_the_rest_of_the_renamed_file(tmp_path: Path, make: Make) -> None:
     log, rotated = tmp_path / "app.jsonl", tmp_path / "app.jsonl.1"
     append(log, lines("a", 0, 4))
     d1 = await opened(make([Src(str(tmp_path / "*.jsonl"))]))
     await d1.until(lambda: len(d1.got) >= 4)
     await d1.t.close()
     old_key = key_of(log)
-    stored = [*d1.db.values(), Position(dev=1, ino=999999, path=str(tmp_path / "vanished.jsonl"),
-                                   offset=10, fp_len=10, fp_hash="00")]
+    stored = [
+        *d1.db.values(),
+        Position(dev=1, ino=999999, path=str(tmp_path / "vanished.jsonl"), offset=10, fp_len=10, fp_hash="00"),
+    ]
     # While errord is down: more lines, rename, a new file at the path.
     append(log, lines("a", 4, 7))
     os.rename(log, rotated)
@@ -499,8 +506,7 @@ async def test_rotation_while_down_reads_the_rest_of_the_renamed_file(tmp_path: 
     await d2.t.close()
 
 
-async def test_copytruncate_while_down_recovers_from_the_copy(tmp_path: Path,
-                                                              make: Make) -> None:
+async def test_copytruncate_while_down_recovers_from_the_copy(tmp_path: Path, make: Make) -> None:
     log, copy = tmp_path / "app.jsonl", tmp_path / "app.jsonl-20260114"
     append(log, lines("a", 0, 4))
     d1 = await opened(make([Src(str(tmp_path / "*.jsonl"))]))
@@ -557,7 +563,7 @@ async def test_long_lines_inside_one_read_are_cut_out(tmp_path: Path, make: Make
     starts = [0, len(body[0]), len(body[0]) + len(body[1]) + len(body[2])]
     assert sorted(o for c in d.chunks for o in c.long_offsets) == starts[1:]
     for c in d.chunks:  # each chunk's offset is where its data sits in the file
-        assert log.read_bytes()[c.offset:c.offset + len(c.data)] == c.data
+        assert log.read_bytes()[c.offset : c.offset + len(c.data)] == c.data
     await d.t.close()
 
 
@@ -605,8 +611,7 @@ async def test_read_is_fair_and_bounded(tmp_path: Path, make: Make) -> None:
     await d.t.close()
 
 
-async def test_reconfigure_keeps_positions_and_drops_unmatched_files(tmp_path: Path,
-                                                                     make: Make) -> None:
+async def test_reconfigure_keeps_positions_and_drops_unmatched_files(tmp_path: Path, make: Make) -> None:
     keep, drop, added = tmp_path / "keep.jsonl", tmp_path / "drop.log", tmp_path / "new.txt"
     append(keep, lines("k", 0, 2))
     append(drop, lines("d", 0, 2))
@@ -692,14 +697,21 @@ async def test_a_folder_renamed_away_and_back_resumes(tmp_path: Path, make: Make
     await d.t.close()
 
 
-async def test_a_kept_position_on_a_reused_inode_reads_the_new_file_whole(tmp_path: Path,
-                                                                         make: Make) -> None:
+async def test_a_kept_position_on_a_reused_inode_reads_the_new_file_whole(tmp_path: Path, make: Make) -> None:
     """Inode reuse is told by the first bytes: a kept position of other content is not resumed."""
     log = tmp_path / "app.jsonl"
     append(log, lines("new", 0, 4))
     st = os.stat(log)
-    old = Position(dev=st.st_dev, ino=st.st_ino, path=str(tmp_path / "gone.jsonl"), offset=100, fp_len=256,
-                   fp_hash=fileid.digest(b"x" * 256), lines_read=2, extra={UNSEEN: time.time() - 60})
+    old = Position(
+        dev=st.st_dev,
+        ino=st.st_ino,
+        path=str(tmp_path / "gone.jsonl"),
+        offset=100,
+        fp_len=256,
+        fp_hash=fileid.digest(b"x" * 256),
+        lines_read=2,
+        extra={UNSEEN: time.time() - 60},
+    )
     d = await opened(make([Src(str(tmp_path / "*.jsonl"))], [old], first_start=False))
     await d.until(lambda: len(d.got) >= 4)
     assert d.lines() == lines("new", 0, 4) and not d.kept(key_of(log))
@@ -708,10 +720,24 @@ async def test_a_kept_position_on_a_reused_inode_reads_the_new_file_whole(tmp_pa
 
 async def test_kept_positions_are_forgotten_after_seven_days(tmp_path: Path, make: Make) -> None:
     now = time.time()
-    old = Position(dev=1, ino=424242, path=str(tmp_path / "old.jsonl"), offset=10, fp_len=10, fp_hash="00",
-                   extra={UNSEEN: now - 7 * 86400 - 60})
-    recent = Position(dev=1, ino=434343, path=str(tmp_path / "recent.jsonl"), offset=10, fp_len=10,
-                      fp_hash="00", extra={UNSEEN: now - 6 * 86400})
+    old = Position(
+        dev=1,
+        ino=424242,
+        path=str(tmp_path / "old.jsonl"),
+        offset=10,
+        fp_len=10,
+        fp_hash="00",
+        extra={UNSEEN: now - 7 * 86400 - 60},
+    )
+    recent = Position(
+        dev=1,
+        ino=434343,
+        path=str(tmp_path / "recent.jsonl"),
+        offset=10,
+        fp_len=10,
+        fp_hash="00",
+        extra={UNSEEN: now - 6 * 86400},
+    )
     d = await opened(make([Src(str(tmp_path / "*.jsonl"))], [old, recent], first_start=False))
     d.step()
     assert [p.key for p in d.gone] == [old.key] and recent.key not in d.db  # untouched, still stored
@@ -721,9 +747,7 @@ async def test_kept_positions_are_forgotten_after_seven_days(tmp_path: Path, mak
 # -- checkpoints -----------------------------------------------------------------------
 
 
-async def test_the_tailer_is_the_batch_source_and_its_checkpoint_holds_positions(
-    tmp_path: Path, make: Make
-) -> None:
+async def test_the_tailer_is_the_batch_source_and_its_checkpoint_holds_positions(tmp_path: Path, make: Make) -> None:
     """The batch codes against ``sources.base.Source``: the tailer has every method of it,
     and its checkpoint is a ``Checkpoint`` of file positions, with no meta (files have no
     other kind of position), false once nothing changed since the last commit."""
@@ -736,7 +760,8 @@ async def test_the_tailer_is_the_batch_source_and_its_checkpoint_holds_positions
     cp = d.t.checkpoint()
     assert isinstance(cp, Checkpoint) and cp.meta == {}
     assert [(p.key, p.offset, p.lines_read, p.gone) for p in cp.positions] == [
-        (key_of(log), log.stat().st_size, 2, False)]
+        (key_of(log), log.stat().st_size, 2, False)
+    ]
     d.t.committed()
     assert not d.t.checkpoint()
     d.t.committed()
@@ -768,9 +793,7 @@ async def test_rollback_hands_the_same_lines_again(tmp_path: Path, make: Make) -
     await d.t.close()
 
 
-async def test_rollback_reopens_a_deleted_file_closed_in_the_failed_batch(
-    tmp_path: Path, make: Make
-) -> None:
+async def test_rollback_reopens_a_deleted_file_closed_in_the_failed_batch(tmp_path: Path, make: Make) -> None:
     log = tmp_path / "app.jsonl"
     append(log, lines("a", 0, 2))
     d = await opened(make([Src(str(log))]))
@@ -814,8 +837,9 @@ async def test_an_appended_line_arrives_within_a_second(tmp_path: Path, make: Ma
 
 async def test_close_returns_quickly_and_wakes_a_waiter(tmp_path: Path, make: Make) -> None:
     (tmp_path / "app.jsonl").touch()
-    d = await opened(make([Src(str(tmp_path / "*.jsonl")), Src(str(tmp_path / "x" / "**" / "*.jsonl"))],
-                          scan_interval=60.0))
+    d = await opened(
+        make([Src(str(tmp_path / "*.jsonl")), Src(str(tmp_path / "x" / "**" / "*.jsonl"))], scan_interval=60.0)
+    )
     d.step()
     await asyncio.sleep(0.2)
     waiter = asyncio.create_task(d.t.wait(None))
@@ -835,9 +859,12 @@ def _rewrite(e, tmp_path: Path, glob: str, **cfg: object) -> None:  # type: igno
 
     cfg.setdefault("server_id", "test-host")
     cfg.setdefault("node_name", "n1")
-    write_config(e.config, state_dir=str(tmp_path / "state"),
-                 sources=[{"path": str(tmp_path / "logs" / glob), "start_at": "beginning", "rotate_wait": "1s",
-                           "app": "demo"}], **cfg)
+    write_config(
+        e.config,
+        state_dir=str(tmp_path / "state"),
+        sources=[{"path": str(tmp_path / "logs" / glob), "start_at": "beginning", "rotate_wait": "1s", "app": "demo"}],
+        **cfg,
+    )
 
 
 def _reload(e) -> None:  # type: ignore[no-untyped-def]
@@ -888,8 +915,9 @@ def test_a_glob_removed_and_restored_resumes_where_it_was(make_errord, receiver,
     status = e.wait_caught_up()
     time.sleep(1.0)  # anything doubled would arrive now
     titles = [r.body["title"].split()[1] for r in receiver.delivered]
-    assert sorted(titles) == sorted([f"a{i}" for i in range(10)] + [f"b{i}" for i in range(5)]
-                                    + [f"c{i}" for i in range(4)])
+    assert sorted(titles) == sorted(
+        [f"a{i}" for i in range(10)] + [f"b{i}" for i in range(5)] + [f"c{i}" for i in range(4)]
+    )
     assert {h["code"]: h["occurrences"] for h in e.json("history")} == {t: 1 for t in titles}
     assert [f["lines_read"] for f in status["files"]] == [19]
     assert "matches again: resuming at its stored position" in e.output()
@@ -911,9 +939,11 @@ def test_the_daemon_logs_where_it_starts_reading_each_file(make_errord, tmp_path
     e.start()
     out = e.output()
     size = len(b"".join(lines("x0", 0, 2)))
-    assert (f'reading {logs / "app00.jsonl"} from its end: skipping {size} existing bytes; '
-            'set start_at = "beginning" to read them') in out
-    assert f'reading {logs / "a-empty.jsonl"} from its start (0 bytes)' in out
+    assert (
+        f"reading {logs / 'app00.jsonl'} from its end: skipping {size} existing bytes; "
+        'set start_at = "beginning" to read them'
+    ) in out
+    assert f"reading {logs / 'a-empty.jsonl'} from its start (0 bytes)" in out
     assert out.count("from its end: skipping") == 19
     assert "... and 6 more file(s): 6 from their end" in out
     assert ".gz" not in out
@@ -921,7 +951,8 @@ def test_the_daemon_logs_where_it_starts_reading_each_file(make_errord, tmp_path
     append(logs / "app03.jsonl", lines("x3", 2, 3))
     e.start()
     out = e.output().split("errord stopped")[-1]
-    assert (f"reading {logs / 'app03.jsonl'} from its stored position {size:,} "
-            f"({len(L('x3', 2)):,} bytes to read)") in out
+    assert (
+        f"reading {logs / 'app03.jsonl'} from its stored position {size:,} ({len(L('x3', 2)):,} bytes to read)"
+    ) in out
     assert "... and 6 more file(s): 6 at their stored position" in out
     assert e.stop() == 0

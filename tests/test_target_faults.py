@@ -76,8 +76,7 @@ def test_hung_target_times_out_and_does_not_block(make_errord, tmp_path: Path) -
     (Apprise ``rto``; errord appends ``cto``/``rto`` = 10 s unless the URL sets them, here
     1 s to keep the test short) ends each attempt; the other target is not held up."""
     with Receiver() as ok, Receiver(hang=30) as hung:
-        e = make_errord(notify=[{"url": ok.url("/ok")}, {"url": hung.url("/hung") + "?rto=1&cto=1"}],
-                        log_level="DEBUG")
+        e = make_errord(notify=[{"url": ok.url("/ok")}, {"url": hung.url("/hung") + "?rto=1&cto=1"}], log_level="DEBUG")
         log = tmp_path / "logs" / "app.jsonl"
         state = State(tmp_path / "state")
         start(e, state)

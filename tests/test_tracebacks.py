@@ -24,15 +24,18 @@ from errord.parse.tracebacks import MAX_EXCEPTION, exception_text
 
 NOW = 1_768_435_200.0
 
-PINO = (b'{"level":50,"time":1768403151367,"pid":4242,"hostname":"web-1","err":{"type":"Error",'
-        b'"message":"connect ECONNREFUSED 127.0.0.1:5432","stack":"Error: connect ECONNREFUSED '
-        b'127.0.0.1:5432\\n    at TCPConnectWrap.afterConnect [as oncomplete] (node:net:1555:16)",'
-        b'"errno":-111,"code":"ECONNREFUSED"},"error_code":"db_down","msg":"database unreachable"}')
+PINO = (
+    b'{"level":50,"time":1768403151367,"pid":4242,"hostname":"web-1","err":{"type":"Error",'
+    b'"message":"connect ECONNREFUSED 127.0.0.1:5432","stack":"Error: connect ECONNREFUSED '
+    b'127.0.0.1:5432\\n    at TCPConnectWrap.afterConnect [as oncomplete] (node:net:1555:16)",'
+    b'"errno":-111,"code":"ECONNREFUSED"},"error_code":"db_down","msg":"database unreachable"}'
+)
 
 
 def parse(data: bytes) -> LogEvent:
     res = LineParser(app=None, tz=UTC, max_line_bytes=1 << 20).parse_chunk(
-        data if data.endswith(b"\n") else data + b"\n", 0, NOW, "app.jsonl")
+        data if data.endswith(b"\n") else data + b"\n", 0, NOW, "app.jsonl"
+    )
     (ev,) = res.events
     return ev
 
@@ -70,8 +73,10 @@ def structlog_line(dict_tracebacks: bool) -> bytes:
 
     out = io.StringIO()
     exc_proc = structlog.processors.dict_tracebacks if dict_tracebacks else structlog.processors.format_exc_info
-    log = structlog.wrap_logger(structlog.PrintLogger(out), processors=[
-        structlog.processors.add_log_level, exc_proc, structlog.processors.JSONRenderer()])
+    log = structlog.wrap_logger(
+        structlog.PrintLogger(out),
+        processors=[structlog.processors.add_log_level, exc_proc, structlog.processors.JSONRenderer()],
+    )
     try:
         chained()
     except RuntimeError:
@@ -110,16 +115,28 @@ def test_pino_err() -> None:
         ({"stack": "RangeError: too far\n    at g (b.js:2:2)"}, "RangeError: too far"),
         ({"message": "only a message"}, "only a message"),
         ([{"exc_type": "ValueError", "exc_value": ""}], "ValueError"),
-        (["Traceback (most recent call last):\n", '  File "x.py", line 1, in <module>\n', "KeyError: 'k'\n"],
-         "KeyError: 'k'"),
-        ("java.lang.IllegalStateException: closed\n\tat com.example.Pool.get(Pool.java:42)",
-         "java.lang.IllegalStateException: closed"),
+        (
+            ["Traceback (most recent call last):\n", '  File "x.py", line 1, in <module>\n', "KeyError: 'k'\n"],
+            "KeyError: 'k'",
+        ),
+        (
+            "java.lang.IllegalStateException: closed\n\tat com.example.Pool.get(Pool.java:42)",
+            "java.lang.IllegalStateException: closed",
+        ),
         ("ValueError: bad", "ValueError: bad"),
-        ("  + Exception Group Traceback (most recent call last):\n  |   File \"x.py\", line 2, in <module>\n"
-         "  | ExceptionGroup: two (2 sub-exceptions)\n  +-+---------------- 1 ----------------\n"
-         "    | ValueError: a\n    +------------------------------------\n",
-         "ExceptionGroup: two (2 sub-exceptions)"),
-        ("", None), ("   \n ", None), (True, None), (3, None), ([], None), ({}, None), ([1, 2], None),
+        (
+            '  + Exception Group Traceback (most recent call last):\n  |   File "x.py", line 2, in <module>\n'
+            "  | ExceptionGroup: two (2 sub-exceptions)\n  +-+---------------- 1 ----------------\n"
+            "    | ValueError: a\n    +------------------------------------\n",
+            "ExceptionGroup: two (2 sub-exceptions)",
+        ),
+        ("", None),
+        ("   \n ", None),
+        (True, None),
+        (3, None),
+        ([], None),
+        ({}, None),
+        ([1, 2], None),
     ],
 )
 def test_exception_shapes(value: Any, text: str | None) -> None:
@@ -139,8 +156,18 @@ def test_keys_in_order_top_level_then_extra() -> None:
     base = {"error_code": "x", "message": "m"}
     assert parse(orjson.dumps({**base, "exception": "A: 1", "err": {"message": "2"}})).exception == "A: 1"
     assert parse(orjson.dumps({**base, "extra": {"exc_info": "B: 2"}})).exception == "B: 2"
-    assert parse(orjson.dumps({**base, "exc_info": None, "stack_info": "Stack (most recent call last):\n"
-                               '  File "a.py", line 9, in run'})).exception == 'stack: File "a.py", line 9, in run'
+    assert (
+        parse(
+            orjson.dumps(
+                {
+                    **base,
+                    "exc_info": None,
+                    "stack_info": 'Stack (most recent call last):\n  File "a.py", line 9, in run',
+                }
+            )
+        ).exception
+        == 'stack: File "a.py", line 9, in run'
+    )
     assert parse(orjson.dumps(base)).exception is None
 
 

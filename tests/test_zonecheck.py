@@ -44,8 +44,9 @@ def chunk_of(path: Path, start: int, end: int | None = None) -> Chunk:
     at the file's end or not, with the mtime its fstat saw."""
     st = path.stat()
     data = path.read_bytes()[start:end]
-    return Chunk((st.st_dev, st.st_ino), 0, str(path), start, data,
-                 at_end=start + len(data) == st.st_size, mtime=st.st_mtime)
+    return Chunk(
+        (st.st_dev, st.st_ino), 0, str(path), start, data, at_end=start + len(data) == st.st_size, mtime=st.st_mtime
+    )
 
 
 def sight(zc: ZoneCheck, path: Path, line: bytes, now: float, mtime: float | None = None) -> str | None:
@@ -55,14 +56,15 @@ def sight(zc: ZoneCheck, path: Path, line: bytes, now: float, mtime: float | Non
     append(path, line)
     mtime = now if mtime is None else mtime
     os.utime(path, (mtime, mtime))
-    return zc.check(chunk_of(path, start), LineParser(app=None, tz=UTC, max_line_bytes=1 << 20),
-                    now, "sources.0.timezone", "UTC")
+    return zc.check(
+        chunk_of(path, start), LineParser(app=None, tz=UTC, max_line_bytes=1 << 20), now, "sources.0.timezone", "UTC"
+    )
 
 
 def test_live_new_york_times_read_as_utc_warn_once(tmp_path: Path) -> None:
     zc, log, now = ZoneCheck(), tmp_path / "app.jsonl", time.time()
     got = [sight(zc, log, pjl(now + i * EVERY), now + i * EVERY) for i in range(SIGHTINGS + 2)]
-    assert got[:SIGHTINGS - 1] == [None] * (SIGHTINGS - 1)
+    assert got[: SIGHTINGS - 1] == [None] * (SIGHTINGS - 1)
     text = got[SIGHTINGS - 1]
     assert text is not None and got[SIGHTINGS:] == [None, None]  # once
     offset = len(b"".join(pjl(now + i * EVERY) for i in range(SIGHTINGS - 1)))
@@ -75,8 +77,9 @@ def test_live_new_york_times_read_as_utc_warn_once(tmp_path: Path) -> None:
 
 def test_times_ahead_warn_too_and_right_zones_never(tmp_path: Path) -> None:
     zc, now = ZoneCheck(), time.time()
-    tokyo = [sight(zc, tmp_path / "tokyo.jsonl", pjl(now + i, ZoneInfo("Asia/Tokyo")), now + i)
-             for i in range(SIGHTINGS)]
+    tokyo = [
+        sight(zc, tmp_path / "tokyo.jsonl", pjl(now + i, ZoneInfo("Asia/Tokyo")), now + i) for i in range(SIGHTINGS)
+    ]
     assert tokyo[-1] is not None and "9h ahead of this host's clock" in tokyo[-1]
     utc = [sight(zc, tmp_path / "utc.jsonl", pjl(now + i, UTC), now + i) for i in range(SIGHTINGS + 1)]
     assert utc == [None] * (SIGHTINGS + 1)
@@ -130,12 +133,15 @@ def test_what_the_tailer_saw_comes_with_the_chunk_no_stat(tmp_path: Path) -> Non
     assert behind.sightings(gone) == stale.sightings(gone) == 0
 
 
-@pytest.mark.parametrize("line", [
-    b'{"timestamp": "2026-01-14T10:00:00Z", "error_code": "x"}\n',  # a zone: never
-    b'{"ts": 1768384800, "error_code": "x"}\n',  # epoch: never
-    b'{"message": "no time"}\n',
-    b"not json\n",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"timestamp": "2026-01-14T10:00:00Z", "error_code": "x"}\n',  # a zone: never
+        b'{"ts": 1768384800, "error_code": "x"}\n',  # epoch: never
+        b'{"message": "no time"}\n',
+        b"not json\n",
+    ],
+)
 def test_lines_with_a_zone_or_no_time_are_not_looked_at(tmp_path: Path, line: bytes) -> None:
     zc, log = ZoneCheck(), tmp_path / "z.jsonl"
     now = datetime(2026, 1, 14, 15, 0, 5, tzinfo=UTC).timestamp()
@@ -156,8 +162,13 @@ def test_daemon_warns_once_for_a_live_file_in_the_wrong_zone(make_errord, tmp_pa
     os.utime(old, (now - 5 * 3600 + 50,) * 2)
     big = logs / "big.jsonl"
     pad = b" " * 300
-    append(big, *[pjl(now - 5 * 3600 + i / 1000, UTC, code="big").replace(b"}\n", b', "pad": "%s"}\n' % pad)
-                  for i in range(9000)])
+    append(
+        big,
+        *[
+            pjl(now - 5 * 3600 + i / 1000, UTC, code="big").replace(b"}\n", b', "pad": "%s"}\n' % pad)
+            for i in range(9000)
+        ],
+    )
     assert big.stat().st_size > 3 << 20
     e = make_errord()
     e.start()

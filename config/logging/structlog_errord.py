@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["configure", "logging_config", "enum_values"]
+__all__ = ["configure", "enum_values", "logging_config"]
 
 
 def enum_values(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -38,6 +38,7 @@ def enum_values(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]
         if isinstance(value, enum.Enum):
             event_dict[key] = value.value
     return event_dict
+
 
 # Shared by structlog's own calls and by foreign (stdlib) records.
 _PRE_CHAIN: list[Any] = [

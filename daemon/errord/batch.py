@@ -31,8 +31,8 @@ from errord.errors import JournalError
 from errord.health import BatchTally, Health
 from errord.model import Kind, Notice
 from errord.parse.lines import LineParser
-from errord.parse.result import parse_contained
 from errord.parse.linewarnings import LineWarnings
+from errord.parse.result import parse_contained
 from errord.policy.base import Context
 from errord.policy.pipeline import NoticePolicy
 from errord.sources.base import Chunk, Source
@@ -100,8 +100,9 @@ class Batch:
     def configure(self, config: RunConfig) -> None:
         """Use ``config`` from the next step on (start, SIGHUP): a parser per source."""
         self.config = config
-        self.parsers = [LineParser(app=src.app, tz=src.tzinfo, max_line_bytes=src.max_line_bytes)
-                        for src in config.sources]
+        self.parsers = [
+            LineParser(app=src.app, tz=src.tzinfo, max_line_bytes=src.max_line_bytes) for src in config.sources
+        ]
 
     def step(self) -> Committed | None:
         """Read, parse, feed and commit one batch; None when there was nothing to read."""
@@ -180,8 +181,7 @@ class Batch:
                 self._failures += 1
                 self.retry_delay = backoff(self._failures - 1, RETRY_MIN, RETRY_MAX)
                 self.health.journal_failed(str(exc))
-                logger.error("cannot write the journal (%s); reading paused, retrying in %.1fs",
-                             exc, self.retry_delay)
+                logger.error("cannot write the journal (%s); reading paused, retrying in %.1fs", exc, self.retry_delay)
                 return Committed(False, 0, 0)
             if self._failures:
                 logger.info("journal writable again; reading resumed")
@@ -201,5 +201,12 @@ class Batch:
     def _check_zone(self, chunk: Chunk, now: float) -> None:
         """One warning per file whose zone-less times, read live, sit a zone offset away
         from this host's clock (``zonecheck``)."""
-        self._warn(self._zones.check(chunk, self.parsers[chunk.source], now, f"sources.{chunk.source}.timezone",
-                                     self.config.sources[chunk.source].timezone))
+        self._warn(
+            self._zones.check(
+                chunk,
+                self.parsers[chunk.source],
+                now,
+                f"sources.{chunk.source}.timezone",
+                self.config.sources[chunk.source].timezone,
+            )
+        )

@@ -80,33 +80,51 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
     c.set_defaults(func=cmd_run)
-    c = sub.add_parser("check-config", parents=[common],
-                       help="validate and print the effective config (secrets redacted)")
+    c = sub.add_parser(
+        "check-config", parents=[common], help="validate and print the effective config (secrets redacted)"
+    )
     c.set_defaults(func=cmd_check_config)
     c = sub.add_parser("active", parents=[common, as_json], help="the open incidents")
     c.set_defaults(func=cmd_active)
     c = sub.add_parser("history", parents=[common, as_json], help="incidents, newest first")
     c.add_argument("--code", help="only this error code")
     c.add_argument("--app", help="only incidents of this app (the source's label)")
-    c.add_argument("--since", type=_since_arg, metavar="DURATION|TIME",
-                   help="only incidents that started at or after this: a time (2026-01-14T15:00:00Z; "
-                        "without a zone, UTC) or a duration ago (2h, 1d)")
+    c.add_argument(
+        "--since",
+        type=_since_arg,
+        metavar="DURATION|TIME",
+        help="only incidents that started at or after this: a time (2026-01-14T15:00:00Z; "
+        "without a zone, UTC) or a duration ago (2h, 1d)",
+    )
     state = c.add_mutually_exclusive_group()
     state.add_argument("--state", choices=["active", "cleared"], help="only open / only cleared incidents")
-    state.add_argument("--active-only", dest="state", action="store_const", const="active",
-                       help="the same as --state active")
+    state.add_argument(
+        "--active-only", dest="state", action="store_const", const="active", help="the same as --state active"
+    )
     c.add_argument("--limit", type=_positive_int, default=100, help="at most this many (default 100)")
     c.set_defaults(func=cmd_history)
-    c = sub.add_parser("status", parents=[common, as_json],
-                       help="files, positions, pending work, daemon state (exit 3 when no daemon runs)")
+    c = sub.add_parser(
+        "status",
+        parents=[common, as_json],
+        help="files, positions, pending work, daemon state (exit 3 when no daemon runs)",
+    )
     c.set_defaults(func=cmd_status)
-    c = sub.add_parser("replay", parents=[common, as_json],
-                       help="what the engine would notify for these files (no state touched)")
+    c = sub.add_parser(
+        "replay", parents=[common, as_json], help="what the engine would notify for these files (no state touched)"
+    )
     c.add_argument("logfiles", nargs="+", type=Path, metavar="LOGFILE")
-    c.add_argument("--re-alert", action="append", type=_duration_arg, metavar="[CODE=]DURATION",
-                   help="what-if: use this re-alert interval instead of the config's (every code, or one; repeatable)")
-    c.add_argument("--ignore-line-intervals", action="store_true",
-                   help="also override the re_alert_time that lines carry (they win otherwise, as in the daemon)")
+    c.add_argument(
+        "--re-alert",
+        action="append",
+        type=_duration_arg,
+        metavar="[CODE=]DURATION",
+        help="what-if: use this re-alert interval instead of the config's (every code, or one; repeatable)",
+    )
+    c.add_argument(
+        "--ignore-line-intervals",
+        action="store_true",
+        help="also override the re_alert_time that lines carry (they win otherwise, as in the daemon)",
+    )
     c.add_argument("--summary", action="store_true", help="print only the summary table")
     c.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     c.set_defaults(func=cmd_replay)
@@ -275,16 +293,35 @@ def cmd_status(args: argparse.Namespace) -> int:
         return code
     running = f"running (pid {data['pid']})" if data["running"] else "not running"
     print(f"daemon: {running}; state in {data['state_dir']}")
-    print(f"open incidents: {data['active_incidents']}; notices pending: {data['pending_notices']}; "
-          f"MongoDB writes pending: {data['pending_mongo']}")
+    print(
+        f"open incidents: {data['active_incidents']}; notices pending: {data['pending_notices']}; "
+        f"MongoDB writes pending: {data['pending_mongo']}"
+    )
     if config.metrics is not None:
         print(f"metrics: http://{config.metrics.listen}/metrics and /healthz")
     if data["files"]:
         size: Callable[[int], object] = human_bytes if sys.stdout.isatty() else int
-        rows = [[f["path"], size(f["position"]), size(f["size"]), size(max(f["size"] - f["position"], 0)),
-                 f["lines_read"], f["lines_skipped"]] for f in data["files"]]
-        print(table(["FILE", "POSITION", "SIZE", "BEHIND", "LINES", "SKIPPED"], rows, right=(1, 2, 3),
-                    width=_terminal_width(), shrink={0: "start"}, drop=(2, 1, 5, 4)))
+        rows = [
+            [
+                f["path"],
+                size(f["position"]),
+                size(f["size"]),
+                size(max(f["size"] - f["position"], 0)),
+                f["lines_read"],
+                f["lines_skipped"],
+            ]
+            for f in data["files"]
+        ]
+        print(
+            table(
+                ["FILE", "POSITION", "SIZE", "BEHIND", "LINES", "SKIPPED"],
+                rows,
+                right=(1, 2, 3),
+                width=_terminal_width(),
+                shrink={0: "start"},
+                drop=(2, 1, 5, 4),
+            )
+        )
     else:
         print("no files match the configured sources")
     return code
@@ -302,9 +339,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
             progress.clear()
         print(f"warning: {text}", file=sys.stderr)
 
-    replay = Replay(config, args.logfiles, re_alert=default, re_alert_codes=per_code,
-                    ignore_line_intervals=args.ignore_line_intervals,
-                    progress=progress.update if progress else None, on_warning=warn)
+    replay = Replay(
+        config,
+        args.logfiles,
+        re_alert=default,
+        re_alert_codes=per_code,
+        ignore_line_intervals=args.ignore_line_intervals,
+        progress=progress.update if progress else None,
+        on_warning=warn,
+    )
     count = 0
     try:
         for notice in replay.notices():
@@ -327,8 +370,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if not args.summary:
             print()
         print(table(SUMMARY_HEADERS, rows, width=_terminal_width(), shrink={0: "end"}))
-    print(f"{count} notice(s) from {replay.lines_read} line(s) ({replay.lines_skipped} skipped); "
-          f"{replay.open_at_end()} incident(s) still open at the end", file=sys.stderr)
+    print(
+        f"{count} notice(s) from {replay.lines_read} line(s) ({replay.lines_skipped} skipped); "
+        f"{replay.open_at_end()} incident(s) still open at the end",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 

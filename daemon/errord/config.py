@@ -168,8 +168,10 @@ class Mongo:
         return self.write_concern if self.write_concern == "majority" else int(self.write_concern)
 
     def __repr__(self) -> str:
-        return (f"Mongo(uri={redact_mongo_uri(self.uri)!r}, database={self.database!r}, "
-                f"collection={self.collection!r}, timeout={self.timeout!r}, write_concern={self.write_concern!r})")
+        return (
+            f"Mongo(uri={redact_mongo_uri(self.uri)!r}, database={self.database!r}, "
+            f"collection={self.collection!r}, timeout={self.timeout!r}, write_concern={self.write_concern!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ def unknown_environment(model: type[BaseModel], env: Mapping[str, str], config_e
     for name in sorted(env):
         if not name.lower().startswith("errord_") or name == config_env or name.upper().startswith("ERRORD_TEST_"):
             continue
-        problem = _env_problem(model, name[len("errord_"):].lower().split("__"))
+        problem = _env_problem(model, name[len("errord_") :].lower().split("__"))
         if problem is not None:
             if name.upper() == config_env:
                 problem = f"names no setting (the config file is named by {config_env}, in upper case)"

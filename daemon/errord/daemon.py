@@ -169,9 +169,16 @@ class Daemon:
         cp = self.tailer.checkpoint()
         self.journal.commit([], cp.positions, [], time.time(), meta={**cp.meta, "initialized": "1"})
         self.tailer.committed()
-        self.batch = Batch(self.tailer, self.engine, self.policy, self.journal, s, health=self.health,
-                           publish=self._publish if self.metrics is not None else None,
-                           count_kinds=self.metrics is not None)
+        self.batch = Batch(
+            self.tailer,
+            self.engine,
+            self.policy,
+            self.journal,
+            s,
+            health=self.health,
+            publish=self._publish if self.metrics is not None else None,
+            count_kinds=self.metrics is not None,
+        )
 
     async def shutdown(self) -> None:
         """Stop reading, commit what was read, give the sink a few seconds, release all.
@@ -327,20 +334,29 @@ class Daemon:
 
             try:
                 found = await asyncio.to_thread(
-                    recover_open_incidents, s.mongodb, server_id=s.server_id, node_name=s.node_name,
+                    recover_open_incidents,
+                    s.mongodb,
+                    server_id=s.server_id,
+                    node_name=s.node_name,
                     timeout=min(RECOVER_TIMEOUT, s.mongodb.timeout),
-                )  # fmt: skip
+                )
             except MongoError as exc:
-                logger.warning("fresh state_dir: cannot load this host's open incidents from MongoDB (%s); "
-                               "starting without them", exc)  # fmt: skip
+                logger.warning(
+                    "fresh state_dir: cannot load this host's open incidents from MongoDB (%s); starting without them",
+                    exc,
+                )
             else:
                 for inc in found:  # who the old host alerted is not in the record: by tags
                     if inc.alerts_sent:
                         inc.notified = (UNKNOWN_ALERTED,)
                 loaded = self.journal.mongo.import_incidents(found)
                 self.journal.set_meta("mongo_recovered", "1")
-                logger.info("fresh state_dir: loaded %d open incident(s) of %s/%s from MongoDB",
-                            loaded, s.server_id, s.node_name)  # fmt: skip
+                logger.info(
+                    "fresh state_dir: loaded %d open incident(s) of %s/%s from MongoDB",
+                    loaded,
+                    s.server_id,
+                    s.node_name,
+                )
         from errord.sinks.mongo import MongoSink
 
         mongo = MongoSink(s.state_dir, s.mongodb)
@@ -424,8 +440,7 @@ class Daemon:
         except JournalError:  # a failing disk fails reads too: the watchdog task must go on
             pending = "?"
         lines_read = self.batch.lines_read if self.batch is not None else 0
-        line = (f"{len(self.engine.active())} open incident(s), {lines_read} lines read, "
-                f"{pending} notice(s) pending")
+        line = f"{len(self.engine.active())} open incident(s), {lines_read} lines read, {pending} notice(s) pending"
         ok, reason = self.health.check()
         return line if ok else f"{reason}; {line}"
 

@@ -30,9 +30,7 @@ _ISO = re.compile(
     rf"(?:T(?:(?P<h>{_NUMBER})H)?(?:(?P<m>{_NUMBER})M)?(?:(?P<s>{_NUMBER})S)?)?$",
     re.IGNORECASE,
 )
-_CLOCK = re.compile(
-    r"^(?:(?P<days>\d+) days?, )?(?P<h>\d+):(?P<m>[0-5]\d):(?P<s>[0-5]\d(?:\.\d{1,6})?)$"
-)
+_CLOCK = re.compile(r"^(?:(?P<days>\d+) days?, )?(?P<h>\d+):(?P<m>[0-5]\d):(?P<s>[0-5]\d(?:\.\d{1,6})?)$")
 _REPR = re.compile(r"^(?:datetime\.)?timedelta\((?P<args>[^()]*)\)$")
 _REPR_ARG = re.compile(rf"^\s*(days|seconds|microseconds)\s*=\s*(-?{_NUMBER})\s*$")
 _REPR_UNITS = {"days": 86400.0, "seconds": 1.0, "microseconds": 1e-6}
@@ -98,9 +96,7 @@ def _parse_text(text: str) -> float | None:
     clock = _CLOCK.match(text)
     if clock:
         days = int(clock.group("days") or 0)
-        return days * 86400 + int(clock.group("h")) * 3600 + int(clock.group("m")) * 60 + float(
-            clock.group("s")
-        )
+        return days * 86400 + int(clock.group("h")) * 3600 + int(clock.group("m")) * 60 + float(clock.group("s"))
     rep = _REPR.match(text)
     if rep:
         return _parse_repr(rep.group("args"))

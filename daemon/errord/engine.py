@@ -21,7 +21,13 @@ __all__ = ["Engine", "Policy", "incident_key"]
 # Kind.X, an attribute of an Enum class, costs ~70 ns per lookup on Python 3.11; the
 # event path takes the members from module globals instead.
 _NEW, _REPEAT, _REALERT, _ANNOUNCE, _CLEAR, _CLEAR_UNKNOWN = (
-    Kind.NEW, Kind.REPEAT, Kind.REALERT, Kind.ANNOUNCE, Kind.CLEAR, Kind.CLEAR_UNKNOWN)
+    Kind.NEW,
+    Kind.REPEAT,
+    Kind.REALERT,
+    Kind.ANNOUNCE,
+    Kind.CLEAR,
+    Kind.CLEAR_UNKNOWN,
+)
 
 _LOUD_CACHE = 10_000  # codes whose notify setting is remembered (Engine._loud)
 _SEP = "\x1f"  # unit separator: cannot occur in a code that came through JSON unescaped by accident
@@ -92,9 +98,7 @@ class Engine:
 
     def restore(self, incidents: Iterable[Incident]) -> None:
         """Replace the state with these incidents (only the active ones are kept)."""
-        self._active = {
-            incident_key(self.scope, inc.app, inc.code): inc for inc in incidents if inc.active
-        }
+        self._active = {incident_key(self.scope, inc.app, inc.code): inc for inc in incidents if inc.active}
         self._dirty.clear()
         self._undo.clear()
 

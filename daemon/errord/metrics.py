@@ -51,19 +51,26 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.health = health or Health()
         r = self.registry
-        self.lines_read = Counter("errord_lines_read", "Lines read (including skipped ones), per source glob",
-                                  ["source"], registry=r)
-        self.lines_skipped = Counter("errord_lines_skipped", "Lines skipped, per source glob and reason",
-                                     ["source", "reason"], registry=r)
+        self.lines_read = Counter(
+            "errord_lines_read", "Lines read (including skipped ones), per source glob", ["source"], registry=r
+        )
+        self.lines_skipped = Counter(
+            "errord_lines_skipped", "Lines skipped, per source glob and reason", ["source", "reason"], registry=r
+        )
         self.opened = Counter("errord_incidents_opened", "Incidents opened", registry=r)
         self.realerted = Counter("errord_incidents_realerted", "Re-alerts of still-active incidents", registry=r)
-        self.announced = Counter("errord_incidents_announced",
-                                 "Open incidents announced late (their first notice after silent ones)", registry=r)
+        self.announced = Counter(
+            "errord_incidents_announced",
+            "Open incidents announced late (their first notice after silent ones)",
+            registry=r,
+        )
         self.resolved = Counter("errord_incidents_resolved", "Incidents resolved by a clear", registry=r)
-        self.sent = Counter("errord_notices_sent", "Notices accepted by a target (redacted name)",
-                            ["target"], registry=r)
-        self.failed = Counter("errord_notices_failed", "Notice sends that failed, per target (redacted name)",
-                              ["target"], registry=r)
+        self.sent = Counter(
+            "errord_notices_sent", "Notices accepted by a target (redacted name)", ["target"], registry=r
+        )
+        self.failed = Counter(
+            "errord_notices_failed", "Notice sends that failed, per target (redacted name)", ["target"], registry=r
+        )
         ProcessCollector(registry=r)
         self._state = _StateCollector(self)
         r.register(self._state)
@@ -74,6 +81,7 @@ class Metrics:
 
     def add_batch(self, tally: BatchTally, source_names: list[str]) -> None:
         """Publish a committed batch."""
+
         def name(i: int) -> str:
             return source_names[i] if 0 <= i < len(source_names) else "-"
 
@@ -84,8 +92,12 @@ class Metrics:
             if n:
                 self.lines_skipped.labels(name(src), reason).inc(n)
         k = tally.kinds
-        for kind, counter in ((Kind.NEW, self.opened), (Kind.REALERT, self.realerted),
-                              (Kind.ANNOUNCE, self.announced), (Kind.CLEAR, self.resolved)):
+        for kind, counter in (
+            (Kind.NEW, self.opened),
+            (Kind.REALERT, self.realerted),
+            (Kind.ANNOUNCE, self.announced),
+            (Kind.CLEAR, self.resolved),
+        ):
             if k.get(kind):
                 counter.inc(k[kind])
 
@@ -111,13 +123,14 @@ class _StateCollector(Collector):
         snap = self._take()
         if snap is None:
             return
-        yield GaugeMetricFamily("errord_notices_pending", "Notice deliveries waiting, all targets",
-                                value=snap.pending_notices)
-        yield GaugeMetricFamily("errord_mongo_writes_pending", "Incident writes waiting for MongoDB",
-                                value=snap.pending_mongo)
+        yield GaugeMetricFamily(
+            "errord_notices_pending", "Notice deliveries waiting, all targets", value=snap.pending_notices
+        )
+        yield GaugeMetricFamily(
+            "errord_mongo_writes_pending", "Incident writes waiting for MongoDB", value=snap.pending_mongo
+        )
         yield GaugeMetricFamily("errord_incidents_open", "Open incidents", value=snap.open_incidents)
-        behind = GaugeMetricFamily("errord_file_bytes_behind", "Bytes not read yet, per followed file",
-                                   labels=["path"])
+        behind = GaugeMetricFamily("errord_file_bytes_behind", "Bytes not read yet, per followed file", labels=["path"])
         for path, n in snap.files:
             behind.add_metric([path], n)
         yield behind
@@ -199,20 +212,22 @@ class MetricsServer:
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
             if environ.get("PATH_INFO") == "/healthz":
                 ok, reason = health.check()
-                start_response("200 OK" if ok else "503 Service Unavailable",
-                               [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")])
+                start_response(
+                    "200 OK" if ok else "503 Service Unavailable",
+                    [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")],
+                )
                 return [reason.encode() + b"\n"]
             return prom(environ, start_response)  # type: ignore[no-any-return]  # prometheus_client: untyped WSGI app
 
         try:
-            family = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM,
-                                        flags=socket.AI_PASSIVE)[0][0]
+            family = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
             server_cls = type("_Server", (_ThreadingServer,), {"address_family": family})
             self._httpd = make_server(self.host, self.port, app, server_cls, handler_class=_QuietHandler)
         except OSError as exc:
             raise ErrordError(f"metrics: cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="errord-metrics", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="errord-metrics", daemon=True
+        )
         self._thread.start()
         host, port = self.address
         shown = f"[{host}]" if ":" in host else host

@@ -109,9 +109,7 @@ INCIDENT_FIELDS: tuple[str, ...] = (
     "incident_id",
 )
 
-TIME_FIELDS = frozenset(
-    {"start_time", "last_log_time", "cleared_at", "created_at", "updated_at", "last_alert_time"}
-)
+TIME_FIELDS = frozenset({"start_time", "last_log_time", "cleared_at", "created_at", "updated_at", "last_alert_time"})
 
 
 class Kind(enum.Enum):

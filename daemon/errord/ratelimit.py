@@ -25,8 +25,9 @@ class RateLimit:
     none has expired, all of them: a flood of keys (paths, targets) is forgotten rather
     than let grow memory without bound."""
 
-    def __init__(self, every: float | None, *, clock: Callable[[], float] = time.monotonic,
-                 max_keys: int = 10_000) -> None:
+    def __init__(
+        self, every: float | None, *, clock: Callable[[], float] = time.monotonic, max_keys: int = 10_000
+    ) -> None:
         self.every = every
         self._clock = clock
         self._max_keys = max_keys

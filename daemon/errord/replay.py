@@ -37,8 +37,15 @@ from errord.policy.base import Context
 from errord.policy.pipeline import standard_policy
 from errord.policy.route import Router
 
-__all__ = ["SUMMARY_HEADERS", "CodeSummary", "OverridePolicy", "ProgressBar", "Replay", "progress_line",
-           "summary_table"]
+__all__ = [
+    "SUMMARY_HEADERS",
+    "CodeSummary",
+    "OverridePolicy",
+    "ProgressBar",
+    "Replay",
+    "progress_line",
+    "summary_table",
+]
 
 READ_BYTES = 1 << 20
 _OCCURRENCE = frozenset({Kind.NEW, Kind.REPEAT, Kind.REALERT, Kind.ANNOUNCE})  # a line raising the code
@@ -210,8 +217,17 @@ def _pieces(f: BinaryIO, chunk: int) -> Iterator[tuple[bytes, int]]:
 def summary_table(summaries: Mapping[str, CodeSummary]) -> list[list[object]]:
     """Rows for the summary table (most notices first), with a TOTAL row when useful."""
     ordered = sorted(summaries.values(), key=lambda s: (-s.total, s.code))
-    counts = [[s.lines, s.incidents, s.notices[NoticeType.FAILURE], s.notices[NoticeType.WARNING],
-               s.notices[NoticeType.SUCCESS], s.total] for s in ordered]
+    counts = [
+        [
+            s.lines,
+            s.incidents,
+            s.notices[NoticeType.FAILURE],
+            s.notices[NoticeType.WARNING],
+            s.notices[NoticeType.SUCCESS],
+            s.total,
+        ]
+        for s in ordered
+    ]
     rows: list[list[object]] = [[s.code, *c] for s, c in zip(ordered, counts, strict=True)]
     if len(rows) > 1:
         rows.append(["TOTAL", *(sum(col) for col in zip(*counts, strict=True))])

@@ -51,8 +51,11 @@ def exec_daemon(config: RunConfig, argv: Sequence[str]) -> int:
         os.set_inheritable(fd, True)
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execve(sys.executable, [sys.executable, "-m", "errord.serve", str(fd), "errord", *argv],
-                  _daemon_environ(os.environ))
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "errord.serve", str(fd), "errord", *argv],
+            _daemon_environ(os.environ),
+        )
     except OSError as exc:
         if fd >= 0:
             os.close(fd)
@@ -89,9 +92,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 def _run(config: RunConfig) -> int:

@@ -88,9 +88,7 @@ def _known_zone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(
-            f"unknown time zone {value!r} (use an IANA name such as 'UTC' or 'Europe/Berlin')"
-        ) from None
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as 'UTC' or 'Europe/Berlin')") from None
     return value
 
 
@@ -110,8 +108,14 @@ class SourceSettings(_Section):
 
     def to_run(self) -> Source:
         """This entry as the daemon holds it."""
-        return Source(path=self.path, app=self.app, start_at=self.start_at, rotate_wait=self.rotate_wait,
-                      timezone=self.timezone, max_line_bytes=self.max_line_bytes)
+        return Source(
+            path=self.path,
+            app=self.app,
+            start_at=self.start_at,
+            rotate_wait=self.rotate_wait,
+            timezone=self.timezone,
+            max_line_bytes=self.max_line_bytes,
+        )
 
 
 class DefaultsSettings(_Section):
@@ -148,8 +152,13 @@ class MongoSettings(_Section):
 
     def to_run(self) -> Mongo:
         """This table as the daemon holds it."""
-        return Mongo(uri=self.uri, database=self.database, collection=self.collection, timeout=self.timeout,
-                     write_concern=self.write_concern)
+        return Mongo(
+            uri=self.uri,
+            database=self.database,
+            collection=self.collection,
+            timeout=self.timeout,
+            write_concern=self.write_concern,
+        )
 
     @field_validator("uri")
     @classmethod
@@ -312,8 +321,9 @@ class Settings(BaseSettings):
         if self._config_path is not None:
             why = f"{self._config_path} has no [[sources]] table (add one with a path glob)"
         else:
-            why = (f"there is no {DEFAULT_CONFIG} (name a config file with -c FILE or ${CONFIG_ENV}) "
-                   f"and no ERRORD_SOURCES")
+            why = (
+                f"there is no {DEFAULT_CONFIG} (name a config file with -c FILE or ${CONFIG_ENV}) and no ERRORD_SOURCES"
+            )
         raise ConfigError(f"sources: nothing to read: {why}")
 
     @property

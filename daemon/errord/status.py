@@ -51,14 +51,16 @@ def status_data(config: RunConfig) -> dict[str, Any]:
         except OSError:
             continue
         pos = positions.get((st.st_dev, st.st_ino))
-        files.append({
-            # a name that is not UTF-8 is shown with \xNN escapes (JSON cannot hold it raw)
-            "path": path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
-            "position": pos.offset if pos else 0,
-            "size": st.st_size,
-            "lines_read": pos.lines_read if pos else 0,
-            "lines_skipped": pos.lines_skipped if pos else 0,
-        })
+        files.append(
+            {
+                # a name that is not UTF-8 is shown with \xNN escapes (JSON cannot hold it raw)
+                "path": path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
+                "position": pos.offset if pos else 0,
+                "size": st.st_size,
+                "lines_read": pos.lines_read if pos else 0,
+                "lines_skipped": pos.lines_skipped if pos else 0,
+            }
+        )
     return {
         "running": bool(state["running"] and state["ready"]),
         "pid": state["pid"],
@@ -103,15 +105,20 @@ def source_matches(source: Source, first: bool) -> str:
     folders = sum(1 for p in found if os.path.isdir(p))
     if not files:
         if folders:
-            return (f"matches {_count(folders, 'folder')} and no file: a source names files, "
-                    f"e.g. {os.path.join(pattern, '*.jsonl')}")
+            return (
+                f"matches {_count(folders, 'folder')} and no file: a source names files, "
+                f"e.g. {os.path.join(pattern, '*.jsonl')}"
+            )
         return "matches nothing yet (a file that appears while errord runs is read from its start)"
     text = f"matches {_count(files, 'file')} now"
     if folders:
         text += f" (and {_count(folders, 'folder')}, skipped)"
     if first:
-        text += (' (first start: start_at = "end" skips what they hold now)' if source.start_at == "end"
-                 else " (first start: read from their start)")
+        text += (
+            ' (first start: start_at = "end" skips what they hold now)'
+            if source.start_at == "end"
+            else " (first start: read from their start)"
+        )
     return text
 
 

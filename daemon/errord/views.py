@@ -10,8 +10,17 @@ from typing import Any, Literal
 from errord.durations import format_duration
 from errord.model import INCIDENT_FIELDS, TIME_FIELDS, Incident, Notice
 
-__all__ = ["ago", "human_bytes", "incident_json", "incidents_table", "iso", "notice_json", "notice_line", "stamp",
-           "table"]
+__all__ = [
+    "ago",
+    "human_bytes",
+    "incident_json",
+    "incidents_table",
+    "iso",
+    "notice_json",
+    "notice_line",
+    "stamp",
+    "table",
+]
 
 
 def iso(ts: float | None) -> str | None:
@@ -33,8 +42,14 @@ def incident_json(inc: Incident) -> dict[str, Any]:
 
 def notice_json(notice: Notice) -> dict[str, Any]:
     """A notice as ``errord replay --json`` prints it (one JSON object a line)."""
-    return {"type": notice.type.value, "code": notice.code, "title": notice.title, "time": iso(notice.event_time),
-            "incident_id": notice.incident_id, "body": notice.body}
+    return {
+        "type": notice.type.value,
+        "code": notice.code,
+        "title": notice.title,
+        "time": iso(notice.event_time),
+        "incident_id": notice.incident_id,
+        "body": notice.body,
+    }
 
 
 def notice_line(notice: Notice) -> str:
@@ -57,8 +72,13 @@ MIN_CELLS = 16  # a shortened column keeps this many cells before other columns 
 
 
 def table(
-    headers: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[int] = (), *,
-    width: int | None = None, shrink: Mapping[int, CutAt] | None = None, drop: Sequence[int] = (),
+    headers: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    right: Sequence[int] = (),
+    *,
+    width: int | None = None,
+    shrink: Mapping[int, CutAt] | None = None,
+    drop: Sequence[int] = (),
 ) -> str:
     """Left-aligned columns separated by two spaces; numbers (and ``right`` columns) right-aligned.
 
@@ -98,8 +118,10 @@ def _fit(
     """Which columns to show and how wide, for ``table(width=...)``."""
 
     def floors(least: int) -> list[int]:
-        return [min(w, max(_cells(h), least)) if i in shrink else w
-                for i, (h, w) in enumerate(zip(headers, natural, strict=True))]
+        return [
+            min(w, max(_cells(h), least)) if i in shrink else w
+            for i, (h, w) in enumerate(zip(headers, natural, strict=True))
+        ]
 
     shown = list(range(len(headers)))
 
@@ -116,8 +138,9 @@ def _fit(
     for floor in (at_min, floors(4)):  # only a very narrow terminal goes below MIN_CELLS
         over = total(widths) - width
         while over > 0:  # shorten the widest shortenable column, down to the next widest
-            candidates = sorted((i for i in shown if i in shrink and widths[i] > floor[i]),
-                                key=lambda i: widths[i], reverse=True)
+            candidates = sorted(
+                (i for i in shown if i in shrink and widths[i] > floor[i]), key=lambda i: widths[i], reverse=True
+            )
             if not candidates:
                 break
             widest = candidates[0]
@@ -132,8 +155,7 @@ def _cells(text: str) -> int:
     """Terminal cells ``text`` takes: wide (CJK) characters two, combining marks none."""
     if text.isascii():
         return len(text)
-    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
-               for ch in text)
+    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 def _cut(text: str, cells: int, end: CutAt) -> str:
@@ -144,7 +166,7 @@ def _cut(text: str, cells: int, end: CutAt) -> str:
         return ""
     kept: list[str] = []
     budget = cells - 1  # the ellipsis takes one
-    for ch in (text if end == "end" else reversed(text)):
+    for ch in text if end == "end" else reversed(text):
         budget -= _cells(ch)
         if budget < 0:
             break
@@ -184,7 +206,18 @@ def incidents_table(
         state = "active" if inc.active else f"cleared {when(inc.cleared_at)}"
         lasted = format_duration((inc.cleared_at if inc.cleared_at is not None else now) - inc.start_time)
         message = " ".join(inc.message.split())
-        rows.append([inc.code, inc.app or "-", state, when(inc.start_time), when(inc.last_log_time), lasted,
-                     inc.occurrences, inc.alerts_sent, message if width is not None else _cut(message, 60, "end")])
+        rows.append(
+            [
+                inc.code,
+                inc.app or "-",
+                state,
+                when(inc.start_time),
+                when(inc.last_log_time),
+                lasted,
+                inc.occurrences,
+                inc.alerts_sent,
+                message if width is not None else _cut(message, 60, "end"),
+            ]
+        )
     # left out first: LAST SEEN, then the counts; CODE, STATE and MESSAGE always stay (what, and why)
     return table(headers, rows, width=width, shrink={0: "end", 1: "end", 8: "end"}, drop=(4, 7, 6, 5, 1, 3))

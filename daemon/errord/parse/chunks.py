@@ -7,9 +7,15 @@ from __future__ import annotations
 import re
 
 __all__ = [
-    "BAD_BOUNDARY", "ESCAPED_KEY", "NEEDLE", "escaped_spans", "has_long_line", "needle_spans",
-    "nul_free_parts", "utf8_ok",
-]  # fmt: skip
+    "BAD_BOUNDARY",
+    "ESCAPED_KEY",
+    "NEEDLE",
+    "escaped_spans",
+    "has_long_line",
+    "needle_spans",
+    "nul_free_parts",
+    "utf8_ok",
+]
 
 NEEDLE = b"error_code"
 ESCAPED_KEY = re.compile(rb"\\u00(?:6[345fF]|72|5[fF])")
@@ -112,4 +118,3 @@ def utf8_ok(data: bytes) -> bool:
                 return False
         start = end
     return True
-

@@ -121,12 +121,19 @@ _fromisoformat = datetime.fromisoformat  # a module global: no attribute lookup 
 # a field added to LogEvent must be added there too.
 _new = object.__new__
 if LogEvent.__slots__ != (
-    "code", "clear", "message", "time", "re_alert", "notify", "level", "app", "path", "offset",
+    "code",
+    "clear",
+    "message",
+    "time",
+    "re_alert",
+    "notify",
+    "level",
+    "app",
+    "path",
+    "offset",
     "exception",
 ):  # pragma: no cover
     raise ImportError("errord.parse.lines._event does not set every field of model.LogEvent")
-
-
 
 
 class LineParser:
@@ -139,9 +146,7 @@ class LineParser:
 
     __slots__ = ("_durations", "_warnings", "app", "future_slack", "max_line_bytes", "tz")
 
-    def __init__(
-        self, *, app: str | None, tz: tzinfo, max_line_bytes: int, future_slack: float = 300.0
-    ) -> None:
+    def __init__(self, *, app: str | None, tz: tzinfo, max_line_bytes: int, future_slack: float = 300.0) -> None:
         self.app = app
         self.tz = tz
         self.max_line_bytes = max_line_bytes
@@ -236,15 +241,14 @@ class LineParser:
             return False
         # every newline but the last must sit between "}" (or "}\r") and "{"
         if (newlines > 1 or not terminated) and BAD_BOUNDARY.search(
-                data, 0, len(data) - 1 if terminated else len(data)):
+            data, 0, len(data) - 1 if terminated else len(data)
+        ):
             return False
         if len(data) > self.max_line_bytes and has_long_line(data, self.max_line_bytes):
             return False
         return data.isascii() or utf8_ok(data)
 
-    def _per_line(
-        self, data: bytes, terminated: bool, offset: int, now: float, path: str, res: ParseResult
-    ) -> None:
+    def _per_line(self, data: bytes, terminated: bool, offset: int, now: float, path: str, res: ParseResult) -> None:
         parts = data.split(b"\n")
         if terminated:
             parts.pop()  # the empty piece after the final newline
@@ -356,12 +360,21 @@ class LineParser:
                 self._warn(offset, BAD_NOTIFICATION, show_value(given))
         # The aliases tried in the order of MESSAGE_KEYS, TIME_KEYS and LEVEL_KEYS,
         # unrolled: ~80 ns less per event than a loop over each tuple.
-        if ((message := get("message")) is None and (message := get("msg")) is None
-                and (message := get("event")) is None and extra is not None):
+        if (
+            (message := get("message")) is None
+            and (message := get("msg")) is None
+            and (message := get("event")) is None
+            and extra is not None
+        ):
             message = first_present(extra.get, MESSAGE_KEYS)
-        if ((when := get("timestamp")) is None and (when := get("@timestamp")) is None
-                and (when := get("time")) is None and (when := get("asctime")) is None
-                and (when := get("ts")) is None and extra is not None):
+        if (
+            (when := get("timestamp")) is None
+            and (when := get("@timestamp")) is None
+            and (when := get("time")) is None
+            and (when := get("asctime")) is None
+            and (when := get("ts")) is None
+            and extra is not None
+        ):
             when = first_present(extra.get, TIME_KEYS)
         if (level := get("levelname")) is None and (level := get("level")) is None and extra is not None:
             level = first_present(extra.get, LEVEL_KEYS)
@@ -436,7 +449,6 @@ class LineParser:
         if ts is None or not 0.0 <= ts <= now + self.future_slack:
             return now
         return ts
-
 
     def _duration(self, value: object) -> float | None:
         if type(value) is not str:

@@ -144,7 +144,7 @@ def _format_path(parts: tuple[str | int, ...]) -> str:
             key = part if _PLAIN_KEY.fullmatch(part) else json.dumps(part, ensure_ascii=False)
             out = f"{out}.{key}" if out else key
     out = _CONTROL.sub("", out)
-    return out if len(out) <= MAX_SHOWN else "…" + out[-(MAX_SHOWN - 1):]
+    return out if len(out) <= MAX_SHOWN else "…" + out[-(MAX_SHOWN - 1) :]
 
 
 def zone_like(skew: float, tolerance: float) -> float | None:
@@ -167,15 +167,21 @@ def describe(kind: str, detail: str, path: str, offset: int, every: float | None
     """The text of one parser warning (``kind``, ``detail`` as in ``ParseResult.warnings``)."""
     where = f"{path}, offset {offset}"
     if kind == BAD_RE_ALERT:
-        text = (f"{where}: re_alert_time {detail} is not a duration errord can read (seconds, "
-                f'"15m", "1h30m", "PT15M", "0:15:00"); the line is used without it')
+        text = (
+            f"{where}: re_alert_time {detail} is not a duration errord can read (seconds, "
+            f'"15m", "1h30m", "PT15M", "0:15:00"); the line is used without it'
+        )
     elif kind == BAD_NOTIFICATION:
-        text = (f"{where}: notification {detail} is not a boolean (true/false, yes/no, on/off, "
-                f"1/0); the line is used without it")
+        text = (
+            f"{where}: notification {detail} is not a boolean (true/false, yes/no, on/off, "
+            f"1/0); the line is used without it"
+        )
     elif kind == MISPLACED_CODE:
-        return (f"{where}: an error_code key at {detail} is not read, so such lines raise "
-                f'nothing: errord reads error_code at the top level or under "extra" '
-                f"(shown once per file and place)")
+        return (
+            f"{where}: an error_code key at {detail} is not read, so such lines raise "
+            f'nothing: errord reads error_code at the top level or under "extra" '
+            f"(shown once per file and place)"
+        )
     else:
         text = f"{where}: {kind} {detail}"
     if every is None:
@@ -187,11 +193,13 @@ def describe_skew(path: str, offset: int, text: str, skew: float, setting: str, 
     """The one warning for a file whose times, written without a zone, are ``skew``
     seconds (a zone offset) behind (positive) or ahead of the daemon's clock."""
     side = "behind" if skew > 0 else "ahead of"
-    return (f"{path}, offset {offset}: event times carry no zone and are {_hours(skew)} {side} "
-            f"this host's clock while errord reads the file live (time {show_value(text)} read "
-            f'as {zone}, {setting} = "{zone}"): set {setting} to the zone the app writes its '
-            f"times in, or make the app write times with a zone; incidents and durations are "
-            f"off by {_hours(skew)} until then")
+    return (
+        f"{path}, offset {offset}: event times carry no zone and are {_hours(skew)} {side} "
+        f"this host's clock while errord reads the file live (time {show_value(text)} read "
+        f'as {zone}, {setting} = "{zone}"): set {setting} to the zone the app writes its '
+        f"times in, or make the app write times with a zone; incidents and durations are "
+        f"off by {_hours(skew)} until then"
+    )
 
 
 class LineWarnings:
@@ -201,8 +209,9 @@ class LineWarnings:
     ``MAX_PLACES_PER_FILE`` places per file. The limits are ``ratelimit.RateLimit``'s,
     which forgets rather than grows past ``max_keys`` keys."""
 
-    def __init__(self, every: float | None, *, clock: Callable[[], float] = time.monotonic,
-                 max_keys: int = 10_000) -> None:
+    def __init__(
+        self, every: float | None, *, clock: Callable[[], float] = time.monotonic, max_keys: int = 10_000
+    ) -> None:
         self.every = every
         self._max_keys = max_keys
         self._kinds = RateLimit(every, clock=clock, max_keys=max_keys)

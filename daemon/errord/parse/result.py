@@ -12,9 +12,18 @@ from typing import Final, Protocol
 from errord.model import LogEvent
 
 __all__ = [
-    "BAD_CODE", "INVALID_UTF8", "MAX_WARNINGS", "NOT_JSON", "NOT_OBJECT", "PARSER_ERROR", "SKIP_REASONS",
-    "TOO_LONG", "ParseResult", "count_skip", "parse_contained",
-]  # fmt: skip
+    "BAD_CODE",
+    "INVALID_UTF8",
+    "MAX_WARNINGS",
+    "NOT_JSON",
+    "NOT_OBJECT",
+    "PARSER_ERROR",
+    "SKIP_REASONS",
+    "TOO_LONG",
+    "ParseResult",
+    "count_skip",
+    "parse_contained",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -88,5 +97,3 @@ def count_skip(res: ParseResult, reason: str, offset: int) -> None:
     res.reasons[reason] = res.reasons.get(reason, 0) + 1
     if res.first_skip is None:
         res.first_skip = (offset, reason)
-
-

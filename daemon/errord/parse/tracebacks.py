@@ -84,7 +84,7 @@ def _from_text(text: str) -> str | None:
         # end, so only the end of a long traceback is looked at.
         lines = [ln for ln in text[-_MAX_SCAN:].splitlines() if ln.strip()]
         last_frame = max((i for i, ln in enumerate(lines) if ln[:1].isspace()), default=-1)
-        return " ".join(lines[last_frame + 1:] or lines[-1:])
+        return " ".join(lines[last_frame + 1 :] or lines[-1:])
     if head.lstrip().startswith(_PY_STACK):  # the last frame is where it was logged
         frames = [ln.strip() for ln in text[-_MAX_SCAN:].splitlines() if ln.lstrip().startswith("File ")]
         return f"stack: {frames[-1]}" if frames else None

@@ -28,15 +28,29 @@ from errord.durations import parse_duration
 from errord.model import MAX_CODE_CHARS
 
 __all__ = [
-    "BAD", "code_value", "duration_value", "first_of", "first_present", "flag_value", "level_text",
-    "message_text", "unfit_code", "valid_text",
-]  # fmt: skip
+    "BAD",
+    "code_value",
+    "duration_value",
+    "first_of",
+    "first_present",
+    "flag_value",
+    "level_text",
+    "message_text",
+    "unfit_code",
+    "valid_text",
+]
 
 
 _FLAG_WORDS: Final = {
-    "true": True, "yes": True, "on": True, "1": True,
-    "false": False, "no": False, "off": False, "0": False,
-}  # fmt: skip
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
 
 
 class _Bad:
@@ -142,4 +156,3 @@ def duration_value(value: object) -> float | None:
         return parse_duration(value)
     except (ValueError, TypeError, ArithmeticError):  # DurationError is a ValueError
         return None
-

@@ -86,8 +86,9 @@ class Router:
 
     def apply(self, flow: Flow, ctx: Context) -> Flow:
         """The ``route`` stage: the notices of ``flow``'s transitions, with their targets."""
-        flow.notices += self.route(flow.transitions, server_id=ctx.server_id, node_name=ctx.node_name,
-                                   tags_for=ctx.tags_for)
+        flow.notices += self.route(
+            flow.transitions, server_id=ctx.server_id, node_name=ctx.node_name, tags_for=ctx.tags_for
+        )
         return flow
 
     def route(

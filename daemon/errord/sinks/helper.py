@@ -89,8 +89,7 @@ class NotifyHelper(NoticeSink):
         self._routes = [(t.key, tuple(t.tags)) for t in targets]
         self._config: dict[str, Any] = {
             "state_dir": str(self.state_dir),
-            "targets": [{"url": t.url, "tags": list(t.tags), "key": t.key, "redacted": t.redacted}
-                        for t in targets],
+            "targets": [{"url": t.url, "tags": list(t.tags), "key": t.key, "redacted": t.redacted} for t in targets],
             "timeout": timeout,
             "backoff": list(backoff),
             "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),
@@ -166,10 +165,16 @@ class NotifyHelper(NoticeSink):
             deaths = deaths + 1 if time.monotonic() - child.started < STABLE_AFTER else 1
             delay = _restart_delay(deaths)
             logger.error(
-                "notify helper (pid %d) died: %s; %s", child.proc.pid, _how_it_ended(child.proc.returncode),
-                "restarting it now" if not delay else
-                f"it died {deaths} times in a row within {STABLE_AFTER:g}s of its start; restarting it in {delay:g}s",
-            )  # fmt: skip
+                "notify helper (pid %d) died: %s; %s",
+                child.proc.pid,
+                _how_it_ended(child.proc.returncode),
+                "restarting it now"
+                if not delay
+                else (
+                    f"it died {deaths} times in a row within {STABLE_AFTER:g}s of its start; "
+                    f"restarting it in {delay:g}s"
+                ),
+            )
             self._close_pipes(child.proc)
             child.reader.join(1.0)
             while True:
@@ -209,20 +214,27 @@ class NotifyHelper(NoticeSink):
         """Start a helper and wait for its answer; raises ``NotifyError`` if it refuses."""
         proc = subprocess.Popen(
             [sys.executable, "-m", "errord.sinks.helper"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, close_fds=True, bufsize=0,
-        )  # fmt: skip
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,
+            close_fds=True,
+            bufsize=0,
+        )
         assert proc.stdin is not None and proc.stdout is not None
         # PR_SET_PDEATHSIG fires when the starting *thread* ends: only for the main thread's
         # helpers. One the supervisor restarted ends on EOF, when the daemon's pipes close.
-        config = dict(self._config, die_with_parent=threading.current_thread() is threading.main_thread(),
-                      parent=os.getpid())
+        config = dict(
+            self._config, die_with_parent=threading.current_thread() is threading.main_thread(), parent=os.getpid()
+        )
         answer: list[str] = []
         ready = threading.Event()
         eof = threading.Event()
         reader = threading.Thread(
-            target=self._read_loop, args=(proc.stdout, answer, ready, eof), name="errord-notify-helper",
+            target=self._read_loop,
+            args=(proc.stdout, answer, ready, eof),
+            name="errord-notify-helper",
             daemon=True,
-        )  # fmt: skip
+        )
         reader.start()
         child = _Child(proc, reader, eof, time.monotonic())
         with contextlib.suppress(OSError):  # it died at once: reported below
@@ -238,9 +250,9 @@ class NotifyHelper(NoticeSink):
         self._kill(child)
         if line.startswith("error "):
             try:
-                problems = json.loads(line[len("error "):])
+                problems = json.loads(line[len("error ") :])
             except ValueError:
-                problems = line[len("error "):]
+                problems = line[len("error ") :]
             raise NotifyError(problems)
         raise NotifyError(f"the notify helper exited at start ({_how_it_ended(proc.returncode)})")
 
@@ -390,8 +402,12 @@ def main() -> None:
     # process-wide, and a subset would surprise other Apprise users of a process.
     load_plugins_for(t.url for t in targets)
     try:
-        sink = NotifySink(Path(config["state_dir"]), targets, timeout=float(config["timeout"]),
-                          backoff=(float(config["backoff"][0]), float(config["backoff"][1])))
+        sink = NotifySink(
+            Path(config["state_dir"]),
+            targets,
+            timeout=float(config["timeout"]),
+            backoff=(float(config["backoff"][0]), float(config["backoff"][1])),
+        )
     except NotifyError as exc:
         reply("error " + json.dumps(exc.problems))  # one line of the pipe protocol
         os._exit(2)

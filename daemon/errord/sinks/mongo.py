@@ -133,8 +133,9 @@ class MongoSink(Sink):
         if thread is not None and thread.is_alive():
             thread.join(max(0.0, min(0.2, deadline - time.monotonic())))
             if thread.is_alive() and self.writing:
-                logger.warning("MongoDB %s: a write was still in flight at shutdown; it is "
-                               "repeated at the next start", self.where)  # fmt: skip
+                logger.warning(
+                    "MongoDB %s: a write was still in flight at shutdown; it is repeated at the next start", self.where
+                )
 
     # -- worker --------------------------------------------------------------------------
 
@@ -195,8 +196,12 @@ class MongoSink(Sink):
             except OperationFailure as exc:
                 if exc.code not in _INDEX_CONFLICTS:
                     raise
-                logger.error("MongoDB %s: cannot create index %s (%s); writing without it",
-                             self.where, index.document["name"], self._scrub(exc))  # fmt: skip
+                logger.error(
+                    "MongoDB %s: cannot create index %s (%s); writing without it",
+                    self.where,
+                    index.document["name"],
+                    self._scrub(exc),
+                )
 
     def _write_batch(self, journal: Journal, coll: Coll) -> bool:
         """Write the head of the outbox; True when it wrote something (look again: more may
@@ -245,8 +250,14 @@ class MongoSink(Sink):
             if self.failures == 1 or error != self.last_error:
                 self._warn.forget("failure")
             log = logger.warning if self._warn.allow("failure") else logger.debug
-            log("MongoDB %s: %s; %s incident(s) wait in the journal, retry %d in %.1fs",
-                self.where, error, _pending(journal), self.failures, delay)  # fmt: skip
+            log(
+                "MongoDB %s: %s; %s incident(s) wait in the journal, retry %d in %.1fs",
+                self.where,
+                error,
+                _pending(journal),
+                self.failures,
+                delay,
+            )
         else:
             logger.exception("MongoDB writer: unexpected error; retry in %.1fs", delay)
         self.last_error = error
@@ -254,8 +265,7 @@ class MongoSink(Sink):
 
     def _succeeded(self, journal: Journal | None) -> None:
         if self.failures:
-            logger.info("MongoDB %s: writing again; %s incident(s) still queued",
-                        self.where, _pending(journal))  # fmt: skip
+            logger.info("MongoDB %s: writing again; %s incident(s) still queued", self.where, _pending(journal))
         self.failures = 0
         self.last_error = None
 

@@ -145,8 +145,9 @@ class NotifySink(NoticeSink):
                     logging.getLogger(name).removeFilter(check)
             if not usable:
                 why = check.scrub(seen.reason())
-                problems.append(f"notify.{index}.url: {t.redacted}: not a usable Apprise URL"
-                                + (f" ({why})" if why else ""))
+                problems.append(
+                    f"notify.{index}.url: {t.redacted}: not a usable Apprise URL" + (f" ({why})" if why else "")
+                )
                 continue
             self._targets.append(_Target(t.key, t.redacted, url, tuple(t.tags)))
             secrets |= url_secrets(t.url) | url_secrets(url)
@@ -183,9 +184,7 @@ class NotifySink(NoticeSink):
         self._started = True
         for t in self._targets:
             self._scrub_enter()  # left by the worker itself, which may outlive stop()
-            t.thread = threading.Thread(
-                target=self._worker, args=(t,), name=f"errord-notify-{t.key}", daemon=True
-            )
+            t.thread = threading.Thread(target=self._worker, args=(t,), name=f"errord-notify-{t.key}", daemon=True)
             t.thread.start()
 
     def wake(self) -> None:
@@ -225,6 +224,7 @@ class NotifySink(NoticeSink):
         Returns ``{redacted target: SendResult(accepted, reason)}``; the reason names what
         Apprise said (connection refused, the HTTP status, a plugin's complaint).
         """
+
         def one(t: _Target) -> SendResult:
             if t.url is None:
                 self._write_stderr("info", title, body)
@@ -275,9 +275,14 @@ class NotifySink(NoticeSink):
                     if isinstance(e, JournalError):
                         journal_failing = True
                         if self._journal_warn.allow(t.key):
-                            logger.warning("notify target %s: journal: %s (retrying every %gs; further journal"
-                                           " errors of this target muted for %ds)",
-                                           t.name, e, _POLL, int(JOURNAL_WARN_EVERY))
+                            logger.warning(
+                                "notify target %s: journal: %s (retrying every %gs; further journal"
+                                " errors of this target muted for %ds)",
+                                t.name,
+                                e,
+                                _POLL,
+                                int(JOURNAL_WARN_EVERY),
+                            )
                     else:
                         logger.exception("notify target %s: unexpected error", t.name)
                     if journal is not None:
@@ -345,9 +350,14 @@ class NotifySink(NoticeSink):
                     asked = f" (Retry-After: {retry_after:g}s)"
                 logger.warning(
                     "notify target %s: notice %s (%s) failed, attempt %d, retry in %.1fs%s: %s",
-                    t.name, notice.id, clean_text(notice.code, 200, single_line=True),  # log text: one line
-                    attempts + 1, delay, asked, err,
-                )  # fmt: skip
+                    t.name,
+                    notice.id,
+                    clean_text(notice.code, 200, single_line=True),  # log text: one line
+                    attempts + 1,
+                    delay,
+                    asked,
+                    err,
+                )
                 j.outbox.mark_failed(did, err, time.time() + delay)
                 return self._idle(delay)
         return _POLL

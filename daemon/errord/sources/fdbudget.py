@@ -74,9 +74,14 @@ def raise_open_file_limit(get: GetLimit = resource.getrlimit, set_: SetLimit = r
         try:
             set_(resource.RLIMIT_NOFILE, (target, hard))
         except (OSError, ValueError) as exc:
-            logger.warning("could not raise the open-file limit from %d to %d (%s); running with %d: when "
-                           "more files match, errord closes quiet ones and reopens them when they change",
-                           soft, target, exc, soft)
+            logger.warning(
+                "could not raise the open-file limit from %d to %d (%s); running with %d: when "
+                "more files match, errord closes quiet ones and reopens them when they change",
+                soft,
+                target,
+                exc,
+                soft,
+            )
             return soft
         logger.info("raised the open-file limit (RLIMIT_NOFILE) from %d to %d", soft, target)
         return target
@@ -145,18 +150,33 @@ class FdBudget:
         self._delay = min(RETRY_MAX, max(RETRY_MIN, self._delay * 2))
         self.retry_at = now + self._delay
         if self._warned.allow("exhausted"):
-            what = "the system's file table is full (ENFILE)" if err == errno.ENFILE else (
-                f"the open-file limit ({self.limit}) is reached (EMFILE)")
-            logger.warning("out of file descriptors: %s with %d log file(s) open; reading those, %d file(s) "
-                           "wait and are retried in %.0fs (raise LimitNOFILE= or the hard limit; warned at "
-                           "most every %.0f min)", what, open_files, waiting, self._delay, WARN_EVERY / 60)
+            what = (
+                "the system's file table is full (ENFILE)"
+                if err == errno.ENFILE
+                else (f"the open-file limit ({self.limit}) is reached (EMFILE)")
+            )
+            logger.warning(
+                "out of file descriptors: %s with %d log file(s) open; reading those, %d file(s) "
+                "wait and are retried in %.0fs (raise LimitNOFILE= or the hard limit; warned at "
+                "most every %.0f min)",
+                what,
+                open_files,
+                waiting,
+                self._delay,
+                WARN_EVERY / 60,
+            )
 
     def pressure(self, matched: int) -> None:
         """Say once that more files match than are kept open."""
         if not self._told_pressure:
             self._told_pressure = True
-            logger.info("%d files match, more than the %d errord keeps open (open-file limit %d): quiet files "
-                        "are closed and reopened when they change", matched, self.files, self.limit)
+            logger.info(
+                "%d files match, more than the %d errord keeps open (open-file limit %d): quiet files "
+                "are closed and reopened when they change",
+                matched,
+                self.files,
+                self.limit,
+            )
 
 
 Opened = tuple[int, os.stat_result, bytes]  # descriptor, its fstat, its first FP_MAX bytes
@@ -174,9 +194,15 @@ class Descriptors:
     """
 
     def __init__(
-        self, table: FileTable, budget: FdBudget, *, rescan: Callable[[], None],
-        reopened: Callable[[Follower, float], None], warned: RateLimit,
-        clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+        self,
+        table: FileTable,
+        budget: FdBudget,
+        *,
+        rescan: Callable[[], None],
+        reopened: Callable[[Follower, float], None],
+        warned: RateLimit,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.table = table
         self.budget = budget

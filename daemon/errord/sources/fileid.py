@@ -42,8 +42,22 @@ __all__ = [
 FP_MAX = 256  # fingerprint length once a file is big enough
 # logrotate's compresscmd choices and the usual archive names; matched by a glob such as
 # ``app.jsonl*``, they are skipped by name alone (no stat, no open, nothing logged)
-COMPRESSED_SUFFIXES = (".gz", ".xz", ".bz2", ".zst", ".lz4", ".lzma", ".lzo", ".br", ".zip", ".7z", ".z",
-                       ".tgz", ".tbz2", ".txz")
+COMPRESSED_SUFFIXES = (
+    ".gz",
+    ".xz",
+    ".bz2",
+    ".zst",
+    ".lz4",
+    ".lzma",
+    ".lzo",
+    ".br",
+    ".zip",
+    ".7z",
+    ".z",
+    ".tgz",
+    ".tbz2",
+    ".txz",
+)
 
 
 def digest(data: bytes) -> str:
@@ -243,8 +257,7 @@ def unread_rotations(folder: str, name: str, since: float, known: set[FileKey]) 
             st = entry.stat(follow_symlinks=False)
         except OSError:
             continue
-        if (stat.S_ISREG(st.st_mode) and st.st_size > 0 and st.st_mtime > since
-                and (st.st_dev, st.st_ino) not in known):
+        if stat.S_ISREG(st.st_mode) and st.st_size > 0 and st.st_mtime > since and (st.st_dev, st.st_ino) not in known:
             out.append((entry.path, st.st_size))
     return sorted(out)
 
@@ -259,9 +272,7 @@ class CopyCandidate:
     mtime_ns: int
 
 
-def find_copies(
-    folder: str, fp_len: int, fp_hash: str, min_size: int, exclude: set[FileKey]
-) -> list[CopyCandidate]:
+def find_copies(folder: str, fp_len: int, fp_hash: str, min_size: int, exclude: set[FileKey]) -> list[CopyCandidate]:
     """Regular files directly in ``folder`` (any name, compressed ones excepted) of at least
     ``min_size`` bytes whose first ``fp_len`` bytes hash to ``fp_hash``; best first (largest,
     then newest). Identities in ``exclude`` are skipped.

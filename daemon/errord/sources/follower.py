@@ -59,14 +59,45 @@ class Follower:
     """
 
     __slots__ = (
-        "buf", "copy_of", "count_skip", "cursor", "deleted", "fd", "folder", "fp_hash", "fp_len",
-        "fresh", "key", "last_growth", "lines_read", "lines_skipped", "matched", "mtime_ns",
-        "offset", "path", "seen_wall", "size", "skipping", "snap", "source", "tail",
+        "buf",
+        "copy_of",
+        "count_skip",
+        "cursor",
+        "deleted",
+        "fd",
+        "folder",
+        "fp_hash",
+        "fp_len",
+        "fresh",
+        "key",
+        "last_growth",
+        "lines_read",
+        "lines_skipped",
+        "matched",
+        "mtime_ns",
+        "offset",
+        "path",
+        "seen_wall",
+        "size",
+        "skipping",
+        "snap",
+        "source",
+        "tail",
     )
 
     def __init__(
-        self, key: FileKey, fd: int, path: str, source: int, offset: int, fp: tuple[int, str],
-        now: float, *, size: int = -1, lines_read: int = 0, lines_skipped: int = 0,
+        self,
+        key: FileKey,
+        fd: int,
+        path: str,
+        source: int,
+        offset: int,
+        fp: tuple[int, str],
+        now: float,
+        *,
+        size: int = -1,
+        lines_read: int = 0,
+        lines_skipped: int = 0,
     ) -> None:
         self.key = key
         self.fd = fd
@@ -125,8 +156,16 @@ class Follower:
             self.park()
 
     def mark(self) -> Mark:
-        return Mark(self.offset, self.lines_read, self.lines_skipped, self.fp_len, self.fp_hash,
-                    self.path, self.source, self.copy_of)
+        return Mark(
+            self.offset,
+            self.lines_read,
+            self.lines_skipped,
+            self.fp_len,
+            self.fp_hash,
+            self.path,
+            self.source,
+            self.copy_of,
+        )
 
     def restore(self, m: Mark) -> None:
         """Go back to a marked state; buffered bytes are dropped and read again."""
@@ -154,9 +193,18 @@ class Follower:
 
     def position(self) -> Position:
         extra = {"copy_of": list(self.copy_of)} if self.copy_of else {}
-        return Position(dev=self.key[0], ino=self.key[1], path=self.path, offset=self.offset,
-                        fp_len=self.fp_len, fp_hash=self.fp_hash, lines_read=self.lines_read,
-                        lines_skipped=self.lines_skipped, source=self.source, extra=extra)
+        return Position(
+            dev=self.key[0],
+            ino=self.key[1],
+            path=self.path,
+            offset=self.offset,
+            fp_len=self.fp_len,
+            fp_hash=self.fp_hash,
+            lines_read=self.lines_read,
+            lines_skipped=self.lines_skipped,
+            source=self.source,
+            extra=extra,
+        )
 
     # -- reading -----------------------------------------------------------------------
 
@@ -192,7 +240,7 @@ class Follower:
                 chunks += self._take(data[lo:hi], start + lo, max_line)
             if i + 1 < len(parts):
                 after = parts[i + 1][0]
-                chunks += self._cut(start + after, data[after - FP_MAX:after] if after >= FP_MAX else None)
+                chunks += self._cut(start + after, data[after - FP_MAX : after] if after >= FP_MAX else None)
         return chunks
 
     def _cut(self, at: int, tail: bytes | None) -> list[Chunk]:
@@ -228,7 +276,7 @@ class Follower:
             self.skipping, self.count_skip = False, True
             pos = nl + 1
             self.offset = start + pos
-            self.tail = data[max(0, pos - FP_MAX):pos]
+            self.tail = data[max(0, pos - FP_MAX) : pos]
         last = data.rfind(b"\n", pos)
         if last < 0:
             if len(self.buf) + len(data) - pos > max_line:
@@ -239,11 +287,11 @@ class Follower:
             return self._emit([], longs)
         # join with a memoryview: one copy of the ~1 MiB read instead of two (slice, then
         # concatenation); the block's fresh pages make each copy cost more than memcpy
-        block = b"".join((self.buf, memoryview(data)[pos:last + 1])) if self.buf else data[pos:last + 1]
+        block = b"".join((self.buf, memoryview(data)[pos : last + 1])) if self.buf else data[pos : last + 1]
         base = self.offset
         self.offset += len(block)
         self.tail = block[-FP_MAX:] if len(block) >= FP_MAX else (self.tail + block)[-FP_MAX:]
-        rest = data[last + 1:]
+        rest = data[last + 1 :]
         if len(rest) > max_line:
             self.buf = bytearray()
             self.skipping = True

@@ -61,8 +61,7 @@ class Recovery:
     (to learn whether a copy just adopted is itself matched before it is closed).
     """
 
-    def __init__(self, table: FileTable, fds: Descriptors, sources: Sources, *,
-                 rescan: Callable[[], None]) -> None:
+    def __init__(self, table: FileTable, fds: Descriptors, sources: Sources, *, rescan: Callable[[], None]) -> None:
         self.table = table
         self.fds = fds
         self.sources = sources
@@ -82,7 +81,7 @@ class Recovery:
         if n < f.fp_len:
             return True
         prefix = read_prefix(f.fd, n)
-        if len(prefix) < f.fp_len or digest(prefix[:f.fp_len]) != f.fp_hash:
+        if len(prefix) < f.fp_len or digest(prefix[: f.fp_len]) != f.fp_hash:
             return True
         if len(prefix) > f.fp_len:
             f.fp_len, f.fp_hash = len(prefix), digest(prefix)
@@ -108,8 +107,14 @@ class Recovery:
             logger.info("%s was truncated; reading it from the start", f.path)
 
     def recover(
-        self, orig: FileKey, folder: str, source: int, fp: tuple[int, str], offset: int,
-        committed_off: int, now: float,
+        self,
+        orig: FileKey,
+        folder: str,
+        source: int,
+        fp: tuple[int, str],
+        offset: int,
+        committed_off: int,
+        now: float,
     ) -> str | None:
         """Find the copy of content ``fp`` (read up to ``offset``) and read it from there.
 
@@ -142,11 +147,23 @@ class Recovery:
 
     def _adopted(self, orig: FileKey, fp: tuple[int, str]) -> Follower | None:
         t = self.table
-        return next((c for c in itertools.chain(t.followers.values(), t.parked.values())
-                     if c.key != orig and (c.fp_len, c.fp_hash) == fp), None)
+        return next(
+            (
+                c
+                for c in itertools.chain(t.followers.values(), t.parked.values())
+                if c.key != orig and (c.fp_len, c.fp_hash) == fp
+            ),
+            None,
+        )
 
     def _open_copy(
-        self, folder: str, source: int, fp: tuple[int, str], offset: int, committed_off: int, now: float,
+        self,
+        folder: str,
+        source: int,
+        fp: tuple[int, str],
+        offset: int,
+        committed_off: int,
+        now: float,
         than: Follower | None,
     ) -> Follower | None:
         """The largest unknown sibling holding content ``fp`` up to ``offset`` at least
@@ -162,8 +179,7 @@ class Recovery:
             if len(prefix) < fp_len or digest(prefix[:fp_len]) != fp_hash or st.st_size < offset:
                 os.close(fd)
                 continue
-            f = Follower(cand.key, fd, cand.path, source, offset, (len(prefix), digest(prefix)), now,
-                         size=st.st_size)
+            f = Follower(cand.key, fd, cand.path, source, offset, (len(prefix), digest(prefix)), now, size=st.st_size)
             f.snap = f.snap._replace(offset=min(committed_off, offset))
             self.fds.admit(f, st, now, keep_open=True)
             self._rescan()  # learn whether the copy itself is matched before closing it

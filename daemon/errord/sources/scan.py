@@ -82,8 +82,11 @@ class FileLog:
         for level, msg, args in self.lines:
             logger.log(level, msg, *args)
         if self.more:
-            logger.info("... and %s more file(s): %s", f"{sum(self.more.values()):,}",
-                        ", ".join(f"{n:,} {kind}" for kind, n in self.more.most_common()))
+            logger.info(
+                "... and %s more file(s): %s",
+                f"{sum(self.more.values()):,}",
+                ", ".join(f"{n:,} {kind}" for kind, n in self.more.most_common()),
+            )
 
 
 class Scanner:
@@ -96,8 +99,15 @@ class Scanner:
     """
 
     def __init__(
-        self, table: FileTable, sources: Sources, fds: Descriptors, recovery: Recovery, *,
-        first_start: bool, warned: RateLimit, wall: Callable[[], float] = time.time,
+        self,
+        table: FileTable,
+        sources: Sources,
+        fds: Descriptors,
+        recovery: Recovery,
+        *,
+        first_start: bool,
+        warned: RateLimit,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.table = table
         self.sources = sources
@@ -257,13 +267,21 @@ class Scanner:
         last looked: a sibling named like its rotation, unknown, written since then."""
         known = set(matched) | self.table.known()
         for f, live in self._lost_now:
-            for path, size in fileid.unread_rotations(os.path.dirname(live), os.path.basename(live),
-                                                      f.seen_wall, known):
-                self._warn(path, "%s was replaced more than once while errord was not reading it (a stall "
-                           "during two rotations, or two rotations faster than errord looks): %s (%s bytes, "
-                           "written after errord last saw %s) was never read; a glob that also matches the "
-                           "rotated names (e.g. %s*) would have read it",
-                           live, path, f"{size:,}", live, live)
+            for path, size in fileid.unread_rotations(
+                os.path.dirname(live), os.path.basename(live), f.seen_wall, known
+            ):
+                self._warn(
+                    path,
+                    "%s was replaced more than once while errord was not reading it (a stall "
+                    "during two rotations, or two rotations faster than errord looks): %s (%s bytes, "
+                    "written after errord last saw %s) was never read; a glob that also matches the "
+                    "rotated names (e.g. %s*) would have read it",
+                    live,
+                    path,
+                    f"{size:,}",
+                    live,
+                    live,
+                )
 
     # -- where reading starts ----------------------------------------------------------
 
@@ -280,28 +298,56 @@ class Scanner:
         again = unseen_since(pos) is not None
         fp = (len(prefix), digest(prefix))
         if _same_content(pos, prefix, st.st_size):
-            f = Follower(key, fd, path, source, pos.offset, fp, now, size=st.st_size,
-                         lines_read=pos.lines_read, lines_skipped=pos.lines_skipped)
+            f = Follower(
+                key,
+                fd,
+                path,
+                source,
+                pos.offset,
+                fp,
+                now,
+                size=st.st_size,
+                lines_read=pos.lines_read,
+                lines_skipped=pos.lines_skipped,
+            )
             # A copy linked to its original stays linked (or reads on, if the original changed).
             f.copy_of = stored_copy_of(pos)
-            f.snap = Mark(pos.offset, pos.lines_read, pos.lines_skipped, pos.fp_len, pos.fp_hash,
-                          pos.path, pos.source, f.copy_of)
+            f.snap = Mark(
+                pos.offset, pos.lines_read, pos.lines_skipped, pos.fp_len, pos.fp_hash, pos.path, pos.source, f.copy_of
+            )
             f.fresh = again  # written again without the "unseen" mark
             self.fds.admit(f, st, now, keep_open=f.copy_of is not None)
             left = max(st.st_size - pos.offset, 0)
             if again:
-                self._log.add("matching again", logging.INFO, "%s matches again: resuming at its stored "
-                              "position %s (%s bytes to read)", path, f"{pos.offset:,}", f"{left:,}")
+                self._log.add(
+                    "matching again",
+                    logging.INFO,
+                    "%s matches again: resuming at its stored position %s (%s bytes to read)",
+                    path,
+                    f"{pos.offset:,}",
+                    f"{left:,}",
+                )
             else:
-                self._log.add("at their stored position", logging.INFO, "reading %s from its stored "
-                              "position %s (%s bytes to read)", path, f"{pos.offset:,}", f"{left:,}")
+                self._log.add(
+                    "at their stored position",
+                    logging.INFO,
+                    "reading %s from its stored position %s (%s bytes to read)",
+                    path,
+                    f"{pos.offset:,}",
+                    f"{left:,}",
+                )
             return
-        self._log.add("changed while not followed", logging.WARNING, "%s changed while errord was not "
-                      "reading it (truncated or a new file on a reused inode); reading it from the start",
-                      path)
+        self._log.add(
+            "changed while not followed",
+            logging.WARNING,
+            "%s changed while errord was not "
+            "reading it (truncated or a new file on a reused inode); reading it from the start",
+            path,
+        )
         self.fds.admit(Follower(key, fd, path, source, 0, fp, now, size=st.st_size), st, now)
-        copy = self.recovery.recover(key, real_folder(path), source, (pos.fp_len, pos.fp_hash), pos.offset,
-                                     pos.offset, now)
+        copy = self.recovery.recover(
+            key, real_folder(path), source, (pos.fp_len, pos.fp_hash), pos.offset, pos.offset, now
+        )
         if copy:
             logger.warning("reading the rest of the old content of %s from its copy %s", path, copy)
 
@@ -338,14 +384,29 @@ class Scanner:
         if not _same_content(pos, prefix, st.st_size):
             os.close(fd)
             return False
-        f = Follower(key, fd, found[0], pos.source, pos.offset, (len(prefix), digest(prefix)), now,
-                     size=st.st_size, lines_read=pos.lines_read, lines_skipped=pos.lines_skipped)
+        f = Follower(
+            key,
+            fd,
+            found[0],
+            pos.source,
+            pos.offset,
+            (len(prefix), digest(prefix)),
+            now,
+            size=st.st_size,
+            lines_read=pos.lines_read,
+            lines_skipped=pos.lines_skipped,
+        )
         f.matched = False
         f.copy_of = stored_copy_of(pos)
         f.fresh = True  # its path changed: write it
         self.fds.admit(f, st, now, keep_open=f.copy_of is not None)
-        self._log.add("renamed while errord was down", logging.INFO, "%s was renamed to %s while errord "
-                      "was down; reading the rest", pos.path, found[0])
+        self._log.add(
+            "renamed while errord was down",
+            logging.INFO,
+            "%s was renamed to %s while errord was down; reading the rest",
+            pos.path,
+            found[0],
+        )
         return True
 
     def _start_new(self, key: FileKey, path: str, source: int, now: float, initial: bool) -> None:
@@ -373,16 +434,23 @@ class Scanner:
         f.snap = f.mark()
         self.fds.admit(f, st, now, keep_open=copy_of is not None)
         if offset:
-            self._log.add("copies of content already read", logging.INFO, "%s is a copy of content "
-                          "already read; starting it at %d", path, offset)
+            self._log.add(
+                "copies of content already read",
+                logging.INFO,
+                "%s is a copy of content already read; starting it at %d",
+                path,
+                offset,
+            )
         elif self.opened:
             self._log.add("new", logging.INFO, "new file %s", path)
         else:
-            self._log.add("from their start", logging.INFO, "reading %s from its start (%s bytes)",
-                          path, f"{st.st_size:,}")
+            self._log.add(
+                "from their start", logging.INFO, "reading %s from its start (%s bytes)", path, f"{st.st_size:,}"
+            )
 
-    def _start_first(self, key: FileKey, fd: int, st: os.stat_result, path: str, source: int,
-                     fp: tuple[int, str], now: float) -> None:
+    def _start_first(
+        self, key: FileKey, fd: int, st: os.stat_result, path: str, source: int, fp: tuple[int, str], now: float
+    ) -> None:
         """A file found by the very first start: at its end or its start, per ``start_at``."""
         offset, skip = 0, False
         if self.sources[source].start_at == "end":
@@ -392,11 +460,17 @@ class Scanner:
             f.cursor, f.skipping, f.count_skip = st.st_size, True, False
         skipped = st.st_size if skip else offset
         if skipped:
-            self._log.add("from their end", logging.INFO, 'reading %s from its end: skipping %s existing '
-                          'bytes; set start_at = "beginning" to read them', path, f"{skipped:,}")
+            self._log.add(
+                "from their end",
+                logging.INFO,
+                'reading %s from its end: skipping %s existing bytes; set start_at = "beginning" to read them',
+                path,
+                f"{skipped:,}",
+            )
         else:
-            self._log.add("from their start", logging.INFO, "reading %s from its start (%s bytes)",
-                          path, f"{st.st_size:,}")
+            self._log.add(
+                "from their start", logging.INFO, "reading %s from its start (%s bytes)", path, f"{st.st_size:,}"
+            )
         self.fds.admit(f, st, now)
 
     def _warn(self, path: str, msg: str, *args: object) -> None:
@@ -405,5 +479,4 @@ class Scanner:
 
 def _same_content(pos: Position, prefix: bytes, size: int) -> bool:
     """Whether a file still holds the content a stored position was taken in."""
-    return (len(prefix) >= pos.fp_len and digest(prefix[:pos.fp_len]) == pos.fp_hash
-            and size >= pos.offset)
+    return len(prefix) >= pos.fp_len and digest(prefix[: pos.fp_len]) == pos.fp_hash and size >= pos.offset

@@ -165,8 +165,7 @@ class Parking:
             return []
         fs = list(followers)
         linked = {f.copy_of for f in fs if f.copy_of is not None}
-        ready = [f for f in fs if f.cursor >= f.size and f.key not in linked and f.parkable()
-                 and f.reads_committed()]
+        ready = [f for f in fs if f.cursor >= f.size and f.key not in linked and f.parkable() and f.reads_committed()]
         return heapq.nsmallest(n, ready, key=lambda f: f.last_growth)
 
 
@@ -206,8 +205,7 @@ class FileTable:
 
     def known(self) -> set[FileKey]:
         """Every identity with a follower or a position: never a copy, never new."""
-        return (set(self.followers) | set(self.closing) | set(self.stored) | set(self.parked)
-                | set(self.unseen))
+        return set(self.followers) | set(self.closing) | set(self.stored) | set(self.parked) | set(self.unseen)
 
     def open_count(self) -> int:
         """Descriptors held for log files (closing ones are held until the commit)."""
@@ -272,8 +270,11 @@ class FileTable:
         for key in old:
             self.gone[key] = self.unseen.pop(key).path
         if old:
-            logger.info("forgot the positions of %d file(s) that have not matched for %s days",
-                        len(old), f"{KEEP_UNSEEN / 86400:g}")
+            logger.info(
+                "forgot the positions of %d file(s) that have not matched for %s days",
+                len(old),
+                f"{KEEP_UNSEEN / 86400:g}",
+            )
 
     # -- counters and checkpoints ------------------------------------------------------
 

@@ -77,22 +77,44 @@ class Tailer:
     """
 
     def __init__(
-        self, sources: Sequence[FileSource], positions: Iterable[Position], *, first_start: bool,
-        scan_interval: float = 1.0, chunk_bytes: int = 1 << 20, debounce_ms: int = 50,
-        step_ms: int = 3, clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time, max_open: int | None = None,
+        self,
+        sources: Sequence[FileSource],
+        positions: Iterable[Position],
+        *,
+        first_start: bool,
+        scan_interval: float = 1.0,
+        chunk_bytes: int = 1 << 20,
+        debounce_ms: int = 50,
+        step_ms: int = 3,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        max_open: int | None = None,
     ) -> None:
         self._sources = Sources(sources)
         self._table = FileTable(positions, wall=wall)
         warned = RateLimit(WARN_EVERY, clock=clock)  # one per path, whichever part warns
         self._warned = warned
-        self._fds = Descriptors(self._table, FdBudget(max_open, clock=clock), rescan=self._ask_rescan,
-                                reopened=self._reopened, warned=warned, clock=clock, wall=wall)
+        self._fds = Descriptors(
+            self._table,
+            FdBudget(max_open, clock=clock),
+            rescan=self._ask_rescan,
+            reopened=self._reopened,
+            warned=warned,
+            clock=clock,
+            wall=wall,
+        )
         self._recovery = Recovery(self._table, self._fds, self._sources, rescan=self._ask_rescan)
-        self._scanner = Scanner(self._table, self._sources, self._fds, self._recovery,
-                                first_start=first_start, warned=warned, wall=wall)
-        self._watches = Watches(debounce_ms=debounce_ms, step_ms=step_ms, changed=self._changed,
-                                out_of_fds=self._fds.exhausted, warned=warned, clock=clock)
+        self._scanner = Scanner(
+            self._table, self._sources, self._fds, self._recovery, first_start=first_start, warned=warned, wall=wall
+        )
+        self._watches = Watches(
+            debounce_ms=debounce_ms,
+            step_ms=step_ms,
+            changed=self._changed,
+            out_of_fds=self._fds.exhausted,
+            warned=warned,
+            clock=clock,
+        )
         self._scan_interval = scan_interval
         self._chunk_bytes = max(4096, chunk_bytes)
         self._clock = clock
@@ -178,7 +200,7 @@ class Tailer:
         followers = [f for f in self._table.followers.values() if f.copy_of is None]
         if followers:
             self._rr = (self._rr + 1) % len(followers)
-            followers = followers[self._rr:] + followers[:self._rr]
+            followers = followers[self._rr :] + followers[: self._rr]
         active = [f for f in followers if f.cursor < f.size]
         budget = max_bytes
         while active and budget > 0:
@@ -224,8 +246,7 @@ class Tailer:
             out.extend(f.flush())
             t.retire(f)
             self._recovery.remember(f, now)
-            logger.info("closed %s (%s, quiet for %.3gs)", f.path, "deleted" if f.deleted else "rotated",
-                        rotate_wait)
+            logger.info("closed %s (%s, quiet for %.3gs)", f.path, "deleted" if f.deleted else "rotated", rotate_wait)
 
     def _follow_original(self, f: Follower) -> None:
         """A copy linked to its original reads nothing while the original is read; it
@@ -233,8 +254,7 @@ class Tailer:
         if f.copy_of in self._table.parked:
             return  # the original is closed while quiet: decided once it is reopened
         orig = self._table.followers.get(f.copy_of) if f.copy_of is not None else None
-        if (orig is None or orig.fp_len != FP_MAX or orig.fp_hash != f.fp_hash
-                or f.size > max(orig.size, orig.cursor)):
+        if orig is None or orig.fp_len != FP_MAX or orig.fp_hash != f.fp_hash or f.size > max(orig.size, orig.cursor):
             f.copy_of = None
             self._more = self._more or f.cursor < f.size
         elif min(orig.offset, f.size) > f.offset:
@@ -323,8 +343,13 @@ class Tailer:
             t.sleep(f)
         for f in t.closing.values():
             if f.key in t.sleeping and f.source == unknown:
-                log.add("no longer matching", logging.INFO, "%s no longer matches a source; closing it, its "
-                        "position (%s) is kept in case it matches again", f.path, f"{f.offset:,}")
+                log.add(
+                    "no longer matching",
+                    logging.INFO,
+                    "%s no longer matches a source; closing it, its position (%s) is kept in case it matches again",
+                    f.path,
+                    f"{f.offset:,}",
+                )
         log.emit()
         self._wake.set()
 

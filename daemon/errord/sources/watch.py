@@ -51,8 +51,14 @@ class Watches:
     """
 
     def __init__(
-        self, *, debounce_ms: int, step_ms: int, changed: Callable[[Changes], None],
-        out_of_fds: Callable[[float, int], None], warned: RateLimit, clock: Callable[[], float],
+        self,
+        *,
+        debounce_ms: int,
+        step_ms: int,
+        changed: Callable[[Changes], None],
+        out_of_fds: Callable[[float, int], None],
+        warned: RateLimit,
+        clock: Callable[[], float],
     ) -> None:
         self._debounce = debounce_ms
         self._step = step_ms
@@ -110,8 +116,14 @@ class Watches:
     async def _watch(self, root: str, recursive: bool, stop: asyncio.Event) -> None:
         try:
             async for changes in awatch(
-                root, watch_filter=None, debounce=self._debounce, step=self._step, stop_event=stop,
-                rust_timeout=1000, recursive=recursive, ignore_permission_denied=True,
+                root,
+                watch_filter=None,
+                debounce=self._debounce,
+                step=self._step,
+                stop_event=stop,
+                rust_timeout=1000,
+                recursive=recursive,
+                ignore_permission_denied=True,
             ):
                 self._retry.pop(root, None)
                 self._changed(changes)

@@ -43,9 +43,17 @@ logger = logging.getLogger(__name__)
 
 _INCIDENT_DATA_COLS = tuple(c for c in schema.INCIDENT_COLS if c not in ("created_at", "updated_at", "notified"))
 _POSITION_COLS = (
-    "dev", "ino", "path", "offset", "fp_len", "fp_hash",
-    "lines_read", "lines_skipped", "source", "extra",
-)  # fmt: skip
+    "dev",
+    "ino",
+    "path",
+    "offset",
+    "fp_len",
+    "fp_hash",
+    "lines_read",
+    "lines_skipped",
+    "source",
+    "extra",
+)
 
 # Errors that mean "this write could not be done": rolled back, raised as JournalError.
 # ValueError/TypeError/OverflowError come from bad data (an int too big for SQLite,
@@ -166,8 +174,12 @@ class Journal:
                 db.execute("ROLLBACK")
         except sqlite3.Error as e:
             if _fault_warn.allow(("rollback", str(self.path))):
-                logger.warning("rollback on %s failed (%s); reconnecting (further rollback failures"
-                               " muted for %ds)", self.path, e, int(FAULT_WARN_EVERY))
+                logger.warning(
+                    "rollback on %s failed (%s); reconnecting (further rollback failures muted for %ds)",
+                    self.path,
+                    e,
+                    int(FAULT_WARN_EVERY),
+                )
             self._db = None
             with suppress(sqlite3.Error):
                 db.close()
@@ -226,10 +238,21 @@ class Journal:
             if poss:
                 gone = [(p.dev, p.ino) for p in poss if p.gone]
                 live = [
-                    (p.dev, p.ino, _path_in(p.path), p.offset, p.fp_len, p.fp_hash, p.lines_read,
-                     p.lines_skipped, p.source, json.dumps(p.extra))
-                    for p in poss if not p.gone
-                ]  # fmt: skip
+                    (
+                        p.dev,
+                        p.ino,
+                        _path_in(p.path),
+                        p.offset,
+                        p.fp_len,
+                        p.fp_hash,
+                        p.lines_read,
+                        p.lines_skipped,
+                        p.source,
+                        json.dumps(p.extra),
+                    )
+                    for p in poss
+                    if not p.gone
+                ]
                 if live:
                     db.executemany(_POSITION_UPSERT, live)
                 if gone:
@@ -266,8 +289,14 @@ class Journal:
     # -- reads -------------------------------------------------------------------------
 
     def history(
-        self, code: str | None = None, limit: int = 100, active_only: bool = False, *,
-        app: str | None = None, since: float | None = None, state: HistoryState | None = None,
+        self,
+        code: str | None = None,
+        limit: int = 100,
+        active_only: bool = False,
+        *,
+        app: str | None = None,
+        since: float | None = None,
+        state: HistoryState | None = None,
     ) -> list[Incident]:
         """Incidents, newest ``start_time`` first; ``limit < 0`` means no limit.
 
@@ -317,11 +346,19 @@ class Journal:
         )
         return [
             Position(
-                dev=r[0], ino=r[1], path=_path_out(r[2]), offset=r[3], fp_len=r[4], fp_hash=r[5],
-                lines_read=r[6], lines_skipped=r[7], source=r[8], extra=json.loads(r[9]),
+                dev=r[0],
+                ino=r[1],
+                path=_path_out(r[2]),
+                offset=r[3],
+                fp_len=r[4],
+                fp_hash=r[5],
+                lines_read=r[6],
+                lines_skipped=r[7],
+                source=r[8],
+                extra=json.loads(r[9]),
             )
             for r in rows
-        ]  # fmt: skip
+        ]
 
 
 _INCIDENT_UPSERT = (
@@ -335,8 +372,7 @@ _INCIDENT_UPSERT = (
 _POSITION_UPSERT = (
     "INSERT INTO positions (" + ", ".join(f'"{c}"' for c in _POSITION_COLS) + ")"
     f" VALUES ({', '.join('?' * len(_POSITION_COLS))})"
-    " ON CONFLICT (dev, ino) DO UPDATE SET "
-    + ", ".join(f'"{c}" = excluded."{c}"' for c in _POSITION_COLS[2:])
+    " ON CONFLICT (dev, ino) DO UPDATE SET " + ", ".join(f'"{c}" = excluded."{c}"' for c in _POSITION_COLS[2:])
 )
 
 

@@ -24,8 +24,7 @@ __all__ = ["MongoQueue", "MongoWrite"]
 
 # A change queues the incident once; a further change while it waits bumps its version.
 _QUEUE = (
-    "INSERT INTO mongo_outbox (incident_id) VALUES (?)"
-    " ON CONFLICT (incident_id) DO UPDATE SET version = version + 1"
+    "INSERT INTO mongo_outbox (incident_id) VALUES (?) ON CONFLICT (incident_id) DO UPDATE SET version = version + 1"
 )
 
 

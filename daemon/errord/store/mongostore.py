@@ -34,8 +34,20 @@ if TYPE_CHECKING:
     from errord.config import Mongo
 
 __all__ = [
-    "INDEXES", "READ_TIMEOUT", "Coll", "MongoStore", "collection_of", "connect", "describe", "host_filter",
-    "incident_document", "incident_from_document", "recover_open_incidents", "scrubber", "to_datetime", "upsert",
+    "INDEXES",
+    "READ_TIMEOUT",
+    "Coll",
+    "MongoStore",
+    "collection_of",
+    "connect",
+    "describe",
+    "host_filter",
+    "incident_document",
+    "incident_from_document",
+    "recover_open_incidents",
+    "scrubber",
+    "to_datetime",
+    "upsert",
 ]
 
 logger = logging.getLogger(__name__)
@@ -116,8 +128,14 @@ def upsert(inc: Incident) -> UpdateOne:
 
 
 def host_filter(
-    server_id: str, node_name: str, *, code: str | None = None, active_only: bool = False,
-    app: str | None = None, since: float | None = None, state: HistoryState | None = None,
+    server_id: str,
+    node_name: str,
+    *,
+    code: str | None = None,
+    active_only: bool = False,
+    app: str | None = None,
+    since: float | None = None,
+    state: HistoryState | None = None,
 ) -> dict[str, Any]:
     """errord's documents of one host (``server_id``/``node_name``), optionally filtered as
     ``Journal.history`` filters (one code, one app, ``start_time`` at or after ``since``,
@@ -197,10 +215,15 @@ class MongoStore:
     """Reads of one host's incidents in MongoDB; every failure is a ``MongoError``."""
 
     def __init__(
-        self, coll: Coll, *, server_id: str, node_name: str, where: str = "MongoDB",
+        self,
+        coll: Coll,
+        *,
+        server_id: str,
+        node_name: str,
+        where: str = "MongoDB",
         scrub: Callable[[object], str] = str,
         client: MongoClient[dict[str, Any]] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.coll = coll
         self.server_id = server_id
         self.node_name = node_name
@@ -209,31 +232,41 @@ class MongoStore:
         self._client = client
 
     @classmethod
-    def open(
-        cls, settings: Mongo, *, server_id: str, node_name: str, timeout: float = READ_TIMEOUT
-    ) -> MongoStore:
+    def open(cls, settings: Mongo, *, server_id: str, node_name: str, timeout: float = READ_TIMEOUT) -> MongoStore:
         """A store on ``settings`` whose reads give up after about ``timeout`` seconds."""
         scrub = scrubber(settings.uri)
         try:
             client = connect(settings, timeout=min(timeout, settings.timeout))
         except PyMongoError as exc:  # a URI pymongo refuses, an SRV name that does not resolve
             raise MongoError(f"{describe(settings)}: {scrub(exc)}") from None
-        return cls(collection_of(client, settings), server_id=server_id, node_name=node_name,
-                   where=describe(settings), scrub=scrub, client=client)  # fmt: skip
+        return cls(
+            collection_of(client, settings),
+            server_id=server_id,
+            node_name=node_name,
+            where=describe(settings),
+            scrub=scrub,
+            client=client,
+        )
 
     def history(
-        self, code: str | None = None, limit: int = 100, active_only: bool = False, *,
-        app: str | None = None, since: float | None = None, state: HistoryState | None = None,
+        self,
+        code: str | None = None,
+        limit: int = 100,
+        active_only: bool = False,
+        *,
+        app: str | None = None,
+        since: float | None = None,
+        state: HistoryState | None = None,
     ) -> list[Incident]:
         """This host's incidents, newest ``start_time`` first; ``limit <= 0``: no limit.
         Filters as ``Journal.history`` (``since`` in epoch seconds)."""
-        query = host_filter(self.server_id, self.node_name, code=code, active_only=active_only,
-                            app=app, since=since, state=state)
+        query = host_filter(
+            self.server_id, self.node_name, code=code, active_only=active_only, app=app, since=since, state=state
+        )
         try:
             docs = list(
-                self.coll.find(query, sort=[("start_time", DESCENDING), ("_id", DESCENDING)],
-                               limit=max(limit, 0))
-            )  # fmt: skip
+                self.coll.find(query, sort=[("start_time", DESCENDING), ("_id", DESCENDING)], limit=max(limit, 0))
+            )
         except PyMongoError as exc:
             raise MongoError(f"{self.where}: {self._scrub(exc)}") from None
         out = []
@@ -255,15 +288,11 @@ class MongoStore:
     def __enter__(self) -> MongoStore:
         return self
 
-    def __exit__(
-        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
 
-def recover_open_incidents(
-    settings: Mongo, *, server_id: str, node_name: str, timeout: float
-) -> list[Incident]:
+def recover_open_incidents(settings: Mongo, *, server_id: str, node_name: str, timeout: float) -> list[Incident]:
     """This host's open incidents from MongoDB (a rebuilt host's start); ``MongoError``
     when MongoDB does not answer within about ``timeout`` seconds."""
     with MongoStore.open(settings, server_id=server_id, node_name=node_name, timeout=timeout) as store:

@@ -61,11 +61,10 @@ class Outbox:
             "INSERT INTO notices (id, type, code, title, body, incident_id, event_time, tags,"
             " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (nid, n.type.value, n.code, n.title, n.body, n.incident_id, n.event_time,
-                 json.dumps(list(n.tags)), now)
+                (nid, n.type.value, n.code, n.title, n.body, n.incident_id, n.event_time, json.dumps(list(n.tags)), now)
                 for nid, n in zip(ids, notes, strict=True)
             ],
-        )  # fmt: skip
+        )
         rows = [(nid, t, now) for nid, n in zip(ids, notes, strict=True) for t in n.targets]
         if rows:
             db.executemany("INSERT INTO deliveries (notice_id, target, next_at) VALUES (?, ?, ?)", rows)
@@ -102,8 +101,7 @@ class Outbox:
         """Record the deliveries ``ids`` as accepted by their target at ``now``."""
         with self._tx("mark_delivered") as db:
             db.executemany(
-                "UPDATE deliveries SET delivered_at = ?, attempts = attempts + 1,"
-                " last_error = NULL WHERE id = ?",
+                "UPDATE deliveries SET delivered_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
                 [(now, i) for i in ids],
             )
 

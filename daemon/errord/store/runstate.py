@@ -57,9 +57,7 @@ class RunLock:
         else:
             other = _read(fd).get("pid", "?")
             os.close(fd)
-            raise ErrordError(
-                f"another errord (pid {other}) is running with state_dir {self.path.parent}"
-            )
+            raise ErrordError(f"another errord (pid {other}) is running with state_dir {self.path.parent}")
         self._fd = fd
         self.update(ready=False)
 
@@ -121,16 +119,25 @@ def check_state_dir(state_dir: Path, db_name: str) -> list[str]:
     except FileNotFoundError:
         return []  # a first start: created later
     except NotADirectoryError:
-        raise StateError(f"state_dir {state_dir}: a part of that path is a file, not a folder; "
-                         "set state_dir to a folder errord may create") from None
+        raise StateError(
+            f"state_dir {state_dir}: a part of that path is a file, not a folder; "
+            "set state_dir to a folder errord may create"
+        ) from None
     except OSError:
         return []  # e.g. no permission: opening the store says so
     if not stat.S_ISDIR(st.st_mode):
-        raise StateError(f"state_dir {state_dir} is not a folder; set state_dir to a folder errord may "
-                         f"create, or move {state_dir} away")
-    held = [name for name, size in ((STATE_MARKER, _size(state_dir / STATE_MARKER)),
-                                    (f"{db_name}-wal", _size(state_dir / f"{db_name}-wal")))
-            if size is not None and (size > 0 or name == STATE_MARKER)]
+        raise StateError(
+            f"state_dir {state_dir} is not a folder; set state_dir to a folder errord may "
+            f"create, or move {state_dir} away"
+        )
+    held = [
+        name
+        for name, size in (
+            (STATE_MARKER, _size(state_dir / STATE_MARKER)),
+            (f"{db_name}-wal", _size(state_dir / f"{db_name}-wal")),
+        )
+        if size is not None and (size > 0 or name == STATE_MARKER)
+    ]
     if not held:
         return held
     size = _size(state_dir / db_name)
@@ -142,10 +149,12 @@ def check_state_dir(state_dir: Path, db_name: str) -> list[str]:
 def lost_state(state_dir: Path, db_name: str, what: str, held: list[str]) -> str:
     """The one line that refuses a state_dir whose store is gone (also used by the
     journal for a database that lost its schema)."""
-    return (f"state_dir {state_dir} held errord's state ({', '.join(held)}) but {db_name} is {what}: its "
-            f"file positions and open incidents are lost, and errord does not start over silently. Restore "
-            f"{db_name} from a backup, or start fresh on purpose: stop errord and move the errord.* files "
-            f"away (mv {state_dir}/errord.* SOMEWHERE/)")
+    return (
+        f"state_dir {state_dir} held errord's state ({', '.join(held)}) but {db_name} is {what}: its "
+        f"file positions and open incidents are lost, and errord does not start over silently. Restore "
+        f"{db_name} from a backup, or start fresh on purpose: stop errord and move the errord.* files "
+        f"away (mv {state_dir}/errord.* SOMEWHERE/)"
+    )
 
 
 def mark_state(state_dir: Path) -> None:

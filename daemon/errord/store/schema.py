@@ -30,9 +30,24 @@ from errord.ratelimit import RateLimit
 from errord.store.runstate import STATE_MARKER, lost_state, mark_state
 
 __all__ = [
-    "DB_NAME", "INCIDENT_COLS", "META_GET", "META_UPSERT", "MIGRATIONS", "MODE_WARN_EVERY", "SCHEMA_VERSION",
-    "WAL_SIZE_LIMIT", "Opener", "Read", "Transact", "checkpoint", "connect", "incident_from_row", "mark_built",
-    "notified_json", "prepare_files", "wal_size",
+    "DB_NAME",
+    "INCIDENT_COLS",
+    "META_GET",
+    "META_UPSERT",
+    "MIGRATIONS",
+    "MODE_WARN_EVERY",
+    "SCHEMA_VERSION",
+    "WAL_SIZE_LIMIT",
+    "Opener",
+    "Read",
+    "Transact",
+    "checkpoint",
+    "connect",
+    "incident_from_row",
+    "mark_built",
+    "notified_json",
+    "prepare_files",
+    "wal_size",
 ]
 
 logger = logging.getLogger(__name__)
@@ -224,8 +239,9 @@ def mark_built(state_dir: Path, held: Collection[str]) -> None:
 # -- the connection -------------------------------------------------------------------------
 
 
-def connect(path: Path, held: Collection[str], *, readonly: bool, busy_timeout: float,
-            opener: Opener = sqlite3.connect) -> sqlite3.Connection:
+def connect(
+    path: Path, held: Collection[str], *, readonly: bool, busy_timeout: float, opener: Opener = sqlite3.connect
+) -> sqlite3.Connection:
     """Open ``path`` in autocommit mode with errord's pragmas and schema.
 
     A writer switches the file to WAL with ``synchronous=FULL`` and migrates it to
