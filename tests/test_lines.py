@@ -22,7 +22,7 @@ from errord.model import LogEvent
 from errord.parse.chunks import has_long_line
 from errord.parse.lines import LineParser
 from errord.parse.result import MAX_WARNINGS, PARSER_ERROR, SKIP_REASONS, ParseResult, parse_contained
-from errord.parse.times import naive_time
+from errord.parse.times import naive_time, time_text
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NOW = datetime(2026, 1, 15, tzinfo=UTC).timestamp()  # 1768435200
@@ -319,9 +319,9 @@ _TIME_PIECES = st.sampled_from(
 @example("9999-12-31T23:59:59", BERLIN)
 def test_event_time_fast_path_agrees_with_time_text(text: str, tz: Any) -> None:
     """_event_time hands the common "YYYY-..." strings straight to fromisoformat: every
-    string must still give exactly what the general rule (_time_text) gives."""
+    string must still give exactly what the general rule (times.time_text) gives."""
     p = make_parser(tz=tz)
-    ts = p._time_text(text)
+    ts = time_text(text, tz)
     want = NOW if ts is None or not 0.0 <= ts <= NOW + p.future_slack else ts
     assert p._event_time(text, NOW) == want
 
