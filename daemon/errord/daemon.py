@@ -33,7 +33,8 @@ from errord.sources.fdbudget import raise_open_file_limit
 from errord.sources.tail import Tailer
 from errord.store.journal import Journal
 from errord.store.runstate import RunLock, check_state_dir
-from errord.store.schema import DB_NAME, WAL_SIZE_LIMIT
+from errord.store.schema import DB_NAME
+from errord.store.upkeep import Upkeep
 from errord.systemd import SystemdNotifier
 
 if TYPE_CHECKING:
@@ -48,12 +49,9 @@ logger = logging.getLogger(__name__)
 
 STOP_DEADLINE = 8.0  # seconds from SIGTERM to exit (CONTRACT §7 allows 10)
 SIGNAL_REPEAT_GRACE = 0.5  # seconds in which a repeated stop signal is the same request
-PRUNE_EVERY = 3600.0  # seconds between prunes of delivered notices
 MONGO_STOP = 2.0  # seconds of STOP_DEADLINE the MongoDB writer may drain; the rest stays queued
 RECOVER_TIMEOUT = 3.0  # seconds to wait for MongoDB when recovering open incidents at start
 STATUS_EVERY = 30.0  # seconds between STATUS= updates to systemd when it set no watchdog
-CHECKPOINT_EVERY = 2.0  # seconds between looks at the WAL's size
-CHECKPOINT_WAIT = 0.5  # seconds a checkpoint may wait for readers of older snapshots (it holds the loop)
 
 
 class Daemon:
@@ -81,8 +79,7 @@ class Daemon:
         self._wake = asyncio.Event()
         self._reload_requested = False
         self._first_signal: float | None = None
-        self._next_prune = 0.0
-        self._next_checkpoint = 0.0
+        self.upkeep: Upkeep | None = None  # once the journal is open
         # Prometheus counters and the HTTP server only with [metrics]; the pipeline's
         # health (systemd's watchdog and STATUS=, and /healthz when served) always.
         self.metrics: Metrics | None = None
@@ -148,6 +145,7 @@ class Daemon:
         except OSError as exc:
             raise JournalError(f"cannot use state_dir {s.state_dir}: {exc.strerror or exc}") from None
         self.journal = Journal(s.state_dir)
+        self.upkeep = Upkeep(self.journal)
         await self._start_mongo(s)
         self.engine.restore(self.journal.active())
         positions = self.journal.positions()
@@ -244,38 +242,8 @@ class Daemon:
             else:
                 await self._wait_for_input()
             await self.pump()
-            self._maybe_prune()
-            self._maybe_checkpoint()
-
-    def _maybe_prune(self) -> None:
-        now = time.monotonic()
-        if now < self._next_prune or self.journal is None:
-            return
-        self._next_prune = now + PRUNE_EVERY
-        try:
-            pruned = self.journal.outbox.prune(time.time())
-        except JournalError as exc:
-            logger.warning("could not prune delivered notices: %s", exc)
-            return
-        if pruned:
-            logger.info("pruned %d delivered notice(s) older than a week", pruned)
-
-    def _maybe_checkpoint(self) -> None:
-        """Keep the WAL bounded: SQLite's own checkpoints cannot restart it while readers
-        overlap (``Journal.checkpoint``), and on a small disk errord's WAL filled it alone."""
-        now = time.monotonic()
-        if now < self._next_checkpoint or self.journal is None:
-            return
-        self._next_checkpoint = now + CHECKPOINT_EVERY
-        size = self.journal.wal_size()
-        if size <= WAL_SIZE_LIMIT:  # where SQLite's own checkpoints keep it while they can
-            return
-        try:
-            done = self.journal.checkpoint(CHECKPOINT_WAIT)
-        except JournalError as exc:  # a failing disk: the commit path reports it
-            logger.debug("WAL checkpoint failed: %s", exc)
-            return
-        logger.debug("WAL of %d bytes %s", size, "checkpointed and truncated" if done else "busy; retrying")
+            if self.upkeep is not None:
+                self.upkeep.tick()
 
     async def _wait_for_input(self) -> None:
         assert self.tailer is not None
@@ -305,7 +273,8 @@ class Daemon:
             if done.incidents and self.mongo is not None:
                 self.mongo.wake()
             self.health.beat()  # a long backlog is progress too
-            self._maybe_checkpoint()
+            if self.upkeep is not None:
+                self.upkeep.checkpoint()
             if self._stop.is_set() or self._reload_requested:
                 return
             await asyncio.sleep(0)  # let signals and watch events in between batches

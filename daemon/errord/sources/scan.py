@@ -41,52 +41,25 @@ import logging
 import os
 import stat
 import time
-from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 from errord.model import FileKey, Position
 from errord.ratelimit import RateLimit
 from errord.sources import fileid
 from errord.sources.fdbudget import Descriptors
 from errord.sources.fileid import digest
+from errord.sources.filelog import FileLog
 from errord.sources.follower import Follower, Mark, end_of_last_line, real_folder, stored_copy_of
 from errord.sources.recovery import Recovery
 from errord.sources.table import FileTable, Sleep, Sources, unseen_since
 
-__all__ = ["PRUNE_EVERY", "FileLog", "Scanner"]
+__all__ = ["PRUNE_EVERY", "Scanner"]
 
 logger = logging.getLogger(__name__)
 
 PRUNE_EVERY = 3600.0  # seconds between looks for kept positions older than KEEP_UNSEEN
-FILES_LOGGED = 20  # per-file lines of one scan logged in full; the rest are summarised
 
 Matched = dict[FileKey, tuple[str, int, os.stat_result]]  # identity -> (path, source, stat)
-
-
-class FileLog:
-    """Per-file log lines of one scan: the first ``FILES_LOGGED`` in full, the rest
-    counted by kind, so 20,000 files give 21 lines, not 20,000."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[int, str, tuple[Any, ...]]] = []
-        self.more: Counter[str] = Counter()
-
-    def add(self, kind: str, level: int, msg: str, *args: Any) -> None:
-        if len(self.lines) < FILES_LOGGED:
-            self.lines.append((level, msg, args))
-        else:
-            self.more[kind] += 1
-
-    def emit(self) -> None:
-        for level, msg, args in self.lines:
-            logger.log(level, msg, *args)
-        if self.more:
-            logger.info(
-                "... and %s more file(s): %s",
-                f"{sum(self.more.values()):,}",
-                ", ".join(f"{n:,} {kind}" for kind, n in self.more.most_common()),
-            )
 
 
 class Scanner:
@@ -122,7 +95,7 @@ class Scanner:
         # per scan: folder listings by inode, files that left their matched path, log lines
         self._dirs: dict[str, dict[int, os.DirEntry[str]]] = {}
         self._lost_now: list[tuple[Follower, str]] = []
-        self._log = FileLog()
+        self._log = FileLog(logger)
 
     def scan(self, now: float, initial: bool = False) -> bool:
         """One scan: new files, renamed files, files gone from their paths, parked files
@@ -157,7 +130,7 @@ class Scanner:
             self._next_prune = now + PRUNE_EVERY
             t.prune_unseen(wall)
         self._log.emit()
-        self._log = FileLog()
+        self._log = FileLog(logger)
         return True
 
     def _match(self) -> Matched:

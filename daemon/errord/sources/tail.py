@@ -50,9 +50,10 @@ from errord.ratelimit import RateLimit
 from errord.sources.base import Checkpoint, Chunk, FileStatus, Source
 from errord.sources.fdbudget import Descriptors, FdBudget
 from errord.sources.fileid import FP_MAX
+from errord.sources.filelog import FileLog
 from errord.sources.follower import Follower
 from errord.sources.recovery import Recovery
-from errord.sources.scan import FileLog, Scanner
+from errord.sources.scan import Scanner
 from errord.sources.table import FileSource, FileTable, Sources
 from errord.sources.watch import Changes, Watches
 
@@ -336,7 +337,7 @@ class Tailer:
                 t.parking.moved(f, source=unknown if j is None else j)  # written at the next checkpoint
             f.source = unknown if j is None else j
         self._scan(self._clock())
-        log = FileLog()
+        log = FileLog(logger)
         for f in list(t.followers.values()):
             if f.matched or f.source != unknown:
                 continue
