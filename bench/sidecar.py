@@ -1,0 +1,461 @@
+"""The sidecar tax: errord, SEC and swatch following the same live file at once (issue 13).
+
+    .venv/bin/python bench/sidecar.py            # ~3 minutes: the table in the README
+    .venv/bin/python bench/sidecar.py --quick    # shorter phases, for iteration
+
+A sidecar spends its life following files that grow a little at a time, or not at all,
+on a host whose CPU belongs to the apps. Every figure here is robust to other load on the
+machine: CPU *time* (utime + stime from /proc of every process of a tool's tree: errord's
+daemon and notify helper; SEC; swatch and its ``tail``) and context switches (voluntary +
+involuntary, summed over every thread in /proc/PID/task/*/status), over the same seconds
+for every tool, so the ratios share the machine's conditions.
+
+Phases, one errord (``errord run``, notices to a local ``json://`` receiver), SEC
+(``sec --input``, following, SingleWithSuppress per code) and swatch (``--tail-file``)
+on one live file:
+
+* **following** — the bench appends ``workload`` lines every 10 ms: 10 per write
+  (1,000 lines/s), then 200 per write (20,000 lines/s); during the first, a probe line
+  with a new code every 250 ms gives errord's append → notice latency under load.
+* **idle** — nothing written (after 12 s of silence, so errord's watch has slowed down);
+  then a probe: the first line after the silence. Again with 500 files in the folder.
+* **burst** — 1,000 new codes appended at once: notices/s at the receiver, the helper's
+  CPU per notice.
+* **memory** — RSS (VmRSS) of daemon + helper idle, then per open incident (100,000
+  silent new codes, ``--quick``: 20,000).
+* **start** — a state_dir with 10,000 open incidents; ``errord run`` to ``READY=1``
+  (``NOTIFY_SOCKET``: a unix datagram socket this bench reads), five times.
+
+Nothing here asserts; it prints the table (and writes ``bench/out/sidecar.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from baselines import sec_rules  # noqa: E402
+from harness import BenchReceiver, Daemon, _tree  # noqa: E402
+from workload import distinct_codes, lines  # noqa: E402
+
+OUT = BENCH / "out"
+TICK = os.sysconf("SC_CLK_TCK")
+SWATCH_RC = 'watchfor /"error_code": "/\n  echo\n'
+
+
+# -- /proc -------------------------------------------------------------------------
+
+
+def cpu_of(pids: list[int]) -> float:
+    """CPU seconds (user + system) of ``pids`` (each process: all its threads)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            with open(f"/proc/{pid}/stat") as f:
+                parts = f.read().rsplit(")", 1)[1].split()
+            total += int(parts[11]) + int(parts[12])
+    return total / TICK
+
+
+def switches_of(pids: list[int]) -> int:
+    """Voluntary + involuntary context switches of every thread of ``pids``."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                            total += int(line.split()[1])
+    return total
+
+
+def rss_of(pids: list[int]) -> float:
+    """VmRSS of ``pids`` in MB."""
+    kb = 0
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    kb += int(line.split()[1])
+    return kb / 1024
+
+
+class Tool:
+    """One process tree being measured (its pids are looked up at each reading)."""
+
+    def __init__(self, name: str, root: int) -> None:
+        self.name, self.root = name, root
+
+    def pids(self) -> list[int]:
+        return _tree(self.root)
+
+    def reading(self) -> tuple[float, float, int]:
+        pids = self.pids()
+        return time.monotonic(), cpu_of(pids), switches_of(pids)
+
+
+def measure(tools: list[Tool], seconds: float) -> dict[str, tuple[float, float]]:
+    """Each tool's (CPU % of a core, context switches/s) over the same ``seconds``."""
+    before = {t.name: t.reading() for t in tools}
+    time.sleep(seconds)
+    out = {}
+    for t in tools:
+        (w0, c0, s0), (w1, c1, s1) = before[t.name], t.reading()
+        out[t.name] = (100 * (c1 - c0) / (w1 - w0), (s1 - s0) / (w1 - w0))
+    return out
+
+
+# -- the writer --------------------------------------------------------------------
+
+
+class Writer:
+    """Appends ``per_write`` lines every 10 ms to ``path`` (an absolute schedule, so the
+    rate holds), and, when ``probe_every`` is set, a line with a new code every that many
+    writes (its write time kept in ``probes``)."""
+
+    def __init__(self, path: Path, per_write: int, body: list[bytes], rx: BenchReceiver, probe_every: int = 0) -> None:
+        self.path, self.per_write, self.rx, self.probe_every = path, per_write, rx, probe_every
+        self._lines = itertools.cycle(body)
+        self.probes: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        nxt = time.monotonic()
+        with open(self.path, "ab", buffering=0) as f:
+            for k in itertools.count():
+                if self._stop.is_set():
+                    return
+                data = b"".join(next(self._lines) for _ in range(self.per_write))
+                code = ""
+                if self.probe_every and k % self.probe_every == self.probe_every - 1:
+                    code = f"probe_{os.getpid()}_{time.monotonic_ns()}"
+                    self.rx.expect(code)
+                    data += probe_line(code)
+                f.write(data)
+                if code:
+                    self.probes[code] = time.monotonic()
+                nxt += 0.010
+                delay = nxt - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                else:
+                    nxt = time.monotonic()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def latencies(self, timeout: float = 10) -> list[float]:
+        codes = list(self.probes)
+        arrived = self.rx.wait_codes(codes, timeout) if codes else []
+        return [a - self.probes[c] for c, a in zip(codes, arrived, strict=True)]
+
+
+def probe_line(code: str) -> bytes:
+    rec = {
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "level": "error",
+        "event": "latency probe",
+        "error_code": code,
+    }
+    return json.dumps(rec).encode() + b"\n"
+
+
+def first_line(path: Path, rx: BenchReceiver) -> float:
+    """One probe appended to ``path``: seconds to its notice."""
+    code = f"first_{time.monotonic_ns()}"
+    rx.expect(code)
+    with open(path, "ab", buffering=0) as f:
+        t0 = time.monotonic()
+        f.write(probe_line(code))
+    (arrived,) = rx.wait_codes([code], 10)
+    return arrived - t0
+
+
+# -- the tools ---------------------------------------------------------------------
+
+
+def start_sec(work: Path, inputs: str) -> subprocess.Popen[bytes]:
+    rules = sec_rules(work / "sidecar.sec")
+    cmd = ["sec", f"--conf={rules}", f"--input={inputs}", "--nointevents", "--log=/dev/null"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def start_swatch(work: Path, path: Path) -> subprocess.Popen[bytes] | None:
+    exe = shutil.which("swatchdog") or shutil.which("swatch")  # Debian names it swatchdog
+    if exe is None:
+        return None
+    rc = work / "swatchrc"
+    rc.write_text(SWATCH_RC)
+    cmd = [exe, f"--config-file={rc}", f"--tail-file={path}", f"--script-dir={work}"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)  # swatch's tail too (each tool has its own session)
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+# -- start-up ----------------------------------------------------------------------
+
+
+def ready_times(d: Daemon, runs: int) -> list[float]:
+    """``errord run`` → ``READY=1`` on a NOTIFY_SOCKET, ``runs`` times (SIGTERM between)."""
+    out = []
+    sock_path = d.dir / "notify.sock"
+    for _ in range(runs):
+        with contextlib.suppress(FileNotFoundError):
+            sock_path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(sock_path))
+        sock.settimeout(30)
+        env = {**d.env, "NOTIFY_SOCKET": str(sock_path)}
+        cmd = [sys.executable, "-m", "errord", "run", "-c", str(d.config)]
+        with open(d.log_path, "ab") as log:
+            t0 = time.monotonic()
+            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            while True:
+                msg = sock.recv(4096)
+                if b"READY=1" in msg.split(b"\n"):
+                    out.append(time.monotonic() - t0)
+                    break
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(15)
+            sock.close()
+    return out
+
+
+# -- the run -----------------------------------------------------------------------
+
+
+def fmt_row(name: str, cells: list[str]) -> str:
+    return f"| {name} | " + " | ".join(cells) + " |"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="shorter phases (numbers are noisier)")
+    ap.add_argument("--profile", metavar="PREFIX", help="py-spy the daemon per phase: PREFIX-<phase>.json")
+    args = ap.parse_args()
+    window = 5.0 if args.quick else 10.0
+    quiet = 12.0
+    incidents = 20_000 if args.quick else 100_000
+    OUT.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="sidecar-", dir=OUT))
+    body = list(lines(20_000, seed=11))
+    rows: dict[str, dict[str, tuple[float, float]]] = {}
+    notes: list[str] = []
+    rx = BenchReceiver()
+    d = Daemon(rx, workdir=OUT)
+    sec = swatch = None
+    try:
+        live = d.logs / "live.jsonl"
+        live.write_bytes(b"")
+        d.start()
+        sec = start_sec(work, str(live))
+        swatch = start_swatch(work, live)
+        assert d.proc is not None
+        tools = [Tool("errord", d.proc.pid), Tool("SEC", sec.pid)]
+        if swatch is not None:
+            tools.append(Tool("swatch", swatch.pid))
+        else:
+            notes.append("swatch is not installed (apt-get install -y swatch: swatchdog): its column is empty")
+        time.sleep(1.0)
+        profiler: Callable[[str], Callable[[], None]] = lambda phase: lambda: None  # noqa: E731
+        if args.profile:
+            profiler = lambda phase: spy(d, f"{args.profile}-{phase}.json")  # noqa: E731
+
+        lat: list[float] = []
+        for rate, per_write in (("1k", 10), ("20k", 200)):
+            w = Writer(live, per_write, body, rx, probe_every=25 if rate == "1k" else 0)
+            time.sleep(3.0)  # the first sight of each code (its notices) is not the steady state
+            w.probes.clear()
+            done = profiler(f"follow{rate}")
+            rows[f"following, {rate} lines/s (a write every 10 ms)"] = measure(tools, window)
+            done()
+            w.stop()
+            if rate == "1k":
+                lat = w.latencies()
+        idle_rss = 0.0
+        firsts = []
+        for files in (1, 500):
+            if files > 1:
+                for k in range(files - 1):
+                    (d.logs / f"quiet{k:03d}.jsonl").write_bytes(body[k])
+                stop(sec)
+                sec = start_sec(work, str(d.logs / "*.jsonl"))
+                tools[1] = Tool("SEC", sec.pid)
+                if swatch is not None:
+                    stop(swatch)
+                    swatch = None
+                    tools = tools[:2]
+            time.sleep(quiet)
+            done = profiler(f"idle{files}")
+            rows[f"idle, {files} file{'s' if files > 1 else ''}"] = measure(tools, window)
+            done()
+            if files == 1:
+                idle_rss = rss_of(tools[0].pids())
+            firsts.append(first_line(live, rx))
+        stop(sec)
+        stop(swatch)
+        sec = swatch = None
+
+        # burst: 1,000 new codes at once
+        helper = [p for p in tools[0].pids() if p != d.proc.pid]
+        codes = [f"burst_{k:04d}" for k in range(1000)]
+        rx.expect(*codes)
+        c0, h0 = cpu_of(tools[0].pids()), cpu_of(helper)
+        data = b"".join(probe_line(c) for c in codes)
+        t0 = time.monotonic()
+        with open(d.logs / "burst.jsonl", "ab") as f:
+            f.write(data)
+        arrived = rx.wait_codes(codes, 120)
+        burst_s = max(arrived) - t0
+        burst_cpu, helper_cpu = cpu_of(tools[0].pids()) - c0, cpu_of(helper) - h0
+
+        # memory per open incident
+        time.sleep(2.0)
+        before = rss_of(tools[0].pids())
+        with open(d.logs / "incidents.jsonl", "wb") as f:
+            f.writelines(distinct_codes(incidents, prefix="mem"))
+            f.write(probe_line("mem_done"))
+        rx.expect("mem_done")
+        rx.wait_codes(["mem_done"], 300)
+        time.sleep(2.0)
+        per_incident = (rss_of(tools[0].pids()) - before) * 1024 / incidents
+        d.stop()
+
+        # start-up with 10,000 open incidents
+        s = Daemon(rx, workdir=OUT)
+        try:
+            s.start()
+            with open(s.logs / "open.jsonl", "wb") as f:
+                f.writelines(distinct_codes(10_000, prefix="start"))
+                f.write(probe_line("start_done"))
+            rx.expect("start_done")
+            rx.wait_codes(["start_done"], 120)
+            s.stop()
+            starts = ready_times(s, 5)
+        finally:
+            s.cleanup()
+    finally:
+        stop(sec)
+        stop(swatch)
+        d.cleanup()
+        rx.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    text = report(rows, lat, firsts, burst_s, burst_cpu, helper_cpu, idle_rss, per_incident, incidents, starts, notes)
+    print(text)
+    (OUT / "sidecar.md").write_text(text)
+
+
+def spy(d: Daemon, out: str) -> Callable[[], None]:
+    """py-spy record on the daemon and its helper until the returned function is called."""
+    assert d.proc is not None
+    exe = str(Path(sys.executable).parent / "py-spy")
+    cmd = [exe, "record", "--pid", str(d.proc.pid), "-r", "200", "--subprocesses", "-f", "speedscope"]
+    proc = subprocess.Popen([*cmd, "-o", out, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+
+    def done() -> None:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+
+    return done
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))] if s else float("nan")
+
+
+def report(
+    rows: dict[str, dict[str, tuple[float, float]]],
+    lat: list[float],
+    firsts: list[float],
+    burst_s: float,
+    burst_cpu: float,
+    helper_cpu: float,
+    idle_rss: float,
+    per_incident: float,
+    incidents: int,
+    starts: list[float],
+    notes: list[str],
+) -> str:
+    names = ["errord", "SEC", "swatch"]
+    out = ["# errord as a sidecar (bench/sidecar.py)", ""]
+    out += [
+        "| situation | errord | SEC 2.9 | swatch | errord ÷ SEC |",
+        "|---|---|---|---|---|",
+    ]
+    for name, got in rows.items():
+        cells = []
+        for tool in names:
+            if tool in got:
+                cpu, cs = got[tool]
+                cells.append(f"{cpu:.2f}% of a core, {cs:.0f} ctx sw/s")
+            else:
+                cells.append("–")
+        e, s = got["errord"][0], got["SEC"][0]
+        cells.append(f"{e / s:.2f}× CPU" if s > 0 else "SEC used no CPU")
+        out.append(fmt_row(name, cells))
+    out.append(
+        fmt_row(
+            "a burst of 1,000 new codes to a local json:// target",
+            [f"{1000 / burst_s:.0f} notices/s, {helper_cpu:.2f} ms helper CPU per notice", "–", "–", ""],
+        )
+    )
+    med = statistics.median(starts)
+    out.append(
+        fmt_row(
+            "start to READY=1, 10,000 open incidents",
+            [f"median {med:.3f} s ({', '.join(f'{x:.2f}' for x in starts)})", "–", "–", ""],
+        )
+    )
+    out += [
+        "",
+        f"- Latency at 1,000 lines/s (append → notice, {len(lat)} probes): p50 {pct(lat, 50) * 1000:.1f} ms, "
+        f"p99 {pct(lat, 99) * 1000:.1f} ms, max {max(lat, default=float('nan')) * 1000:.1f} ms.",
+        f"- The first line after ≥ 12 s of silence: {', '.join(f'{x * 1000:.0f} ms' for x in firsts)} "
+        "(1 file, 500 files).",
+        f"- Burst: 1,000 notices in {burst_s:.2f} s; CPU of daemon + helper {burst_cpu:.2f} s.",
+        f"- Memory: daemon + helper idle {idle_rss:.1f} MB (VmRSS); {per_incident:.2f} KB per open incident "
+        f"({incidents:,} silent new codes).",
+        f"- Machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the end.",
+    ]
+    out += [f"- {n}" for n in notes]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    main()
