@@ -59,7 +59,9 @@ logger = logging.getLogger(__name__)
 
 START_TIMEOUT = 30.0  # seconds for the helper to import Apprise and check the URLs
 _KILL_GRACE = 0.5  # seconds past the stop deadline before the helper is killed
-SUPERVISE_EVERY = 0.5  # seconds between looks at the helper (its stdout closing wakes it sooner)
+# seconds between looks at the helper: its stdout closing (it died) wakes the supervisor at
+# once; this is only the net under that, and an idle daemon should not wake for it
+SUPERVISE_EVERY = 5.0
 STABLE_AFTER = 60.0  # a helper that lived this long and died is restarted at once again
 RESTART_BACKOFF = (1.0, 60.0)  # seconds before restarting one that keeps dying: first, cap
 

@@ -50,7 +50,10 @@ __all__ = ["NotifySink", "SendResult", "with_timeouts"]
 
 logger = logging.getLogger(__name__)
 
-_POLL = 1.0  # seconds between outbox polls when nobody calls wake()
+_POLL = 1.0  # seconds between outbox looks while something waits (a retry, a failing journal)
+# seconds between looks at an empty outbox: the daemon's wake() says when there is more,
+# this is only the net under it (each look is a wake-up of an idle process)
+_EMPTY_POLL = 10.0
 _BATCH = 50
 _SCRUBBED_LOGGERS = ("apprise", "urllib3.connectionpool")
 JOURNAL_WARN_EVERY = 60.0  # seconds between "journal" warnings of one target while it fails
@@ -319,7 +322,7 @@ class NotifySink(NoticeSink):
             now = time.time()
             head = j.outbox.head(t.key)
             if head is None:
-                return None if self._deadline is not None else _POLL
+                return None if self._deadline is not None else _EMPTY_POLL
             if head.next_at > now:
                 return self._idle(head.next_at - now)
             batch = j.outbox.due_deliveries(t.key, _BATCH, now)

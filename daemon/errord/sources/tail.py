@@ -55,7 +55,7 @@ from errord.sources.follower import Follower
 from errord.sources.recovery import Recovery
 from errord.sources.scan import Scanner
 from errord.sources.table import FileSource, FileTable, Sources
-from errord.sources.watch import Changes, Watches
+from errord.sources.watch import Changes, Pace, Watches
 
 __all__ = ["Tailer"]
 
@@ -63,6 +63,9 @@ logger = logging.getLogger(__name__)
 
 WARN_EVERY = 60.0  # seconds between repeated warnings about the same path
 SCAN_SHARE = 20  # periodic scans take at most 1/SCAN_SHARE of the time (5%)
+# A scan due this close is done now: the event loop's timers may fire up to its clock
+# resolution early, and an idle tailer must not wake twice per scan for that
+SCAN_SLACK = 0.01
 
 
 class Tailer:
@@ -86,7 +89,7 @@ class Tailer:
         scan_interval: float = 1.0,
         chunk_bytes: int = 1 << 20,
         debounce_ms: int = 50,
-        step_ms: int = 3,
+        pace: Pace | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         max_open: int | None = None,
@@ -110,7 +113,7 @@ class Tailer:
         )
         self._watches = Watches(
             debounce_ms=debounce_ms,
-            step_ms=step_ms,
+            pace=pace or Pace(),
             changed=self._changed,
             out_of_fds=self._fds.exhausted,
             warned=warned,
@@ -181,7 +184,7 @@ class Tailer:
         now = self._clock()
         out: list[Chunk] = []
         try:
-            deep = now >= self._next_scan
+            deep = now >= self._next_scan - SCAN_SLACK
             for f in list(self._table.followers.values()):
                 self._check(f, now, deep)
             if self._rescan or deep:

@@ -1,10 +1,20 @@
 """Folder watches: a line is seen milliseconds after it is written, not at the next scan.
 
-One watchfiles ``awatch`` per root the globs need (:func:`errord.sources.fileid.watch_root`:
-the deepest existing non-glob parent folder, recursive when a folder part of a glob has a
-wildcard). A watch only wakes the tailer; what changed is still decided by its ``fstat``
-and scans, so a missed or coalesced event costs latency, never a line. ``step=3`` ms:
-~3 ms from write to wake-up for ~0.3% more idle CPU than ``step=10``.
+One watch per root the globs need (:func:`errord.sources.fileid.watch_root`: the deepest
+existing non-glob parent folder, recursive when a folder part of a glob has a wildcard).
+A watch only wakes the tailer; what changed is still decided by its ``fstat`` and scans,
+so a missed or coalesced event costs latency, never a line.
+
+A watch is watchfiles' Rust backend (``RustNotify``, what ``awatch`` loops around) driven
+by a thread of its own. ``RustNotify.watch`` sleeps ``step`` ms between looks at its
+event queue, taking the GIL at each look: a thread wake-up 1000/step times a second, the
+whole idle cost of errord (``step=3`` was ~330 context switches/s). So the step follows
+:class:`Pace`: ``FAST_STEP`` while files change and for ``QUIET_AFTER`` seconds after, then
+it grows, reaching ``SLOW_STEP`` after ``SLOW_AFTER`` seconds of silence (~15 looks/s),
+and drops back at the first change. The trade: the first line after a long silence is
+seen up to two slow steps (~130 ms) after it was written, instead of ~6 ms. Changes are
+handed to the event loop at most once per turn of the loop (``_Inbox``), however many
+arrive while it is busy.
 
 A watch whose folder was replaced (same path, other inode) is restarted; one that fails
 (the folder vanished, out of descriptors) is retried with a back-off (1 s doubling to
@@ -15,18 +25,22 @@ retried in a loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from watchfiles import Change, awatch
+from watchfiles import Change
+from watchfiles._rust_notify import RustNotify
 
 from errord.ratelimit import RateLimit
 from errord.sources import fileid
 from errord.sources.fdbudget import OUT_OF_FDS
 
-__all__ = ["Changes", "Watches"]
+__all__ = ["Changes", "Pace", "Watches"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +48,67 @@ RETRY_MIN, RETRY_MAX = 1.0, 60.0  # seconds before a failed watch is started aga
 
 Changes = set[tuple[Change, str]]  # what watchfiles reports: (added/modified/deleted, path)
 
+FAST_STEP = 5  # ms between looks while files change (≈ 5-10 ms from write to wake-up)
+SLOW_STEP = 64  # ms between looks after a long silence (≈ 16 looks/s)
+QUIET_AFTER = 1.0  # seconds of silence before the step starts to grow
+SLOW_AFTER = 10.0  # seconds of silence after which the step is SLOW_STEP
+LOOK_FOR = 500  # ms: each RustNotify.watch call returns after this long without a change
+
+
+class Pace:
+    """The step (ms) of the next look, from the seconds since the last change: pure."""
+
+    def __init__(
+        self,
+        fast: int = FAST_STEP,
+        slow: int = SLOW_STEP,
+        quiet_after: float = QUIET_AFTER,
+        slow_after: float = SLOW_AFTER,
+    ) -> None:
+        self.fast, self.slow = fast, max(fast, slow)
+        self.quiet_after, self.slow_after = quiet_after, max(quiet_after, slow_after)
+
+    def step(self, idle: float) -> int:
+        """Geometric from ``fast`` at ``quiet_after`` seconds to ``slow`` at ``slow_after``."""
+        if idle <= self.quiet_after:
+            return self.fast
+        if idle >= self.slow_after:
+            return self.slow
+        share = (idle - self.quiet_after) / (self.slow_after - self.quiet_after)
+        grown: float = self.fast * (self.slow / self.fast) ** share
+        return min(self.slow, round(grown))
+
 
 class _Watch(NamedTuple):
     task: asyncio.Task[None]
-    stop: asyncio.Event
+    stop: threading.Event
     ino: int
+
+
+class _Inbox:
+    """Changes from a watch thread to the event loop: one ``call_soon_threadsafe`` (one
+    wake-up of the loop) for whatever arrives until the loop has taken it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, changed: Callable[[Changes], None]) -> None:
+        self._loop, self._changed = loop, changed
+        self._lock = threading.Lock()
+        self._pending: Changes = set()
+        self._scheduled = False
+
+    def put(self, raw: set[tuple[int, str]]) -> None:  # in the watch thread
+        with self._lock:
+            self._pending.update((Change(c), p) for c, p in raw)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self._loop.call_soon_threadsafe(self._take)
+
+    def _take(self) -> None:  # in the loop
+        with self._lock:
+            changes, self._pending, self._scheduled = self._pending, set(), False
+        if changes:
+            self._changed(changes)
 
 
 class Watches:
@@ -54,14 +124,14 @@ class Watches:
         self,
         *,
         debounce_ms: int,
-        step_ms: int,
+        pace: Pace,
         changed: Callable[[Changes], None],
         out_of_fds: Callable[[float, int], None],
         warned: RateLimit,
         clock: Callable[[], float],
     ) -> None:
         self._debounce = debounce_ms
-        self._step = step_ms
+        self._pace = pace
         self._changed = changed
         self._out_of_fds = out_of_fds
         self._warned = warned
@@ -95,7 +165,7 @@ class Watches:
             retry = self._retry.get(root)
             if retry is not None and now < retry[0]:
                 continue
-            stop = asyncio.Event()
+            stop = threading.Event()
             task = asyncio.create_task(self._watch(root, recursive, stop), name=f"errord-watch:{root}")
             self._watches[(root, recursive)] = _Watch(task, stop, _ino(root))
             started = True
@@ -113,21 +183,29 @@ class Watches:
             for t in pending:
                 t.cancel()
 
-    async def _watch(self, root: str, recursive: bool, stop: asyncio.Event) -> None:
+    async def _watch(self, root: str, recursive: bool, stop: threading.Event) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        inbox = _Inbox(loop, self._changed)
+
+        def started() -> None:
+            self._retry.pop(root, None)
+
+        def run() -> None:
+            try:
+                self._follow(root, recursive, stop, inbox, lambda: loop.call_soon_threadsafe(started))
+            except BaseException as exc:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_settle, done, exc)
+            else:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_settle, done, None)
+
+        threading.Thread(target=run, name=f"errord-watch:{root}", daemon=True).start()
         try:
-            async for changes in awatch(
-                root,
-                watch_filter=None,
-                debounce=self._debounce,
-                step=self._step,
-                stop_event=stop,
-                rust_timeout=1000,
-                recursive=recursive,
-                ignore_permission_denied=True,
-            ):
-                self._retry.pop(root, None)
-                self._changed(changes)
+            await done
         except asyncio.CancelledError:
+            stop.set()
             raise
         except Exception as exc:  # e.g. the folder vanished: the scans go on, the watch is retried
             now = self._clock()
@@ -139,6 +217,35 @@ class Watches:
             else:
                 level = logging.WARNING if self._warned.allow(root) else logging.DEBUG
                 logger.log(level, "cannot watch %s: %s (relying on rescans; retrying in %.0fs)", root, exc, delay)
+
+    def _follow(
+        self, root: str, recursive: bool, stop: threading.Event, inbox: _Inbox, started: Callable[[], object]
+    ) -> None:
+        """The watch thread: looks at the events at the pace of :class:`Pace` until ``stop``."""
+        with RustNotify([root], False, _force_polling(), 300, recursive, True) as notify:
+            started()
+            last = time.monotonic()
+            while not stop.is_set():
+                got = notify.watch(self._debounce, self._pace.step(time.monotonic() - last), LOOK_FOR, stop)
+                if isinstance(got, str):  # "timeout", "stop" ("signal" is never seen off the main thread)
+                    continue
+                last = time.monotonic()
+                inbox.put(got)
+
+
+def _force_polling() -> bool:
+    """As ``awatch``: ``WATCHFILES_FORCE_POLLING`` set (and not "false") polls instead of inotify."""
+    value = os.environ.get("WATCHFILES_FORCE_POLLING", "")
+    return bool(value) and value.lower() not in {"false", "disable", "disabled"}
+
+
+def _settle(done: asyncio.Future[None], exc: BaseException | None) -> None:
+    if done.done():
+        return
+    if exc is None:
+        done.set_result(None)
+    else:
+        done.set_exception(exc)
 
 
 def out_of_fds(exc: BaseException) -> int:
