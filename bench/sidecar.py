@@ -383,7 +383,7 @@ def spy(d: Daemon, out: str) -> Callable[[], None]:
     """py-spy record on the daemon and its helper until the returned function is called."""
     assert d.proc is not None
     exe = str(Path(sys.executable).parent / "py-spy")
-    cmd = [exe, "record", "--pid", str(d.proc.pid), "-r", "200", "--subprocesses", "-f", "speedscope"]
+    cmd = [exe, "record", "--pid", str(d.proc.pid), "-r", "1000", "--subprocesses", "--gil", "-f", "speedscope"]
     proc = subprocess.Popen([*cmd, "-o", out, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
 

@@ -159,3 +159,64 @@ async def test_reconfigure_takes_effect_at_the_next_step(parts, tmp_path: Path) 
     (inc,) = p.journal.active()
     assert inc.app == "api"  # the new source's parser
     assert "h2" in title  # the new host name in the policy's context
+
+
+# -- held batches (issue 13: the commit cadence while following) ------------------------
+
+
+async def test_a_batch_that_notifies_nobody_is_held_and_committed_with_the_next_notice(parts) -> None:  # type: ignore[no-untyped-def]
+    """With a hold, silent lines (repeats, notification: false, plain lines) wait in an
+    open batch; the first line that notifies commits all of it in ONE transaction."""
+    p = await parts()
+    append(p.log, line("quiet", notification=False), line(msg="plain"))
+    await p.tailer.wait(1.0)
+    assert p.batch.step(hold=60.0) == Committed(True, 0, 0, held=True)
+    assert stored_offset(p.journal) == 0 and p.journal.active() == [] and p.published == []
+    assert p.batch.due_in() is not None
+    append(p.log, line("quiet", notification=False))
+    await p.tailer.wait(1.0)
+    assert p.batch.step(hold=60.0) == Committed(True, 0, 0, held=True)  # read on into the same batch
+    append(p.log, line("db_down"))
+    await p.tailer.wait(1.0)
+    assert p.batch.step(hold=60.0) == Committed(True, notices=1, incidents=2)  # never held: a notice
+    assert stored_offset(p.journal) == p.log.stat().st_size
+    assert sorted((i.code, i.occurrences) for i in p.journal.active()) == [("db_down", 1), ("quiet", 2)]
+    assert len(p.published) == 1 and sum(p.published[0].lines.values()) == 4
+    assert p.batch.due_in() is None and p.batch.step(hold=60.0) is None
+
+
+async def test_a_held_batch_is_committed_once_its_hold_is_over_or_flushed(parts) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    p = await parts()
+    append(p.log, line(msg="plain"))
+    await p.tailer.wait(1.0)
+    assert p.batch.step(hold=0.05) == Committed(True, 0, 0, held=True)
+    await asyncio.sleep(0.1)
+    assert p.batch.due_in() == 0.0
+    assert p.batch.step(hold=0.05) == Committed(True, 0, 0)  # nothing new, but due
+    assert stored_offset(p.journal) == p.log.stat().st_size
+    append(p.log, line(msg="plain"))
+    await p.tailer.wait(1.0)
+    assert p.batch.step(hold=60.0) == Committed(True, 0, 0, held=True)
+    assert p.batch.flush() == Committed(True, 0, 0)  # stop / reload
+    assert stored_offset(p.journal) == p.log.stat().st_size and p.batch.flush() is None
+
+
+async def test_a_refused_commit_of_a_held_batch_reads_all_of_it_again(parts) -> None:  # type: ignore[no-untyped-def]
+    p = await parts()
+    append(p.log, line("quiet", notification=False))
+    await p.tailer.wait(1.0)
+    assert p.batch.step(hold=60.0) == Committed(True, 0, 0, held=True)
+    append(p.log, line("db_down"))
+    await p.tailer.wait(1.0)
+    locker = sqlite3.connect(p.journal.path, timeout=0)
+    locker.execute("BEGIN IMMEDIATE")
+    try:
+        assert p.batch.step(hold=60.0) == Committed(False, 0, 0)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert p.journal.active() == [] and stored_offset(p.journal) == 0
+    assert p.batch.step(hold=60.0) == Committed(True, notices=1, incidents=2)  # both lines, once each
+    assert sorted((i.code, i.occurrences) for i in p.journal.active()) == [("db_down", 1), ("quiet", 1)]

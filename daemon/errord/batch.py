@@ -55,11 +55,13 @@ RETRY_MIN, RETRY_MAX = 0.5, 30.0  # journal write retry backoff
 
 class Committed(NamedTuple):
     """What one step did: ``ok`` False when the journal refused the batch (all of it was
-    rolled back); else how many notices and changed incidents it committed."""
+    rolled back); else how many notices and changed incidents it committed. ``held``: the
+    step read lines that notify nobody and kept its batch open (see ``Batch.step``)."""
 
     ok: bool
     notices: int
     incidents: int
+    held: bool = False
 
 
 class Batch:
@@ -95,6 +97,11 @@ class Batch:
         self._failures = 0  # commits refused in a row
         self.retry_delay = 0.0  # seconds to wait before the next step (the journal refused the last)
         self.lines_read = 0
+        # the open batch: read (and fed) but not committed yet; None between batches
+        self._tally: BatchTally | None = None
+        self._opened = 0.0  # time.monotonic() of its first read
+        self._bytes = 0  # read into it
+        self._hold = 0.0  # how long it may stay open (the hold of the step that kept it)
         self.configure(config)
 
     def configure(self, config: RunConfig) -> None:
@@ -104,13 +111,45 @@ class Batch:
             LineParser(app=src.app, tz=src.tzinfo, max_line_bytes=src.max_line_bytes) for src in config.sources
         ]
 
-    def step(self) -> Committed | None:
-        """Read, parse, feed and commit one batch; None when there was nothing to read."""
-        tally = BatchTally()
+    def step(self, hold: float = 0.0) -> Committed | None:
+        """Read, parse and feed what the source has, then commit the batch; None when there
+        was nothing to read (and nothing due to commit).
+
+        ``hold`` > 0 (a daemon following files): a batch whose lines notify nobody stays
+        open up to ``hold`` seconds: the next steps read on into it, and the first that
+        brings a notice, finds it ``hold`` old or ``BATCH_BYTES`` big commits all of it in
+        ONE transaction (``flush()`` too). A file written every 10 ms is then not one
+        fsync per write; a notice is never held. Until the commit nothing of it is durable
+        (a crash reads those lines again, as for any batch).
+        """
+        if self._tally is None:
+            self._tally = BatchTally()
+            self._opened, self._bytes = time.monotonic(), 0
+            self.engine.begin()
+        tally = self._tally
         notices = self._read(tally)
         if notices is None:
+            if self._bytes and self.due_in() == 0.0:
+                return self._commit([], tally)
+            if not self._bytes:
+                self._tally = None  # nothing read: no batch (begin() again next time)
             return None
-        return self._commit(notices, tally)
+        self._hold = hold
+        if notices or self._bytes >= BATCH_BYTES or self.due_in() == 0.0:
+            return self._commit(notices, tally)
+        return Committed(True, 0, 0, held=True)
+
+    def due_in(self) -> float | None:
+        """Seconds until the open batch is due to be committed; None when none is open."""
+        if self._tally is None or not self._bytes:
+            return None
+        return max(0.0, self._opened + self._hold - time.monotonic())
+
+    def flush(self) -> Committed | None:
+        """Commit the open batch now (stop, reload); None when none is open."""
+        if self._tally is None or not self._bytes:
+            return None
+        return self._commit([], self._tally)
 
     def _read(self, tally: BatchTally) -> list[Notice] | None:
         """Read, parse and feed one batch; returns its notices, or None when there was
@@ -128,7 +167,6 @@ class Batch:
         repeat = Kind.REPEAT
         notices: list[Notice] = []
         kinds = tally.kinds if self.count_kinds else None
-        self.engine.begin()
         anything = False
         for _ in range(BATCH_BYTES // READ_BYTES):
             chunks = source.read(READ_BYTES)
@@ -152,6 +190,7 @@ class Batch:
                         self._warn(text)
                 if chunk.data and self._zones.due(chunk.path, now):
                     self._check_zone(chunk, now)
+                self._bytes += len(chunk.data) or 1  # (an empty chunk still moved a position)
                 del chunk
                 for ev in res.events:
                     transitions = feed(ev)
@@ -170,6 +209,7 @@ class Batch:
 
     def _commit(self, notices: list[Notice], tally: BatchTally) -> Committed:
         """One transaction for the batch; on failure undo the batch in memory and back off."""
+        self._tally = None
         cp = self.source.checkpoint()
         incidents = self.engine.pending()
         if cp or incidents or notices:

@@ -35,7 +35,6 @@ file vanishing between stat and open) are logged, at most once per path every
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
@@ -168,8 +167,17 @@ class Tailer:
             delay = min(delay, timeout)
         if delay <= 0:
             return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
+        # No task per wait (asyncio.wait_for makes one): the deadline just sets the event,
+        # and the read that follows clears it. A following daemon waits here ~25 times a second.
+        timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            timer.cancel()
+
+    def wake(self) -> None:
+        """Make a ``wait()`` return now (the daemon: a stop or reload was asked)."""
+        self._wake.set()
 
     # -- reading -----------------------------------------------------------------------
 
@@ -181,6 +189,7 @@ class Tailer:
         if self._closed or not self._opened:
             return []
         self._wake.clear()
+        self._watches.read()
         now = self._clock()
         out: list[Chunk] = []
         try:

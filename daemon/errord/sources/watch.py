@@ -53,6 +53,7 @@ SLOW_STEP = 64  # ms between looks after a long silence (≈ 16 looks/s)
 QUIET_AFTER = 1.0  # seconds of silence before the step starts to grow
 SLOW_AFTER = 10.0  # seconds of silence after which the step is SLOW_STEP
 LOOK_FOR = 500  # ms: each RustNotify.watch call returns after this long without a change
+READ_WAIT = 1.0  # seconds a watch that reported changes waits for the tailer to read them
 
 
 class Pace:
@@ -94,6 +95,8 @@ class _Inbox:
         self._lock = threading.Lock()
         self._pending: Changes = set()
         self._scheduled = False
+        self.read = threading.Event()  # the tailer read since the last put: look again
+        self.read.set()
 
     def put(self, raw: set[tuple[int, str]]) -> None:  # in the watch thread
         with self._lock:
@@ -138,6 +141,7 @@ class Watches:
         self._clock = clock
         self._watches: dict[tuple[str, bool], _Watch] = {}
         self._retry: dict[str, tuple[float, float]] = {}  # root -> (not before, last delay)
+        self._inboxes: dict[str, _Inbox] = {}
 
     def update(self, patterns: Iterable[str], now: float) -> bool:
         """Watch the roots ``patterns`` need now; restart watches whose folder was replaced
@@ -157,6 +161,7 @@ class Watches:
             if wanted.get(root) == recursive and not w.task.done() and _ino(root) == w.ino:
                 continue
             w.stop.set()
+            self.read()
             del self._watches[key]
         started = False
         for root, recursive in wanted.items():
@@ -171,12 +176,19 @@ class Watches:
             started = True
         return started
 
+    def read(self) -> None:
+        """The tailer is reading: what the watches reported so far is being looked at."""
+        for inbox in self._inboxes.values():
+            if not inbox.read.is_set():
+                inbox.read.set()
+
     async def close(self) -> None:
         """Stop every watch; returns within about a second."""
         watches = list(self._watches.values())
         self._watches.clear()
         for w in watches:
             w.stop.set()
+        self.read()  # a watch waiting for the tailer to read sees its stop at once
         tasks = [w.task for w in watches]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=1.0)
@@ -187,6 +199,7 @@ class Watches:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         inbox = _Inbox(loop, self._changed)
+        self._inboxes[root] = inbox
 
         def started() -> None:
             self._retry.pop(root, None)
@@ -217,6 +230,9 @@ class Watches:
             else:
                 level = logging.WARNING if self._warned.allow(root) else logging.DEBUG
                 logger.log(level, "cannot watch %s: %s (relying on rescans; retrying in %.0fs)", root, exc, delay)
+        finally:
+            if self._inboxes.get(root) is inbox:
+                del self._inboxes[root]
 
     def _follow(
         self, root: str, recursive: bool, stop: threading.Event, inbox: _Inbox, started: Callable[[], object]
@@ -230,7 +246,11 @@ class Watches:
                 if isinstance(got, str):  # "timeout", "stop" ("signal" is never seen off the main thread)
                     continue
                 last = time.monotonic()
+                # Until the tailer has read, more changes would tell it nothing new: no
+                # looks meanwhile (they are collected and come with the next look).
+                inbox.read.clear()
                 inbox.put(got)
+                inbox.read.wait(READ_WAIT)
 
 
 def _force_polling() -> bool:
