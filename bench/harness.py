@@ -27,10 +27,10 @@ __all__ = ["ROOT", "BenchReceiver", "Daemon", "RssMonitor"]
 class BenchReceiver(Receiver):
     """The test receiver, plus: wait for the notice whose title names a given code."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_alive: bool = True) -> None:
         self._by_code: dict[str, Request] = {}
         self._want: set[str] = set()
-        super().__init__()
+        super().__init__(keep_alive=keep_alive)
 
     def _record(self, req: Request) -> None:
         title = req.body.get("title", "") if isinstance(req.body, dict) else ""

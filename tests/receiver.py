@@ -17,6 +17,8 @@ Failure switches, settable at any time from the test thread:
 - ``hang``: seconds to sleep before answering (a client with a shorter read timeout
   gives up; the request is still recorded, with ``delivered=False``);
 - ``headers``: extra response headers sent with every answer (``{"Retry-After": "3"}``);
+- ``keep_alive=True``: HTTP/1.1, connections stay open between requests (``connections``
+  counts those accepted);
 - ``stop()`` / ``start()``: close / reopen the listening socket on the same port, so
   clients see "connection refused" in between.
 
@@ -60,6 +62,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     receiver: Receiver
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.receiver._cond:
+            self.receiver.connections += 1
+        super().process_request(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -107,10 +114,16 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = _handle
 
 
+class _KeepAliveHandler(_Handler):
+    protocol_version = "HTTP/1.1"  # connections stay open between requests
+
+
 class Receiver:
     """A threaded HTTP server on 127.0.0.1 recording every request; see the module doc."""
 
-    def __init__(self, *, status: int = 200, hang: float = 0.0) -> None:
+    def __init__(self, *, status: int = 200, hang: float = 0.0, keep_alive: bool = False) -> None:
+        self.keep_alive = keep_alive  # HTTP/1.1: a client may send many requests on one connection
+        self.connections = 0  # TCP connections accepted
         self.status = status
         self.hang = hang
         self.script: list[int] = []
@@ -130,7 +143,7 @@ class Receiver:
         if self._server is not None:
             return
         self._release.clear()
-        server = _Server(("127.0.0.1", self.port), _Handler)
+        server = _Server(("127.0.0.1", self.port), _KeepAliveHandler if self.keep_alive else _Handler)
         server.receiver = self
         self.port = server.server_address[1]
         self._server = server

@@ -61,7 +61,7 @@ START_TIMEOUT = 30.0  # seconds for the helper to import Apprise and check the U
 _KILL_GRACE = 0.5  # seconds past the stop deadline before the helper is killed
 # seconds between looks at the helper: its stdout closing (it died) wakes the supervisor at
 # once; this is only the net under that, and an idle daemon should not wake for it
-SUPERVISE_EVERY = 5.0
+SUPERVISE_EVERY = 4.0  # CONTRACT §7: restarted within 5 s of dying, even without the EOF
 STABLE_AFTER = 60.0  # a helper that lived this long and died is restarted at once again
 RESTART_BACKOFF = (1.0, 60.0)  # seconds before restarting one that keeps dying: first, cap
 
@@ -398,6 +398,9 @@ def main() -> None:
 
     from errord.sinks.notify import NotifySink  # Apprise is imported here, in the helper only
     from errord.sinks.plugins import load_plugins_for
+    from errord.sinks.sessions import reuse_connections
+
+    reuse_connections()  # a kept-alive connection per target (process-wide: this process only)
 
     targets = [_Target(**t) for t in config["targets"]]
     # Only here, where this process is all Apprise serves: the plugin manager is

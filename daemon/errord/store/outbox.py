@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from errord.model import Notice, NoticeType
@@ -103,6 +103,15 @@ class Outbox:
             db.executemany(
                 "UPDATE deliveries SET delivered_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
                 [(now, i) for i in ids],
+            )
+
+    def mark_accepted(self, accepted: Mapping[int, float]) -> None:
+        """Record several deliveries as accepted, each at its own time, in ONE transaction
+        (``{delivery id: when the target accepted it}``)."""
+        with self._tx("mark_delivered") as db:
+            db.executemany(
+                "UPDATE deliveries SET delivered_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
+                [(when, i) for i, when in accepted.items()],
             )
 
     def mark_failed(self, delivery_id: int, error: str, next_at: float) -> None:

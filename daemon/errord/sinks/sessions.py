@@ -1,0 +1,86 @@
+"""HTTP connections kept open between notices: one ``requests.Session`` per sending thread.
+
+Apprise's HTTP plugins (``json://``, ``slack://``, ``ntfy://``, …) send with the module
+functions ``requests.request`` / ``requests.post`` / …; each builds a ``Session`` and
+closes it, so every notice opened a new TCP (and TLS) connection: ~11% of the helper's
+time in a burst. Apprise has no hook to hand a plugin a session, so the notify helper, a
+process that exists only to run Apprise, replaces those functions with ones that use a
+``Session`` of the calling thread. Each target has its own worker thread
+(``sinks.notify``), so that is a session, and a pool of kept-alive connections, per
+target; a connection the server closed meanwhile is replaced by urllib3 when it is next
+taken from the pool (a send that still fails is retried as any failed send).
+
+What a session would add that a one-off request lacks is taken away again: cookies a
+target set are dropped after each request (a webhook must not see them on the next
+notice); everything else (proxies from the environment, certificate checks, timeouts,
+redirects) is per request, as before.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import requests
+import requests.api
+
+__all__ = ["restore", "reuse_connections"]
+
+_local = threading.local()
+_saved: dict[tuple[object, str], Any] = {}  # what reuse_connections() replaced
+
+
+def _session() -> requests.Session:
+    session: requests.Session | None = getattr(_local, "session", None)
+    if session is None:
+        session = _local.session = requests.Session()
+    return session
+
+
+def request(method: str, url: str, **kwargs: Any) -> requests.Response:
+    """``requests.request`` on the calling thread's session."""
+    session = _session()
+    try:
+        return session.request(method=method, url=url, **kwargs)
+    finally:
+        session.cookies.clear()
+
+
+# requests.api's functions: their positional parameters after the URL, their defaults
+_POSITIONAL = {"get": ("params",), "post": ("data", "json"), "put": ("data",), "patch": ("data",)}
+
+
+def _method(name: str) -> Any:
+    names = _POSITIONAL.get(name, ())
+
+    def call(url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        if len(args) > len(names):
+            raise TypeError(f"requests.{name}() takes {len(names) + 1} positional arguments")
+        kwargs.update(zip(names, args, strict=False))
+        if name == "head":
+            kwargs.setdefault("allow_redirects", False)
+        return request(name, url, **kwargs)
+
+    call.__name__ = name
+    return call
+
+
+def reuse_connections() -> None:
+    """Make ``requests``' module functions use a session per thread (process-wide: the
+    notify helper only)."""
+    if _saved:
+        return
+    funcs: dict[str, Any] = {"request": request}
+    for name in ("get", "options", "head", "post", "put", "patch", "delete"):
+        funcs[name] = _method(name)
+    for module in (requests, requests.api):
+        for name, fn in funcs.items():
+            _saved[(module, name)] = getattr(module, name)
+            setattr(module, name, fn)
+
+
+def restore() -> None:
+    """Undo ``reuse_connections`` (tests)."""
+    for (module, name), fn in _saved.items():
+        setattr(module, name, fn)
+    _saved.clear()
