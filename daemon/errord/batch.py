@@ -173,6 +173,9 @@ class Batch:
             if not chunks:
                 break
             anything = True
+            # a read well short of READ_BYTES found the source drained: another read now
+            # would find nothing (a followed file: a few lines; a backlog reads full ones)
+            drained = sum(len(c.data) for c in chunks) < READ_BYTES // 2
             while chunks:
                 chunk = chunks.pop(0)  # dropped once parsed
                 res = parse_contained(parsers[chunk.source], chunk.data, chunk.offset, now, chunk.path)
@@ -205,6 +208,8 @@ class Batch:
                     # may give a notice per distinct set of targets, never two to one target)
                     if transitions and (transitions[0].notify or transitions[-1].notify):
                         notices += apply(transitions, ctx)
+            if drained:
+                break
         return notices if anything else None
 
     def _commit(self, notices: list[Notice], tally: BatchTally) -> Committed:

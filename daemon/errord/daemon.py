@@ -52,9 +52,11 @@ SIGNAL_REPEAT_GRACE = 0.5  # seconds in which a repeated stop signal is the same
 MONGO_STOP = 2.0  # seconds of STOP_DEADLINE the MongoDB writer may drain; the rest stays queued
 RECOVER_TIMEOUT = 3.0  # seconds to wait for MongoDB when recovering open incidents at start
 STATUS_EVERY = 30.0  # seconds between STATUS= updates to systemd when it set no watchdog
-# The cadence while following. Input that wakes the loop sooner than READ_GAP seconds
-# after the last read waits for the rest of it (a file written every 10 ms is read ~40
-# times a second, not 100; a line after a pause is read at once). A batch whose lines
+# The cadence while following. While reads find lines, the next read is READ_GAP seconds
+# later (a file written every 10 ms is read ~40 times a second, not 100, with one wake-up
+# each); once one finds nothing, the loop waits for the folder watch again, and input that
+# wakes it sooner than READ_GAP after the last read waits for the rest (a line after a
+# pause is read at once). A batch whose lines
 # notify nobody is held open up to HOLD seconds (``Batch.step``), so such lines cost ~2
 # transactions (fsyncs) a second; a notice is committed as soon as it is read.
 READ_GAP = 0.025
@@ -86,6 +88,7 @@ class Daemon:
         self._wake = asyncio.Event()
         self._reload_requested = False
         self._last_read = 0.0  # time.monotonic() of the last step that read lines (READ_GAP)
+        self._streaming = False  # the last pump read lines: the next read is READ_GAP later
         self._first_signal: float | None = None
         self.upkeep: Upkeep | None = None  # once the journal is open
         # Prometheus counters and the HTTP server only with [metrics]; the pipeline's
@@ -254,6 +257,10 @@ class Daemon:
                 await self._sleep(self.batch.retry_delay)
                 if self._stop.is_set():
                     break
+            elif self._streaming:
+                # A file is being written: read again in READ_GAP, without waiting for its
+                # watch (which rests meanwhile: one wake-up per read, like a poll)
+                await asyncio.sleep(READ_GAP)
             else:
                 await self._wait_for_input()
                 await self._coalesce()
@@ -287,11 +294,13 @@ class Daemon:
         """Commit batches until nothing is left to read (or stop/reload is asked); with
         ``hold``, until a batch is held open (``Batch.step``)."""
         assert self.batch is not None
+        self._streaming = False
         while True:
             done = self.batch.step(hold)
             if done is None:
                 return
             self._last_read = time.monotonic()
+            self._streaming = True
             if not done.ok or done.held:
                 return
             self._committed(done)

@@ -151,7 +151,12 @@ class Tailer:
 
     async def wait(self, timeout: float | None) -> None:
         """Return when something may be readable: a file event, a rescan or close deadline,
-        data left over from the last ``read()``, or ``close()``."""
+        data left over from the last ``read()``, or ``close()``.
+
+        Waiting is what makes the folder watches look again after they reported changes
+        (``Watches.read``): a daemon that reads again on a timer while a file is being
+        written (``daemon.READ_GAP``) does not wait here, and its watches rest."""
+        self._watches.read()
         if self._closed or self._more or self._rescan or self._wake.is_set():
             return
         now = self._clock()
@@ -189,7 +194,6 @@ class Tailer:
         if self._closed or not self._opened:
             return []
         self._wake.clear()
-        self._watches.read()
         now = self._clock()
         out: list[Chunk] = []
         try:
