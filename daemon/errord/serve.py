@@ -98,6 +98,10 @@ def _setup_logging(level: str) -> None:
 def _run(config: RunConfig) -> int:
     for warning in config.secret_warnings():
         logger.warning("%s", warning)
+    if config.sources:
+        from errord.sinks import prelaunch_notify_helper
+
+        prelaunch_notify_helper(config)  # it imports Apprise while this process imports the daemon
     from errord.daemon import run_daemon
 
     try:

@@ -18,7 +18,29 @@ from errord.sinks.base import NoticeSink
 if TYPE_CHECKING:
     from errord.config import RunConfig
 
-__all__ = ["make_notify_sink"]
+__all__ = ["make_notify_sink", "prelaunch_notify_helper"]
+
+# A helper started early (prelaunch_notify_helper), with what it was started for
+_early: tuple[tuple[object, ...], NoticeSink] | None = None
+
+
+def _key(config: RunConfig) -> tuple[object, ...]:
+    return (config.state_dir, tuple((t.url, tuple(t.tags)) for t in config.notify))
+
+
+def prelaunch_notify_helper(config: RunConfig) -> None:
+    """Start the notify helper for ``config`` now, without waiting for its answer: it
+    imports Apprise and checks the URLs while the daemon imports the rest (the daemon's
+    start to READY=1 is the longer of the two, not their sum). The next
+    ``make_notify_sink(config, helper=True)`` takes it and waits for that answer, so an
+    unusable URL still refuses the start before anything is created or locked."""
+    global _early
+    from errord.sinks.helper import NotifyHelper
+
+    try:
+        _early = (_key(config), NotifyHelper(config.state_dir, config.notify, wait=False))
+    except OSError:  # cannot start a process now: make_notify_sink tries again and says why
+        _early = None
 
 
 def make_notify_sink(config: RunConfig, *, helper: bool) -> NoticeSink:
@@ -30,10 +52,17 @@ def make_notify_sink(config: RunConfig, *, helper: bool) -> NoticeSink:
     Apprise; see ``sinks.helper``); otherwise in this process (``check-config`` only
     validates the URLs with it).
     """
+    global _early
     try:
         if helper:
             from errord.sinks.helper import NotifyHelper
 
+            early, _early = _early, None
+            if early is not None and early[0] == _key(config) and isinstance(early[1], NotifyHelper):
+                early[1].ready()
+                return early[1]
+            if early is not None:
+                early[1].stop(0.0)
             return NotifyHelper(config.state_dir, config.notify)
         from errord.sinks.notify import NotifySink  # imports Apprise
 

@@ -85,6 +85,7 @@ class NotifyHelper(NoticeSink):
         timeout: float = 10.0,
         backoff: tuple[float, float] = (1.0, 300.0),
         start_timeout: float = START_TIMEOUT,
+        wait: bool = True,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.on_result: Callable[[str, bool], None] | None = None
@@ -102,7 +103,18 @@ class NotifyHelper(NoticeSink):
         self._stopping = threading.Event()  # wakes the supervisor at stop()
         self._lock = threading.Lock()  # the current child: swapped by the supervisor
         self._supervisor: threading.Thread | None = None
-        self._child: _Child | None = self._launch()
+        self._starting: tuple[_Child, list[str], threading.Event] | None = self._spawn()
+        self._child: _Child | None = self._starting[0]
+        if wait:
+            self.ready()
+
+    def ready(self) -> None:
+        """Wait until the helper has checked the URLs (the constructor does, unless
+        ``wait=False``: the daemon starts it first, so it imports Apprise while the
+        daemon imports the rest); an unusable URL raises ``NotifyError``."""
+        if self._starting is not None:
+            starting, self._starting = self._starting, None
+            self._answer(*starting)
 
     # -- the interface the daemon uses -------------------------------------------------
 
@@ -214,6 +226,12 @@ class NotifyHelper(NoticeSink):
 
     def _launch(self) -> _Child:
         """Start a helper and wait for its answer; raises ``NotifyError`` if it refuses."""
+        child, answer, ready = self._spawn()
+        self._answer(child, answer, ready)
+        return child
+
+    def _spawn(self) -> tuple[_Child, list[str], threading.Event]:
+        """Start a helper and hand it its config; its answer comes later (``_answer``)."""
         proc = subprocess.Popen(
             [sys.executable, "-m", "errord.sinks.helper"],
             stdin=subprocess.PIPE,
@@ -242,13 +260,18 @@ class NotifyHelper(NoticeSink):
         with contextlib.suppress(OSError):  # it died at once: reported below
             proc.stdin.write(json.dumps(config).encode() + b"\n")
         os.set_blocking(proc.stdin.fileno(), False)
+        return child, answer, ready
+
+    def _answer(self, child: _Child, answer: list[str], ready: threading.Event) -> None:
+        """Wait for the helper's first line: ``ok``, or why it refuses (``NotifyError``)."""
+        proc = child.proc
         if not ready.wait(self._start_timeout):
             self._kill(child)
             raise NotifyError(f"the notify helper did not start within {self._start_timeout:g}s")
         line = answer[0] if answer else ""
         if line == "ok":
             logger.debug("notify helper started (pid %d)", proc.pid)
-            return child
+            return
         self._kill(child)
         if line.startswith("error "):
             try:
