@@ -10,11 +10,12 @@ by a thread of its own. ``RustNotify.watch`` sleeps ``step`` ms between looks at
 event queue, taking the GIL at each look: a thread wake-up 1000/step times a second, the
 whole idle cost of errord (``step=3`` was ~330 context switches/s). So the step follows
 :class:`Pace`: ``FAST_STEP`` while files change and for ``QUIET_AFTER`` seconds after, then
-it grows, reaching ``SLOW_STEP`` after ``SLOW_AFTER`` seconds of silence (~15 looks/s),
+it grows, reaching ``SLOW_STEP`` after ``SLOW_AFTER`` seconds of silence (~14 looks/s),
 and drops back at the first change. The trade: the first line after a long silence is
-seen up to two slow steps (~130 ms) after it was written, instead of ~6 ms. Changes are
-handed to the event loop at most once per turn of the loop (``_Inbox``), however many
-arrive while it is busy.
+seen up to two slow steps (≤ 144 ms, ~110 ms on average) after it was written, instead
+of ~6 ms. Changes are handed to the event loop at most once per turn of the loop
+(``_Inbox``), however many arrive while it is busy; after reporting, a watch looks again
+only once the tailer waits for input again (``Watches.read``).
 
 A watch whose folder was replaced (same path, other inode) is restarted; one that fails
 (the folder vanished, out of descriptors) is retried with a back-off (1 s doubling to
@@ -49,7 +50,7 @@ RETRY_MIN, RETRY_MAX = 1.0, 60.0  # seconds before a failed watch is started aga
 Changes = set[tuple[Change, str]]  # what watchfiles reports: (added/modified/deleted, path)
 
 FAST_STEP = 5  # ms between looks while files change (≈ 5-10 ms from write to wake-up)
-SLOW_STEP = 64  # ms between looks after a long silence (≈ 16 looks/s)
+SLOW_STEP = 72  # ms between looks after a long silence (≈ 14 looks/s; two of them ≤ 150 ms)
 QUIET_AFTER = 1.0  # seconds of silence before the step starts to grow
 SLOW_AFTER = 10.0  # seconds of silence after which the step is SLOW_STEP
 LOOK_FOR = 500  # ms: each RustNotify.watch call returns after this long without a change
