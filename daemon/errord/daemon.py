@@ -158,7 +158,7 @@ class Daemon:
         self.journal = Journal(s.state_dir)
         self.upkeep = Upkeep(self.journal)
         await self._start_mongo(s)
-        self.engine.restore(self.journal.active())
+        self.engine.restore(self.journal.iter_active())
         positions = self.journal.positions()
         first_start = self.journal.get_meta("initialized") is None
         if self.metrics is not None and s.metrics is not None:
