@@ -164,14 +164,25 @@ async def test_reconfigure_takes_effect_at_the_next_step(parts, tmp_path: Path) 
 # -- held batches (issue 13: the commit cadence while following) ------------------------
 
 
+async def settled(p: Parts) -> int:
+    """A first batch commits the file's identity (a new file is never held); returns the
+    offset committed."""
+    append(p.log, line(msg="first"))
+    await p.tailer.wait(1.0)
+    assert p.batch.step(hold=60.0) == Committed(True, 0, 0)  # not held: the file is new
+    p.published.clear()
+    return stored_offset(p.journal)
+
+
 async def test_a_batch_that_notifies_nobody_is_held_and_committed_with_the_next_notice(parts) -> None:  # type: ignore[no-untyped-def]
     """With a hold, silent lines (repeats, notification: false, plain lines) wait in an
     open batch; the first line that notifies commits all of it in ONE transaction."""
     p = await parts()
+    first = await settled(p)
     append(p.log, line("quiet", notification=False), line(msg="plain"))
     await p.tailer.wait(1.0)
     assert p.batch.step(hold=60.0) == Committed(True, 0, 0, held=True)
-    assert stored_offset(p.journal) == 0 and p.journal.active() == [] and p.published == []
+    assert stored_offset(p.journal) == first and p.journal.active() == [] and p.published == []
     assert p.batch.due_in() is not None
     append(p.log, line("quiet", notification=False))
     await p.tailer.wait(1.0)
@@ -189,6 +200,7 @@ async def test_a_held_batch_is_committed_once_its_hold_is_over_or_flushed(parts)
     import asyncio
 
     p = await parts()
+    await settled(p)
     append(p.log, line(msg="plain"))
     await p.tailer.wait(1.0)
     assert p.batch.step(hold=0.05) == Committed(True, 0, 0, held=True)
@@ -205,6 +217,7 @@ async def test_a_held_batch_is_committed_once_its_hold_is_over_or_flushed(parts)
 
 async def test_a_refused_commit_of_a_held_batch_reads_all_of_it_again(parts) -> None:  # type: ignore[no-untyped-def]
     p = await parts()
+    first = await settled(p)
     append(p.log, line("quiet", notification=False))
     await p.tailer.wait(1.0)
     assert p.batch.step(hold=60.0) == Committed(True, 0, 0, held=True)
@@ -217,6 +230,20 @@ async def test_a_refused_commit_of_a_held_batch_reads_all_of_it_again(parts) -> 
     finally:
         locker.execute("ROLLBACK")
         locker.close()
-    assert p.journal.active() == [] and stored_offset(p.journal) == 0
+    assert p.journal.active() == [] and stored_offset(p.journal) == first
     assert p.batch.step(hold=60.0) == Committed(True, notices=1, incidents=2)  # both lines, once each
     assert sorted((i.code, i.occurrences) for i in p.journal.active()) == [("db_down", 1), ("quiet", 1)]
+
+
+async def test_a_new_file_is_never_held(parts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A batch that starts following a file commits at once: after a crash the file's
+    identity (where it is, how far it was read) must be known, even if it is renamed
+    while errord is down."""
+    p = await parts()
+    await settled(p)
+    other = tmp_path / "logs" / "other.jsonl"
+    append(other, line(msg="plain"))
+    await p.tailer.wait(1.0)
+    await p.tailer.wait(1.0)  # the scan that finds it
+    assert p.batch.step(hold=60.0) == Committed(True, 0, 0)
+    assert {pos.path for pos in p.journal.positions()} == {str(p.log), str(other)}

@@ -119,7 +119,9 @@ class Batch:
         open up to ``hold`` seconds: the next steps read on into it, and the first that
         brings a notice, finds it ``hold`` old or ``BATCH_BYTES`` big commits all of it in
         ONE transaction (``flush()`` too). A file written every 10 ms is then not one
-        fsync per write; a notice is never held. Until the commit nothing of it is durable
+        fsync per write; a notice is never held, nor a batch whose source is not
+        ``settled()`` (a file new, renamed, closed or deleted: its identity is made
+        durable at once, so a crash cannot lose track of it). Until the commit nothing of it is durable
         (a crash reads those lines again, as for any batch).
         """
         if self._tally is None:
@@ -135,7 +137,7 @@ class Batch:
                 self._tally = None  # nothing read: no batch (begin() again next time)
             return None
         self._hold = hold
-        if notices or self._bytes >= BATCH_BYTES or self.due_in() == 0.0:
+        if notices or self._bytes >= BATCH_BYTES or self.due_in() == 0.0 or not self.source.settled():
             return self._commit(notices, tally)
         return Committed(True, 0, 0, held=True)
 

@@ -108,6 +108,13 @@ class Source(Protocol):
         """The last checkpoint is durable."""
         ...
 
+    def settled(self) -> bool:
+        """Whether what the next checkpoint holds is only known identities reading on (no
+        file new, renamed, closed, deleted or copied since the last commit): then the
+        batch may wait to be committed (``Batch.step``'s hold). Anything else is committed
+        at once, so a crash cannot forget where a new or moved file is."""
+        ...
+
     def rollback(self) -> None:
         """The last checkpoint could not be committed: hand on the same lines again."""
         ...

@@ -285,6 +285,13 @@ class FileTable:
             f.lines_read += lines
             f.lines_skipped += skipped
 
+    def settled(self) -> bool:
+        """Only offsets of known, matched files moved since the last commit (see
+        ``Source.settled``)."""
+        if self.closing or self.gone or self.sleeping or self.parking.dirty:
+            return False
+        return all(f.matched and not f.deleted and not f.fresh and f.copy_of is None for f in self.followers.values())
+
     def checkpoint(self) -> list[Position]:
         """Positions changed since the last commit, ``gone=True`` for deleted identities,
         and the positions kept (marked unseen) of files no longer followed."""

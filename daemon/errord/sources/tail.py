@@ -322,6 +322,10 @@ class Tailer:
         """The last checkpoint is durable."""
         self._table.committed()
 
+    def settled(self) -> bool:
+        """No file new, renamed, closed, deleted or copied since the last commit."""
+        return self._table.settled()
+
     def rollback(self) -> None:
         """The last checkpoint failed: rewind to the last commit so the same lines come again."""
         self._table.rollback()
