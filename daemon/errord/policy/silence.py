@@ -33,7 +33,7 @@ def check_pattern(text: str) -> str:
         raise ValueError(f"is {len(text)} characters long, at most {MAX_PATTERN} allowed")
     bad = _BAD_CHARS.search(text)
     if bad:
-        raise ValueError(f"holds whitespace or a control character ({bad.group()!r}) in {text!r}")
+        raise ValueError(f"holds whitespace or a control character ({bad.group()!r})")
     return text
 
 
