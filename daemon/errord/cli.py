@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import orjson
 
 from errord import __version__
+from errord.cli_control import add_commands
 from errord.config import RunConfig
 from errord.durations import parse_duration
 from errord.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_NOT_RUNNING, EXIT_OK, DurationError, ErrordError, exit_status
@@ -130,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_replay)
     c = sub.add_parser("test-notify", parents=[common], help="send one test notice to every target")
     c.set_defaults(func=cmd_test_notify)
+    add_commands(sub, common, as_json)  # silence, silences, unsilence, ack, resolve (cli_control)
     return p
 
 
@@ -295,7 +297,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"daemon: {running}; state in {data['state_dir']}")
     print(
         f"open incidents: {data['active_incidents']}; notices pending: {data['pending_notices']}; "
-        f"MongoDB writes pending: {data['pending_mongo']}"
+        f"MongoDB writes pending: {data['pending_mongo']}; silences in force: {data['silences_active']}"
     )
     if config.metrics is not None:
         print(f"metrics: http://{config.metrics.listen}/metrics and /healthz")

@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING
 
 from errord.batch import Batch
 from errord.config import RunConfig
+from errord.control import Controller
 from errord.engine import Engine
 from errord.errors import ConfigError, ErrordError, JournalError, MongoError
 from errord.health import BatchTally, Health, Snapshot
+from errord.policy.mute import MuteOracle
 from errord.policy.pipeline import standard_policy
 from errord.policy.route import STDERR_TARGET, UNKNOWN_ALERTED, Router
 from errord.reload import load_config
@@ -70,6 +72,10 @@ class Daemon:
         )
         self.router = Router()  # who gets each notice; its routes follow the sink's targets
         self.policy = standard_policy(self.router)
+        # silences, inhibition, mute times (CONTRACT §8): the engine asks before it alerts
+        self.mutes = MuteOracle.for_config(settings)
+        self.engine.mutes = self.mutes
+        self.control: Controller | None = None  # silence/ack/resolve handed over by the CLI
         self.tailer: Tailer | None = None
         self.batch: Batch | None = None
         self.sink: NoticeSink | None = None
@@ -148,6 +154,8 @@ class Daemon:
         self.upkeep = Upkeep(self.journal)
         await self._start_mongo(s)
         self.engine.restore(self.journal.active())
+        self.control = Controller(self.engine, self.policy, self.journal, s, self.mutes)
+        self.control.load()
         positions = self.journal.positions()
         first_start = self.journal.get_meta("initialized") is None
         if self.metrics is not None and s.metrics is not None:
@@ -242,6 +250,7 @@ class Daemon:
             else:
                 await self._wait_for_input()
             await self.pump()
+            self._control_tick()
             if self.upkeep is not None:
                 self.upkeep.tick()
 
@@ -273,11 +282,17 @@ class Daemon:
             if done.incidents and self.mongo is not None:
                 self.mongo.wake()
             self.health.beat()  # a long backlog is progress too
+            self._control_tick()  # commands take effect within 2 s during a backlog too
             if self.upkeep is not None:
                 self.upkeep.checkpoint()
             if self._stop.is_set() or self._reload_requested:
                 return
             await asyncio.sleep(0)  # let signals and watch events in between batches
+
+    def _control_tick(self) -> None:
+        """Apply the commands the CLI handed over (``control.Controller.tick``, when due)."""
+        if self.control is not None and self.control.tick() and self.sink is not None:
+            self.sink.wake()
 
     def _publish(self, tally: BatchTally) -> None:
         """A batch is durable: its tally goes to the metrics."""
@@ -382,6 +397,9 @@ class Daemon:
         self.settings = new
         self.engine.policy = new
         self.engine.server_id, self.engine.node_name = new.server_id, new.node_name
+        self.mutes.configure(new)
+        if self.control is not None:
+            self.control.config = new
         assert self.tailer is not None and self.batch is not None
         self.batch.configure(new)
         self.tailer.reconfigure(new.sources)

@@ -21,10 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
 
 from errord.model import Incident
 from errord.policy.mutetime import MuteWindow
 from errord.policy.silence import Silence
+
+if TYPE_CHECKING:
+    from errord.config import RunConfig
 
 __all__ = ["INHIBITED", "MUTE_REASONS", "MUTE_TIMES", "SILENCE", "Hit", "MuteOracle"]
 
@@ -53,6 +57,21 @@ class MuteOracle:
         self.now = 0.0  # the daemon's clock for this batch (Engine.begin sets it)
         self.silences: tuple[Silence, ...] = ()
         self.set_silences(silences)
+
+    @classmethod
+    def for_config(cls, config: RunConfig, silences: Sequence[Silence] = ()) -> MuteOracle:
+        """The oracle of ``config``'s inhibitions and mute times (and these silences)."""
+        oracle = cls(silences=silences)
+        oracle.configure(config)
+        return oracle
+
+    def configure(self, config: RunConfig) -> None:
+        """Take ``config``'s scope, ``inhibited_by`` and ``[[mute_times]]`` (start, SIGHUP)."""
+        self.scope = config.scope
+        self.inhibited_by = config.inhibited_by_for
+        self.mute_times = tuple(
+            MuteWindow.parse(m.name, m.codes, m.apps, m.weekdays, m.times, m.timezone) for m in config.mute_times
+        )
 
     def set_silences(self, silences: Sequence[Silence]) -> None:
         """The silences known now (any state: those not in force never match), oldest first."""
