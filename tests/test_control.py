@@ -60,7 +60,7 @@ def _ctx(controller: Controller):  # type: ignore[no-untyped-def]
 
 
 def test_until_resolved_covers_what_is_open_now_and_ends_with_it(setup) -> None:  # type: ignore[no-untyped-def]
-    controller, engine, journal, clock = setup
+    controller, _, journal, clock = setup
     status, out = controller.apply("silence", {"pattern": "db_*", "until_resolved": True})
     assert status == 1 and "no open incident matches 'db_*'" in out["error"]  # none open: refused
     assert feed(controller, ev(0, "db_a"))  # alerted
