@@ -89,6 +89,10 @@ def test_example_file_commented_sections_are_valid(tmp_path: Path) -> None:
     assert s.mongodb.timeout == 5.0 and s.mongodb.to_run().w == 1
     assert [t.url for t in s.notify] == ["tgram://bottoken/ChatID"]
     assert s.metrics is not None and (s.metrics.to_run().host, s.metrics.to_run().port) == ("127.0.0.1", 9464)
+    assert s.codes["api_rate_limit"].inhibited_by == ["db_*"]
+    assert [(m.name, m.weekdays, m.times, m.timezone) for m in s.mute_times] == [
+        ("nightly-backup", ["mon-fri"], ["02:00-03:30"], "Europe/Berlin")
+    ]
 
 
 def test_dev_file_points_at_repo_var() -> None:
