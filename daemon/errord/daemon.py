@@ -72,9 +72,7 @@ class Daemon:
         )
         self.router = Router()  # who gets each notice; its routes follow the sink's targets
         self.policy = standard_policy(self.router)
-        # silences, inhibition, mute times (CONTRACT §8): the engine asks before it alerts
-        self.mutes = MuteOracle.for_config(settings)
-        self.engine.mutes = self.mutes
+        self.engine.mutes = self.mutes = MuteOracle.for_config(settings)  # CONTRACT §8: asked before alerting
         self.control: Controller | None = None  # silence/ack/resolve handed over by the CLI
         self.tailer: Tailer | None = None
         self.batch: Batch | None = None

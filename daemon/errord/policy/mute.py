@@ -20,12 +20,11 @@ Resolves are never muted here (§8: only flapping holds them back).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
 from errord.model import Incident
 from errord.policy.mutetime import MuteWindow
-from errord.policy.silence import Silence
+from errord.policy.silence import Silence, globs_matcher
 
 if TYPE_CHECKING:
     from errord.config import RunConfig
@@ -88,12 +87,13 @@ class MuteOracle:
         globs = self.inhibited_by(code)
         if globs:
             same_app = self.scope == "app"
+            inhibits = globs_matcher(globs)
             for other in active.values():
                 if other is inc or other.incident_id == inc.incident_id or not other.active:
                     continue
                 if same_app and other.app != app:
                     continue
-                if any(fnmatchcase(other.code, g) for g in globs):
+                if inhibits(other.code):
                     return (INHIBITED, None)
         for window in self.mute_times:
             if window.covers(code, app, event_time):

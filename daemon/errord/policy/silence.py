@@ -11,18 +11,37 @@ made: ``now`` comes in as data, never from a clock here.
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Any
 
-__all__ = ["KEEP_ENDED", "MAX_PATTERN", "Silence", "check_pattern"]
+__all__ = ["KEEP_ENDED", "MAX_PATTERN", "Silence", "check_pattern", "globs_matcher"]
 
 MAX_PATTERN = 200  # characters of a pattern (a code is at most 200 too)
 KEEP_ENDED = 7 * 86400.0  # seconds an ended silence stays listed (`silences --all`), then pruned
 
 _BAD_CHARS = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+
+
+def _everything(text: str) -> bool:
+    return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(globs: tuple[str, ...]) -> Callable[[str], bool]:
+    if "*" in globs:
+        return _everything
+    regex = re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs))
+    return lambda text: regex.match(text) is not None
+
+
+def globs_matcher(globs: Sequence[str]) -> Callable[[str], bool]:
+    """``text -> bool``: whether ``text`` matches any of these shell globs (case-sensitive,
+    as ``fnmatchcase``), compiled once (a muted flood asks on every line)."""
+    return _compiled(tuple(globs))
 
 
 def check_pattern(text: str) -> str:
@@ -71,7 +90,7 @@ class Silence:
         """Whether a notice of this incident is one it mutes (its time aside)."""
         if self.until_resolved:
             return incident_id in self.incident_ids
-        return fnmatchcase(code, self.pattern) and fnmatchcase(app or "", self.app)
+        return _compiled((self.pattern,))(code) and _compiled((self.app,))(app or "")
 
     def ended(self, now: float) -> float | None:
         """When it ended (early, by its end time or with its last incident), or None."""
