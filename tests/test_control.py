@@ -3,6 +3,7 @@ and the stopped-CLI's one path), each in one transaction with its outcome row.""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,27 @@ def test_offline_apply_takes_the_lock_and_refuses_while_a_daemon_holds_it(tmp_pa
     finally:
         lock.release()
     assert apply_offline(config, "unsilence", {"ids": [out["silence"]["id"]]})[0] == 0
+
+
+def test_ended_silences_are_listed_for_7_days_then_pruned(tmp_path: Path) -> None:
+    from errord.policy.silence import Silence
+
+    day = 86400.0
+    with Journal(tmp_path / "state") as journal:
+        control = journal.control
+        rows = [
+            Silence(id="running", pattern="a", app="*", starts_at=T0, ends_at=T0 + 30 * day, until_resolved=False),
+            Silence(id="expired", pattern="b", app="*", starts_at=T0, ends_at=T0 + day, until_resolved=False),
+            Silence(id="old", pattern="c", app="*", starts_at=T0, ends_at=T0 + 10 * day, until_resolved=False),
+            Silence(id="acked", pattern="d", app="*", starts_at=T0, ends_at=None, until_resolved=True),
+        ]
+        with journal._tx("test") as db:
+            for k, s in enumerate(rows):  # oldest first: in the order made
+                control.insert(db, replace(s, created_at=T0 + k))
+        control.end_now(["old"], T0 + 2 * day)  # unsilenced early
+        now = T0 + 9.5 * day
+        assert [s.id for s in control.silences()] == ["running", "expired", "acked"]  # not ended by hand
+        assert [s.id for s in control.silences(since=now - 7 * day)] == ["running", "acked"]
+        assert [s.id for s in control.silences(since=T0)] == ["running", "expired", "old", "acked"]
+        assert control.prune(now) == 2  # "expired" (day 1) and "old" (ended day 2): over 7 days ago
+        assert sorted(control.get(["running", "expired", "old", "acked"])) == ["acked", "running"]

@@ -76,10 +76,7 @@ class Control:
         if since is None:
             sql = f"SELECT {_COLS} FROM silences WHERE ended_at IS NULL ORDER BY created_at, id"
             return [_silence(r) for r in self._rows("silences", sql)]
-        sql = (
-            f"SELECT {_COLS} FROM silences WHERE coalesce(ended_at, ends_at, 1e300) >= ?"
-            " OR ended_at IS NULL ORDER BY created_at, id"
-        )
+        sql = f"SELECT {_COLS} FROM silences WHERE coalesce(ended_at, ends_at, 1e300) >= ? ORDER BY created_at, id"
         return [_silence(r) for r in self._rows("silences", sql, (since,))]
 
     def get(self, ids: Sequence[str]) -> dict[str, Silence]:
