@@ -237,3 +237,26 @@ def test_a_mute_window_covering_now_mutes_one_that_does_not_does_not(make_errord
     assert 'errord_notices_muted_total{reason="mute_times"} 1.0' in metrics
     assert 'errord_notices_muted_total{reason="silence"} 0.0' in metrics
     assert e.stop() == 0
+
+
+def test_a_reload_brings_new_inhibitions_and_mute_times_in(make_errord, rx: Receiver, tmp_path: Path) -> None:
+    from test_routing_e2e import configure, reload
+
+    e = make_errord(notify=[{"url": rx.url("/a")}])
+    e.start()
+    log = tmp_path / "logs" / "app.jsonl"
+    configure(
+        e,
+        tmp_path,
+        notify=[{"url": rx.url("/a")}],
+        codes={"app_err": {"inhibited_by": ["db_*"]}},
+        mute_times=[{"name": "always", "codes": ["batch_*"]}],
+    )
+    reload(e)
+    append(log, line("db_down"), line("app_err"), line("batch_job"), line("web_err"))
+    rx.wait_for(2, timeout=15)
+    e.wait_caught_up()
+    assert kinds(rx) == [("failure", "db_down"), ("failure", "web_err")]
+    muted = {code: history(e)[(code, True)]["notices_muted"] for code in ("app_err", "batch_job", "web_err")}
+    assert muted == {"app_err": 1, "batch_job": 1, "web_err": 0}
+    assert e.stop() == 0

@@ -168,7 +168,6 @@ def cmd_silence(args: argparse.Namespace) -> int:
     payload = {
         "pattern": args.pattern,
         "app": args.app,
-        "starts_at": now,
         "ends_at": None if args.until_resolved else (args.until if args.until is not None else now + args.for_),
         "until_resolved": args.until_resolved,
         "reason": args.reason,

@@ -11,7 +11,7 @@ the silence it stored or ended, and its outcome row.
 Commands (``kind``, ``args``) -> ``(status, outcome)``; status 0 done, 1 refused (no such
 incident open, an unknown silence id), with ``outcome["error"]`` saying why:
 
-- ``silence``: ``pattern``, ``app`` (globs), ``starts_at``, ``ends_at`` (None with
+- ``silence``: ``pattern``, ``app`` (globs), ``ends_at`` (None with
   ``until_resolved``: the incidents open and matching now), ``reason``, ``by``.
 - ``unsilence``: ``ids``; every known one ends now, unknown ones are named.
 - ``ack``: ``code``, ``app`` (a glob or None), ``reason``, ``by``: an until-resolved
@@ -26,7 +26,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -222,14 +221,12 @@ class Controller:
         self, args: dict[str, Any], pattern: str, app: str, ids: frozenset[str], now: float, *, ack: bool
     ) -> Silence:
         until_resolved = bool(args.get("until_resolved"))
-        starts = float(args.get("starts_at") or now)
-        ends = None if until_resolved else float(args["ends_at"])
-        s = Silence(
+        return Silence(
             id=uuid.uuid4().hex[:12],
             pattern=pattern,
             app=app,
-            starts_at=min(starts, now),
-            ends_at=ends,
+            starts_at=now,  # in force from when the daemon (or the CLI, stopped) took it
+            ends_at=None if until_resolved else float(args["ends_at"]),
             until_resolved=until_resolved,
             reason=str(args.get("reason") or ""),
             by=str(args.get("by") or ""),
@@ -237,7 +234,6 @@ class Controller:
             incident_ids=ids,
             ack=ack,
         )
-        return replace(s, starts_at=now) if s.starts_at > now else s
 
 
 def _brief(args: dict[str, Any]) -> str:
