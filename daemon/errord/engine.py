@@ -87,6 +87,7 @@ class Engine:
         # None: nothing mutes. Muted notices of this batch by (reason, silence id).
         self.mutes: MuteOracle | None = None
         self._muted: dict[Hit, int] = {}
+        self._opened = 0  # changes whenever the set of open incidents does (the oracle's cache)
 
     @property
     def policy(self) -> Policy:
@@ -106,6 +107,7 @@ class Engine:
     def restore(self, incidents: Iterable[Incident]) -> None:
         """Replace the state with these incidents (only the active ones are kept)."""
         self._active = {incident_key(self.scope, inc.app, inc.code): inc for inc in incidents if inc.active}
+        self._opened += 1
         self._dirty.clear()
         self._undo.clear()
 
@@ -145,6 +147,7 @@ class Engine:
                 self._active.pop(key, None)
             else:
                 self._active[key] = before
+        self._opened += 1
         self._dirty.clear()
         self._undo.clear()
         self._muted = {}
@@ -196,7 +199,7 @@ class Engine:
         mutes = self.mutes
         if mutes is None:
             return None
-        hit = mutes.check(inc, when, self._active)
+        hit = mutes.check(inc, when, self._active, self._opened)
         if hit is None:
             return None
         inc.notices_muted += 1
@@ -206,7 +209,7 @@ class Engine:
     def _may_notify(self, inc: Incident, when: float) -> bool:
         """Whether a notice of ``inc`` made now would be sent (not muted); counts nothing."""
         mutes = self.mutes
-        return mutes is None or mutes.check(inc, when, self._active) is None
+        return mutes is None or mutes.check(inc, when, self._active, self._opened) is None
 
     def _raise(self, ev: LogEvent, code: str) -> Transition:
         key = code if self.scope == "code" else incident_key(self.scope, ev.app, code)
@@ -244,6 +247,7 @@ class Engine:
             notify = False
         inc.alerts_sent = 1 if notify else 0
         self._active[key] = inc
+        self._opened += 1
         self._dirty[inc.incident_id] = inc
         return Transition(_NEW, key, inc, ev, notify=notify, muted=muted)
 
@@ -302,6 +306,7 @@ class Engine:
             return Transition(_CLEAR_UNKNOWN, key, None, ev)
         self._touch(key, inc)
         del self._active[key]
+        self._opened += 1
         inc.active = False
         # A clear written before the incident's start (clocks of two writers, a backlog
         # read out of order) closes it at its start: never a negative duration (CONTRACT §7).
