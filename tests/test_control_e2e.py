@@ -145,11 +145,15 @@ def test_resolve_by_hand_sends_one_success_and_records_manual_also_with_the_daem
     assert e.stop() == 0
     # no daemon: the CLI applies it itself under the lock; the notice waits in the outbox
     assert e.cli("ack", "other").stdout.strip()
-    assert e.json("status")["silences_active"] == 1
+    refused = e.cli("silence", "nomatch_*", "--until-resolved", check=False)
+    assert refused.returncode == 1 and "no open incident matches 'nomatch_*'" in refused.stderr
+    until = json.loads(e.cli("silence", "oth*", "--until-resolved", "--json").stdout)
+    assert until["until_resolved"] and until["ends_at"] is None and until["active"]
+    assert e.json("status")["silences_active"] == 2
     e.cli("resolve", "other")
     assert e.json("status")["pending_notices"] == 1
     assert history(e)[("other", False)]["resolved_by"] == "manual"
-    assert e.json("status")["silences_active"] == 0  # the ack ended with its incident
+    assert e.json("status")["silences_active"] == 0  # the ack and the until-resolved silence ended with it
     e.start()
     rx.wait_for(4, timeout=15)
     assert kinds(rx) == [("failure", "gone_app"), ("failure", "other"), ("success", "gone_app"), ("success", "other")]
