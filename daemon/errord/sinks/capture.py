@@ -37,6 +37,7 @@ __all__ = ["Seen", "capturing", "parse_retry_after"]
 REASON_MAX = 300  # characters of reason kept for a log line or a delivery row
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
 _URLISH = re.compile(r"\S+://\S*")  # Apprise echoes URLs (half masked): never ours to print
+_REQUEST_PATH = re.compile(r"(with url: )\S+")  # requests' "Max retries exceeded with url: /path"
 
 _local = threading.local()
 _install_lock = threading.Lock()
@@ -55,7 +56,7 @@ class Seen:
         """One line: what Apprise said, with the transport's error; "" when it said nothing."""
         said: list[str] = []
         for msg in self.messages:
-            text = _URLISH.sub("…", " ".join(msg.split())).rstrip(" .:")
+            text = _hide_urls(" ".join(msg.split())).rstrip(" .:")
             if text and text not in said:
                 said.append(text)
         why = "; ".join(said)
@@ -122,7 +123,13 @@ def describe_error(exc: BaseException) -> str:
     m = _ERRNO.search(text)
     if m:
         return m.group(1).strip()
-    return f"{name}: {_URLISH.sub('…', text)}"[:REASON_MAX]
+    return f"{name}: {_hide_urls(text)}"[:REASON_MAX]
+
+
+def _hide_urls(text: str) -> str:
+    """``text`` without the URLs and request paths third-party messages echo: a path may
+    be a token (the exact secrets are scrubbed too; this catches what Apprise rebuilt)."""
+    return _REQUEST_PATH.sub(r"\1…", _URLISH.sub("…", text))
 
 
 class _Collector(logging.Handler):
