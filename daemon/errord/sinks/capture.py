@@ -6,8 +6,10 @@ notification: Too Many Requests, error=429."), the transport's own error ("Conne
 refused") only to its DEBUG log, and the HTTP response stays inside the plugin. So, for
 the calling thread only and only inside ``capturing()``:
 
-* a handler on the ``apprise`` logger keeps the WARNING and ERROR messages (records are
-  scrubbed of secrets by ``notify._Scrub`` before any handler sees them);
+* a filter on the ``apprise`` logger keeps the WARNING and ERROR messages and drops those
+  records: the caller says the same in its own one line per failed send, with the
+  target, the attempt and the next retry (``notify``); reasons are scrubbed of secrets
+  there (``sinks.secrets``). Apprise's DEBUG and INFO records pass as before;
 * a thin wrapper around ``requests.Session.send`` — every Apprise HTTP plugin sends
   through it, ``requests.post`` too — keeps each response's status and ``Retry-After``,
   and the exception of a send that got no response.
@@ -132,18 +134,16 @@ def _hide_urls(text: str) -> str:
     return _REQUEST_PATH.sub(r"\1…", _URLISH.sub("…", text))
 
 
-class _Collector(logging.Handler):
-    """Keeps the messages of the thread that is ``capturing()``."""
+class _Collector(logging.Filter):
+    """Keeps the WARNING+ messages of the thread that is ``capturing()``, and drops them."""
 
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-
-    def emit(self, record: logging.LogRecord) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
         seen = getattr(_local, "seen", None)
-        if seen is None:
-            return
+        if seen is None or record.levelno < logging.WARNING:
+            return True
         with contextlib.suppress(Exception):  # a broken record is the logging module's business
             seen.messages.append(record.getMessage())
+        return False
 
 
 def _install() -> None:
@@ -153,7 +153,9 @@ def _install() -> None:
     with _install_lock:
         if _installed:
             return
-        logging.getLogger("apprise").addHandler(_Collector())
+        # First of the logger's filters, so a reason is the same text whatever filters
+        # (``Scrub``) come and go after it; the caller scrubs the reason.
+        logging.getLogger("apprise").filters.insert(0, _Collector())
         try:
             import requests
         except ImportError:  # pragma: no cover - Apprise depends on it
