@@ -28,6 +28,8 @@ from errord.reload import DUMP_COMMAND
 from errord.settings import Settings
 from errord.status import first_start, open_readonly, source_matches, status_data
 from errord.store.journal import Journal
+from errord.store.runstate import check_state_dir
+from errord.store.schema import DB_NAME
 from errord.views import human_bytes, incident_json, incidents_table, notice_json, notice_line, table
 
 if TYPE_CHECKING:
@@ -204,6 +206,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from errord.sinks import make_notify_sink
 
     make_notify_sink(config, helper=False)  # every notify URL must be one Apprise can use
+    check_state_dir(config.state_dir, DB_NAME)  # as `run` would refuse it: exit 2, one line
     for warning in config.secret_warnings():
         print(f"errord: warning: {warning}", file=sys.stderr)
     first = first_start(config)
