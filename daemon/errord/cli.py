@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_since_arg,
         metavar="DURATION|TIME",
         help="only incidents that started at or after this: a time (2026-01-14T15:00:00Z; "
-        "without a zone, UTC) or a duration ago (2h, 1d)",
+        "without a zone, UTC) or a duration ago (2h, 1d; a bare number is seconds: 3600)",
     )
     state = c.add_mutually_exclusive_group()
     state.add_argument("--state", choices=["active", "cleared"], help="only open / only cleared incidents")
