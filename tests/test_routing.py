@@ -1,4 +1,4 @@
-"""routing.Router: who gets each notice (tags; the resolve to those alerted; one notice per
+"""policy.route.Router: who gets each notice (tags; the resolve to those alerted; one notice per
 target per line). Engine and router together, as the daemon's batch runs them."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ ROUTES = [("a", ("ta",)), ("b", ("tb",)), ("c", ("tc",))]
 
 
 class Line:
-    """Feed lines through an engine and a router, as ``Daemon._process`` does."""
+    """Feed lines through an engine and a router, as ``batch.Batch.step`` does."""
 
     def __init__(
         self,

@@ -94,7 +94,7 @@ def test_example_file_commented_sections_are_valid(tmp_path: Path) -> None:
 def test_dev_file_points_at_repo_var() -> None:
     s = Settings.load(REPO / "config" / "errord.dev.toml", environ={})
     assert s.state_dir == REPO / "var" / "lib" / "errord"
-    assert [src.path for src in s.sources] == [str(REPO / "var" / "log" / "*.jsonl")]
+    assert [src.path for src in s.sources] == [str(REPO / "var" / "log" / "*.jsonl*")]
     assert s.sources[0].start_at == "end" and s.sources[0].rotate_wait == 60.0
     assert s.notify == []
 
