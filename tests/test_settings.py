@@ -389,14 +389,18 @@ def test_no_sources_are_refused_where_the_daemon_would_read(tmp_path: Path, no_d
     assert empty.sources == []  # the read commands load it as it is
     with pytest.raises(ConfigError) as info:
         empty.require_sources()
+    both = (  # the config key and the environment alternative, whichever is missing
+        'add a [[sources]] table with a path glob (path = "/var/log/app/*.jsonl"), '
+        """or set ERRORD_SOURCES='[{"path": "/var/log/app/*.jsonl"}]' in the environment"""
+    )
     assert info.value.problems == [
-        f"sources: nothing to read: {tmp_path / 'errord.toml'} has no [[sources]] table (add one with a path glob)"
+        f"sources: nothing to read: {tmp_path / 'errord.toml'} has no [[sources]] table; {both}"
     ]
     with pytest.raises(ConfigError) as info:
         Settings.load(environ={}).require_sources()  # no /etc/errord/errord.toml
     assert info.value.problems == [
         f"sources: nothing to read: there is no {settings_mod.DEFAULT_CONFIG} (name a "
-        "config file with -c FILE or $ERRORD_CONFIG) and no ERRORD_SOURCES"
+        f"config file with -c FILE or $ERRORD_CONFIG); {both}"
     ]
     Settings.load(environ={"ERRORD_SOURCES": '[{"path": "/l/*"}]'}).require_sources()
     load(tmp_path, '[[sources]]\npath = "/l/*"\n').require_sources()

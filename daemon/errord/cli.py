@@ -29,6 +29,8 @@ from errord.reload import DUMP_COMMAND
 from errord.settings import Settings
 from errord.status import first_start, open_readonly, source_matches, status_data
 from errord.store.journal import Journal
+from errord.store.runstate import check_state_dir
+from errord.store.schema import DB_NAME
 from errord.views import human_bytes, incident_json, incidents_table, notice_json, notice_line, table
 
 if TYPE_CHECKING:
@@ -95,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_since_arg,
         metavar="DURATION|TIME",
         help="only incidents that started at or after this: a time (2026-01-14T15:00:00Z; "
-        "without a zone, UTC) or a duration ago (2h, 1d)",
+        "without a zone, UTC) or a duration ago (2h, 1d; a bare number is seconds: 3600)",
     )
     state = c.add_mutually_exclusive_group()
     state.add_argument("--state", choices=["active", "cleared"], help="only open / only cleared incidents")
@@ -206,6 +208,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from errord.sinks import make_notify_sink
 
     make_notify_sink(config, helper=False)  # every notify URL must be one Apprise can use
+    check_state_dir(config.state_dir, DB_NAME)  # as `run` would refuse it: exit 2, one line
     for warning in config.secret_warnings():
         print(f"errord: warning: {warning}", file=sys.stderr)
     first = first_start(config)

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from errord.batch import Batch
@@ -347,10 +348,15 @@ class Daemon:
 
     # -- config ------------------------------------------------------------------------
 
-    def _apply_targets(self, sink: NoticeSink) -> None:
-        """Route later notices to ``sink``'s targets and hand the outbox over to it."""
+    def _apply_targets(self, sink: NoticeSink, names: Mapping[str, str] | None = None) -> None:
+        """Route later notices to ``sink``'s targets and hand the outbox over to it; the
+        open incidents forget the removed targets (``names``: key -> redacted URL)."""
         assert self.journal is not None
         self.router.set_routes(sink.routes)
+        changed = self.router.forget_removed(self.engine.active().values(), names or {})
+        if changed:
+            with contextlib.suppress(JournalError):  # not durable yet: forgotten again at the next start
+                self.journal.commit(changed, [], [], time.time())
         keep = {key for key, _ in sink.routes} or {STDERR_TARGET}
         dropped = self.journal.outbox.drop_targets(keep)
         if dropped:
@@ -402,7 +408,7 @@ class Daemon:
         self.batch.configure(new)
         self.tailer.reconfigure(new.sources)
         if sink is not None:
-            self._apply_targets(sink)
+            self._apply_targets(sink, {t.key: t.redacted for t in old.notify})
         logger.info("config reloaded: %d source(s), %d notify target(s)", len(new.sources), len(new.notify))
 
     # -- metrics and systemd -----------------------------------------------------------

@@ -71,6 +71,11 @@ __all__ = [
 
 DEFAULT_CONFIG = Path("/etc/errord/errord.toml")
 CONFIG_ENV = "ERRORD_CONFIG"
+# Both ways to say what to read, for the "nothing to read" error (run, check-config, reload)
+_ADD_SOURCES = (
+    'add a [[sources]] table with a path glob (path = "/var/log/app/*.jsonl"), '
+    """or set ERRORD_SOURCES='[{"path": "/var/log/app/*.jsonl"}]' in the environment"""
+)
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]  # stored as float seconds
 
@@ -318,12 +323,10 @@ class Settings(BaseSettings):
         if self.sources:
             return
         if self._config_path is not None:
-            why = f"{self._config_path} has no [[sources]] table (add one with a path glob)"
+            why = f"{self._config_path} has no [[sources]] table"
         else:
-            why = (
-                f"there is no {DEFAULT_CONFIG} (name a config file with -c FILE or ${CONFIG_ENV}) and no ERRORD_SOURCES"
-            )
-        raise ConfigError(f"sources: nothing to read: {why}")
+            why = f"there is no {DEFAULT_CONFIG} (name a config file with -c FILE or ${CONFIG_ENV})"
+        raise ConfigError(f"sources: nothing to read: {why}; {_ADD_SOURCES}")
 
     @property
     def config_path(self) -> Path | None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from errord.config import RunConfig, Source
-from errord.errors import ErrordError, NoStateError
+from errord.errors import ErrordError, NoStateError, StateError
 from errord.model import Position
 from errord.sources.fileid import expand, is_compressed
 from errord.store.journal import Journal
@@ -97,7 +97,9 @@ def first_start(config: RunConfig) -> bool:
             return True
         with journal:
             return journal.get_meta("initialized") is None
-    except ErrordError:  # unreadable state: the daemon says why at start
+    except StateError:  # a store errord cannot use: `check-config` refuses it as `run` does
+        raise
+    except ErrordError:  # unreadable state now (locked, …): the daemon says why at start
         return False
 
 

@@ -296,6 +296,8 @@ def connect(
         _setup(db, path, held, readonly, busy_timeout)
     except sqlite3.Error as e:
         db.close()
+        if type(e) is sqlite3.DatabaseError:  # not a database, malformed: no retry mends it
+            raise StateError(lost_state(path.parent, path.name, f"unreadable ({e})", list(held))) from None
         raise JournalError(f"cannot open {path}: {e}") from e
     except JournalError:
         db.close()
