@@ -138,3 +138,10 @@ def test_ended_silences_are_listed_for_7_days_then_pruned(tmp_path: Path) -> Non
         assert [s.id for s in control.silences(since=T0)] == ["running", "expired", "old", "acked"]
         assert control.prune(now) == 2  # "expired" (day 1) and "old" (ended day 2): over 7 days ago
         assert sorted(control.get(["running", "expired", "old", "acked"])) == ["acked", "running"]
+
+
+def test_a_command_that_fails_part_way_stores_nothing(setup) -> None:  # type: ignore[no-untyped-def]
+    controller, _, journal, _ = setup
+    status, out = controller.apply("silence", {"pattern": "x", "ends_at": 253402343999.0})  # past year 9999
+    assert status == 1 and "malformed" in out["error"]
+    assert journal.control.silences(since=0) == [] and controller.mutes.silences == ()

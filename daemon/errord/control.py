@@ -130,8 +130,11 @@ class Controller:
         notices: list[Notice] = []
         try:
             status, outcome = self._decide(kind, args, now, new, ended, notices)
-        except (KeyError, TypeError, ValueError) as exc:  # a malformed command row
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # a malformed command row
             engine.rollback()
+            new.clear()  # nothing of it is stored, only its outcome
+            ended.clear()
+            notices.clear()
             status, outcome = 1, {"error": f"malformed {kind!r} command: {exc}"}
         if kind == "resolve" and status == 0:  # acks of what was resolved end with it
             open_ids = {i.incident_id for i in engine.active().values()}
