@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import shutil
 import sys
 import time
 from datetime import UTC, datetime
@@ -24,6 +25,8 @@ from errord.config import RunConfig
 from errord.control import apply_offline, silence_json
 from errord.durations import parse_duration
 from errord.errors import EXIT_FAIL, EXIT_OK, DurationError, ErrordError
+from errord.notices import clean_text
+from errord.parse.values import unfit_code
 from errord.policy.mutetime import MuteWindow
 from errord.policy.silence import check_pattern
 from errord.settings import Settings
@@ -35,6 +38,9 @@ from errord.views import incident_json, table
 __all__ = ["WAIT", "add_commands"]
 
 WAIT = 10.0  # seconds ack/resolve (and the others) wait for a running daemon's outcome
+MAX_AHEAD = 100 * 365 * 86400.0  # seconds: --until as far ahead as --for may go
+MAX_REASON = 1000  # characters of --reason (a notice carries at most 1,000 of a message)
+MAX_BY = 200  # characters of --by
 
 
 def _pattern(text: str) -> str:
@@ -47,7 +53,26 @@ def _pattern(text: str) -> str:
 def _code(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty")
+    if unfit_code(text):  # no line can have opened such a code
+        raise argparse.ArgumentTypeError(f"not a usable error code: {_shown(text)}")
     return text
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """Untrusted text in an error line: quoted, escapes visible, at most ``limit`` characters."""
+    quoted = repr(text[:limit])
+    return quoted + (f" (and {len(text) - limit} more characters)" if len(text) > limit else "")
+
+
+def _text(limit: int) -> Any:
+    """An argument type: free text (``--reason``, ``--by``) of at most ``limit`` characters."""
+
+    def check(text: str) -> str:
+        if len(text) > limit:
+            raise argparse.ArgumentTypeError(f"is {len(text)} characters long, at most {limit} allowed")
+        return text
+
+    return check
 
 
 def _for(text: str) -> float:
@@ -68,8 +93,11 @@ def _until(text: str) -> float:
             f"expected an ISO-8601 time (2026-01-14T15:00:00Z; without a zone, UTC), got {text!r}"
         ) from None
     ts = (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
-    if ts <= time.time():
+    now = time.time()
+    if ts <= now:
         raise argparse.ArgumentTypeError(f"{text!r} is not in the future")
+    if ts - now > MAX_AHEAD:
+        raise argparse.ArgumentTypeError(f"{text!r} is over 100 years ahead (use --until-resolved, or unsilence)")
     return ts
 
 
@@ -93,8 +121,8 @@ def add_commands(
     how.add_argument(
         "--until-resolved", action="store_true", help="until the incidents open and matching now are resolved"
     )
-    c.add_argument("--reason", default="", help="why (shown by `errord silences`)")
-    c.add_argument("--by", default=None, help="who (default: your user name)")
+    c.add_argument("--reason", type=_text(MAX_REASON), default="", help="why (shown by `errord silences`)")
+    c.add_argument("--by", type=_text(MAX_BY), default=None, help="who (default: your user name)")
     c.set_defaults(func=cmd_silence)
     c = sub.add_parser("silences", parents=[common, as_json], help="the silences in force and the mute times")
     c.add_argument("--all", action="store_true", help="also the silences ended in the last 7 days")
@@ -105,13 +133,13 @@ def add_commands(
     c = sub.add_parser("ack", parents=[common, as_json], help="silence an open incident until it resolves")
     c.add_argument("code", type=_code, metavar="CODE")
     c.add_argument("--app", type=_pattern, default=None, help="only the incident(s) of apps matching this glob")
-    c.add_argument("--reason", default="")
-    c.add_argument("--by", default=None, help="who (default: your user name)")
+    c.add_argument("--reason", type=_text(MAX_REASON), default="")
+    c.add_argument("--by", type=_text(MAX_BY), default=None, help="who (default: your user name)")
     c.set_defaults(func=cmd_ack)
     c = sub.add_parser("resolve", parents=[common, as_json], help="close an open incident now, with its resolve")
     c.add_argument("code", type=_code, metavar="CODE")
     c.add_argument("--app", type=_pattern, default=None, help="only the incident(s) of apps matching this glob")
-    c.add_argument("--reason", default="")
+    c.add_argument("--reason", type=_text(MAX_REASON), default="")
     c.set_defaults(func=cmd_resolve)
 
 
@@ -241,6 +269,7 @@ def cmd_silences(args: argparse.Namespace) -> int:
         _print_json(silences + mute_times)
         return EXIT_OK
     if silences:
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
         rows = [
             [
                 s["id"],
@@ -249,12 +278,14 @@ def cmd_silences(args: argparse.Namespace) -> int:
                 "ack" if s["ack"] else ("until resolved" if s["until_resolved"] else s["ends_at"]),
                 "yes" if s["active"] else f"ended {s['ended_at']}",
                 s["muted"],
-                s["by"],
-                s["reason"],
+                # typed by anyone who may run errord: no escapes or newlines into the terminal
+                clean_text(s["by"], MAX_BY, single_line=True),
+                clean_text(s["reason"], MAX_REASON if width is not None else 60, single_line=True),
             ]
             for s in silences
         ]
-        print(table(["ID", "PATTERN", "APP", "ENDS", "ACTIVE", "MUTED", "BY", "REASON"], rows, shrink={7: "end"}))
+        headers = ["ID", "PATTERN", "APP", "ENDS", "ACTIVE", "MUTED", "BY", "REASON"]
+        print(table(headers, rows, width=width, shrink={7: "end", 6: "end"}))
     else:
         print("no silences in force" if not args.all else "no silences in the last 7 days")
     if mute_times:

@@ -198,7 +198,7 @@ class Controller:
             unknown = [i for i in wanted if i not in known]
             out: dict[str, Any] = {"ended": [i for i in wanted if i in known], "unknown": unknown}
             if unknown:
-                out["error"] = "unknown silence id(s): " + ", ".join(unknown)
+                out["error"] = "unknown silence id(s): " + ", ".join(_shown_id(i) for i in unknown)
                 return 1, out
             return 0, out
         if kind == "resolve":
@@ -237,6 +237,14 @@ class Controller:
             incident_ids=ids,
             ack=ack,
         )
+
+
+def _shown_id(text: str) -> str:
+    """An id as typed, in an error and log line: as it is when it could be one, else
+    quoted with its escapes visible (no newline into the daemon's log), at most 40."""
+    if text.isascii() and text.isalnum() and len(text) <= 40:
+        return text
+    return repr(text[:40]) + ("…" if len(text) > 40 else "")
 
 
 def _brief(args: dict[str, Any]) -> str:
