@@ -52,3 +52,12 @@ def test_unknown_ids_and_codes_are_named_safely(make_errord) -> None:
     for cmd in ("ack", "resolve"):
         res = e.cli(cmd, "db\x1b[2Jdown", check=False)
         assert res.returncode == 2 and "\x1b" not in res.stderr and "CODE" in _one_line(res.stderr)
+
+
+def test_errors_about_huge_arguments_stay_short(make_errord) -> None:
+    e: Errord = make_errord()
+    huge = "x" * 100_000
+    for args in (("silence", huge, "--for", "1h"), ("silence", "db", "--app", huge, "--for", "1h"),
+                 ("silence", "db", "--for", huge), ("silence", "db", "--until", huge)):  # fmt: skip
+        res = e.cli(*args, check=False)
+        assert res.returncode == 2 and len(_one_line(res.stderr)) < 300, res.stderr[:300]

@@ -47,7 +47,7 @@ def _pattern(text: str) -> str:
     try:
         return check_pattern(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"bad pattern {text!r}: {exc}") from None
+        raise argparse.ArgumentTypeError(f"bad pattern {_shown(text)}: {exc}") from None
 
 
 def _code(text: str) -> str:
@@ -79,9 +79,11 @@ def _for(text: str) -> float:
     try:
         seconds = parse_duration(text)
     except DurationError as exc:
+        if len(text) > 60:  # the parser's message quotes all of it
+            raise argparse.ArgumentTypeError(f"not a duration: {_shown(text)}") from None
         raise argparse.ArgumentTypeError(str(exc)) from None
     if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {_shown(text)}")
     return seconds
 
 
@@ -90,7 +92,7 @@ def _until(text: str) -> float:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected an ISO-8601 time (2026-01-14T15:00:00Z; without a zone, UTC), got {text!r}"
+            f"expected an ISO-8601 time (2026-01-14T15:00:00Z; without a zone, UTC), got {_shown(text)}"
         ) from None
     ts = (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
     now = time.time()
