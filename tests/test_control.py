@@ -145,3 +145,24 @@ def test_a_command_that_fails_part_way_stores_nothing(setup) -> None:  # type: i
     status, out = controller.apply("silence", {"pattern": "x", "ends_at": 253402343999.0})  # past year 9999
     assert status == 1 and "malformed" in out["error"]
     assert journal.control.silences(since=0) == [] and controller.mutes.silences == ()
+
+
+def test_a_command_sqlite_cannot_store_is_refused_and_the_queue_moves_on(setup) -> None:  # type: ignore[no-untyped-def]
+    controller, _, journal, clock = setup
+    feed(controller, ev(0, "E"))
+    # text that is not UTF-8 (an argv byte 0xff arrives as a lone surrogate): no SQLite
+    # column takes it, so it must be refused as malformed, not retried forever
+    poison = [
+        journal.control.submit("silence", {"pattern": "x", "ends_at": T0 + 1e4, "reason": "bad\udcff"}, clock[0]),
+        journal.control.submit("silence", {"pattern": "x\udcff", "ends_at": T0 + 1e4}, clock[0]),
+        journal.control.submit("unsilence", {"ids": ["\udcfe"]}, clock[0]),
+        journal.control.submit("ack", {"code": "E", "by": "\udcfe"}, clock[0]),
+    ]
+    good = journal.control.submit("silence", {"pattern": "y", "ends_at": T0 + 1e4}, clock[0])
+    controller.tick()
+    assert journal.control.pending() == []
+    for command in poison:
+        status, out = journal.control.outcome(command)  # type: ignore[misc]
+        assert status == 1 and "malformed" in out["error"]
+    assert journal.control.outcome(good)[0] == 0  # type: ignore[index]
+    assert [s.pattern for s in journal.control.silences()] == ["y"]

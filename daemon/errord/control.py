@@ -22,6 +22,7 @@ incident open, an unknown silence id), with ``outcome["error"]`` saying why:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -129,13 +130,17 @@ class Controller:
         ended: list[str] = []
         notices: list[Notice] = []
         try:
+            # text that is not UTF-8 (a lone surrogate: an argv byte 0xff) fits no SQLite
+            # column: refused here, or the commit fails on every tick and blocks the queue
+            json.dumps(args, ensure_ascii=False).encode()
             status, outcome = self._decide(kind, args, now, new, ended, notices)
         except (KeyError, TypeError, ValueError, OverflowError) as exc:  # a malformed command row
             engine.rollback()
             new.clear()  # nothing of it is stored, only its outcome
             ended.clear()
             notices.clear()
-            status, outcome = 1, {"error": f"malformed {kind!r} command: {exc}"}
+            why = "text that is not UTF-8" if isinstance(exc, UnicodeError) else exc
+            status, outcome = 1, {"error": f"malformed {kind!r} command: {why}"}
         if kind == "resolve" and status == 0:  # acks of what was resolved end with it
             open_ids = {i.incident_id for i in engine.active().values()}
             for s in self.mutes.silences:
