@@ -61,3 +61,20 @@ def test_errors_about_huge_arguments_stay_short(make_errord) -> None:
                  ("silence", "db", "--for", huge), ("silence", "db", "--until", huge)):  # fmt: skip
         res = e.cli(*args, check=False)
         assert res.returncode == 2 and len(_one_line(res.stderr)) < 300, res.stderr[:300]
+
+
+def test_arguments_that_are_not_utf8_are_exit_2_naming_them(make_errord) -> None:
+    e: Errord = make_errord()
+    bad = "db\udcff"  # the byte 0xff in argv (subprocess writes it back as that byte)
+    for args, named in (
+        (("silence", bad, "--for", "1h"), "PATTERN"),
+        (("silence", "db", "--app", bad, "--for", "1h"), "--app"),
+        (("silence", "db", "--for", "1h", "--reason", bad), "--reason"),
+        (("silence", "db", "--for", "1h", "--by", bad), "--by"),
+        (("ack", bad), "CODE"),
+        (("resolve", "db", "--reason", bad), "--reason"),
+        (("unsilence", bad), "ID"),
+    ):
+        res = e.cli(*args, check=False)
+        assert res.returncode == 2 and named in _one_line(res.stderr) and "UTF-8" in res.stderr, (args, res.stderr)
+    assert e.json("silences", "--all") == []

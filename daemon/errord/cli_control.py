@@ -28,7 +28,7 @@ from errord.errors import EXIT_FAIL, EXIT_OK, DurationError, ErrordError
 from errord.notices import clean_text
 from errord.parse.values import unfit_code
 from errord.policy.mutetime import MuteWindow
-from errord.policy.silence import check_pattern
+from errord.policy.silence import NOT_UTF8, check_pattern, utf8
 from errord.settings import Settings
 from errord.status import open_readonly
 from errord.store.journal import Journal
@@ -53,8 +53,16 @@ def _pattern(text: str) -> str:
 def _code(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty")
+    if not utf8(text):
+        raise argparse.ArgumentTypeError(NOT_UTF8)
     if unfit_code(text):  # no line can have opened such a code
         raise argparse.ArgumentTypeError(f"not a usable error code: {_shown(text)}")
+    return text
+
+
+def _id(text: str) -> str:
+    if not utf8(text):
+        raise argparse.ArgumentTypeError(NOT_UTF8)
     return text
 
 
@@ -70,6 +78,8 @@ def _text(limit: int) -> Any:
     def check(text: str) -> str:
         if len(text) > limit:
             raise argparse.ArgumentTypeError(f"is {len(text)} characters long, at most {limit} allowed")
+        if not utf8(text):
+            raise argparse.ArgumentTypeError(NOT_UTF8)
         return text
 
     return check
@@ -130,7 +140,7 @@ def add_commands(
     c.add_argument("--all", action="store_true", help="also the silences ended in the last 7 days")
     c.set_defaults(func=cmd_silences)
     c = sub.add_parser("unsilence", parents=[common], help="end silences now")
-    c.add_argument("ids", nargs="+", metavar="ID")
+    c.add_argument("ids", nargs="+", type=_id, metavar="ID")
     c.set_defaults(func=cmd_unsilence)
     c = sub.add_parser("ack", parents=[common, as_json], help="silence an open incident until it resolves")
     c.add_argument("code", type=_code, metavar="CODE")

@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["KEEP_ENDED", "MAX_PATTERN", "Silence", "check_pattern", "globs_matcher"]
+__all__ = ["KEEP_ENDED", "MAX_PATTERN", "NOT_UTF8", "Silence", "check_pattern", "globs_matcher", "utf8"]
 
 MAX_PATTERN = 200  # characters of a pattern (a code is at most 200 too)
 KEEP_ENDED = 7 * 86400.0  # seconds an ended silence stays listed (`silences --all`), then pruned
@@ -53,7 +53,22 @@ def check_pattern(text: str) -> str:
     bad = _BAD_CHARS.search(text)
     if bad:
         raise ValueError(f"holds whitespace or a control character ({bad.group()!r})")
+    if not utf8(text):
+        raise ValueError(NOT_UTF8)
     return text
+
+
+NOT_UTF8 = "is not valid UTF-8 (it holds a byte that is no character)"
+
+
+def utf8(text: str) -> bool:
+    """Whether ``text`` can be stored and shown: no lone surrogate (how Python hands over
+    a command-line byte that is not UTF-8)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
