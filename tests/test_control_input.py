@@ -73,8 +73,12 @@ def test_arguments_that_are_not_utf8_are_exit_2_naming_them(make_errord) -> None
         (("silence", "db", "--for", "1h", "--by", bad), "--by"),
         (("ack", bad), "CODE"),
         (("resolve", "db", "--reason", bad), "--reason"),
-        (("unsilence", bad), "ID"),
     ):
         res = e.cli(*args, check=False)
         assert res.returncode == 2 and named in _one_line(res.stderr) and "UTF-8" in res.stderr, (args, res.stderr)
     assert e.json("silences", "--all") == []
+    # an id that is not UTF-8 is one more unknown id (CONTRACT §8: exit 1 naming it), the known ones still end
+    sid = e.cli("silence", "db", "--for", "1h").stdout.strip()
+    res = e.cli("unsilence", bad, sid, check=False)
+    assert res.returncode == 1 and "'db\\udcff'" in _one_line(res.stderr) and res.stdout == f"ended {sid}\n"
+    assert e.json("silences") == []

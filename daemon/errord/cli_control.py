@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from errord.config import RunConfig
-from errord.control import apply_offline, silence_json
+from errord.control import apply_offline, shown_id, silence_json
 from errord.durations import parse_duration
 from errord.errors import EXIT_FAIL, EXIT_OK, DurationError, ErrordError
 from errord.notices import clean_text
@@ -57,12 +57,6 @@ def _code(text: str) -> str:
         raise argparse.ArgumentTypeError(NOT_UTF8)
     if unfit_code(text):  # no line can have opened such a code
         raise argparse.ArgumentTypeError(f"not a usable error code: {_shown(text)}")
-    return text
-
-
-def _id(text: str) -> str:
-    if not utf8(text):
-        raise argparse.ArgumentTypeError(NOT_UTF8)
     return text
 
 
@@ -140,7 +134,7 @@ def add_commands(
     c.add_argument("--all", action="store_true", help="also the silences ended in the last 7 days")
     c.set_defaults(func=cmd_silences)
     c = sub.add_parser("unsilence", parents=[common], help="end silences now")
-    c.add_argument("ids", nargs="+", type=_id, metavar="ID")
+    c.add_argument("ids", nargs="+", metavar="ID")
     c.set_defaults(func=cmd_unsilence)
     c = sub.add_parser("ack", parents=[common, as_json], help="silence an open incident until it resolves")
     c.add_argument("code", type=_code, metavar="CODE")
@@ -239,10 +233,18 @@ def _show_silence(silence: dict[str, Any], as_json: bool) -> None:
 
 def cmd_unsilence(args: argparse.Namespace) -> int:
     config = _load(args)
-    status, outcome = _run(config, "unsilence", {"ids": list(dict.fromkeys(args.ids))})
+    wanted = list(dict.fromkeys(args.ids))
+    unusable = [i for i in wanted if not utf8(i)]  # no silence has such an id: unknown
+    ids = [i for i in wanted if utf8(i)]
+    status, outcome = _run(config, "unsilence", {"ids": ids}) if ids else (0, {})
     for sid in outcome.get("ended", []):
         print(f"ended {sid}")
-    return _refused(outcome) if status else EXIT_OK
+    if status and "unknown" not in outcome:  # refused as a whole (a queue that did not answer)
+        return _refused(outcome)
+    unknown = unusable + list(outcome.get("unknown", []))
+    if unknown:
+        return _refused({"error": "unknown silence id(s): " + ", ".join(shown_id(i) for i in unknown)})
+    return EXIT_OK
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:

@@ -43,7 +43,7 @@ from errord.store.journal import Journal
 from errord.store.runstate import RunLock
 from errord.views import iso
 
-__all__ = ["KINDS", "POLL_EVERY", "Controller", "apply_offline", "silence_json"]
+__all__ = ["KINDS", "POLL_EVERY", "Controller", "apply_offline", "shown_id", "silence_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ class Controller:
             unknown = [i for i in wanted if i not in known]
             out: dict[str, Any] = {"ended": [i for i in wanted if i in known], "unknown": unknown}
             if unknown:
-                out["error"] = "unknown silence id(s): " + ", ".join(_shown_id(i) for i in unknown)
+                out["error"] = "unknown silence id(s): " + ", ".join(shown_id(i) for i in unknown)
                 return 1, out
             return 0, out
         if kind == "resolve":
@@ -244,7 +244,7 @@ class Controller:
         )
 
 
-def _shown_id(text: str) -> str:
+def shown_id(text: str) -> str:
     """An id as typed, in an error and log line: as it is when it could be one, else
     quoted with its escapes visible (no newline into the daemon's log), at most 40."""
     if text.isascii() and text.isalnum() and len(text) <= 40:
