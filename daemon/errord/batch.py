@@ -127,7 +127,7 @@ class Batch:
         if self._tally is None:
             self._tally = BatchTally()
             self._opened, self._bytes = time.monotonic(), 0
-            self.engine.begin()
+            self.engine.begin(self._clock())
         tally = self._tally
         notices = self._read(tally)
         if notices is None:
@@ -169,6 +169,9 @@ class Batch:
         repeat = Kind.REPEAT
         notices: list[Notice] = []
         kinds = tally.kinds if self.count_kinds else None
+        mutes = self.engine.mutes
+        if mutes is not None:
+            mutes.now = now  # what silences are judged by in this step (CONTRACT §8)
         anything = False
         for _ in range(BATCH_BYTES // READ_BYTES):
             chunks = source.read(READ_BYTES)
@@ -219,9 +222,10 @@ class Batch:
         self._tally = None
         cp = self.source.checkpoint()
         incidents = self.engine.pending()
+        muted = tally.add_muted(self.engine.muted())
         if cp or incidents or notices:
             try:
-                self.journal.commit(incidents, cp.positions, notices, self._clock(), meta=cp.meta)
+                self.journal.commit(incidents, cp.positions, notices, self._clock(), meta=cp.meta, silenced=muted)
             except JournalError as exc:
                 self.engine.rollback()
                 self.source.rollback()

@@ -17,13 +17,16 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from errord.batch import Batch, Committed
 from errord.config import RunConfig
+from errord.control import Controller
 from errord.engine import Engine
 from errord.errors import ConfigError, ErrordError, JournalError, MongoError
 from errord.health import BatchTally, Health, Snapshot
+from errord.policy.mute import MuteOracle
 from errord.policy.pipeline import standard_policy
 from errord.policy.route import STDERR_TARGET, UNKNOWN_ALERTED, Router
 from errord.reload import load_config
@@ -79,6 +82,8 @@ class Daemon:
         )
         self.router = Router()  # who gets each notice; its routes follow the sink's targets
         self.policy = standard_policy(self.router)
+        self.engine.mutes = self.mutes = MuteOracle.for_config(settings)  # CONTRACT §8: asked before alerting
+        self.control: Controller | None = None  # silence/ack/resolve handed over by the CLI
         self.tailer: Tailer | None = None
         self.batch: Batch | None = None
         self.sink: NoticeSink | None = None
@@ -159,6 +164,8 @@ class Daemon:
         self.upkeep = Upkeep(self.journal)
         await self._start_mongo(s)
         self.engine.restore(self.journal.iter_active())
+        self.control = Controller(self.engine, self.policy, self.journal, s, self.mutes)
+        self.control.load()
         positions = self.journal.positions()
         first_start = self.journal.get_meta("initialized") is None
         if self.metrics is not None and s.metrics is not None:
@@ -265,6 +272,7 @@ class Daemon:
                 await self._wait_for_input()
                 await self._coalesce()
             await self.pump(0.0 if self._stop.is_set() or self._reload_requested else HOLD)
+            self._control_tick()
             if self.upkeep is not None:
                 self.upkeep.tick()
         if self.batch is not None:
@@ -305,6 +313,7 @@ class Daemon:
                 return
             self._committed(done)
             self.health.beat()  # a long backlog is progress too
+            self._control_tick()  # commands take effect within 2 s during a backlog too
             if self._stop.is_set() or self._reload_requested:
                 return
             await asyncio.sleep(0)  # let signals and watch events in between batches
@@ -319,6 +328,16 @@ class Daemon:
             self.mongo.wake()
         if self.upkeep is not None:
             self.upkeep.checkpoint()
+
+    def _control_tick(self) -> None:
+        """Apply the commands the CLI handed over (``control.Controller.tick``, when due).
+        A held batch is committed first: a command starts a batch of the engine's own."""
+        if self.control is None or not self.control.due():
+            return
+        if self.batch is not None:
+            self._committed(self.batch.flush())
+        if self.control.tick() and self.sink is not None:
+            self.sink.wake()
 
     def _publish(self, tally: BatchTally) -> None:
         """A batch is durable: its tally goes to the metrics."""
@@ -375,10 +394,15 @@ class Daemon:
 
     # -- config ------------------------------------------------------------------------
 
-    def _apply_targets(self, sink: NoticeSink) -> None:
-        """Route later notices to ``sink``'s targets and hand the outbox over to it."""
+    def _apply_targets(self, sink: NoticeSink, names: Mapping[str, str] | None = None) -> None:
+        """Route later notices to ``sink``'s targets and hand the outbox over to it; the
+        open incidents forget the removed targets (``names``: key -> redacted URL)."""
         assert self.journal is not None
         self.router.set_routes(sink.routes)
+        changed = self.router.forget_removed(self.engine.active().values(), names or {})
+        if changed:
+            with contextlib.suppress(JournalError):  # not durable yet: forgotten again at the next start
+                self.journal.commit(changed, [], [], time.time())
         keep = {key for key, _ in sink.routes} or {STDERR_TARGET}
         dropped = self.journal.outbox.drop_targets(keep)
         if dropped:
@@ -423,11 +447,14 @@ class Daemon:
         self.settings = new
         self.engine.policy = new
         self.engine.server_id, self.engine.node_name = new.server_id, new.node_name
+        self.mutes.configure(new)
+        if self.control is not None:
+            self.control.config = new
         assert self.tailer is not None and self.batch is not None
         self.batch.configure(new)
         self.tailer.reconfigure(new.sources)
         if sink is not None:
-            self._apply_targets(sink)
+            self._apply_targets(sink, {t.key: t.redacted for t in old.notify})
         logger.info("config reloaded: %d source(s), %d notify target(s)", len(new.sources), len(new.notify))
 
     # -- metrics and systemd -----------------------------------------------------------
