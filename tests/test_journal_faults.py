@@ -439,6 +439,8 @@ def test_the_wal_stays_bounded_with_overlapping_readers(make_errord, tmp_path: P
             for rx in (a, b):
                 rx.wait_for(n, timeout=120)
             wait_until(lambda: state.pending_notices() == 0, 30, "the outbox to drain")
+            # (delivery got faster in issue 13: the readers go on for at least 2 s in all)
+            wait_until(lambda: readers.reads > 20, 10, "the readers to overlap")
             # the traffic is over, the readers go on: the WAL is cut back within seconds
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline:
