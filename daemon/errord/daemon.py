@@ -4,7 +4,7 @@ Shaped like uvicorn's ``Server``: signal handlers only set flags; shutdown drain
 deadline; a second SIGTERM/SIGINT forces the exit. The daemon owns what lives as long as
 the process: the state_dir lock, the journal, the engine, the sources, the sinks (the
 notify helper, the MongoDB writer), reload (SIGHUP), the systemd watchdog and the
-recovery of open incidents from MongoDB. Each batch of lines goes through
+recovery of open incidents from MongoDB (``mongostart``). Each batch of lines goes through
 ``batch.Batch``, where CONTRACT §7 is made true (one transaction, or a rollback).
 """
 
@@ -24,11 +24,12 @@ from errord.batch import Batch, Committed
 from errord.config import RunConfig
 from errord.control import Controller
 from errord.engine import Engine
-from errord.errors import ConfigError, ErrordError, JournalError, MongoError
+from errord.errors import ConfigError, ErrordError, JournalError
 from errord.health import BatchTally, Health, Snapshot
+from errord.mongostart import start_mongo
 from errord.policy.mute import MuteOracle
 from errord.policy.pipeline import standard_policy
-from errord.policy.route import STDERR_TARGET, UNKNOWN_ALERTED, Router
+from errord.policy.route import STDERR_TARGET, Router
 from errord.reload import load_config
 from errord.sinks import make_notify_sink
 from errord.sinks.base import NoticeSink, Sink
@@ -53,7 +54,6 @@ logger = logging.getLogger(__name__)
 STOP_DEADLINE = 8.0  # seconds from SIGTERM to exit (CONTRACT §7 allows 10)
 SIGNAL_REPEAT_GRACE = 0.5  # seconds in which a repeated stop signal is the same request
 MONGO_STOP = 2.0  # seconds of STOP_DEADLINE the MongoDB writer may drain; the rest stays queued
-RECOVER_TIMEOUT = 3.0  # seconds to wait for MongoDB when recovering open incidents at start
 STATUS_EVERY = 30.0  # seconds between STATUS= updates to systemd when it set no watchdog
 # The cadence while following. While reads find lines, the next read is READ_GAP seconds
 # later (a file written every 10 ms is read ~40 times a second, not 100, with one wake-up
@@ -162,7 +162,7 @@ class Daemon:
             raise JournalError(f"cannot use state_dir {s.state_dir}: {exc.strerror or exc}") from None
         self.journal = Journal(s.state_dir)
         self.upkeep = Upkeep(self.journal)
-        await self._start_mongo(s)
+        self.mongo = await start_mongo(self.journal, s)  # before the engine is restored
         self.engine.restore(self.journal.iter_active())
         self.control = Controller(self.engine, self.policy, self.journal, s, self.mutes)
         self.control.load()
@@ -343,54 +343,6 @@ class Daemon:
         """A batch is durable: its tally goes to the metrics."""
         assert self.metrics is not None
         self.metrics.add_batch(tally, [src.path for src in self.settings.sources])
-
-    # -- MongoDB -----------------------------------------------------------------------
-
-    async def _start_mongo(self, s: RunConfig) -> None:
-        """Turn the journal's MongoDB outbox on or off; on a fresh state_dir, load this
-        host's open incidents from MongoDB (a rebuilt host must not re-alert them); start
-        the writer. Runs before the engine is restored from the journal."""
-        assert self.journal is not None
-        changed = self.journal.mongo.mirror(s.mongodb is not None)
-        if s.mongodb is None:
-            if changed:
-                logger.info("[mongodb] is no longer configured: dropped %d queued MongoDB write(s)", changed)
-            return
-        if changed:
-            logger.info("MongoDB newly configured: %d known incident(s) queued for it", changed)
-        if not self.journal.history(limit=1) and self.journal.get_meta("mongo_recovered") is None:
-            from errord.store.mongostore import recover_open_incidents
-
-            try:
-                found = await asyncio.to_thread(
-                    recover_open_incidents,
-                    s.mongodb,
-                    server_id=s.server_id,
-                    node_name=s.node_name,
-                    timeout=min(RECOVER_TIMEOUT, s.mongodb.timeout),
-                )
-            except MongoError as exc:
-                logger.warning(
-                    "fresh state_dir: cannot load this host's open incidents from MongoDB (%s); starting without them",
-                    exc,
-                )
-            else:
-                for inc in found:  # who the old host alerted is not in the record: by tags
-                    if inc.alerts_sent:
-                        inc.notified = (UNKNOWN_ALERTED,)
-                loaded = self.journal.mongo.import_incidents(found)
-                self.journal.set_meta("mongo_recovered", "1")
-                logger.info(
-                    "fresh state_dir: loaded %d open incident(s) of %s/%s from MongoDB",
-                    loaded,
-                    s.server_id,
-                    s.node_name,
-                )
-        from errord.sinks.mongo import MongoSink
-
-        mongo = MongoSink(s.state_dir, s.mongodb)
-        mongo.start()
-        self.mongo = mongo
 
     # -- config ------------------------------------------------------------------------
 
