@@ -25,15 +25,22 @@ from receiver import Receiver
 T = TypeVar("T")
 
 
-def wait_until(check: Callable[[], T], timeout: float = 30, what: str | Callable[[], str] = "the condition") -> T:
+def wait_until(
+    check: Callable[[], T],
+    timeout: float = 30,
+    what: str | Callable[[], str] = "the condition",
+    every: float = 0.1,
+) -> T:
     """Poll ``check`` until it returns something true, and return that: every 10 ms at
-    first, backing off to every 100 ms. Raises ``AssertionError`` naming ``what`` (a
-    callable is called then, e.g. for the daemon's log) after ``timeout`` seconds.
+    first (or ``every``, if shorter), backing off to every ``every`` seconds. Raises
+    ``AssertionError`` naming ``what`` (a callable is called then, e.g. for the daemon's
+    log) after ``timeout`` seconds.
 
-    The timeouts are generous on purpose: a passing test returns as soon as the condition
-    holds, and under ``pytest -n 2`` on two busy cores things take a few times longer."""
+    A timeout is a budget, not a claim about speed: a passing test returns as soon as the
+    condition holds, and under ``pytest -n 2`` on two busy cores things take a few times
+    longer, so budgets are generous (a test that asserts a speed says so itself)."""
     end = time.monotonic() + timeout
-    delay = 0.01
+    delay = min(0.01, every)
     while True:
         got = check()
         if got:
@@ -41,7 +48,7 @@ def wait_until(check: Callable[[], T], timeout: float = 30, what: str | Callable
         if time.monotonic() >= end:
             raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
         time.sleep(delay)
-        delay = min(delay * 1.5, 0.1)
+        delay = min(delay * 1.5, every)
 
 
 def _toml_value(value: Any) -> str:
