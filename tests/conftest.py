@@ -251,3 +251,9 @@ def make_errord(tmp_path: Path, errord_env: dict[str, str]) -> Iterator[Callable
         if e.proc is not None and e.proc.poll() is None:
             e.proc.kill()
             e.proc.wait(10)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The end-to-end tests (marked ``slow``) first, each file's in its order: under
+    ``pytest -n 2`` a long test handed out last would leave the other worker idle at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # a stable sort
