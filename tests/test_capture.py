@@ -62,3 +62,16 @@ def test_only_the_capturing_thread_collects() -> None:
     assert seen.messages == ["Invalid ~From~ email specified: ", "Could not load E-Mail URL: mailto://example.com"]
     assert inner.messages == ["inner"] and other[0].messages == ["from the other thread"]
     assert seen.reason() == "Invalid ~From~ email specified; Could not load E-Mail URL: …"
+
+
+def test_captured_warnings_are_not_logged_twice(caplog) -> None:
+    """What Apprise warns inside ``capturing()`` becomes the caller's reason, said in the
+    caller's one line per failed send: it is not logged on its own as well."""
+    log = logging.getLogger("apprise")
+    with caplog.at_level(logging.DEBUG, logger="apprise"):
+        with capturing() as seen:
+            log.warning("A Connection error occurred")
+            log.debug("JSON POST URL: …")
+        log.warning("outside a capture")
+    assert seen.messages == ["A Connection error occurred"]
+    assert [r.getMessage() for r in caplog.records] == ["JSON POST URL: …", "outside a capture"]

@@ -62,6 +62,11 @@ def wait_for_log(e: Errord, text: str, count: int = 1, timeout: float = 30) -> N
 
 # -- 8: nothing to read is refused: run, check-config and a reload -------------------------------
 
+ADD_SOURCES = (
+    'add a [[sources]] table with a path glob (path = "/var/log/app/*.jsonl"), '
+    """or set ERRORD_SOURCES='[{"path": "/var/log/app/*.jsonl"}]' in the environment"""
+)
+
 
 def test_run_and_check_config_refuse_a_config_without_sources(
     make_errord: Callable[..., Errord], tmp_path: Path
@@ -71,8 +76,8 @@ def test_run_and_check_config_refuse_a_config_without_sources(
     for cmd in ("run", "check-config"):
         res = e.cli(cmd, check=False, timeout=20)
         assert res.returncode == 2, res
-        assert res.stderr.splitlines() == [
-            f"errord: config: sources: nothing to read: {e.config} has no [[sources]] table (add one with a path glob)"
+        assert res.stderr.splitlines() == [  # both ways out: the config key and the environment
+            f"errord: config: sources: nothing to read: {e.config} has no [[sources]] table; {ADD_SOURCES}"
         ]
     assert not (tmp_path / "state").exists()  # refused before anything started
     # the read commands do not need sources
@@ -94,7 +99,8 @@ def test_a_reload_with_an_empty_file_is_refused_and_reading_goes_on(
     e.config.write_text("")  # a non-atomic rewrite racing `systemctl reload`
     e.proc.send_signal(signal.SIGHUP)
     wait_for_log(e, "reload refused")
-    assert "sources: nothing to read" in e.output() and "0 source(s)" not in e.output()
+    assert f"sources: nothing to read: {e.config} has no [[sources]] table; {ADD_SOURCES}" in e.output()
+    assert "0 source(s)" not in e.output()
     append(log, line("while_empty"))  # the old config is kept: the file is still read
     receiver.wait_for(2, timeout=15)
 
@@ -256,6 +262,7 @@ def test_history_by_app_since_and_state(make_errord: Callable[..., Errord], cli:
     assert codes("--since", "2026-01-14 14:13:20", "--code", "disk_full") == [("disk_full", None)]  # no zone: UTC
     assert codes("--since", "2026-01-14T15:13:20+01:00", "--code", "disk_full") == [("disk_full", None)]
     assert codes("--since", "2026-01-14T14:13:21Z", "--code", "disk_full") == []
+    assert codes("--since", "10800") == codes("--since", "3h")  # a bare number: seconds ago (README)
     for bad in (
         ["--since", "yesterday"],
         ["--state", "open"],
@@ -292,3 +299,8 @@ def test_test_notify_names_why_a_target_failed(make_errord: Callable[..., Errord
     assert failed.startswith("FAILED  ") and target == f"json://127.0.0.1:{dead}/…" and colon, failed
     assert reason.strip(), failed  # Apprise's reason, as sinks/notify.py words it
     assert len(receiver.wait_for(1)) == 1
+    # the README shows these two lines as they are, with host:8080 for 127.0.0.1:PORT
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for shown in (ok.replace(f"127.0.0.1:{receiver.port}", "host:8080"), failed):
+        shown = shown.replace(f"127.0.0.1:{dead}", "host:8080").replace("127.0.0.1", "host")
+        assert " ".join(f"`{shown}`".split()) in " ".join(readme.split()), shown  # wrapped lines: any spaces

@@ -27,12 +27,14 @@ from errord.config import (
     Defaults,
     MetricsConfig,
     Mongo,
+    MuteTime,
     RunConfig,
     Source,
     Target,
     redact_mongo_uri,
     redact_url,
 )
+from errord.mutesettings import MuteTimeSettings
 from errord.settings import (
     CodeSettings,
     DefaultsSettings,
@@ -52,6 +54,7 @@ PARTS: dict[type[BaseModel], type[Any]] = {
     MongoSettings: Mongo,
     NotifyTarget: Target,
     MetricsSettings: MetricsConfig,
+    MuteTimeSettings: MuteTime,
 }
 # RunConfig fields that are no settings: where the settings came from (``Settings.load``
 # keeps them as these private attributes).
@@ -75,7 +78,10 @@ FULL: dict[str, Any] = dict(
         {"path": "/var/log/other/*.log"},
     ],
     defaults={"re_alert_time": "30m", "notify": False},
-    codes={"db_down": {"re_alert_time": "5m", "notify": True, "tags": ["ops", "pager"]}, "quiet": {"notify": False}},
+    codes={
+        "db_down": {"re_alert_time": "5m", "notify": True, "tags": ["ops", "pager"], "inhibited_by": ["net_*"]},
+        "quiet": {"notify": False},
+    },
     mongodb={
         "uri": "mongodb://user:s3cret@db:27017/errord?authSource=admin&tlsCertificateKeyFilePassword=pw",
         "database": "hist",
@@ -85,6 +91,16 @@ FULL: dict[str, Any] = dict(
     },
     notify=[{"url": "json://127.0.0.1:9/hook?token=abc", "tags": ["ops"]}, {"url": "tgram://123456789:AAbottoken/42"}],
     metrics={"listen": "[::1]:9464"},
+    mute_times=[
+        {
+            "name": "nightly-backup",
+            "codes": ["backup_*"],
+            "apps": ["batch"],
+            "weekdays": ["mon-fri"],
+            "times": ["02:00-03:30"],
+            "timezone": "Europe/Berlin",
+        }
+    ],
 )
 
 
@@ -191,7 +207,8 @@ def test_redacted_is_the_check_config_output(tmp_path: Path) -> None:
 
 
 def expected_check_config(tmp_path: Path) -> dict[str, Any]:
-    """``errord check-config`` of ``FULL`` in ``tmp_path``, as errord printed it before issue 12."""
+    """``errord check-config`` of ``FULL`` in ``tmp_path``, as errord printed it before issue 12
+    (plus issue 14's ``inhibited_by`` and ``mute_times``)."""
     return {
         "server_id": "h1",
         "node_name": "n1",
@@ -218,8 +235,8 @@ def expected_check_config(tmp_path: Path) -> dict[str, Any]:
         ],
         "defaults": {"re_alert_time": 1800.0, "notify": False},
         "codes": {
-            "db_down": {"re_alert_time": 300.0, "notify": True, "tags": ["ops", "pager"]},
-            "quiet": {"re_alert_time": None, "notify": False, "tags": []},
+            "db_down": {"re_alert_time": 300.0, "notify": True, "tags": ["ops", "pager"], "inhibited_by": ["net_*"]},
+            "quiet": {"re_alert_time": None, "notify": False, "tags": [], "inhibited_by": []},
         },
         "mongodb": {
             "uri": "mongodb://user:***@db:27017/errord?authSource=admin&tlsCertificateKeyFilePassword=***",
@@ -233,6 +250,16 @@ def expected_check_config(tmp_path: Path) -> dict[str, Any]:
             {"url": "tgram://…", "tags": [], "key": "0f8589c47fedb198"},
         ],
         "metrics": {"listen": "[::1]:9464"},
+        "mute_times": [
+            {
+                "name": "nightly-backup",
+                "codes": ["backup_*"],
+                "apps": ["batch"],
+                "weekdays": ["mon-fri"],
+                "times": ["02:00-03:30"],
+                "timezone": "Europe/Berlin",
+            }
+        ],
     }
 
 

@@ -47,6 +47,14 @@ def helper_pids(daemon_pid: int) -> list[int]:
     return found
 
 
+def delivering(pid: int) -> bool:
+    """The helper ``pid`` has the journal open: it started and its workers run."""
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}").endswith("errord.db") for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
 def test_a_killed_notify_helper_is_restarted_and_delivers_what_is_pending(
     make_errord, receiver, tmp_path: Path
 ) -> None:
@@ -79,3 +87,28 @@ def test_a_killed_notify_helper_is_restarted_and_delivers_what_is_pending(
     out = e.output()
     assert f"notify helper (pid {first}) died: killed by signal 9 (SIGKILL); restarting it now" in out, out
     assert f"notify helper restarted (pid {second})" in out, out
+
+
+def test_a_helper_that_keeps_dying_is_back_within_5s_each_time_and_logged_sparingly(
+    make_errord, tmp_path: Path
+) -> None:
+    """CONTRACT §7 (review of issue 11.3): six kills in a row, each right after the helper
+    came back: every time a new helper within 5 s (with 1, 2, 4 … 60 s the fifth waited
+    8 s); the first deaths are logged one by one, later ones once a minute."""
+    e = make_errord()
+    state = State(tmp_path / "state")
+    start(e, state)
+    assert e.proc is not None
+    (pid,) = wait_until(lambda: helper_pids(e.proc.pid), 10, "the notify helper")
+    waits = []
+    for _ in range(6):
+        wait_until(lambda p=pid: delivering(p), 20, "the helper to read the outbox")  # past its start
+        killed = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        (pid,) = wait_until(lambda old=pid: [p for p in helper_pids(e.proc.pid) if p != old], 10, "a new helper")
+        waits.append(time.monotonic() - killed)
+    assert max(waits) < 5, waits
+    assert e.stop() == 0
+    died = [ln for ln in e.output().splitlines() if "notify helper (pid" in ln and " died: " in ln]
+    assert len(died) == 3, died
+    assert died[-1].endswith("further deaths in a row are logged once every 60s"), died

@@ -326,3 +326,25 @@ def test_backlog_of_several_batches_is_counted_exactly(make_errord, receiver, tm
     kinds = Counter(r.body["type"] for r in got)
     assert kinds == {"failure": 1, "warning": alerts - 1, "success": 1}, kinds
     assert e.stop() == 0
+
+
+def test_a_clear_written_before_the_start_closes_at_the_start(make_errord, receiver, tmp_path: Path) -> None:
+    """Issue 11.8 through ``errord run``: a clear whose event time is before its incident's
+    start (a clock stepped back) closes it with cleared_at = start_time, never a negative
+    duration, and the resolve says 0s."""
+    e = make_errord(notify=[{"url": receiver.url("/back")}])
+    e.start()
+    log = tmp_path / "logs" / "app.jsonl"
+    t0 = time.time() - 3600
+    append(log, line("db_down", timestamp=t0 + 100), line("db_down", timestamp=t0 + 150))
+    receiver.wait_for(1)
+    append(log, line(clear="db_down", timestamp=t0 + 50))
+    got = receiver.wait_for(2)
+    assert got[1].body["type"] == "success"
+    assert "Resolved after 0s" in got[1].body["message"], got[1].body
+    e.wait_caught_up()
+    (db,) = e.json("history")
+    assert db["active"] is False and db["cleared_at"] == db["start_time"], db
+    assert db["occurrences"] == 2
+    assert e.stop() == 0
+    assert len(receiver.delivered) == 2

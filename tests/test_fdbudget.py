@@ -192,8 +192,9 @@ async def test_out_of_descriptors_backs_off_without_spinning(
                 d.step()
                 steps += 1
             cpu = time.process_time() - t0
-        warnings = [r for r in caplog.records if "out of file descriptors" in r.getMessage()]
+        warnings = [r.getMessage() for r in caplog.records if "out of file descriptors" in r.getMessage()]
         assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+        assert "LimitNOFILE=" in warnings[0] and "ulimit -n" in warnings[0], warnings  # what to do
         assert not [r for r in caplog.records if "Too many open files" in r.getMessage()]
         assert 20 <= first < 60 and cpu < 0.5 and steps < 100, (first, cpu, steps)
     finally:
@@ -202,17 +203,22 @@ async def test_out_of_descriptors_backs_off_without_spinning(
     assert sorted(d.lines()) == sorted(ln for p in paths for ln in lines(p.stem, 0, 1))
 
 
-def test_running_out_is_told_at_most_every_ten_minutes(caplog: pytest.LogCaptureFixture) -> None:
-    """``FdBudget.exhausted`` backs off at each refusal but warns once per WARN_EVERY."""
+def test_running_out_is_told_once_with_what_to_do(caplog: pytest.LogCaptureFixture) -> None:
+    """``FdBudget.exhausted`` backs off at each refusal but warns once (per cause), saying
+    how to raise the limit: ``LimitNOFILE=`` in the unit, ``ulimit -n`` in a shell."""
     now = [1000.0]
     budget = FdBudget(100, clock=lambda: now[0])
     with caplog.at_level(logging.WARNING, logger="errord"):
-        for step in (0.0, 61.0, 120.0, fdbudget.WARN_EVERY):
+        for step in (0.0, 61.0, 120.0, 3600.0, 86400.0):
             now[0] += step
             budget.exhausted(now[0], 50, 3)
             assert budget.blocked(now[0]) and budget.cap(now[0]) == 50 - fdbudget.SLACK
-    told = [r for r in caplog.records if "out of file descriptors" in r.getMessage()]
-    assert len(told) == 2, [r.getMessage() for r in told]
+        budget.exhausted(now[0] + 200, 50, 3, errno.ENFILE)
+        budget.exhausted(now[0] + 400, 50, 3, errno.ENFILE)
+    emfile, enfile = [r.getMessage() for r in caplog.records if "out of file descriptors" in r.getMessage()]
+    assert f"the open-file limit ({budget.limit}) is reached (EMFILE)" in emfile
+    assert "LimitNOFILE=" in emfile and "ulimit -n" in emfile and "systemctl edit errord" in emfile, emfile
+    assert "the system's file table is full (ENFILE)" in enfile and "fs.file-max" in enfile, enfile
 
 
 # -- the open-file limit ---------------------------------------------------------------

@@ -175,9 +175,18 @@ def test_a_helper_that_keeps_dying_is_restarted_with_backoff(
     assert died == [
         "restarting it now",
         "it died 2 times in a row within 60s of its start; restarting it in 0.5s",
-        "it died 3 times in a row within 60s of its start; restarting it in 1s",
+        "it died 3 times in a row within 60s of its start; restarting it in 1s; further deaths in a row are"
+        " logged once every 60s",
     ], died
     assert times[1] >= 0.5 and times[2] >= 1.0, times
+
+
+def test_the_restart_delay_stays_within_the_contracts_5s() -> None:
+    """CONTRACT §7: restarted within 5 s of dying, however often it died: the pause plus
+    the time to notice the death stays under 5 s (it was 1, 2, 4 … 60 s)."""
+    delays = [helper_mod._restart_delay(n) for n in range(1, 200)]
+    assert delays[:4] == [0.0, 1.0, 2.0, 3.0]
+    assert max(delays) + helper_mod.SUPERVISE_EVERY < 5
 
 
 def test_no_helper_is_started_after_stop(tmp_path: Path) -> None:

@@ -95,6 +95,12 @@ def test_texts_name_file_offset_field_value_and_the_fix() -> None:
     t = describe("misplaced_code", "record.extra.error_code", "/x", 7, 60.0)
     assert "at record.extra.error_code" in t
     assert 'errord reads error_code at the top level or under "extra"' in t
+    # ... and how to make errord read it (CONTRACT §1), per kind of place
+    assert "loguru's serialize=True" in t and "{extra[serialized]}" in t
+    t = describe("misplaced_code", "log (a JSON string)", "/x", 7, 60.0)
+    assert "Docker's json-file" in t and "app's own log file" in t
+    t = describe("misplaced_code", "ctx.data.error_code", "/x", 7, 60.0)
+    assert "write that key at the top level of the line" in t
 
 
 def test_misplaced_code_path_needs_a_dict_key() -> None:

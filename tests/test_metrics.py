@@ -213,6 +213,23 @@ def test_registries_are_per_daemon_and_batches_count_once() -> None:
     assert b.registry.get_sample_value("errord_incidents_opened_total") == 0
 
 
+def test_muted_notices_count_by_reason_and_per_silence() -> None:
+    m = Metrics()
+    tally = BatchTally()
+    per_silence = tally.add_muted({("silence", "s1"): 2, ("silence", "s2"): 1, ("inhibited", None): 3})
+    assert per_silence == {"s1": 2, "s2": 1}  # what the batch adds to each silence's count
+    m.add_batch(tally, [])
+    get = m.registry.get_sample_value
+    assert [
+        get("errord_notices_muted_total", {"reason": r}) for r in ("silence", "inhibited", "mute_times", "flapping")
+    ] == [
+        3,
+        3,
+        0,  # every reason is there from the start
+        0,
+    ]
+
+
 def test_busy_port_is_a_clear_start_error() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -20,7 +20,7 @@ from errord.errors import NotifyError
 from errord.model import Notice, NoticeType
 from errord.policy.route import Router
 from errord.sinks.notify import NotifySink, SendResult, with_timeouts
-from errord.sinks.secrets import Scrub
+from errord.sinks.secrets import Scrub, url_secrets
 from errord.store.journal import Journal
 from receiver import Receiver
 from test_journal import stored
@@ -444,7 +444,7 @@ def test_a_bad_mailto_url_names_apprises_reason(tmp_path: Path) -> None:
         NotifySink(tmp_path, [Target("mailto://example.com")])
     assert info.value.problems == [
         "notify.0.url: mailto://example.com: not a usable Apprise URL (Invalid ~From~ email specified; "
-        "Could not load E-Mail URL: ***)"  # the URL it echoes is masked, as in every log
+        "Could not load E-Mail URL: …)"  # the URL it echoes is left out
     ]
     with pytest.raises(NotifyError) as info:
         NotifySink(tmp_path, [Target("nosuch://host/secret-token-value")])
@@ -481,3 +481,16 @@ def test_retry_after_is_capped_by_the_backoff_cap(
     rx.wait_for(1, timeout=10)
     first, second = rx.snapshot()[:2]
     assert 1.0 <= second.at - first.at < 3.0, second.at - first.at
+
+
+def test_url_secrets_mask_the_path_query_and_userinfo_whole_whatever_their_length() -> None:
+    url = "json://us3r:pw1@hooks.example.com:8443/hooks/s3cr3t?token=abc&format=text"
+    got = url_secrets(url)
+    for part in ("us3r:pw1", "us3r", "pw1", "/hooks/s3cr3t", "/hooks/s3cr3t?token=abc&format=text", "abc"):
+        assert part in got, part
+    # host names, ports and Apprise's option values help diagnose and are not secrets
+    assert not got & {"hooks.example.com", "8443", "text", "/", ""}
+    scrub = Scrub(got)
+    text = "Max retries exceeded with url: /hooks/s3cr3t (Caused by …) for us3r"
+    assert scrub.scrub(text) == "Max retries exceeded with url: *** (Caused by …) for ***"
+    assert url_secrets("json://127.0.0.1:1/") == {"json://127.0.0.1:1/"}  # nothing else to hide

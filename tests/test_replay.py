@@ -19,7 +19,7 @@ T = 1_768_400_000  # 2026-01-14T14:13:20Z
 
 
 def summary(stdout: str) -> dict[str, list[int]]:
-    """The summary table from replay's stdout: code -> [lines, incidents, new, re-alert, resolved, notices]."""
+    """The summary table from replay's stdout: code -> [lines, incidents, new, re-alert, resolved, notices, muted]."""
     lines = stdout.splitlines()
     start = next(i for i, text in enumerate(lines) if text.startswith("CODE "))
     out = {}
@@ -44,19 +44,19 @@ def test_re_alert_override_changes_the_counts_per_code(replay_setup, tmp_path: P
     e, log = replay_setup
     base = summary(e.cli("replay", str(log)).stdout)
     # r: new at 0 s, re-alerts at 60, 120, 180, 240, 300, then resolved; q: new, re-alert after 20 min
-    assert base["r"] == [31, 1, 1, 5, 1, 7]
-    assert base["q"] == [2, 1, 1, 1, 0, 2]
-    assert base["TOTAL"] == [33, 2, 2, 6, 1, 9]
+    assert base["r"] == [31, 1, 1, 5, 1, 7, 0]
+    assert base["q"] == [2, 1, 1, 1, 0, 2, 0]
+    assert base["TOTAL"] == [33, 2, 2, 6, 1, 9, 0]
 
     res = e.cli("replay", str(log), "--re-alert", "2m", "--summary")
     got = summary(res.stdout)
-    assert got["r"] == [31, 1, 1, 2, 1, 4] and got["q"] == [2, 1, 1, 1, 0, 2]
+    assert got["r"] == [31, 1, 1, 2, 1, 4, 0] and got["q"] == [2, 1, 1, 1, 0, 2, 0]
     assert res.stdout.startswith("CODE ")  # --summary: no notice lines
     assert "6 notice(s) from 34 line(s)" in res.stderr
 
     got = summary(e.cli("replay", str(log), "--re-alert", "1h", "--re-alert", "r=0", "--summary").stdout)
-    assert got["r"] == [31, 1, 1, 30, 1, 32]  # 0 = every occurrence alerts
-    assert got["q"] == [2, 1, 1, 0, 0, 1]  # 20 min < 1 h
+    assert got["r"] == [31, 1, 1, 30, 1, 32, 0]  # 0 = every occurrence alerts
+    assert got["q"] == [2, 1, 1, 0, 0, 1, 0]  # 20 min < 1 h
     assert not (tmp_path / "state").exists()
 
 
@@ -121,7 +121,7 @@ def test_replay_resolves_only_what_it_alerted_and_announces_the_unheard(make_err
         "Failing since 2026-01-14 14:13:20 UTC (2m), 3 occurrences so far, not announced before." in notices[0]["body"]
     )
     got = summary(e.cli("replay", str(log)).stdout)
-    assert got["quiet"] == [1, 1, 0, 0, 0, 0] and got["late"] == [4, 1, 1, 0, 1, 2]
+    assert got["quiet"] == [1, 1, 0, 0, 0, 0, 0] and got["late"] == [4, 1, 1, 0, 1, 2, 0]
 
 
 def test_replay_leaves_an_existing_state_alone(make_errord, tmp_path: Path) -> None:
@@ -179,11 +179,11 @@ def test_summary_rows_and_progress_line() -> None:
     a.notices[NoticeType.FAILURE] = 1
     b = CodeSummary("b", lines=9, incidents=2)
     b.notices.update({NoticeType.FAILURE: 2, NoticeType.WARNING: 3, NoticeType.SUCCESS: 1})
-    assert summary_table({"a": a}) == [["a", 5, 1, 1, 0, 0, 1]]  # no TOTAL for one code
+    assert summary_table({"a": a}) == [["a", 5, 1, 1, 0, 0, 1, 0]]  # no TOTAL for one code
     assert summary_table({"a": a, "b": b}) == [
-        ["b", 9, 2, 2, 3, 1, 6],
-        ["a", 5, 1, 1, 0, 0, 1],
-        ["TOTAL", 14, 3, 3, 3, 1, 7],
+        ["b", 9, 2, 2, 3, 1, 6, 0],
+        ["a", 5, 1, 1, 0, 0, 1, 0],
+        ["TOTAL", 14, 3, 3, 3, 1, 7, 0],
     ]
     assert progress_line(0, 0, width=4) == "[####] 100%  0.0/0.0 MiB"
     assert progress_line(1 << 20, 4 << 20, width=4) == "[#---]  25%  1.0/4.0 MiB"
@@ -201,3 +201,36 @@ def test_override_policy_order() -> None:
     assert (p.re_alert_for("x"), p.re_alert_for("y")) == (0.0, 900.0)
     assert OverridePolicy(Base(), None, {"x": 5.0}).re_alert_for("y") == 3600.0
     assert p.notify_for("quiet") is False and p.notify_for("loud") is True
+
+
+def test_replay_applies_inhibition_and_mute_times_by_event_time_and_ignores_silences(
+    make_errord, tmp_path: Path
+) -> None:
+    # T is Wednesday 2026-01-14 14:13:20 UTC; the window: Wednesdays 14:00-15:00 UTC
+    e = make_errord(
+        defaults={"re_alert_time": "60s"},
+        codes={"app_err": {"inhibited_by": ["db_*"]}},
+        mute_times=[{"name": "wed", "codes": ["batch_*"], "weekdays": ["wed"], "times": ["14:00-15:00"]}],
+    )
+    e.cli("silence", "db_*", "--for", "1h")  # the daemon's clock: replay ignores it
+    log = tmp_path / "what-if.jsonl"
+    append(
+        log,
+        line("db_down", timestamp=T),
+        line("app_err", timestamp=T + 1),  # inhibited: muted
+        line("app_err", timestamp=T + 100),  # re-alert due, still inhibited: muted
+        line(clear="db_down", timestamp=T + 200),
+        line("app_err", timestamp=T + 201),  # announces itself
+        line("batch_x", timestamp=T),  # in the window: muted
+        line("batch_x", timestamp=T + 3600),  # 15:13, after the window: announces itself
+    )
+    notices = [json.loads(x) for x in e.cli("replay", str(log), "--json").stdout.splitlines()]
+    batch = [n for n in notices if n["code"] == "batch_x"]
+    assert [(n["type"], n["time"]) for n in batch] == [("failure", "2026-01-14T15:13:20.000Z")]
+    assert "not announced before" in batch[0]["body"]
+    app = [(n["type"], n["time"]) for n in notices if n["code"] == "app_err"]
+    assert app == [("failure", "2026-01-14T14:16:41.000Z")]  # on its first line after db_down resolved
+    got = summary(e.cli("replay", str(log)).stdout)
+    assert got["db_down"] == [1, 1, 1, 0, 1, 2, 0]
+    assert got["app_err"] == [3, 1, 1, 0, 0, 1, 2]
+    assert got["batch_x"] == [2, 1, 1, 0, 0, 1, 1]

@@ -1,4 +1,4 @@
-"""routing.Router: who gets each notice (tags; the resolve to those alerted; one notice per
+"""policy.route.Router: who gets each notice (tags; the resolve to those alerted; one notice per
 target per line). Engine and router together, as the daemon's batch runs them."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ ROUTES = [("a", ("ta",)), ("b", ("tb",)), ("c", ("tc",))]
 
 
 class Line:
-    """Feed lines through an engine and a router, as ``Daemon._process`` does."""
+    """Feed lines through an engine and a router, as ``batch.Batch.step`` does."""
 
     def __init__(
         self,
@@ -117,6 +117,29 @@ def test_incident_that_notified_nobody_resolves_silently() -> None:
     route(ev(0, "lost"))
     assert route.engine.active()["lost"].alerts_sent == 1  # made, recorded, but sent nowhere
     assert route(ev(1, clear="lost")) == []
+
+
+def test_forget_removed_prunes_the_open_incidents_and_names_the_target(caplog: pytest.LogCaptureFixture) -> None:
+    """At a reload (or start) with other targets: the open incidents forget the removed
+    ones, so no resolve ever names them; one line per removed target, by its name."""
+    route = Line(routes=[("a", ()), ("b", ())])
+    route(ev(0, "db"))
+    route(ev(0, "api"))
+    route(ev(0, "quiet", notify=False))
+    active = route.engine.active()
+    active["api"].notified += (UNKNOWN_ALERTED,)  # by tags: kept, whoever is configured
+    route.router.set_routes([("a", ()), ("c", ())])  # b removed, c added
+    with caplog.at_level(logging.WARNING, logger="errord.policy.route"):
+        changed = route.router.forget_removed(active.values(), {"b": "json://hook.example/…"})
+        assert route.router.forget_removed(active.values(), {}) == []  # once: nothing left to forget
+    assert sorted(i.code for i in changed) == ["api", "db"]
+    assert {c: i.notified for c, i in active.items()} == {"db": ("a",), "api": ("a", UNKNOWN_ALERTED), "quiet": ()}
+    assert [r.getMessage() for r in caplog.records] == [
+        "notify target json://hook.example/… is no longer configured: the 2 open incident(s) it was alerted of"
+        " (api, db) resolve to the targets still configured only"
+    ]
+    assert [n.targets for n in route(ev(5, clear="db"))] == [("a",)]
+    assert [n.targets for n in route(ev(5, clear="api"))] == [("a", "c")]  # "*": by tags, as ever
 
 
 def test_removed_target_does_not_get_the_resolve_and_it_is_said_once(caplog: pytest.LogCaptureFixture) -> None:

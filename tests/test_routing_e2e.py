@@ -140,3 +140,41 @@ def test_switch_over_from_silent_announces_what_is_open_then_resolves_it(
     e.wait_caught_up()
     assert e.stop() == 0
     assert kinds(rx_a) == [("failure", "mig"), ("success", "mig")]  # nothing for "gone"
+
+
+def test_a_target_removed_by_a_reload_is_not_sent_the_resolve(
+    make_errord, rx_a: Receiver, rx_b: Receiver, tmp_path: Path
+) -> None:
+    """Review of issue 10.1: open incidents alerted A and B (one still pending for B); a
+    reload removes B. Their resolves go to A alone, B is never tried, nothing crashes,
+    nothing stays pending, and the log says once, by B's redacted URL (it named a hash per
+    resolve), which open incidents no longer resolve to it."""
+    both = [{"url": rx_a.url("/a")}, {"url": rx_b.url("/b")}]
+    e = make_errord(notify=both)
+    e.start()
+    log = tmp_path / "logs" / "app.jsonl"
+    append(log, line("dropped", msg="down"), line("other", msg="down too"))
+    rx_a.wait_for(2, timeout=15)
+    rx_b.wait_for(2, timeout=15)
+    rx_b.status = 503
+    append(log, line("third", msg="down as well"))
+    rx_b.wait_for(1, timeout=15, delivered=False)
+    rx_a.wait_for(3, timeout=15)
+    e.wait_caught_up()
+    configure(e, tmp_path, notify=both[:1])
+    reload(e)
+    append(log, line(clear="dropped", msg="back"), line(clear="other", msg="back too"), line(clear="third"))
+    got = rx_a.wait_for(6, timeout=15)
+    e.wait_caught_up()
+    assert e.json("status")["pending_notices"] == 0
+    assert e.stop() == 0
+    assert [r.body["type"] for r in got] == ["failure"] * 3 + ["success"] * 3
+    assert kinds(rx_b) == [("failure", "dropped"), ("failure", "other")]  # never the resolves
+    out = e.output()
+    assert "Traceback" not in out and " ERROR " not in out, out
+    b = rx_b.url("/b").rsplit("/", 1)[0] + "/…"  # json://127.0.0.1:PORT/…: the redacted URL
+    assert (
+        f"notify target {b} is no longer configured: the 3 open incident(s) it was alerted of (dropped, other, third)"
+        " resolve to the targets still configured only"
+    ) in out, out
+    assert "does not get the resolve" not in out  # forgotten at the reload, not met at each resolve

@@ -1,8 +1,9 @@
 """runstate: the lock and whether a state_dir can be used (issue 11.4, 11.7).
 
 A state_dir that held state (``errord.state``, a ``-wal``) but whose database is now empty
-or missing is refused with one line and exit 2 by `errord run` and `errord status`, as a
-file where the folder should be; nothing is created or changed there meanwhile.
+or missing, or a database that is zero-filled or no SQLite file, is refused with one line
+and exit 2 by `errord run`, `errord status` and `errord check-config`, as a file where the
+folder should be; nothing is created or changed there meanwhile.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def test_a_lost_database_is_refused_not_started_afresh(make_errord, tmp_path: Pa
         os.truncate(db, 0)  # what a full disk did
     else:
         db.unlink()
-    for cmd in ("run", "status"):
+    for cmd in ("run", "status", "check-config"):
         res = e.cli(cmd, check=False, timeout=30)
         msg = one_line(res)
         assert res.returncode == 2, (cmd, res.stderr)
@@ -66,13 +67,44 @@ def test_a_lost_database_is_refused_not_started_afresh(make_errord, tmp_path: Pa
     assert e.stop() == 0
 
 
+GARBAGE = {
+    "zero-filled": lambda size: b"\0" * size,  # a full disk or a crash: pages allocated, never written
+    "not an SQLite database": lambda size: b"#!/bin/sh\n" + b"x" * (size - 10),  # overwritten by another file
+    "unreadable (file is not a database)": lambda size: b"SQLite format 3\0" + b"\xa5" * (size - 16),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", list(GARBAGE))
+@pytest.mark.parametrize("marker", [True, False], ids=["marker", "no-marker"])
+def test_a_database_that_is_no_database_is_refused(make_errord, tmp_path: Path, fault: str, marker: bool) -> None:
+    """Review of issue 11.4: a non-empty errord.db that is zero-filled or not an SQLite file
+    exited 1 with "file is not a database" (systemd restarts on that), and `check-config`
+    passed. Like the 0-byte case: one line, exit 2, in `run`, `status` and `check-config`,
+    and the file is left as it is."""
+    e = make_errord()
+    state = ran_with_state(e, tmp_path)
+    db = state / "errord.db"
+    db.write_bytes(GARBAGE[fault](db.stat().st_size))
+    if not marker:  # a store from before the marker: the file alone says it is no store
+        (state / STATE_MARKER).unlink()
+    before = db.read_bytes()
+    for cmd in ("run", "status", "check-config"):
+        res = e.cli(cmd, check=False, timeout=30)
+        msg = one_line(res)
+        assert res.returncode == 2, (cmd, res.stderr)
+        assert f"errord.db is {fault}" in msg and "start fresh on purpose" in msg, (cmd, msg)
+        assert (f"held errord's state ({STATE_MARKER})" in msg) == marker, msg
+    assert db.read_bytes() == before  # nothing written over it
+
+
 @pytest.mark.slow
 def test_a_state_dir_that_is_a_file_is_refused_in_one_line(make_errord, tmp_path: Path) -> None:
     """Issue 11.7: a traceback (FileExistsError) at start; `status` exited 0 with empty state."""
     path = tmp_path / "state-file"
     path.write_text("not a folder\n")
     e = make_errord(state_dir=str(path))
-    for cmd in ("run", "status"):
+    for cmd in ("run", "status", "check-config"):
         res = e.cli(cmd, check=False, timeout=30)
         msg = one_line(res)
         assert res.returncode == 2, (cmd, res.stderr)

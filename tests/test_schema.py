@@ -131,8 +131,39 @@ def test_migration_to_3_takes_who_was_alerted_from_the_outbox(tmp_path: Path) ->
     assert sorted(got.pop("alerted")) == ["a", "b"]  # failures and warnings, queued or delivered
     assert got == {"pruned": ("*",), "silent": (), "closed": ()}  # "*": alerted, targets unknown
     db = sqlite3.connect(state / DB_NAME)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert "v3_alerted" not in {r[0] for r in db.execute("SELECT name FROM sqlite_temp_master")}
+    db.close()
+
+
+def test_migration_to_4_adds_muted_counts_resolved_by_silences_and_commands(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    _schema_2_store(state)
+    db = sqlite3.connect(state / DB_NAME, isolation_level=None)
+    for stmt in MIGRATIONS[2]:  # as the schema-3 errord left it
+        db.execute(stmt)
+    db.execute("PRAGMA user_version = 3")
+    db.close()
+    # read-only, before the daemon migrated: the new fields read as their defaults, no silences
+    with Journal(state, readonly=True) as ro:
+        assert {i.incident_id: (i.notices_muted, i.resolved_by) for i in ro.history()} == {
+            "alerted": (0, None),
+            "pruned": (0, None),
+            "silent": (0, None),
+            "closed": (0, None),
+        }
+        assert ro.control.silences() == [] and ro.control.pending() == []
+    with Journal(state) as j:
+        got = {i.incident_id: (i.notices_muted, i.resolved_by, i.notified) for i in j.history()}
+        assert j.control.silences() == [] and j.control.pending() == []
+    # every incident closed before schema 4 was closed by a clear line; "notified" is kept
+    assert got["closed"] == (0, "clear", ())
+    assert got["silent"] == (0, None, ())
+    assert got["pruned"] == (0, None, ("*",))
+    db = sqlite3.connect(state / DB_NAME)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"silences", "commands"} <= tables
     db.close()
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -106,6 +107,43 @@ def test_secrets_never_shown(make_errord, receiver, tmp_path: Path) -> None:
         receiver.received[0].path.endswith(f"/hook/{PATH_TOKEN}?token={QUERY_TOKEN}")
         or PATH_TOKEN in receiver.received[0].path
     )
+
+
+SHORT_TOKEN = "s3cr3t-t0ken"  # shorter than any "looks like a token" length
+SHORT_PASSWORD = "pw1"
+SHORT_USER = "us3r"
+SHORT_QUERY = "qv7k2"
+
+
+@pytest.mark.slow
+def test_short_secrets_of_failing_targets_never_shown(make_errord, receiver, tmp_path: Path) -> None:
+    """A failing target whose path token, user, password and query value are short:
+    requests' error text names the path ("Max retries exceeded with url: /hooks/…"), and
+    Apprise logs its URL at DEBUG. None of them may appear in the daemon's log, ``status``,
+    the journal (``last_error``) or ``test-notify``'s output (review of issue 10/11, §3)."""
+    # jsons:// to a plain-HTTP port: an SSL error whose text carries no errno, only the URL
+    tls = f"jsons://127.0.0.1:{receiver.port}/hooks/{SHORT_TOKEN}?x={SHORT_QUERY}"
+    refused = f"json://{SHORT_USER}:{SHORT_PASSWORD}@127.0.0.1:9/hooks/{SHORT_TOKEN}"
+    e = make_errord(log_level="DEBUG", notify=[{"url": tls}, {"url": refused}])
+    state = State(tmp_path / "state")
+    start(e, state)
+    append(tmp_path / "logs" / "app.jsonl", line("leak_short", msg="m"))
+    wait_until(lambda: "attempt 2" in e.output(), 15, "a second failed attempt")
+    outputs = {
+        "status": e.cli("status", "--json").stdout + e.cli("status").stdout,
+        "test-notify": (lambda r: r.stdout + r.stderr)(e.cli("test-notify", check=False)),
+    }
+    assert e.stop() == 0
+    outputs["daemon log"] = e.output()
+    with sqlite3.connect(tmp_path / "state" / "errord.db") as db:
+        outputs["journal"] = "\n".join(db.iterdump())
+    assert "SSLError" in outputs["daemon log"] and "failed, attempt 1" in outputs["daemon log"]
+    assert "last_error" in outputs["journal"] and "SSL" in outputs["journal"]  # reasons were recorded
+    for where, text in outputs.items():
+        for secret in (SHORT_TOKEN, SHORT_PASSWORD, SHORT_USER, SHORT_QUERY):
+            assert secret not in text, f"{secret} shown in {where}: " + next(
+                ln for ln in text.splitlines() if secret in ln
+            )
 
 
 @pytest.mark.slow

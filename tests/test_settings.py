@@ -89,12 +89,16 @@ def test_example_file_commented_sections_are_valid(tmp_path: Path) -> None:
     assert s.mongodb.timeout == 5.0 and s.mongodb.to_run().w == 1
     assert [t.url for t in s.notify] == ["tgram://bottoken/ChatID"]
     assert s.metrics is not None and (s.metrics.to_run().host, s.metrics.to_run().port) == ("127.0.0.1", 9464)
+    assert s.codes["api_rate_limit"].inhibited_by == ["db_*"]
+    assert [(m.name, m.weekdays, m.times, m.timezone) for m in s.mute_times] == [
+        ("nightly-backup", ["mon-fri"], ["02:00-03:30"], "Europe/Berlin")
+    ]
 
 
 def test_dev_file_points_at_repo_var() -> None:
     s = Settings.load(REPO / "config" / "errord.dev.toml", environ={})
     assert s.state_dir == REPO / "var" / "lib" / "errord"
-    assert [src.path for src in s.sources] == [str(REPO / "var" / "log" / "*.jsonl")]
+    assert [src.path for src in s.sources] == [str(REPO / "var" / "log" / "*.jsonl*")]
     assert s.sources[0].start_at == "end" and s.sources[0].rotate_wait == 60.0
     assert s.notify == []
 
@@ -385,14 +389,18 @@ def test_no_sources_are_refused_where_the_daemon_would_read(tmp_path: Path, no_d
     assert empty.sources == []  # the read commands load it as it is
     with pytest.raises(ConfigError) as info:
         empty.require_sources()
+    both = (  # the config key and the environment alternative, whichever is missing
+        'add a [[sources]] table with a path glob (path = "/var/log/app/*.jsonl"), '
+        """or set ERRORD_SOURCES='[{"path": "/var/log/app/*.jsonl"}]' in the environment"""
+    )
     assert info.value.problems == [
-        f"sources: nothing to read: {tmp_path / 'errord.toml'} has no [[sources]] table (add one with a path glob)"
+        f"sources: nothing to read: {tmp_path / 'errord.toml'} has no [[sources]] table; {both}"
     ]
     with pytest.raises(ConfigError) as info:
         Settings.load(environ={}).require_sources()  # no /etc/errord/errord.toml
     assert info.value.problems == [
         f"sources: nothing to read: there is no {settings_mod.DEFAULT_CONFIG} (name a "
-        "config file with -c FILE or $ERRORD_CONFIG) and no ERRORD_SOURCES"
+        f"config file with -c FILE or $ERRORD_CONFIG); {both}"
     ]
     Settings.load(environ={"ERRORD_SOURCES": '[{"path": "/l/*"}]'}).require_sources()
     load(tmp_path, '[[sources]]\npath = "/l/*"\n').require_sources()

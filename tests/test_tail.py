@@ -925,6 +925,39 @@ def test_a_glob_removed_and_restored_resumes_where_it_was(make_errord, receiver,
 
 
 @pytest.mark.slow
+def test_a_new_file_on_the_inode_of_a_kept_position_is_new_not_a_warning(make_errord, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Review of issue 11.1: a file that stopped matching keeps its position; a different
+    file that later matches with the same inode (a reused inode: here the same inode
+    rewritten while unmatched, which errord cannot tell apart) was a WARNING "changed while
+    errord was not reading it". It is an INFO "new file", read from its start."""
+    from chaos import State, wait_until
+
+    e = make_errord()
+    e.start()
+    log = tmp_path / "logs" / "app.jsonl"
+    append(log, lines("old", 0, 5))  # 5 lines: more than the 256-byte fingerprint
+    e.wait_caught_up()
+    _rewrite(e, tmp_path, "*.js*ol")  # app.jsonl stops matching: its position is kept
+    _reload(e)
+    assert "no longer matches a source; closing it, its position (475) is kept" in e.output()
+    state = State(tmp_path / "state")
+    append(tmp_path / "logs" / "other.jsnol", lines("other", 200, 201))  # a batch commits the kept position
+    wait_until(lambda: [p.offset for p in state.positions() if UNSEEN in p.extra] == [475], 15, "the kept position")
+    with open(log, "r+b") as f:  # another content on the same inode
+        f.truncate(0)
+        f.write(b"".join(lines("new", 100, 103)))
+    _rewrite(e, tmp_path, "*.jsonl")
+    _reload(e)
+    status = e.wait_caught_up()
+    assert [f["lines_read"] for f in status["files"] if f["path"] == str(log)] == [3]  # from its start, once
+    assert {i["code"] for i in e.json("active")} >= {"E100", "E101", "E102"}
+    assert e.stop() == 0
+    out = e.output()
+    assert " WARNING " not in out, [ln for ln in out.splitlines() if " WARNING " in ln]
+    assert f"INFO errord.sources.scan: new file {log} (on the reused inode of a file no longer matched)" in out, out
+
+
+@pytest.mark.slow
 def test_the_daemon_logs_where_it_starts_reading_each_file(make_errord, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Issue 10.11: per file, its end (start_at = "end" on the first start, with the bytes
     skipped and how to read them), its start, or its stored position; 25 files give 20

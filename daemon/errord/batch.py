@@ -128,7 +128,7 @@ class Batch:
         repeat = Kind.REPEAT
         notices: list[Notice] = []
         kinds = tally.kinds if self.count_kinds else None
-        self.engine.begin()
+        self.engine.begin(now)  # now: what silences are judged by in this batch (CONTRACT §8)
         anything = False
         for _ in range(BATCH_BYTES // READ_BYTES):
             chunks = source.read(READ_BYTES)
@@ -172,9 +172,10 @@ class Batch:
         """One transaction for the batch; on failure undo the batch in memory and back off."""
         cp = self.source.checkpoint()
         incidents = self.engine.pending()
+        muted = tally.add_muted(self.engine.muted())
         if cp or incidents or notices:
             try:
-                self.journal.commit(incidents, cp.positions, notices, self._clock(), meta=cp.meta)
+                self.journal.commit(incidents, cp.positions, notices, self._clock(), meta=cp.meta, silenced=muted)
             except JournalError as exc:
                 self.engine.rollback()
                 self.source.rollback()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import orjson
 
 from errord import __version__
+from errord.cli_control import add_commands
 from errord.config import RunConfig
 from errord.durations import parse_duration
 from errord.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_NOT_RUNNING, EXIT_OK, DurationError, ErrordError, exit_status
@@ -28,6 +29,8 @@ from errord.reload import DUMP_COMMAND
 from errord.settings import Settings
 from errord.status import first_start, open_readonly, source_matches, status_data
 from errord.store.journal import Journal
+from errord.store.runstate import check_state_dir
+from errord.store.schema import DB_NAME
 from errord.views import human_bytes, incident_json, incidents_table, notice_json, notice_line, table
 
 if TYPE_CHECKING:
@@ -94,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_since_arg,
         metavar="DURATION|TIME",
         help="only incidents that started at or after this: a time (2026-01-14T15:00:00Z; "
-        "without a zone, UTC) or a duration ago (2h, 1d)",
+        "without a zone, UTC) or a duration ago (2h, 1d; a bare number is seconds: 3600)",
     )
     state = c.add_mutually_exclusive_group()
     state.add_argument("--state", choices=["active", "cleared"], help="only open / only cleared incidents")
@@ -130,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_replay)
     c = sub.add_parser("test-notify", parents=[common], help="send one test notice to every target")
     c.set_defaults(func=cmd_test_notify)
+    add_commands(sub, common, as_json)  # silence, silences, unsilence, ack, resolve (cli_control)
     return p
 
 
@@ -204,6 +208,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from errord.sinks import make_notify_sink
 
     make_notify_sink(config, helper=False)  # every notify URL must be one Apprise can use
+    check_state_dir(config.state_dir, DB_NAME)  # as `run` would refuse it: exit 2, one line
     for warning in config.secret_warnings():
         print(f"errord: warning: {warning}", file=sys.stderr)
     first = first_start(config)
@@ -295,7 +300,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"daemon: {running}; state in {data['state_dir']}")
     print(
         f"open incidents: {data['active_incidents']}; notices pending: {data['pending_notices']}; "
-        f"MongoDB writes pending: {data['pending_mongo']}"
+        f"MongoDB writes pending: {data['pending_mongo']}; silences in force: {data['silences_active']}"
     )
     if config.metrics is not None:
         print(f"metrics: http://{config.metrics.listen}/metrics and /healthz")

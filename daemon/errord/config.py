@@ -32,6 +32,7 @@ __all__ = [
     "Defaults",
     "MetricsConfig",
     "Mongo",
+    "MuteTime",
     "RunConfig",
     "Scope",
     "Source",
@@ -150,6 +151,7 @@ class CodeConfig:
     re_alert_time: float | None
     notify: bool | None
     tags: tuple[str, ...]
+    inhibited_by: tuple[str, ...] = ()  # code globs: while one is open, this code is muted
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +215,19 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MuteTime:
+    """One ``[[mute_times]]`` entry (CONTRACT §8): a recurring window that mutes notices
+    (``policy.mutetime.MuteWindow`` does the maths)."""
+
+    name: str
+    codes: tuple[str, ...]  # globs
+    apps: tuple[str, ...]  # globs
+    weekdays: tuple[str, ...]  # "mon", "mon-fri", "fri-mon"; empty: every day
+    times: tuple[str, ...]  # "02:00-03:30", "22:00-06:00"; empty: all day
+    timezone: str  # IANA name
+
+
+@dataclass(frozen=True, slots=True)
 class RunConfig:
     """Everything errord runs with (CONTRACT §3), validated. The fields are the settings'
     (same names and order) plus where they were loaded from."""
@@ -228,6 +243,7 @@ class RunConfig:
     mongodb: Mongo | None
     notify: tuple[Target, ...]
     metrics: MetricsConfig | None
+    mute_times: tuple[MuteTime, ...]
     # Not settings: the file they came from (None: defaults + environment), and whether
     # that file itself holds secrets (for the readable-config warning, CONTRACT §3).
     config_path: Path | None
@@ -251,6 +267,11 @@ class RunConfig:
         """Routing tags of ``code`` (empty: every notify target)."""
         per = self.codes.get(code)
         return per.tags if per is not None else ()
+
+    def inhibited_by_for(self, code: str) -> tuple[str, ...]:
+        """The code globs whose open incidents mute ``code`` (``[codes.X] inhibited_by``)."""
+        per = self.codes.get(code)
+        return per.inhibited_by if per is not None else ()
 
     # -- printing and handing over --------------------------------------------------------
 
@@ -310,10 +331,24 @@ class RunConfig:
             log_level=data["log_level"],
             sources=tuple(Source(**s) for s in data["sources"]),
             defaults=Defaults(**data["defaults"]),
-            codes={k: CodeConfig(**{**v, "tags": tuple(v["tags"])}) for k, v in data["codes"].items()},
+            codes={
+                k: CodeConfig(**{**v, "tags": tuple(v["tags"]), "inhibited_by": tuple(v.get("inhibited_by", ()))})
+                for k, v in data["codes"].items()
+            },
             mongodb=Mongo(**mongo) if mongo is not None else None,
             notify=tuple(Target(url=t["url"], tags=tuple(t["tags"])) for t in data["notify"]),
             metrics=MetricsConfig(**metrics) if metrics is not None else None,
+            mute_times=tuple(
+                MuteTime(
+                    name=m["name"],
+                    codes=tuple(m["codes"]),
+                    apps=tuple(m["apps"]),
+                    weekdays=tuple(m["weekdays"]),
+                    times=tuple(m["times"]),
+                    timezone=m["timezone"],
+                )
+                for m in data.get("mute_times", ())
+            ),
             config_path=Path(config_path) if config_path is not None else None,
             file_has_secrets=bool(data["_file_has_secrets"]),
         )

@@ -17,13 +17,16 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from errord.batch import Batch
 from errord.config import RunConfig
+from errord.control import Controller
 from errord.engine import Engine
 from errord.errors import ConfigError, ErrordError, JournalError, MongoError
 from errord.health import BatchTally, Health, Snapshot
+from errord.policy.mute import MuteOracle
 from errord.policy.pipeline import standard_policy
 from errord.policy.route import STDERR_TARGET, UNKNOWN_ALERTED, Router
 from errord.reload import load_config
@@ -70,6 +73,8 @@ class Daemon:
         )
         self.router = Router()  # who gets each notice; its routes follow the sink's targets
         self.policy = standard_policy(self.router)
+        self.engine.mutes = self.mutes = MuteOracle.for_config(settings)  # CONTRACT §8: asked before alerting
+        self.control: Controller | None = None  # silence/ack/resolve handed over by the CLI
         self.tailer: Tailer | None = None
         self.batch: Batch | None = None
         self.sink: NoticeSink | None = None
@@ -148,6 +153,8 @@ class Daemon:
         self.upkeep = Upkeep(self.journal)
         await self._start_mongo(s)
         self.engine.restore(self.journal.active())
+        self.control = Controller(self.engine, self.policy, self.journal, s, self.mutes)
+        self.control.load()
         positions = self.journal.positions()
         first_start = self.journal.get_meta("initialized") is None
         if self.metrics is not None and s.metrics is not None:
@@ -242,6 +249,7 @@ class Daemon:
             else:
                 await self._wait_for_input()
             await self.pump()
+            self._control_tick()
             if self.upkeep is not None:
                 self.upkeep.tick()
 
@@ -273,11 +281,17 @@ class Daemon:
             if done.incidents and self.mongo is not None:
                 self.mongo.wake()
             self.health.beat()  # a long backlog is progress too
+            self._control_tick()  # commands take effect within 2 s during a backlog too
             if self.upkeep is not None:
                 self.upkeep.checkpoint()
             if self._stop.is_set() or self._reload_requested:
                 return
             await asyncio.sleep(0)  # let signals and watch events in between batches
+
+    def _control_tick(self) -> None:
+        """Apply the commands the CLI handed over (``control.Controller.tick``, when due)."""
+        if self.control is not None and self.control.tick() and self.sink is not None:
+            self.sink.wake()
 
     def _publish(self, tally: BatchTally) -> None:
         """A batch is durable: its tally goes to the metrics."""
@@ -334,10 +348,15 @@ class Daemon:
 
     # -- config ------------------------------------------------------------------------
 
-    def _apply_targets(self, sink: NoticeSink) -> None:
-        """Route later notices to ``sink``'s targets and hand the outbox over to it."""
+    def _apply_targets(self, sink: NoticeSink, names: Mapping[str, str] | None = None) -> None:
+        """Route later notices to ``sink``'s targets and hand the outbox over to it; the
+        open incidents forget the removed targets (``names``: key -> redacted URL)."""
         assert self.journal is not None
         self.router.set_routes(sink.routes)
+        changed = self.router.forget_removed(self.engine.active().values(), names or {})
+        if changed:
+            with contextlib.suppress(JournalError):  # not durable yet: forgotten again at the next start
+                self.journal.commit(changed, [], [], time.time())
         keep = {key for key, _ in sink.routes} or {STDERR_TARGET}
         dropped = self.journal.outbox.drop_targets(keep)
         if dropped:
@@ -382,11 +401,14 @@ class Daemon:
         self.settings = new
         self.engine.policy = new
         self.engine.server_id, self.engine.node_name = new.server_id, new.node_name
+        self.mutes.configure(new)
+        if self.control is not None:
+            self.control.config = new
         assert self.tailer is not None and self.batch is not None
         self.batch.configure(new)
         self.tailer.reconfigure(new.sources)
         if sink is not None:
-            self._apply_targets(sink)
+            self._apply_targets(sink, {t.key: t.redacted for t in old.notify})
         logger.info("config reloaded: %d source(s), %d notify target(s)", len(new.sources), len(new.notify))
 
     # -- metrics and systemd -----------------------------------------------------------

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from errord.model import Incident, Kind, LogEvent, Transition
+
+if TYPE_CHECKING:
+    from errord.policy.mute import Hit, MuteOracle
 
 __all__ = ["Engine", "Policy", "incident_key"]
 
@@ -80,6 +83,11 @@ class Engine:
         self._active: dict[str, Incident] = {}
         self._dirty: dict[str, Incident] = {}  # incident_id -> incident changed in this batch
         self._undo: dict[str, Incident | None] = {}  # key -> state before this batch
+        # The mute oracle (policy.mute), asked before a failure or warning counts as sent;
+        # None: nothing mutes. Muted notices of this batch by (reason, silence id).
+        self.mutes: MuteOracle | None = None
+        self._muted: dict[Hit, int] = {}
+        self._opened = 0  # changes whenever the set of open incidents does (the oracle's cache)
 
     @property
     def policy(self) -> Policy:
@@ -99,6 +107,7 @@ class Engine:
     def restore(self, incidents: Iterable[Incident]) -> None:
         """Replace the state with these incidents (only the active ones are kept)."""
         self._active = {incident_key(self.scope, inc.app, inc.code): inc for inc in incidents if inc.active}
+        self._opened += 1
         self._dirty.clear()
         self._undo.clear()
 
@@ -108,10 +117,18 @@ class Engine:
 
     # -- batches -----------------------------------------------------------------------
 
-    def begin(self) -> None:
-        """Start a batch: forget the previous batch's dirty set and undo log."""
+    def begin(self, now: float | None = None) -> None:
+        """Start a batch: forget the previous batch's dirty set and undo log. ``now`` (the
+        daemon's clock) is what the mute oracle judges silences by in this batch."""
         self._dirty.clear()
         self._undo.clear()
+        self._muted = {}
+        if now is not None and self.mutes is not None:
+            self.mutes.now = now
+
+    def muted(self) -> dict[Hit, int]:
+        """Notices muted since ``begin()``, by (reason, silence id): committed with the batch."""
+        return dict(self._muted)
 
     def pending(self) -> list[Incident]:
         """Incidents changed since ``begin()``, to be written in the batch's transaction."""
@@ -121,6 +138,7 @@ class Engine:
         """The batch is durable: drop the undo log."""
         self._dirty.clear()
         self._undo.clear()
+        self._muted = {}
 
     def rollback(self) -> None:
         """The batch could not be written: undo every change made since ``begin()``."""
@@ -129,8 +147,10 @@ class Engine:
                 self._active.pop(key, None)
             else:
                 self._active[key] = before
+        self._opened += 1
         self._dirty.clear()
         self._undo.clear()
+        self._muted = {}
 
     def _touch(self, key: str, current: Incident | None) -> None:
         if key not in self._undo:
@@ -174,6 +194,23 @@ class Engine:
             loud = self._loud[code] = bool(self._policy.notify_for(code))
         return loud
 
+    def _mute(self, inc: Incident, when: float) -> str | None:
+        """The reason a failure/warning of ``inc`` made now is muted (counted), or None."""
+        mutes = self.mutes
+        if mutes is None:
+            return None
+        hit = mutes.check(inc, when, self._active, self._opened)
+        if hit is None:
+            return None
+        inc.notices_muted += 1
+        self._muted[hit] = self._muted.get(hit, 0) + 1
+        return hit[0]
+
+    def _may_notify(self, inc: Incident, when: float) -> bool:
+        """Whether a notice of ``inc`` made now would be sent (not muted); counts nothing."""
+        mutes = self.mutes
+        return mutes is None or mutes.check(inc, when, self._active, self._opened) is None
+
     def _raise(self, ev: LogEvent, code: str) -> Transition:
         key = code if self.scope == "code" else incident_key(self.scope, ev.app, code)
         inc = self._active.get(key)
@@ -198,16 +235,21 @@ class Engine:
             created_at=0.0,
             updated_at=0.0,
             occurrences=1,
-            alerts_sent=1 if notify else 0,
+            alerts_sent=0,
             last_alert_time=ev.time,
             app=ev.app,
             incident_id=self._new_id(),
             re_alert=ev.re_alert,
             since_alert=0,
         )
+        muted = self._mute(inc, ev.time) if notify else None
+        if muted is not None:
+            notify = False
+        inc.alerts_sent = 1 if notify else 0
         self._active[key] = inc
+        self._opened += 1
         self._dirty[inc.incident_id] = inc
-        return Transition(_NEW, key, inc, ev, notify=notify)
+        return Transition(_NEW, key, inc, ev, notify=notify, muted=muted)
 
     def _repeat(self, ev: LogEvent, code: str, key: str, inc: Incident) -> Transition | None:
         """Another line for the open incident ``inc``: its REALERT, or None when suppressed."""
@@ -231,11 +273,14 @@ class Engine:
             inc.since_alert = 0
             notify = self._wants_notice(ev, code)
             kind = _REALERT
-            if notify:
+            muted = self._mute(inc, when) if notify else None
+            if muted is not None:
+                notify = False
+            elif notify:
                 if not inc.alerts_sent:
                     kind = _ANNOUNCE  # its first notice: a failure, not "still failing"
                 inc.alerts_sent += 1
-            return Transition(kind, key, inc, ev, notify=notify, since_alert=since)
+            return Transition(kind, key, inc, ev, notify=notify, since_alert=since, muted=muted)
         # Nobody has heard of it (every notice so far was silent): the first line that may
         # notify announces it without waiting for the interval (CONTRACT §2). The int test
         # comes first, so an incident that has alerted pays nothing more here; a silent
@@ -244,8 +289,8 @@ class Engine:
             loud = self._loud.get(code)
             if loud is None:
                 loud = self._wants_notice(ev, code)
-            if not loud:
-                return None
+            if not loud or (self.mutes is not None and not self._may_notify(inc, when)):
+                return None  # still silent, or muted: it waits for a line that may notify
             since = inc.since_alert
             if when > inc.last_alert_time:  # an older line must not pull the next re-alert forward
                 inc.last_alert_time = when
@@ -261,10 +306,12 @@ class Engine:
             return Transition(_CLEAR_UNKNOWN, key, None, ev)
         self._touch(key, inc)
         del self._active[key]
+        self._opened += 1
         inc.active = False
         # A clear written before the incident's start (clocks of two writers, a backlog
         # read out of order) closes it at its start: never a negative duration (CONTRACT §7).
         inc.cleared_at = ev.time if ev.time > inc.start_time else inc.start_time
+        inc.resolved_by = "clear"
         self._dirty[inc.incident_id] = inc
         # The resolve goes to those who were alerted (CONTRACT §2): none if it never
         # alerted; else only the clearing line's `notification: false` keeps it back — a
@@ -277,3 +324,17 @@ class Engine:
             notify=ev.notify is not False and inc.alerts_sent > 0,
             duration=inc.cleared_at - inc.start_time,
         )
+
+    def resolve(self, key: str, now: float, message: str) -> Transition | None:
+        """Close the open incident ``key`` by hand (``errord resolve``, CONTRACT §8) as a
+        clear line would: ``cleared_at`` = ``now`` (the daemon's clock),
+        ``resolved_by = "manual"``, its resolve notice to those who were alerted. None
+        when ``key`` is not open."""
+        inc = self._active.get(key)
+        if inc is None:
+            return None
+        ev = LogEvent(code=None, clear=inc.code, message=message, time=now, app=inc.app)
+        t = self._clear(ev, inc.code)
+        assert t.incident is inc
+        inc.resolved_by = "manual"
+        return t

@@ -26,6 +26,16 @@ class BatchTally:
     lines: dict[int, int] = field(default_factory=dict)  # source index -> lines read
     skipped: dict[tuple[int, str], int] = field(default_factory=dict)  # (source, reason) -> n
     kinds: dict[Kind, int] = field(default_factory=dict)  # transition kind -> n
+    muted: dict[str, int] = field(default_factory=dict)  # mute reason -> notices muted
+
+    def add_muted(self, hits: dict[tuple[str, str | None], int]) -> dict[str, int]:
+        """Count the engine's muted notices by reason; returns those per silence id."""
+        per_silence: dict[str, int] = {}
+        for (reason, silence_id), n in hits.items():
+            self.muted[reason] = self.muted.get(reason, 0) + n
+            if silence_id is not None:
+                per_silence[silence_id] = per_silence.get(silence_id, 0) + n
+        return per_silence
 
     def add_chunk(self, source: int, lines: int, reasons: dict[str, int], too_long: int = 0) -> None:
         """Count one parsed chunk: its lines, its skip reasons, and the over-long lines

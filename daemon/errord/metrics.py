@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 from errord.errors import ErrordError
 from errord.health import BatchTally, Health, Snapshot
 from errord.model import Kind
+from errord.policy.mute import MUTE_REASONS
 
 __all__ = ["BatchTally", "Health", "Metrics", "MetricsServer", "Snapshot"]
 
@@ -64,13 +65,21 @@ class Metrics:
             "Open incidents announced late (their first notice after silent ones)",
             registry=r,
         )
-        self.resolved = Counter("errord_incidents_resolved", "Incidents resolved by a clear", registry=r)
+        self.resolved = Counter("errord_incidents_resolved", "Incidents resolved (by a clear, or by hand)", registry=r)
         self.sent = Counter(
             "errord_notices_sent", "Notices accepted by a target (redacted name)", ["target"], registry=r
         )
         self.failed = Counter(
             "errord_notices_failed", "Notice sends that failed, per target (redacted name)", ["target"], registry=r
         )
+        self.muted = Counter(
+            "errord_notices_muted",
+            "Failure and warning notices recorded but not sent, per reason (CONTRACT §8)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in MUTE_REASONS:  # every reason shows from the start, at 0
+            self.muted.labels(reason)
         ProcessCollector(registry=r)
         self._state = _StateCollector(self)
         r.register(self._state)
@@ -100,6 +109,9 @@ class Metrics:
         ):
             if k.get(kind):
                 counter.inc(k[kind])
+        for reason, n in tally.muted.items():
+            if n:
+                self.muted.labels(reason).inc(n)
 
     def notice_result(self, target: str, ok: bool) -> None:
         """Called by the notify workers after each send; ``target`` is the redacted name."""

@@ -71,11 +71,14 @@ class Incident:
     last_alert_time: float
     app: str | None
     incident_id: str
+    # CONTRACT §6/§8: notices a silence, inhibition or mute time kept back; how it ended
+    notices_muted: int = 0
+    resolved_by: str | None = None  # None while open; "clear" (a clear line) or "manual"
     # engine bookkeeping, persisted in the journal but not part of the public record
     re_alert: float | None = None  # latest re_alert_time its lines gave (seconds)
     since_alert: int = 0  # occurrences since the last alert (for the re-alert text)
     # notify target keys sent (or still queued) a failure/warning of it: who gets its
-    # resolve (CONTRACT §2). Set by ``routing.Router`` in the batch, on this live object,
+    # resolve (CONTRACT §2). Set by ``policy.route.Router`` in the batch, on this live object,
     # so the engine's undo log rolls it back with the batch. Never in the public record.
     notified: tuple[str, ...] = ()
 
@@ -107,6 +110,8 @@ INCIDENT_FIELDS: tuple[str, ...] = (
     "last_alert_time",
     "app",
     "incident_id",
+    "notices_muted",
+    "resolved_by",
 )
 
 TIME_FIELDS = frozenset({"start_time", "last_log_time", "cleared_at", "created_at", "updated_at", "last_alert_time"})
@@ -132,9 +137,11 @@ class Transition:
     should produce a notification: an alerting kind, the line did not say
     ``notification: false`` and the config does not say ``notify = false``; for CLEAR,
     the line allows it and the incident alerted at least once (which targets get it is
-    ``routing.Router``'s decision: those that were alerted). ``since_alert`` is, for REALERT and ANNOUNCE, the number of
-    occurrences since the previous (silent) alert (including this line); ``duration`` is,
-    for CLEAR, the incident's length in seconds.
+    ``policy.route.Router``'s decision: those that were alerted). ``since_alert`` is, for
+    REALERT and ANNOUNCE, the number of occurrences since the previous (silent) alert
+    (including this line); ``duration`` is, for CLEAR, the incident's length in seconds.
+    ``muted`` is the reason (``silence``, ``inhibited``, ``mute_times``) when a failure or
+    warning was made but kept back: recorded, not sent (``notify`` is then False).
     """
 
     kind: Kind
@@ -144,6 +151,7 @@ class Transition:
     notify: bool = False
     since_alert: int = 0
     duration: float = 0.0
+    muted: str | None = None  # the reason a notice made for it was kept back (CONTRACT §8)
 
 
 class NoticeType(enum.Enum):
@@ -167,7 +175,7 @@ class Notice:
     event_time: float
     tags: tuple[str, ...] = ()  # the code's tags when it was made (for the record)
     id: int | None = None  # outbox row id once stored
-    # notify target keys it goes to (``routing.Router`` decides; the journal inserts one
+    # notify target keys it goes to (``policy.route.Router`` decides; the journal inserts one
     # delivery per key). Not stored with the notice (the delivery rows are the record), so
     # not part of its equality either: a notice read back from the outbox equals the one made.
     targets: tuple[str, ...] = field(default=(), compare=False)

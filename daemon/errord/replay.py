@@ -1,6 +1,7 @@
 """``errord replay``: the engine over log files, offline — a what-if tool.
 
-Runs the same parser, engine and notice policy (``policy.pipeline.standard_policy``:
+Runs the same parser, engine, mute oracle (inhibition and mute times by event time;
+silences, judged by the daemon's clock, are ignored) and notice policy (``policy.pipeline.standard_policy``:
 routing and rendering) as the daemon over whole files, in order, and yields the notices
 they would have produced, as one target would get them (a resolve only after that target
 was sent a failure or warning of the incident). Nothing is written: no journal,
@@ -34,6 +35,7 @@ from errord.parse.chunks import nul_free_parts
 from errord.parse.lines import LineParser
 from errord.parse.linewarnings import LineWarnings
 from errord.policy.base import Context
+from errord.policy.mute import MuteOracle
 from errord.policy.pipeline import standard_policy
 from errord.policy.route import Router
 
@@ -76,6 +78,7 @@ class CodeSummary:
     code: str
     lines: int = 0  # lines raising it (occurrences)
     incidents: int = 0  # incidents opened
+    muted: int = 0  # failures and warnings an inhibition or a mute time kept back (CONTRACT §8)
     notices: dict[NoticeType, int] = field(default_factory=lambda: {t: 0 for t in NoticeType})
 
     @property
@@ -103,6 +106,9 @@ class Replay:
         if re_alert is not None or re_alert_codes:
             policy = OverridePolicy(config, re_alert, re_alert_codes or {})
         self.engine = Engine(policy, scope=config.scope, server_id=config.server_id, node_name=config.node_name)
+        # inhibition and mute times by event time, as the daemon; silences are the
+        # daemon's clock's, not the files': replay ignores them (CONTRACT §8)
+        self.engine.mutes = MuteOracle.for_config(config)
         # The daemon's chain, with one implicit target that takes every notice, as the
         # daemon's "stderr" one does.
         self.policy = standard_policy(Router())
@@ -147,6 +153,7 @@ class Replay:
                             entry = self._entry(t.incident.code if t.incident else t.key)
                             entry.lines += 1
                             entry.incidents += t.kind is Kind.NEW
+                            entry.muted += t.muted is not None
                     for notice in self.policy.apply(transitions, ctx):
                         self._entry(notice.code).notices[notice.type] += 1
                         yield notice
@@ -225,6 +232,7 @@ def summary_table(summaries: Mapping[str, CodeSummary]) -> list[list[object]]:
             s.notices[NoticeType.WARNING],
             s.notices[NoticeType.SUCCESS],
             s.total,
+            s.muted,
         ]
         for s in ordered
     ]
@@ -234,7 +242,7 @@ def summary_table(summaries: Mapping[str, CodeSummary]) -> list[list[object]]:
     return rows
 
 
-SUMMARY_HEADERS = ["CODE", "LINES", "INCIDENTS", "NEW", "RE-ALERT", "RESOLVED", "NOTICES"]
+SUMMARY_HEADERS = ["CODE", "LINES", "INCIDENTS", "NEW", "RE-ALERT", "RESOLVED", "NOTICES", "MUTED"]
 
 
 def progress_line(done: int, total: int, width: int = 30) -> str:

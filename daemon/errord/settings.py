@@ -19,7 +19,6 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -57,6 +56,7 @@ from errord.config import (
 from errord.confighints import problems, unknown_environment
 from errord.durations import parse_duration
 from errord.errors import ConfigError
+from errord.mutesettings import Globs, MuteTimeSettings, Zone
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -71,6 +71,11 @@ __all__ = [
 
 DEFAULT_CONFIG = Path("/etc/errord/errord.toml")
 CONFIG_ENV = "ERRORD_CONFIG"
+# Both ways to say what to read, for the "nothing to read" error (run, check-config, reload)
+_ADD_SOURCES = (
+    'add a [[sources]] table with a path glob (path = "/var/log/app/*.jsonl"), '
+    """or set ERRORD_SOURCES='[{"path": "/var/log/app/*.jsonl"}]' in the environment"""
+)
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]  # stored as float seconds
 
@@ -84,14 +89,6 @@ def _absolute(value: str | os.PathLike[str], base: Path | None = None) -> str:
     return os.path.normpath(text)
 
 
-def _known_zone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as 'UTC' or 'Europe/Berlin')") from None
-    return value
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -103,7 +100,7 @@ class SourceSettings(_Section):
     app: str | None = None
     start_at: StartAt = "end"
     rotate_wait: Duration = 60.0
-    timezone: Annotated[str, AfterValidator(_known_zone)] = "UTC"
+    timezone: Zone = "UTC"
     max_line_bytes: int = Field(default=1 << 20, ge=256)
 
     def to_run(self) -> Source:
@@ -135,10 +132,16 @@ class CodeSettings(_Section):
     re_alert_time: Duration | None = None
     notify: bool | None = None
     tags: list[str] = Field(default_factory=list)
+    inhibited_by: Globs = Field(default_factory=list)  # CONTRACT §8: muted while one of these is open
 
     def to_run(self) -> CodeConfig:
         """This table as the daemon holds it."""
-        return CodeConfig(re_alert_time=self.re_alert_time, notify=self.notify, tags=tuple(self.tags))
+        return CodeConfig(
+            re_alert_time=self.re_alert_time,
+            notify=self.notify,
+            tags=tuple(self.tags),
+            inhibited_by=tuple(self.inhibited_by),
+        )
 
 
 class MongoSettings(_Section):
@@ -249,6 +252,7 @@ class Settings(BaseSettings):
     mongodb: MongoSettings | None = None
     notify: list[NotifyTarget] = Field(default_factory=list)
     metrics: MetricsSettings | None = None
+    mute_times: list[MuteTimeSettings] = Field(default_factory=list)
 
     _config_path: Path | None = PrivateAttr(default=None)
     _file_has_secrets: bool = PrivateAttr(default=False)
@@ -319,12 +323,10 @@ class Settings(BaseSettings):
         if self.sources:
             return
         if self._config_path is not None:
-            why = f"{self._config_path} has no [[sources]] table (add one with a path glob)"
+            why = f"{self._config_path} has no [[sources]] table"
         else:
-            why = (
-                f"there is no {DEFAULT_CONFIG} (name a config file with -c FILE or ${CONFIG_ENV}) and no ERRORD_SOURCES"
-            )
-        raise ConfigError(f"sources: nothing to read: {why}")
+            why = f"there is no {DEFAULT_CONFIG} (name a config file with -c FILE or ${CONFIG_ENV})"
+        raise ConfigError(f"sources: nothing to read: {why}; {_ADD_SOURCES}")
 
     @property
     def config_path(self) -> Path | None:
@@ -345,6 +347,7 @@ class Settings(BaseSettings):
             mongodb=self.mongodb.to_run() if self.mongodb is not None else None,
             notify=tuple(t.to_run() for t in self.notify),
             metrics=self.metrics.to_run() if self.metrics is not None else None,
+            mute_times=tuple(m.to_run() for m in self.mute_times),
             config_path=self._config_path,
             file_has_secrets=self._file_has_secrets,
         )

@@ -9,11 +9,12 @@ lock and while a daemon runs. ``cli`` prints what these return.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from errord.config import RunConfig, Source
-from errord.errors import ErrordError, NoStateError
+from errord.errors import ErrordError, NoStateError, StateError
 from errord.model import Position
 from errord.sources.fileid import expand, is_compressed
 from errord.store.journal import Journal
@@ -34,14 +35,17 @@ def status_data(config: RunConfig) -> dict[str, Any]:
     """The ``status --json`` object (CONTRACT §4)."""
     state = read_run_state(config.state_dir)
     positions: dict[tuple[int, int], Position] = {}
-    active = pending = pending_mongo = 0
+    active = pending = pending_mongo = silences = 0
     journal = open_readonly(config)
     if journal is not None:
         try:
             positions = {p.key: p for p in journal.positions()}
-            active = len(journal.active())
+            open_ids = {i.incident_id for i in journal.active()}
+            active = len(open_ids)
             pending = journal.outbox.pending()
             pending_mongo = journal.mongo.pending()
+            # silences and acks in force now (CONTRACT §8; mute times are not counted)
+            silences = journal.control.active_count(time.time(), open_ids)
         finally:
             journal.close()
     files = []
@@ -67,6 +71,7 @@ def status_data(config: RunConfig) -> dict[str, Any]:
         "active_incidents": active,
         "pending_notices": pending,
         "pending_mongo": pending_mongo,
+        "silences_active": silences,
         "state_dir": str(config.state_dir),
         "files": files,
     }
@@ -92,7 +97,9 @@ def first_start(config: RunConfig) -> bool:
             return True
         with journal:
             return journal.get_meta("initialized") is None
-    except ErrordError:  # unreadable state: the daemon says why at start
+    except StateError:  # a store errord cannot use: `check-config` refuses it as `run` does
+        raise
+    except ErrordError:  # unreadable state now (locked, …): the daemon says why at start
         return False
 
 

@@ -163,6 +163,22 @@ def _hours(seconds: float) -> str:
     return f"{h}h{m:02d}m" if m else f"{h}h"
 
 
+def misplaced_code_hint(path: str) -> str:
+    """How to make errord read a code found at ``path`` (a :func:`misplaced_code_path`)."""
+    if path.startswith("record.extra."):
+        return (
+            "loguru's serialize=True nests extras there: write the line yourself with the "
+            "extras at its top level (loguru's documented custom serialization: a patcher "
+            'and format="{extra[serialized]}")'
+        )
+    if path.endswith("(a JSON string)"):
+        return (
+            "the app's JSON line is wrapped in another (Docker's json-file log): point the "
+            "source at the app's own log file, or have the app log to a file errord reads"
+        )
+    return 'make the logger write that key at the top level of the line (or under "extra")'
+
+
 def describe(kind: str, detail: str, path: str, offset: int, every: float | None) -> str:
     """The text of one parser warning (``kind``, ``detail`` as in ``ParseResult.warnings``)."""
     where = f"{path}, offset {offset}"
@@ -179,8 +195,8 @@ def describe(kind: str, detail: str, path: str, offset: int, every: float | None
     elif kind == MISPLACED_CODE:
         return (
             f"{where}: an error_code key at {detail} is not read, so such lines raise "
-            f'nothing: errord reads error_code at the top level or under "extra" '
-            f"(shown once per file and place)"
+            f'nothing: errord reads error_code at the top level or under "extra"; '
+            f"{misplaced_code_hint(detail)} (shown once per file and place)"
         )
     else:
         text = f"{where}: {kind} {detail}"

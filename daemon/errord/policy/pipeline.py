@@ -12,12 +12,14 @@ what-if answer is the daemon's answer.
 
 The chain, in order — today only ``route`` exists; the others plug in where named:
 
-1. **mute** (before ``route``, on transitions): silences (CONTRACT §8, judged by
-   ``Context.now``, the silences in force given in the context), inhibition (the open
-   incidents, given as data), mute times (by the line's event time, so replay agrees)
-   and flapping (§9; per key, state kept with the incidents). A muted failure or warning
-   leaves the flow but is counted on its incident (``notices_muted``); resolves pass, as
-   §8 says, except while flapping.
+1. **mute** is not a stage of this chain but an oracle the engine asks
+   (``policy.mute.MuteOracle``): whether a line *may notify* changes what the engine
+   does (an incident nobody heard of announces itself on its first line that may
+   notify; a muted notice does not count in ``alerts_sent``), so the engine needs the
+   answer before a transition leaves it. A muted failure or warning arrives here with
+   ``notify = False`` (and ``muted`` = its reason), counted on its incident
+   (``notices_muted``); resolves pass, as CONTRACT §8 says (flapping, §9, will be the one
+   mute that holds them back).
 2. **route** (:class:`~errord.policy.route.Router`): failures and warnings by tags, a
    resolve to exactly the targets that were alerted (§2); renders the notices
    (``notices.render``) and gives each its ``targets``. The routes table is the notify

@@ -11,7 +11,9 @@ keys (``Notice.targets``); the journal then inserts one delivery per key.
   unseen. The keys are added to the incident's ``notified``.
 - A *success* goes to exactly the incident's ``notified`` that are configured now
   (CONTRACT §2, "a resolve goes to those who were alerted"), whatever tags or targets
-  changed since; an incident that notified nobody resolves silently.
+  changed since; an incident that notified nobody resolves silently. When the targets
+  change (start, reload), ``forget_removed`` drops the removed ones from the open
+  incidents' ``notified``.
 - One line never gives one target two notices: a line that clears one incident and
   raises another gives a target in both sets the merged notice (the error's, with the
   resolution appended), a target in one set only that one's notice.
@@ -24,9 +26,9 @@ its undo copy already (it made the transition), so a batch that cannot be commit
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from errord.model import Kind, Notice, Transition
+from errord.model import Incident, Kind, Notice, Transition
 from errord.notices import render
 from errord.policy.base import Context, Flow
 from errord.ratelimit import RateLimit
@@ -170,6 +172,33 @@ class Router:
             for gone in sorted(alerted.difference(keys)):
                 self._warn_removed(gone, code)
         return keys
+
+    def forget_removed(self, incidents: Iterable[Incident], names: Mapping[str, str]) -> list[Incident]:
+        """Drop from each open incident's ``notified`` the targets not configured now (a
+        reload or a restart removed them), so its resolve goes to the others only and
+        never to a removed one; log once per removed target, by ``names[key]`` (its
+        redacted URL, when known), which incidents. Returns the incidents changed."""
+        keep = {*self._keys, UNKNOWN_ALERTED}
+        changed: list[Incident] = []
+        codes: dict[str, list[str]] = {}
+        for inc in incidents:
+            if all(k in keep for k in inc.notified):
+                continue
+            for k in inc.notified:
+                if k not in keep:
+                    codes.setdefault(k, []).append(inc.code)
+            inc.notified = tuple(k for k in inc.notified if k in keep)
+            changed.append(inc)
+        for key, its in codes.items():
+            shown = ", ".join(sorted(its)[:5]) + (", …" if len(its) > 5 else "")
+            logger.warning(
+                "notify target %s is no longer configured: the %d open incident(s) it was alerted of (%s)"
+                " resolve to the targets still configured only",
+                names.get(key, key),
+                len(its),
+                shown,
+            )
+        return changed
 
     def _warn_unrouted(self, tags: tuple[str, ...]) -> None:
         if self._warned.allow(("unrouted", tags)):

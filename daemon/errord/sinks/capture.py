@@ -6,8 +6,10 @@ notification: Too Many Requests, error=429."), the transport's own error ("Conne
 refused") only to its DEBUG log, and the HTTP response stays inside the plugin. So, for
 the calling thread only and only inside ``capturing()``:
 
-* a handler on the ``apprise`` logger keeps the WARNING and ERROR messages (records are
-  scrubbed of secrets by ``notify._Scrub`` before any handler sees them);
+* a filter on the ``apprise`` logger keeps the WARNING and ERROR messages and drops those
+  records: the caller says the same in its own one line per failed send, with the
+  target, the attempt and the next retry (``notify``); reasons are scrubbed of secrets
+  there (``sinks.secrets``). Apprise's DEBUG and INFO records pass as before;
 * a thin wrapper around ``requests.Session.send`` — every Apprise HTTP plugin sends
   through it, ``requests.post`` too — keeps each response's status and ``Retry-After``,
   and the exception of a send that got no response.
@@ -37,6 +39,7 @@ __all__ = ["Seen", "capturing", "parse_retry_after"]
 REASON_MAX = 300  # characters of reason kept for a log line or a delivery row
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
 _URLISH = re.compile(r"\S+://\S*")  # Apprise echoes URLs (half masked): never ours to print
+_REQUEST_PATH = re.compile(r"(with url: )\S+")  # requests' "Max retries exceeded with url: /path"
 
 _local = threading.local()
 _install_lock = threading.Lock()
@@ -55,7 +58,7 @@ class Seen:
         """One line: what Apprise said, with the transport's error; "" when it said nothing."""
         said: list[str] = []
         for msg in self.messages:
-            text = _URLISH.sub("…", " ".join(msg.split())).rstrip(" .:")
+            text = _hide_urls(" ".join(msg.split())).rstrip(" .:")
             if text and text not in said:
                 said.append(text)
         why = "; ".join(said)
@@ -122,21 +125,25 @@ def describe_error(exc: BaseException) -> str:
     m = _ERRNO.search(text)
     if m:
         return m.group(1).strip()
-    return f"{name}: {_URLISH.sub('…', text)}"[:REASON_MAX]
+    return f"{name}: {_hide_urls(text)}"[:REASON_MAX]
 
 
-class _Collector(logging.Handler):
-    """Keeps the messages of the thread that is ``capturing()``."""
+def _hide_urls(text: str) -> str:
+    """``text`` without the URLs and request paths third-party messages echo: a path may
+    be a token (the exact secrets are scrubbed too; this catches what Apprise rebuilt)."""
+    return _REQUEST_PATH.sub(r"\1…", _URLISH.sub("…", text))
 
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
 
-    def emit(self, record: logging.LogRecord) -> None:
+class _Collector(logging.Filter):
+    """Keeps the WARNING+ messages of the thread that is ``capturing()``, and drops them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
         seen = getattr(_local, "seen", None)
-        if seen is None:
-            return
+        if seen is None or record.levelno < logging.WARNING:
+            return True
         with contextlib.suppress(Exception):  # a broken record is the logging module's business
             seen.messages.append(record.getMessage())
+        return False
 
 
 def _install() -> None:
@@ -146,7 +153,9 @@ def _install() -> None:
     with _install_lock:
         if _installed:
             return
-        logging.getLogger("apprise").addHandler(_Collector())
+        # First of the logger's filters, so a reason is the same text whatever filters
+        # (``Scrub``) come and go after it; the caller scrubs the reason.
+        logging.getLogger("apprise").filters.insert(0, _Collector())
         try:
             import requests
         except ImportError:  # pragma: no cover - Apprise depends on it

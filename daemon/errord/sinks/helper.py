@@ -12,7 +12,8 @@ less than half its speed. In a helper process the sends run on the other core.
 all unchanged). It needs only ``state_dir`` and the targets: it reads the outbox from
 the journal, as the sink always did.
 
-The helper is ``python -m errord.sinks.helper``, started with three pipes:
+The helper is ``python -m errord.sinks.helperproc`` (its side of the pipes lives there),
+started with three pipes:
 
 * stdin, parent -> helper: first one JSON line (state_dir, targets with their URLs,
   timeouts; never on the command line, where ``ps`` would show the secrets), then
@@ -44,13 +45,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from errord.backoff import backoff
 from errord.errors import NotifyError
+from errord.ratelimit import RateLimit
 from errord.sinks.base import NoticeSink, TargetLike
 
 __all__ = ["NotifyHelper"]
@@ -61,7 +63,11 @@ START_TIMEOUT = 30.0  # seconds for the helper to import Apprise and check the U
 _KILL_GRACE = 0.5  # seconds past the stop deadline before the helper is killed
 SUPERVISE_EVERY = 0.5  # seconds between looks at the helper (its stdout closing wakes it sooner)
 STABLE_AFTER = 60.0  # a helper that lived this long and died is restarted at once again
-RESTART_BACKOFF = (1.0, 60.0)  # seconds before restarting one that keeps dying: first, cap
+# Seconds before restarting one that keeps dying: first, cap. CONTRACT §7: restarted
+# within 5 s of dying, so the cap plus noticing the death (SUPERVISE_EVERY) stays under 5 s.
+RESTART_BACKOFF = (1.0, 3.0)
+DEATHS_TOLD = 3  # deaths in a row each logged; past them, one line per DEATH_LOG_EVERY
+DEATH_LOG_EVERY = 60.0
 
 
 class NotifyHelper(NoticeSink):
@@ -71,8 +77,9 @@ class NotifyHelper(NoticeSink):
     unusable one raises ``NotifyError`` with the sink's own message. ``start()`` starts
     its delivery threads and the supervisor: a helper that dies (``kill -9``, the OOM
     killer) is logged with how it ended and started again within a second, or after a
-    growing pause if it keeps dying (``RESTART_BACKOFF``); the new one delivers what is
-    pending in the outbox. No new notice is needed for that (issue 11.3).
+    pause of at most 3 s if it keeps dying (``RESTART_BACKOFF``; its deaths are then
+    logged once a minute); the new one delivers what is pending in the outbox. No new
+    notice is needed for that (issue 11.3).
     """
 
     def __init__(
@@ -158,23 +165,34 @@ class NotifyHelper(NoticeSink):
     def _supervise(self) -> None:
         """Restart the helper whenever it dies, until ``stop()``; see the class doc."""
         deaths = 0  # in a row, each helper dying within STABLE_AFTER of its start
+        muted = 0  # deaths not logged since the last line that was
+        told = RateLimit(DEATH_LOG_EVERY)
         while True:
             child = self._child
             if child is None or not self._wait_for_death(child):
                 return
             deaths = deaths + 1 if time.monotonic() - child.started < STABLE_AFTER else 1
+            if deaths == 1:
+                told.forget("died")
             delay = _restart_delay(deaths)
-            logger.error(
-                "notify helper (pid %d) died: %s; %s",
-                child.proc.pid,
-                _how_it_ended(child.proc.returncode),
-                "restarting it now"
-                if not delay
-                else (
-                    f"it died {deaths} times in a row within {STABLE_AFTER:g}s of its start; "
-                    f"restarting it in {delay:g}s"
-                ),
-            )
+            allowed = told.allow("died")
+            tell = deaths <= DEATHS_TOLD or allowed
+            if tell:
+                logger.error(
+                    "notify helper (pid %d) died: %s; %s%s",
+                    child.proc.pid,
+                    _how_it_ended(child.proc.returncode),
+                    "restarting it now"
+                    if not delay
+                    else (
+                        f"it died {deaths} times in a row within {STABLE_AFTER:g}s of its start; "
+                        f"restarting it in {delay:g}s"
+                    ),
+                    f" ({muted} more deaths not logged)" if muted else _muting_note(deaths),
+                )
+                muted = 0
+            else:
+                muted += 1
             self._close_pipes(child.proc)
             child.reader.join(1.0)
             while True:
@@ -186,7 +204,12 @@ class NotifyHelper(NoticeSink):
                 except (NotifyError, OSError) as exc:
                     deaths += 1
                     delay = _restart_delay(deaths)
-                    logger.error("cannot restart the notify helper: %s; retrying in %gs", exc, delay)
+                    if told.allow("launch"):
+                        logger.error(
+                            "cannot restart the notify helper: %s; retrying every %gs (logged once a minute)",
+                            exc,
+                            delay,
+                        )
             with self._lock:
                 if self._stopped:  # stop() came meanwhile: this one never delivers
                     self._kill(new)
@@ -194,7 +217,8 @@ class NotifyHelper(NoticeSink):
                 self._child = new
             if self._started:
                 self._send(b"start\n")
-            logger.warning("notify helper restarted (pid %d); it delivers what is pending", new.proc.pid)
+            if tell:
+                logger.warning("notify helper restarted (pid %d); it delivers what is pending", new.proc.pid)
 
     def _wait_for_death(self, child: _Child) -> bool:
         """Until ``child`` has exited (True) or ``stop()`` (False). Its stdout closing
@@ -213,7 +237,7 @@ class NotifyHelper(NoticeSink):
     def _launch(self) -> _Child:
         """Start a helper and wait for its answer; raises ``NotifyError`` if it refuses."""
         proc = subprocess.Popen(
-            [sys.executable, "-m", "errord.sinks.helper"],
+            [sys.executable, "-m", "errord.sinks.helperproc"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=None,
@@ -330,6 +354,10 @@ def _restart_delay(deaths: int) -> float:
     return 0.0 if deaths <= 1 else backoff(deaths - 2, *RESTART_BACKOFF)
 
 
+def _muting_note(deaths: int) -> str:
+    return f"; further deaths in a row are logged once every {DEATH_LOG_EVERY:g}s" if deaths == DEATHS_TOLD else ""
+
+
 def _how_it_ended(status: int | None) -> str:
     if status is None:
         return "still running"
@@ -340,114 +368,3 @@ def _how_it_ended(status: int | None) -> str:
             name = "unknown"
         return f"killed by signal {-status} ({name})"
     return f"exited with status {status}"
-
-
-# -- the helper process ----------------------------------------------------------------
-
-
-@dataclass
-class _Target:
-    url: str
-    tags: list[str] = field(default_factory=list)
-    key: str = ""
-    redacted: str = ""
-
-
-def _die_with_parent(parent: int) -> None:
-    """SIGKILL this process when the thread that started it exits (Linux only)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # it died before prctl took effect
-        os._exit(0)
-
-
-def main() -> None:
-    """Entry point of the helper process (``python -m errord.sinks.helper``)."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
-    fd = sys.stdin.fileno()
-    out = sys.stdout.buffer
-    lines = _lines(fd)
-    first = next(lines, None)
-    if first is None:
-        os._exit(0)
-    config = json.loads(first)
-    if config.get("die_with_parent"):
-        _die_with_parent(int(config["parent"]))
-    logging.basicConfig(
-        level=config.get("log_level") or "INFO",
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    out_lock = threading.Lock()
-
-    def reply(text: str) -> None:
-        with out_lock:
-            try:
-                out.write(text.encode() + b"\n")
-                out.flush()
-            except (OSError, ValueError):
-                pass
-
-    from errord.sinks.notify import NotifySink  # Apprise is imported here, in the helper only
-    from errord.sinks.plugins import load_plugins_for
-
-    targets = [_Target(**t) for t in config["targets"]]
-    # Only here, where this process is all Apprise serves: the plugin manager is
-    # process-wide, and a subset would surprise other Apprise users of a process.
-    load_plugins_for(t.url for t in targets)
-    try:
-        sink = NotifySink(
-            Path(config["state_dir"]),
-            targets,
-            timeout=float(config["timeout"]),
-            backoff=(float(config["backoff"][0]), float(config["backoff"][1])),
-        )
-    except NotifyError as exc:
-        reply("error " + json.dumps(exc.problems))  # one line of the pipe protocol
-        os._exit(2)
-    sink.on_result = lambda name, ok: reply(f"r {1 if ok else 0} {name}")
-    reply("ok")
-    for cmd in lines:
-        if cmd == b"wake":
-            sink.wake()
-        elif cmd == b"start":
-            sink.start()
-        elif cmd.startswith(b"stop"):
-            try:
-                budget = float(cmd.split()[1])
-            except (IndexError, ValueError):
-                budget = 0.0
-            sink.stop(time.monotonic() + budget)
-            sys.stderr.flush()
-            os._exit(0)  # a worker stuck in a hung send must not hold the exit
-    os._exit(0)  # EOF: the daemon is gone; stop now, a new daemon's helper takes over
-
-
-def _lines(fd: int) -> Iterator[bytes]:
-    """The lines written to ``fd``, until EOF; a burst of wakes counts as one."""
-    buf = b""
-    while True:
-        try:
-            data = os.read(fd, 4096)
-        except InterruptedError:
-            continue
-        if not data:
-            return
-        buf += data
-        *lines, buf = buf.split(b"\n")
-        last = None
-        for ln in lines:
-            if ln == b"wake" and last == b"wake":
-                continue
-            last = ln
-            yield ln
-
-
-if __name__ == "__main__":
-    main()

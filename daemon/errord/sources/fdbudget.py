@@ -19,8 +19,9 @@ parked are gone with it.
 
 When the system still says EMFILE/ENFILE (something else holds descriptors, or the
 system-wide table is full), :meth:`FdBudget.exhausted` lowers the cap to what is open,
-stops opening more for a while (1 s, doubling up to 60 s) and logs one warning (again at
-most every 10 minutes): the files already open are read on, the others wait, nothing spins.
+stops opening more for a while (1 s, doubling up to 60 s) and logs one warning, once,
+saying how to raise the limit (``LimitNOFILE=``, ``ulimit -n``; later refusals at DEBUG):
+the files already open are read on, the others wait, nothing spins.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ logger = logging.getLogger(__name__)
 OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
 MIN_FILES = 8  # never fewer files open than this, whatever the limit says
 RETRY_MIN, RETRY_MAX = 1.0, 60.0  # seconds before opening more after EMFILE/ENFILE
-WARN_EVERY = 600.0  # seconds between warnings about running out
 SLACK = 4  # descriptors given back after EMFILE, for folder listings and the journal
 NR_OPEN = "/proc/sys/fs/nr_open"  # the kernel's ceiling for RLIMIT_NOFILE
 
@@ -127,7 +127,7 @@ class FdBudget:
         self._cap = self.files
         self.retry_at = 0.0
         self._delay = 0.0
-        self._warned = RateLimit(WARN_EVERY, clock=clock)
+        self._warned = RateLimit(None)  # each cause (EMFILE, ENFILE) told once, then at DEBUG
         self._told_pressure = False
 
     def cap(self, now: float) -> int:
@@ -149,22 +149,25 @@ class FdBudget:
             self._delay = 0.0
         self._delay = min(RETRY_MAX, max(RETRY_MIN, self._delay * 2))
         self.retry_at = now + self._delay
-        if self._warned.allow("exhausted"):
-            what = (
-                "the system's file table is full (ENFILE)"
-                if err == errno.ENFILE
-                else (f"the open-file limit ({self.limit}) is reached (EMFILE)")
+        if err == errno.ENFILE:
+            what = "the system's file table is full (ENFILE)"
+            fix = "raise fs.file-max (sysctl) or find what holds so many files"
+        else:
+            what = f"the open-file limit ({self.limit}) is reached (EMFILE)"
+            fix = (
+                "raise the limit: LimitNOFILE= in errord's unit (systemctl edit errord, then restart), "
+                "or ulimit -n before errord run in a shell; or match fewer files"
             )
-            logger.warning(
-                "out of file descriptors: %s with %d log file(s) open; reading those, %d file(s) "
-                "wait and are retried in %.0fs (raise LimitNOFILE= or the hard limit; warned at "
-                "most every %.0f min)",
-                what,
-                open_files,
-                waiting,
-                self._delay,
-                WARN_EVERY / 60,
-            )
+        logger.log(
+            logging.WARNING if self._warned.allow(err) else logging.DEBUG,
+            "out of file descriptors: %s with %d log file(s) open; reading those, %d file(s) wait "
+            "and are retried in %.0fs. To read them all, %s (said once)",
+            what,
+            open_files,
+            waiting,
+            self._delay,
+            fix,
+        )
 
     def pressure(self, matched: int) -> None:
         """Say once that more files match than are kept open."""

@@ -310,6 +310,10 @@ class Scanner:
                     f"{left:,}",
                 )
             return
+        self.fds.admit(Follower(key, fd, path, source, 0, fp, now, size=st.st_size), st, now)
+        if again:  # a kept position: nothing of its file is owed; another content is a new file
+            self._log.add("new", logging.INFO, "new file %s (on the reused inode of a file no longer matched)", path)
+            return
         self._log.add(
             "changed while not followed",
             logging.WARNING,
@@ -317,7 +321,6 @@ class Scanner:
             "reading it (truncated or a new file on a reused inode); reading it from the start",
             path,
         )
-        self.fds.admit(Follower(key, fd, path, source, 0, fp, now, size=st.st_size), st, now)
         copy = self.recovery.recover(
             key, real_folder(path), source, (pos.fp_len, pos.fp_hash), pos.offset, pos.offset, now
         )

@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from operator import attrgetter
 from pathlib import Path
@@ -33,6 +33,7 @@ from errord.errors import JournalError, NoStateError
 from errord.model import HistoryState, Incident, Notice, Position, history_state
 from errord.ratelimit import RateLimit
 from errord.store import schema
+from errord.store.control import Control
 from errord.store.mongoqueue import MongoQueue
 from errord.store.outbox import Outbox
 from errord.store.runstate import check_state_dir
@@ -67,8 +68,8 @@ _fault_warn = RateLimit(FAULT_WARN_EVERY)
 
 
 class Journal:
-    """The store's connection: incidents, positions, meta, and its parts ``outbox`` and
-    ``mongo``; see the module doc.
+    """The store's connection: incidents, positions, meta, and its parts ``outbox``,
+    ``mongo`` and ``control``; see the module doc.
 
     ``opener`` stands in for ``sqlite3.connect`` (same signature), for tests that inject
     faults under the journal; every connection the journal opens, reconnects included,
@@ -93,6 +94,7 @@ class Journal:
         self._closed = False
         self.outbox = Outbox(self._tx, self._read)
         self.mongo = MongoQueue(self._tx, self._read)
+        self.control = Control(self._tx, self._read)
         # Before anything is created: a state_dir that held state must still hold it.
         self._held = check_state_dir(self.state_dir, schema.DB_NAME)
         try:
@@ -211,6 +213,9 @@ class Journal:
         notices: Iterable[Notice],
         now: float,
         meta: Mapping[str, str] | None = None,
+        *,
+        silenced: Mapping[str, int] | None = None,
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> list[Notice]:
         """Write one batch in ONE transaction; returns the notices with ``id`` set.
 
@@ -222,7 +227,9 @@ class Journal:
         its ``targets`` (``outbox.insert``; none: recorded, not sent). On failure nothing
         is written, no object is changed, and ``JournalError`` is raised; the journal
         stays usable. ``meta`` entries are written in the same transaction (the first
-        start's "initialized" flag goes with the positions it decided).
+        start's "initialized" flag goes with the positions it decided). ``silenced``: notices
+        each silence muted in the batch (``control.count_muted``); ``also``: more writes
+        of the same transaction (a command's silence and outcome, ``control``).
         """
         incs = list(incidents)
         poss = list(positions)
@@ -262,6 +269,10 @@ class Journal:
                 ids = self.outbox.insert(db, notes, now)
             if meta:
                 db.executemany(schema.META_UPSERT, list(meta.items()))
+            if silenced:
+                self.control.count_muted(db, silenced)
+            if also is not None:
+                also(db)
         # Committed: only now touch the caller's objects.
         for i in incs:
             i.created_at = created.get(i.incident_id, now)
@@ -331,10 +342,13 @@ class Journal:
     def _incident_cols(self) -> str:
         """The incidents columns to select, ``notified`` last. A read-only view of a file
         an older daemon still runs on (schema < 3: upgraded, not restarted yet) has no
-        ``notified``: it reads as empty."""
+        ``notified``: it reads as empty; one of schema < 4 has no ``notices_muted`` /
+        ``resolved_by``: 0 and null."""
         if self._incident_sql is None:
             version = self._read("user_version", "PRAGMA user_version")[0][0]
-            cols = schema.INCIDENT_COLS if version >= 3 else (*schema.INCIDENT_COLS[:-1], "'[]'")
+            # columns a file of an older schema lacks, read as their defaults
+            older = {"notified": ("'[]'", 3), "notices_muted": ("0", 4), "resolved_by": ("NULL", 4)}
+            cols = [older[c][0] if c in older and version < older[c][1] else c for c in schema.INCIDENT_COLS]
             self._incident_sql = ", ".join(cols)
         return self._incident_sql
 

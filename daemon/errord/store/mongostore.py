@@ -86,7 +86,7 @@ def _seconds(value: Any) -> float | None:
 
 
 def incident_document(inc: Incident) -> dict[str, Any]:
-    """The CONTRACT §6 record as a MongoDB document: the 15 fields, times as UTC datetimes."""
+    """The CONTRACT §6 record as a MongoDB document: its fields, times as UTC datetimes."""
     doc = inc.record()
     for name in TIME_FIELDS:
         doc[name] = to_datetime(doc[name])
@@ -118,6 +118,8 @@ def incident_from_document(doc: Mapping[str, Any]) -> Incident:
         last_alert_time=t["last_alert_time"] if t["last_alert_time"] is not None else start,
         app=doc.get("app"),
         incident_id=incident_id,
+        notices_muted=int(doc.get("notices_muted") or 0),  # absent from documents before schema 4
+        resolved_by=doc.get("resolved_by"),
     )
 
 

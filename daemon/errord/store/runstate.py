@@ -9,7 +9,9 @@ when the process dies, even on ``kill -9``, so a stale file never claims a dead 
 While it (or a non-empty ``-wal``) is there, an empty or missing database is a loss (a
 full disk zeroed it, a cleanup deleted it), not a first start: ``check_state_dir`` refuses
 it, so positions and open incidents are never forgotten silently (issue 11.4). The lock
-file does not count: it is created before the store, so it may exist without one.
+file does not count: it is created before the store, so it may exist without one. A
+database that is not empty but zero-filled or no SQLite file at all is refused the same
+way, marker or not.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from errord.errors import ErrordError, StateError
 
 __all__ = ["LOCK_NAME", "STATE_MARKER", "RunLock", "check_state_dir", "mark_state", "read_run_state"]
 
+_SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 database
 LOCK_NAME = "errord.lock"
 STATE_MARKER = "errord.state"
 _MARKER_TEXT = (
@@ -130,6 +133,7 @@ def check_state_dir(state_dir: Path, db_name: str) -> list[str]:
             f"state_dir {state_dir} is not a folder; set state_dir to a folder errord may "
             f"create, or move {state_dir} away"
         )
+    _check_header(state_dir, db_name)
     held = [
         name
         for name, size in (
@@ -146,11 +150,28 @@ def check_state_dir(state_dir: Path, db_name: str) -> list[str]:
     return held
 
 
+def _check_header(state_dir: Path, db_name: str) -> None:
+    """Refuse a database file that is not empty but is no SQLite database: zero-filled (a
+    full disk or a crash can leave its pages allocated and never written) or overwritten.
+    Whatever the marker says: errord can neither read it nor should it replace it."""
+    try:
+        with open(state_dir / db_name, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return  # missing, or unreadable: the size check and opening the store say so
+    if not head or head.startswith(_SQLITE_HEADER):
+        return
+    what = "zero-filled" if not head.strip(b"\0") else "not an SQLite database"
+    held = [STATE_MARKER] if os.path.exists(state_dir / STATE_MARKER) else []
+    raise StateError(lost_state(state_dir, db_name, f"{what} ({_size(state_dir / db_name)} bytes)", held))
+
+
 def lost_state(state_dir: Path, db_name: str, what: str, held: list[str]) -> str:
     """The one line that refuses a state_dir whose store is gone (also used by the
     journal for a database that lost its schema)."""
+    where = f"state_dir {state_dir} held errord's state ({', '.join(held)}) but" if held else f"state_dir {state_dir}:"
     return (
-        f"state_dir {state_dir} held errord's state ({', '.join(held)}) but {db_name} is {what}: its "
+        f"{where} {db_name} is {what}: its "
         f"file positions and open incidents are lost, and errord does not start over silently. Restore "
         f"{db_name} from a backup, or start fresh on purpose: stop errord and move the errord.* files "
         f"away (mv {state_dir}/errord.* SOMEWHERE/)"

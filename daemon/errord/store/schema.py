@@ -145,6 +145,40 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             '["{UNKNOWN_ALERTED}"]') WHERE active = 1 AND alerts_sent > 0""",
         "DROP TABLE v3_alerted",
     ),
+    # v3 -> v4: people in control (CONTRACT §8). The record gains notices_muted and
+    # resolved_by (every incident closed before this was closed by a clear line);
+    # silences (and acks) persist here; commands is the hand-over from the CLI to a
+    # running daemon (the CLI inserts, the daemon's loop applies and writes the outcome).
+    (
+        "ALTER TABLE incidents ADD COLUMN notices_muted INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE incidents ADD COLUMN resolved_by TEXT",
+        "UPDATE incidents SET resolved_by = 'clear' WHERE active = 0",
+        """CREATE TABLE silences (
+            id TEXT PRIMARY KEY,
+            pattern TEXT NOT NULL,
+            app TEXT NOT NULL,
+            starts_at REAL NOT NULL,
+            ends_at REAL,
+            until_resolved INTEGER NOT NULL,
+            incident_ids TEXT NOT NULL DEFAULT '[]',
+            reason TEXT NOT NULL DEFAULT '',
+            by_name TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL,
+            ended_at REAL,
+            muted INTEGER NOT NULL DEFAULT 0,
+            ack INTEGER NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE commands (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            args TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            done_at REAL,
+            status INTEGER,
+            outcome TEXT
+        )""",
+        "CREATE INDEX commands_pending ON commands (id) WHERE done_at IS NULL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -262,6 +296,8 @@ def connect(
         _setup(db, path, held, readonly, busy_timeout)
     except sqlite3.Error as e:
         db.close()
+        if type(e) is sqlite3.DatabaseError:  # not a database, malformed: no retry mends it
+            raise StateError(lost_state(path.parent, path.name, f"unreadable ({e})", list(held))) from None
         raise JournalError(f"cannot open {path}: {e}") from e
     except JournalError:
         db.close()

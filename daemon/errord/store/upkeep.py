@@ -1,5 +1,5 @@
-"""The store's housekeeping, driven by the daemon's loop: delivered notices pruned after a
-week, and the WAL kept bounded.
+"""The store's housekeeping, driven by the daemon's loop: delivered notices and ended
+silences pruned after a week, and the WAL kept bounded.
 
 Why a checkpoint of our own: SQLite's automatic checkpoints cannot restart the WAL while
 readers overlap (the CLI, the notify workers), so it grows; on a small disk errord's WAL
@@ -42,7 +42,7 @@ class Upkeep:
         self.checkpoint()
 
     def prune(self) -> None:
-        """Delivered notices older than a week, once an hour."""
+        """Delivered notices and ended silences older than a week, once an hour."""
         now = self._clock()
         if now < self._next_prune:
             return
@@ -54,6 +54,13 @@ class Upkeep:
             return
         if pruned:
             logger.info("pruned %d delivered notice(s) older than a week", pruned)
+        try:
+            ended = self.journal.control.prune(time.time())
+        except JournalError as exc:
+            logger.warning("could not prune ended silences: %s", exc)
+            return
+        if ended:
+            logger.info("pruned %d silence(s) ended over a week ago", ended)
 
     def checkpoint(self) -> None:
         """A TRUNCATE checkpoint when the WAL is over its limit (see the module doc)."""

@@ -1,0 +1,132 @@
+"""The notify helper process itself: ``python -m errord.sinks.helperproc``.
+
+The daemon's side (starting, supervising, the pipe protocol) is ``sinks.helper``; this is
+the other end: it reads its config line and commands from stdin, runs an ordinary
+:class:`~errord.sinks.notify.NotifySink`, answers on stdout and logs to stderr. Only
+this process imports Apprise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from errord.errors import NotifyError
+
+__all__ = ["main"]
+
+
+@dataclass
+class _Target:
+    url: str
+    tags: list[str] = field(default_factory=list)
+    key: str = ""
+    redacted: str = ""
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL this process when the thread that started it exits (Linux only)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(0)
+
+
+def main() -> None:
+    """Entry point of the helper process (``python -m errord.sinks.helperproc``)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    fd = sys.stdin.fileno()
+    out = sys.stdout.buffer
+    lines = _lines(fd)
+    first = next(lines, None)
+    if first is None:
+        os._exit(0)
+    config = json.loads(first)
+    if config.get("die_with_parent"):
+        _die_with_parent(int(config["parent"]))
+    logging.basicConfig(
+        level=config.get("log_level") or "INFO",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    out_lock = threading.Lock()
+
+    def reply(text: str) -> None:
+        with out_lock:
+            try:
+                out.write(text.encode() + b"\n")
+                out.flush()
+            except (OSError, ValueError):
+                pass
+
+    from errord.sinks.notify import NotifySink  # Apprise is imported here, in the helper only
+    from errord.sinks.plugins import load_plugins_for
+
+    targets = [_Target(**t) for t in config["targets"]]
+    # Only here, where this process is all Apprise serves: the plugin manager is
+    # process-wide, and a subset would surprise other Apprise users of a process.
+    load_plugins_for(t.url for t in targets)
+    try:
+        sink = NotifySink(
+            Path(config["state_dir"]),
+            targets,
+            timeout=float(config["timeout"]),
+            backoff=(float(config["backoff"][0]), float(config["backoff"][1])),
+        )
+    except NotifyError as exc:
+        reply("error " + json.dumps(exc.problems))  # one line of the pipe protocol
+        os._exit(2)
+    sink.on_result = lambda name, ok: reply(f"r {1 if ok else 0} {name}")
+    reply("ok")
+    for cmd in lines:
+        if cmd == b"wake":
+            sink.wake()
+        elif cmd == b"start":
+            sink.start()
+        elif cmd.startswith(b"stop"):
+            try:
+                budget = float(cmd.split()[1])
+            except (IndexError, ValueError):
+                budget = 0.0
+            sink.stop(time.monotonic() + budget)
+            sys.stderr.flush()
+            os._exit(0)  # a worker stuck in a hung send must not hold the exit
+    os._exit(0)  # EOF: the daemon is gone; stop now, a new daemon's helper takes over
+
+
+def _lines(fd: int) -> Iterator[bytes]:
+    """The lines written to ``fd``, until EOF; a burst of wakes counts as one."""
+    buf = b""
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except InterruptedError:
+            continue
+        if not data:
+            return
+        buf += data
+        *lines, buf = buf.split(b"\n")
+        last = None
+        for ln in lines:
+            if ln == b"wake" and last == b"wake":
+                continue
+            last = ln
+            yield ln
+
+
+if __name__ == "__main__":
+    main()
