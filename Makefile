@@ -28,8 +28,12 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The suite on two workers (pytest-xdist): most of an end-to-end test's time is a daemon
+# subprocess working or waiting, so two run side by side on two cores. PYTEST_WORKERS=0
+# runs it in one process; `pytest tests/test_x.py` alone stays serial.
+PYTEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 $(VENV)/.installed-bench: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[bench]'

@@ -10,13 +10,45 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/receiver.py etc. importable by name
 
+from errord.settings import Settings
+from errord.status import open_readonly, status_data
+from errord.store.runstate import read_run_state
+from errord.views import incident_json
 from receiver import Receiver
+
+T = TypeVar("T")
+
+
+def wait_until(
+    check: Callable[[], T],
+    timeout: float = 30,
+    what: str | Callable[[], str] = "the condition",
+    every: float = 0.1,
+) -> T:
+    """Poll ``check`` until it returns something true, and return that: every 10 ms at
+    first (or ``every``, if shorter), backing off to every ``every`` seconds. Raises
+    ``AssertionError`` naming ``what`` (a callable is called then, e.g. for the daemon's
+    log) after ``timeout`` seconds.
+
+    A timeout is a budget, not a claim about speed: a passing test returns as soon as the
+    condition holds, and under ``pytest -n 2`` on two busy cores things take a few times
+    longer, so budgets are generous (a test that asserts a speed says so itself)."""
+    end = time.monotonic() + timeout
+    delay = min(0.01, every)
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() >= end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, every)
 
 
 def _toml_value(value: Any) -> str:
@@ -90,6 +122,38 @@ class Errord:
     def json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "--json").stdout)
 
+    # -- in-process reads: what the CLI would print, without starting a Python (~0.4 s
+    # each); for waiting. A test about the CLI reads it through ``cli`` / ``json``.
+
+    def run_config(self) -> Any:
+        """The config as the CLI loads it (``-c`` and this environment), read anew."""
+        return Settings.load(self.config, environ=self.env).to_run()
+
+    def status(self) -> dict[str, Any]:
+        """``errord status --json``'s object, read in this process."""
+        data: dict[str, Any] = json.loads(json.dumps(status_data(self.run_config())))
+        return data
+
+    def history(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """``errord history --json --limit LIMIT`` from the embedded store, in this process."""
+        journal = open_readonly(self.run_config())
+        if journal is None:
+            return []
+        with journal:
+            out: list[dict[str, Any]] = json.loads(json.dumps([incident_json(i) for i in journal.history(limit=limit)]))
+        return out
+
+    def running(self) -> bool:
+        """``status``'s ``running``: a daemon holds the lock and has opened its sources."""
+        state = read_run_state(self.run_config().state_dir)
+        return bool(state["running"] and state["ready"])
+
+    def wait_log(self, text: str, count: int = 1, timeout: float = 30) -> None:
+        """Until the daemon's output holds ``text`` ``count`` times."""
+        wait_until(
+            lambda: self.output().count(text) >= count, timeout, lambda: f"{count}x {text!r} in:\n{self.output()}"
+        )
+
     def start(self, wait: bool = True) -> None:
         assert self.proc is None or self.proc.poll() is not None
         with open(self.log_path, "ab") as log:  # the child has its own copy of the descriptor
@@ -102,27 +166,30 @@ class Errord:
         if wait:
             self.wait_running()
 
-    def wait_running(self, timeout: float = 20) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
+    def wait_running(self, timeout: float = 30) -> None:
+        """Until ``status`` would say running (read in this process)."""
+
+        def up() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.output()}")
-            if self.json("status")["running"]:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"daemon not running after {timeout}s:\n{self.output()}")
+            return self.running()
 
-    def wait_caught_up(self, timeout: float = 30) -> dict[str, Any]:
-        """Until every matched file has been read to its end."""
-        end = time.monotonic() + timeout
-        status: dict[str, Any] = {}
-        while time.monotonic() < end:
-            status = self.json("status")
-            if status["files"] and all(f["position"] == f["size"] for f in status["files"]):
-                return status
-            time.sleep(0.05)
-        raise AssertionError(f"not caught up after {timeout}s: {status}\n{self.output()}")
+        wait_until(up, timeout, lambda: f"the daemon to run:\n{self.output()}")
+
+    def wait_caught_up(self, timeout: float = 60) -> dict[str, Any]:
+        """Until every matched file has been read to its end; returns ``status --json``'s
+        object (read in this process)."""
+        last: dict[str, Any] = {}
+
+        def caught_up() -> dict[str, Any] | None:
+            nonlocal last
+            last = self.status()
+            files = last["files"]
+            return last if files and all(f["position"] == f["size"] for f in files) else None
+
+        status: dict[str, Any] = wait_until(caught_up, timeout, lambda: f"caught up: {last}\n{self.output()}")
+        return status
 
     def stop(self, timeout: float = 10) -> int:
         assert self.proc is not None
@@ -184,3 +251,9 @@ def make_errord(tmp_path: Path, errord_env: dict[str, str]) -> Iterator[Callable
         if e.proc is not None and e.proc.poll() is None:
             e.proc.kill()
             e.proc.wait(10)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The end-to-end tests (marked ``slow``) first, each file's in its order: under
+    ``pytest -n 2`` a long test handed out last would leave the other worker idle at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # a stable sort

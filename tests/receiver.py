@@ -214,7 +214,7 @@ class Receiver:
         with self._cond:
             return list(self.received)
 
-    def wait_for(self, n: int, timeout: float = 5.0, *, delivered: bool = True) -> list[Request]:
+    def wait_for(self, n: int, timeout: float = 30.0, *, delivered: bool = True) -> list[Request]:
         """Wait until ``n`` requests were accepted (or, ``delivered=False``, received).
 
         Returns them; raises ``TimeoutError`` naming what did arrive.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Errord, append, line
+from conftest import Errord, append, line, wait_until
 from errord.model import Incident
 from errord.store.journal import Journal
 from receiver import Receiver
@@ -56,11 +56,8 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
     return call
 
 
-def wait_for_log(e: Errord, text: str, count: int = 1, timeout: float = 20) -> None:
-    end = time.monotonic() + timeout
-    while e.output().count(text) < count:
-        assert time.monotonic() < end, f"no {count}x {text!r} in the daemon log:\n{e.output()}"
-        time.sleep(0.05)
+def wait_for_log(e: Errord, text: str, count: int = 1, timeout: float = 30) -> None:
+    e.wait_log(text, count, timeout)
 
 
 # -- 8: nothing to read is refused: run, check-config and a reload -------------------------------
@@ -139,15 +136,12 @@ def test_status_exit_code_and_config_before_the_command(make_errord: Callable[..
     with open(e.log_path, "ab") as log:
         proc = subprocess.Popen([*ERRORD, "-c", cfg, "run"], env=e.env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        end = time.monotonic() + 20
-        while run(e, "-c", cfg, "status").returncode != 0:
-            assert proc.poll() is None and time.monotonic() < end, e.output()
-            time.sleep(0.05)
+        # wait in this process (no CLI start-up per poll), then ask the CLI
+        wait_until(lambda: proc.poll() is not None or e.running(), 30, e.output)
+        assert proc.poll() is None, e.output()
+        assert run(e, "-c", cfg, "status").returncode == 0
         assert json.loads(run(e, "status", "-c", cfg, "--json").stdout)["running"] is True
-        end = time.monotonic() + 20
-        while not run(e, "-c", cfg, "active", "--json").stdout.strip().startswith("[\n  {"):
-            assert time.monotonic() < end, e.output()
-            time.sleep(0.05)
+        wait_until(lambda: e.status()["active_incidents"], 30, e.output)
         for args in (["-c", cfg, "active", "--json"], ["active", "--json", "-c", cfg]):
             res = run(e, *args)
             assert res.returncode == 0 and [i["code"] for i in json.loads(res.stdout)] == ["seen"], res

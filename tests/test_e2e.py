@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import append, line
+from conftest import append, line, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -53,9 +53,7 @@ def test_notices_go_to_stderr_without_targets(make_errord, tmp_path: Path) -> No
     e = make_errord()
     e.start()
     append(tmp_path / "logs" / "app.jsonl", line("disk_full", msg="no space"))
-    end = time.monotonic() + 10
-    while "disk_full" not in e.output() and time.monotonic() < end:
-        time.sleep(0.05)
+    e.wait_log("disk_full")
     assert "[errord notice] failure" in e.output() and "no space" in e.output()
     assert e.stop() == 0
 
@@ -110,7 +108,7 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(make_errord, receiver, tmp_
     assert got == dict(written)
     assert all(h["active"] for h in history) and len(history) == len(codes)
     receiver.wait_for(len(codes))
-    time.sleep(0.5)
+    wait_until(lambda: e.status()["pending_notices"] == 0, 30, "every notice delivered and recorded")
     titles = Counter(r.body["title"].split()[1] for r in receiver.delivered)
     assert set(titles) == set(codes)
     # a notice can repeat only if the crash fell between the target accepting it and the journal recording it
@@ -140,18 +138,14 @@ def test_pending_notice_survives_restart(make_errord, receiver, tmp_path: Path) 
     receiver.stop()  # target down: connection refused
     e.start()
     append(tmp_path / "logs" / "app.jsonl", line("outage"))
-    end = time.monotonic() + 10
-    while e.json("status")["pending_notices"] != 1 and time.monotonic() < end:
-        time.sleep(0.1)
+    wait_until(lambda: e.status()["pending_notices"] == 1, 30, "the notice pending")
     assert e.json("status")["pending_notices"] == 1
     assert e.stop() == 0
     receiver.start()
     e.start()
     (got,) = receiver.wait_for(1, timeout=15)
     assert "outage" in got.body["title"]
-    end = time.monotonic() + 5
-    while e.json("status")["pending_notices"] and time.monotonic() < end:
-        time.sleep(0.1)
+    wait_until(lambda: e.status()["pending_notices"] == 0, 30, "no notice pending")
     assert e.json("status")["pending_notices"] == 0
     assert e.stop() == 0
 
@@ -166,7 +160,8 @@ def test_status_json_shape(make_errord, tmp_path: Path) -> None:
         {"path": str(log), "position": 0, "size": log.stat().st_size, "lines_read": 0, "lines_skipped": 0}
     ]
     e.start()
-    status = e.wait_caught_up()
+    e.wait_caught_up()
+    status = e.json("status")  # the CLI's own answer, once caught up
     assert status["running"] is True
     assert {"running", "active_incidents", "pending_notices", "pending_mongo", "files"} <= set(status)
     assert status["active_incidents"] == 1
@@ -254,9 +249,7 @@ def test_sighup_adds_a_target_and_keeps_state(make_errord, receiver, tmp_path: P
     e.config.write_text(cfg_text + "\nscope = 'galaxy'\n")
     e.proc.send_signal(_signal.SIGHUP)
     # the reload validates in a child (~1 s on a loaded machine): rewrite only once it is refused
-    end = time.monotonic() + 20
-    while "reload refused" not in e.output() and time.monotonic() < end:
-        time.sleep(0.05)
+    e.wait_log("reload refused")
     write_config(
         e.config,
         server_id="test-host",
@@ -268,9 +261,7 @@ def test_sighup_adds_a_target_and_keeps_state(make_errord, receiver, tmp_path: P
         notify=[{"url": receiver.url("/after")}],
     )
     e.proc.send_signal(_signal.SIGHUP)
-    end = time.monotonic() + 10
-    while "config reloaded" not in e.output() and time.monotonic() < end:
-        time.sleep(0.05)
+    e.wait_log("config reloaded")
     append(log, line("after_reload"), line("before_reload"))
     (got,) = receiver.wait_for(1)
     assert "after_reload" in got.body["title"]
@@ -278,7 +269,7 @@ def test_sighup_adds_a_target_and_keeps_state(make_errord, receiver, tmp_path: P
     assert "reload refused" in e.output()
     history = {h["code"]: h for h in e.json("history")}
     assert history["before_reload"]["occurrences"] == 2  # the incident survived the reload
-    time.sleep(0.3)
+    wait_until(lambda: e.status()["pending_notices"] == 0, 30, "every notice delivered and recorded")
     assert len(receiver.delivered) == 1
     assert e.stop() == 0
 

@@ -7,7 +7,6 @@ import asyncio
 import re
 import signal
 import socket
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import append, line, write_config
+from conftest import append, line, wait_until, write_config
 from errord.config import redact_url
 from errord.daemon import Daemon
 from errord.errors import ErrordError, JournalError
@@ -51,13 +50,12 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 def metrics_base(e, timeout: float = 10) -> str:  # type: ignore[no-untyped-def]
     """The metrics URL a daemon logged (it listens on port 0: the OS picks)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        m = re.search(r"metrics on (http://[^/\s]+)/metrics", e.output())
-        if m:
-            return m.group(1)
-        time.sleep(0.05)
-    raise AssertionError(f"no metrics address logged:\n{e.output()}")
+    found = wait_until(
+        lambda: re.search(r"metrics on (http://[^/\s]+)/metrics", e.output()),
+        max(timeout, 30),
+        lambda: f"a metrics address logged:\n{e.output()}",
+    )
+    return found.group(1)
 
 
 @pytest.mark.slow
@@ -91,6 +89,15 @@ def test_counters_move_as_lines_are_appended(make_errord, receiver, tmp_path: Pa
     )
     receiver.wait_for(4, timeout=15)  # failure (after one retry), failure, warning, success
     e.wait_caught_up()
+    target = redact_url(receiver.url("/hook"))  # json://127.0.0.1:PORT/…: no path, no secrets
+
+    # the helper reports each send to the daemon after the target answered: the counters
+    # follow the receiver, so wait for them (and the outbox) before reading the rest
+    def counted() -> bool:
+        now = scrape(base)
+        return value(now, "errord_notices_sent_total", target=target) >= 4 and value(now, "errord_notices_pending") == 0
+
+    wait_until(counted, 30, "the sends counted")
     after = scrape(base)
     assert value(after, "errord_lines_read_total", source=src) == 8
     assert value(after, "errord_lines_skipped_total", source=src, reason="not_json") == 1
@@ -100,7 +107,6 @@ def test_counters_move_as_lines_are_appended(make_errord, receiver, tmp_path: Pa
     assert value(after, "errord_incidents_resolved_total") == 1
     assert value(after, "errord_incidents_open") == 1  # flaky
     assert value(after, "errord_file_bytes_behind", path=str(log)) == 0
-    target = redact_url(receiver.url("/hook"))  # json://127.0.0.1:PORT/…: no path, no secrets
     assert "hook" not in target
     assert value(after, "errord_notices_sent_total", target=target) == 4
     assert value(after, "errord_notices_failed_total", target=target) == 1

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import conftest
 from conftest import Errord, append, line
 from errord.store.journal import Journal
 from errord.store.mongostore import incident_document
@@ -26,15 +27,12 @@ def mongo() -> Iterator[FakeMongo]:
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, e: Errord) -> None:
-    end = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}\n{e.output()}")
-        time.sleep(0.05)
+    conftest.wait_until(check, max(timeout, 30), lambda: f"{what}\n{e.output()}")
 
 
-def pending_mongo(e: Errord) -> int:
-    return int(e.json("status")["pending_mongo"])
+def pending_mongo(e: Errord, *, cli: bool = False) -> int:
+    """``status``'s ``pending_mongo``: read in this process, or (``cli``) by ``errord status``."""
+    return int((e.json("status") if cli else e.status())["pending_mongo"])
 
 
 def embedded(state: Path) -> dict[str, Any]:
@@ -68,7 +66,7 @@ def test_alerts_flow_through_a_mongodb_outage_and_the_history_catches_up(
         time.sleep(0.1)
     receiver.wait_for(7, timeout=5)  # burst_0..2 alerted while MongoDB is down
     e.wait_caught_up()
-    assert pending_mongo(e) >= 5  # db_down, disk_full, api_err, burst_0..2: waiting in the journal
+    assert pending_mongo(e, cli=True) >= 5  # db_down, disk_full, api_err, burst_0..2: waiting in the journal
 
     mongo.start()  # back, same port
     wait_until(lambda: pending_mongo(e) == 0, 25, "the outbox to drain", e)
@@ -86,7 +84,7 @@ def test_alerts_flow_through_a_mongodb_outage_and_the_history_catches_up(
     started = time.monotonic()
     assert e.stop() == 0
     assert time.monotonic() - started < 6
-    assert pending_mongo(e) == 1
+    assert pending_mongo(e, cli=True) == 1
     mongo.start()
     e.start()
     wait_until(lambda: pending_mongo(e) == 0, 15, "the outbox to drain after the restart", e)
@@ -117,7 +115,8 @@ def test_fresh_state_dir_loads_this_hosts_open_incidents_from_mongodb(
     log = tmp_path / "logs" / "app.jsonl"
     append(log, line("db_down"), line("other"), line(clear="db_down"))
     got = receiver.wait_for(2)
-    time.sleep(0.5)
+    e.wait_caught_up()  # every notice these lines make is in the outbox now
+    wait_until(lambda: e.status()["pending_notices"] == 0, 30, "every notice delivered", e)
     assert [(r.body["type"], r.body["title"].split()[1]) for r in receiver.delivered] == [
         ("failure", "other"),
         ("success", "db_down"),

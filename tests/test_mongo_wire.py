@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import conftest
 from errord import cli, status
 from errord.model import INCIDENT_FIELDS, TIME_FIELDS
 from errord.settings import MongoSettings, Settings
@@ -51,12 +52,8 @@ def make_sink(journal: Journal) -> Iterator[Callable[..., MongoSink]]:
         s.stop(time.monotonic() + 1)
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 10, what: str = "") -> None:
-    end = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        time.sleep(0.02)
+def wait_until(check: Callable[[], bool], timeout: float = 30, what: str = "") -> None:
+    conftest.wait_until(check, max(timeout, 30), what or str(check), every=0.02)
 
 
 def drained(journal: Journal) -> Callable[[], bool]:

@@ -15,6 +15,7 @@ from typing import Any
 import apprise
 import pytest
 
+import conftest
 from errord.errors import NotifyError
 from errord.model import Notice, NoticeType
 from errord.policy.route import Router
@@ -90,12 +91,8 @@ def enqueue(state: Path, sink: NotifySink, *notices: Notice) -> None:
     sink.wake()
 
 
-def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise TimeoutError("condition not met")
-        time.sleep(0.01)
+def wait_until(cond: Callable[[], bool], timeout: float = 30.0) -> None:
+    conftest.wait_until(cond, max(timeout, 30), "the condition", every=0.01)
 
 
 def titles(reqs: list) -> list[str]:  # type: ignore[type-arg]

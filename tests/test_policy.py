@@ -131,5 +131,5 @@ def test_replay_runs_the_daemons_chain(tmp_path: Path) -> None:
     cfg = write_config(
         tmp_path / "e.toml", state_dir=str(tmp_path / "state"), sources=[{"path": str(tmp_path / "*.jsonl")}]
     )
-    replay = Replay(Settings.load(cfg), [])
+    replay = Replay(Settings.load(cfg).to_run(), [])
     assert [s.name for s in replay.policy.stages] == [s.name for s in standard_policy(Router()).stages]
