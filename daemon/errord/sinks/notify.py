@@ -55,12 +55,11 @@ _POLL = 1.0  # seconds between outbox looks while something waits (a retry, a fa
 # this is only the net under it (each look is a wake-up of an idle process)
 _EMPTY_POLL = 10.0
 _BATCH = 50
-# Accepted notices are recorded (marked delivered) together: at the end of each batch of
-# due deliveries, before a failure is, and at least every MARK_EVERY seconds. One
-# transaction (one fsync) per notice was a quarter of the helper's time in a burst. The
-# cost: a kill -9 may send again what was accepted but not yet recorded (at most a batch,
-# MARK_EVERY's worth) where it used to be one notice.
-MARK_EVERY = 0.05
+# Each accepted notice is recorded (marked delivered) at once, before the next send, so a
+# kill -9 repeats at most the one notice in flight (CONTRACT §7). What made that cost a
+# quarter of the helper's time in a burst was the fsync of each mark, not the transaction:
+# the workers' connections commit with synchronous=NORMAL (WAL), which survives a killed
+# process but not a power loss (the daemon's next FULL commit syncs them too).
 _SCRUBBED_LOGGERS = ("apprise", "urllib3.connectionpool")
 JOURNAL_WARN_EVERY = 60.0  # seconds between "journal" warnings of one target while it fails
 
@@ -116,10 +115,9 @@ class _Target:
         self.wakeup = threading.Event()
         self.sending = False  # inside a send (for the shutdown warning)
         self.thread: threading.Thread | None = None
-        # delivery id -> when the target accepted it, not recorded yet (see MARK_EVERY; or
-        # recording failed: the journal locked or failing): recorded later, never sent again
+        # delivery id -> when the target accepted it, not recorded yet (recording failed:
+        # the journal locked or failing): recorded later, never sent again
         self.accepted: dict[int, float] = {}
-        self.unrecorded_since = 0.0  # time.monotonic() of the oldest entry of ``accepted``
 
 
 class NotifySink(NoticeSink):
@@ -275,7 +273,7 @@ class NotifySink(NoticeSink):
                     continue
                 try:
                     if journal is None:
-                        journal = Journal(self.state_dir)
+                        journal = Journal(self.state_dir, durable=False)  # see _record
                     wait = self._deliver(journal, t, ap)
                     if journal_failing:
                         journal_failing = False
@@ -339,8 +337,6 @@ class NotifySink(NoticeSink):
                 if self._stop.is_set() or self._past_deadline():
                     self._record(j, t)
                     return self._idle(0.0)
-                if t.accepted and time.monotonic() - t.unrecorded_since >= MARK_EVERY:
-                    self._record(j, t)
                 t.sending = True
                 try:
                     ok, err, retry_after = self._send_notice(ap, t, notice)
@@ -349,9 +345,8 @@ class NotifySink(NoticeSink):
                 if self.on_result is not None:
                     self.on_result(t.name, ok)
                 if ok:
-                    if not t.accepted:
-                        t.unrecorded_since = time.monotonic()
-                    t.accepted[did] = time.time()  # recorded with the next ones (MARK_EVERY)
+                    t.accepted[did] = time.time()
+                    self._record(j, t)  # before the next send; raising keeps it in accepted
                     continue
                 self._record(j, t)  # what was accepted before this one, first
                 attempts = head.attempts if did == head.id else 0

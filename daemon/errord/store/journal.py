@@ -83,8 +83,12 @@ class Journal:
         readonly: bool = False,
         busy_timeout: float = 5.0,
         opener: schema.Opener = sqlite3.connect,
+        durable: bool = True,
     ) -> None:
+        # durable=False: commits survive a killed process but not a power loss
+        # (synchronous=NORMAL in WAL); for the notify workers' delivered marks only.
         self.state_dir = Path(state_dir)
+        self._durable = durable
         self.path = self.state_dir / schema.DB_NAME
         self.readonly = readonly
         self._busy_timeout = busy_timeout
@@ -112,9 +116,12 @@ class Journal:
     # -- connection --------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        return schema.connect(
+        db = schema.connect(
             self.path, self._held, readonly=self.readonly, busy_timeout=self._busy_timeout, opener=self._opener
         )
+        if not self._durable and not self.readonly:
+            db.execute("PRAGMA synchronous = NORMAL")
+        return db
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
