@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 from conftest import Errord, append, line, write_config
 from errord.config import RunConfig
 from errord.settings import Settings
+from errord.sinks.early import Adopted
 from receiver import Receiver
 
 FULL = dict(
@@ -133,3 +136,92 @@ def test_malloc_settings_never_override_the_users() -> None:
     env = _daemon_environ({"PATH": "/bin", "MALLOC_MMAP_THRESHOLD_": "131072"})
     assert env["MALLOC_MMAP_THRESHOLD_"] == "131072" and env["PATH"] == "/bin"
     assert env["MALLOC_TRIM_THRESHOLD_"] == str(64 << 20)
+
+
+def _helpers_started_by(pid: int) -> list[int]:
+    """Every live notify helper whose command line names ``pid`` as its parent."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            words = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"errord.sinks.helperproc" in words and str(pid).encode() in words:
+            found.append(int(entry))
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        kids += [int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+    return kids
+
+
+def test_the_helper_started_before_validation_is_the_daemons(
+    make_errord: Callable[..., Errord], receiver: Receiver, tmp_path: Path
+) -> None:
+    """``errord run`` starts the notify helper before it imports pydantic (sinks.early);
+    the daemon image takes it over across the exec: it gets the config there, delivers,
+    and is supervised like any helper (killed, it is started again)."""
+    e = make_errord(notify=[{"url": receiver.url("/")}])
+    e.start()
+    assert e.proc is not None
+    pid = e.proc.pid
+    (early,) = _helpers_started_by(pid)
+    assert _children(pid) == [early]  # started before the exec, still the daemon's child
+    append(tmp_path / "logs" / "app.jsonl", line("first"))
+    receiver.wait_for(1)
+    os.kill(early, signal.SIGKILL)
+    e.wait_log("notify helper restarted")
+    assert f"notify helper (pid {early}) died: killed by signal 9 (SIGKILL)" in e.output()
+    append(tmp_path / "logs" / "app.jsonl", line("second"))
+    receiver.wait_for(2)
+    assert e.stop() == 0
+
+
+def test_a_refused_config_leaves_no_helper_behind(tmp_path: Path, errord_env: dict[str, str]) -> None:
+    """A config that is not valid still exits 2 before anything starts: the helper started
+    early never saw a config and is gone when ``errord run`` has exited."""
+    path = write_config(tmp_path / "errord.toml", state_dir=str(tmp_path / "state"), sources=[{"path": 5}])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "errord", "run", "-c", str(path)], env=errord_env, stderr=subprocess.PIPE
+    )
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and b"sources.0.path" in err, err
+    assert _helpers_started_by(proc.pid) == []
+    assert not (tmp_path / "state").exists()
+
+
+def test_an_adopted_child_is_waited_for_like_a_popen() -> None:
+    """sinks.early.Adopted: poll, wait with a timeout, kill, the exit status as Popen has it."""
+    r, w = os.pipe()
+    r2, w2 = os.pipe()
+    pid = os.posix_spawn(
+        sys.executable,
+        [sys.executable, "-c", "import sys; sys.stdin.read()"],
+        os.environ,
+        file_actions=[
+            (os.POSIX_SPAWN_DUP2, r, 0),
+            (
+                os.POSIX_SPAWN_CLOSE,
+                w,
+            ),
+            (os.POSIX_SPAWN_CLOSE, r2),
+            (os.POSIX_SPAWN_CLOSE, w2),
+        ],
+    )
+    os.close(r)
+    os.close(w2)
+    child = Adopted(pid, os.fdopen(w, "wb", buffering=0), os.fdopen(r2, "rb", buffering=0))
+    assert child.poll() is None
+    with pytest.raises(subprocess.TimeoutExpired):
+        child.wait(0.05)
+    child.kill()
+    assert child.wait(10) == -signal.SIGKILL == child.returncode == child.poll()
+    child.kill()  # gone already: nothing happens
+    for pipe in (child.stdin, child.stdout):
+        assert pipe is not None
+        pipe.close()

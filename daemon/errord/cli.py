@@ -26,7 +26,6 @@ from errord.durations import parse_duration
 from errord.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_NOT_RUNNING, EXIT_OK, DurationError, ErrordError, exit_status
 from errord.model import Incident
 from errord.reload import DUMP_COMMAND
-from errord.settings import Settings
 from errord.status import first_start, open_readonly, source_matches, status_data
 from errord.store.journal import Journal
 from errord.store.runstate import check_state_dir
@@ -172,7 +171,11 @@ def _since_arg(text: str) -> float:
 
 
 def _load(args: argparse.Namespace, *, sources: bool = False) -> RunConfig:
-    """The validated config (``sources``: refuse one with nothing to read, as ``run`` does)."""
+    """The validated config (``sources``: refuse one with nothing to read, as ``run`` does).
+    pydantic is imported here, not with this module: ``run`` starts its notify helper
+    before (``sinks.early``), so that ~0.2 s and the helper's Apprise run side by side."""
+    from errord.settings import Settings
+
     settings = Settings.load(args.config)
     if sources:
         settings.require_sources()
@@ -187,11 +190,18 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _load(args, sources=True)  # a bad config exits 2 here, before anything starts
+    from errord.sinks.early import start_early, stop_early
+
+    helper = start_early()  # imports Apprise while this process imports pydantic; no config yet
+    try:
+        config = _load(args, sources=True)  # a bad config exits 2 here, before anything starts
+    except BaseException:
+        stop_early(helper)
+        raise
     from errord.serve import exec_daemon  # the daemon runs in a fresh image without pydantic
 
     argv = ["run"] + (["-c", str(args.config)] if args.config is not None else [])
-    return exec_daemon(config, argv)
+    return exec_daemon(config, argv, helper=helper)
 
 
 def cmd_dump_config(args: argparse.Namespace) -> int:

@@ -29,7 +29,6 @@ from errord.notices import clean_text
 from errord.parse.values import unfit_code
 from errord.policy.mutetime import MuteWindow
 from errord.policy.silence import NOT_UTF8, check_pattern, utf8
-from errord.settings import Settings
 from errord.status import open_readonly
 from errord.store.journal import Journal
 from errord.store.runstate import read_run_state
@@ -153,6 +152,8 @@ def add_commands(
 
 
 def _load(args: argparse.Namespace) -> RunConfig:
+    from errord.settings import Settings  # pydantic: only where a config is loaded (see cli._load)
+
     return Settings.load(args.config).to_run()
 
 

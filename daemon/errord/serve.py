@@ -4,9 +4,11 @@ Why: validating the config takes pydantic-settings, which leaves ~12 MB resident
 process that imported it (``VmHWM``, the peak, never drops). ``errord run`` loads and
 validates ``Settings`` as every command does (a bad config exits 2 right there), writes
 the resulting ``RunConfig.dump()`` as JSON to a memfd the new image inherits, and
-``exec``s ``python -m errord.serve FD errord run ...`` (the tail only names the process
-for ``ps``). Same pid, so systemd's ``Type=notify`` and signals are unaffected; a fresh
-image, so its peak memory starts from zero. Here the JSON becomes the same
+``exec``s ``python -m errord.serve FD HELPER errord run ...`` (HELPER: the notify helper
+``errord run`` started before it validated, ``PID:STDIN:STDOUT`` or ``-``, see
+``sinks.early``; the tail only names the process for ``ps``). Same pid, so systemd's
+``Type=notify`` and signals are unaffected; a fresh image, so its peak memory starts
+from zero. Here the JSON becomes the same
 ``config.RunConfig`` (``RunConfig.from_dump``) and the daemon runs. A reload (SIGHUP)
 validates in a short-lived child the same way (``reload.load_config``): the daemon
 process never imports pydantic.
@@ -22,11 +24,17 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import orjson
 
 from errord.config import RunConfig
 from errord.errors import EXIT_FAIL, EXIT_OK, ErrordError, exit_status
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from errord.sinks.early import HelperProcess
 
 __all__ = ["exec_daemon", "main"]
 
@@ -36,13 +44,17 @@ MALLOC_MMAP_THRESHOLD = 4 << 20
 MALLOC_TRIM_THRESHOLD = 64 << 20
 
 
-def exec_daemon(config: RunConfig, argv: Sequence[str]) -> int:
-    """Replace this process with the daemon image, handing it ``config``. Returns only
-    if that cannot be done (no memfd or exec allowed, say by a seccomp filter): then the
-    daemon runs in this process, with pydantic loaded, and its exit status is returned."""
+def exec_daemon(config: RunConfig, argv: Sequence[str], *, helper: subprocess.Popen[bytes] | None = None) -> int:
+    """Replace this process with the daemon image, handing it ``config`` (and ``helper``,
+    a notify helper process started early: ``sinks.early``). Returns only if that cannot
+    be done (no memfd or exec allowed, say by a seccomp filter): then the daemon runs in
+    this process, with pydantic loaded, and its exit status is returned."""
     data = orjson.dumps(config.dump())
     fd = -1
     try:
+        from errord.sinks.early import handover
+
+        spec = handover(helper) if helper is not None else "-"
         fd = os.memfd_create("errord-config", 0)  # flags 0: no MFD_CLOEXEC, exec keeps it
         view = memoryview(data)
         while view:
@@ -53,7 +65,7 @@ def exec_daemon(config: RunConfig, argv: Sequence[str]) -> int:
         sys.stderr.flush()
         os.execve(
             sys.executable,
-            [sys.executable, "-m", "errord.serve", str(fd), "errord", *argv],
+            [sys.executable, "-m", "errord.serve", str(fd), spec, "errord", *argv],
             _daemon_environ(os.environ),
         )
     except OSError as exc:
@@ -61,7 +73,7 @@ def exec_daemon(config: RunConfig, argv: Sequence[str]) -> int:
             os.close(fd)
         _setup_logging(config.log_level)
         logger.warning("cannot exec the daemon image (%s); running in this process", exc)
-        return _run(config)
+        return _run(config, helper)
     raise AssertionError("unreachable")  # pragma: no cover - execv does not return
 
 
@@ -79,7 +91,8 @@ def _daemon_environ(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def main(argv: Sequence[str]) -> int:
-    """``python -m errord.serve FD [ignored...]``: run the daemon on the config in FD."""
+    """``python -m errord.serve FD [HELPER [ignored...]]``: run the daemon on the config
+    in FD, with the notify helper HELPER describes (``sinks.early.handover``)."""
     try:
         fd = int(argv[0])
     except (IndexError, ValueError):
@@ -88,20 +101,33 @@ def main(argv: Sequence[str]) -> int:
     with os.fdopen(fd, "rb") as f:
         config = RunConfig.from_dump(orjson.loads(f.read()))
     _setup_logging(config.log_level)
-    return _run(config)
+    helper: HelperProcess | None = None
+    if len(argv) > 1 and argv[1] != "-":
+        from errord.sinks.early import adopt
+
+        try:
+            helper = adopt(argv[1])
+        except (ValueError, OSError) as exc:  # then a helper is started the usual way
+            logger.warning("cannot take over the notify helper started early (%s)", exc)
+    return _run(config, helper)
 
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-def _run(config: RunConfig) -> int:
+def _run(config: RunConfig, helper: HelperProcess | None = None) -> int:
     for warning in config.secret_warnings():
         logger.warning("%s", warning)
     if config.sources:
         from errord.sinks import prelaunch_notify_helper
 
-        prelaunch_notify_helper(config)  # it imports Apprise while this process imports the daemon
+        # it imports Apprise while this process imports the daemon (or did already, started
+        # by `errord run` before it validated the config): here it gets its config
+        prelaunch_notify_helper(config, helper)
+    elif helper is not None:
+        helper.kill()
+        helper.wait()
     from errord.daemon import run_daemon
 
     try:

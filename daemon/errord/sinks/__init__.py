@@ -17,6 +17,7 @@ from errord.sinks.base import NoticeSink
 
 if TYPE_CHECKING:
     from errord.config import RunConfig
+    from errord.sinks.early import HelperProcess
 
 __all__ = ["make_notify_sink", "prelaunch_notify_helper"]
 
@@ -28,17 +29,19 @@ def _key(config: RunConfig) -> tuple[object, ...]:
     return (config.state_dir, tuple((t.url, tuple(t.tags)) for t in config.notify))
 
 
-def prelaunch_notify_helper(config: RunConfig) -> None:
+def prelaunch_notify_helper(config: RunConfig, process: HelperProcess | None = None) -> None:
     """Start the notify helper for ``config`` now, without waiting for its answer: it
     imports Apprise and checks the URLs while the daemon imports the rest (the daemon's
     start to READY=1 is the longer of the two, not their sum). The next
     ``make_notify_sink(config, helper=True)`` takes it and waits for that answer, so an
-    unusable URL still refuses the start before anything is created or locked."""
+    unusable URL still refuses the start before anything is created or locked.
+    ``process``: a helper process ``errord run`` started before it validated the config
+    (``sinks.early``), which gets this config."""
     global _early
     from errord.sinks.helper import NotifyHelper
 
     try:
-        _early = (_key(config), NotifyHelper(config.state_dir, config.notify, wait=False))
+        _early = (_key(config), NotifyHelper(config.state_dir, config.notify, wait=False, process=process))
     except OSError:  # cannot start a process now: make_notify_sink tries again and says why
         _early = None
 

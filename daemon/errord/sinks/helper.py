@@ -42,7 +42,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -54,6 +53,7 @@ from errord.backoff import backoff
 from errord.errors import NotifyError
 from errord.ratelimit import RateLimit
 from errord.sinks.base import NoticeSink, TargetLike
+from errord.sinks.early import HelperProcess, helper_command
 
 __all__ = ["NotifyHelper"]
 
@@ -94,6 +94,7 @@ class NotifyHelper(NoticeSink):
         backoff: tuple[float, float] = (1.0, 300.0),
         start_timeout: float = START_TIMEOUT,
         wait: bool = True,
+        process: HelperProcess | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.on_result: Callable[[str, bool], None] | None = None
@@ -111,7 +112,7 @@ class NotifyHelper(NoticeSink):
         self._stopping = threading.Event()  # wakes the supervisor at stop()
         self._lock = threading.Lock()  # the current child: swapped by the supervisor
         self._supervisor: threading.Thread | None = None
-        self._starting: tuple[_Child, list[str], threading.Event] | None = self._spawn()
+        self._starting: tuple[_Child, list[str], threading.Event] | None = self._spawn(process)
         self._child: _Child | None = self._starting[0]
         if wait:
             self.ready()
@@ -255,10 +256,11 @@ class NotifyHelper(NoticeSink):
         self._answer(child, answer, ready)
         return child
 
-    def _spawn(self) -> tuple[_Child, list[str], threading.Event]:
-        """Start a helper and hand it its config; its answer comes later (``_answer``)."""
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "errord.sinks.helperproc"],
+    def _spawn(self, process: HelperProcess | None = None) -> tuple[_Child, list[str], threading.Event]:
+        """Start a helper (or take ``process``, one started already: ``sinks.early``) and
+        hand it its config; its answer comes later (``_answer``)."""
+        proc: HelperProcess = process or subprocess.Popen(
+            helper_command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=None,
@@ -350,7 +352,7 @@ class NotifyHelper(NoticeSink):
                 logger.exception("notify result callback failed")
 
     @staticmethod
-    def _close_pipes(proc: subprocess.Popen[bytes]) -> None:
+    def _close_pipes(proc: HelperProcess) -> None:
         for pipe in (proc.stdin,):
             if pipe is not None:
                 with contextlib.suppress(OSError):
@@ -368,7 +370,7 @@ class NotifyHelper(NoticeSink):
 class _Child:
     """One helper process and the thread reading its answers."""
 
-    proc: subprocess.Popen[bytes]
+    proc: HelperProcess
     reader: threading.Thread
     eof: threading.Event  # its stdout closed: it died (or is stopping)
     started: float  # time.monotonic() when it was started

@@ -45,10 +45,20 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
-def main() -> None:
-    """Entry point of the helper process (``python -m errord.sinks.helperproc``)."""
+def main(argv: list[str]) -> None:
+    """Entry point of the helper process (``python -m errord.sinks.helperproc [--parent
+    PID]``; ``--parent``: started by ``errord run`` before its config was validated, see
+    ``sinks.early``; it dies with that process from the start)."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
+    if argv[:1] == ["--parent"] and len(argv) > 1 and argv[1].isdigit():
+        _die_with_parent(int(argv[1]))
+    # Apprise is imported here, in the helper only; before the config line is read, so
+    # one started early imports it while the daemon validates the config
+    from errord.sinks.notify import NotifySink
+    from errord.sinks.plugins import load_plugins_for
+    from errord.sinks.sessions import reuse_connections
+
     fd = sys.stdin.fileno()
     out = sys.stdout.buffer
     lines = _lines(fd)
@@ -72,10 +82,6 @@ def main() -> None:
                 out.flush()
             except (OSError, ValueError):
                 pass
-
-    from errord.sinks.notify import NotifySink  # Apprise is imported here, in the helper only
-    from errord.sinks.plugins import load_plugins_for
-    from errord.sinks.sessions import reuse_connections
 
     reuse_connections()  # a kept-alive connection per target (process-wide: this process only)
 
@@ -132,4 +138,4 @@ def _lines(fd: int) -> Iterator[bytes]:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
