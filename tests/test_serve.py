@@ -225,3 +225,32 @@ def test_an_adopted_child_is_waited_for_like_a_popen() -> None:
     for pipe in (child.stdin, child.stdout):
         assert pipe is not None
         pipe.close()
+
+
+def test_without_exec_the_validated_config_comes_from_the_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """validate_and_exec: the forked child validates and hands the config over a pipe; when
+    exec is refused this process waits for it and runs the daemon itself. A refused config
+    is the child's exit 2, with its message, and nothing runs."""
+    import errord.daemon
+    from errord.errors import ConfigError
+    from errord.serve import validate_and_exec
+
+    s, r = _both(tmp_path, **FULL)
+    ran: list[RunConfig] = []
+    monkeypatch.setattr(errord.daemon, "run_daemon", ran.append)
+
+    def refused(*_: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "execve", refused)
+    assert validate_and_exec(s.to_run, ["run"]) == 0
+    assert ran == [r]
+
+    def bad() -> RunConfig:
+        raise ConfigError(["sources.0.path: Input should be a valid string"])
+
+    assert validate_and_exec(bad, ["run"]) == 2
+    assert ran == [r]
+    assert "errord: config: sources.0.path: Input should be a valid string" in capfd.readouterr().err

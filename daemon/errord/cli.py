@@ -190,18 +190,17 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from errord.serve import validate_and_exec  # the daemon runs in a fresh image without pydantic
     from errord.sinks.early import start_early, stop_early
 
-    helper = start_early()  # imports Apprise while this process imports pydantic; no config yet
+    helper = start_early()  # imports Apprise while the config is validated; no config yet
+    argv = ["run"] + (["-c", str(args.config)] if args.config is not None else [])
     try:
-        config = _load(args, sources=True)  # a bad config exits 2 here, before anything starts
+        # a bad config exits 2 (in the child that validates it), before anything starts
+        return validate_and_exec(lambda: _load(args, sources=True), argv, helper=helper)
     except BaseException:
         stop_early(helper)
         raise
-    from errord.serve import exec_daemon  # the daemon runs in a fresh image without pydantic
-
-    argv = ["run"] + (["-c", str(args.config)] if args.config is not None else [])
-    return exec_daemon(config, argv, helper=helper)
 
 
 def cmd_dump_config(args: argparse.Namespace) -> int:

@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import orjson
@@ -36,12 +37,98 @@ if TYPE_CHECKING:
 
     from errord.sinks.early import HelperProcess
 
-__all__ = ["exec_daemon", "main"]
+__all__ = ["exec_daemon", "main", "validate_and_exec"]
 
 logger = logging.getLogger("errord")
 
 MALLOC_MMAP_THRESHOLD = 4 << 20
 MALLOC_TRIM_THRESHOLD = 64 << 20
+
+
+def validate_and_exec(
+    load: Callable[[], RunConfig], argv: Sequence[str], *, helper: subprocess.Popen[bytes] | None = None
+) -> int:
+    """``errord run``: validate the config (``load``) in a forked child while this process
+    becomes the daemon image at once, which imports the daemon meanwhile (on the other
+    core) and then reads the config from the child through a pipe. The child is this
+    process's copy (its modules imported already): it imports pydantic, validates and
+    writes ``RunConfig.dump()`` as JSON, or prints why not (``errord: config: ...``) and
+    exits 2; then the daemon image exits with its status, before anything has started
+    (no lock, no state, no source). Without fork or exec: ``exec_daemon`` after ``load``
+    in this process, as before."""
+    try:
+        r, w = os.pipe()
+    except OSError:
+        return exec_daemon(load(), argv, helper=helper)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(r)
+        os.close(w)
+        return exec_daemon(load(), argv, helper=helper)
+    if pid == 0:  # pragma: no cover - the child (coverage does not follow a fork)
+        os.close(r)
+        for pipe in (helper.stdin, helper.stdout) if helper is not None else ():
+            if pipe is not None:
+                pipe.close()  # this copy is not the helper's: its EOF is the daemon's business
+        status = EXIT_FAIL
+        try:
+            _write_all(w, orjson.dumps(load().dump()))
+            status = EXIT_OK
+        except ErrordError as exc:
+            status = exit_status(exc)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+    os.close(w)
+    try:
+        from errord.sinks.early import handover
+
+        spec = handover(helper) if helper is not None else "-"
+        os.set_inheritable(r, True)
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "errord.serve", str(r), spec, str(pid), "errord", *argv],
+            _daemon_environ(os.environ),
+        )
+    except OSError as exc:
+        got = _receive(r, pid)
+        if isinstance(got, int):
+            from errord.sinks.early import stop_early
+
+            stop_early(helper)
+            return got
+        _setup_logging(got.log_level)
+        logger.warning("cannot exec the daemon image (%s); running in this process", exc)
+        return _run(got, helper)
+    raise AssertionError("unreachable")  # pragma: no cover - execv does not return
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.close(fd)
+
+
+def _receive(fd: int, validator: int | None) -> RunConfig | int:
+    """The config in ``fd`` (a memfd, or the pipe from the validating child ``validator``:
+    its exit status instead when it refused the config; it said why on stderr)."""
+    with os.fdopen(fd, "rb") as f:
+        data = f.read()
+    if validator is not None:
+        _, status = os.waitpid(validator, 0)
+        code = os.waitstatus_to_exitcode(status)
+        if code != EXIT_OK:
+            if code < 0:
+                print(f"errord: the config check was killed by signal {-code}", file=sys.stderr)
+            return code if code > 0 else EXIT_FAIL
+    return RunConfig.from_dump(orjson.loads(data))
 
 
 def exec_daemon(config: RunConfig, argv: Sequence[str], *, helper: subprocess.Popen[bytes] | None = None) -> int:
@@ -65,7 +152,7 @@ def exec_daemon(config: RunConfig, argv: Sequence[str], *, helper: subprocess.Po
         sys.stderr.flush()
         os.execve(
             sys.executable,
-            [sys.executable, "-m", "errord.serve", str(fd), spec, "errord", *argv],
+            [sys.executable, "-m", "errord.serve", str(fd), spec, "-", "errord", *argv],
             _daemon_environ(os.environ),
         )
     except OSError as exc:
@@ -91,25 +178,37 @@ def _daemon_environ(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def main(argv: Sequence[str]) -> int:
-    """``python -m errord.serve FD [HELPER [ignored...]]``: run the daemon on the config
-    in FD, with the notify helper HELPER describes (``sinks.early.handover``)."""
+    """``python -m errord.serve FD [HELPER [VALIDATOR [ignored...]]]``: run the daemon on
+    the config in FD, with the notify helper HELPER describes (``sinks.early.handover``);
+    VALIDATOR: the pid of the child validating the config, which writes it to FD (a pipe)."""
     try:
         fd = int(argv[0])
+        validator = int(argv[2]) if len(argv) > 2 and argv[2] != "-" else None
     except (IndexError, ValueError):
         print("errord.serve: started by 'errord run', not by hand", file=sys.stderr)
         return EXIT_FAIL
-    with os.fdopen(fd, "rb") as f:
-        config = RunConfig.from_dump(orjson.loads(f.read()))
-    _setup_logging(config.log_level)
+    if validator is not None:
+        import errord.daemon  # noqa: F401  (while the child validates: why it is a child)
+    got = _receive(fd, validator)
+    spec = argv[1] if len(argv) > 1 and argv[1] != "-" else None
     helper: HelperProcess | None = None
-    if len(argv) > 1 and argv[1] != "-":
+    error: Exception | None = None
+    if spec is not None:
         from errord.sinks.early import adopt
 
         try:
-            helper = adopt(argv[1])
+            helper = adopt(spec)
         except (ValueError, OSError) as exc:  # then a helper is started the usual way
-            logger.warning("cannot take over the notify helper started early (%s)", exc)
-    return _run(config, helper)
+            error = exc
+        if isinstance(got, int) and helper is not None:  # refused: nothing starts
+            helper.kill()
+            helper.wait()
+    if isinstance(got, int):
+        return got
+    _setup_logging(got.log_level)
+    if spec is not None and helper is None:
+        logger.warning("cannot take over the notify helper started early (%s)", error)
+    return _run(got, helper)
 
 
 def _setup_logging(level: str) -> None:
