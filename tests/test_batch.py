@@ -274,3 +274,17 @@ async def test_a_truncated_file_is_never_held(parts) -> None:  # type: ignore[no
         assert sorted((i.code, i.occurrences) for i in p.journal.active()) == [("after", 1), ("before", 2)]
     finally:
         await tailer.close()
+
+
+async def test_a_file_deleted_while_its_batch_is_held_commits_it_at_once(parts) -> None:  # type: ignore[no-untyped-def]
+    """Deleted with nothing more to read: the held lines are in no file after a restart,
+    so the step that sees the deletion commits them (no read needed)."""
+    p = await parts()
+    await settled(p)
+    append(p.log, line("before", notification=False), line("before", notification=False))
+    await p.tailer.wait(1.0)
+    assert p.batch.step(hold=60.0) == Committed(True, 0, 0, held=True)
+    p.log.unlink()
+    await p.tailer.wait(1.0)
+    assert p.batch.step(hold=60.0) == Committed(True, 0, 1)
+    assert sorted((i.code, i.occurrences) for i in p.journal.active()) == [("before", 2)]

@@ -131,7 +131,9 @@ class Batch:
         tally = self._tally
         notices = self._read(tally)
         if notices is None:
-            if self._bytes and self.due_in() == 0.0:
+            # nothing new, yet a file of the open batch may have gone or changed (deleted,
+            # truncated, renamed): what it read of that file is committed now
+            if self._bytes and (self.due_in() == 0.0 or not self.source.settled()):
                 return self._commit([], tally)
             if not self._bytes:
                 self._tally = None  # nothing read: no batch (begin() again next time)
