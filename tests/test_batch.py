@@ -247,3 +247,44 @@ async def test_a_new_file_is_never_held(parts, tmp_path: Path) -> None:  # type:
     await p.tailer.wait(1.0)  # the scan that finds it
     assert p.batch.step(hold=60.0) == Committed(True, 0, 0)
     assert {pos.path for pos in p.journal.positions()} == {str(p.log), str(other)}
+
+
+async def test_a_truncated_file_is_never_held(parts) -> None:  # type: ignore[no-untyped-def]
+    """A file truncated (no copy kept) while a batch is held: what the batch read of the
+    old content exists nowhere else, so the batch commits at once; were it held, a
+    kill -9 before its hold ended would lose those lines (the restart finds only the new
+    content). A "crash" here: a fresh tailer and engine on what the journal holds."""
+    p = await parts()
+    await settled(p)
+    append(p.log, line("before", notification=False), line("before", notification=False))
+    await p.tailer.wait(1.0)
+    assert p.batch.step(hold=60.0) == Committed(True, 0, 0, held=True)
+    p.log.write_bytes(line("after", notification=False))  # truncated and written anew
+    await p.tailer.wait(1.0)
+    assert p.batch.step(hold=60.0) == Committed(True, 0, 2)  # not held: the content changed
+    # crash now: nothing flushed; a new tailer and engine start from the journal
+    config = p.batch.config
+    tailer = Tailer(config.sources, p.journal.positions(), first_start=False, scan_interval=0.05)
+    await tailer.open()
+    try:
+        engine = Engine(config, scope=config.scope, server_id=config.server_id, node_name=config.node_name)
+        engine.restore(p.journal.iter_active())
+        again = Batch(tailer, engine, standard_policy(Router()), p.journal, config, health=p.batch.health)
+        again.step()
+        assert sorted((i.code, i.occurrences) for i in p.journal.active()) == [("after", 1), ("before", 2)]
+    finally:
+        await tailer.close()
+
+
+async def test_a_file_deleted_while_its_batch_is_held_commits_it_at_once(parts) -> None:  # type: ignore[no-untyped-def]
+    """Deleted with nothing more to read: the held lines are in no file after a restart,
+    so the step that sees the deletion commits them (no read needed)."""
+    p = await parts()
+    await settled(p)
+    append(p.log, line("before", notification=False), line("before", notification=False))
+    await p.tailer.wait(1.0)
+    assert p.batch.step(hold=60.0) == Committed(True, 0, 0, held=True)
+    p.log.unlink()
+    await p.tailer.wait(1.0)
+    assert p.batch.step(hold=60.0) == Committed(True, 0, 1)
+    assert sorted((i.code, i.occurrences) for i in p.journal.active()) == [("before", 2)]

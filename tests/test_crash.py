@@ -360,3 +360,44 @@ def test_kill_9_while_files_rotate(make_errord, tmp_path: Path, method: str) -> 
         f"doubled {[c for c, n in got.items() if n > 1][:10]}"
     )
     assert e.stop() == 0
+
+
+@pytest.mark.parametrize("how", ["deleted", "truncated"])
+def test_kill_9_just_after_a_file_lost_its_lines_still_counts_what_was_read(
+    make_errord, tmp_path: Path, how: str
+) -> None:
+    """Lines that notify nobody are held up to 0.5 s before their commit (issue 13), but
+    not once their file is deleted or truncated (no copy kept): what was read of it is in
+    no file now, so a kill -9 right after must not lose it. (Read: the metrics' bytes
+    behind are 0, live; the sleep before the kill only lets the daemon see the change.)"""
+    from test_metrics import metrics_base, scrape, value
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.jsonl"
+    e = make_errord(
+        sources=[{"path": str(log), "start_at": "beginning", "rotate_wait": "5s"}],
+        metrics={"listen": "127.0.0.1:0"},
+    )
+    state = State(tmp_path / "state")
+    log.write_bytes(b'{"error_code": "first", "notification": false}\n')
+    for k in range(3):
+        start(e, state)
+        base = metrics_base(e)
+        wait_until(lambda: state.caught_up([log]), 20, "the file committed")
+        with open(log, "ab") as f:
+            f.write(b'{"error_code": "gone%d", "notification": false}\n' % k * 20)
+        wait_until(lambda b=base: value(scrape(b), "errord_file_bytes_behind", path=str(log)) == 0, 20, "read")
+        if how == "deleted":
+            log.unlink()
+        else:
+            os.truncate(log, 0)
+        time.sleep(0.15)  # the deletion or truncation seen (and the batch committed)
+        e.kill()
+        e.log_path.unlink()  # the next start's metrics address is the one read
+        if how == "deleted":
+            log.write_bytes(b"")
+    start(e, state)
+    wait_until(lambda: state.caught_up([log]), 20, "the file committed")
+    assert state.occurrences() == {"first": 1, **{f"gone{k}": 20 for k in range(3)}}, how
+    assert e.stop() == 0

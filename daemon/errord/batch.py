@@ -120,7 +120,7 @@ class Batch:
         brings a notice, finds it ``hold`` old or ``BATCH_BYTES`` big commits all of it in
         ONE transaction (``flush()`` too). A file written every 10 ms is then not one
         fsync per write; a notice is never held, nor a batch whose source is not
-        ``settled()`` (a file new, renamed, closed or deleted: its identity is made
+        ``settled()`` (a file new, renamed, truncated, closed or deleted: its identity is made
         durable at once, so a crash cannot lose track of it). Until the commit nothing of it is durable
         (a crash reads those lines again, as for any batch).
         """
@@ -131,7 +131,9 @@ class Batch:
         tally = self._tally
         notices = self._read(tally)
         if notices is None:
-            if self._bytes and self.due_in() == 0.0:
+            # nothing new, yet a file of the open batch may have gone or changed (deleted,
+            # truncated, renamed): what it read of that file is committed now
+            if self._bytes and (self.due_in() == 0.0 or not self.source.settled()):
                 return self._commit([], tally)
             if not self._bytes:
                 self._tally = None  # nothing read: no batch (begin() again next time)

@@ -110,9 +110,10 @@ class Source(Protocol):
 
     def settled(self) -> bool:
         """Whether what the next checkpoint holds is only known identities reading on (no
-        file new, renamed, closed, deleted or copied since the last commit): then the
-        batch may wait to be committed (``Batch.step``'s hold). Anything else is committed
-        at once, so a crash cannot forget where a new or moved file is."""
+        file new, renamed, truncated, closed, deleted or copied since the last commit):
+        then the batch may wait to be committed (``Batch.step``'s hold). Anything else is
+        committed at once, so a crash cannot forget where a new or moved file is, nor
+        lines read of content truncated away since."""
         ...
 
     def rollback(self) -> None:

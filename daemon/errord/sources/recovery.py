@@ -98,6 +98,9 @@ class Recovery:
         except OSError:
             prefix = b""
         f.reset(0, (len(prefix), digest(prefix)))
+        # What was read of the old content is in no file now: the batch holding it is
+        # committed at once, never held (``Source.settled``), or a crash would lose it
+        f.fresh = True
         unread = max(f.size - old_off, 0)
         if copy:
             logger.warning("%s was truncated; reading what was not read yet from its copy %s", f.path, copy)

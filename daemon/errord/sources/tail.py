@@ -323,7 +323,7 @@ class Tailer:
         self._table.committed()
 
     def settled(self) -> bool:
-        """No file new, renamed, closed, deleted or copied since the last commit."""
+        """No file new, renamed, truncated, closed, deleted or copied since the last commit."""
         return self._table.settled()
 
     def rollback(self) -> None:
