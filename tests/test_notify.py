@@ -494,3 +494,29 @@ def test_url_secrets_mask_the_path_query_and_userinfo_whole_whatever_their_lengt
     text = "Max retries exceeded with url: /hooks/s3cr3t (Caused by …) for us3r"
     assert scrub.scrub(text) == "Max retries exceeded with url: *** (Caused by …) for ***"
     assert url_secrets("json://127.0.0.1:1/") == {"json://127.0.0.1:1/"}  # nothing else to hide
+
+
+def test_marks_are_synced_once_the_outbox_drains(
+    tmp_path: Path, rx: Receiver, make_sink: Callable[..., NotifySink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each accepted notice is recorded before the next send without an fsync
+    (synchronous=NORMAL: safe against a kill -9); once the target's outbox drains, one WAL
+    sync makes the burst's marks durable against a power loss as well (issue 13 review)."""
+    synced: list[int] = []
+    real = Journal.sync
+
+    def counting(self: Journal) -> None:
+        synced.append(1)
+        real(self)
+
+    monkeypatch.setattr(Journal, "sync", counting)
+    sink = make_sink([Target(rx.url())])
+    sink.start()
+    enqueue(tmp_path / "state", sink, *[notice(f"S{i}") for i in range(20)])
+    rx.wait_for(20)
+    wait_until(lambda: sink.pending() == 0 and synced)
+    time.sleep(0.3)
+    assert len(synced) == 1  # once per drained burst, not per notice
+    enqueue(tmp_path / "state", sink, notice("S20"))
+    rx.wait_for(21)
+    wait_until(lambda: len(synced) == 2)

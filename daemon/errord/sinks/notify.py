@@ -59,7 +59,8 @@ _BATCH = 50
 # kill -9 repeats at most the one notice in flight (CONTRACT §7). What made that cost a
 # quarter of the helper's time in a burst was the fsync of each mark, not the transaction:
 # the workers' connections commit with synchronous=NORMAL (WAL), which survives a killed
-# process but not a power loss (the daemon's next FULL commit syncs them too).
+# process but not a power loss; once a target's outbox drains, one WAL sync (a passive
+# checkpoint) makes them durable, so a power loss can repeat at most the current burst.
 _SCRUBBED_LOGGERS = ("apprise", "urllib3.connectionpool")
 JOURNAL_WARN_EVERY = 60.0  # seconds between "journal" warnings of one target while it fails
 
@@ -118,6 +119,7 @@ class _Target:
         # delivery id -> when the target accepted it, not recorded yet (recording failed:
         # the journal locked or failing): recorded later, never sent again
         self.accepted: dict[int, float] = {}
+        self.unsynced = False  # marks recorded without an fsync since the outbox last drained
 
 
 class NotifySink(NoticeSink):
@@ -327,6 +329,9 @@ class NotifySink(NoticeSink):
             now = time.time()
             head = j.outbox.head(t.key)
             if head is None:
+                if t.unsynced:  # the burst is out: make its marks durable against a power loss too
+                    j.sync()
+                    t.unsynced = False
                 return None if self._deadline is not None else _EMPTY_POLL
             if head.next_at > now:
                 return self._idle(head.next_at - now)
@@ -378,6 +383,7 @@ class NotifySink(NoticeSink):
         if t.accepted:
             j.outbox.mark_accepted(t.accepted)
             t.accepted.clear()
+            t.unsynced = True
 
     def _idle(self, wait: float) -> float | None:
         """Wait ``wait`` seconds (at most a poll), or None when draining past the deadline."""
