@@ -5,14 +5,17 @@ Used by ``bench/run.py``. Nothing here asserts on timings; it only measures.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -268,3 +271,28 @@ class Daemon:
 
     def __exit__(self, *exc: Any) -> None:
         self.cleanup()
+
+
+@contextlib.contextmanager
+def started_until_ready(d: Daemon, timeout: float) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+    """Start ``errord run`` for ``d`` with a NOTIFY_SOCKET and wait for ``READY=1``: yields
+    the process and the seconds it took; SIGTERM and wait when the block ends."""
+    sock_path = d.dir / "notify.sock"
+    with contextlib.suppress(FileNotFoundError):
+        sock_path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(timeout)
+    env = {**d.env, "NOTIFY_SOCKET": str(sock_path)}
+    cmd = [sys.executable, "-m", "errord", "run", "-c", str(d.config)]
+    with open(d.log_path, "ab") as log:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        while b"READY=1" not in sock.recv(4096).split(b"\n"):
+            pass
+        yield proc, time.monotonic() - t0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+        sock.close()

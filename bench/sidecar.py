@@ -40,7 +40,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,7 +53,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from baselines import sec_rules  # noqa: E402
-from harness import BenchReceiver, Daemon, _tree  # noqa: E402
+from harness import BenchReceiver, Daemon, _tree, started_until_ready  # noqa: E402
 from workload import distinct_codes, lines  # noqa: E402
 
 OUT = BENCH / "out"
@@ -233,31 +232,12 @@ def ready_times(d: Daemon, runs: int) -> tuple[list[float], float]:
     and the RSS (MB) of daemon + helper a second after the last one was ready."""
     out = []
     rss = float("nan")
-    sock_path = d.dir / "notify.sock"
-    for _ in range(runs):
-        with contextlib.suppress(FileNotFoundError):
-            sock_path.unlink()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(sock_path))
-        sock.settimeout(30)
-        env = {**d.env, "NOTIFY_SOCKET": str(sock_path)}
-        cmd = [sys.executable, "-m", "errord", "run", "-c", str(d.config)]
-        with open(d.log_path, "ab") as log:
-            t0 = time.monotonic()
-            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            while True:
-                msg = sock.recv(4096)
-                if b"READY=1" in msg.split(b"\n"):
-                    out.append(time.monotonic() - t0)
-                    break
-            if len(out) == runs:
+    for n in range(runs):
+        with started_until_ready(d, 30) as (proc, took):
+            out.append(took)
+            if n == runs - 1:
                 time.sleep(1.0)
                 rss = rss_of(_tree(proc.pid))
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(15)
-            sock.close()
     return out, rss
 
 

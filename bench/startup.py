@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import argparse
 import compileall
-import contextlib
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,7 +45,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from harness import BenchReceiver, Daemon, _tree  # noqa: E402
+from harness import BenchReceiver, Daemon, _tree, started_until_ready  # noqa: E402
 from workload import distinct_codes  # noqa: E402
 
 OUT = BENCH / "out"
@@ -83,31 +81,11 @@ def fill(d: Daemon, rx: BenchReceiver, count: int) -> None:
 def starts(d: Daemon, runs: int) -> list[tuple[float, float, float]]:
     """(seconds to READY=1, CPU s of the process, CPU s of its children) per start."""
     out = []
-    sock_path = d.dir / "notify.sock"
     for _ in range(runs):
-        with contextlib.suppress(FileNotFoundError):
-            sock_path.unlink()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(sock_path))
-        sock.settimeout(60)
-        env = {**d.env, "NOTIFY_SOCKET": str(sock_path)}
-        cmd = [sys.executable, "-m", "errord", "run", "-c", str(d.config)]
-        with open(d.log_path, "ab") as log:
-            t0 = time.monotonic()
-            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            while True:
-                msg = sock.recv(4096)
-                if b"READY=1" in msg.split(b"\n"):
-                    took = time.monotonic() - t0
-                    own = cpu_of(proc.pid, reaped=True)
-                    kids = sum(cpu_of(p) for p in _tree(proc.pid) if p != proc.pid)
-                    out.append((took, own, kids))
-                    break
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(15)
-            sock.close()
+        with started_until_ready(d, 60) as (proc, took):
+            own = cpu_of(proc.pid, reaped=True)
+            kids = sum(cpu_of(p) for p in _tree(proc.pid) if p != proc.pid)
+            out.append((took, own, kids))
         time.sleep(0.3)
     return out
 
