@@ -13,14 +13,13 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
 from errord import __version__
-from errord.cli_control import add_commands
+from errord.cli_control import add_commands, utc_timestamp
 from errord.config import RunConfig
 from errord.durations import parse_duration
 from errord.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_NOT_RUNNING, EXIT_OK, DurationError, ErrordError, exit_status
@@ -162,12 +161,11 @@ def _since_arg(text: str) -> float:
     except DurationError:
         pass
     try:
-        when = datetime.fromisoformat(text.strip())
+        return utc_timestamp(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a duration (2h, 1d, PT15M) or a time (2026-01-14T15:00:00Z), got {text!r}"
         ) from None
-    return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
 
 
 def _load(args: argparse.Namespace, *, sources: bool = False) -> RunConfig:

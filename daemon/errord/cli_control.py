@@ -90,14 +90,20 @@ def _for(text: str) -> float:
     return seconds
 
 
+def utc_timestamp(text: str) -> float:
+    """Epoch seconds of an ISO-8601 time given on the command line (without a zone: UTC,
+    the zone every time errord prints is in); ValueError if it is none."""
+    when = datetime.fromisoformat(text.strip())
+    return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
+
+
 def _until(text: str) -> float:
     try:
-        when = datetime.fromisoformat(text.strip())
+        ts = utc_timestamp(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected an ISO-8601 time (2026-01-14T15:00:00Z; without a zone, UTC), got {_shown(text)}"
         ) from None
-    ts = (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
     now = time.time()
     if ts <= now:
         raise argparse.ArgumentTypeError(f"{text!r} is not in the future")
