@@ -214,7 +214,8 @@ class Daemon:
 
     def _attach_profiler(self, out: str) -> None:
         """py-spy (installed by hand, not a dependency) on the daemon and its children,
-        until the daemon exits; ``out`` ending in .json is speedscope, else an SVG."""
+        until the daemon exits; ``out`` ending in .json is speedscope, else an SVG.
+        ``BENCH_PROFILE_IDLE=1`` samples sleeping threads too (where the wall time goes)."""
         assert self.proc is not None
         fmt = "speedscope" if out.endswith(".json") else "flamegraph"
         self.profiler = subprocess.Popen(
@@ -231,6 +232,7 @@ class Daemon:
                 "-o",
                 out,
                 "--nonblocking",
+                *(["--idle"] if os.environ.get("BENCH_PROFILE_IDLE") else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

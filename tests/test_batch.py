@@ -196,6 +196,23 @@ async def test_a_batch_that_notifies_nobody_is_held_and_committed_with_the_next_
     assert p.batch.due_in() is None and p.batch.step(hold=60.0) is None
 
 
+async def test_a_backlog_is_committed_batch_after_batch_never_held(parts) -> None:  # type: ignore[no-untyped-def]
+    """Reads stop at a line end, so four of them fall just short of BATCH_BYTES: a step
+    that used its whole read budget on a backlog must still commit (not hold), else the
+    daemon sleeps READ_GAP once per batch of a backlog (issue 13's bulk-ingest regression)."""
+    from errord.batch import BATCH_BYTES
+
+    p = await parts()
+    first = await settled(p)
+    quiet = line("quiet", notification=False, msg="x" * 150)
+    append(p.log, *([quiet] * (BATCH_BYTES // len(quiet) + 5000)))
+    await p.tailer.wait(1.0)
+    done = p.batch.step(hold=60.0)
+    assert done == Committed(True, 0, 1)  # committed at once: there is more to read
+    assert BATCH_BYTES - (1 << 20) < stored_offset(p.journal) - first < BATCH_BYTES
+    assert p.batch.step(hold=60.0) == Committed(True, 0, 0, held=True)  # the tail of it: drained, held
+
+
 async def test_a_held_batch_is_committed_once_its_hold_is_over_or_flushed(parts) -> None:  # type: ignore[no-untyped-def]
     import asyncio
 

@@ -102,6 +102,9 @@ class Batch:
         self._opened = 0.0  # time.monotonic() of its first read
         self._bytes = 0  # read into it
         self._hold = 0.0  # how long it may stay open (the hold of the step that kept it)
+        # the last step's reads used their whole budget without draining the source (a
+        # backlog): its batch is not held, since there is more to read right now
+        self._more = False
         self.configure(config)
 
     def configure(self, config: RunConfig) -> None:
@@ -139,7 +142,10 @@ class Batch:
                 self._tally = None  # nothing read: no batch (begin() again next time)
             return None
         self._hold = hold
-        if notices or self._bytes >= BATCH_BYTES or self.due_in() == 0.0 or not self.source.settled():
+        # A backlog's batch is never held: line-aligned reads fall just short of READ_BYTES,
+        # so four of them stay under BATCH_BYTES, and holding such a batch made the daemon
+        # sleep READ_GAP once per 4 MiB of backlog (the bulk-ingest regression of issue 13)
+        if notices or self._more or self._bytes >= BATCH_BYTES or self.due_in() == 0.0 or not self.source.settled():
             return self._commit(notices, tally)
         return Committed(True, 0, 0, held=True)
 
@@ -175,6 +181,7 @@ class Batch:
         if mutes is not None:
             mutes.now = now  # what silences are judged by in this step (CONTRACT §8)
         anything = False
+        self._more = False
         for _ in range(BATCH_BYTES // READ_BYTES):
             chunks = source.read(READ_BYTES)
             if not chunks:
@@ -217,6 +224,8 @@ class Batch:
                         notices += apply(transitions, ctx)
             if drained:
                 break
+        else:
+            self._more = anything  # every read was (nearly) full: the source has more
         return notices if anything else None
 
     def _commit(self, notices: list[Notice], tally: BatchTally) -> Committed:
