@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from errord.policy.limit import NO_LIMITS, LimitRule
+
 __all__ = [
     "CodeConfig",
     "Defaults",
@@ -248,6 +250,7 @@ class RunConfig:
     # that file itself holds secrets (for the readable-config warning, CONTRACT §3).
     config_path: Path | None
     file_has_secrets: bool
+    limits: LimitRule = NO_LIMITS  # [limits] notices / group_wait, per notify target (§9)
 
     # -- the engine's Policy and routing ------------------------------------------------
 
@@ -351,6 +354,7 @@ class RunConfig:
             ),
             config_path=Path(config_path) if config_path is not None else None,
             file_has_secrets=bool(data["_file_has_secrets"]),
+            limits=LimitRule(**data["limits"]) if "limits" in data else NO_LIMITS,
         )
 
 
