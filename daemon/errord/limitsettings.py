@@ -11,8 +11,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from errord.config import Limits
 from errord.durations import parse_duration
-from errord.policy.limit import LimitRule, parse_budget
+from errord.policy.limit import parse_budget
 
 __all__ = ["LimitsSettings"]
 
@@ -33,7 +34,6 @@ class LimitsSettings(BaseModel):
         parse_budget(value)
         return value
 
-    def to_run(self) -> LimitRule:
+    def to_run(self) -> Limits:
         """This table as the daemon holds it."""
-        budget, window = parse_budget(self.notices)
-        return LimitRule(budget=budget, window=window, group_wait=self.group_wait)
+        return Limits(notices=self.notices, group_wait=self.group_wait)

@@ -350,9 +350,9 @@ class Settings(BaseSettings):
             notify=tuple(t.to_run() for t in self.notify),
             metrics=self.metrics.to_run() if self.metrics is not None else None,
             mute_times=tuple(m.to_run() for m in self.mute_times),
+            limits=self.limits.to_run(),
             config_path=self._config_path,
             file_has_secrets=self._file_has_secrets,
-            limits=self.limits.to_run(),
         )
 
 

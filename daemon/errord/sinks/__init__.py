@@ -26,7 +26,7 @@ _early: tuple[tuple[object, ...], NoticeSink] | None = None
 
 
 def _key(config: RunConfig) -> tuple[object, ...]:
-    return (config.state_dir, tuple((t.url, tuple(t.tags)) for t in config.notify), config.limits, _host(config))
+    return (config.state_dir, tuple((t.url, tuple(t.tags)) for t in config.notify), config.limits.rule, _host(config))
 
 
 def _host(config: RunConfig) -> str:
@@ -54,7 +54,7 @@ def prelaunch_notify_helper(config: RunConfig, process: HelperProcess | None = N
                 config.notify,
                 wait=False,
                 process=process,
-                limits=config.limits,
+                limits=config.limits.rule,
                 host=_host(config),
             ),
         )
@@ -82,10 +82,10 @@ def make_notify_sink(config: RunConfig, *, helper: bool) -> NoticeSink:
                 return early[1]
             if early is not None:
                 early[1].stop(0.0)
-            return NotifyHelper(config.state_dir, config.notify, limits=config.limits, host=_host(config))
+            return NotifyHelper(config.state_dir, config.notify, limits=config.limits.rule, host=_host(config))
         from errord.sinks.notify import NotifySink  # imports Apprise
 
-        return NotifySink(config.state_dir, config.notify, limits=config.limits, host=_host(config))
+        return NotifySink(config.state_dir, config.notify, limits=config.limits.rule, host=_host(config))
     except NotifyError as exc:
         if all(p.startswith("notify.") for p in exc.problems):
             raise ConfigError(exc.problems) from None
