@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import append, line
+from conftest import append, line, wait_until
 from receiver import Receiver
+from test_metrics import metrics_base, scrape, value
 
 pytestmark = pytest.mark.slow
 
@@ -37,10 +38,16 @@ def test_a_100_code_burst_against_5_per_10s_is_5_singles_and_a_digest_naming_the
     make_errord, receiver: Receiver, tmp_path: Path
 ) -> None:
     receiver.start()
-    e = make_errord(notify=[{"url": receiver.url("/a")}], limits={"notices": "5/10s"})
+    e = make_errord(
+        notify=[{"url": receiver.url("/a")}], limits={"notices": "5/10s"}, metrics={"listen": "127.0.0.1:0"}
+    )
     e.start()
+    base = metrics_base(e)
     t0 = time.monotonic()
     append(tmp_path / "logs" / "app.jsonl", *(line(f"c{i:03d}", msg=f"boom {i}") for i in range(100)))
+    receiver.wait_for(5, timeout=30)
+    wait_until(lambda: e.status()["held_notices"] == 95, 10, lambda: str(e.status()))
+    assert value(scrape(base), "errord_notices_held") == 95
     got = receiver.wait_for(6, timeout=45)
     bodies = [r.body for r in got]
     singles = [b for b in bodies if not _HELD.match(b["title"])]
@@ -56,6 +63,9 @@ def test_a_100_code_burst_against_5_per_10s_is_5_singles_and_a_digest_naming_the
     assert sorted(_codes_in(bodies)) == [f"c{i:03d}" for i in range(100)]
     assert got[5].at - got[0].at >= 9.0  # the digest waited for the window
     assert e.status()["pending_notices"] == 0
+    after = scrape(base)
+    assert value(after, "errord_notices_held") == 0
+    assert value(after, "errord_digests_sent_total") == 1 and value(after, "errord_notices_digested_total") == 95
     e.stop()
 
 
@@ -69,7 +79,7 @@ def test_held_notices_survive_kill_9_and_go_out_once_as_one_digest(
     append(log, *(line(f"c{i:03d}", msg=f"boom {i}") for i in range(20)))
     receiver.wait_for(2, timeout=30)
     e.wait_log("holding the rest for a digest")
-    assert e.status()["pending_notices"] == 18  # held notices count as pending
+    assert e.status()["pending_notices"] == e.status()["held_notices"] == 18  # held ones count as pending
     e.kill()
     # the resolve of a digested... not yet digested, but held, incident: made while
     # holding, so it joins the same digest (its incident's target is the one it went to)

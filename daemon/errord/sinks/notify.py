@@ -60,6 +60,7 @@ _BATCH = 50
 # Most notices one digest stands for (read at once); more held than this go out as
 # several digests, each a send of the budget (a bigger storm holds on, never one by one).
 _DIGEST_MAX = 100_000
+_GROUP_MAX = 1_000  # most notices one group_wait message lists (the rest: the next group)
 # Each accepted notice is recorded (marked delivered) at once, before the next send, so a
 # kill -9 repeats at most the one notice in flight (CONTRACT §7). What made that cost a
 # quarter of the helper's time in a burst was the fsync of each mark, not the transaction:
@@ -408,7 +409,9 @@ class NotifySink(NoticeSink):
                 return None if self._deadline is not None else _EMPTY_POLL
             if head.next_at > now:
                 return self._idle(head.next_at - now)
-            queue = j.limits.queued(t.key, _DIGEST_MAX)
+            # only what the decision can take: all held for a digest, a group's worth, the head
+            want = _DIGEST_MAX if state.held_since is not None else _GROUP_MAX if rule.group_wait > 0 else 1
+            queue = j.limits.queued(t.key, want)
             act = decide(rule, state, [q[1] for q in queue], now)
             if act.sends == 0:
                 if act.hold:
@@ -440,7 +443,7 @@ class NotifySink(NoticeSink):
             if ok:
                 when = time.time()
                 state.sent(rule, when, digest=len(notes) if act.how is Send.DIGEST else 0)
-                if act.how is Send.DIGEST and len(queue) >= _DIGEST_MAX:
+                if act.how is Send.DIGEST and len(queue) >= want:
                     state.held_since = when  # more held than one digest takes: still holding
                 accepted = {q[0]: when for q in picked}
                 t.unrecorded = (accepted, state)
