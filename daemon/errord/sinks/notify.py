@@ -422,7 +422,11 @@ class NotifySink(NoticeSink):
                         rule.budget,
                         rule.window,
                     )
-                return self._idle(max(0.0, (act.until or now) - now))
+                # sleep until then, not in 1 s polls: a commit (wake) or stop() wakes it sooner
+                wait = max(0.0, (act.until or now) - now)
+                if self._deadline is not None and time.monotonic() + wait >= self._deadline:
+                    return None
+                return wait
             if self._past_deadline():
                 return None
             picked = queue[: act.sends]
