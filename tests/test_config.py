@@ -25,6 +25,7 @@ from conftest import write_config
 from errord.config import (
     CodeConfig,
     Defaults,
+    Limits,
     MetricsConfig,
     Mongo,
     MuteTime,
@@ -34,6 +35,7 @@ from errord.config import (
     redact_mongo_uri,
     redact_url,
 )
+from errord.limitsettings import LimitsSettings
 from errord.mutesettings import MuteTimeSettings
 from errord.settings import (
     CodeSettings,
@@ -55,6 +57,7 @@ PARTS: dict[type[BaseModel], type[Any]] = {
     NotifyTarget: Target,
     MetricsSettings: MetricsConfig,
     MuteTimeSettings: MuteTime,
+    LimitsSettings: Limits,
 }
 # RunConfig fields that are no settings: where the settings came from (``Settings.load``
 # keeps them as these private attributes).
@@ -101,6 +104,7 @@ FULL: dict[str, Any] = dict(
             "timezone": "Europe/Berlin",
         }
     ],
+    limits={"notices": "20/1m", "group_wait": "10s"},
 )
 
 
@@ -260,6 +264,7 @@ def expected_check_config(tmp_path: Path) -> dict[str, Any]:
                 "timezone": "Europe/Berlin",
             }
         ],
+        "limits": {"notices": "20/1m", "group_wait": 10.0},
     }
 
 

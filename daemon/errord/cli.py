@@ -127,6 +127,12 @@ def _parser() -> argparse.ArgumentParser:
         help="also override the re_alert_time that lines carry (they win otherwise, as in the daemon)",
     )
     c.add_argument("--summary", action="store_true", help="print only the summary table")
+    c.add_argument(
+        "--target",
+        type=_target_arg,
+        metavar="notify.N",
+        help="the notify target whose tags, storm limit and grouping apply (default: the first)",
+    )
     c.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     c.set_defaults(func=cmd_replay)
     c = sub.add_parser("test-notify", parents=[common], help="send one test notice to every target")
@@ -341,7 +347,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     config = _load(args)
-    from errord.replay import SUMMARY_HEADERS, ProgressBar, Replay, summary_table
+    from errord.replay import LIMIT_HEADERS, SUMMARY_HEADERS, ProgressBar, Replay, summary_table
 
     default, per_code = _re_alert_overrides(args.re_alert or [])
     progress = ProgressBar(sys.stderr) if sys.stderr.isatty() and not args.no_progress else None
@@ -359,6 +365,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         ignore_line_intervals=args.ignore_line_intervals,
         progress=progress.update if progress else None,
         on_warning=warn,
+        target=args.target,
     )
     count = 0
     try:
@@ -375,19 +382,29 @@ def cmd_replay(args: argparse.Namespace) -> int:
     finally:
         if progress:
             progress.clear()
-    if args.json:
-        return EXIT_OK
-    rows = summary_table(replay.summary)
+    # with --json, stdout is the notices alone and the summary goes to stderr (CONTRACT §9)
+    out = sys.stderr if args.json else sys.stdout
+    limited = replay.limits is not None
+    rows = summary_table(replay.summary, limited=limited)
+    headers = SUMMARY_HEADERS + LIMIT_HEADERS if limited else SUMMARY_HEADERS
     if rows:
-        if not args.summary:
+        if not args.summary and not args.json:
             print()
-        print(table(SUMMARY_HEADERS, rows, width=_terminal_width(), shrink={0: "end"}))
+        print(table(headers, rows, width=_terminal_width(), shrink={0: "end"}), file=out)
     print(
         f"{count} notice(s) from {replay.lines_read} line(s) ({replay.lines_skipped} skipped); "
         f"{replay.open_at_end()} incident(s) still open at the end",
         file=sys.stderr,
     )
     return EXIT_OK
+
+
+def _target_arg(text: str) -> int:
+    """``--target notify.N`` → N (the index ``check-config`` shows)."""
+    kind, dot, index = text.partition(".")
+    if kind != "notify" or not dot or not index.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected notify.N (e.g. notify.0)")
+    return int(index)
 
 
 def _duration_arg(text: str) -> tuple[str | None, float]:

@@ -27,9 +27,12 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from errord.policy.limit import LimitRule, parse_budget
+
 __all__ = [
     "CodeConfig",
     "Defaults",
+    "Limits",
     "MetricsConfig",
     "Mongo",
     "MuteTime",
@@ -228,6 +231,22 @@ class MuteTime:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """``[limits]`` (CONTRACT §9): the storm budget and the grouping wait of every notify
+    target (validated by ``limitsettings``); ``rule`` is what the notify workers and
+    replay apply."""
+
+    notices: str = "off"  # "off" or "N/WINDOW"
+    group_wait: float = 0.0  # seconds
+
+    @property
+    def rule(self) -> LimitRule:
+        """These limits as ``policy.limit`` applies them."""
+        budget, window = parse_budget(self.notices)
+        return LimitRule(budget=budget, window=window, group_wait=self.group_wait)
+
+
+@dataclass(frozen=True, slots=True)
 class RunConfig:
     """Everything errord runs with (CONTRACT §3), validated. The fields are the settings'
     (same names and order) plus where they were loaded from."""
@@ -244,6 +263,7 @@ class RunConfig:
     notify: tuple[Target, ...]
     metrics: MetricsConfig | None
     mute_times: tuple[MuteTime, ...]
+    limits: Limits
     # Not settings: the file they came from (None: defaults + environment), and whether
     # that file itself holds secrets (for the readable-config warning, CONTRACT §3).
     config_path: Path | None
@@ -351,6 +371,7 @@ class RunConfig:
             ),
             config_path=Path(config_path) if config_path is not None else None,
             file_has_secrets=bool(data["_file_has_secrets"]),
+            limits=Limits(**data["limits"]) if "limits" in data else Limits(),
         )
 
 

@@ -388,7 +388,11 @@ class Daemon:
             logger.warning("[mongodb] cannot change on reload (restart instead); keeping the old one")
             new = dataclasses.replace(new, mongodb=self.settings.mongodb)
         old = self.settings
-        targets_changed = [(t.url, t.tags) for t in new.notify] != [(t.url, t.tags) for t in old.notify]
+        targets_changed = [(t.url, t.tags) for t in new.notify] != [(t.url, t.tags) for t in old.notify] or (
+            new.limits,
+            new.server_id,
+            new.node_name,
+        ) != (old.limits, old.server_id, old.node_name)  # the workers apply [limits] and name the host
         sink = None
         if targets_changed:
             try:
@@ -420,6 +424,8 @@ class Daemon:
             pending_mongo=j.mongo.pending() if j is not None else 0,
             open_incidents=len(self.engine.active()),
             files=files,
+            held_notices=j.limits.held() if j is not None else 0,
+            digests=j.limits.totals() if j is not None else (0, 0),
         )
 
     def _status_line(self) -> str:

@@ -57,6 +57,8 @@ class Snapshot:
     pending_mongo: int
     open_incidents: int
     files: list[tuple[str, int]]  # (path, bytes behind)
+    held_notices: int = 0  # queued for a digest by a storm limit (CONTRACT §9), all targets
+    digests: tuple[int, int] = (0, 0)  # (digests sent, notices they stood for), all targets
 
 
 class Health:

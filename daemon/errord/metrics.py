@@ -30,7 +30,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, ProcessCollector, make_wsgi_app
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from errord.errors import ErrordError
@@ -142,6 +142,14 @@ class _StateCollector(Collector):
             "errord_mongo_writes_pending", "Incident writes waiting for MongoDB", value=snap.pending_mongo
         )
         yield GaugeMetricFamily("errord_incidents_open", "Open incidents", value=snap.open_incidents)
+        yield GaugeMetricFamily(
+            "errord_notices_held", "Notices a storm limit holds for a digest, all targets", value=snap.held_notices
+        )
+        # counted in the journal (limit_state), so they survive restarts like the notices
+        yield CounterMetricFamily("errord_digests_sent", "Digests sent, all targets", value=snap.digests[0])
+        yield CounterMetricFamily(
+            "errord_notices_digested", "Notices sent inside a digest, all targets", value=snap.digests[1]
+        )
         behind = GaugeMetricFamily("errord_file_bytes_behind", "Bytes not read yet, per followed file", labels=["path"])
         for path, n in snap.files:
             behind.add_metric([path], n)

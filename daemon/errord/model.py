@@ -15,6 +15,7 @@ __all__ = [
     "INCIDENT_FIELDS",
     "MAX_CODE_CHARS",
     "FileKey",
+    "HeldEntry",
     "HistoryState",
     "Incident",
     "Kind",
@@ -162,6 +163,21 @@ class NoticeType(enum.Enum):
     SUCCESS = "success"  # resolved
 
 
+@dataclass(frozen=True, slots=True)
+class HeldEntry:
+    """One line of a digest (CONTRACT §9): the notices of one code and one type that a
+    storm limit held for a target, as data (templates get a list of these as ``held``).
+
+    ``type`` is ``"new"`` (a failure), ``"re-alert"`` (a warning), ``"resolved"`` (a
+    success) or ``"other"``; ``latest_message`` is the first line of the body of the latest
+    of them (the message a human reads first)."""
+
+    code: str
+    type: str
+    count: int
+    latest_message: str
+
+
 @dataclass(slots=True)
 class Notice:
     """A rendered notification, ready for the outbox. Rendered once, at enqueue time,
@@ -179,6 +195,10 @@ class Notice:
     # delivery per key). Not stored with the notice (the delivery rows are the record), so
     # not part of its equality either: a notice read back from the outbox equals the one made.
     targets: tuple[str, ...] = field(default=(), compare=False)
+    # A digest (CONTRACT §9 storm limit): what it stands for, per code and type, most
+    # recent first; empty for every other notice. Made by the notify worker when a held
+    # target's budget frees up, never stored in the outbox (its held notices are).
+    held: tuple[HeldEntry, ...] = ()
 
 
 FileKey = tuple[int, int]  # (st_dev, st_ino)

@@ -35,11 +35,15 @@ from errord.parse.chunks import nul_free_parts
 from errord.parse.lines import LineParser
 from errord.parse.linewarnings import LineWarnings
 from errord.policy.base import Context
+from errord.policy.digest import host_of
+from errord.policy.limit import Send
+from errord.policy.limitsim import Sent, TargetSim
 from errord.policy.mute import MuteOracle
 from errord.policy.pipeline import standard_policy
 from errord.policy.route import Router
 
 __all__ = [
+    "LIMIT_HEADERS",
     "SUMMARY_HEADERS",
     "CodeSummary",
     "OverridePolicy",
@@ -79,6 +83,9 @@ class CodeSummary:
     lines: int = 0  # lines raising it (occurrences)
     incidents: int = 0  # incidents opened
     muted: int = 0  # failures and warnings an inhibition or a mute time kept back (CONTRACT §8)
+    sent: int = 0  # notices the target got as they are, or in a group_wait group (CONTRACT §9)
+    held: int = 0  # notices the storm limit held: they went out in a digest
+    digests: int = 0  # digests that named it
     notices: dict[NoticeType, int] = field(default_factory=lambda: {t: 0 for t in NoticeType})
 
     @property
@@ -99,6 +106,7 @@ class Replay:
         ignore_line_intervals: bool = False,
         progress: Callable[[int, int], None] | None = None,
         on_warning: Callable[[str], None] | None = None,
+        target: int | None = None,
     ) -> None:
         self.config = config
         self.paths = list(paths)
@@ -109,9 +117,22 @@ class Replay:
         # inhibition and mute times by event time, as the daemon; silences are the
         # daemon's clock's, not the files': replay ignores them (CONTRACT §8)
         self.engine.mutes = MuteOracle.for_config(config)
-        # The daemon's chain, with one implicit target that takes every notice, as the
-        # daemon's "stderr" one does.
-        self.policy = standard_policy(Router())
+        # The daemon's chain, for one target (CONTRACT §9: `--target notify.N`, default
+        # the first): its tags route; with no [[notify]], the implicit target that takes
+        # every notice, as the daemon's "stderr" one does.
+        index = 0 if target is None else target
+        if config.notify and not 0 <= index < len(config.notify):
+            raise ErrordError(f"--target notify.{index}: the config has notify.0 to notify.{len(config.notify) - 1}")
+        if not config.notify and target not in (None, 0):
+            raise ErrordError(f"--target notify.{index}: the config has no [[notify]] target")
+        chosen = config.notify[index] if config.notify else None
+        self.policy = standard_policy(Router([(chosen.key, chosen.tags)] if chosen is not None else ()))
+        # [limits] by event time (CONTRACT §9); None: every notice goes out as it is made
+        self.limits = (
+            TargetSim(config.limits.rule, host_of(config.server_id, config.node_name))
+            if config.limits.rule.active
+            else None
+        )
         self.ignore_line_intervals = ignore_line_intervals
         self.progress = progress
         self.summary: dict[str, CodeSummary] = {}
@@ -155,11 +176,32 @@ class Replay:
                             entry.incidents += t.kind is Kind.NEW
                             entry.muted += t.muted is not None
                     for notice in self.policy.apply(transitions, ctx):
+                        if not notice.targets:
+                            continue  # the target's tags do not take it
                         self._entry(notice.code).notices[notice.type] += 1
-                        yield notice
+                        if self.limits is None:
+                            self._entry(notice.code).sent += 1
+                            yield notice
+                        else:
+                            for sent in self.limits.offer(notice, ev.time):
+                                yield self._count(sent)
                 done += len(data)
                 if self.progress is not None:
                     self.progress(done, total)
+        if self.limits is not None:  # what is still held at the end: a final digest
+            for sent in self.limits.flush():
+                yield self._count(sent)
+
+    def _count(self, sent: Sent) -> Notice:
+        if sent.how is Send.DIGEST:
+            for code in {n.code for n in sent.members}:
+                self._entry(code).digests += 1
+            for n in sent.members:
+                self._entry(n.code).held += 1
+        else:
+            for n in sent.members:
+                self._entry(n.code).sent += 1
+        return sent.notice
 
     def _warn(self, path: str, warnings: list[tuple[int, str, str]]) -> None:
         for text in self._warnings.messages(path, warnings):
@@ -221,8 +263,9 @@ def _pieces(f: BinaryIO, chunk: int) -> Iterator[tuple[bytes, int]]:
         yield rest, offset
 
 
-def summary_table(summaries: Mapping[str, CodeSummary]) -> list[list[object]]:
-    """Rows for the summary table (most notices first), with a TOTAL row when useful."""
+def summary_table(summaries: Mapping[str, CodeSummary], *, limited: bool = False) -> list[list[object]]:
+    """Rows for the summary table (most notices first), with a TOTAL row when useful;
+    ``limited`` ([limits] on): also SENT, HELD, DIGESTS (``LIMIT_HEADERS``)."""
     ordered = sorted(summaries.values(), key=lambda s: (-s.total, s.code))
     counts = [
         [
@@ -233,6 +276,7 @@ def summary_table(summaries: Mapping[str, CodeSummary]) -> list[list[object]]:
             s.notices[NoticeType.SUCCESS],
             s.total,
             s.muted,
+            *((s.sent, s.held, s.digests) if limited else ()),
         ]
         for s in ordered
     ]
@@ -243,6 +287,8 @@ def summary_table(summaries: Mapping[str, CodeSummary]) -> list[list[object]]:
 
 
 SUMMARY_HEADERS = ["CODE", "LINES", "INCIDENTS", "NEW", "RE-ALERT", "RESOLVED", "NOTICES", "MUTED"]
+# with [limits] (CONTRACT §9): sent as made or grouped, held into digests, digests naming it
+LIMIT_HEADERS = ["SENT", "HELD", "DIGESTS"]
 
 
 def progress_line(done: int, total: int, width: int = 30) -> str:

@@ -56,6 +56,7 @@ from errord.config import (
 from errord.confighints import problems, unknown_environment
 from errord.durations import parse_duration
 from errord.errors import ConfigError
+from errord.limitsettings import LimitsSettings
 from errord.mutesettings import Globs, MuteTimeSettings, Zone
 
 __all__ = [
@@ -253,6 +254,7 @@ class Settings(BaseSettings):
     notify: list[NotifyTarget] = Field(default_factory=list)
     metrics: MetricsSettings | None = None
     mute_times: list[MuteTimeSettings] = Field(default_factory=list)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
 
     _config_path: Path | None = PrivateAttr(default=None)
     _file_has_secrets: bool = PrivateAttr(default=False)
@@ -348,6 +350,7 @@ class Settings(BaseSettings):
             notify=tuple(t.to_run() for t in self.notify),
             metrics=self.metrics.to_run() if self.metrics is not None else None,
             mute_times=tuple(m.to_run() for m in self.mute_times),
+            limits=self.limits.to_run(),
             config_path=self._config_path,
             file_has_secrets=self._file_has_secrets,
         )

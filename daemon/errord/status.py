@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from errord.config import RunConfig, Source
-from errord.errors import ErrordError, NoStateError, StateError
+from errord.errors import ErrordError, JournalError, NoStateError, StateError
 from errord.model import Position
 from errord.sources.fileid import expand, is_compressed
 from errord.store.journal import Journal
@@ -35,7 +35,7 @@ def status_data(config: RunConfig) -> dict[str, Any]:
     """The ``status --json`` object (CONTRACT §4)."""
     state = read_run_state(config.state_dir)
     positions: dict[tuple[int, int], Position] = {}
-    active = pending = pending_mongo = silences = 0
+    active = pending = pending_mongo = silences = held = 0
     journal = open_readonly(config)
     if journal is not None:
         try:
@@ -46,6 +46,7 @@ def status_data(config: RunConfig) -> dict[str, Any]:
             pending_mongo = journal.mongo.pending()
             # silences and acks in force now (CONTRACT §8; mute times are not counted)
             silences = journal.control.active_count(time.time(), open_ids)
+            held = _held(journal)
         finally:
             journal.close()
     files = []
@@ -70,11 +71,21 @@ def status_data(config: RunConfig) -> dict[str, Any]:
         "pid": state["pid"],
         "active_incidents": active,
         "pending_notices": pending,
+        "held_notices": held,  # of pending_notices: held by a storm limit for a digest (CONTRACT §9)
         "pending_mongo": pending_mongo,
         "silences_active": silences,
         "state_dir": str(config.state_dir),
         "files": files,
     }
+
+
+def _held(journal: Journal) -> int:
+    """Notices held for a digest; 0 on a store from before the storm limits (read-only on
+    an older schema: no ``limit_state`` table yet)."""
+    try:
+        return journal.limits.held()
+    except JournalError:
+        return 0
 
 
 def matched_files(config: RunConfig) -> Iterator[str]:

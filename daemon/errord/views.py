@@ -42,7 +42,7 @@ def incident_json(inc: Incident) -> dict[str, Any]:
 
 def notice_json(notice: Notice) -> dict[str, Any]:
     """A notice as ``errord replay --json`` prints it (one JSON object a line)."""
-    return {
+    out: dict[str, Any] = {
         "type": notice.type.value,
         "code": notice.code,
         "title": notice.title,
@@ -50,6 +50,12 @@ def notice_json(notice: Notice) -> dict[str, Any]:
         "incident_id": notice.incident_id,
         "body": notice.body,
     }
+    if notice.held:  # a digest (CONTRACT §9): what it stands for, as data
+        out["digest"] = True
+        out["held"] = [
+            {"code": e.code, "type": e.type, "count": e.count, "latest_message": e.latest_message} for e in notice.held
+        ]
+    return out
 
 
 def notice_line(notice: Notice) -> str:

@@ -26,7 +26,13 @@ _early: tuple[tuple[object, ...], NoticeSink] | None = None
 
 
 def _key(config: RunConfig) -> tuple[object, ...]:
-    return (config.state_dir, tuple((t.url, tuple(t.tags)) for t in config.notify))
+    return (config.state_dir, tuple((t.url, tuple(t.tags)) for t in config.notify), config.limits.rule, _host(config))
+
+
+def _host(config: RunConfig) -> str:
+    from errord.policy.digest import host_of
+
+    return host_of(config.server_id, config.node_name)
 
 
 def prelaunch_notify_helper(config: RunConfig, process: HelperProcess | None = None) -> None:
@@ -41,7 +47,17 @@ def prelaunch_notify_helper(config: RunConfig, process: HelperProcess | None = N
     from errord.sinks.helper import NotifyHelper
 
     try:
-        _early = (_key(config), NotifyHelper(config.state_dir, config.notify, wait=False, process=process))
+        _early = (
+            _key(config),
+            NotifyHelper(
+                config.state_dir,
+                config.notify,
+                wait=False,
+                process=process,
+                limits=config.limits.rule,
+                host=_host(config),
+            ),
+        )
     except OSError:  # cannot start a process now: make_notify_sink tries again and says why
         _early = None
 
@@ -66,10 +82,10 @@ def make_notify_sink(config: RunConfig, *, helper: bool) -> NoticeSink:
                 return early[1]
             if early is not None:
                 early[1].stop(0.0)
-            return NotifyHelper(config.state_dir, config.notify)
+            return NotifyHelper(config.state_dir, config.notify, limits=config.limits.rule, host=_host(config))
         from errord.sinks.notify import NotifySink  # imports Apprise
 
-        return NotifySink(config.state_dir, config.notify)
+        return NotifySink(config.state_dir, config.notify, limits=config.limits.rule, host=_host(config))
     except NotifyError as exc:
         if all(p.startswith("notify.") for p in exc.problems):
             raise ConfigError(exc.problems) from None

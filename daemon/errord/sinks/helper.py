@@ -51,6 +51,7 @@ from typing import IO, Any
 
 from errord.backoff import backoff
 from errord.errors import NotifyError
+from errord.policy.limit import NO_LIMITS, LimitRule
 from errord.ratelimit import RateLimit
 from errord.sinks.base import NoticeSink, TargetLike
 from errord.sinks.early import HelperProcess, helper_command
@@ -95,6 +96,8 @@ class NotifyHelper(NoticeSink):
         start_timeout: float = START_TIMEOUT,
         wait: bool = True,
         process: HelperProcess | None = None,
+        limits: LimitRule = NO_LIMITS,
+        host: str = "",
     ) -> None:
         self.state_dir = Path(state_dir)
         self.on_result: Callable[[str, bool], None] | None = None
@@ -104,6 +107,8 @@ class NotifyHelper(NoticeSink):
             "targets": [{"url": t.url, "tags": list(t.tags), "key": t.key, "redacted": t.redacted} for t in targets],
             "timeout": timeout,
             "backoff": list(backoff),
+            "limits": {"budget": limits.budget, "window": limits.window, "group_wait": limits.group_wait},
+            "host": host,
             "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),
         }
         self._start_timeout = start_timeout

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from errord.errors import NotifyError
+from errord.policy.limit import LimitRule
 
 __all__ = ["main"]
 
@@ -95,6 +96,8 @@ def main(argv: list[str]) -> None:
             targets,
             timeout=float(config["timeout"]),
             backoff=(float(config["backoff"][0]), float(config["backoff"][1])),
+            limits=LimitRule(**config.get("limits", {})),
+            host=str(config.get("host", "")),
         )
     except NotifyError as exc:
         reply("error " + json.dumps(exc.problems))  # one line of the pipe protocol

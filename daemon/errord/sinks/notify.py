@@ -39,6 +39,8 @@ from errord.backoff import backoff
 from errord.errors import JournalError, NotifyError
 from errord.model import Notice
 from errord.notices import clean_text
+from errord.policy.digest import digest, group
+from errord.policy.limit import NO_LIMITS, LimitRule, LimitState, Send, decide
 from errord.policy.route import STDERR_TARGET
 from errord.ratelimit import RateLimit
 from errord.sinks.base import NoticeSink, TargetLike
@@ -55,6 +57,10 @@ _POLL = 1.0  # seconds between outbox looks while something waits (a retry, a fa
 # this is only the net under it (each look is a wake-up of an idle process)
 _EMPTY_POLL = 10.0
 _BATCH = 50
+# Most notices one digest stands for (read at once); more held than this go out as
+# several digests, each a send of the budget (a bigger storm holds on, never one by one).
+_DIGEST_MAX = 100_000
+_GROUP_MAX = 1_000  # most notices one group_wait message lists (the rest: the next group)
 # Each accepted notice is recorded (marked delivered) at once, before the next send, so a
 # kill -9 repeats at most the one notice in flight (CONTRACT §7). What made that cost a
 # quarter of the helper's time in a burst was the fsync of each mark, not the transaction:
@@ -120,6 +126,9 @@ class _Target:
         # the journal locked or failing): recorded later, never sent again
         self.accepted: dict[int, float] = {}
         self.unsynced = False  # marks recorded without an fsync since the outbox last drained
+        # a limited send accepted but not recorded yet (the journal failing): recorded
+        # before anything else, never sent again
+        self.unrecorded: tuple[dict[int, float], LimitState] | None = None
 
 
 class NotifySink(NoticeSink):
@@ -133,9 +142,13 @@ class NotifySink(NoticeSink):
         stream: TextIO = sys.stderr,
         backoff: tuple[float, float] = (1.0, 300.0),
         timeout: float = 10.0,
+        limits: LimitRule = NO_LIMITS,
+        host: str = "",
     ) -> None:
         self.state_dir = Path(state_dir)
         self.stream = stream
+        self.limits = limits  # [limits] notices / group_wait, per target (policy.limit)
+        self.host = host  # server_id/node_name, for the title of a digest or group
         self.backoff = backoff
         self.timeout = timeout
         self._targets: list[_Target] = []
@@ -325,6 +338,8 @@ class NotifySink(NoticeSink):
 
     def _deliver(self, j: Journal, t: _Target, ap: apprise.Apprise | None) -> float | None:
         """Send what is due; return how long to wait, or None to exit (draining)."""
+        if self.limits.active:
+            return self._deliver_limited(j, t, ap)
         while not self._stop.is_set():
             now = time.time()
             head = j.outbox.head(t.key)
@@ -374,6 +389,85 @@ class NotifySink(NoticeSink):
                 return self._idle(delay)
             self._record(j, t)
         self._record(j, t)
+        return _POLL
+
+    def _deliver_limited(self, j: Journal, t: _Target, ap: apprise.Apprise | None) -> float | None:
+        """``_deliver`` under a storm limit or ``group_wait``: ``policy.limit.decide`` says
+        what goes out (the head, a group, a digest of everything held) and when."""
+        rule = self.limits
+        if t.unrecorded is not None:
+            j.limits.record(t.key, t.unrecorded[1], t.unrecorded[0])
+            t.unrecorded = None
+        state = j.limits.load(t.key)
+        while not self._stop.is_set():
+            now = time.time()
+            head = j.outbox.head(t.key)
+            if head is None:
+                if t.unsynced:
+                    j.sync()
+                    t.unsynced = False
+                return None if self._deadline is not None else _EMPTY_POLL
+            if head.next_at > now:
+                return self._idle(head.next_at - now)
+            # only what the decision can take: all held for a digest, a group's worth, the head
+            want = _DIGEST_MAX if state.held_since is not None else _GROUP_MAX if rule.group_wait > 0 else 1
+            queue = j.limits.queued(t.key, want)
+            act = decide(rule, state, [q[1] for q in queue], now)
+            if act.sends == 0:
+                if act.hold:
+                    j.limits.hold(t.key, state, now)
+                    logger.info(
+                        "notify target %s: %d notices sent in %gs: holding the rest for a digest",
+                        t.name,
+                        rule.budget,
+                        rule.window,
+                    )
+                # sleep until then, not in 1 s polls: a commit (wake) or stop() wakes it sooner
+                wait = max(0.0, (act.until or now) - now)
+                if self._deadline is not None and time.monotonic() + wait >= self._deadline:
+                    return None
+                return wait
+            if self._past_deadline():
+                return None
+            picked = queue[: act.sends]
+            notes = [q[2] for q in picked]
+            if act.how is Send.DIGEST:
+                notice = digest(notes, self.host)
+            elif act.how is Send.GROUP:
+                notice = group(notes, self.host)
+            else:
+                notice = notes[0]
+            t.sending = True
+            try:
+                ok, err, retry_after = self._send_notice(ap, t, notice)
+            finally:
+                t.sending = False
+            if self.on_result is not None:
+                self.on_result(t.name, ok)
+            if ok:
+                when = time.time()
+                state.sent(rule, when, digest=len(notes) if act.how is Send.DIGEST else 0)
+                if act.how is Send.DIGEST and len(queue) >= want:
+                    state.held_since = when  # more held than one digest takes: still holding
+                accepted = {q[0]: when for q in picked}
+                t.unrecorded = (accepted, state)
+                j.limits.record(t.key, state, accepted)  # raising keeps it in t.unrecorded
+                t.unrecorded = None
+                t.unsynced = True
+                continue
+            delay = backoff(head.attempts, *self.backoff, jitter=0.1)
+            if retry_after is not None:
+                delay = min(self.backoff[1], max(delay, retry_after))
+            logger.warning(
+                "notify target %s: %s failed, attempt %d, retry in %.1fs: %s",
+                t.name,
+                "a digest" if act.how is Send.DIGEST else "a group" if act.how is Send.GROUP else f"notice {notice.id}",
+                head.attempts + 1,
+                delay,
+                err,
+            )
+            j.outbox.mark_failed(head.id, err, time.time() + delay)
+            return self._idle(delay)
         return _POLL
 
     @staticmethod

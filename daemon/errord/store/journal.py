@@ -34,6 +34,7 @@ from errord.model import HistoryState, Incident, Notice, Position, history_state
 from errord.ratelimit import RateLimit
 from errord.store import schema
 from errord.store.control import Control
+from errord.store.limits import Limits
 from errord.store.mongoqueue import MongoQueue
 from errord.store.outbox import Outbox
 from errord.store.runstate import check_state_dir
@@ -99,6 +100,7 @@ class Journal:
         self.outbox = Outbox(self._tx, self._read)
         self.mongo = MongoQueue(self._tx, self._read)
         self.control = Control(self._tx, self._read)
+        self.limits = Limits(self._tx, self._read)
         # Before anything is created: a state_dir that held state must still hold it.
         self._held = check_state_dir(self.state_dir, schema.DB_NAME)
         try:

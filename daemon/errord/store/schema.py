@@ -180,6 +180,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX commands_pending ON commands (id) WHERE done_at IS NULL",
     ),
+    # Storm limits (CONTRACT §9, store/limits.py): per notify target, the times of its
+    # latest sends, since when it holds its queued notices for a digest, its digest tallies.
+    # Self-contained: one new table, nothing else changed.
+    (
+        """CREATE TABLE IF NOT EXISTS limit_state (
+            target TEXT PRIMARY KEY,
+            sends TEXT NOT NULL DEFAULT '[]',
+            held_since REAL,
+            digests INTEGER NOT NULL DEFAULT 0,
+            digested INTEGER NOT NULL DEFAULT 0
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
