@@ -74,10 +74,16 @@ class Incident:
     incident_id: str
     # CONTRACT §6/§8: notices a silence, inhibition or mute time kept back; how it ended
     notices_muted: int = 0
-    resolved_by: str | None = None  # None while open; "clear" (a clear line) or "manual"
+    resolved_by: str | None = None  # None while open; "clear" (a clear line), "auto" or "manual"
     # engine bookkeeping, persisted in the journal but not part of the public record
     re_alert: float | None = None  # latest re_alert_time its lines gave (seconds)
     since_alert: int = 0  # occurrences since the last alert (for the re-alert text)
+    # CONTRACT §9: re-alerts so far (the backoff's n), the quiet clock's time of the last
+    # reminder (None: none since its latest line), the source that last fed it (whose quiet
+    # clock judges it; -1: unknown)
+    re_alerts: int = 0
+    reminded_at: float | None = None
+    src: int = -1
     # notify target keys sent (or still queued) a failure/warning of it: who gets its
     # resolve (CONTRACT §2). Set by ``policy.route.Router`` in the batch, on this live object,
     # so the engine's undo log rolls it back with the batch. Never in the public record.
@@ -124,6 +130,7 @@ class Kind(enum.Enum):
     NEW = "new"  # opened an incident
     REPEAT = "repeat"  # counted, suppressed
     REALERT = "realert"  # counted, interval elapsed: alert again
+    REMIND = "remind"  # no line for remind_every: a reminder (CONTRACT §9), not a line's doing
     ANNOUNCE = "announce"  # counted, first notice of an incident whose notices were all silent
     CLEAR = "clear"  # closed an incident
     CLEAR_UNKNOWN = "clear_unknown"  # a clear for a code that is not active: nothing to do

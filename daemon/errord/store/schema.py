@@ -192,6 +192,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             digested INTEGER NOT NULL DEFAULT 0
         )""",
     ),
+    # CONTRACT §9 (noise control, the engine's side): the backoff's count, the reminder
+    # schedule and the source whose quiet clock judges an incident
+    (
+        "ALTER TABLE incidents ADD COLUMN re_alerts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE incidents ADD COLUMN reminded_at REAL",
+        "ALTER TABLE incidents ADD COLUMN src INTEGER NOT NULL DEFAULT -1",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
