@@ -101,3 +101,34 @@ def test_re_alerts_grow_by_event_time_and_a_backlog_is_not_auto_resolved(
         "m170",
     ]
     e.stop()
+
+
+def test_a_code_cycled_6_times_in_the_window_flaps_once_and_stops_once(
+    make_errord, receiver: Receiver, tmp_path: Path
+) -> None:
+    receiver.start()
+    e = make_errord(notify=[{"url": receiver.url("/a")}], defaults={"flap_threshold": 3, "flap_window": "3s"})
+    e.start()
+    log = tmp_path / "logs" / "app.jsonl"
+    t0 = time.time()
+    for i in range(6):  # six opens and six resolves in 1.2 s of event time
+        append(log, line("db_down", msg=f"down {i}", timestamp=iso(t0 + 0.2 * i)))
+        append(log, line(clear="db_down", msg=f"up {i}", timestamp=iso(t0 + 0.2 * i + 0.1)))
+    got = receiver.wait_for(6, timeout=30)
+    titles = [(r.body["type"], r.body["title"]) for r in got]
+    assert titles == [
+        ("failure", "🔴 db_down failing on test-host/n1"),
+        ("success", "✅ db_down resolved on test-host/n1"),
+        ("failure", "🔴 db_down failing on test-host/n1"),
+        ("success", "✅ db_down resolved on test-host/n1"),
+        ("warning", "🔁 db_down flapping on test-host/n1"),
+        ("success", "✅ db_down stopped flapping on test-host/n1: resolved"),
+    ]
+    assert got[4].body["message"].startswith("3 opens and 2 resolves within 3s")
+    assert got[5].at - got[4].at >= 2.0  # after the window of quiet
+    recs = sorted(e.history(), key=lambda r: r["start_time"])
+    assert [r["flapping"] for r in recs] == [False, False, True, True, True, True]
+    assert all(not r["active"] for r in recs)
+    time.sleep(1.5)
+    assert len(receiver.bodies()) == 6  # nothing more
+    e.stop()

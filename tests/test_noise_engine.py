@@ -247,3 +247,83 @@ def test_noise_settings_per_code_over_defaults_and_off(tmp_path: Path) -> None:
     back = type(r).from_dump(r.dump())
     assert back.noise_for("db") == r.noise_for("db") and back.limits == r.limits
     assert not load(tmp_path, "").to_run().noise_timed
+
+
+# -- flapping -------------------------------------------------------------------------
+
+
+def cycle(e: Engine, times: list[tuple[float, str]]) -> list[tuple[str, bool, str | None]]:
+    """Feed ``(time, "open"|"clear")`` lines of code db; (kind, notify, muted) per line."""
+    out = []
+    for t, what in times:
+        (tr,) = e.feed(ev(t, "db") if what == "open" else ev(t, clear="db"))
+        out.append((tr.kind.value, tr.notify, tr.muted))
+    return out
+
+
+def test_the_threshold_th_open_in_the_window_warns_once_then_mutes_the_key() -> None:
+    e = engine(Noise(flap_threshold=3, flap_window=100.0), default=10.0)
+    got = cycle(e, [(0, "open"), (5, "clear"), (10, "open"), (15, "clear"), (20, "open")])
+    assert got == [
+        ("new", True, None),
+        ("clear", True, None),
+        ("new", True, None),
+        ("clear", True, None),
+        ("flapping", True, None),  # instead of its failure
+    ]
+    inc = e.active()["db"]
+    assert inc.flapping and inc.alerts_sent == 1
+    (tr,) = e.feed(ev(31, "db"))  # its re-alert: muted
+    assert (tr.kind, tr.notify, tr.muted) == (Kind.REALERT, False, "flapping")
+    assert cycle(e, [(40, "clear"), (50, "open")]) == [("clear", False, None), ("new", False, "flapping")]
+    assert e.active()["db"].flapping and e.muted() == {("flapping", None): 2}
+
+
+def test_the_flapping_notice_states_its_counts_and_renders_as_a_warning() -> None:
+    from errord.notices import render
+
+    e = engine(Noise(flap_threshold=2, flap_window=600.0))
+    e.feed(ev(0, "db"))
+    e.feed(ev(5, clear="db"))
+    n = render(e.feed(ev(10, "db")), server_id="h", node_name="n")
+    assert n is not None and n.type.value == "warning"
+    assert n.title == "🔁 db flapping on h/n"
+    assert n.body.startswith("2 opens and 1 resolve within 10m: its notices are muted")
+
+
+def test_it_stops_flapping_after_a_quiet_window_failing_or_resolved() -> None:
+    from errord.notices import render
+
+    e = engine(Noise(flap_threshold=2, flap_window=100.0))
+    cycle(e, [(0, "open"), (5, "clear"), (10, "open")])
+    assert e.tick(lambda src: T0 + 109.0) == []
+    (tr,) = e.tick(lambda src: T0 + 110.0)
+    assert tr.kind is Kind.FLAP_END and tr.notify
+    n = render([tr], server_id="h", node_name="n")
+    assert n is not None and n.type.value == "failure" and n.title == "🔴 db stopped flapping on h/n: still failing"
+    inc = e.active()["db"]
+    assert inc.alerts_sent == 2 and not inc.flapping  # heard of now: its resolve goes out
+    assert cycle(e, [(200, "clear")]) == [("clear", True, None)]
+    assert e.tick(lambda src: T0 + 400.0) == []  # not flapping any more: nothing more to say
+
+    e = engine(Noise(flap_threshold=2, flap_window=100.0))
+    cycle(e, [(0, "open"), (5, "clear"), (10, "open"), (20, "clear")])
+    assert e.tick(lambda src: T0 + 119.0) == []
+    (tr,) = e.tick(lambda src: T0 + 120.0)
+    n = render([tr], server_id="h", node_name="n")
+    assert n is not None and n.type.value == "success" and n.title == "✅ db stopped flapping on h/n: resolved"
+    assert tr.incident is not None and tr.incident.code == "db"
+
+
+def test_flap_state_rolls_back_with_its_batch_and_survives_a_dump() -> None:
+    e = engine(Noise(flap_threshold=2, flap_window=100.0))
+    cycle(e, [(0, "open"), (5, "clear")])
+    e.commit()
+    saved = e.flaps.dump()
+    e.begin()
+    assert cycle(e, [(10, "open")]) == [("flapping", True, None)]
+    e.rollback()
+    assert not e.flaps.is_flapping("db") and e.flaps.dump() == saved
+    again = engine(Noise(flap_threshold=2, flap_window=100.0))
+    again.flaps.load(saved)
+    assert cycle(again, [(10, "open")]) == [("flapping", True, None)]

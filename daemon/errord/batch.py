@@ -28,6 +28,7 @@ from typing import NamedTuple
 from errord.backoff import backoff
 from errord.config import RunConfig
 from errord.engine import Engine
+from errord.engine_flap import FLAP_META
 from errord.errors import JournalError
 from errord.health import BatchTally, Health
 from errord.model import Kind, LogEvent, Notice
@@ -116,6 +117,7 @@ class Batch:
         self._quiet_dirty = False
         self._next_timers = 0.0
         self.configure(config)
+        self._load_quiet()
 
     def quiet_clock(self, src: int, now: float) -> float:
         """Q of source ``src`` at daemon clock ``now`` (CONTRACT §9): its newest event time
@@ -168,8 +170,9 @@ class Batch:
             text = self.journal.get_meta(QUIET_META)
             if text:
                 self._quiet = {int(k): (float(v[0]), float(v[1])) for k, v in json.loads(text).items()}
-        except (JournalError, ValueError, TypeError, IndexError, AttributeError) as exc:
-            logger.warning("quiet clocks not restored (%s): judged from now on", exc)
+            self.engine.flaps.load(self.journal.get_meta(FLAP_META))
+        except (JournalError, ValueError, TypeError, IndexError, AttributeError, KeyError) as exc:
+            logger.warning("quiet clocks or flap states not restored (%s): judged from now on", exc)
 
     def configure(self, config: RunConfig) -> None:
         """Use ``config`` from the next step on (start, SIGHUP): a parser per source."""
@@ -316,6 +319,8 @@ class Batch:
         meta = cp.meta
         if self._quiet_dirty:
             meta = {**meta, QUIET_META: json.dumps({str(k): v for k, v in self._quiet.items()})}
+        if self.engine.flaps.dirty:
+            meta = {**meta, FLAP_META: self.engine.flaps.dump()}
         if cp or incidents or notices:
             try:
                 self.journal.commit(incidents, cp.positions, notices, self._clock(), meta=meta, silenced=muted)

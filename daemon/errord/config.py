@@ -325,9 +325,9 @@ class RunConfig:
 
     @property
     def noise_timed(self) -> bool:
-        """Whether any code has reminders or auto-resolve (the clock must tick for them)."""
+        """Whether any code has reminders, auto-resolve or flapping (the clock ticks for them)."""
         noises = [self.defaults.noise, *(self.noise_for(c) for c in self.codes)]
-        return any(n.remind_every is not None or n.auto_resolve_after is not None for n in noises)
+        return any(n.remind_every is not None or n.auto_resolve_after is not None or n.flap_threshold for n in noises)
 
     def noise_for(self, code: str) -> Noise:
         """The §9 settings of ``code``: ``[codes.X]``'s over ``[defaults]``'s."""

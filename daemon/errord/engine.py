@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
+from errord.engine_flap import Flap, FlapState, FlapTracker
 from errord.engine_noise import MAX_OPEN_INCIDENTS, OVERFLOW_CODE, NoiseRules
 from errord.model import Incident, Kind, LogEvent, Transition
 from errord.noise import Noise
@@ -25,6 +26,7 @@ __all__ = ["OVERFLOW_CODE", "Engine", "Policy", "incident_key"]
 
 # Kind.X, an attribute of an Enum class, costs ~70 ns per lookup on Python 3.11; the
 # event path takes the members from module globals instead.
+_FLAPPING = Kind.FLAPPING
 _NEW, _REPEAT, _REALERT, _ANNOUNCE, _CLEAR, _CLEAR_UNKNOWN = (
     Kind.NEW,
     Kind.REPEAT,
@@ -100,6 +102,8 @@ class Engine(NoiseRules):
         # incident; the source being fed (the batch sets it per chunk: whose quiet clock)
         self.max_open_incidents = max_open_incidents
         self.src = -1
+        self.flaps = FlapTracker()  # CONTRACT §9: which keys flap (its state is journal meta)
+        self._flap_undo: dict[str, FlapState] | None = None
 
     @property
     def policy(self) -> Policy:
@@ -136,6 +140,7 @@ class Engine(NoiseRules):
         self._dirty.clear()
         self._undo.clear()
         self._muted = {}
+        self._flap_undo = None
         if now is not None and self.mutes is not None:
             self.mutes.now = now
 
@@ -152,6 +157,7 @@ class Engine(NoiseRules):
         self._dirty.clear()
         self._undo.clear()
         self._muted = {}
+        self._flap_undo = None
 
     def rollback(self) -> None:
         """The batch could not be written: undo every change made since ``begin()``."""
@@ -164,6 +170,9 @@ class Engine(NoiseRules):
         self._dirty.clear()
         self._undo.clear()
         self._muted = {}
+        if self._flap_undo is not None:
+            self.flaps.states, self._flap_undo = self._flap_undo, None
+            self.flaps.dirty = True
 
     def _touch(self, key: str, current: Incident | None) -> None:
         if key not in self._undo:
@@ -270,14 +279,23 @@ class Engine(NoiseRules):
             since_alert=0,
             src=self.src,
         )
+        kind = _NEW
+        flap = self._flap_open(key, inc) if self._noise_of(code).flap_threshold else None
         muted = self._mute(inc, ev.time) if notify else None
         if muted is not None:
             notify = False
+        elif flap is not None:
+            inc.flapping = True
+            if flap is Flap.STARTED:
+                kind = _FLAPPING  # one warning instead of its failure
+            elif notify:
+                notify, muted = False, self._mute_flapping(inc)
         inc.alerts_sent = 1 if notify else 0
         self._active[key] = inc
         self._opened += 1
         self._dirty[inc.incident_id] = inc
-        return Transition(_NEW, key, inc, ev, notify=notify, muted=muted)
+        detail = self._flap_detail(key) if kind is _FLAPPING else ""
+        return Transition(kind, key, inc, ev, notify=notify, muted=muted, detail=detail)
 
     def _repeat(self, ev: LogEvent, code: str, key: str, inc: Incident) -> Transition | None:
         """Another line for the open incident ``inc``: its REALERT, or None when suppressed."""
@@ -309,6 +327,8 @@ class Engine(NoiseRules):
             muted = self._mute(inc, when) if notify else None
             if muted is not None:
                 notify = False
+            elif notify and (inc.flapping or self.flaps.is_flapping(key)):
+                notify, muted = False, self._mute_flapping(inc)
             elif notify:
                 if not inc.alerts_sent:
                     kind = _ANNOUNCE  # its first notice: a failure, not "still failing"
@@ -324,7 +344,7 @@ class Engine(NoiseRules):
             loud = self._loud.get(code)
             if loud is None:
                 loud = self._wants_notice(ev, code)
-            if not loud or (self.mutes is not None and not self._may_notify(inc, when)):
+            if not loud or (self.mutes is not None and not self._may_notify(inc, when)) or inc.flapping:
                 return None  # still silent, or muted: it waits for a line that may notify
             since = inc.since_alert
             if when > inc.last_alert_time:  # an older line must not pull the next re-alert forward
@@ -348,6 +368,7 @@ class Engine(NoiseRules):
         inc.cleared_at = ev.time if ev.time > inc.start_time else inc.start_time
         inc.resolved_by = "clear"
         self._dirty[inc.incident_id] = inc
+        flapping = self._flap_resolve(key, inc) or inc.flapping
         # The resolve goes to those who were alerted (CONTRACT §2): none if it never
         # alerted; else only the clearing line's `notification: false` keeps it back — a
         # `notify = false` set since does not, those alerted still hear of the end.
@@ -356,7 +377,7 @@ class Engine(NoiseRules):
             key,
             inc,
             ev,
-            notify=ev.notify is not False and inc.alerts_sent > 0,
+            notify=ev.notify is not False and inc.alerts_sent > 0 and not flapping,
             duration=inc.cleared_at - inc.start_time,
         )
 

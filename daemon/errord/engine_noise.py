@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from errord.durations import format_duration
+from errord.engine_flap import Flap, FlapState, FlapTracker, incident_of
 from errord.model import Incident, Kind, LogEvent, Transition
 
 if TYPE_CHECKING:
@@ -40,6 +42,8 @@ class NoiseRules:
     server_id: str
     node_name: str
     src: int
+    flaps: FlapTracker
+    _flap_undo: dict[str, FlapState] | None
 
     if TYPE_CHECKING:  # the engine's methods these rules call
 
@@ -56,6 +60,70 @@ class NoiseRules:
                 self._noise.clear()
             noise = self._noise[code] = self._policy.noise_for(code)
         return noise
+
+    # -- flapping ----------------------------------------------------------------------
+
+    def _flap_open(self, key: str, inc: Incident) -> Flap | None:
+        noise = self._noise_of(inc.code)
+        if self._flap_undo is None:
+            self._flap_undo = self.flaps.snapshot()
+        return self.flaps.opened(key, inc, self.src, noise.flap_threshold, noise.flap_window)
+
+    def _flap_resolve(self, key: str, inc: Incident) -> bool:
+        """``inc`` closed: counted for its key's flap state; whether the key is flapping."""
+        if key not in self.flaps.states:
+            return False
+        if self._flap_undo is None:
+            self._flap_undo = self.flaps.snapshot()
+        assert inc.cleared_at is not None
+        return self.flaps.resolved(key, inc, inc.cleared_at)
+
+    def _flap_detail(self, key: str) -> str:
+        state = self.flaps.states[key]
+        window = self._noise_of(state.last.get("code", "")).flap_window
+        opens, resolves = len(state.opens), len(state.resolves)
+        return (
+            f"{opens} open{'s' * (opens != 1)} and {resolves} resolve{'s' * (resolves != 1)} "
+            f"within {format_duration(window)}"
+        )
+
+    def _mute_flapping(self, inc: Incident) -> str:
+        """A notice of a flapping key, kept back (CONTRACT §8's last reason): counted."""
+        inc.notices_muted += 1
+        hit = ("flapping", None)
+        self._muted[hit] = self._muted.get(hit, 0) + 1
+        return "flapping"
+
+    def _flap_ends(self, quiet_clock: Callable[[int], float]) -> list[Transition]:
+        """The keys that stopped flapping: one notice each, failing (a failure, the open
+        incident's first alert) or resolved (a success)."""
+        if not self.flaps.states:
+            return []
+        if self._flap_undo is None:
+            self._flap_undo = self.flaps.snapshot()
+        out = []
+        for key, state in self.flaps.stopped(quiet_clock, lambda code: self._noise_of(code).flap_window):
+            inc = self._active.get(key)
+            q = quiet_clock(state.src)
+            detail = f"no open or resolve for {format_duration(self._noise_of(state.last['code']).flap_window)}"
+            if inc is not None:
+                self._touch(key, inc)
+                self._dirty[inc.incident_id] = inc
+                ev = LogEvent(code=inc.code, clear=None, message="", time=q, app=inc.app)
+                notify = self._wants_notice(ev, inc.code)
+                muted = self._mute(inc, q) if notify else None
+                if muted is not None:
+                    notify = False
+                elif notify:
+                    inc.alerts_sent += 1
+                    inc.flapping = False  # heard of now: its resolve goes out as usual
+                out.append(Transition(Kind.FLAP_END, key, inc, ev, notify=notify, muted=muted, detail=detail))
+            elif state.last:
+                closed = incident_of(state.last, self.server_id, self.node_name)
+                ev = LogEvent(code=None, clear=closed.code, message="", time=q, app=closed.app)
+                notify = self._wants_notice(ev, closed.code)
+                out.append(Transition(Kind.FLAP_END, key, closed, ev, notify=notify, detail=detail))
+        return out
 
     # -- auto-resolve ------------------------------------------------------------------
 
@@ -75,9 +143,15 @@ class NoiseRules:
         inc.cleared_at = inc.last_log_time + after
         inc.resolved_by = "auto"
         self._dirty[inc.incident_id] = inc
+        flapping = self._flap_resolve(key, inc) or inc.flapping
         ev = LogEvent(code=None, clear=inc.code, message="", time=inc.cleared_at, app=inc.app)
         return Transition(
-            Kind.CLEAR, key, inc, ev, notify=inc.alerts_sent > 0, duration=inc.cleared_at - inc.start_time
+            Kind.CLEAR,
+            key,
+            inc,
+            ev,
+            notify=inc.alerts_sent > 0 and not flapping,
+            duration=inc.cleared_at - inc.start_time,
         )
 
     # -- the clock: reminders and auto-resolve while no line comes -----------------------
@@ -87,7 +161,7 @@ class NoiseRules:
         source (CONTRACT §9: its newest event time read plus the daemon-clock time since
         it was read, never ahead of the daemon's clock); an incident is judged by the
         source that last fed it. Call it inside a batch (``begin`` … ``commit``)."""
-        out: list[Transition] = []
+        out: list[Transition] = self._flap_ends(quiet_clock)
         noise_of = self._noise_of
         for key, inc in list(self._active.items()):
             noise = noise_of(inc.code)
@@ -115,6 +189,8 @@ class NoiseRules:
         muted = self._mute(inc, q) if notify else None
         if muted is not None:
             notify = False
+        elif notify and (inc.flapping or self.flaps.is_flapping(key)):
+            notify, muted = False, self._mute_flapping(inc)
         elif notify:
             inc.alerts_sent += 1
         return Transition(Kind.REMIND, key, inc, ev, notify=notify, muted=muted)

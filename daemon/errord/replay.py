@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 READ_BYTES = 1 << 20
-_OCCURRENCE = frozenset({Kind.NEW, Kind.REPEAT, Kind.REALERT, Kind.ANNOUNCE})  # a line raising the code
+_OCCURRENCE = frozenset({Kind.NEW, Kind.FLAPPING, Kind.REPEAT, Kind.REALERT, Kind.ANNOUNCE})  # a line raising the code
 
 
 class OverridePolicy:
@@ -192,7 +192,7 @@ class Replay:
                         if t.kind in _OCCURRENCE:
                             entry = self._entry(t.incident.code if t.incident else t.key)
                             entry.lines += 1
-                            entry.incidents += t.kind is Kind.NEW
+                            entry.incidents += t.kind is Kind.NEW or t.kind is Kind.FLAPPING
                             entry.muted += t.muted is not None
                     for notice in self.policy.apply(transitions, ctx):
                         if not notice.targets:

@@ -383,6 +383,7 @@ class Journal:
                 "re_alerts": ("0", 6),
                 "reminded_at": ("NULL", 6),
                 "src": ("-1", 6),
+                "flapping": ("0", 6),
             }
             cols = [older[c][0] if c in older and version < older[c][1] else c for c in schema.INCIDENT_COLS]
             self._incident_sql = ", ".join(cols)
