@@ -237,10 +237,41 @@ def expected_check_config(tmp_path: Path) -> dict[str, Any]:
                 "max_line_bytes": 1048576,
             },
         ],
-        "defaults": {"re_alert_time": 1800.0, "notify": False},
+        "defaults": {
+            "re_alert_time": 1800.0,
+            "notify": False,
+            "re_alert_backoff": 1.0,
+            "re_alert_max": 86400.0,
+            "remind_every": 0.0,
+            "auto_resolve_after": 0.0,
+            "flap_threshold": 0,
+            "flap_window": 1800.0,
+        },
         "codes": {
-            "db_down": {"re_alert_time": 300.0, "notify": True, "tags": ["ops", "pager"], "inhibited_by": ["net_*"]},
-            "quiet": {"re_alert_time": None, "notify": False, "tags": [], "inhibited_by": []},
+            "db_down": {
+                "re_alert_time": 300.0,
+                "notify": True,
+                "tags": ["ops", "pager"],
+                "inhibited_by": ["net_*"],
+                "re_alert_backoff": None,
+                "re_alert_max": None,
+                "remind_every": None,
+                "auto_resolve_after": None,
+                "flap_threshold": None,
+                "flap_window": None,
+            },
+            "quiet": {
+                "re_alert_time": None,
+                "notify": False,
+                "tags": [],
+                "inhibited_by": [],
+                "re_alert_backoff": None,
+                "re_alert_max": None,
+                "remind_every": None,
+                "auto_resolve_after": None,
+                "flap_threshold": None,
+                "flap_window": None,
+            },
         },
         "mongodb": {
             "uri": "mongodb://user:***@db:27017/errord?authSource=admin&tlsCertificateKeyFilePassword=***",
@@ -264,7 +295,7 @@ def expected_check_config(tmp_path: Path) -> dict[str, Any]:
                 "timezone": "Europe/Berlin",
             }
         ],
-        "limits": {"notices": "20/1m", "group_wait": 10.0},
+        "limits": {"notices": "20/1m", "group_wait": 10.0, "max_open_incidents": 10000},
     }
 
 

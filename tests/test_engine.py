@@ -10,6 +10,7 @@ import pytest
 
 from errord.engine import Engine, incident_key
 from errord.model import Kind, LogEvent
+from errord.noise import NOISE_DEFAULTS, Noise
 
 T0 = 1_768_400_000.0  # 2026-01-14
 
@@ -19,12 +20,16 @@ class FakePolicy:
     default: float = 3600.0
     per_code: dict[str, float] = field(default_factory=dict)
     silent: set[str] = field(default_factory=set)
+    noise: Noise = NOISE_DEFAULTS
 
     def re_alert_for(self, code: str) -> float:
         return self.per_code.get(code, self.default)
 
     def notify_for(self, code: str) -> bool:
         return code not in self.silent
+
+    def noise_for(self, code: str) -> Noise:
+        return self.noise
 
 
 def ev(t: float, code: str | None = None, clear: str | None = None, **kw: Any) -> LogEvent:

@@ -29,6 +29,7 @@ from errord.durations import parse_duration
 from errord.engine import Engine
 from errord.errors import DurationError
 from errord.model import LogEvent
+from errord.noise import NOISE_DEFAULTS, Noise
 from errord.parse.lines import LineParser
 from errord.parse.result import SKIP_REASONS
 from errord.store.journal import Journal
@@ -309,6 +310,9 @@ class _Policy:
 
     def notify_for(self, code: str) -> bool:
         return True
+
+    def noise_for(self, code: str) -> Noise:
+        return NOISE_DEFAULTS
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import append, line
 from errord.model import NoticeType
+from errord.noise import NOISE_DEFAULTS, Noise
 from errord.replay import CodeSummary, OverridePolicy, progress_line, summary_table
 
 T = 1_768_400_000  # 2026-01-14T14:13:20Z
@@ -196,6 +197,9 @@ def test_override_policy_order() -> None:
 
         def notify_for(self, code: str) -> bool:
             return code != "quiet"
+
+        def noise_for(self, code: str) -> Noise:
+            return NOISE_DEFAULTS
 
     p = OverridePolicy(Base(), 900.0, {"x": 0.0})
     assert (p.re_alert_for("x"), p.re_alert_for("y")) == (0.0, 900.0)

@@ -32,6 +32,7 @@ from chaos import State, start, wait_until
 from conftest import append, line
 from errord.engine import Engine
 from errord.model import LogEvent
+from errord.noise import NOISE_DEFAULTS, Noise
 from errord.notices import MAX_MESSAGE, render
 from errord.parse.lines import LineParser
 
@@ -216,6 +217,9 @@ def _engine() -> Engine:
 
         def notify_for(self, code: str) -> bool:
             return True
+
+        def noise_for(self, code: str) -> Noise:
+            return NOISE_DEFAULTS
 
     return Engine(P(), server_id="srv", node_name="n1")
 

@@ -19,6 +19,7 @@ per line; the tally is plain dicts, published only once the batch is durable.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -27,9 +28,10 @@ from typing import NamedTuple
 from errord.backoff import backoff
 from errord.config import RunConfig
 from errord.engine import Engine
+from errord.engine_flap import FLAP_META
 from errord.errors import JournalError
 from errord.health import BatchTally, Health
-from errord.model import Kind, Notice
+from errord.model import Kind, LogEvent, Notice
 from errord.parse.lines import LineParser
 from errord.parse.linewarnings import LineWarnings
 from errord.parse.result import parse_contained
@@ -47,6 +49,8 @@ logger = logging.getLogger(__name__)
 # slower (twice the commits). Within a batch the lines are read and parsed READ_BYTES at a
 # time, so only one read's bytes are held: the daemon's peak RSS no longer grows with
 # BATCH_BYTES (holding a whole 4 MiB batch cost ~3 MB more).
+TIMERS_EVERY = 1.0  # seconds between checks of reminders and auto-resolve (CONTRACT §9: at least once a second)
+QUIET_META = "quiet_clocks"  # meta key: {source index: [newest event time, daemon clock when read]}
 BATCH_BYTES = 4 << 20
 READ_BYTES = 1 << 20
 SKIP_WARN_EVERY = 60.0  # seconds between skipped-line (or unusable-field) warnings for one file
@@ -105,11 +109,75 @@ class Batch:
         # the last step's reads used their whole budget without draining the source (a
         # backlog): its batch is not held, since there is more to read right now
         self._more = False
+        # CONTRACT §9's quiet clock per source: (newest event time read, daemon clock when
+        # read), committed with the batches (meta) so a restart judges quiet as live
+        # reading would have; the next time the reminders/auto-resolves are checked
+        self._quiet: dict[int, tuple[float, float]] = {}
+        self._quiet_loaded = False
+        self._quiet_dirty = False
+        self._next_timers = 0.0
         self.configure(config)
+        self._load_quiet()
+
+    def quiet_clock(self, src: int, now: float) -> float:
+        """Q of source ``src`` at daemon clock ``now`` (CONTRACT §9): its newest event time
+        read plus the time since that line was read, never ahead of ``now``; a source
+        nothing was read from yet: ``now``."""
+        seen = self._quiet.get(src)
+        if seen is None:
+            return now
+        newest, read_at = seen
+        return min(now, newest + max(0.0, now - read_at))
+
+    def timers(self) -> Committed | None:
+        """The reminders and auto-resolves due now (checked once a second when any code
+        has them), committed at once (with the open batch, if any); None when none was due."""
+        if not self._timed:
+            return None
+        mono = time.monotonic()
+        if mono < self._next_timers:
+            return None
+        self._next_timers = mono + TIMERS_EVERY
+        self._load_quiet()
+        now = self._clock()
+        fresh = self._tally is None
+        if fresh:
+            self._tally = BatchTally()
+            self._opened, self._bytes = mono, 0
+            self.engine.begin(now)
+        tally = self._tally
+        assert tally is not None
+        transitions = self.engine.tick(lambda src: self.quiet_clock(src, now))
+        if not transitions:
+            if fresh:
+                self._tally = None
+            return None
+        s = self.config
+        ctx = Context(now=now, server_id=s.server_id, node_name=s.node_name, tags_for=s.tags_for)
+        notices: list[Notice] = []
+        kinds = tally.kinds if self.count_kinds else None
+        for t in transitions:
+            if kinds is not None:
+                kinds[t.kind] = kinds.get(t.kind, 0) + 1
+            notices += self.policy.apply([t], ctx)
+        return self._commit(notices, tally)
+
+    def _load_quiet(self) -> None:
+        if self._quiet_loaded:
+            return
+        self._quiet_loaded = True
+        try:
+            text = self.journal.get_meta(QUIET_META)
+            if text:
+                self._quiet = {int(k): (float(v[0]), float(v[1])) for k, v in json.loads(text).items()}
+            self.engine.flaps.load(self.journal.get_meta(FLAP_META))
+        except (JournalError, ValueError, TypeError, IndexError, AttributeError, KeyError) as exc:
+            logger.warning("quiet clocks or flap states not restored (%s): judged from now on", exc)
 
     def configure(self, config: RunConfig) -> None:
         """Use ``config`` from the next step on (start, SIGHUP): a parser per source."""
         self.config = config
+        self._timed = config.noise_timed
         self.parsers = [
             LineParser(app=src.app, tz=src.tzinfo, max_line_bytes=src.max_line_bytes) for src in config.sources
         ]
@@ -208,7 +276,10 @@ class Batch:
                 if chunk.data and self._zones.due(chunk.path, now):
                     self._check_zone(chunk, now)
                 self._bytes += len(chunk.data) or 1  # (an empty chunk still moved a position)
+                src = self.engine.src = chunk.source
                 del chunk
+                if res.events:
+                    self._saw(src, res.events, now)
                 for ev in res.events:
                     transitions = feed(ev)
                     if transitions is None:  # a suppressed repeat (most error lines): nothing to render
@@ -228,15 +299,31 @@ class Batch:
             self._more = anything  # every read was (nearly) full: the source has more
         return notices if anything else None
 
+    def _saw(self, src: int, events: list[LogEvent], now: float) -> None:
+        """Move source ``src``'s quiet clock on to the newest event time among these."""
+        newest = max(ev.time for ev in events)
+        seen = self._quiet.get(src)
+        if seen is None:
+            self._load_quiet()
+            seen = self._quiet.get(src)
+        if seen is None or newest > seen[0]:
+            self._quiet[src] = (newest, now)
+            self._quiet_dirty = True
+
     def _commit(self, notices: list[Notice], tally: BatchTally) -> Committed:
         """One transaction for the batch; on failure undo the batch in memory and back off."""
         self._tally = None
         cp = self.source.checkpoint()
         incidents = self.engine.pending()
         muted = tally.add_muted(self.engine.muted())
+        meta = cp.meta
+        if self._quiet_dirty:
+            meta = {**meta, QUIET_META: json.dumps({str(k): v for k, v in self._quiet.items()})}
+        if self.engine.flaps.dirty:
+            meta = {**meta, FLAP_META: self.engine.flaps.dump()}
         if cp or incidents or notices:
             try:
-                self.journal.commit(incidents, cp.positions, notices, self._clock(), meta=cp.meta, silenced=muted)
+                self.journal.commit(incidents, cp.positions, notices, self._clock(), meta=meta, silenced=muted)
             except JournalError as exc:
                 self.engine.rollback()
                 self.source.rollback()
@@ -249,6 +336,7 @@ class Batch:
                 logger.info("journal writable again; reading resumed")
                 self._failures, self.retry_delay = 0, 0.0
                 self.health.journal_ok()
+        self._quiet_dirty = False
         self.engine.commit()
         self.source.committed()
         if self.publish is not None:

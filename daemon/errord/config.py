@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from errord.noise import Noise, noise_of
 from errord.policy.limit import LimitRule, parse_budget
 
 __all__ = [
@@ -47,6 +48,14 @@ __all__ = [
     "split_userinfo",
 ]
 
+_NOISE_FIELDS = (
+    "re_alert_backoff",
+    "re_alert_max",
+    "remind_every",
+    "auto_resolve_after",
+    "flap_threshold",
+    "flap_window",
+)
 Scope = Literal["code", "app"]  # the incident key: the code, or (app, code)
 StartAt = Literal["end", "beginning"]  # where a first start reads the files it finds
 
@@ -145,6 +154,25 @@ class Defaults:
 
     re_alert_time: float  # seconds
     notify: bool
+    # CONTRACT §9 ("off" is 0): growing re-alerts, reminders, auto-resolve, flapping
+    re_alert_backoff: float = 1.0
+    re_alert_max: float = 86400.0
+    remind_every: float = 0.0
+    auto_resolve_after: float = 0.0
+    flap_threshold: int = 0
+    flap_window: float = 1800.0
+
+    @property
+    def noise(self) -> Noise:
+        """The §9 fields as the engine asks for them."""
+        return Noise(
+            re_alert_backoff=self.re_alert_backoff,
+            re_alert_max=self.re_alert_max,
+            remind_every=self.remind_every or None,
+            auto_resolve_after=self.auto_resolve_after or None,
+            flap_threshold=self.flap_threshold,
+            flap_window=self.flap_window,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +183,22 @@ class CodeConfig:
     notify: bool | None
     tags: tuple[str, ...]
     inhibited_by: tuple[str, ...] = ()  # code globs: while one is open, this code is muted
+    # CONTRACT §9, each None: [defaults]'s ("off" is 0)
+    re_alert_backoff: float | None = None
+    re_alert_max: float | None = None
+    remind_every: float | None = None
+    auto_resolve_after: float | None = None
+    flap_threshold: int | None = None
+    flap_window: float | None = None
+
+    def noise_overrides(self) -> dict[str, Any]:
+        """The §9 fields this table sets, as ``noise.Noise`` holds them (0 → None)."""
+        out: dict[str, Any] = {}
+        for name in _NOISE_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = (value or None) if name in ("remind_every", "auto_resolve_after") else value
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +282,7 @@ class Limits:
 
     notices: str = "off"  # "off" or "N/WINDOW"
     group_wait: float = 0.0  # seconds
+    max_open_incidents: int = 10_000  # the engine's cap (engine_noise.MAX_OPEN_INCIDENTS)
 
     @property
     def rule(self) -> LimitRule:
@@ -277,6 +322,18 @@ class RunConfig:
         if per is not None and per.re_alert_time is not None:
             return per.re_alert_time
         return self.defaults.re_alert_time
+
+    @property
+    def noise_timed(self) -> bool:
+        """Whether any code has reminders, auto-resolve or flapping (the clock ticks for them)."""
+        noises = [self.defaults.noise, *(self.noise_for(c) for c in self.codes)]
+        return any(n.remind_every is not None or n.auto_resolve_after is not None or n.flap_threshold for n in noises)
+
+    def noise_for(self, code: str) -> Noise:
+        """The §9 settings of ``code``: ``[codes.X]``'s over ``[defaults]``'s."""
+        per = self.codes.get(code)
+        base = self.defaults.noise
+        return base if per is None else noise_of(base, per.noise_overrides())
 
     def notify_for(self, code: str) -> bool:
         """Whether ``code`` notifies: ``[codes.X].notify``, else ``[defaults].notify``."""
@@ -352,7 +409,13 @@ class RunConfig:
             sources=tuple(Source(**s) for s in data["sources"]),
             defaults=Defaults(**data["defaults"]),
             codes={
-                k: CodeConfig(**{**v, "tags": tuple(v["tags"]), "inhibited_by": tuple(v.get("inhibited_by", ()))})
+                k: CodeConfig(
+                    **{
+                        **v,
+                        "tags": tuple(v["tags"]),
+                        "inhibited_by": tuple(v.get("inhibited_by", ())),
+                    }
+                )
                 for k, v in data["codes"].items()
             },
             mongodb=Mongo(**mongo) if mongo is not None else None,

@@ -270,7 +270,13 @@ def apply_offline(config: RunConfig, kind: str, args: dict[str, Any]) -> Outcome
     lock.acquire()
     try:
         with Journal(config.state_dir) as journal:
-            engine = Engine(config, scope=config.scope, server_id=config.server_id, node_name=config.node_name)
+            engine = Engine(
+                config,
+                scope=config.scope,
+                server_id=config.server_id,
+                node_name=config.node_name,
+                max_open_incidents=config.limits.max_open_incidents,
+            )
             engine.restore(journal.active())
             mutes = MuteOracle.for_config(config)
             engine.mutes = mutes

@@ -79,6 +79,7 @@ class Daemon:
             scope=settings.scope,
             server_id=settings.server_id,
             node_name=settings.node_name,
+            max_open_incidents=settings.limits.max_open_incidents,
         )
         self.router = Router()  # who gets each notice; its routes follow the sink's targets
         self.policy = standard_policy(self.router)
@@ -272,6 +273,8 @@ class Daemon:
                 await self._wait_for_input()
                 await self._coalesce()
             await self.pump(0.0 if self._stop.is_set() or self._reload_requested else HOLD)
+            if self.batch is not None:
+                self._committed(self.batch.timers())  # reminders, auto-resolve (CONTRACT §9)
             self._control_tick()
             if self.upkeep is not None:
                 self.upkeep.tick()
@@ -402,6 +405,7 @@ class Daemon:
                 return
         self.settings = new
         self.engine.policy = new
+        self.engine.max_open_incidents = new.limits.max_open_incidents
         self.engine.server_id, self.engine.node_name = new.server_id, new.node_name
         self.mutes.configure(new)
         if self.control is not None:

@@ -14,15 +14,19 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
+from errord.engine_flap import Flap, FlapState, FlapTracker
+from errord.engine_noise import MAX_OPEN_INCIDENTS, OVERFLOW_CODE, NoiseRules
 from errord.model import Incident, Kind, LogEvent, Transition
+from errord.noise import Noise
 
 if TYPE_CHECKING:
     from errord.policy.mute import Hit, MuteOracle
 
-__all__ = ["Engine", "Policy", "incident_key"]
+__all__ = ["OVERFLOW_CODE", "Engine", "Policy", "incident_key"]
 
 # Kind.X, an attribute of an Enum class, costs ~70 ns per lookup on Python 3.11; the
 # event path takes the members from module globals instead.
+_FLAPPING = Kind.FLAPPING
 _NEW, _REPEAT, _REALERT, _ANNOUNCE, _CLEAR, _CLEAR_UNKNOWN = (
     Kind.NEW,
     Kind.REPEAT,
@@ -47,6 +51,10 @@ class Policy(Protocol):
         """Whether notices are sent for this code when the line does not say."""
         ...
 
+    def noise_for(self, code: str) -> Noise:
+        """The code's CONTRACT §9 settings (backoff, reminders, auto-resolve)."""
+        ...
+
 
 def incident_key(scope: str, app: str | None, code: str) -> str:
     """The state key of CONTRACT §2: the code, or (app, code) with ``scope = "app"``."""
@@ -59,7 +67,7 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
-class Engine:
+class Engine(NoiseRules):
     """Alert once, suppress repeats, re-alert after the interval, resolve on clear; an
     open incident whose notices were all silent announces itself on its first line that
     may notify."""
@@ -72,11 +80,13 @@ class Engine:
         server_id: str = "",
         node_name: str = "",
         new_id: Callable[[], str] = _new_id,
+        max_open_incidents: int = MAX_OPEN_INCIDENTS,
     ) -> None:
         if scope not in ("code", "app"):
             raise ValueError(f"scope must be 'code' or 'app', not {scope!r}")
         self.policy = policy  # sets the notify cache too (see the property)
         self.scope = scope
+        self._overflow_key = incident_key(scope, None, OVERFLOW_CODE)
         self.server_id = server_id
         self.node_name = node_name
         self._new_id = new_id
@@ -88,6 +98,12 @@ class Engine:
         self.mutes: MuteOracle | None = None
         self._muted: dict[Hit, int] = {}
         self._opened = 0  # changes whenever the set of open incidents does (the oracle's cache)
+        # CONTRACT §9: beyond this many open incidents, new codes count in one overflow
+        # incident; the source being fed (the batch sets it per chunk: whose quiet clock)
+        self.max_open_incidents = max_open_incidents
+        self.src = -1
+        self.flaps = FlapTracker()  # CONTRACT §9: which keys flap (its state is journal meta)
+        self._flap_undo: dict[str, FlapState] | None = None
 
     @property
     def policy(self) -> Policy:
@@ -101,6 +117,7 @@ class Engine:
         # every line (may this one announce it?); a code silenced by the config is often
         # the noisiest one, so that is one dict lookup, not two method calls.
         self._loud: dict[str, bool] = {}
+        self._noise: dict[str, Noise] = {}  # code -> noise_for(code), bounded like _loud
 
     # -- state -------------------------------------------------------------------------
 
@@ -123,6 +140,7 @@ class Engine:
         self._dirty.clear()
         self._undo.clear()
         self._muted = {}
+        self._flap_undo = None
         if now is not None and self.mutes is not None:
             self.mutes.now = now
 
@@ -139,6 +157,7 @@ class Engine:
         self._dirty.clear()
         self._undo.clear()
         self._muted = {}
+        self._flap_undo = None
 
     def rollback(self) -> None:
         """The batch could not be written: undo every change made since ``begin()``."""
@@ -151,6 +170,9 @@ class Engine:
         self._dirty.clear()
         self._undo.clear()
         self._muted = {}
+        if self._flap_undo is not None:
+            self.flaps.states, self._flap_undo = self._flap_undo, None
+            self.flaps.dirty = True
 
     def _touch(self, key: str, current: Incident | None) -> None:
         if key not in self._undo:
@@ -162,10 +184,10 @@ class Engine:
         """Apply one line: its clear first, then its error (CONTRACT §1)."""
         clear = ev.clear
         if not clear:  # the common case: one code, a one-element list
-            return [self._raise(ev, ev.code)] if ev.code else []
+            return self._raise(ev, ev.code) if ev.code else []
         out = [self._clear(ev, clear)]
         if ev.code:
-            out.append(self._raise(ev, ev.code))
+            out += self._raise(ev, ev.code)
         return out
 
     def feed_quiet(self, ev: LogEvent) -> list[Transition] | None:
@@ -179,6 +201,9 @@ class Engine:
         inc = self._active.get(key)
         if inc is None:
             return [self._open(ev, code, key)]
+        noise = self._noise_of(code)
+        if noise.auto_resolve_after is not None and ev.time >= inc.last_log_time + noise.auto_resolve_after:
+            return self._lapsed(ev, code, key, inc, noise.auto_resolve_after)
         t = self._repeat(ev, code, key, inc)
         return None if t is None else [t]
 
@@ -211,16 +236,27 @@ class Engine:
         mutes = self.mutes
         return mutes is None or mutes.check(inc, when, self._active, self._opened) is None
 
-    def _raise(self, ev: LogEvent, code: str) -> Transition:
+    def _raise(self, ev: LogEvent, code: str) -> list[Transition]:
         key = code if self.scope == "code" else incident_key(self.scope, ev.app, code)
         inc = self._active.get(key)
         if inc is None:
-            return self._open(ev, code, key)
+            return [self._open(ev, code, key)]
+        after = self._noise_of(code).auto_resolve_after
+        if after is not None and ev.time >= inc.last_log_time + after:
+            return self._lapsed(ev, code, key, inc, after)
         t = self._repeat(ev, code, key, inc)
-        return t if t is not None else Transition(_REPEAT, key, inc, ev)
+        return [t if t is not None else Transition(_REPEAT, key, inc, ev)]
 
     def _open(self, ev: LogEvent, code: str, key: str) -> Transition:
-        """A new incident for ``code``."""
+        """A new incident for ``code`` (or, beyond ``max_open_incidents``, a count in the
+        overflow incident)."""
+        # the overflow incident itself does not count toward the cap (CONTRACT §9)
+        if (
+            len(self._active) >= self.max_open_incidents
+            and code != OVERFLOW_CODE
+            and len(self._active) - (self._overflow_key in self._active) >= self.max_open_incidents
+        ):
+            return self._overflow(ev, code)
         notify = self._wants_notice(ev, code)
         self._touch(key, None)
         inc = Incident(
@@ -241,15 +277,25 @@ class Engine:
             incident_id=self._new_id(),
             re_alert=ev.re_alert,
             since_alert=0,
+            src=self.src,
         )
+        kind = _NEW
+        flap = self._flap_open(key, inc) if self._noise_of(code).flap_threshold else None
         muted = self._mute(inc, ev.time) if notify else None
         if muted is not None:
             notify = False
+        elif flap is not None:
+            inc.flapping = True
+            if flap is Flap.STARTED:
+                kind = _FLAPPING  # one warning instead of its failure
+            elif notify:
+                notify, muted = False, self._mute_flapping(inc)
         inc.alerts_sent = 1 if notify else 0
         self._active[key] = inc
         self._opened += 1
         self._dirty[inc.incident_id] = inc
-        return Transition(_NEW, key, inc, ev, notify=notify, muted=muted)
+        detail = self._flap_detail(key) if kind is _FLAPPING else ""
+        return Transition(kind, key, inc, ev, notify=notify, muted=muted, detail=detail)
 
     def _repeat(self, ev: LogEvent, code: str, key: str, inc: Incident) -> Transition | None:
         """Another line for the open incident ``inc``: its REALERT, or None when suppressed."""
@@ -265,7 +311,12 @@ class Engine:
             inc.last_log_time = when
         if ev.re_alert is not None:
             inc.re_alert = ev.re_alert  # an incident remembers the latest interval its lines gave
+        inc.src = self.src
+        if inc.reminded_at is not None:
+            inc.reminded_at = None  # a line: the next reminder waits for remind_every of quiet again
         interval = inc.re_alert if inc.re_alert is not None else self._policy.re_alert_for(code)
+        if inc.re_alerts:  # growing re-alerts (CONTRACT §9): base × backoff^n, capped
+            interval = self._noise_of(code).interval(interval, inc.re_alerts)
         # interval 0: every occurrence alerts, even one whose time is older than the last alert
         if interval <= 0 or when - inc.last_alert_time >= interval:
             since = inc.since_alert
@@ -276,10 +327,14 @@ class Engine:
             muted = self._mute(inc, when) if notify else None
             if muted is not None:
                 notify = False
+            elif notify and (inc.flapping or self.flaps.is_flapping(key)):
+                notify, muted = False, self._mute_flapping(inc)
             elif notify:
                 if not inc.alerts_sent:
                     kind = _ANNOUNCE  # its first notice: a failure, not "still failing"
                 inc.alerts_sent += 1
+            if kind is _REALERT:
+                inc.re_alerts += 1  # the backoff's n (a muted re-alert keeps the schedule too)
             return Transition(kind, key, inc, ev, notify=notify, since_alert=since, muted=muted)
         # Nobody has heard of it (every notice so far was silent): the first line that may
         # notify announces it without waiting for the interval (CONTRACT §2). The int test
@@ -289,7 +344,7 @@ class Engine:
             loud = self._loud.get(code)
             if loud is None:
                 loud = self._wants_notice(ev, code)
-            if not loud or (self.mutes is not None and not self._may_notify(inc, when)):
+            if not loud or (self.mutes is not None and not self._may_notify(inc, when)) or inc.flapping:
                 return None  # still silent, or muted: it waits for a line that may notify
             since = inc.since_alert
             if when > inc.last_alert_time:  # an older line must not pull the next re-alert forward
@@ -313,6 +368,7 @@ class Engine:
         inc.cleared_at = ev.time if ev.time > inc.start_time else inc.start_time
         inc.resolved_by = "clear"
         self._dirty[inc.incident_id] = inc
+        flapping = self._flap_resolve(key, inc) or inc.flapping
         # The resolve goes to those who were alerted (CONTRACT §2): none if it never
         # alerted; else only the clearing line's `notification: false` keeps it back — a
         # `notify = false` set since does not, those alerted still hear of the end.
@@ -321,7 +377,7 @@ class Engine:
             key,
             inc,
             ev,
-            notify=ev.notify is not False and inc.alerts_sent > 0,
+            notify=ev.notify is not False and inc.alerts_sent > 0 and not flapping,
             duration=inc.cleared_at - inc.start_time,
         )
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from errord.config import Limits
 from errord.durations import parse_duration
+from errord.engine_noise import MAX_OPEN_INCIDENTS
 from errord.policy.limit import parse_budget
 
 __all__ = ["LimitsSettings"]
@@ -25,6 +26,7 @@ class LimitsSettings(BaseModel):
 
     notices: str = "off"  # "off" or "N/WINDOW"
     group_wait: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = 0.0
+    max_open_incidents: int = Field(default=MAX_OPEN_INCIDENTS, ge=1, strict=True)
 
     @field_validator("notices", mode="before")
     @classmethod
@@ -36,4 +38,4 @@ class LimitsSettings(BaseModel):
 
     def to_run(self) -> Limits:
         """This table as the daemon holds it."""
-        return Limits(notices=self.notices, group_wait=self.group_wait)
+        return Limits(notices=self.notices, group_wait=self.group_wait, max_open_incidents=self.max_open_incidents)

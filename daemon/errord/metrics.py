@@ -103,6 +103,7 @@ class Metrics:
         k = tally.kinds
         for kind, counter in (
             (Kind.NEW, self.opened),
+            (Kind.FLAPPING, self.opened),
             (Kind.REALERT, self.realerted),
             (Kind.ANNOUNCE, self.announced),
             (Kind.CLEAR, self.resolved),

@@ -74,10 +74,17 @@ class Incident:
     incident_id: str
     # CONTRACT §6/§8: notices a silence, inhibition or mute time kept back; how it ended
     notices_muted: int = 0
-    resolved_by: str | None = None  # None while open; "clear" (a clear line) or "manual"
+    resolved_by: str | None = None  # None while open; "clear" (a clear line), "auto" or "manual"
+    flapping: bool = False  # CONTRACT §9: opened while its key was flapping
     # engine bookkeeping, persisted in the journal but not part of the public record
     re_alert: float | None = None  # latest re_alert_time its lines gave (seconds)
     since_alert: int = 0  # occurrences since the last alert (for the re-alert text)
+    # CONTRACT §9: re-alerts so far (the backoff's n), the quiet clock's time of the last
+    # reminder (None: none since its latest line), the source that last fed it (whose quiet
+    # clock judges it; -1: unknown)
+    re_alerts: int = 0
+    reminded_at: float | None = None
+    src: int = -1
     # notify target keys sent (or still queued) a failure/warning of it: who gets its
     # resolve (CONTRACT §2). Set by ``policy.route.Router`` in the batch, on this live object,
     # so the engine's undo log rolls it back with the batch. Never in the public record.
@@ -113,6 +120,7 @@ INCIDENT_FIELDS: tuple[str, ...] = (
     "incident_id",
     "notices_muted",
     "resolved_by",
+    "flapping",
 )
 
 TIME_FIELDS = frozenset({"start_time", "last_log_time", "cleared_at", "created_at", "updated_at", "last_alert_time"})
@@ -124,6 +132,9 @@ class Kind(enum.Enum):
     NEW = "new"  # opened an incident
     REPEAT = "repeat"  # counted, suppressed
     REALERT = "realert"  # counted, interval elapsed: alert again
+    REMIND = "remind"  # no line for remind_every: a reminder (CONTRACT §9), not a line's doing
+    FLAPPING = "flapping"  # opened, and made its key flapping: a warning instead of the failure
+    FLAP_END = "flap_end"  # the key stopped flapping: failing (a failure) or resolved (a success)
     ANNOUNCE = "announce"  # counted, first notice of an incident whose notices were all silent
     CLEAR = "clear"  # closed an incident
     CLEAR_UNKNOWN = "clear_unknown"  # a clear for a code that is not active: nothing to do
@@ -153,6 +164,7 @@ class Transition:
     since_alert: int = 0
     duration: float = 0.0
     muted: str | None = None  # the reason a notice made for it was kept back (CONTRACT §8)
+    detail: str = ""  # FLAPPING / FLAP_END: the counts the notice states (CONTRACT §9)
 
 
 class NoticeType(enum.Enum):

@@ -24,11 +24,21 @@ MAX_CODE = MAX_CODE_CHARS  # the parser refuses longer codes
 # make a notice display something other than what it says.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
-_EMOJI = {Kind.NEW: "🔴", Kind.ANNOUNCE: "🔴", Kind.REALERT: "🟠", Kind.CLEAR: "✅"}
+_EMOJI = {
+    Kind.NEW: "🔴",
+    Kind.ANNOUNCE: "🔴",
+    Kind.REALERT: "🟠",
+    Kind.REMIND: "🔔",
+    Kind.FLAPPING: "🔁",
+    Kind.CLEAR: "✅",
+}
 _TYPE = {
     Kind.NEW: NoticeType.FAILURE,
     Kind.ANNOUNCE: NoticeType.FAILURE,  # the first anyone hears of it: a failure, as a new one
     Kind.REALERT: NoticeType.WARNING,
+    Kind.REMIND: NoticeType.WARNING,  # CONTRACT §9: a reminder is a warning
+    Kind.FLAPPING: NoticeType.WARNING,  # instead of the failure of the opening that made it flap
+    Kind.FLAP_END: NoticeType.FAILURE,  # failing still; a success when it ended resolved
     Kind.CLEAR: NoticeType.SUCCESS,
 }
 
@@ -100,8 +110,11 @@ def render(
         body = f"{body}\n\n{o_title}\n{o_body}"
     inc = main.incident
     assert inc is not None
+    kind = _TYPE[main.kind]
+    if main.kind is Kind.FLAP_END and not inc.active:
+        kind = NoticeType.SUCCESS
     return Notice(
-        type=_TYPE[main.kind],
+        type=kind,
         code=inc.code,
         title=title,
         body=body,
@@ -142,6 +155,42 @@ def _text(t: Transition, server_id: str, node_name: str) -> tuple[str, str]:
             f"Latest: {clean_text(t.event.message) or '(no message)'}",
             *exception_lines(t.event),
             f"First: {first or '(no message)'}",
+        ]
+    elif t.kind is Kind.FLAPPING:
+        title = f"{_EMOJI[t.kind]} {code} flapping on {where}"
+        lines = [
+            f"{t.detail}: its notices are muted until it has neither opened nor resolved for that long.",
+            f"Latest: {first or '(no message)'}",
+        ]
+    elif t.kind is Kind.FLAP_END:
+        state = "still failing" if inc.active else "resolved"
+        title = f"{'🔴' if inc.active else '✅'} {code} stopped flapping on {where}: {state}"
+        lines = [
+            f"Stopped flapping ({t.detail}); {state}: "
+            + (
+                f"open since {format_time(inc.start_time)}, {_count(inc.occurrences, 'occurrence')}."
+                if inc.active
+                else f"the latest incident ended at {format_time(inc.cleared_at or inc.start_time)}."
+            ),
+            f"Message: {first or '(no message)'}",
+        ]
+    elif t.kind is Kind.REMIND:
+        title = f"{_EMOJI[t.kind]} {code} still open on {where}"
+        lines = [
+            f"Still open since {format_time(inc.start_time)} "
+            f"({format_duration(t.event.time - inc.start_time)}), "
+            f"no occurrence for {format_duration(t.event.time - inc.last_log_time)} "
+            f"(the latest at {format_time(inc.last_log_time)}), {_count(inc.occurrences, 'occurrence')} in all.",
+            f"First: {first or '(no message)'}",
+        ]
+    elif inc.resolved_by == "auto":
+        title = f"{_EMOJI[t.kind]} {code} auto-resolved on {where}"
+        lines = [
+            f"Auto-resolved: no occurrence for {format_duration(t.duration - (inc.last_log_time - inc.start_time))} "
+            f"after the latest at {format_time(inc.last_log_time)}; open {format_duration(t.duration)} "
+            f"({format_time(inc.start_time)} to {format_time(inc.cleared_at or t.event.time)}), "
+            f"{_count(inc.occurrences, 'occurrence')}.",
+            f"Original message: {first or '(no message)'}",
         ]
     else:
         title = f"{_EMOJI[t.kind]} {code} resolved on {where}"

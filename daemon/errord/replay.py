@@ -31,6 +31,7 @@ from errord.config import RunConfig
 from errord.engine import Engine, Policy
 from errord.errors import ErrordError
 from errord.model import Kind, Notice, NoticeType
+from errord.noise import Noise
 from errord.parse.chunks import nul_free_parts
 from errord.parse.lines import LineParser
 from errord.parse.linewarnings import LineWarnings
@@ -54,7 +55,7 @@ __all__ = [
 ]
 
 READ_BYTES = 1 << 20
-_OCCURRENCE = frozenset({Kind.NEW, Kind.REPEAT, Kind.REALERT, Kind.ANNOUNCE})  # a line raising the code
+_OCCURRENCE = frozenset({Kind.NEW, Kind.FLAPPING, Kind.REPEAT, Kind.REALERT, Kind.ANNOUNCE})  # a line raising the code
 
 
 class OverridePolicy:
@@ -73,6 +74,9 @@ class OverridePolicy:
 
     def notify_for(self, code: str) -> bool:
         return self.base.notify_for(code)
+
+    def noise_for(self, code: str) -> Noise:
+        return self.base.noise_for(code)
 
 
 @dataclass
@@ -113,7 +117,13 @@ class Replay:
         policy: Policy = config
         if re_alert is not None or re_alert_codes:
             policy = OverridePolicy(config, re_alert, re_alert_codes or {})
-        self.engine = Engine(policy, scope=config.scope, server_id=config.server_id, node_name=config.node_name)
+        self.engine = Engine(
+            policy,
+            scope=config.scope,
+            server_id=config.server_id,
+            node_name=config.node_name,
+            max_open_incidents=config.limits.max_open_incidents,
+        )
         # inhibition and mute times by event time, as the daemon; silences are the
         # daemon's clock's, not the files': replay ignores them (CONTRACT §8)
         self.engine.mutes = MuteOracle.for_config(config)
@@ -157,6 +167,10 @@ class Replay:
         s = self.config
         total, done = self.total_bytes(), 0
         ctx = Context(now=time.time(), server_id=s.server_id, node_name=s.node_name, tags_for=s.tags_for)
+        # CONTRACT §9: in replay the quiet clock Q is the newest event time read; reminders
+        # and auto-resolves are checked whenever it moves on by a second, and at the end
+        timed = s.noise_timed
+        q, next_tick = float("-inf"), float("-inf")
         for path in self.paths:
             parser = self._parser_for(path)
             for data, offset in _read_lines(path):
@@ -168,12 +182,17 @@ class Replay:
                 for ev in res.events:
                     if self.ignore_line_intervals:
                         ev.re_alert = None
+                    if timed and ev.time > q:
+                        q = ev.time
+                        if q >= next_tick:
+                            next_tick = q + 1.0
+                            yield from self._tick(q, ctx)
                     transitions = self.engine.feed(ev)
                     for t in transitions:
                         if t.kind in _OCCURRENCE:
                             entry = self._entry(t.incident.code if t.incident else t.key)
                             entry.lines += 1
-                            entry.incidents += t.kind is Kind.NEW
+                            entry.incidents += t.kind is Kind.NEW or t.kind is Kind.FLAPPING
                             entry.muted += t.muted is not None
                     for notice in self.policy.apply(transitions, ctx):
                         if not notice.targets:
@@ -188,6 +207,8 @@ class Replay:
                 done += len(data)
                 if self.progress is not None:
                     self.progress(done, total)
+        if timed and q > float("-inf"):
+            yield from self._tick(q, ctx)
         if self.limits is not None:  # what is still held at the end: a final digest
             for sent in self.limits.flush():
                 yield self._count(sent)
@@ -202,6 +223,21 @@ class Replay:
             for n in sent.members:
                 self._entry(n.code).sent += 1
         return sent.notice
+
+    def _tick(self, q: float, ctx: Context) -> Iterator[Notice]:
+        """The reminders and auto-resolves due at quiet clock ``q``, as the daemon's tick."""
+        for t in self.engine.tick(lambda src: q):
+            self._entry(t.incident.code if t.incident else t.key).muted += t.muted is not None
+            for notice in self.policy.apply([t], ctx):
+                if not notice.targets:
+                    continue
+                self._entry(notice.code).notices[notice.type] += 1
+                if self.limits is None:
+                    self._entry(notice.code).sent += 1
+                    yield notice
+                else:
+                    for sent in self.limits.offer(notice, q):
+                        yield self._count(sent)
 
     def _warn(self, path: str, warnings: list[tuple[int, str, str]]) -> None:
         for text in self._warnings.messages(path, warnings):

@@ -58,6 +58,7 @@ from errord.durations import parse_duration
 from errord.errors import ConfigError
 from errord.limitsettings import LimitsSettings
 from errord.mutesettings import Globs, MuteTimeSettings, Zone
+from errord.noisesettings import Backoff, FlapThreshold, OffOrDuration, PositiveDuration
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -121,10 +122,17 @@ class DefaultsSettings(_Section):
 
     re_alert_time: Duration = 3600.0
     notify: bool = True
+    # CONTRACT §9 (types in noisesettings; "off" is 0)
+    re_alert_backoff: Backoff = 1.0
+    re_alert_max: PositiveDuration = 86400.0
+    remind_every: OffOrDuration = 0.0
+    auto_resolve_after: OffOrDuration = 0.0
+    flap_threshold: FlapThreshold = 0
+    flap_window: PositiveDuration = 1800.0
 
     def to_run(self) -> Defaults:
         """This table as the daemon holds it."""
-        return Defaults(re_alert_time=self.re_alert_time, notify=self.notify)
+        return Defaults(**self.model_dump())
 
 
 class CodeSettings(_Section):
@@ -134,6 +142,13 @@ class CodeSettings(_Section):
     notify: bool | None = None
     tags: list[str] = Field(default_factory=list)
     inhibited_by: Globs = Field(default_factory=list)  # CONTRACT §8: muted while one of these is open
+    # CONTRACT §9, each None: [defaults]'s ("off" is 0)
+    re_alert_backoff: Backoff | None = None
+    re_alert_max: PositiveDuration | None = None
+    remind_every: OffOrDuration | None = None
+    auto_resolve_after: OffOrDuration | None = None
+    flap_threshold: FlapThreshold | None = None
+    flap_window: PositiveDuration | None = None
 
     def to_run(self) -> CodeConfig:
         """This table as the daemon holds it."""
@@ -142,6 +157,12 @@ class CodeSettings(_Section):
             notify=self.notify,
             tags=tuple(self.tags),
             inhibited_by=tuple(self.inhibited_by),
+            re_alert_backoff=self.re_alert_backoff,
+            re_alert_max=self.re_alert_max,
+            remind_every=self.remind_every,
+            auto_resolve_after=self.auto_resolve_after,
+            flap_threshold=self.flap_threshold,
+            flap_window=self.flap_window,
         )
 
 

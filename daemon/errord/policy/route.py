@@ -43,7 +43,7 @@ STDERR_TARGET = "stderr"  # the pseudo-target when no [[notify]] is configured
 # pruned). Its resolve goes by tags, as every notice did then.
 UNKNOWN_ALERTED = "*"
 
-_SENDS = (Kind.NEW, Kind.REALERT, Kind.ANNOUNCE, Kind.CLEAR)
+_SENDS = (Kind.NEW, Kind.REALERT, Kind.ANNOUNCE, Kind.REMIND, Kind.FLAPPING, Kind.FLAP_END, Kind.CLEAR)
 
 
 class Router:

@@ -371,11 +371,20 @@ class Journal:
         """The incidents columns to select, ``notified`` last. A read-only view of a file
         an older daemon still runs on (schema < 3: upgraded, not restarted yet) has no
         ``notified``: it reads as empty; one of schema < 4 has no ``notices_muted`` /
-        ``resolved_by``: 0 and null."""
+        ``resolved_by``: 0 and null; one of schema < 6 none of the §9 bookkeeping."""
         if self._incident_sql is None:
             version = self._read("user_version", "PRAGMA user_version")[0][0]
             # columns a file of an older schema lacks, read as their defaults
-            older = {"notified": ("'[]'", 3), "notices_muted": ("0", 4), "resolved_by": ("NULL", 4)}
+            older = {
+                "notified": ("'[]'", 3),
+                "notices_muted": ("0", 4),
+                "resolved_by": ("NULL", 4),
+                # schema 6 (CONTRACT §9, the engine's noise bookkeeping)
+                "re_alerts": ("0", 6),
+                "reminded_at": ("NULL", 6),
+                "src": ("-1", 6),
+                "flapping": ("0", 6),
+            }
             cols = [older[c][0] if c in older and version < older[c][1] else c for c in schema.INCIDENT_COLS]
             self._incident_sql = ", ".join(cols)
         return self._incident_sql

@@ -192,6 +192,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             digested INTEGER NOT NULL DEFAULT 0
         )""",
     ),
+    # CONTRACT §9 (noise control, the engine's side): the backoff's count, the reminder
+    # schedule and the source whose quiet clock judges an incident
+    (
+        "ALTER TABLE incidents ADD COLUMN re_alerts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE incidents ADD COLUMN reminded_at REAL",
+        "ALTER TABLE incidents ADD COLUMN src INTEGER NOT NULL DEFAULT -1",
+        "ALTER TABLE incidents ADD COLUMN flapping INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -439,6 +447,7 @@ def incident_from_row(row: Sequence[Any]) -> Incident:
     running engine does, not once per incident (~150 bytes each)."""
     inc = Incident(*row)
     inc.active = bool(inc.active)
+    inc.flapping = bool(inc.flapping)
     inc.server_id = sys.intern(inc.server_id)
     inc.node_name = sys.intern(inc.node_name)
     if inc.app is not None:

@@ -1,0 +1,220 @@
+"""The engine's noise rules (CONTRACT §9): auto-resolve, reminders on the quiet clock,
+and the cardinality cap's overflow incident.
+
+A mixin of ``engine.Engine``, kept apart so the line path (``engine``) stays small. Pure
+like the engine: the quiet clock comes in as a function, "now" as a number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from errord.durations import format_duration
+from errord.engine_flap import Flap, FlapState, FlapTracker, incident_of
+from errord.model import Incident, Kind, LogEvent, Transition
+
+if TYPE_CHECKING:
+    from errord.engine import Policy
+    from errord.noise import Noise
+    from errord.policy.mute import Hit, MuteOracle
+
+__all__ = ["MAX_OPEN_INCIDENTS", "OVERFLOW_CODE", "NoiseRules"]
+
+MAX_OPEN_INCIDENTS = 10_000  # CONTRACT §9's default of [limits] max_open_incidents
+OVERFLOW_CODE = "errord_overflow"
+_NOISE_CACHE = 10_000
+
+
+class NoiseRules:
+    """What ``Engine`` does for §9 beyond the line path (its attributes are the engine's)."""
+
+    # the engine's, declared for the type checker
+    _active: dict[str, Incident]
+    _dirty: dict[str, Incident]
+    _noise: dict[str, Noise]
+    _opened: int
+    _overflow_key: str
+    _policy: Policy
+    _muted: dict[Hit, int]
+    mutes: MuteOracle | None
+    max_open_incidents: int
+    server_id: str
+    node_name: str
+    src: int
+    flaps: FlapTracker
+    _flap_undo: dict[str, FlapState] | None
+
+    if TYPE_CHECKING:  # the engine's methods these rules call
+
+        def _touch(self, key: str, current: Incident | None) -> None: ...
+        def _open(self, ev: LogEvent, code: str, key: str) -> Transition: ...
+        def _repeat(self, ev: LogEvent, code: str, key: str, inc: Incident) -> Transition | None: ...
+        def _wants_notice(self, ev: LogEvent, code: str) -> bool: ...
+        def _mute(self, inc: Incident, when: float) -> str | None: ...
+
+    def _noise_of(self, code: str) -> Noise:
+        noise = self._noise.get(code)
+        if noise is None:
+            if len(self._noise) >= _NOISE_CACHE:  # bounded: codes come from untrusted lines
+                self._noise.clear()
+            noise = self._noise[code] = self._policy.noise_for(code)
+        return noise
+
+    # -- flapping ----------------------------------------------------------------------
+
+    def _flap_open(self, key: str, inc: Incident) -> Flap | None:
+        noise = self._noise_of(inc.code)
+        if self._flap_undo is None:
+            self._flap_undo = self.flaps.snapshot()
+        return self.flaps.opened(key, inc, self.src, noise.flap_threshold, noise.flap_window)
+
+    def _flap_resolve(self, key: str, inc: Incident) -> bool:
+        """``inc`` closed: counted for its key's flap state; whether the key is flapping."""
+        if key not in self.flaps.states:
+            return False
+        if self._flap_undo is None:
+            self._flap_undo = self.flaps.snapshot()
+        assert inc.cleared_at is not None
+        return self.flaps.resolved(key, inc, inc.cleared_at)
+
+    def _flap_detail(self, key: str) -> str:
+        state = self.flaps.states[key]
+        window = self._noise_of(state.last.get("code", "")).flap_window
+        opens, resolves = len(state.opens), len(state.resolves)
+        return (
+            f"{opens} open{'s' * (opens != 1)} and {resolves} resolve{'s' * (resolves != 1)} "
+            f"within {format_duration(window)}"
+        )
+
+    def _mute_flapping(self, inc: Incident) -> str:
+        """A notice of a flapping key, kept back (CONTRACT §8's last reason): counted."""
+        inc.notices_muted += 1
+        hit = ("flapping", None)
+        self._muted[hit] = self._muted.get(hit, 0) + 1
+        return "flapping"
+
+    def _flap_ends(self, quiet_clock: Callable[[int], float]) -> list[Transition]:
+        """The keys that stopped flapping: one notice each, failing (a failure, the open
+        incident's first alert) or resolved (a success)."""
+        if not self.flaps.states:
+            return []
+        if self._flap_undo is None:
+            self._flap_undo = self.flaps.snapshot()
+        out = []
+        for key, state in self.flaps.stopped(quiet_clock, lambda code: self._noise_of(code).flap_window):
+            inc = self._active.get(key)
+            q = quiet_clock(state.src)
+            detail = f"no open or resolve for {format_duration(self._noise_of(state.last['code']).flap_window)}"
+            if inc is not None:
+                self._touch(key, inc)
+                self._dirty[inc.incident_id] = inc
+                ev = LogEvent(code=inc.code, clear=None, message="", time=q, app=inc.app)
+                notify = self._wants_notice(ev, inc.code)
+                muted = self._mute(inc, q) if notify else None
+                if muted is not None:
+                    notify = False
+                elif notify:
+                    inc.alerts_sent += 1
+                    inc.flapping = False  # heard of now: its resolve goes out as usual
+                out.append(Transition(Kind.FLAP_END, key, inc, ev, notify=notify, muted=muted, detail=detail))
+            elif state.last:
+                closed = incident_of(state.last, self.server_id, self.node_name)
+                ev = LogEvent(code=None, clear=closed.code, message="", time=q, app=closed.app)
+                notify = self._wants_notice(ev, closed.code)
+                out.append(Transition(Kind.FLAP_END, key, closed, ev, notify=notify, detail=detail))
+        return out
+
+    # -- auto-resolve ------------------------------------------------------------------
+
+    def _lapsed(self, ev: LogEvent, code: str, key: str, inc: Incident, after: float) -> list[Transition]:
+        """A line at least ``auto_resolve_after`` after the incident's latest: it is
+        auto-resolved first (as live reading would have done), then this line opens a
+        new one (CONTRACT §9)."""
+        return [self._auto_resolve(key, inc, after), self._open(ev, code, key)]
+
+    def _auto_resolve(self, key: str, inc: Incident, after: float) -> Transition:
+        """Close ``inc`` as quiet for ``after`` seconds: ``cleared_at = last_log_time +
+        after``, ``resolved_by = "auto"``, a resolve notice to those alerted."""
+        self._touch(key, inc)
+        del self._active[key]
+        self._opened += 1
+        inc.active = False
+        inc.cleared_at = inc.last_log_time + after
+        inc.resolved_by = "auto"
+        self._dirty[inc.incident_id] = inc
+        flapping = self._flap_resolve(key, inc) or inc.flapping
+        ev = LogEvent(code=None, clear=inc.code, message="", time=inc.cleared_at, app=inc.app)
+        return Transition(
+            Kind.CLEAR,
+            key,
+            inc,
+            ev,
+            notify=inc.alerts_sent > 0 and not flapping,
+            duration=inc.cleared_at - inc.start_time,
+        )
+
+    # -- the clock: reminders and auto-resolve while no line comes -----------------------
+
+    def tick(self, quiet_clock: Callable[[int], float]) -> list[Transition]:
+        """Reminders and auto-resolves that are due. ``quiet_clock(src)`` is Q of that
+        source (CONTRACT §9: its newest event time read plus the daemon-clock time since
+        it was read, never ahead of the daemon's clock); an incident is judged by the
+        source that last fed it. Call it inside a batch (``begin`` … ``commit``)."""
+        out: list[Transition] = self._flap_ends(quiet_clock)
+        noise_of = self._noise_of
+        for key, inc in list(self._active.items()):
+            noise = noise_of(inc.code)
+            after, remind = noise.auto_resolve_after, noise.remind_every
+            if after is None and remind is None:
+                continue
+            q = quiet_clock(inc.src)
+            quiet = q - inc.last_log_time
+            if after is not None and quiet >= after:
+                out.append(self._auto_resolve(key, inc, after))
+            elif remind is not None and quiet >= remind and inc.alerts_sent > 0:
+                due = inc.last_log_time + remind if inc.reminded_at is None else inc.reminded_at + remind
+                if q >= due:
+                    out.append(self._remind(key, inc, q))
+        return out
+
+    def _remind(self, key: str, inc: Incident, q: float) -> Transition:
+        """A reminder: a warning that counts in ``alerts_sent`` but moves neither
+        ``last_alert_time`` nor the backoff (CONTRACT §9)."""
+        self._touch(key, inc)
+        inc.reminded_at = q
+        self._dirty[inc.incident_id] = inc
+        ev = LogEvent(code=inc.code, clear=None, message="", time=q, app=inc.app)
+        notify = self._wants_notice(ev, inc.code)
+        muted = self._mute(inc, q) if notify else None
+        if muted is not None:
+            notify = False
+        elif notify and (inc.flapping or self.flaps.is_flapping(key)):
+            notify, muted = False, self._mute_flapping(inc)
+        elif notify:
+            inc.alerts_sent += 1
+        return Transition(Kind.REMIND, key, inc, ev, notify=notify, muted=muted)
+
+    # -- the cardinality cap -------------------------------------------------------------
+
+    def _overflow(self, ev: LogEvent, code: str) -> Transition:
+        """A line that would open one incident too many: counted in ``errord_overflow``
+        (opened by the first such line, naming its code; it alerts once and then follows
+        the usual rules); the line is otherwise ignored."""
+        key = self._overflow_key
+        inc = self._active.get(key)
+        line = LogEvent(
+            code=OVERFLOW_CODE,
+            clear=None,
+            message=(
+                f"max_open_incidents ({self.max_open_incidents}) reached: lines that would open "
+                f"more incidents are counted here and otherwise ignored; the first was {code!r}"
+            ),
+            time=ev.time,
+            app=None,
+            notify=None,
+        )
+        if inc is None:
+            return self._open(line, OVERFLOW_CODE, key)
+        t = self._repeat(line, OVERFLOW_CODE, key, inc)
+        return t if t is not None else Transition(Kind.REPEAT, key, inc, line)
