@@ -61,7 +61,9 @@ def test_schema_1_journal_is_migrated_and_its_incidents_queued(tmp_path: Path) -
     for stmt in MIGRATIONS[0]:
         db.execute(stmt)
     inc = incident()
-    cols = [f for f in INCIDENT_FIELDS if f not in ("notices_muted", "resolved_by", "flapping")]  # schema 1's (4, 6 add these)
+    cols = [
+        f for f in INCIDENT_FIELDS if f not in ("notices_muted", "resolved_by", "flapping")
+    ]  # schema 1's (4, 6 add these)
     db.execute(
         f"INSERT INTO incidents ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
         [getattr(inc, f) for f in cols],

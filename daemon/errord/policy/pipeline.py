@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from errord.model import Notice, Transition
+from errord.model import Kind, Notice, Transition
 from errord.policy.base import Context, Flow, Stage
 from errord.policy.route import Router
 
@@ -59,6 +59,17 @@ class NoticePolicy:
 
     def apply(self, transitions: Sequence[Transition], ctx: Context) -> list[Notice]:
         """The notices one line's ``transitions`` make, each with its ``targets``."""
+        first = transitions[0] if transitions else None
+        if (
+            len(transitions) > 1
+            and first is not None
+            and first.incident is not None
+            and first.incident.resolved_by == "auto"
+            and first.kind is Kind.CLEAR
+        ):
+            # A line after the quiet period: the auto-resolve is not the line's doing, so it
+            # is its own notice, as live reading would have sent it (CONTRACT §9)
+            return self.apply(transitions[:1], ctx) + self.apply(transitions[1:], ctx)
         flow = Flow(transitions)
         for stage in self._stages:
             flow = stage.apply(flow, ctx)
