@@ -33,6 +33,7 @@ from errord.policy.limit import LimitRule, parse_budget
 __all__ = [
     "CodeConfig",
     "Defaults",
+    "HttpConfig",
     "Limits",
     "MetricsConfig",
     "Mongo",
@@ -245,6 +246,28 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """``[http]`` (CONTRACT §10): the API, the status page, /metrics and /healthz.
+    ``token`` is a secret (check-config shows ``***``)."""
+
+    listen: str = "127.0.0.1:9464"  # host:port
+    token: str = ""
+
+    @property
+    def host(self) -> str:
+        """Host part of ``listen`` (brackets of an IPv6 literal removed)."""
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        """Port part of ``listen``."""
+        return split_listen(self.listen)[1]
+
+    def __repr__(self) -> str:
+        return f"HttpConfig(listen={self.listen!r}, token={'***' if self.token else ''!r})"
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsConfig:
     """``[metrics]``: where to serve Prometheus ``/metrics`` and ``/healthz``."""
 
@@ -309,6 +332,7 @@ class RunConfig:
     metrics: MetricsConfig | None
     mute_times: tuple[MuteTime, ...]
     limits: Limits
+    http: HttpConfig | None
     # Not settings: the file they came from (None: defaults + environment), and whether
     # that file itself holds secrets (for the readable-config warning, CONTRACT §3).
     config_path: Path | None
@@ -379,6 +403,8 @@ class RunConfig:
         data["notify"] = [{"url": t.redacted, "tags": list(t.tags), "key": t.key} for t in self.notify]
         if data["mongodb"] is not None:
             data["mongodb"]["uri"] = redact_mongo_uri(data["mongodb"]["uri"])
+        if data.get("http") is not None and data["http"]["token"]:
+            data["http"]["token"] = "***"
         return data
 
     def dump(self) -> dict[str, Any]:
@@ -435,6 +461,7 @@ class RunConfig:
             config_path=Path(config_path) if config_path is not None else None,
             file_has_secrets=bool(data["_file_has_secrets"]),
             limits=Limits(**data["limits"]) if "limits" in data else Limits(),
+            http=HttpConfig(**data["http"]) if data.get("http") is not None else None,
         )
 
 

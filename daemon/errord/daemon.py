@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     # Imported where they are used, only when configured: pymongo ([mongodb]) and
     # prometheus_client ([metrics]) cost the daemon ~6 and ~2 MB of resident memory it
     # need not carry without them (Apprise lives in the notify helper process).
+    from errord.http.server import ApiServer
     from errord.metrics import Metrics, MetricsServer
 
 __all__ = ["Daemon", "run_daemon"]
@@ -100,12 +101,13 @@ class Daemon:
         # Prometheus counters and the HTTP server only with [metrics]; the pipeline's
         # health (systemd's watchdog and STATUS=, and /healthz when served) always.
         self.metrics: Metrics | None = None
-        if settings.metrics is not None:
+        if settings.metrics is not None or settings.http is not None:  # [http] serves /metrics too
             from errord.metrics import Metrics
 
             self.metrics = Metrics()
         self.health: Health = self.metrics.health if self.metrics is not None else Health()
         self.metrics_server: MetricsServer | None = None
+        self.http_server: ApiServer | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -169,12 +171,22 @@ class Daemon:
         self.control.load()
         positions = self.journal.positions()
         first_start = self.journal.get_meta("initialized") is None
-        if self.metrics is not None and s.metrics is not None:
+        if self.metrics is not None:
+            self.metrics.attach(asyncio.get_running_loop(), self._snapshot)
+        if self.metrics is not None and s.metrics is not None and (s.http is None or s.http.listen != s.metrics.listen):
             from errord.metrics import MetricsServer
 
-            self.metrics.attach(asyncio.get_running_loop(), self._snapshot)
             self.metrics_server = MetricsServer(self.metrics, s.metrics.host, s.metrics.port)
             self.metrics_server.start()  # /healthz answers "starting" until the sources are open
+        if s.http is not None:
+            from errord.http.server import ApiServer
+
+            metrics = self.metrics
+            assert metrics is not None
+            self.http_server = ApiServer(
+                s.http.host, s.http.port, lambda: self.settings, self.health, metrics_text=metrics.text
+            )
+            self.http_server.start()  # the API, the page, /metrics and /healthz (CONTRACT §10)
         self._apply_targets(sink)
         # Once the state is ours (a refused start says only why) and before any log file
         # is opened: one descriptor per followed file.
@@ -208,6 +220,9 @@ class Daemon:
         if self.metrics_server is not None:
             await asyncio.to_thread(self.metrics_server.stop)
             self.metrics_server = None
+        if self.http_server is not None:
+            await asyncio.to_thread(self.http_server.stop)
+            self.http_server = None
         if self.tailer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.tailer.close(), timeout=2.0)

@@ -114,6 +114,12 @@ class Metrics:
             if n:
                 self.muted.labels(reason).inc(n)
 
+    def text(self) -> bytes:
+        """The Prometheus text exposition of this registry (``/metrics``)."""
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
     def notice_result(self, target: str, ok: bool) -> None:
         """Called by the notify workers after each send; ``target`` is the redacted name."""
         (self.sent if ok else self.failed).labels(target).inc()

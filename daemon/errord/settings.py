@@ -28,6 +28,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_settings import (
@@ -41,6 +42,7 @@ from pydantic_settings import (
 from errord.config import (
     CodeConfig,
     Defaults,
+    HttpConfig,
     MetricsConfig,
     Mongo,
     RunConfig,
@@ -245,6 +247,33 @@ class MetricsSettings(_Section):
         return value
 
 
+class HttpSettings(_Section):
+    """``[http]`` (CONTRACT §10): the JSON API, the status page, /metrics and /healthz."""
+
+    listen: str = "127.0.0.1:9464"
+    token: str = Field(default="", validate_default=True)  # a secret: redacted by check-config, never logged
+
+    def to_run(self) -> HttpConfig:
+        """This table as the daemon holds it."""
+        return HttpConfig(listen=self.listen, token=self.token)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _token_off_loopback(cls, value: str, info: ValidationInfo) -> str:
+        from errord.http.auth import is_loopback
+
+        listen = info.data.get("listen")
+        if not value and isinstance(listen, str) and not is_loopback(split_listen(listen)[0]):
+            raise ValueError("required when http.listen is not a loopback address")
+        return value
+
+
 class _MappingEnvSource(EnvSettingsSource):
     """The ``ERRORD_`` environment source, reading a given mapping instead of ``os.environ``."""
 
@@ -276,6 +305,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings | None = None
     mute_times: list[MuteTimeSettings] = Field(default_factory=list)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    http: HttpSettings | None = None
 
     _config_path: Path | None = PrivateAttr(default=None)
     _file_has_secrets: bool = PrivateAttr(default=False)
@@ -372,6 +402,7 @@ class Settings(BaseSettings):
             metrics=self.metrics.to_run() if self.metrics is not None else None,
             mute_times=tuple(m.to_run() for m in self.mute_times),
             limits=self.limits.to_run(),
+            http=self.http.to_run() if self.http is not None else None,
             config_path=self._config_path,
             file_has_secrets=self._file_has_secrets,
         )
@@ -412,7 +443,9 @@ def _file_has_secrets(raw: dict[str, Any]) -> bool:
     mongo = raw.get("mongodb")
     uri = mongo.get("uri") if isinstance(mongo, dict) else None
     userinfo = split_userinfo(uri.partition("://")[2])[0] if isinstance(uri, str) else None
-    return bool(raw.get("notify")) or (userinfo is not None and ":" in userinfo)
+    http = raw.get("http")
+    token = isinstance(http, dict) and bool(http.get("token"))
+    return bool(raw.get("notify")) or token or (userinfo is not None and ":" in userinfo)
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

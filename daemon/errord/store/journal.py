@@ -352,6 +352,12 @@ class Journal:
         sql += " ORDER BY start_time DESC, rowid DESC LIMIT ?"
         return [schema.incident_from_row(r) for r in self._read("history", sql, (*params, limit))]
 
+    def incident(self, incident_id: str) -> Incident | None:
+        """One incident by id, or None."""
+        sql = f"SELECT {self._incident_cols()} FROM incidents WHERE incident_id = ?"
+        rows = self._read("incident", sql, (incident_id,))
+        return schema.incident_from_row(rows[0]) if rows else None
+
     def active(self) -> list[Incident]:
         """The open incidents, newest ``start_time`` first."""
         return self.history(limit=-1, active_only=True)

@@ -135,6 +135,18 @@ class Outbox:
         )
         return {t: int(n) for t, n in rows}
 
+    def target_states(self) -> dict[str, tuple[float | None, int, str | None]]:
+        """Per target key: (last delivery time, pending, the last error of what is pending)
+        — the status page's delivery state (CONTRACT §10)."""
+        rows = self._read(
+            "target_states",
+            "SELECT target, max(delivered_at), sum(delivered_at IS NULL),"
+            " (SELECT last_error FROM deliveries d2 WHERE d2.target = d.target AND d2.delivered_at IS NULL"
+            "  AND d2.last_error IS NOT NULL ORDER BY d2.id DESC LIMIT 1)"
+            " FROM deliveries d GROUP BY target",
+        )
+        return {t: (last, int(n or 0), err) for t, last, n, err in rows}
+
     def drop_targets(self, keep: set[str]) -> int:
         """Drop the pending deliveries of targets not in ``keep`` (removed on reload)."""
         dropped = {t: n for t, n in self.pending_by_target().items() if t not in keep}
