@@ -122,7 +122,6 @@ def test_writes_need_the_token_and_take_effect(api: Any, receiver: Receiver) -> 
     assert status == 201 and silence["pattern"] == "db_*" and silence["active"]
     before = len(receiver.bodies())
     append(log, line("db_down", msg="again"))  # re_alert_time 0: would re-alert, but silenced
-    wait_until(lambda: e.json("active", "--json")[0]["occurrences"] == 2 if False else True, 1)
     wait_until(lambda: any(r["notices_muted"] for r in e.json("active", "--json")), 15)
     assert len(receiver.bodies()) == before
     assert [s["id"] for s in call(base, "GET", "/api/v1/silences")[1]] == [silence["id"]]
@@ -169,7 +168,7 @@ def test_off_loopback_every_request_needs_the_token_basic_for_a_browser(make_err
 
 
 def test_the_page_escapes_log_text_and_sends_a_strict_csp(api: Any) -> None:
-    e, base, _ = api
+    _e, base, _ = api
     status, page, headers = call(base, "GET", "/")
     assert status == 200 and "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     csp = headers["Content-Security-Policy"]
@@ -183,7 +182,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
 def test_the_page_in_headless_chromium(api: Any, tmp_path: Path) -> None:
-    e, base, _ = api
+    _e, base, _ = api
     assert CHROMIUM is not None
     flags = [
         "--headless",
@@ -234,7 +233,7 @@ print(json.dumps(out))
 def test_the_client_from_another_process_by_url_and_by_config(
     api: Any, tmp_path: Path, errord_env: dict[str, str]
 ) -> None:
-    e, base, _ = api
+    _e, base, _ = api
 
     def run(mode: str, where: str) -> dict[str, Any]:
         res = subprocess.run(
@@ -263,7 +262,7 @@ def test_the_client_from_another_process_by_url_and_by_config(
 
 
 def test_hostile_clients_do_not_stall_ingest_or_alerts(api: Any, receiver: Receiver) -> None:
-    e, base, log = api
+    _e, base, log = api
     host, port = base.removeprefix("http://").rsplit(":", 1)
     idle = [socket.create_connection((host, int(port))) for _ in range(20)]  # slowloris: say nothing
     for s in idle[:10]:
