@@ -20,16 +20,25 @@ import orjson
 
 from errord import __version__
 from errord.cli_control import add_commands, utc_timestamp
-from errord.config import RunConfig
+from errord.config import RunConfig, Target, Webhook
 from errord.durations import parse_duration
-from errord.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_NOT_RUNNING, EXIT_OK, DurationError, ErrordError, exit_status
-from errord.model import Incident
+from errord.errors import (
+    EXIT_CONFIG,
+    EXIT_FAIL,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    ConfigError,
+    DurationError,
+    ErrordError,
+    exit_status,
+)
+from errord.model import Incident, Notice
 from errord.reload import DUMP_COMMAND
 from errord.status import first_start, open_readonly, source_matches, status_data
 from errord.store.journal import Journal
 from errord.store.runstate import check_state_dir
 from errord.store.schema import DB_NAME
-from errord.views import human_bytes, incident_json, incidents_table, notice_json, notice_line, table
+from errord.views import human_bytes, incident_json, incidents_table, iso, notice_json, notice_line, table
 
 if TYPE_CHECKING:
     from errord.store.mongostore import MongoStore
@@ -128,10 +137,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--summary", action="store_true", help="print only the summary table")
     c.add_argument(
+        "--render",
+        action="store_true",
+        help="print each notice exactly as a target would receive it (templates, format; CONTRACT §11)",
+    )
+    c.add_argument(
         "--target",
-        type=_target_arg,
-        metavar="notify.N",
-        help="the notify target whose tags, storm limit and grouping apply (default: the first)",
+        metavar="notify.N|webhooks.N",
+        help="the notify target whose tags, storm limit and grouping apply (default: the first);"
+        " with --render: only this target, notify.N or webhooks.N (default: every [[notify]] target)",
     )
     c.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     c.set_defaults(func=cmd_replay)
@@ -315,6 +329,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"open incidents: {data['active_incidents']}; notices pending: {data['pending_notices']}; "
         f"MongoDB writes pending: {data['pending_mongo']}; silences in force: {data['silences_active']}"
     )
+    for name, n in data.get("rejected_notices", {}).items():  # refused for good: not retried
+        print(f"notices rejected by {name}: {n} (4xx; see the daemon's log)")
     if config.metrics is not None:
         print(f"metrics: http://{config.metrics.listen}/metrics and /healthz")
     if data["files"]:
@@ -357,15 +373,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
             progress.clear()
         print(f"warning: {text}", file=sys.stderr)
 
+    render = _render_targets(config, args) if args.render else None
     replay = Replay(
         config,
         args.logfiles,
+        routes=[(t.key, t.tags) for _, t in render] if render is not None else (),
         re_alert=default,
         re_alert_codes=per_code,
         ignore_line_intervals=args.ignore_line_intervals,
         progress=progress.update if progress else None,
         on_warning=warn,
-        target=args.target,
+        target=_target_arg(args.target) if args.target is not None and not args.render else None,
     )
     count = 0
     try:
@@ -375,7 +393,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 continue
             if progress:
                 progress.clear()
-            if args.json:
+            if render is not None:
+                _print_rendered(config, render, notice, args.json)
+            elif args.json:
                 sys.stdout.write(orjson.dumps(notice_json(notice)).decode() + "\n")
             else:
                 print(notice_line(notice))
@@ -403,8 +423,52 @@ def _target_arg(text: str) -> int:
     """``--target notify.N`` → N (the index ``check-config`` shows)."""
     kind, dot, index = text.partition(".")
     if kind != "notify" or not dot or not index.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r}: expected notify.N (e.g. notify.0)")
+        # a usage error, exit 2 (webhooks.N only with --render, CONTRACT §11)
+        raise ConfigError(f"--target {text!r}: expected notify.N (e.g. notify.0); webhooks.N only with --render")
     return int(index)
+
+
+def _render_targets(config: RunConfig, args: argparse.Namespace) -> list[tuple[str, Target | Webhook]]:
+    """``replay --render``: the targets to render for, each with the name ``check-config``
+    shows (``notify.N``, ``webhooks.N``); a ``--target`` that names none is a usage error."""
+    named: list[tuple[str, Target | Webhook]] = [(f"notify.{i}", t) for i, t in enumerate(config.notify)]
+    named += [(f"webhooks.{i}", w) for i, w in enumerate(config.webhooks)]
+    if args.target is None:
+        chosen: list[tuple[str, Target | Webhook]] = [(n, t) for n, t in named if n.startswith("notify.")]
+    else:
+        chosen = [(n, t) for n, t in named if n == args.target]
+    if not chosen:
+        known = ", ".join(n for n, _ in named) or "none configured"
+        what = f"--target {args.target}" if args.target else "--render"
+        raise ConfigError(f"{what}: no such target (targets: {known})")
+    return chosen
+
+
+def _print_rendered(
+    config: RunConfig, targets: list[tuple[str, Target | Webhook]], notice: Notice, as_json: bool
+) -> None:
+    """One notice as each of ``targets`` would receive it (those its tags route it to)."""
+    from errord.sinks.templates import compile_template, present
+    from errord.sinks.webhook import webhook_body
+
+    for name, t in targets:
+        if t.key not in notice.targets:
+            continue
+        tpl_cfg = config.templates.get(t.template) if t.template is not None else None
+        tpl = compile_template(t.template or "", tpl_cfg.keys(), t.format) if tpl_cfg is not None else None
+        title, body, error = present(notice.title, notice.body, notice.vars, t.format, tpl)
+        if error is not None:
+            print(f"warning: {name}: {error}; the built-in text is sent instead", file=sys.stderr)
+        if isinstance(t, Webhook):
+            payload = webhook_body(notice, title, body)
+            sys.stdout.write(f"== {name}\n" if not as_json else "")
+            sys.stdout.write(orjson.dumps(payload).decode() + "\n")
+        elif as_json:
+            sys.stdout.write(
+                orjson.dumps({"target": name, "type": notice.type.value, "title": title, "body": body}).decode() + "\n"
+            )
+        else:
+            print(f"== {name}  {notice.type.value}  {iso(notice.event_time)}\n{title}\n\n{body}\n")
 
 
 def _duration_arg(text: str) -> tuple[str | None, float]:
@@ -434,7 +498,7 @@ def cmd_test_notify(args: argparse.Namespace) -> int:
     config = _load(args)
     from errord.sinks.notify import NotifySink
 
-    sink = NotifySink(config.state_dir, config.notify)
+    sink = NotifySink(config.state_dir, list(config.targets))
     where = f"{config.server_id}/{config.node_name}" if config.node_name else config.server_id
     results = sink.send_test(f"🔔 errord test notice from {where}", "If you can read this, errord can reach you.")
     for target, (ok, reason) in results.items():

@@ -43,6 +43,7 @@ from errord.config import (
     Defaults,
     MetricsConfig,
     Mongo,
+    NoticeFormat,
     RunConfig,
     Scope,
     Source,
@@ -59,6 +60,7 @@ from errord.errors import ConfigError
 from errord.limitsettings import LimitsSettings
 from errord.mutesettings import Globs, MuteTimeSettings, Zone
 from errord.noisesettings import Backoff, FlapThreshold, OffOrDuration, PositiveDuration
+from errord.noticesettings import AlertmanagerSettings, Labels, TemplateSettings, WebhookSettings, notice_problems
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -149,6 +151,9 @@ class CodeSettings(_Section):
     auto_resolve_after: OffOrDuration | None = None
     flap_threshold: FlapThreshold | None = None
     flap_window: PositiveDuration | None = None
+    description: str | None = None  # CONTRACT §11: in the notice text and templates
+    runbook: str | None = None
+    labels: Labels = Field(default_factory=dict)
 
     def to_run(self) -> CodeConfig:
         """This table as the daemon holds it."""
@@ -163,6 +168,9 @@ class CodeSettings(_Section):
             auto_resolve_after=self.auto_resolve_after,
             flap_threshold=self.flap_threshold,
             flap_window=self.flap_window,
+            description=self.description,
+            runbook=self.runbook,
+            labels=dict(self.labels),
         )
 
 
@@ -211,10 +219,12 @@ class NotifyTarget(_Section):
 
     url: str
     tags: list[str] = Field(default_factory=list)
+    template: str | None = None  # CONTRACT §11: a [templates.NAME]; None: the built-in text
+    format: NoticeFormat = "text"  # the Apprise body format
 
     def to_run(self) -> Target:
         """This entry as the daemon holds it."""
-        return Target(url=self.url, tags=tuple(self.tags))
+        return Target(url=self.url, tags=tuple(self.tags), template=self.template, format=self.format)
 
     @field_validator("url")
     @classmethod
@@ -276,6 +286,10 @@ class Settings(BaseSettings):
     metrics: MetricsSettings | None = None
     mute_times: list[MuteTimeSettings] = Field(default_factory=list)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    display_timezone: Zone = "UTC"  # CONTRACT §11: times in the human text of notices
+    templates: dict[str, TemplateSettings] = Field(default_factory=dict)
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
+    alertmanager: list[AlertmanagerSettings] = Field(default_factory=list)
 
     _config_path: Path | None = PrivateAttr(default=None)
     _file_has_secrets: bool = PrivateAttr(default=False)
@@ -332,6 +346,8 @@ class Settings(BaseSettings):
             raise ConfigError([*unknown.values(), *problems(err, cls)]) from None  # the cause would echo secrets
         if unknown:
             raise ConfigError(list(unknown.values()))
+        if bad := notice_problems(settings.templates, settings.notify, settings.display_timezone, settings.webhooks):
+            raise ConfigError(bad)  # a template that cannot render: refused like a bad key
         settings._config_path = chosen if raw is not None else None
         settings._file_has_secrets = raw is not None and _file_has_secrets(raw)
         return settings
@@ -372,6 +388,10 @@ class Settings(BaseSettings):
             metrics=self.metrics.to_run() if self.metrics is not None else None,
             mute_times=tuple(m.to_run() for m in self.mute_times),
             limits=self.limits.to_run(),
+            display_timezone=self.display_timezone,
+            templates={name: t.to_run() for name, t in self.templates.items()},
+            webhooks=tuple(w.to_run() for w in self.webhooks),
+            alertmanager=tuple(a.to_run() for a in self.alertmanager),
             config_path=self._config_path,
             file_has_secrets=self._file_has_secrets,
         )
@@ -412,7 +432,7 @@ def _file_has_secrets(raw: dict[str, Any]) -> bool:
     mongo = raw.get("mongodb")
     uri = mongo.get("uri") if isinstance(mongo, dict) else None
     userinfo = split_userinfo(uri.partition("://")[2])[0] if isinstance(uri, str) else None
-    return bool(raw.get("notify")) or (userinfo is not None and ":" in userinfo)
+    return bool(raw.get("notify")) or bool(raw.get("webhooks")) or (userinfo is not None and ":" in userinfo)
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
