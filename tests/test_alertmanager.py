@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from conftest import append, line, wait_until
+from errord.config import Alertmanager
 from errord.model import Incident
 from errord.sinks.alertmanager import ENDS_AFTER, alert
 from errord.views import iso
@@ -168,3 +169,44 @@ def test_raise_and_clear_against_a_real_alertmanager(
     )
     assert resolved[0].body["alerts"][0]["labels"]["alertname"] == "db_down"
     assert e.stop() == 0
+
+
+def test_a_resolve_made_while_alertmanager_is_down_is_pushed_when_it_is_back(tmp_path: Path, receiver: Any) -> None:
+    """The pusher against tests/receiver.py standing in for Alertmanager's API: firing,
+    re-posted after REPUSH, down at the resolve (nothing lost), back (the resolve goes out,
+    the row is gone), across a new pusher (a restart) too."""
+    from errord.sinks.alertmanager import REPUSH, AlertmanagerSink
+    from errord.store.journal import Journal
+    from test_journal import make_incident
+
+    base = receiver.url("").replace("json://", "http://").rstrip("/")
+    target = Alertmanager(base)
+
+    def pusher() -> AlertmanagerSink:
+        return AlertmanagerSink(
+            tmp_path, [target], notify_for=lambda code: code != "quiet", labels_for=lambda code: ({}, (None, None))
+        )
+
+    with Journal(tmp_path) as j:
+        a, q = make_incident("db_down", iid="a"), make_incident("quiet", iid="q")
+        j.commit([a, q], [], [], now=1000.0)
+        p = pusher()
+        p.push_once(j, 2000.0)
+        (first,) = receiver.wait_for(1)
+        assert first.path == "/api/v2/alerts" and [x["labels"]["alertname"] for x in first.body] == ["db_down"]
+        assert first.body[0]["endsAt"] == iso(2000.0 + ENDS_AFTER)
+        p.push_once(j, 2000.0 + REPUSH / 2)  # nothing due: no post
+        p.push_once(j, 2000.0 + REPUSH)  # re-posted
+        assert len(receiver.received) == 2
+        a.active, a.cleared_at = False, 2100.0
+        j.commit([a], [], [], now=2100.0)
+        receiver.stop()  # Alertmanager down at the resolve
+        p.push_once(j, 2101.0)
+        assert j.alerts.known(target.key) == {"a": 2000.0 + REPUSH}  # still to be told
+        receiver.start()
+        pusher().push_once(j, 2200.0)  # a new pusher: as after a restart
+        got = receiver.wait_for(3)
+        assert got[2].body[0]["labels"]["alertname"] == "db_down" and got[2].body[0]["endsAt"] == iso(2100.0)
+        assert j.alerts.known(target.key) == {}
+        pusher().push_once(j, 2300.0)
+        assert len(receiver.received) == 3  # nothing more to say

@@ -420,3 +420,15 @@ def test_a_storm_limit_digest_renders_with_the_digest_keys_and_as_a_webhook_body
         ("db_down", "re-alert", 1),
         ("db_down", "resolved", 1),
     ]
+
+
+def test_jinja2_is_imported_only_when_a_template_is_configured() -> None:
+    """The helper's start-up (issue 13: 0.33 s to READY=1) does not pay for Jinja2."""
+    code = (
+        "import sys, errord.sinks.notify, errord.sinks.helperproc, errord.settings, errord.sinks.templates;"
+        "from errord.settings import Settings;"
+        "Settings(sources=[{'path': '/x/*.log'}], notify=[{'url': 'json://127.0.0.1:9/'}]);"
+        "assert 'jinja2' not in sys.modules, 'jinja2 imported'"
+    )
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert got.returncode == 0, got.stderr
