@@ -460,7 +460,9 @@ def _print_rendered(
         if error is not None:
             print(f"warning: {name}: {error}; the built-in text is sent instead", file=sys.stderr)
         if isinstance(t, Webhook):
-            payload = webhook_body(notice, title, body)
+            payload = webhook_body(
+                notice, title, body, f"{config.server_id}/{config.node_name}" if config.node_name else config.server_id
+            )
             sys.stdout.write(f"== {name}\n" if not as_json else "")
             sys.stdout.write(orjson.dumps(payload).decode() + "\n")
         elif as_json:

@@ -569,7 +569,7 @@ class NotifySink(NoticeSink):
             from errord.sinks.webhook import post, webhook_body
 
             title, body = self.present(t, n)
-            got = post(t.url, t.headers, webhook_body(n, title, body), self.timeout, time.time())
+            got = post(t.url, t.headers, webhook_body(n, title, body, self.host), self.timeout, time.time())
             if got.permanent:
                 return _Outcome(False, self._scrub.scrub(got.error), _REJECTED)
             return _Outcome(got.ok, self._scrub.scrub(got.error), got.retry_after)

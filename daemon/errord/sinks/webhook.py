@@ -38,19 +38,22 @@ class WebhookResult(NamedTuple):
     permanent: bool
 
 
-def webhook_body(notice: Notice, title: str, body: str) -> dict[str, Any]:
+def webhook_body(notice: Notice, title: str, body: str, host: str = "") -> dict[str, Any]:
     """The POST body of CONTRACT §11: ``type, title, body, incident`` (the record as
     ``history --json`` prints it when the notice was made), ``server_id, node_name,
-    labels``; a digest has ``type = "digest"``, ``incident = null`` and ``held``."""
+    labels``; a digest has ``type = "digest"``, ``incident = null`` and ``held``. A notice
+    without variables (a ``group_wait`` group, one stored before issue 17) takes the host
+    names from ``host`` (``server_id/node_name``) and has ``incident = null``."""
     v = notice.vars or {}
+    server_id, _, node_name = host.partition("/")
     kind = v.get("kind")
     out: dict[str, Any] = {
         "type": "digest" if kind == "digest" else notice.type.value,
         "title": title,
         "body": body,
         "incident": None if kind == "digest" else v.get("record"),
-        "server_id": v.get("server_id"),
-        "node_name": v.get("node_name"),
+        "server_id": v.get("server_id", server_id),
+        "node_name": v.get("node_name", node_name),
         "labels": v.get("labels") or {},
     }
     if kind == "digest":
