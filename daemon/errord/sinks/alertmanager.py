@@ -134,14 +134,17 @@ class AlertmanagerSink:
 
     def push_once(self, j: Journal, now: float) -> None:
         """One look: for each Alertmanager that is due, post what is new, due again or resolved."""
-        open_incidents = [i for i in j.active() if self.notify_for(i.code)]
-        by_id = {i.incident_id: i for i in open_incidents}
+        # ids and codes only (a cheap look each second, whatever the number open); the
+        # records only of what is due
+        open_ids = {iid for iid, code in j.active_codes().items() if self.notify_for(code)}
         for t in self.targets:
             if self._next.get(t.key, 0.0) > now:
                 continue  # backing off
             known = j.alerts.known(t.key)
-            firing = [i for i in open_incidents if now - known.get(i.incident_id, -REPUSH) >= REPUSH]
-            gone = [i for i in known if i not in by_id]
+            due = [iid for iid in open_ids if now - known.get(iid, -REPUSH) >= REPUSH]
+            records = j.by_ids(due) if due else {}
+            firing = [records[i] for i in due if i in records and records[i].active]
+            gone = [i for i in known if i not in open_ids]
             ended: list[Incident] = []
             forget: list[str] = []
             if gone:

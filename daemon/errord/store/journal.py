@@ -354,6 +354,10 @@ class Journal:
         sql += " ORDER BY start_time DESC, rowid DESC LIMIT ?"
         return [schema.incident_from_row(r) for r in self._read("history", sql, (*params, limit))]
 
+    def active_codes(self) -> dict[str, str]:
+        """``{incident id: code}`` of the open incidents: a cheap look (no records built)."""
+        return dict(self._read("active_codes", "SELECT incident_id, code FROM incidents WHERE active = 1"))
+
     def by_ids(self, incident_ids: Sequence[str]) -> dict[str, Incident]:
         """The incidents with these ids (an id pruned meanwhile is missing)."""
         out: dict[str, Incident] = {}
