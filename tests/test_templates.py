@@ -432,3 +432,17 @@ def test_jinja2_is_imported_only_when_a_template_is_configured() -> None:
     )
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert got.returncode == 0, got.stderr
+
+
+def test_errord_run_refuses_to_start_with_a_broken_template(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path / "errord.toml",
+        state_dir="state",
+        sources=[{"path": str(tmp_path / "*.log")}],
+        templates={"short": {"success_body": "{% for %}"}},
+    )
+    got = subprocess.run(
+        [sys.executable, "-m", "errord", "run", "-c", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert got.returncode == 2 and "templates.short.success_body: " in got.stderr, got
+    assert not (tmp_path / "state").exists()  # refused before anything was created
