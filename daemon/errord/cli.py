@@ -20,7 +20,7 @@ import orjson
 
 from errord import __version__
 from errord.cli_control import add_commands, utc_timestamp
-from errord.config import RunConfig, Target, Webhook
+from errord.config import RunConfig
 from errord.durations import parse_duration
 from errord.errors import (
     EXIT_CONFIG,
@@ -32,13 +32,13 @@ from errord.errors import (
     ErrordError,
     exit_status,
 )
-from errord.model import Incident, Notice
+from errord.model import Incident
 from errord.reload import DUMP_COMMAND
 from errord.status import first_start, open_readonly, source_matches, status_data
 from errord.store.journal import Journal
 from errord.store.runstate import check_state_dir
 from errord.store.schema import DB_NAME
-from errord.views import human_bytes, incident_json, incidents_table, iso, notice_json, notice_line, table
+from errord.views import human_bytes, incident_json, incidents_table, notice_json, notice_line, table
 
 if TYPE_CHECKING:
     from errord.store.mongostore import MongoStore
@@ -373,7 +373,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             progress.clear()
         print(f"warning: {text}", file=sys.stderr)
 
-    render = _render_targets(config, args) if args.render else None
+    from errord.replayrender import print_rendered, render_targets
+
+    render = render_targets(config, args.target) if args.render else None
     replay = Replay(
         config,
         args.logfiles,
@@ -394,7 +396,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             if progress:
                 progress.clear()
             if render is not None:
-                _print_rendered(config, render, notice, args.json)
+                print_rendered(config, render, notice, args.json)
             elif args.json:
                 sys.stdout.write(orjson.dumps(notice_json(notice)).decode() + "\n")
             else:
@@ -426,51 +428,6 @@ def _target_arg(text: str) -> int:
         # a usage error, exit 2 (webhooks.N only with --render, CONTRACT §11)
         raise ConfigError(f"--target {text!r}: expected notify.N (e.g. notify.0); webhooks.N only with --render")
     return int(index)
-
-
-def _render_targets(config: RunConfig, args: argparse.Namespace) -> list[tuple[str, Target | Webhook]]:
-    """``replay --render``: the targets to render for, each with the name ``check-config``
-    shows (``notify.N``, ``webhooks.N``); a ``--target`` that names none is a usage error."""
-    named: list[tuple[str, Target | Webhook]] = [(f"notify.{i}", t) for i, t in enumerate(config.notify)]
-    named += [(f"webhooks.{i}", w) for i, w in enumerate(config.webhooks)]
-    if args.target is None:
-        chosen: list[tuple[str, Target | Webhook]] = [(n, t) for n, t in named if n.startswith("notify.")]
-    else:
-        chosen = [(n, t) for n, t in named if n == args.target]
-    if not chosen:
-        known = ", ".join(n for n, _ in named) or "none configured"
-        what = f"--target {args.target}" if args.target else "--render"
-        raise ConfigError(f"{what}: no such target (targets: {known})")
-    return chosen
-
-
-def _print_rendered(
-    config: RunConfig, targets: list[tuple[str, Target | Webhook]], notice: Notice, as_json: bool
-) -> None:
-    """One notice as each of ``targets`` would receive it (those its tags route it to)."""
-    from errord.sinks.templates import compile_template, present
-    from errord.sinks.webhook import webhook_body
-
-    for name, t in targets:
-        if t.key not in notice.targets:
-            continue
-        tpl_cfg = config.templates.get(t.template) if t.template is not None else None
-        tpl = compile_template(t.template or "", tpl_cfg.keys(), t.format) if tpl_cfg is not None else None
-        title, body, error = present(notice.title, notice.body, notice.vars, t.format, tpl)
-        if error is not None:
-            print(f"warning: {name}: {error}; the built-in text is sent instead", file=sys.stderr)
-        if isinstance(t, Webhook):
-            payload = webhook_body(
-                notice, title, body, f"{config.server_id}/{config.node_name}" if config.node_name else config.server_id
-            )
-            sys.stdout.write(f"== {name}\n" if not as_json else "")
-            sys.stdout.write(orjson.dumps(payload).decode() + "\n")
-        elif as_json:
-            sys.stdout.write(
-                orjson.dumps({"target": name, "type": notice.type.value, "title": title, "body": body}).decode() + "\n"
-            )
-        else:
-            print(f"== {name}  {notice.type.value}  {iso(notice.event_time)}\n{title}\n\n{body}\n")
 
 
 def _duration_arg(text: str) -> tuple[str | None, float]:
