@@ -446,3 +446,41 @@ def test_errord_run_refuses_to_start_with_a_broken_template(tmp_path: Path) -> N
     )
     assert got.returncode == 2 and "templates.short.success_body: " in got.stderr, got
     assert not (tmp_path / "state").exists()  # refused before anything was created
+
+
+def test_reminders_flapping_and_auto_resolves_use_the_keys_of_the_contract() -> None:
+    """CONTRACT §11: reminders use warning_*, auto-resolves success_*, "stopped flapping"
+    flapping_* (the flapping start is a warning, instead of its failure)."""
+    from errord.model import Kind
+    from errord.noise import Noise
+    from test_engine import T0
+    from test_noise_engine import cycle, engine
+
+    keys = {
+        f"{k}_title": f"{k} {{{{ code }}}} {{{{ type }}}} {{{{ emoji }}}}" for k in ("warning", "success", "flapping")
+    }
+    tpl = compile_template("k", keys)
+
+    def titled(transitions: Any) -> str:
+        n = render(transitions, server_id="h", node_name="n", style=BERLIN)
+        assert n is not None and n.vars is not None
+        return tpl.render(n.vars, n.title, n.body)[0]
+
+    e = engine(Noise(remind_every=100.0), default=1000.0)
+    e.feed(ev(0, "db"))
+    assert titled(e.tick(lambda src: T0 + 100.0)) == "warning db warning 🔔"  # a reminder
+
+    e = engine(Noise(auto_resolve_after=100.0), default=1000.0)
+    e.feed(ev(0, "db"))
+    (auto,) = [t for t in e.tick(lambda src: T0 + 100.0) if t.kind is Kind.CLEAR]
+    assert titled([auto]) == "success db success ✅"  # an auto-resolve
+
+    e = engine(Noise(flap_threshold=2, flap_window=100.0))
+    cycle(e, [(0, "open"), (5, "clear")])
+    assert titled(e.feed(ev(10, "db"))) == "warning db warning 🔁"  # started flapping
+    (end,) = e.tick(lambda src: T0 + 110.0)
+    assert titled([end]) == "flapping db failure 🔴"  # stopped flapping, still failing
+    e = engine(Noise(flap_threshold=2, flap_window=100.0))
+    cycle(e, [(0, "open"), (5, "clear"), (10, "open"), (20, "clear")])
+    (end,) = e.tick(lambda src: T0 + 120.0)
+    assert titled([end]) == "flapping db success ✅"  # stopped flapping, resolved

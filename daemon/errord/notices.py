@@ -179,10 +179,16 @@ def _vars(t: Transition, server_id: str, node_name: str, style: NoticeStyle) -> 
     assert inc is not None
     notes = style.notes_for(inc.code)
     kind = _TYPE[t.kind].value
+    if t.kind is Kind.FLAP_END and not inc.active:
+        kind = NoticeType.SUCCESS.value
+    # which template keys (CONTRACT §11): reminders and "started flapping" are warnings,
+    # auto-resolves successes, "stopped flapping" the flapping_* keys
+    keys = "flapping" if t.kind is Kind.FLAP_END else kind
+    emoji = _EMOJI.get(t.kind) or ("🔴" if inc.active else "✅")
     duration = t.duration if t.kind is Kind.CLEAR else t.event.time - inc.start_time
     since = t.since_alert if t.kind in (Kind.REALERT, Kind.ANNOUNCE) else (1 if t.kind is Kind.NEW else 0)
     return {
-        "kind": kind,
+        "kind": keys,
         "tz": style.timezone,
         "type": kind,
         "code": _title_code(inc.code),
@@ -196,7 +202,7 @@ def _vars(t: Transition, server_id: str, node_name: str, style: NoticeStyle) -> 
         "node_name": node_name,
         "host": _where(server_id, node_name),
         "incident_id": inc.incident_id,
-        "emoji": _EMOJI[t.kind],
+        "emoji": emoji,
         "occurrences": inc.occurrences,
         "since_alert": since,
         "alerts_sent": inc.alerts_sent,
