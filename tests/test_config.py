@@ -23,8 +23,10 @@ from pydantic import BaseModel
 
 from conftest import write_config
 from errord.config import (
+    Alertmanager,
     CodeConfig,
     Defaults,
+    HttpConfig,
     Limits,
     MetricsConfig,
     Mongo,
@@ -32,14 +34,18 @@ from errord.config import (
     RunConfig,
     Source,
     Target,
+    TemplateConfig,
+    Webhook,
     redact_mongo_uri,
     redact_url,
 )
 from errord.limitsettings import LimitsSettings
 from errord.mutesettings import MuteTimeSettings
+from errord.noticesettings import AlertmanagerSettings, TemplateSettings, WebhookSettings
 from errord.settings import (
     CodeSettings,
     DefaultsSettings,
+    HttpSettings,
     MetricsSettings,
     MongoSettings,
     NotifyTarget,
@@ -58,6 +64,10 @@ PARTS: dict[type[BaseModel], type[Any]] = {
     MetricsSettings: MetricsConfig,
     MuteTimeSettings: MuteTime,
     LimitsSettings: Limits,
+    HttpSettings: HttpConfig,
+    TemplateSettings: TemplateConfig,
+    WebhookSettings: Webhook,
+    AlertmanagerSettings: Alertmanager,
 }
 # RunConfig fields that are no settings: where the settings came from (``Settings.load``
 # keeps them as these private attributes).
@@ -82,7 +92,15 @@ FULL: dict[str, Any] = dict(
     ],
     defaults={"re_alert_time": "30m", "notify": False},
     codes={
-        "db_down": {"re_alert_time": "5m", "notify": True, "tags": ["ops", "pager"], "inhibited_by": ["net_*"]},
+        "db_down": {
+            "re_alert_time": "5m",
+            "notify": True,
+            "tags": ["ops", "pager"],
+            "inhibited_by": ["net_*"],
+            "description": "Primary database unreachable",
+            "runbook": "https://wiki.example/db_down",
+            "labels": {"team": "payments"},
+        },
         "quiet": {"notify": False},
     },
     mongodb={
@@ -92,7 +110,10 @@ FULL: dict[str, Any] = dict(
         "timeout": "2s",
         "write_concern": "majority",
     },
-    notify=[{"url": "json://127.0.0.1:9/hook?token=abc", "tags": ["ops"]}, {"url": "tgram://123456789:AAbottoken/42"}],
+    notify=[
+        {"url": "json://127.0.0.1:9/hook?token=abc", "tags": ["ops"], "template": "short", "format": "markdown"},
+        {"url": "tgram://123456789:AAbottoken/42"},
+    ],
     metrics={"listen": "[::1]:9464"},
     mute_times=[
         {
@@ -105,6 +126,23 @@ FULL: dict[str, Any] = dict(
         }
     ],
     limits={"notices": "20/1m", "group_wait": "10s"},
+    http={"listen": "[::1]:9465", "token": "tok3n-s3cret"},
+    display_timezone="Europe/Berlin",
+    alertmanager=[{"url": "http://am1.example:9093"}, {"url": "http://am2.example:9093/"}],
+    webhooks=[
+        {
+            "url": "https://hooks.example/in/s3cr3tpath",
+            "headers": {"Authorization": "Bearer hooktoken"},
+            "tags": ["ops"],
+            "template": "short",
+        }
+    ],
+    templates={
+        "short": {
+            **{f"{k}_title": f"{k} {{{{ code }}}}" for k in ("failure", "warning", "success", "digest", "flapping")},
+            **{f"{k}_body": "{{ message }}" for k in ("failure", "warning", "success", "digest", "flapping")},
+        }
+    },
 )
 
 
@@ -212,7 +250,8 @@ def test_redacted_is_the_check_config_output(tmp_path: Path) -> None:
 
 def expected_check_config(tmp_path: Path) -> dict[str, Any]:
     """``errord check-config`` of ``FULL`` in ``tmp_path``, as errord printed it before issue 12
-    (plus issue 14's ``inhibited_by`` and ``mute_times``)."""
+    (plus issue 14's ``inhibited_by`` and ``mute_times``, issue 17's notice keys)."""
+    kinds = ("failure", "warning", "success", "digest", "flapping")
     return {
         "server_id": "h1",
         "node_name": "n1",
@@ -259,6 +298,9 @@ def expected_check_config(tmp_path: Path) -> dict[str, Any]:
                 "auto_resolve_after": None,
                 "flap_threshold": None,
                 "flap_window": None,
+                "description": "Primary database unreachable",
+                "runbook": "https://wiki.example/db_down",
+                "labels": {"team": "payments"},
             },
             "quiet": {
                 "re_alert_time": None,
@@ -271,6 +313,9 @@ def expected_check_config(tmp_path: Path) -> dict[str, Any]:
                 "auto_resolve_after": None,
                 "flap_threshold": None,
                 "flap_window": None,
+                "description": None,
+                "runbook": None,
+                "labels": {},
             },
         },
         "mongodb": {
@@ -281,8 +326,14 @@ def expected_check_config(tmp_path: Path) -> dict[str, Any]:
             "write_concern": "majority",
         },
         "notify": [
-            {"url": "json://127.0.0.1:9/…", "tags": ["ops"], "key": "fe27214b8492ee86"},
-            {"url": "tgram://…", "tags": [], "key": "0f8589c47fedb198"},
+            {
+                "url": "json://127.0.0.1:9/…",
+                "tags": ["ops"],
+                "key": "fe27214b8492ee86",
+                "template": "short",
+                "format": "markdown",
+            },
+            {"url": "tgram://…", "tags": [], "key": "0f8589c47fedb198", "template": None, "format": "text"},
         ],
         "metrics": {"listen": "[::1]:9464"},
         "mute_times": [
@@ -296,6 +347,29 @@ def expected_check_config(tmp_path: Path) -> dict[str, Any]:
             }
         ],
         "limits": {"notices": "20/1m", "group_wait": 10.0, "max_open_incidents": 10000},
+        "http": {"listen": "[::1]:9465", "token": "***"},
+        "display_timezone": "Europe/Berlin",
+        "templates": {
+            "short": {
+                key: f"{k} {{{{ code }}}}" if part == "title" else "{{ message }}"
+                for k in kinds
+                for part in ("title", "body")
+                for key in [f"{k}_{part}"]
+            }
+        },
+        "webhooks": [
+            {
+                "url": "https://hooks.example/…",
+                "headers": {"Authorization": "***"},
+                "tags": ["ops"],
+                "template": "short",
+                "key": Webhook("https://hooks.example/in/s3cr3tpath", {}, ()).key,
+            }
+        ],
+        "alertmanager": [
+            {"url": "http://am1.example:9093/…", "key": Alertmanager("http://am1.example:9093").key},
+            {"url": "http://am2.example:9093/…", "key": Alertmanager("http://am2.example:9093/").key},
+        ],
     }
 
 

@@ -90,6 +90,10 @@ def test_example_file_commented_sections_are_valid(tmp_path: Path) -> None:
     assert [t.url for t in s.notify] == ["tgram://bottoken/ChatID"]
     assert s.metrics is not None and (s.metrics.to_run().host, s.metrics.to_run().port) == ("127.0.0.1", 9464)
     assert s.codes["api_rate_limit"].inhibited_by == ["db_*"]
+    assert s.codes["api_rate_limit"].labels == {"team": "payments"} and s.display_timezone == "Europe/Berlin"
+    assert s.notify[0].template == "short" and s.templates["short"].failure_title is not None
+    assert [w.url for w in s.webhooks] == ["https://incidents.example/hook"]
+    assert [a.url for a in s.alertmanager] == ["http://127.0.0.1:9093"]
     assert [(m.name, m.weekdays, m.times, m.timezone) for m in s.mute_times] == [
         ("nightly-backup", ["mon-fri"], ["02:00-03:30"], "Europe/Berlin")
     ]

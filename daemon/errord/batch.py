@@ -241,7 +241,7 @@ class Batch:
         source, parsers = self.source, self.parsers
         feed = self.engine.feed_quiet  # None for a suppressed repeat: no Transition built
         apply = self.policy.apply
-        ctx = Context(now=now, server_id=s.server_id, node_name=s.node_name, tags_for=s.tags_for)
+        ctx = Context(now=now, server_id=s.server_id, node_name=s.node_name, tags_for=s.tags_for, style=s.notice_style)
         repeat = Kind.REPEAT
         notices: list[Notice] = []
         kinds = tally.kinds if self.count_kinds else None

@@ -22,7 +22,16 @@ from errord import __version__
 from errord.cli_control import add_commands, utc_timestamp
 from errord.config import RunConfig
 from errord.durations import parse_duration
-from errord.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_NOT_RUNNING, EXIT_OK, DurationError, ErrordError, exit_status
+from errord.errors import (
+    EXIT_CONFIG,
+    EXIT_FAIL,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    ConfigError,
+    DurationError,
+    ErrordError,
+    exit_status,
+)
 from errord.model import Incident
 from errord.reload import DUMP_COMMAND
 from errord.status import first_start, open_readonly, source_matches, status_data
@@ -128,10 +137,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--summary", action="store_true", help="print only the summary table")
     c.add_argument(
+        "--render",
+        action="store_true",
+        help="print each notice exactly as a target would receive it (templates, format; CONTRACT §11)",
+    )
+    c.add_argument(
         "--target",
-        type=_target_arg,
-        metavar="notify.N",
-        help="the notify target whose tags, storm limit and grouping apply (default: the first)",
+        metavar="notify.N|webhooks.N",
+        help="the notify target whose tags, storm limit and grouping apply (default: the first);"
+        " with --render: only this target, notify.N or webhooks.N (default: every [[notify]] target)",
     )
     c.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     c.set_defaults(func=cmd_replay)
@@ -315,6 +329,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"open incidents: {data['active_incidents']}; notices pending: {data['pending_notices']}; "
         f"MongoDB writes pending: {data['pending_mongo']}; silences in force: {data['silences_active']}"
     )
+    for name, n in data.get("rejected_notices", {}).items():  # refused for good: not retried
+        print(f"notices rejected by {name}: {n} (4xx; see the daemon's log)")
     if config.metrics is not None:
         print(f"metrics: http://{config.metrics.listen}/metrics and /healthz")
     if data["files"]:
@@ -357,15 +373,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
             progress.clear()
         print(f"warning: {text}", file=sys.stderr)
 
+    from errord.replayrender import print_rendered, render_targets
+
+    render = render_targets(config, args.target) if args.render else None
     replay = Replay(
         config,
         args.logfiles,
+        routes=[(t.key, t.tags) for _, t in render] if render is not None else (),
         re_alert=default,
         re_alert_codes=per_code,
         ignore_line_intervals=args.ignore_line_intervals,
         progress=progress.update if progress else None,
         on_warning=warn,
-        target=args.target,
+        target=_target_arg(args.target) if args.target is not None and not args.render else None,
     )
     count = 0
     try:
@@ -375,7 +395,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 continue
             if progress:
                 progress.clear()
-            if args.json:
+            if render is not None:
+                print_rendered(config, render, notice, args.json)
+            elif args.json:
                 sys.stdout.write(orjson.dumps(notice_json(notice)).decode() + "\n")
             else:
                 print(notice_line(notice))
@@ -403,7 +425,8 @@ def _target_arg(text: str) -> int:
     """``--target notify.N`` → N (the index ``check-config`` shows)."""
     kind, dot, index = text.partition(".")
     if kind != "notify" or not dot or not index.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r}: expected notify.N (e.g. notify.0)")
+        # a usage error, exit 2 (webhooks.N only with --render, CONTRACT §11)
+        raise ConfigError(f"--target {text!r}: expected notify.N (e.g. notify.0); webhooks.N only with --render")
     return int(index)
 
 
@@ -434,7 +457,7 @@ def cmd_test_notify(args: argparse.Namespace) -> int:
     config = _load(args)
     from errord.sinks.notify import NotifySink
 
-    sink = NotifySink(config.state_dir, config.notify)
+    sink = NotifySink(config.state_dir, list(config.targets))
     where = f"{config.server_id}/{config.node_name}" if config.node_name else config.server_id
     results = sink.send_test(f"🔔 errord test notice from {where}", "If you can read this, errord can reach you.")
     for target, (ok, reason) in results.items():

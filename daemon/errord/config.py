@@ -22,15 +22,17 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from errord.noise import Noise, noise_of
+from errord.notices import CodeNotes, NoticeStyle
 from errord.policy.limit import LimitRule, parse_budget
 
 __all__ = [
+    "Alertmanager",
     "CodeConfig",
     "Defaults",
     "HttpConfig",
@@ -38,11 +40,14 @@ __all__ = [
     "MetricsConfig",
     "Mongo",
     "MuteTime",
+    "NoticeFormat",
     "RunConfig",
     "Scope",
     "Source",
     "StartAt",
     "Target",
+    "TemplateConfig",
+    "Webhook",
     "redact_mongo_uri",
     "redact_url",
     "split_listen",
@@ -201,6 +206,11 @@ class CodeConfig:
                 out[name] = (value or None) if name in ("remind_every", "auto_resolve_after") else value
         return out
 
+    # CONTRACT §11: shown in the notice text, given to templates, labels to Alertmanager
+    description: str | None = None
+    runbook: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
 
 @dataclass(frozen=True, slots=True)
 class Mongo:
@@ -230,6 +240,10 @@ class Target:
 
     url: str
     tags: tuple[str, ...]
+    # CONTRACT §11: the [templates.NAME] it renders with (None: the built-in text) and
+    # the Apprise body format
+    template: str | None = None
+    format: NoticeFormat = "text"
 
     @property
     def key(self) -> str:
@@ -242,7 +256,77 @@ class Target:
         return redact_url(self.url)
 
     def __repr__(self) -> str:
-        return f"Target(url={self.redacted!r}, tags={self.tags!r})"
+        return f"Target(url={self.redacted!r}, tags={self.tags!r}, template={self.template!r}, format={self.format!r})"
+
+
+NoticeFormat = Literal["text", "markdown", "html"]  # Apprise body formats (CONTRACT §11)
+
+
+@dataclass(frozen=True, slots=True)
+class Alertmanager:
+    """One ``[[alertmanager]]`` entry (CONTRACT §11): the base URL of one Alertmanager
+    (list every HA peer); open incidents are pushed to ``URL/api/v2/alerts``."""
+
+    url: str
+
+    @property
+    def key(self) -> str:
+        """Stable id of this Alertmanager (its rows in ``am_alerts``)."""
+        return hashlib.sha256(f"alertmanager {self.url}".encode()).hexdigest()[:16]
+
+    @property
+    def redacted(self) -> str:
+        return redact_url(self.url)
+
+    def __repr__(self) -> str:
+        return f"Alertmanager(url={self.redacted!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """One ``[[webhooks]]`` entry (CONTRACT §11): JSON POSTed to ``url`` with ``headers``;
+    URL and header values are secrets. A target in the same list as the notify ones."""
+
+    url: str
+    headers: Mapping[str, str]
+    tags: tuple[str, ...]
+    template: str | None = None
+
+    kind = "webhook"  # how the notify sink tells it from an Apprise target
+    format = "text"  # the body is JSON; a template renders plain text into it
+
+    @property
+    def key(self) -> str:
+        """Stable id of this target (never the same as a notify target of the same URL)."""
+        return hashlib.sha256(f"webhook {self.url}".encode()).hexdigest()[:16]
+
+    @property
+    def redacted(self) -> str:
+        """The URL safe to print (see ``redact_url``)."""
+        return redact_url(self.url)
+
+    def __repr__(self) -> str:
+        return f"Webhook(url={self.redacted!r}, headers={list(self.headers)!r}, tags={self.tags!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateConfig:
+    """``[templates.NAME]`` (CONTRACT §11): Jinja2 text per notice kind; None: built-in."""
+
+    failure_title: str | None = None
+    failure_body: str | None = None
+    warning_title: str | None = None
+    warning_body: str | None = None
+    success_title: str | None = None
+    success_body: str | None = None
+    digest_title: str | None = None
+    digest_body: str | None = None
+    flapping_title: str | None = None
+    flapping_body: str | None = None
+
+    def keys(self) -> dict[str, str]:
+        """The keys given, ``{"failure_title": "{{ code }} …"}``."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +417,10 @@ class RunConfig:
     mute_times: tuple[MuteTime, ...]
     limits: Limits
     http: HttpConfig | None
+    display_timezone: str  # IANA name: times in the human text of notices (CONTRACT §11)
+    templates: Mapping[str, TemplateConfig]  # [templates.NAME]
+    webhooks: tuple[Webhook, ...]  # [[webhooks]] (CONTRACT §11)
+    alertmanager: tuple[Alertmanager, ...]  # [[alertmanager]] (CONTRACT §11)
     # Not settings: the file they came from (None: defaults + environment), and whether
     # that file itself holds secrets (for the readable-config warning, CONTRACT §3).
     config_path: Path | None
@@ -369,6 +457,22 @@ class RunConfig:
         per = self.codes.get(code)
         return per.tags if per is not None else ()
 
+    @property
+    def targets(self) -> tuple[Target | Webhook, ...]:
+        """Every notice target in one list (CONTRACT §11): the ``[[notify]]`` ones, then the
+        ``[[webhooks]]``; the router, the outbox and the backoff treat them alike."""
+        return (*self.notify, *self.webhooks)
+
+    @property
+    def notice_style(self) -> NoticeStyle:
+        """How notices read: the display zone and each code's description/runbook/labels."""
+        notes = {
+            code: CodeNotes(c.description, c.runbook, dict(c.labels))
+            for code, c in self.codes.items()
+            if c.description or c.runbook or c.labels
+        }
+        return NoticeStyle(self.display_timezone, notes)
+
     def inhibited_by_for(self, code: str) -> tuple[str, ...]:
         """The code globs whose open incidents mute ``code`` (``[codes.X] inhibited_by``)."""
         per = self.codes.get(code)
@@ -400,7 +504,21 @@ class RunConfig:
         ``redact_mongo_uri``; where the config came from is not shown.
         """
         data = self._settings()
-        data["notify"] = [{"url": t.redacted, "tags": list(t.tags), "key": t.key} for t in self.notify]
+        data["notify"] = [
+            {"url": t.redacted, "tags": list(t.tags), "key": t.key, "template": t.template, "format": t.format}
+            for t in self.notify
+        ]
+        data["webhooks"] = [
+            {
+                "url": w.redacted,
+                "headers": {name: "***" for name in w.headers},  # the names stay, the values are secrets
+                "tags": list(w.tags),
+                "template": w.template,
+                "key": w.key,
+            }
+            for w in self.webhooks
+        ]
+        data["alertmanager"] = [{"url": a.redacted, "key": a.key} for a in self.alertmanager]
         if data["mongodb"] is not None:
             data["mongodb"]["uri"] = redact_mongo_uri(data["mongodb"]["uri"])
         if data.get("http") is not None and data["http"]["token"]:
@@ -445,7 +563,15 @@ class RunConfig:
                 for k, v in data["codes"].items()
             },
             mongodb=Mongo(**mongo) if mongo is not None else None,
-            notify=tuple(Target(url=t["url"], tags=tuple(t["tags"])) for t in data["notify"]),
+            notify=tuple(
+                Target(
+                    url=t["url"],
+                    tags=tuple(t["tags"]),
+                    template=t.get("template"),
+                    format=t.get("format", "text"),
+                )
+                for t in data["notify"]
+            ),
             metrics=MetricsConfig(**metrics) if metrics is not None else None,
             mute_times=tuple(
                 MuteTime(
@@ -458,6 +584,13 @@ class RunConfig:
                 )
                 for m in data.get("mute_times", ())
             ),
+            display_timezone=data.get("display_timezone", "UTC"),
+            templates={k: TemplateConfig(**v) for k, v in data.get("templates", {}).items()},
+            webhooks=tuple(
+                Webhook(url=w["url"], headers=dict(w["headers"]), tags=tuple(w["tags"]), template=w.get("template"))
+                for w in data.get("webhooks", ())
+            ),
+            alertmanager=tuple(Alertmanager(url=a["url"]) for a in data.get("alertmanager", ())),
             config_path=Path(config_path) if config_path is not None else None,
             file_has_secrets=bool(data["_file_has_secrets"]),
             limits=Limits(**data["limits"]) if "limits" in data else Limits(),

@@ -280,7 +280,7 @@ def apply_offline(config: RunConfig, kind: str, args: dict[str, Any]) -> Outcome
             engine.restore(journal.active())
             mutes = MuteOracle.for_config(config)
             engine.mutes = mutes
-            router = Router([(t.key, t.tags) for t in config.notify])
+            router = Router([(t.key, t.tags) for t in config.targets])
             controller = Controller(engine, standard_policy(router), journal, config, mutes)
             controller.load()
             status, outcome = controller.apply(kind, args)

@@ -31,7 +31,7 @@ from errord.policy.mute import MuteOracle
 from errord.policy.pipeline import standard_policy
 from errord.policy.route import STDERR_TARGET, Router
 from errord.reload import load_config
-from errord.sinks import make_notify_sink
+from errord.sinks import make_notify_sink, sink_key
 from errord.sinks.base import NoticeSink, Sink
 from errord.sources.fdbudget import raise_open_file_limit
 from errord.sources.tail import Tailer
@@ -90,6 +90,7 @@ class Daemon:
         self.batch: Batch | None = None
         self.sink: NoticeSink | None = None
         self.mongo: Sink | None = None
+        self.alertmanager: Sink | None = None  # [[alertmanager]] pusher (CONTRACT §11)
         self._started = False  # startup completed: only then is there a stop to log
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -188,6 +189,7 @@ class Daemon:
             )
             self.http_server.start()  # the API, the page, /metrics and /healthz (CONTRACT §10)
         self._apply_targets(sink)
+        self._start_alertmanager(s)
         # Once the state is ours (a refused start says only why) and before any log file
         # is opened: one descriptor per followed file.
         raise_open_file_limit()
@@ -209,6 +211,23 @@ class Daemon:
             count_kinds=self.metrics is not None,
         )
 
+    def _start_alertmanager(self, s: RunConfig) -> None:
+        """Start pushing open incidents to the ``[[alertmanager]]`` list (none: nothing)."""
+        self.alertmanager = None
+        if not s.alertmanager:
+            return
+        from errord.sinks.alertmanager import AlertmanagerSink
+
+        def labels_for(code: str) -> tuple[dict[str, str], tuple[str | None, str | None]]:
+            per = self.settings.codes.get(code)  # the config in force: a reload changes them
+            return (dict(per.labels), (per.description, per.runbook)) if per is not None else ({}, (None, None))
+
+        pusher = AlertmanagerSink(
+            s.state_dir, s.alertmanager, notify_for=lambda code: self.settings.notify_for(code), labels_for=labels_for
+        )
+        pusher.start()
+        self.alertmanager = pusher
+
     async def shutdown(self) -> None:
         """Stop reading, commit what was read, give the sink a few seconds, release all.
 
@@ -229,6 +248,8 @@ class Daemon:
         # Side by side: the notify sink may use the whole deadline, MongoDB only its share
         # (what it cannot write by then waits in the outbox for the next start).
         stops = []
+        if self.alertmanager is not None:
+            stops.append(asyncio.to_thread(self.alertmanager.stop, time.monotonic() + 2.0))
         if self.sink is not None:
             stops.append(asyncio.to_thread(self.sink.stop, max(deadline - 1.0, time.monotonic())))
         if self.mongo is not None:
@@ -381,6 +402,8 @@ class Daemon:
             self.sink.stop(time.monotonic() + 2.0)
         self.sink = sink
         sink.on_result = self.metrics.notice_result if self.metrics is not None else None
+        if hasattr(sink, "on_template_failure"):
+            sink.on_template_failure = self.metrics.template_failed if self.metrics is not None else None
         sink.start()
 
     async def reload(self) -> None:
@@ -406,11 +429,13 @@ class Daemon:
             logger.warning("[mongodb] cannot change on reload (restart instead); keeping the old one")
             new = dataclasses.replace(new, mongodb=self.settings.mongodb)
         old = self.settings
-        targets_changed = [(t.url, t.tags) for t in new.notify] != [(t.url, t.tags) for t in old.notify] or (
-            new.limits,
-            new.server_id,
-            new.node_name,
-        ) != (old.limits, old.server_id, old.node_name)  # the workers apply [limits] and name the host
+        # targets, webhooks, their templates and formats (CONTRACT §11), [limits] and the host
+        # names (the workers apply [limits] and name the host): any change makes a new sink
+        targets_changed = sink_key(new) != sink_key(old) or (new.limits, new.server_id, new.node_name) != (
+            old.limits,
+            old.server_id,
+            old.node_name,
+        )
         sink = None
         if targets_changed:
             try:
@@ -429,7 +454,11 @@ class Daemon:
         self.batch.configure(new)
         self.tailer.reconfigure(new.sources)
         if sink is not None:
-            self._apply_targets(sink, {t.key: t.redacted for t in old.notify})
+            self._apply_targets(sink, {t.key: t.redacted for t in old.targets})
+        if new.alertmanager != old.alertmanager:
+            if self.alertmanager is not None:
+                self.alertmanager.stop(time.monotonic() + 2.0)
+            self._start_alertmanager(new)
         logger.info("config reloaded: %d source(s), %d notify target(s)", len(new.sources), len(new.notify))
 
     # -- metrics and systemd -----------------------------------------------------------

@@ -78,6 +78,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.template_failures = Counter(
+            "errord_template_failures",
+            "Notices a template failed to render at run time: sent in the built-in text (CONTRACT §11)",
+            ["target"],
+            registry=r,
+        )
         for reason in MUTE_REASONS:  # every reason shows from the start, at 0
             self.muted.labels(reason)
         ProcessCollector(registry=r)
@@ -123,6 +129,10 @@ class Metrics:
     def notice_result(self, target: str, ok: bool) -> None:
         """Called by the notify workers after each send; ``target`` is the redacted name."""
         (self.sent if ok else self.failed).labels(target).inc()
+
+    def template_failed(self, target: str) -> None:
+        """Called when ``target``'s template failed and the built-in text went out."""
+        self.template_failures.labels(target).inc()
 
 
 class _StateCollector(Collector):

@@ -211,6 +211,9 @@ class Notice:
     # recent first; empty for every other notice. Made by the notify worker when a held
     # target's budget frees up, never stored in the outbox (its held notices are).
     held: tuple[HeldEntry, ...] = ()
+    # The template variables of CONTRACT §11 (``notices.render`` makes them, JSON-able):
+    # stored with the notice, so a target with a template renders it in the helper.
+    vars: dict[str, Any] | None = None
 
 
 FileKey = tuple[int, int]  # (st_dev, st_ino)

@@ -8,13 +8,26 @@ f-strings over values we chose, so a message like ``{0.__class__}`` is printed a
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from errord.durations import format_duration
 from errord.model import MAX_CODE_CHARS, Kind, LogEvent, Notice, NoticeType, Transition
+from errord.views import incident_json
 
-__all__ = ["MAX_CODE", "MAX_MESSAGE", "clean_text", "exception_lines", "format_time", "render"]
+__all__ = [
+    "MAX_CODE",
+    "MAX_MESSAGE",
+    "CodeNotes",
+    "NoticeStyle",
+    "clean_text",
+    "exception_lines",
+    "format_time",
+    "render",
+]
 
 MAX_MESSAGE = 1000  # characters of a log message carried into a notice
 MAX_EXCEPTION = 300  # characters of the exception line (type and message)
@@ -53,9 +66,38 @@ def clean_text(text: str, limit: int = MAX_MESSAGE, *, single_line: bool = False
     return text
 
 
-def format_time(ts: float) -> str:
-    """``2026-01-14 15:05:51 UTC`` — for notice bodies."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+@dataclass(frozen=True, slots=True)
+class CodeNotes:
+    """What ``[codes.X]`` says about a code for the people reading its notices (CONTRACT §11)."""
+
+    description: str | None = None
+    runbook: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+_NO_NOTES = CodeNotes()
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeStyle:
+    """How notices read: the display time zone (human text only; records stay UTC) and
+    the per-code notes. The default is today's text: UTC, no notes."""
+
+    timezone: str = "UTC"
+    notes: Mapping[str, CodeNotes] = field(default_factory=dict)
+
+    def notes_for(self, code: str) -> CodeNotes:
+        return self.notes.get(code, _NO_NOTES)
+
+
+DEFAULT_STYLE = NoticeStyle()
+
+
+def format_time(ts: float, tz: str = "UTC") -> str:
+    """``2026-01-14 15:05:51 UTC`` (or ``… CET`` in ``tz``) — for notice bodies."""
+    if tz == "UTC":
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(ts, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def exception_lines(ev: LogEvent) -> list[str]:
@@ -64,6 +106,9 @@ def exception_lines(ev: LogEvent) -> list[str]:
     if not ev.exception:
         return []
     return [f"Exception: {clean_text(ev.exception, MAX_EXCEPTION, single_line=True)}"]
+
+
+_format_time = format_time
 
 
 def _title_code(code: str) -> str:
@@ -88,6 +133,7 @@ def render(
     server_id: str,
     node_name: str,
     tags_for: Callable[[str], Sequence[str]] = lambda code: (),
+    style: NoticeStyle = DEFAULT_STYLE,
 ) -> Notice | None:
     """The one notice a line produces, or None.
 
@@ -99,11 +145,11 @@ def render(
         return None
     errors = [t for t in wanted if t.kind is not Kind.CLEAR]
     main = errors[-1] if errors else wanted[-1]
-    title, body = _text(main, server_id, node_name)
+    title, body = _text(main, server_id, node_name, style)
     for other in wanted:
         if other is main:
             continue
-        o_title, o_body = _text(other, server_id, node_name)
+        o_title, o_body = _text(other, server_id, node_name, style)
         resolved = other.incident
         assert resolved is not None  # ``wanted`` holds only transitions with an incident
         title = f"{title} (also: {_title_code(resolved.code)} resolved)"
@@ -121,15 +167,80 @@ def render(
         incident_id=inc.incident_id,
         event_time=main.event.time,
         tags=tuple(tags_for(inc.code)),
+        vars=_vars(main, server_id, node_name, style),
     )
 
 
-def _text(t: Transition, server_id: str, node_name: str) -> tuple[str, str]:
+def _vars(t: Transition, server_id: str, node_name: str, style: NoticeStyle) -> dict[str, Any]:
+    """The template variables of CONTRACT §11 as JSON-able data (times as epoch floats,
+    the zone by name): stored with the notice, so a template renders in the helper what
+    the notice said when it was made. ``sinks.templates.variables`` makes them datetimes."""
+    inc = t.incident
+    assert inc is not None
+    notes = style.notes_for(inc.code)
+    kind = _TYPE[t.kind].value
+    if t.kind is Kind.FLAP_END and not inc.active:
+        kind = NoticeType.SUCCESS.value
+    # which template keys (CONTRACT §11): reminders and "started flapping" are warnings,
+    # auto-resolves successes, "stopped flapping" the flapping_* keys
+    keys = "flapping" if t.kind is Kind.FLAP_END else kind
+    emoji = _EMOJI.get(t.kind) or ("🔴" if inc.active else "✅")
+    duration = t.duration if t.kind is Kind.CLEAR else t.event.time - inc.start_time
+    since = t.since_alert if t.kind in (Kind.REALERT, Kind.ANNOUNCE) else (1 if t.kind is Kind.NEW else 0)
+    return {
+        "kind": keys,
+        "tz": style.timezone,
+        "type": kind,
+        "code": _title_code(inc.code),
+        "app": clean_text(inc.app, 200, single_line=True) if inc.app else None,
+        "level": clean_text(t.event.level, 50, single_line=True) if t.event.level else None,
+        "exception": clean_text(t.event.exception, MAX_EXCEPTION, single_line=True) if t.event.exception else None,
+        "description": notes.description,
+        "runbook": notes.runbook,
+        "labels": dict(notes.labels),
+        "server_id": server_id,
+        "node_name": node_name,
+        "host": _where(server_id, node_name),
+        "incident_id": inc.incident_id,
+        "emoji": emoji,
+        "occurrences": inc.occurrences,
+        "since_alert": since,
+        "alerts_sent": inc.alerts_sent,
+        "duration": format_duration(max(0.0, duration)),
+        "start_time": inc.start_time,
+        "last_log_time": inc.last_log_time,
+        "cleared_at": inc.cleared_at,
+        "message": clean_text(inc.message),
+        "first_message": clean_text(inc.message),
+        "latest_message": clean_text(t.event.message),
+        "held": [],
+        # for webhooks: the record as ``history --json`` prints it (UTC), when the notice was made
+        "record": incident_json(inc),
+    }
+
+
+def _notes_lines(notes: CodeNotes) -> list[str]:
+    lines = []
+    if notes.description:
+        lines.append(f"description: {notes.description}")
+    if notes.runbook:
+        lines.append(f"runbook: {notes.runbook}")
+    if notes.labels:
+        lines.append("labels: " + ", ".join(f"{k}={v}" for k, v in sorted(notes.labels.items())))
+    return lines
+
+
+def _text(t: Transition, server_id: str, node_name: str, style: NoticeStyle = DEFAULT_STYLE) -> tuple[str, str]:
     inc = t.incident
     assert inc is not None
     code = _title_code(inc.code)
     where = _where(server_id, node_name)
     first = clean_text(inc.message)
+    tz = style.timezone
+
+    def format_time(ts: float) -> str:  # in the display zone (CONTRACT §11)
+        return _format_time(ts, tz)
+
     lines: list[str]
     if t.kind is Kind.NEW:
         title = f"{_EMOJI[t.kind]} {code} failing on {where}"
@@ -202,6 +313,7 @@ def _text(t: Transition, server_id: str, node_name: str) -> tuple[str, str]:
         ]
         if t.event.message:
             lines.append(f"Clear message: {clean_text(t.event.message)}")
+    lines += _notes_lines(style.notes_for(inc.code))
     if inc.app:
         lines.append(f"app: {clean_text(inc.app, 200, single_line=True)}")
     lines.append(f"server: {where}")

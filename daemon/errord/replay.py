@@ -111,6 +111,7 @@ class Replay:
         progress: Callable[[int, int], None] | None = None,
         on_warning: Callable[[str], None] | None = None,
         target: int | None = None,
+        routes: Sequence[tuple[str, Sequence[str]]] = (),
     ) -> None:
         self.config = config
         self.paths = list(paths)
@@ -129,14 +130,18 @@ class Replay:
         self.engine.mutes = MuteOracle.for_config(config)
         # The daemon's chain, for one target (CONTRACT §9: `--target notify.N`, default
         # the first): its tags route; with no [[notify]], the implicit target that takes
-        # every notice, as the daemon's "stderr" one does.
+        # every notice, as the daemon's "stderr" one does. ``--render`` (CONTRACT §11) gives
+        # the targets it renders for (``routes``), so each notice goes where its tags send it.
         index = 0 if target is None else target
         if config.notify and not 0 <= index < len(config.notify):
             raise ErrordError(f"--target notify.{index}: the config has notify.0 to notify.{len(config.notify) - 1}")
         if not config.notify and target not in (None, 0):
             raise ErrordError(f"--target notify.{index}: the config has no [[notify]] target")
         chosen = config.notify[index] if config.notify else None
-        self.policy = standard_policy(Router([(chosen.key, chosen.tags)] if chosen is not None else ()))
+        if routes:
+            self.policy = standard_policy(Router(routes))
+        else:
+            self.policy = standard_policy(Router([(chosen.key, chosen.tags)] if chosen is not None else ()))
         # [limits] by event time (CONTRACT §9); None: every notice goes out as it is made
         self.limits = (
             TargetSim(config.limits.rule, host_of(config.server_id, config.node_name))
@@ -166,7 +171,9 @@ class Replay:
         """The notices the daemon would have sent, in file order (files in the order given)."""
         s = self.config
         total, done = self.total_bytes(), 0
-        ctx = Context(now=time.time(), server_id=s.server_id, node_name=s.node_name, tags_for=s.tags_for)
+        ctx = Context(
+            now=time.time(), server_id=s.server_id, node_name=s.node_name, tags_for=s.tags_for, style=s.notice_style
+        )
         # CONTRACT §9: in replay the quiet clock Q is the newest event time read; reminders
         # and auto-resolves are checked whenever it moves on by a second, and at the end
         timed = s.noise_timed

@@ -45,6 +45,7 @@ from errord.config import (
     HttpConfig,
     MetricsConfig,
     Mongo,
+    NoticeFormat,
     RunConfig,
     Scope,
     Source,
@@ -61,11 +62,13 @@ from errord.errors import ConfigError
 from errord.limitsettings import LimitsSettings
 from errord.mutesettings import Globs, MuteTimeSettings, Zone
 from errord.noisesettings import Backoff, FlapThreshold, OffOrDuration, PositiveDuration
+from errord.noticesettings import AlertmanagerSettings, Labels, TemplateSettings, WebhookSettings, notice_problems
 
 __all__ = [
     "DEFAULT_CONFIG",
     "CodeSettings",
     "DefaultsSettings",
+    "HttpSettings",
     "MetricsSettings",
     "MongoSettings",
     "NotifyTarget",
@@ -151,6 +154,9 @@ class CodeSettings(_Section):
     auto_resolve_after: OffOrDuration | None = None
     flap_threshold: FlapThreshold | None = None
     flap_window: PositiveDuration | None = None
+    description: str | None = None  # CONTRACT §11: in the notice text and templates
+    runbook: str | None = None
+    labels: Labels = Field(default_factory=dict)
 
     def to_run(self) -> CodeConfig:
         """This table as the daemon holds it."""
@@ -165,6 +171,9 @@ class CodeSettings(_Section):
             auto_resolve_after=self.auto_resolve_after,
             flap_threshold=self.flap_threshold,
             flap_window=self.flap_window,
+            description=self.description,
+            runbook=self.runbook,
+            labels=dict(self.labels),
         )
 
 
@@ -213,10 +222,12 @@ class NotifyTarget(_Section):
 
     url: str
     tags: list[str] = Field(default_factory=list)
+    template: str | None = None  # CONTRACT §11: a [templates.NAME]; None: the built-in text
+    format: NoticeFormat = "text"  # the Apprise body format
 
     def to_run(self) -> Target:
         """This entry as the daemon holds it."""
-        return Target(url=self.url, tags=tuple(self.tags))
+        return Target(url=self.url, tags=tuple(self.tags), template=self.template, format=self.format)
 
     @field_validator("url")
     @classmethod
@@ -306,6 +317,10 @@ class Settings(BaseSettings):
     mute_times: list[MuteTimeSettings] = Field(default_factory=list)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     http: HttpSettings | None = None
+    display_timezone: Zone = "UTC"  # CONTRACT §11: times in the human text of notices
+    templates: dict[str, TemplateSettings] = Field(default_factory=dict)
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
+    alertmanager: list[AlertmanagerSettings] = Field(default_factory=list)
 
     _config_path: Path | None = PrivateAttr(default=None)
     _file_has_secrets: bool = PrivateAttr(default=False)
@@ -362,6 +377,8 @@ class Settings(BaseSettings):
             raise ConfigError([*unknown.values(), *problems(err, cls)]) from None  # the cause would echo secrets
         if unknown:
             raise ConfigError(list(unknown.values()))
+        if bad := notice_problems(settings.templates, settings.notify, settings.display_timezone, settings.webhooks):
+            raise ConfigError(bad)  # a template that cannot render: refused like a bad key
         settings._config_path = chosen if raw is not None else None
         settings._file_has_secrets = raw is not None and _file_has_secrets(raw)
         return settings
@@ -403,6 +420,10 @@ class Settings(BaseSettings):
             mute_times=tuple(m.to_run() for m in self.mute_times),
             limits=self.limits.to_run(),
             http=self.http.to_run() if self.http is not None else None,
+            display_timezone=self.display_timezone,
+            templates={name: t.to_run() for name, t in self.templates.items()},
+            webhooks=tuple(w.to_run() for w in self.webhooks),
+            alertmanager=tuple(a.to_run() for a in self.alertmanager),
             config_path=self._config_path,
             file_has_secrets=self._file_has_secrets,
         )
@@ -445,7 +466,7 @@ def _file_has_secrets(raw: dict[str, Any]) -> bool:
     userinfo = split_userinfo(uri.partition("://")[2])[0] if isinstance(uri, str) else None
     http = raw.get("http")
     token = isinstance(http, dict) and bool(http.get("token"))
-    return bool(raw.get("notify")) or token or (userinfo is not None and ":" in userinfo)
+    return bool(raw.get("notify")) or bool(raw.get("webhooks")) or token or (userinfo is not None and ":" in userinfo)
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ def status_data(config: RunConfig) -> dict[str, Any]:
     state = read_run_state(config.state_dir)
     positions: dict[tuple[int, int], Position] = {}
     active = pending = pending_mongo = silences = held = 0
+    rejected: dict[str, int] = {}
     journal = open_readonly(config)
     if journal is not None:
         try:
@@ -47,6 +48,7 @@ def status_data(config: RunConfig) -> dict[str, Any]:
             # silences and acks in force now (CONTRACT §8; mute times are not counted)
             silences = journal.control.active_count(time.time(), open_ids)
             held = _held(journal)
+            rejected = journal.outbox.rejected_by_target()
         finally:
             journal.close()
     files = []
@@ -74,6 +76,8 @@ def status_data(config: RunConfig) -> dict[str, Any]:
         "held_notices": held,  # of pending_notices: held by a storm limit for a digest (CONTRACT §9)
         "pending_mongo": pending_mongo,
         "silences_active": silences,
+        # notices a target refused for good (a webhook's 4xx, CONTRACT §11), by redacted target
+        "rejected_notices": {t.redacted: rejected[t.key] for t in config.targets if rejected.get(t.key)},
         "state_dir": str(config.state_dir),
         "files": files,
     }

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from errord.model import Notice, Transition
+from errord.notices import DEFAULT_STYLE, NoticeStyle
 
 __all__ = ["Context", "Flow", "Stage"]
 
@@ -33,6 +34,7 @@ class Context:
     server_id: str
     node_name: str
     tags_for: Callable[[str], Sequence[str]]
+    style: NoticeStyle = DEFAULT_STYLE  # display zone and per-code notes (CONTRACT §11)
 
 
 @dataclass(slots=True)

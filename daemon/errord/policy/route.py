@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from errord.model import Incident, Kind, Notice, Transition
-from errord.notices import render
+from errord.notices import DEFAULT_STYLE, NoticeStyle, render
 from errord.policy.base import Context, Flow
 from errord.ratelimit import RateLimit
 
@@ -57,6 +57,7 @@ class Router:
         self._tags: list[tuple[str, frozenset[str] | None]] = []
         self._by_tags: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._warned = RateLimit(None)  # each warning once, until the next set_routes
+        self._style = DEFAULT_STYLE
         self.set_routes(routes)
 
     def set_routes(self, routes: Sequence[tuple[str, Sequence[str]]]) -> None:
@@ -89,7 +90,11 @@ class Router:
     def apply(self, flow: Flow, ctx: Context) -> Flow:
         """The ``route`` stage: the notices of ``flow``'s transitions, with their targets."""
         flow.notices += self.route(
-            flow.transitions, server_id=ctx.server_id, node_name=ctx.node_name, tags_for=ctx.tags_for
+            flow.transitions,
+            server_id=ctx.server_id,
+            node_name=ctx.node_name,
+            tags_for=ctx.tags_for,
+            style=ctx.style,
         )
         return flow
 
@@ -100,11 +105,13 @@ class Router:
         server_id: str,
         node_name: str,
         tags_for: Callable[[str], Sequence[str]] = lambda code: (),
+        style: NoticeStyle = DEFAULT_STYLE,
     ) -> list[Notice]:
         """The notices of one line, each with its ``targets``; records on each alerting
         incident the targets it alerted. A failure/warning no target takes is still
         returned (recorded, not sent: warned about once per tags); a resolve nobody is
-        to get is not made."""
+        to get is not made. ``style``: how they read (display zone, per-code notes)."""
+        self._style = style  # for _made, this call only
         wanted = [t for t in transitions if t.notify and t.incident is not None and t.kind in _SENDS]
         if not wanted:
             return []
@@ -136,7 +143,7 @@ class Router:
     ) -> list[Notice]:
         if not targets and all(t.kind is Kind.CLEAR for t in transitions):
             return []  # a resolve for nobody: the incident is recorded, nothing is sent
-        notice = render(transitions, server_id=server_id, node_name=node_name, tags_for=tags_for)
+        notice = render(transitions, server_id=server_id, node_name=node_name, tags_for=tags_for, style=self._style)
         if notice is None:
             return []
         notice.targets = targets

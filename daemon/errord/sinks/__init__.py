@@ -13,26 +13,50 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from errord.errors import ConfigError, NotifyError
-from errord.sinks.base import NoticeSink
+from errord.sinks.base import NoticeSink, TargetLike
 
 if TYPE_CHECKING:
     from errord.config import RunConfig
     from errord.sinks.early import HelperProcess
 
-__all__ = ["make_notify_sink", "prelaunch_notify_helper"]
+__all__ = ["make_notify_sink", "prelaunch_notify_helper", "sink_key"]
 
 # A helper started early (prelaunch_notify_helper), with what it was started for
 _early: tuple[tuple[object, ...], NoticeSink] | None = None
 
 
 def _key(config: RunConfig) -> tuple[object, ...]:
-    return (config.state_dir, tuple((t.url, tuple(t.tags)) for t in config.notify), config.limits.rule, _host(config))
+    return (
+        config.state_dir,
+        tuple((t.url, tuple(t.tags), t.template, t.format) for t in config.notify),
+        tuple((w.url, tuple(w.tags), w.template, tuple(w.headers.items())) for w in config.webhooks),
+        tuple(sorted((k, tuple(sorted(v.items()))) for k, v in _templates(config).items())),
+        config.limits.rule,
+        _host(config),
+    )
 
 
 def _host(config: RunConfig) -> str:
     from errord.policy.digest import host_of
 
     return host_of(config.server_id, config.node_name)
+
+
+def sink_key(config: RunConfig) -> tuple[object, ...]:
+    """What the notice sink is made of (targets, webhooks, templates): equal keys, same sink."""
+    return _key(config)
+
+
+def _targets(config: RunConfig) -> list[TargetLike]:
+    """Every target in one list (CONTRACT §11): the notify ones, then the webhooks; the
+    router, the outbox and the backoff treat them alike."""
+    return list(config.targets)
+
+
+def _templates(config: RunConfig) -> dict[str, dict[str, str]]:
+    """The templates the targets use, as the sinks take them (name -> key -> source)."""
+    used = {t.template for t in config.targets if t.template is not None}
+    return {name: tpl.keys() for name, tpl in config.templates.items() if name in used}
 
 
 def prelaunch_notify_helper(config: RunConfig, process: HelperProcess | None = None) -> None:
@@ -51,11 +75,12 @@ def prelaunch_notify_helper(config: RunConfig, process: HelperProcess | None = N
             _key(config),
             NotifyHelper(
                 config.state_dir,
-                config.notify,
+                _targets(config),
                 wait=False,
                 process=process,
                 limits=config.limits.rule,
                 host=_host(config),
+                templates=_templates(config),
             ),
         )
     except OSError:  # cannot start a process now: make_notify_sink tries again and says why
@@ -82,11 +107,23 @@ def make_notify_sink(config: RunConfig, *, helper: bool) -> NoticeSink:
                 return early[1]
             if early is not None:
                 early[1].stop(0.0)
-            return NotifyHelper(config.state_dir, config.notify, limits=config.limits.rule, host=_host(config))
+            return NotifyHelper(
+                config.state_dir,
+                _targets(config),
+                limits=config.limits.rule,
+                host=_host(config),
+                templates=_templates(config),
+            )
         from errord.sinks.notify import NotifySink  # imports Apprise
 
-        return NotifySink(config.state_dir, config.notify, limits=config.limits.rule, host=_host(config))
+        return NotifySink(
+            config.state_dir,
+            _targets(config),
+            limits=config.limits.rule,
+            host=_host(config),
+            templates=_templates(config),
+        )
     except NotifyError as exc:
-        if all(p.startswith("notify.") for p in exc.problems):
+        if all(p.startswith(("notify.", "webhooks.", "templates.")) for p in exc.problems):
             raise ConfigError(exc.problems) from None
         raise

@@ -44,7 +44,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -98,13 +98,28 @@ class NotifyHelper(NoticeSink):
         process: HelperProcess | None = None,
         limits: LimitRule = NO_LIMITS,
         host: str = "",
+        templates: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.on_result: Callable[[str, bool], None] | None = None
+        self.on_template_failure: Callable[[str], None] | None = None  # CONTRACT §11: metric
         self._routes = [(t.key, tuple(t.tags)) for t in targets]
         self._config: dict[str, Any] = {
             "state_dir": str(self.state_dir),
-            "targets": [{"url": t.url, "tags": list(t.tags), "key": t.key, "redacted": t.redacted} for t in targets],
+            "targets": [
+                {
+                    "url": t.url,
+                    "tags": list(t.tags),
+                    "key": t.key,
+                    "redacted": t.redacted,
+                    "template": getattr(t, "template", None),
+                    "format": getattr(t, "format", "text"),
+                    "kind": getattr(t, "kind", "notify"),
+                    "headers": dict(getattr(t, "headers", None) or {}),
+                }
+                for t in targets
+            ],
+            "templates": {k: dict(v) for k, v in (templates or {}).items()},
             "timeout": timeout,
             "backoff": list(backoff),
             "limits": {"budget": limits.budget, "window": limits.window, "group_wait": limits.group_wait},
@@ -341,6 +356,9 @@ class NotifyHelper(NoticeSink):
                         ready.set()
                     elif line.startswith("r ") and len(line) > 4:
                         self._result(line[4:], line[2] == "1")
+                    elif line.startswith("t ") and self.on_template_failure is not None:
+                        with contextlib.suppress(Exception):  # a metrics bug must not stop the drain
+                            self.on_template_failure(line[2:])
         except (OSError, ValueError):
             pass
         finally:

@@ -31,6 +31,10 @@ class _Target:
     tags: list[str] = field(default_factory=list)
     key: str = ""
     redacted: str = ""
+    template: str | None = None  # CONTRACT §11
+    format: str = "text"
+    kind: str = "notify"  # "webhook": POSTed JSON, with headers
+    headers: dict[str, str] | None = None
 
 
 def _die_with_parent(parent: int) -> None:
@@ -98,11 +102,13 @@ def main(argv: list[str]) -> None:
             backoff=(float(config["backoff"][0]), float(config["backoff"][1])),
             limits=LimitRule(**config.get("limits", {})),
             host=str(config.get("host", "")),
+            templates=config.get("templates") or {},
         )
     except NotifyError as exc:
         reply("error " + json.dumps(exc.problems))  # one line of the pipe protocol
         os._exit(2)
     sink.on_result = lambda name, ok: reply(f"r {1 if ok else 0} {name}")
+    sink.on_template_failure = lambda name: reply(f"t {name}")
     reply("ok")
     for cmd in lines:
         if cmd == b"wake":

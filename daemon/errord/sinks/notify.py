@@ -27,10 +27,10 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple, TextIO
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 from urllib.parse import parse_qsl
 
 import apprise
@@ -46,7 +46,11 @@ from errord.ratelimit import RateLimit
 from errord.sinks.base import NoticeSink, TargetLike
 from errord.sinks.capture import capturing
 from errord.sinks.secrets import Scrub, url_secrets
+from errord.sinks.templates import digest_vars
 from errord.store.journal import Journal
+
+if TYPE_CHECKING:
+    from errord.sinks.templates import CompiledTemplate
 
 __all__ = ["NotifySink", "SendResult", "with_timeouts"]
 
@@ -68,6 +72,7 @@ _GROUP_MAX = 1_000  # most notices one group_wait message lists (the rest: the n
 # process but not a power loss; once a target's outbox drains, one WAL sync (a passive
 # checkpoint) makes them durable, so a power loss can repeat at most the current burst.
 _SCRUBBED_LOGGERS = ("apprise", "urllib3.connectionpool")
+_REJECTED = -1.0  # _Outcome.retry_after of a send refused for good (a webhook's 4xx)
 JOURNAL_WARN_EVERY = 60.0  # seconds between "journal" warnings of one target while it fails
 
 
@@ -114,8 +119,20 @@ def _sender_lock(state_dir: Path, key: str) -> threading.Lock:
 class _Target:
     """One delivery target as a worker sees it."""
 
-    def __init__(self, key: str, name: str, url: str | None, tags: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        key: str,
+        name: str,
+        url: str | None,
+        tags: tuple[str, ...],
+        fmt: str = "text",
+        template: CompiledTemplate | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.key = key
+        self.headers = headers  # not None: a webhook (CONTRACT §11), POSTed without Apprise
+        self.fmt = fmt  # the Apprise body format (CONTRACT §11)
+        self.template = template  # None: the built-in text
         self.name = name  # redacted, for logs
         self.url = url  # None: the stderr pseudo-target
         self.tags = tags
@@ -144,6 +161,7 @@ class NotifySink(NoticeSink):
         timeout: float = 10.0,
         limits: LimitRule = NO_LIMITS,
         host: str = "",
+        templates: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.stream = stream
@@ -154,7 +172,19 @@ class NotifySink(NoticeSink):
         self._targets: list[_Target] = []
         secrets: set[str] = set()
         problems: list[str] = []
-        for index, t in enumerate(targets):
+        counts = {"notify": 0, "webhook": 0}
+        for t in targets:
+            kind = "webhook" if getattr(t, "kind", "") == "webhook" else "notify"
+            index = counts[kind]
+            counts[kind] += 1
+            fmt = str(getattr(t, "format", "text"))
+            section = "webhooks" if kind == "webhook" else "notify"
+            tpl = _compiled(getattr(t, "template", None), templates or {}, fmt, f"{section}.{index}", problems)
+            if kind == "webhook":  # no Apprise: the URL is POSTed as it is
+                headers = dict(getattr(t, "headers", {}) or {})
+                self._targets.append(_Target(t.key, t.redacted, t.url, tuple(t.tags), fmt, tpl, headers))
+                secrets |= url_secrets(t.url) | {v for v in headers.values() if len(v) >= 4}
+                continue
             url = with_timeouts(t.url, timeout)
             # Apprise logs the URL it loaded at DEBUG, tokens in the path included
             check = Scrub(url_secrets(t.url) | url_secrets(url))
@@ -172,7 +202,7 @@ class NotifySink(NoticeSink):
                     f"notify.{index}.url: {t.redacted}: not a usable Apprise URL" + (f" ({why})" if why else "")
                 )
                 continue
-            self._targets.append(_Target(t.key, t.redacted, url, tuple(t.tags)))
+            self._targets.append(_Target(t.key, t.redacted, url, tuple(t.tags), fmt, tpl))
             secrets |= url_secrets(t.url) | url_secrets(url)
         if problems:
             raise NotifyError(problems)
@@ -186,6 +216,8 @@ class NotifySink(NoticeSink):
         self._started = False
         # Called from the worker threads after each send: (redacted target name, accepted).
         self.on_result: Callable[[str, bool], None] | None = None
+        # Called when a template failed at run time and the built-in text went out instead.
+        self.on_template_failure: Callable[[str], None] | None = None
         # A journal that stays unusable fails every retry (each second): told once a minute.
         self._journal_warn = RateLimit(JOURNAL_WARN_EVERY)
 
@@ -252,6 +284,18 @@ class NotifySink(NoticeSink):
             if t.url is None:
                 self._write_stderr("info", title, body)
                 return SendResult(True, "")
+            if t.headers is not None:  # a webhook: a test body of the same shape
+                from errord.sinks.webhook import post
+
+                payload: dict[str, object] = {
+                    "type": "info",
+                    "title": title,
+                    "body": body,
+                    "incident": None,
+                    "labels": {},
+                }
+                hook = post(t.url, t.headers, payload, self.timeout, time.time())
+                return SendResult(hook.ok, self._scrub.scrub(hook.error))
             got = self._send(self._apprise(t), t, title, body, "info")
             if not got.ok:
                 logger.debug("test notice to %s failed: %s", t.name, got.error)  # the CLI prints it
@@ -275,7 +319,7 @@ class NotifySink(NoticeSink):
 
     def _worker(self, t: _Target) -> None:
         journal: Journal | None = None
-        ap = self._apprise(t) if t.url is not None else None
+        ap = self._apprise(t) if t.url is not None and t.headers is None else None
         lock = _sender_lock(self.state_dir, t.key)
         journal_failing = False
         try:
@@ -362,6 +406,19 @@ class NotifySink(NoticeSink):
                     ok, err, retry_after = self._send_notice(ap, t, notice)
                 finally:
                     t.sending = False
+                if not ok and retry_after == _REJECTED:  # a webhook's 4xx: refused for good
+                    if self.on_result is not None:
+                        self.on_result(t.name, False)
+                    self._record(j, t)
+                    logger.warning(
+                        "notify target %s: notice %s (%s) rejected, not retried: %s",
+                        t.name,
+                        notice.id,
+                        clean_text(notice.code, 200, single_line=True),
+                        err,
+                    )
+                    j.outbox.mark_rejected(did, err, time.time())
+                    continue
                 if self.on_result is not None:
                     self.on_result(t.name, ok)
                 if ok:
@@ -433,6 +490,7 @@ class NotifySink(NoticeSink):
             notes = [q[2] for q in picked]
             if act.how is Send.DIGEST:
                 notice = digest(notes, self.host)
+                notice.vars = digest_vars(notice, self.host)  # for a template, a webhook (CONTRACT §11)
             elif act.how is Send.GROUP:
                 notice = group(notes, self.host)
             else:
@@ -444,6 +502,11 @@ class NotifySink(NoticeSink):
                 t.sending = False
             if self.on_result is not None:
                 self.on_result(t.name, ok)
+            if not ok and retry_after == _REJECTED:  # a webhook's 4xx: refused for good, move on
+                logger.warning("notify target %s: %d notice(s) rejected, not retried: %s", t.name, len(picked), err)
+                for q in picked:
+                    j.outbox.mark_rejected(q[0], err, time.time())
+                continue
             if ok:
                 when = time.time()
                 state.sent(rule, when, digest=len(notes) if act.how is Send.DIGEST else 0)
@@ -502,12 +565,34 @@ class NotifySink(NoticeSink):
         return ap
 
     def _send_notice(self, ap: apprise.Apprise | None, t: _Target, n: Notice) -> _Outcome:
+        if t.headers is not None and t.url is not None:
+            from errord.sinks.webhook import post, webhook_body
+
+            title, body = self.present(t, n)
+            got = post(t.url, t.headers, webhook_body(n, title, body, self.host), self.timeout, time.time())
+            if got.permanent:
+                return _Outcome(False, self._scrub.scrub(got.error), _REJECTED)
+            return _Outcome(got.ok, self._scrub.scrub(got.error), got.retry_after)
         if ap is None:
             self._write_stderr(n.type.value, n.title, n.body)
             return _Outcome(True, "", None)
-        return self._send(ap, t, n.title, n.body, n.type.value)
+        title, body = self.present(t, n)
+        return self._send(ap, t, title, body, n.type.value, t.fmt)
 
-    def _send(self, ap: apprise.Apprise, t: _Target, title: str, body: str, kind: str) -> _Outcome:
+    def present(self, t: _Target, n: Notice) -> tuple[str, str]:
+        """The title and body ``t`` gets for ``n``: its template's, else the built-in text
+        (made safe for its format). A template failing here falls back to the built-in text
+        with a warning and ``on_template_failure``: a notice is never lost to a template."""
+        from errord.sinks.templates import present
+
+        title, body, error = present(n.title, n.body, n.vars, t.fmt, t.template)
+        if error is not None:
+            logger.warning("notify target %s: notice %s: %s; sent in the built-in text", t.name, n.id, error)
+            if self.on_template_failure is not None:
+                self.on_template_failure(t.name)
+        return title, body
+
+    def _send(self, ap: apprise.Apprise, t: _Target, title: str, body: str, kind: str, fmt: str = "text") -> _Outcome:
         """One Apprise send; a failure names Apprise's reason and the Retry-After it saw."""
         with capturing() as seen:
             try:
@@ -515,7 +600,7 @@ class NotifySink(NoticeSink):
                     title=title,
                     body=body or title,  # Apprise refuses an empty body
                     notify_type=apprise.NotifyType(kind),
-                    body_format=apprise.NotifyFormat.TEXT,
+                    body_format=apprise.NotifyFormat(fmt),
                 )
             except Exception as e:  # a plugin bug must not kill the worker
                 return _Outcome(False, self._scrub.scrub(f"{type(e).__name__}: {e}"), None)
@@ -531,6 +616,26 @@ class NotifySink(NoticeSink):
             self.stream.flush()
         except (OSError, ValueError) as e:  # closed or broken stream: nothing to retry
             logger.warning("cannot write notice to stderr: %s", e)
+
+
+def _compiled(
+    name: str | None, templates: Mapping[str, Mapping[str, str]], fmt: str, where: str, problems: list[str]
+) -> CompiledTemplate | None:
+    """Target ``index``'s template compiled for ``fmt`` (None: the built-in text); a
+    problem is appended to ``problems`` (the config was validated: only a race gets here)."""
+    if name is None:
+        return None
+    keys = templates.get(name)
+    if keys is None:
+        problems.append(f"{where}.template: no [templates.{name}] table")
+        return None
+    from errord.sinks.templates import TemplateError, compile_template  # imports Jinja2
+
+    try:
+        return compile_template(name, keys, fmt)
+    except TemplateError as e:
+        problems.append(str(e))
+        return None
 
 
 def _status(result: object) -> str:

@@ -33,6 +33,7 @@ from errord.errors import JournalError, NoStateError
 from errord.model import HistoryState, Incident, Notice, Position, history_state
 from errord.ratelimit import RateLimit
 from errord.store import schema
+from errord.store.alerts import AlertState
 from errord.store.control import Control
 from errord.store.limits import Limits
 from errord.store.mongoqueue import MongoQueue
@@ -101,6 +102,7 @@ class Journal:
         self.mongo = MongoQueue(self._tx, self._read)
         self.control = Control(self._tx, self._read)
         self.limits = Limits(self._tx, self._read)
+        self.alerts = AlertState(self._tx, self._read)  # what each [[alertmanager]] knows (CONTRACT §11)
         # Before anything is created: a state_dir that held state must still hold it.
         self._held = check_state_dir(self.state_dir, schema.DB_NAME)
         try:
@@ -357,6 +359,21 @@ class Journal:
         sql = f"SELECT {self._incident_cols()} FROM incidents WHERE incident_id = ?"
         rows = self._read("incident", sql, (incident_id,))
         return schema.incident_from_row(rows[0]) if rows else None
+
+    def active_codes(self) -> dict[str, str]:
+        """``{incident id: code}`` of the open incidents: a cheap look (no records built)."""
+        return dict(self._read("active_codes", "SELECT incident_id, code FROM incidents WHERE active = 1"))
+
+    def by_ids(self, incident_ids: Sequence[str]) -> dict[str, Incident]:
+        """The incidents with these ids (an id pruned meanwhile is missing)."""
+        out: dict[str, Incident] = {}
+        for k in range(0, len(incident_ids), 500):
+            part = list(incident_ids[k : k + 500])
+            sql = f"SELECT {self._incident_cols()} FROM incidents WHERE incident_id IN ({','.join('?' * len(part))})"
+            for row in self._read("by_ids", sql, part):
+                inc = schema.incident_from_row(row)
+                out[inc.incident_id] = inc
+        return out
 
     def active(self) -> list[Incident]:
         """The open incidents, newest ``start_time`` first."""

@@ -28,7 +28,7 @@ __all__ = ["Delivery", "Outbox"]
 
 logger = logging.getLogger(__name__)
 
-_NOTICE_COLS = "n.id, n.type, n.code, n.title, n.body, n.incident_id, n.event_time, n.tags"
+_NOTICE_COLS = "n.id, n.type, n.code, n.title, n.body, n.incident_id, n.event_time, n.tags, n.vars"
 
 
 class Delivery(NamedTuple):
@@ -59,9 +59,20 @@ class Outbox:
         ids = list(range(base + 1, base + 1 + len(notes)))
         db.executemany(
             "INSERT INTO notices (id, type, code, title, body, incident_id, event_time, tags,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " created_at, vars) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (nid, n.type.value, n.code, n.title, n.body, n.incident_id, n.event_time, json.dumps(list(n.tags)), now)
+                (
+                    nid,
+                    n.type.value,
+                    n.code,
+                    n.title,
+                    n.body,
+                    n.incident_id,
+                    n.event_time,
+                    json.dumps(list(n.tags)),
+                    now,
+                    json.dumps(n.vars, ensure_ascii=False) if n.vars is not None else None,
+                )
                 for nid, n in zip(ids, notes, strict=True)
             ],
         )
@@ -113,6 +124,25 @@ class Outbox:
                 "UPDATE deliveries SET delivered_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
                 [(when, i) for i, when in accepted.items()],
             )
+
+    def mark_rejected(self, delivery_id: int, error: str, now: float) -> None:
+        """Record ``delivery_id`` as refused for good (a webhook's 4xx, CONTRACT §11): done
+        with, not delivered — ``delivered_at`` set so the queue moves on, ``last_error`` kept
+        (``rejected`` counts them)."""
+        with self._tx("mark_rejected") as db:
+            db.execute(
+                "UPDATE deliveries SET delivered_at = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
+                (now, error[:1000] or "rejected", delivery_id),
+            )
+
+    def rejected_by_target(self) -> dict[str, int]:
+        """Deliveries refused for good per target key (kept until pruned, like the sent)."""
+        rows = self._read(
+            "rejected_by_target",
+            "SELECT target, count(*) FROM deliveries WHERE delivered_at IS NOT NULL AND last_error IS NOT NULL"
+            " GROUP BY target",
+        )
+        return {t: int(n) for t, n in rows}
 
     def mark_failed(self, delivery_id: int, error: str, next_at: float) -> None:
         """Record a failed attempt of ``delivery_id`` (``error`` capped) and when to retry it."""
@@ -179,7 +209,7 @@ class Outbox:
 
 
 def _notice(row: Sequence[Any]) -> Notice:
-    nid, typ, code, title, body, incident_id, event_time, tags = row
+    nid, typ, code, title, body, incident_id, event_time, tags, vars = row
     return Notice(
         type=NoticeType(typ),
         code=code,
@@ -189,4 +219,5 @@ def _notice(row: Sequence[Any]) -> Notice:
         event_time=event_time,
         tags=tuple(json.loads(tags)),
         id=nid,
+        vars=json.loads(vars) if vars is not None else None,
     )

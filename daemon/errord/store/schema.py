@@ -200,6 +200,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE incidents ADD COLUMN src INTEGER NOT NULL DEFAULT -1",
         "ALTER TABLE incidents ADD COLUMN flapping INTEGER NOT NULL DEFAULT 0",
     ),
+    # notices17: what a notice says (CONTRACT §11). Each notice keeps its template
+    # variables (JSON), so a target with a template renders it in the helper; NULL for
+    # notices made before this (they go out in the built-in text they were stored with).
+    ("ALTER TABLE notices ADD COLUMN vars TEXT",),
+    # notices17: what each [[alertmanager]] (by URL key) was told is open and not yet told
+    # resolved (CONTRACT §11): a row is deleted once Alertmanager accepted the resolve, so a
+    # resolve made while it was down is pushed when it is back (store/alerts.py).
+    (
+        """CREATE TABLE am_alerts (
+            target TEXT NOT NULL,
+            incident_id TEXT NOT NULL,
+            pushed_at REAL NOT NULL,
+            PRIMARY KEY (target, incident_id)
+        ) WITHOUT ROWID""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
