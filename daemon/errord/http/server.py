@@ -10,7 +10,9 @@ at once. The standard library's server: nothing to add for this (measured: see R
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import ctypes
 import logging
 import secrets
 import socket
@@ -34,6 +36,12 @@ logger = logging.getLogger(__name__)
 IO_TIMEOUT = 10.0  # seconds a connection may stay silent (a slowloris is cut here)
 MAX_BODY = 64 << 10  # bytes of a request body
 MAX_CONNECTIONS = 64  # requests served at once; more are answered 503 at once
+WORKERS = 2  # threads that build answers (reads, JSON, the page): few, so few malloc arenas
+
+try:  # glibc: hand the freed pages of a large answer back to the system
+    _malloc_trim: Callable[[int], int] | None = ctypes.CDLL("libc.so.6").malloc_trim
+except (OSError, AttributeError):  # not glibc
+    _malloc_trim = None
 
 
 class ApiServer:
@@ -55,6 +63,10 @@ class ApiServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        # Connection threads only talk HTTP; answers are built by WORKERS threads, so the
+        # memory a 10,000-incident answer takes is reused, not spread over one malloc
+        # arena per connection thread (measured: +31 MB after 100 requests without this).
+        self.workers = concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix="errord-http-work")
 
     @property
     def address(self) -> tuple[str, int]:
@@ -88,6 +100,19 @@ class ApiServer:
         if self._thread is not None:
             self._thread.join(2.0)
         self._httpd = self._thread = None
+        self.workers.shutdown(wait=False, cancel_futures=True)
+
+    def build(self, make: Callable[[], Reply]) -> Reply:
+        """``make()`` in a worker thread (then the freed memory goes back to the system)."""
+
+        def run() -> Reply:
+            try:
+                return make()
+            finally:
+                if _malloc_trim is not None:
+                    _malloc_trim(0)
+
+        return self.workers.submit(run).result()
 
 
 class _Server(ThreadingHTTPServer):
@@ -180,14 +205,16 @@ class _Handler(BaseHTTPRequestHandler):
             if method != "GET":
                 return self._send(error(405, f"{method} not allowed here"), head)
             nonce = secrets.token_urlsafe(16)
-            page = Reply(200, render_page(config, nonce).encode(), "text/html; charset=utf-8")
+            page = srv.build(lambda: Reply(200, render_page(config, nonce).encode(), "text/html; charset=utf-8"))
             # no script at all; the one inline style sheet by its nonce; nothing from elsewhere
             csp = f"default-src 'none'; style-src 'nonce-{nonce}'; base-uri 'none'; form-action 'none'"
             page.headers.append(("Content-Security-Policy", csp + "; frame-ancestors 'none'"))
             return self._send(page, head)
         if path.startswith("/api/v1/") or path == "/api/v1":
             try:
-                reply = route(config, Request(method, path, query, body))
+                request = Request(method, path, query, body)
+                # reads in the workers; a write waits up to 10 s for the daemon: its own thread
+                reply = srv.build(lambda: route(config, request)) if method == "GET" else route(config, request)
             except Exception as exc:  # a bug must not kill the thread silently, nor the daemon
                 logger.exception("http: %s %s failed", method, path[:80])
                 reply = error(500, f"internal error: {type(exc).__name__}")
