@@ -262,7 +262,7 @@ def test_the_client_from_another_process_by_url_and_by_config(
 
 
 def test_hostile_clients_do_not_stall_ingest_or_alerts(api: Any, receiver: Receiver) -> None:
-    _e, base, log = api
+    e, base, log = api
     host, port = base.removeprefix("http://").rsplit(":", 1)
     idle = [socket.create_connection((host, int(port))) for _ in range(20)]  # slowloris: say nothing
     for s in idle[:10]:
@@ -271,6 +271,16 @@ def test_hostile_clients_do_not_stall_ingest_or_alerts(api: Any, receiver: Recei
     big.sendall(b"POST /api/v1/silences HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode())
     big.sendall(b"\r\nContent-Length: 1073741824\r\n\r\n")
     assert big.recv(200).startswith(b"HTTP/1.1 413")  # refused at once, unread
+
+    def ingest(n: int, tag: str) -> float:
+        """Seconds until ``n`` more lines were read (status' lines_read)."""
+        before = sum(f["lines_read"] for f in call(base, "GET", "/api/v1/status")[1]["files"])
+        t = time.monotonic()
+        append(log, *(line(f"{tag}_{i % 50}", msg="x") for i in range(n)))
+        wait_until(lambda: sum(f["lines_read"] for f in e.status()["files"]) >= before + n, 60, lambda: str(e.status()))
+        return time.monotonic() - t
+
+    quiet = ingest(20_000, "calm")
     stop = threading.Event()
     answered: list[int] = []
 
@@ -289,13 +299,27 @@ def test_hostile_clients_do_not_stall_ingest_or_alerts(api: Any, receiver: Recei
     append(log, *(line(f"burst_{i}", msg="b") for i in range(20)))
     receiver.wait_for(n0 + 20, timeout=30)  # alerts keep flowing during the burst
     during = time.monotonic() - t0
+    busy = ingest(20_000, "storm")
     stop.set()
     for t in threads:
         t.join(30)
     for s in [*idle, big]:
         s.close()
     print(
-        f"20 alerts during a request burst: {during:.2f}s; {len(answered)} requests, {answered.count(200)} answered 200"
+        f"20 alerts during a request burst: {during:.2f}s; {len(answered)} requests, {answered.count(200)} answered"
+        f" 200; 20,000 lines read in {quiet:.2f}s without the burst, {busy:.2f}s during it"
     )
     assert answered.count(200) >= len(answered) // 2
     assert call(base, "GET", "/healthz")[1] == "ok\n"
+
+
+def test_http_and_metrics_on_one_address_are_one_listener(make_errord) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    e = make_errord(http={"listen": f"127.0.0.1:{port}"}, metrics={"listen": f"127.0.0.1:{port}"})
+    e.start()
+    base = f"http://127.0.0.1:{port}"
+    assert "errord_lines_read_total" in call(base, "GET", "/metrics")[1]
+    assert call(base, "GET", "/api/v1/active")[0] == 200 and call(base, "GET", "/healthz")[1] == "ok\n"
+    assert "metrics on http" not in e.output()  # no second server
