@@ -177,6 +177,11 @@ class Daemon:
             'app = "bench"\n'
             "[defaults]\n"
             're_alert_time = "1h"\n'
+            # the benches open 10,000 (run.py, startup.py) and 100,000 (sidecar.py's memory
+            # phase) incidents and then wait for a sentinel's notice: above the default cap
+            # (10,000) the sentinel would only be counted in errord_overflow (CONTRACT §9)
+            "[limits]\n"
+            "max_open_incidents = 1000000\n"
             "[[notify]]\n"
             f'url = "{rx.url("/")}"\n'
         )
