@@ -174,8 +174,9 @@ class FleetClaims:
                     {"$set": {"failing.$.until": until}, "$min": {"start_time": ts}},
                     return_document=ReturnDocument.AFTER,
                 )
-                if again is not None:
-                    return _decision(again, now, send=False)
+                if again is not None:  # already a member (a refused batch, a restart)
+                    mine = again.get("holder") == self.me and not again.get("announced")
+                    return _decision(again, now, send=mine)  # the opener that never recorded its notice
                 try:
                     opened = self.coll.find_one_and_update(
                         {"_id": self._id(key), "open": {"$ne": True}},
