@@ -71,6 +71,18 @@ def test_fleet_json_shows_the_open_fleet_incidents(tmp_path: Path, mongo: FakeMo
     assert "db_down  failing on 1 host(s): h0, stale: h1" in human.stdout
 
 
+def test_api_v1_fleet_is_the_same_array(tmp_path: Path, mongo: FakeMongo) -> None:
+    from errord.http import api
+    from errord.settings import Settings
+
+    path = config(tmp_path, mongo.uri)
+    got = api.fleet(Settings.load(path, environ={}).to_run(), None)  # type: ignore[arg-type]  # reads no request
+    out = fleet(path, "--json")
+    assert got.status == 200 and json.loads(got.body) == json.loads(out.stdout)
+    down = Settings.load(config(tmp_path, f"mongodb://localhost:{free_port()}/"), environ={}).to_run()
+    assert api.fleet(down, None).status == 503  # type: ignore[arg-type]
+
+
 def test_fleet_exits_1_with_one_line_when_mongodb_does_not_answer(tmp_path: Path) -> None:
     out = fleet(config(tmp_path, f"mongodb://localhost:{free_port()}/"), "--json")
     assert out.returncode == 1 and out.stdout == ""
