@@ -34,7 +34,7 @@ from typing import Any
 import mongomock
 import pytest
 from mockupdb import MockupDB
-from pymongo import UpdateOne
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from errord.store.journal import Journal
@@ -85,6 +85,7 @@ class FakeMongo:
         self.commands: list[dict[str, Any]] = []  # every command but the handshake, in order
         self.acked: list[dict[str, Any]] = []  # update commands answered ok (applied)
         self._lock = threading.Lock()
+        self._store_lock = threading.RLock()  # one command at a time on the documents, as a server per document
         self._server: MockupDB | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -139,7 +140,11 @@ class FakeMongo:
             self.commands.append(doc)
         coll = self.store[doc["$db"]][str(doc.get(request.command_name, ""))]
         if name == "update":
-            return self._update(request, doc, coll)
+            with self._store_lock:
+                return self._update(request, doc, coll)
+        if name == "findandmodify":
+            with self._store_lock:
+                return self._find_and_modify(request, doc, coll)
         if name == "find":
             cursor = coll.find(
                 dict(doc.get("filter") or {}),
@@ -185,7 +190,8 @@ class FakeMongo:
                 errors.append({"index": k, "code": failing[k], "errmsg": f"fake write error {failing[k]}"})
                 continue
             try:
-                res = coll.update_one(dict(u["q"]), dict(u["u"]), upsert=bool(u.get("upsert")))
+                how = coll.update_many if u.get("multi") else coll.update_one
+                res = how(dict(u["q"]), dict(u["u"]), upsert=bool(u.get("upsert")))
             except DuplicateKeyError:
                 errors.append({"index": k, "code": 11000, "errmsg": "E11000 duplicate key"})
                 continue
@@ -201,3 +207,14 @@ class FakeMongo:
         if errors:
             reply["writeErrors"] = errors
         return request.ok(**reply)
+
+    def _find_and_modify(self, request: Any, doc: dict[str, Any], coll: mongomock.Collection) -> bool:
+        """``find_one_and_update`` (fleet mode): mongomock applies the real operators."""
+        ret = ReturnDocument.AFTER if doc.get("new") else ReturnDocument.BEFORE
+        try:
+            value = coll.find_one_and_update(
+                dict(doc.get("query") or {}), dict(doc["update"]), upsert=bool(doc.get("upsert")), return_document=ret
+            )
+        except DuplicateKeyError:
+            return request.command_err(11000, "E11000 duplicate key")
+        return request.ok(value=value, lastErrorObject={"n": 1 if value is not None else 0})

@@ -39,6 +39,8 @@ from errord.config import (
     redact_mongo_uri,
     redact_url,
 )
+from errord.fleet.runconfig import FleetConfig
+from errord.fleetsettings import FleetSettings
 from errord.limitsettings import LimitsSettings
 from errord.mutesettings import MuteTimeSettings
 from errord.noticesettings import AlertmanagerSettings, TemplateSettings, WebhookSettings
@@ -68,6 +70,7 @@ PARTS: dict[type[BaseModel], type[Any]] = {
     TemplateSettings: TemplateConfig,
     WebhookSettings: Webhook,
     AlertmanagerSettings: Alertmanager,
+    FleetSettings: FleetConfig,
 }
 # RunConfig fields that are no settings: where the settings came from (``Settings.load``
 # keeps them as these private attributes).
@@ -370,6 +373,7 @@ def expected_check_config(tmp_path: Path) -> dict[str, Any]:
             {"url": "http://am1.example:9093/…", "key": Alertmanager("http://am1.example:9093").key},
             {"url": "http://am2.example:9093/…", "key": Alertmanager("http://am2.example:9093/").key},
         ],
+        "fleet": None,
     }
 
 

@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from errord.backoff import backoff
 from errord.config import RunConfig
@@ -40,6 +40,9 @@ from errord.policy.pipeline import NoticePolicy
 from errord.sources.base import Chunk, Source
 from errord.sources.zonecheck import ZoneCheck
 from errord.store.journal import Journal
+
+if TYPE_CHECKING:
+    from errord.fleet.gate import FleetGate  # pymongo: imported only with [fleet]
 
 __all__ = ["BATCH_BYTES", "READ_BYTES", "Batch", "Committed"]
 
@@ -96,6 +99,7 @@ class Batch:
         self.publish = publish
         self.count_kinds = count_kinds
         self._clock = clock
+        self.fleet: FleetGate | None = None  # [fleet] (CONTRACT §13): set by the daemon
         self._warnings = LineWarnings(SKIP_WARN_EVERY)  # skipped lines, unusable fields, misplaced codes
         self._zones = ZoneCheck()
         self._failures = 0  # commits refused in a row
@@ -321,10 +325,14 @@ class Batch:
             meta = {**meta, QUIET_META: json.dumps({str(k): v for k, v in self._quiet.items()})}
         if self.engine.flaps.dirty:
             meta = {**meta, FLAP_META: self.engine.flaps.dump()}
+        if self.fleet is not None and notices:
+            notices = self.fleet.gate(notices, incidents, self._clock())  # bounded wait, fails open
         if cp or incidents or notices:
             try:
                 self.journal.commit(incidents, cp.positions, notices, self._clock(), meta=meta, silenced=muted)
             except JournalError as exc:
+                if self.fleet is not None:
+                    self.fleet.rolled_back()  # its claims stay unannounced: asked again on the retry
                 self.engine.rollback()
                 self.source.rollback()
                 self._failures += 1
@@ -337,6 +345,8 @@ class Batch:
                 self._failures, self.retry_delay = 0, 0.0
                 self.health.journal_ok()
         self._quiet_dirty = False
+        if self.fleet is not None:
+            self.fleet.committed(self._clock())
         self.engine.commit()
         self.source.committed()
         if self.publish is not None:

@@ -32,6 +32,7 @@ from errord.errors import (
     ErrordError,
     exit_status,
 )
+from errord.fleet.cli import add_fleet_command
 from errord.model import Incident
 from errord.reload import DUMP_COMMAND
 from errord.status import first_start, open_readonly, source_matches, status_data
@@ -152,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("test-notify", parents=[common], help="send one test notice to every target")
     c.set_defaults(func=cmd_test_notify)
     add_commands(sub, common, as_json)  # silence, silences, unsilence, ack, resolve (cli_control)
+    add_fleet_command(sub, common, as_json)  # fleet (CONTRACT §13)
     return p
 
 

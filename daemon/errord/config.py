@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from errord.fleet.runconfig import FleetConfig
 from errord.noise import Noise, noise_of
 from errord.notices import CodeNotes, NoticeStyle
 from errord.policy.limit import LimitRule, parse_budget
@@ -425,6 +426,7 @@ class RunConfig:
     # that file itself holds secrets (for the readable-config warning, CONTRACT §3).
     config_path: Path | None
     file_has_secrets: bool
+    fleet: FleetConfig | None = None  # [fleet] (CONTRACT §13); None: this host alerts alone
 
     # -- the engine's Policy and routing ------------------------------------------------
 
@@ -595,6 +597,7 @@ class RunConfig:
             file_has_secrets=bool(data["_file_has_secrets"]),
             limits=Limits(**data["limits"]) if "limits" in data else Limits(),
             http=HttpConfig(**data["http"]) if data.get("http") is not None else None,
+            fleet=FleetConfig(**data["fleet"]) if data.get("fleet") is not None else None,
         )
 
 

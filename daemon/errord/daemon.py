@@ -210,6 +210,10 @@ class Daemon:
             publish=self._publish if self.metrics is not None else None,
             count_kinds=self.metrics is not None,
         )
+        if s.fleet is not None:  # CONTRACT §13: pymongo only with [fleet]
+            from errord.fleet.start import start_fleet
+
+            self.batch.fleet = await asyncio.to_thread(start_fleet, s)
 
     def _start_alertmanager(self, s: RunConfig) -> None:
         """Start pushing open incidents to the ``[[alertmanager]]`` list (none: nothing)."""
@@ -314,6 +318,8 @@ class Daemon:
             self._control_tick()
             if self.upkeep is not None:
                 self.upkeep.tick()
+            if self.batch is not None and self.batch.fleet is not None:  # leases: every lease/3, lines or not
+                self.batch.fleet.tick(time.time(), lambda: list(self.engine.active().values()))
         if self.batch is not None:
             self._committed(self.batch.flush())  # stopping: what was read is committed
 

@@ -59,6 +59,7 @@ from errord.config import (
 from errord.confighints import problems, unknown_environment
 from errord.durations import parse_duration
 from errord.errors import ConfigError
+from errord.fleetsettings import FleetSettings, needs_mongodb
 from errord.limitsettings import LimitsSettings
 from errord.mutesettings import Globs, MuteTimeSettings, Zone
 from errord.noisesettings import Backoff, FlapThreshold, OffOrDuration, PositiveDuration
@@ -321,6 +322,7 @@ class Settings(BaseSettings):
     templates: dict[str, TemplateSettings] = Field(default_factory=dict)
     webhooks: list[WebhookSettings] = Field(default_factory=list)
     alertmanager: list[AlertmanagerSettings] = Field(default_factory=list)
+    fleet: FleetSettings | None = None  # after mongodb: its check reads it
 
     _config_path: Path | None = PrivateAttr(default=None)
     _file_has_secrets: bool = PrivateAttr(default=False)
@@ -336,6 +338,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # File and environment are read by load(), from the mapping it is given.
         return (init_settings,)
+
+    @field_validator("fleet")
+    @classmethod
+    def _fleet_needs_mongodb(cls, value: FleetSettings | None, info: ValidationInfo) -> FleetSettings | None:
+        return needs_mongodb(value, info.data.get("mongodb") is not None)
 
     @field_validator("state_dir")
     @classmethod
@@ -424,6 +431,7 @@ class Settings(BaseSettings):
             templates={name: t.to_run() for name, t in self.templates.items()},
             webhooks=tuple(w.to_run() for w in self.webhooks),
             alertmanager=tuple(a.to_run() for a in self.alertmanager),
+            fleet=self.fleet.to_run() if self.fleet is not None else None,
             config_path=self._config_path,
             file_has_secrets=self._file_has_secrets,
         )

@@ -160,6 +160,21 @@ def silences(config: RunConfig, req: Request) -> Reply:
     return reply(200, out + [cli_control._mute_time_json(m, now) for m in config.mute_times])
 
 
+def fleet(config: RunConfig, req: Request) -> Reply:
+    """The fleet's open incidents, as ``errord fleet --json`` (CONTRACT §13); 503 when
+    MongoDB does not answer (within the capped ``[mongodb] timeout``)."""
+    if config.fleet is None or config.mongodb is None:
+        return error(404, "this host is in no fleet (no [fleet])")
+    from pymongo.errors import PyMongoError
+
+    from errord.fleet.view import fleet_json  # pymongo only with [fleet]
+
+    try:
+        return reply(200, fleet_json(config))
+    except PyMongoError as exc:
+        return error(503, f"MongoDB did not answer ({type(exc).__name__})")
+
+
 # -- writes -----------------------------------------------------------------------------
 
 
@@ -293,7 +308,7 @@ def resolve(config: RunConfig, req: Request, incident_id: str) -> Reply:
 # -- the route table -------------------------------------------------------------------
 
 Handler = Callable[..., Reply]
-# (method, path parts with "{}" for a parameter) -> handler; /api/v1/fleet can join here
+# (method, path parts with "{}" for a parameter) -> handler
 ROUTES: list[tuple[str, tuple[str, ...], Handler]] = [
     ("GET", ("incidents",), list_incidents),
     ("GET", ("incidents", "{}"), get_incident),
@@ -302,6 +317,7 @@ ROUTES: list[tuple[str, tuple[str, ...], Handler]] = [
     ("GET", ("active",), active),
     ("GET", ("status",), status),
     ("GET", ("silences",), silences),
+    ("GET", ("fleet",), fleet),
     ("POST", ("silences",), create_silence),
     ("DELETE", ("silences", "{}"), end_silence),
 ]

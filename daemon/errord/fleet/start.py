@@ -1,0 +1,51 @@
+"""Joining the fleet at start (CONTRACT §13): the claim store, the scope check, the
+duplicate server_id warning; a member that cannot join alerts alone."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+
+from errord.config import RunConfig
+from errord.fleet.claims import FleetClaims, ScopeMismatch
+from errord.fleet.gate import FleetGate
+from errord.fleet.view import fleet_collection
+
+__all__ = ["start_fleet"]
+
+log = logging.getLogger(__name__)
+
+
+def start_fleet(settings: RunConfig) -> FleetGate | None:
+    """The member's fleet client, or None (no [fleet], or a scope the fleet does not run)."""
+    if settings.fleet is None or settings.mongodb is None:
+        return None
+    coll = fleet_collection(settings)
+    claims = FleetClaims(
+        coll, fleet=settings.fleet.name, server_id=settings.server_id, scope=settings.scope, lease=settings.fleet.lease
+    )
+
+    def interval(code: str, n: int) -> float:
+        # re_alert_backoff counts the fleet's re-alerts (CONTRACT §13): n is the fleet's
+        return settings.noise_for(code).interval(settings.re_alert_for(code), n)
+
+    gate = FleetGate(claims, interval)
+    try:
+        twin = claims.start(f"{os.getpid()}-{uuid.uuid4().hex[:8]}", time.time())
+    except ScopeMismatch as exc:
+        log.error("fleet: not joining (%s): this host alerts alone", exc)
+        return None
+    if twin is None:
+        gate.down = True  # joins (merging its open incidents) when MongoDB answers
+        log.warning("fleet %r: MongoDB did not answer at start: alerting alone until it does", settings.fleet.name)
+    elif twin:
+        log.warning(
+            "fleet %r: another running daemon has server_id %r: the two count as one member",
+            settings.fleet.name,
+            settings.server_id,
+        )
+    else:
+        log.info("fleet %r: joined as %r (lease %.0fs)", settings.fleet.name, settings.server_id, settings.fleet.lease)
+    return gate

@@ -1,0 +1,116 @@
+"""Fleet mode end to end (CONTRACT §13): ten ``errord run`` daemons, each with its own state_dir
+and server_id, sharing one MongoDB stand-in (mongofake: mongomock behind MockupDB, one
+command at a time) and one receiver. Shared setup: one set of daemons for the module."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import conftest
+from conftest import Errord, append, line
+from mongofake import FakeMongo
+
+pytestmark = pytest.mark.slow
+
+N = 10  # daemons at once (the issue: 10 on one machine)
+
+
+@pytest.fixture
+def fleet(make_errord: Any, receiver: Any, tmp_path: Path) -> Iterator[tuple[list[Errord], list[Path], FakeMongo]]:
+    with FakeMongo() as mongo:
+        members, logs = [], []
+        for i in range(N):
+            (tmp_path / f"logs{i}").mkdir()
+            logs.append(tmp_path / f"logs{i}" / "app.jsonl")
+            members.append(
+                make_errord(
+                    name=f"h{i}",
+                    server_id=f"h{i}",
+                    state_dir=str(tmp_path / f"state{i}"),
+                    sources=[{"path": str(tmp_path / f"logs{i}" / "*.jsonl"), "start_at": "beginning"}],
+                    notify=[{"url": receiver.url()}],
+                    mongodb={"uri": mongo.uri, "timeout": "2s"},
+                    fleet={"name": "prod", "lease": "6s"},
+                    defaults={"re_alert_time": "2s"},
+                )
+            )
+        for e in members:
+            e.start()
+        yield members, logs, mongo
+
+
+def types(receiver: Any) -> list[str]:
+    return [b["type"] for b in receiver.bodies()]
+
+
+def test_the_same_code_on_every_host_one_failure_one_resolve(fleet: Any, receiver: Any) -> None:
+    members, logs, mongo = fleet
+    for log in logs:  # within a few ms of each other
+        append(log, line("db_down", msg="database unreachable"))
+    receiver.wait_for(1)
+    for e in members:
+        e.wait_caught_up()
+    conftest.wait_until(
+        lambda: (
+            len((mongo.collection("errord", "fleet_incidents").find_one({"open": True}) or {}).get("ever", [])) == N
+        ),
+        30,
+        "the fleet incident",
+    )
+    doc = mongo.collection("errord", "fleet_incidents").find_one({"open": True})
+    assert doc is not None and sorted(doc["ever"]) == [f"h{i}" for i in range(N)]
+    time.sleep(1.0)  # nothing more may come: the others send nothing
+    assert types(receiver) == ["failure"]
+    for log in logs[:-1]:
+        append(log, line(clear="db_down"))
+    for e in members:
+        e.wait_caught_up()
+    assert types(receiver) == ["failure"]  # the others still fail: nothing
+    append(logs[-1], line(clear="db_down"))
+    got = receiver.wait_for(2)
+    assert [r.body["type"] for r in got] == ["failure", "success"]
+    assert f"resolved on all {N} hosts" in got[1].body["message"]
+    members[-1].wait_caught_up()
+    time.sleep(1.0)
+    assert types(receiver) == ["failure", "success"]
+
+
+def test_re_alerts_by_the_holder_then_another_after_kill_9(fleet: Any, receiver: Any) -> None:
+    members, logs, mongo = fleet
+    coll = mongo.collection("errord", "fleet_incidents")
+    for log in logs:
+        append(log, line("db_down"))
+    receiver.wait_for(1)
+    conftest.wait_until(lambda: bool(coll.find_one({"open": True, "announced": True})), 30, "announced")
+    holder = str(coll.find_one({"open": True})["holder"])
+    start = time.monotonic()
+    while time.monotonic() - start < 7.0:  # every host keeps failing for ~3 intervals
+        for log in logs:
+            append(log, line("db_down"))
+        time.sleep(0.5)
+    bodies = receiver.bodies()
+    re_alerts = [b for b in bodies if b["type"] == "warning"]
+    assert 2 <= len(re_alerts) <= 4, bodies  # one per interval for the fleet, not one per host
+    assert all(
+        f"failing on {N} hosts: " + ", ".join(sorted(f"h{i}" for i in range(N))) in b["message"] for b in re_alerts
+    )
+    k = int(holder[1:])
+    members[k].proc.kill()  # kill -9 the holder while failing
+    members[k].proc.wait(10)
+    seen = len(bodies)
+    others = [log for i, log in enumerate(logs) if i != k]
+    start = time.monotonic()
+    while time.monotonic() - start < 20.0:
+        for log in others:
+            append(log, line("db_down"))
+        time.sleep(0.5)
+        if any(f"failing on {N - 1} hosts" in b["message"] for b in receiver.bodies()[seen:]):
+            break
+    later = receiver.bodies()[seen:]
+    assert any(b["type"] == "warning" and f"failing on {N - 1} hosts" in b["message"] for b in later), later
+    assert str(coll.find_one({"open": True})["holder"]) != holder
