@@ -1,0 +1,153 @@
+"""Review findings (branch ``review``): each test states a CONTRACT clause the code on
+main does not keep. They fail on main by design; the fix makes them pass."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from tests.test_engine import T0, FakePolicy, ev, make_engine
+from tests.test_limit import HEAD
+
+from errord.engine import Engine
+from errord.health import Health
+from errord.model import Kind
+from errord.noise import Noise
+from errord.settings import Settings
+
+
+def engine(noise: Noise, **kw: object) -> Engine:
+    return make_engine(FakePolicy(default=10.0, noise=noise), **kw)
+
+
+# -- §9 flapping ------------------------------------------------------------------------
+
+
+def test_a_record_opened_while_flapping_keeps_flapping_true_after_stopped_flapping() -> None:
+    """§9: "records opened while their key was flapping (the opening that started it
+    included) have flapping = true". engine_noise._flap_ends sets inc.flapping = False on
+    the 'stopped flapping' notice and the record is committed so (history loses it)."""
+    e = engine(Noise(flap_threshold=2, flap_window=100.0))
+    e.feed(ev(0, "db"))
+    e.feed(ev(5, clear="db"))
+    e.feed(ev(10, "db"))  # the 2nd open: starts flapping, this record is flapping
+    inc = e.active()["db"]
+    assert inc.flapping
+    e.begin()
+    (tr,) = e.tick(lambda src: T0 + 110.0)
+    assert tr.kind is Kind.FLAP_END
+    assert all(i.flapping for i in e.pending() if i.incident_id == inc.incident_id), (
+        "the record opened while flapping is written with flapping=false"
+    )
+
+
+def test_a_flapping_keys_resolve_is_muted_with_reason_flapping() -> None:
+    """§9: "from then on the key's failure, resolve, re-alert, reminder and auto-resolve
+    notices are muted (reason flapping)" — a muted notice is counted (§8). The resolve is
+    dropped with muted=None and not counted (engine._clear, engine_noise._auto_resolve)."""
+    e = engine(Noise(flap_threshold=2, flap_window=100.0))
+    for t, what in [(0, "open"), (5, "clear"), (10, "open")]:
+        e.feed(ev(t, "db") if what == "open" else ev(t, clear="db"))
+    e.begin()
+    (tr,) = e.feed(ev(20, clear="db"))
+    assert tr.kind is Kind.CLEAR and not tr.notify
+    assert tr.muted == "flapping" and e.muted() == {("flapping", None): 1}
+
+
+def test_flap_states_stay_bounded_by_max_open_incidents() -> None:
+    """§9 Cardinality: "Memory stays bounded by this number". With flap_threshold set in
+    [defaults], every distinct code that opened (and closed) keeps a FlapState for
+    flap_window: lines with fresh codes grow engine.flaps.states without bound (and each
+    batch that touches it dumps all of it to journal meta, snapshot() copies it)."""
+    e = engine(Noise(flap_threshold=3, flap_window=1800.0), max_open_incidents=100)
+    for i in range(5000):
+        e.feed(ev(i * 0.01, f"c{i}"))
+        e.feed(ev(i * 0.01, clear=f"c{i}"))
+    assert len(e.active()) == 0
+    assert len(e.flaps.states) <= 1000, f"{len(e.flaps.states)} flap states kept with max_open_incidents=100"
+
+
+# -- §10 the HTTP server under hostile clients --------------------------------------------
+
+
+def _server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str = "") -> object:
+    from errord.http import server
+
+    monkeypatch.setattr(server, "MAX_CONNECTIONS", 2)
+    monkeypatch.setattr(server._Handler, "timeout", 0.5)
+    cfg_path = tmp_path / "errord.toml"
+    cfg_path.write_text(f'state_dir = "{tmp_path}/state"\n' + HEAD + '[http]\nlisten = "127.0.0.1:0"\n' + text)
+    cfg = Settings.load(cfg_path, environ={}).to_run()
+    health = Health()
+    api = server.ApiServer("127.0.0.1", 0, lambda: cfg, health)
+    api.start()
+    return api
+
+
+@pytest.mark.slow
+def test_a_trickling_client_is_cut_like_a_silent_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IO_TIMEOUT is a per-recv socket timeout, not a deadline: a client sending one byte
+    of its headers every < IO_TIMEOUT keeps its slot forever, so MAX_CONNECTIONS (64) of
+    them answer every other request 503 — /healthz included (§10: "/healthz open"; the
+    brief: resource exhaustion by hostile clients). Here 2 slots, a 0.5 s timeout."""
+    api = _server(tmp_path, monkeypatch)
+    host, port = api.address  # type: ignore[attr-defined]
+    socks = [socket.create_connection((host, port)) for _ in range(2)]
+    try:
+        for s in socks:
+            s.sendall(b"GET /api/v1/status HTTP/1.1\r\n")
+        deadline = time.monotonic() + 3.0  # 6 x the timeout
+        while time.monotonic() < deadline:
+            for s in socks:
+                s.sendall(b"X")  # one byte of a header line, never finished
+            time.sleep(0.3)
+        for s in socks:
+            s.sendall(b"-a: b\r\n")
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=5) as resp:
+                status = resp.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        assert status != 503, "two trickling clients hold both slots after 6 x IO_TIMEOUT"
+    finally:
+        for s in socks:
+            s.close()
+        api.stop()  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+def test_a_cross_site_form_post_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes accept any Content-Type and any Origin: a page elsewhere can POST a
+    text/plain form (a "simple" request, no CORS preflight) to /api/v1/silences; a browser
+    that opened the status page with Basic (§10: "so a browser can open the page") sends
+    the cached credentials along. Alertmanager-like users expect a cross-site write to be
+    refused (403/415), never to reach the daemon."""
+    import base64
+
+    api = _server(tmp_path, monkeypatch, 'token = "t0k"\n')
+    host, port = api.address  # type: ignore[attr-defined]
+    body = b'{"pattern": "*", "for": "30d", "reason": "=x"}'  # what enctype=text/plain sends
+    req = urllib.request.Request(
+        f"http://{host}:{port}/api/v1/silences",
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "text/plain",
+            "Origin": "http://evil.example",
+            "Authorization": "Basic " + base64.b64encode(b"me:t0k").decode(),
+        },
+    )
+    try:
+        try:
+            with urllib.request.urlopen(req, timeout=15) as resp:
+                status = resp.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        # main: the body is parsed and sent to the daemon (no daemon here: 504/503);
+        # a cross-site write must be refused before that
+        assert status in (403, 415), f"a cross-site text/plain POST got {status}"
+    finally:
+        api.stop()  # type: ignore[attr-defined]
