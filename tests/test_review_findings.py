@@ -151,3 +151,64 @@ def test_a_cross_site_form_post_is_refused(tmp_path: Path, monkeypatch: pytest.M
         assert status in (403, 415), f"a cross-site text/plain POST got {status}"
     finally:
         api.stop()  # type: ignore[attr-defined]
+
+
+def _run_config(tmp_path: Path, http: str) -> object:
+    path = tmp_path / "errord.toml"
+    path.write_text(f'state_dir = "{tmp_path}/state"\n' + HEAD + http)
+    return Settings.load(path, environ={}).to_run()
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, ConnectionError) as exc:  # dropped without an answer
+        return -1 if "Remote end closed" in str(exc) or isinstance(exc, ConnectionError) else -2
+
+
+@pytest.mark.slow
+def test_a_reload_to_a_loopback_listen_does_not_open_the_bound_wildcard_listener(tmp_path: Path) -> None:
+    """§10's table judges by where the server listens. A reload keeps the listener (README
+    "a reload keeps the listener") but server._serve reads is_loopback(config().http.host)
+    from the NEW config: bound on 0.0.0.0 with a token, a reload to listen = 127.0.0.1
+    without a token (valid for loopback) makes every GET on 0.0.0.0 open to the network,
+    no token. The daemon passes ``lambda: self.settings`` exactly like this."""
+    from errord.http.server import ApiServer
+
+    before = _run_config(tmp_path, '[http]\nlisten = "0.0.0.0:0"\ntoken = "t0k"\n')
+    after = _run_config(tmp_path, '[http]\nlisten = "127.0.0.1:0"\n')
+    current = [before]
+    api = ApiServer("0.0.0.0", 0, lambda: current[0], Health())  # type: ignore[arg-type,return-value]
+    api.start()
+    try:
+        port = api.address[1]
+        assert _status(f"http://127.0.0.1:{port}/api/v1/status") == 401
+        current[0] = after  # SIGHUP: daemon.reload() sets self.settings = new
+        assert _status(f"http://127.0.0.1:{port}/api/v1/status") == 401, "still bound on 0.0.0.0, now open"
+    finally:
+        api.stop()
+
+
+@pytest.mark.slow
+def test_a_reload_that_drops_http_answers_instead_of_dropping_connections(tmp_path: Path) -> None:
+    """A reload whose config has no [http] keeps the listener, but server._serve asserts
+    config.http is not None: every request to / and /api/v1 dies with an
+    AssertionError swallowed by _serve_one, the client gets no answer at all (§10: errors
+    are {"error": …} answers)."""
+    from errord.http.server import ApiServer
+
+    before = _run_config(tmp_path, '[http]\nlisten = "127.0.0.1:0"\n')
+    after = _run_config(tmp_path, "")
+    current = [before]
+    api = ApiServer("127.0.0.1", 0, lambda: current[0], Health())  # type: ignore[arg-type,return-value]
+    api.start()
+    try:
+        port = api.address[1]
+        assert _status(f"http://127.0.0.1:{port}/api/v1/status") == 200
+        current[0] = after
+        assert _status(f"http://127.0.0.1:{port}/api/v1/status") > 0, "the connection was dropped unanswered"
+    finally:
+        api.stop()
