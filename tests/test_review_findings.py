@@ -212,3 +212,45 @@ def test_a_reload_that_drops_http_answers_instead_of_dropping_connections(tmp_pa
         assert _status(f"http://127.0.0.1:{port}/api/v1/status") > 0, "the connection was dropped unanswered"
     finally:
         api.stop()
+
+
+class _SilenceUntil:
+    """A silence on everything until event time T0 + ``end``."""
+
+    now = 0.0
+
+    def __init__(self, end: float) -> None:
+        self.end = T0 + end
+
+    def check(self, inc: object, when: float, active: object, opened: int) -> tuple[str, str] | None:
+        return ("silence", "s1") if when < self.end else None
+
+
+def test_an_opening_muted_by_a_silence_while_flapping_is_still_a_flapping_record() -> None:
+    """engine._open: ``if muted is not None: notify = False`` / ``elif flap is not None:
+    inc.flapping = True`` — an opening a silence mutes never gets flapping = true (§9:
+    "records opened while their key was flapping (the opening that started it
+    included) have flapping = true")."""
+    e = engine(Noise(flap_threshold=2, flap_window=100.0))
+    e.mutes = _SilenceUntil(11.0)  # type: ignore[assignment]
+    e.feed(ev(0, "db"))
+    e.feed(ev(5, clear="db"))
+    (tr,) = e.feed(ev(10, "db"))  # the 2nd open in the window, under the silence
+    assert tr.muted == "silence" and e.flaps.is_flapping("db")
+    assert e.active()["db"].flapping
+
+
+def test_a_flapping_keys_incident_is_not_announced_once_a_silence_ends() -> None:
+    """The same opening: its incident has alerts_sent = 0 and flapping = False, so the
+    next line after the silence (within the re-alert interval) takes engine._repeat's
+    "nobody has heard of it" path, which checks inc.flapping only, not
+    flaps.is_flapping(key): a failure goes out while the key is flapping (§9: "from then
+    on the key's failure … notices are muted (reason flapping)")."""
+    e = engine(Noise(flap_threshold=2, flap_window=100.0))
+    e.mutes = _SilenceUntil(11.0)  # type: ignore[assignment]
+    e.feed(ev(0, "db"))
+    e.feed(ev(5, clear="db"))
+    e.feed(ev(10, "db"))
+    assert e.flaps.is_flapping("db")
+    trs = e.feed(ev(12, "db"))  # the silence is over; 2 s < the 10 s re-alert interval
+    assert not any(t.notify for t in trs), [(t.kind, t.notify) for t in trs]
