@@ -42,6 +42,8 @@ def call(
 ) -> tuple[int, Any, Any]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
     if token is not None:
         req.add_header("Authorization", f"Bearer {token}")
     try:
@@ -269,7 +271,7 @@ def test_hostile_clients_do_not_stall_ingest_or_alerts(api: Any, receiver: Recei
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # ... or half a request
     big = socket.create_connection((host, int(port)))
     big.sendall(b"POST /api/v1/silences HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode())
-    big.sendall(b"\r\nContent-Length: 1073741824\r\n\r\n")
+    big.sendall(b"\r\nContent-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n")
     assert big.recv(200).startswith(b"HTTP/1.1 413")  # refused at once, unread
 
     def ingest(n: int, tag: str) -> float:

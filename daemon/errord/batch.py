@@ -119,6 +119,7 @@ class Batch:
         self._quiet: dict[int, tuple[float, float]] = {}
         self._quiet_loaded = False
         self._quiet_dirty = False
+        self._quiet_before: dict[int, tuple[float, float]] = {}
         self._next_timers = 0.0
         self.configure(config)
         self._load_quiet()
@@ -148,6 +149,7 @@ class Batch:
         if fresh:
             self._tally = BatchTally()
             self._opened, self._bytes = mono, 0
+            self._quiet_before = dict(self._quiet)
             self.engine.begin(now)
         tally = self._tally
         assert tally is not None
@@ -202,6 +204,7 @@ class Batch:
         if self._tally is None:
             self._tally = BatchTally()
             self._opened, self._bytes = time.monotonic(), 0
+            self._quiet_before = dict(self._quiet)  # a refused commit restores it
             self.engine.begin(self._clock())
         tally = self._tally
         notices = self._read(tally)
@@ -335,6 +338,7 @@ class Batch:
                     self.fleet.rolled_back()  # its claims stay unannounced: asked again on the retry
                 self.engine.rollback()
                 self.source.rollback()
+                self._quiet = self._quiet_before  # what was read is read again: so are its times
                 self._failures += 1
                 self.retry_delay = backoff(self._failures - 1, RETRY_MIN, RETRY_MAX)
                 self.health.journal_failed(str(exc))

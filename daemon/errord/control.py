@@ -196,6 +196,8 @@ class Controller:
         if kind == "ack":
             code, app_glob = str(args["code"]), args.get("app")
             ids = frozenset(i.incident_id for i in active.values() if i.code == code and _matches(i, "*", app_glob))
+            if args.get("incident_id") is not None:  # the API's ack of one incident (CONTRACT §10)
+                ids &= {str(args["incident_id"])}
             if not ids:
                 return 1, {"error": f"no open incident of {code}" + (f" (app {app_glob})" if app_glob else "")}
             s = self._silence({**args, "until_resolved": True}, code, app_glob or "*", ids, now, ack=True)
@@ -214,6 +216,8 @@ class Controller:
         if kind == "resolve":
             code, app_glob = str(args["code"]), args.get("app")
             which = [i for i in active.values() if i.code == code and _matches(i, "*", app_glob)]
+            if args.get("incident_id") is not None:  # the API's resolve of one incident
+                which = [i for i in which if i.incident_id == args["incident_id"]]
             if not which:
                 return 1, {"error": f"no open incident of {code}" + (f" (app {app_glob})" if app_glob else "")}
             reason = str(args.get("reason") or "")

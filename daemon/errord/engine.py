@@ -281,15 +281,15 @@ class Engine(NoiseRules):
         )
         kind = _NEW
         flap = self._flap_open(key, inc) if self._noise_of(code).flap_threshold else None
+        if flap is not None:
+            inc.flapping = True  # opened while its key flaps (a silence muting it or not)
+            if flap is Flap.STARTED:
+                kind = _FLAPPING  # one warning instead of its failure
         muted = self._mute(inc, ev.time) if notify else None
         if muted is not None:
             notify = False
-        elif flap is not None:
-            inc.flapping = True
-            if flap is Flap.STARTED:
-                kind = _FLAPPING  # one warning instead of its failure
-            elif notify:
-                notify, muted = False, self._mute_flapping(inc)
+        elif flap is Flap.FLAPPING and notify:
+            notify, muted = False, self._mute_flapping(inc)
         inc.alerts_sent = 1 if notify else 0
         self._active[key] = inc
         self._opened += 1
@@ -327,7 +327,7 @@ class Engine(NoiseRules):
             muted = self._mute(inc, when) if notify else None
             if muted is not None:
                 notify = False
-            elif notify and (inc.flapping or self.flaps.is_flapping(key)):
+            elif notify and self.flaps.is_flapping(key):
                 notify, muted = False, self._mute_flapping(inc)
             elif notify:
                 if not inc.alerts_sent:
@@ -344,7 +344,7 @@ class Engine(NoiseRules):
             loud = self._loud.get(code)
             if loud is None:
                 loud = self._wants_notice(ev, code)
-            if not loud or (self.mutes is not None and not self._may_notify(inc, when)) or inc.flapping:
+            if not loud or (self.mutes is not None and not self._may_notify(inc, when)) or self.flaps.is_flapping(key):
                 return None  # still silent, or muted: it waits for a line that may notify
             since = inc.since_alert
             if when > inc.last_alert_time:  # an older line must not pull the next re-alert forward
@@ -368,18 +368,15 @@ class Engine(NoiseRules):
         inc.cleared_at = ev.time if ev.time > inc.start_time else inc.start_time
         inc.resolved_by = "clear"
         self._dirty[inc.incident_id] = inc
-        flapping = self._flap_resolve(key, inc) or inc.flapping
         # The resolve goes to those who were alerted (CONTRACT §2): none if it never
         # alerted; else only the clearing line's `notification: false` keeps it back — a
-        # `notify = false` set since does not, those alerted still hear of the end.
-        return Transition(
-            _CLEAR,
-            key,
-            inc,
-            ev,
-            notify=ev.notify is not False and inc.alerts_sent > 0 and not flapping,
-            duration=inc.cleared_at - inc.start_time,
-        )
+        # `notify = false` set since does not, those alerted still hear of the end; and
+        # flapping, the one mute that holds back resolves (§9), counted as muted.
+        notify = ev.notify is not False and inc.alerts_sent > 0
+        muted = None
+        if self._flap_resolve(key, inc) and notify:
+            notify, muted = False, self._mute_flapping(inc)
+        return Transition(_CLEAR, key, inc, ev, notify=notify, duration=inc.cleared_at - inc.start_time, muted=muted)
 
     def resolve(self, key: str, now: float, message: str) -> Transition | None:
         """Close the open incident ``key`` by hand (``errord resolve``, CONTRACT §8) as a

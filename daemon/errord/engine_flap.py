@@ -57,12 +57,16 @@ class FlapTracker:
         state = self.states.get(key)
         return state is not None and state.flapping
 
-    def opened(self, key: str, inc: Incident, src: int, threshold: int, window: float) -> Flap | None:
+    def opened(
+        self, key: str, inc: Incident, src: int, threshold: int, window: float, cap: int = 10_000
+    ) -> Flap | None:
         """``inc`` just opened ``key``: STARTED when this is its ``threshold``-th open
         within ``window``, FLAPPING when it was flapping already, else None."""
         t = inc.start_time
         state = self.states.get(key)
         if state is None:
+            if len(self.states) >= cap:  # bounded like the open incidents (CONTRACT §9)
+                self._forget_oldest(len(self.states) - cap + 1)
             state = self.states[key] = FlapState()
         state.prune(t, window)
         state.opens.append(t)
@@ -76,6 +80,12 @@ class FlapTracker:
             state.flapping = True
             return Flap.STARTED
         return None
+
+    def _forget_oldest(self, n: int) -> None:
+        """Drop the ``n`` quietest states that are not flapping (then flapping ones)."""
+        order = sorted(self.states.items(), key=lambda kv: (kv[1].flapping, kv[1].last_change))
+        for key, _ in order[:n]:
+            del self.states[key]
 
     def resolved(self, key: str, inc: Incident, when: float) -> bool:
         """``inc`` of ``key`` closed at ``when``; whether the key is flapping (its resolve

@@ -67,7 +67,9 @@ class NoiseRules:
         noise = self._noise_of(inc.code)
         if self._flap_undo is None:
             self._flap_undo = self.flaps.snapshot()
-        return self.flaps.opened(key, inc, self.src, noise.flap_threshold, noise.flap_window)
+        return self.flaps.opened(
+            key, inc, self.src, noise.flap_threshold, noise.flap_window, cap=self.max_open_incidents
+        )
 
     def _flap_resolve(self, key: str, inc: Incident) -> bool:
         """``inc`` closed: counted for its key's flap state; whether the key is flapping."""
@@ -115,8 +117,7 @@ class NoiseRules:
                 if muted is not None:
                     notify = False
                 elif notify:
-                    inc.alerts_sent += 1
-                    inc.flapping = False  # heard of now: its resolve goes out as usual
+                    inc.alerts_sent += 1  # heard of now: its resolve goes out (the key no longer flaps)
                 out.append(Transition(Kind.FLAP_END, key, inc, ev, notify=notify, muted=muted, detail=detail))
             elif state.last:
                 closed = incident_of(state.last, self.server_id, self.node_name)
@@ -143,15 +144,12 @@ class NoiseRules:
         inc.cleared_at = inc.last_log_time + after
         inc.resolved_by = "auto"
         self._dirty[inc.incident_id] = inc
-        flapping = self._flap_resolve(key, inc) or inc.flapping
+        notify, muted = inc.alerts_sent > 0, None
+        if self._flap_resolve(key, inc) and notify:
+            notify, muted = False, self._mute_flapping(inc)
         ev = LogEvent(code=None, clear=inc.code, message="", time=inc.cleared_at, app=inc.app)
         return Transition(
-            Kind.CLEAR,
-            key,
-            inc,
-            ev,
-            notify=inc.alerts_sent > 0 and not flapping,
-            duration=inc.cleared_at - inc.start_time,
+            Kind.CLEAR, key, inc, ev, notify=notify, duration=inc.cleared_at - inc.start_time, muted=muted
         )
 
     # -- the clock: reminders and auto-resolve while no line comes -----------------------
@@ -189,7 +187,7 @@ class NoiseRules:
         muted = self._mute(inc, q) if notify else None
         if muted is not None:
             notify = False
-        elif notify and (inc.flapping or self.flaps.is_flapping(key)):
+        elif notify and self.flaps.is_flapping(key):
             notify, muted = False, self._mute_flapping(inc)
         elif notify:
             inc.alerts_sent += 1

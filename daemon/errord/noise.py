@@ -31,8 +31,8 @@ class Noise:
         try:
             grown = base * self.re_alert_backoff**re_alerts
         except OverflowError:
-            return max(base, self.re_alert_max)
-        return max(base, min(grown, self.re_alert_max))
+            return self.re_alert_max
+        return min(grown, self.re_alert_max)
 
 
 NOISE_DEFAULTS = Noise()

@@ -9,7 +9,6 @@ Each handler is a plain function of the config and the request; ``server`` does 
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -99,21 +98,16 @@ def list_incidents(config: RunConfig, req: Request) -> Reply:
     code, app = q.get("code"), q.get("app")
     since = _since(q["since"]) if "since" in q else None
     state = None if active is None else ("active" if active == "true" else "cleared")
-    globbed = any(set(v or "") & GLOB for v in (code, app))
+    # globs are matched by SQLite (GLOB), so a filter never reads all of history
     found = _incidents(config)(
         code=None if code is None or set(code) & GLOB else code,
         app=None if app is None or set(app) & GLOB else app,
+        code_glob=code if code is not None and set(code) & GLOB else None,
+        app_glob=app if app is not None and set(app) & GLOB else None,
         since=since,
         state=state,
-        limit=-1 if globbed else limit,
+        limit=limit,
     )
-    if globbed:
-        found = [
-            i
-            for i in found
-            if (code is None or fnmatch.fnmatchcase(i.code, code))
-            and (app is None or fnmatch.fnmatchcase(i.app or "", app))
-        ][:limit]
     return reply(200, [incident_json(i) for i in found])
 
 
@@ -280,6 +274,7 @@ def ack(config: RunConfig, req: Request, incident_id: str) -> Reply:
     payload = {
         "code": inc.code,
         "app": inc.app if config.scope == "app" else None,
+        "incident_id": inc.incident_id,  # that one incident, not a later one of the code
         "reason": _field(body, "reason", cli_control._text(cli_control.MAX_REASON), ""),
         "by": _field(body, "by", cli_control._text(cli_control.MAX_BY), ""),
     }
@@ -295,6 +290,7 @@ def resolve(config: RunConfig, req: Request, incident_id: str) -> Reply:
     payload = {
         "code": inc.code,
         "app": inc.app if config.scope == "app" else None,
+        "incident_id": inc.incident_id,
         "reason": _field(body, "reason", cli_control._text(cli_control.MAX_REASON), ""),
     }
     code, outcome = cli_control._run(config, "resolve", payload)

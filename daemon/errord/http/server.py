@@ -17,12 +17,13 @@ import logging
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from errord.config import RunConfig
+from errord.config import HttpConfig, RunConfig
 from errord.errors import ErrordError
 from errord.health import Health
 from errord.http.api import Reply, Request, error, route
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 IO_TIMEOUT = 10.0  # seconds a connection may stay silent (a slowloris is cut here)
 MAX_BODY = 64 << 10  # bytes of a request body
 MAX_CONNECTIONS = 64  # requests served at once; more are answered 503 at once
+DEADLINE_FACTOR = 3  # a whole request (one per connection) may take 3 x IO_TIMEOUT
 WORKERS = 2  # threads that build answers (reads, JSON, the page): few, so few malloc arenas
 
 try:  # glibc: hand the freed pages of a large answer back to the system
@@ -63,6 +65,12 @@ class ApiServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        # who may do what is judged by where it is bound (CONTRACT §10), not by what a
+        # reload says: a listen change takes a restart; until then the bound [http] holds
+        self.loopback = is_loopback(host)
+        self._http: HttpConfig | None = None
+        self._warned: object = None
+        self._last_wrong = 0.0  # time.monotonic() of the last "wrong token" warning
         # Connection threads only talk HTTP; answers are built by WORKERS threads, so the
         # memory a 10,000-incident answer takes is reused, not spread over one malloc
         # arena per connection thread (measured: +31 MB after 100 requests without this).
@@ -74,8 +82,28 @@ class ApiServer:
         host, port = self._httpd.server_address[:2]
         return str(host), int(port)
 
+    def http_for(self, config: RunConfig) -> HttpConfig:
+        """The ``[http]`` this listener serves by: the config's while its ``listen`` is the
+        bound one (a reload may change the token), else the one it started with."""
+        new = config.http
+        if new is not None and (self._http is None or new.listen == self._http.listen):
+            self._http = new
+        elif self._warned is not new:
+            self._warned = new
+            logger.warning("[http] listen changed or removed by a reload: takes a restart; serving as before")
+        assert self._http is not None
+        return self._http
+
+    def wrong_token(self, client: str, method: str, path: str) -> None:
+        """Logged without the token, at most every 10 s (a client must not flood the log)."""
+        now = time.monotonic()
+        if now - self._last_wrong >= 10.0:
+            self._last_wrong = now
+            logger.warning("http: wrong token from %s for %s %s", client, method, path[:80])
+
     def start(self) -> None:
         """Bind and serve; a bind failure is an ``ErrordError`` (a bad start)."""
+        self.http_for(self.config())
         server = self
         handler = type("_Handler", (_Handler,), {"server_ref": server})
         try:
@@ -135,13 +163,40 @@ class _Server(ThreadingHTTPServer):
         t.start()
 
     def _serve_one(self, request: Any, client_address: Any) -> None:
+        # A deadline for the whole request, not only per read: a client that trickles a
+        # byte now and then is cut too, so MAX_CONNECTIONS of them cannot hold every slot
+        cut = threading.Timer(_Handler.timeout * DEADLINE_FACTOR, _cut, (request,))
+        cut.daemon = True
+        cut.start()
         try:
             self.finish_request(request, client_address)
         except Exception:  # a client that went away mid-answer: its problem
             pass
         finally:
+            cut.cancel()
             self.shutdown_request(request)
             self.slots.release()
+
+
+def _cut(request: Any) -> None:
+    with contextlib.suppress(OSError):
+        request.shutdown(socket.SHUT_RDWR)
+
+
+def _cross_site(headers: Any) -> str | None:
+    """Why a write is refused as cross-site, or None: a browser sends ``Origin`` with a
+    POST from another site, and only a page of this host may write; and a write's body
+    must be JSON (a plain HTML form cannot send ``application/json``)."""
+    origin = headers.get("Origin")
+    if origin and origin != "null":
+        if urlsplit(origin).netloc != headers.get("Host", ""):
+            return f"cross-site request from {origin[:80]} refused"
+    elif origin == "null":
+        return "cross-site request refused"
+    ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if headers.get("Content-Length", "0") not in ("", "0") and ctype != "application/json":
+        return "a write's body must be application/json"
+    return None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -153,6 +208,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # no access log on stderr
         pass
+
+    def handle_expect_100(self) -> bool:
+        return True  # no "100 Continue" before the token is checked (it is, before the body)
 
     def do_GET(self) -> None:
         self._serve("GET")
@@ -173,13 +231,12 @@ class _Handler(BaseHTTPRequestHandler):
         path = url.path
         if path in ("/metrics", "/healthz"):
             return self._send(self._plain(path), head)
-        http = config.http
-        assert http is not None
+        http = srv.http_for(config)
         authed = token_ok(self.headers.get("Authorization"), http.token) if http.token else False
         if self.headers.get("Authorization") and http.token and not authed:
-            logger.warning("http: wrong token from %s for %s %s", self.client_address[0], method, path[:80])
+            srv.wrong_token(self.client_address[0], method, path)
         writes = method in ("POST", "DELETE")
-        loopback = is_loopback(http.host)
+        loopback = srv.loopback
         # CONTRACT §10's table; checked before the body is read
         if writes and not http.token:
             return self._send(error(403, "writes need [http] token to be set"), head, close=True)
@@ -188,6 +245,8 @@ class _Handler(BaseHTTPRequestHandler):
             if path == "/" or not path.startswith("/api/"):
                 reply.headers.append(("WWW-Authenticate", 'Basic realm="errord"'))
             return self._send(reply, head, close=True)
+        if writes and (reason := _cross_site(self.headers)):  # a form or script elsewhere (CSRF)
+            return self._send(error(403, reason), head, close=True)
         length = self.headers.get("Content-Length")
         body = b""
         if length:
@@ -230,7 +289,7 @@ class _Handler(BaseHTTPRequestHandler):
             return error(404, "no metrics here: they are served on [metrics] listen")
         return Reply(200, srv.metrics_text(), "text/plain; version=0.0.4; charset=utf-8")
 
-    def _send(self, reply: Reply, head: bool, close: bool = False) -> None:
+    def _send(self, reply: Reply, head: bool, close: bool = True) -> None:
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(reply.body)))

@@ -327,8 +327,11 @@ class Journal:
         app: str | None = None,
         since: float | None = None,
         state: HistoryState | None = None,
+        code_glob: str | None = None,
+        app_glob: str | None = None,
     ) -> list[Incident]:
         """Incidents, newest ``start_time`` first; ``limit < 0`` means no limit.
+        ``code_glob``/``app_glob``: shell globs, matched by SQLite (``GLOB``, case-sensitive).
 
         Filters (all optional, combined with AND): ``code``, ``app``, ``since`` (epoch
         seconds: ``start_time`` at or after it), ``state`` (``"active"`` or
@@ -346,6 +349,12 @@ class Journal:
         if since is not None:
             where.append("start_time >= ?")
             params.append(since)
+        if code_glob is not None:
+            where.append("code GLOB ?")
+            params.append(code_glob)
+        if app_glob is not None:
+            where.append("coalesce(app, '') GLOB ?")
+            params.append(app_glob)
         if state is not None:
             where.append("active = 1" if state == "active" else "active = 0")
         sql = f"SELECT {self._incident_cols()} FROM incidents"

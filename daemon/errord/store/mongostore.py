@@ -120,6 +120,7 @@ def incident_from_document(doc: Mapping[str, Any]) -> Incident:
         incident_id=incident_id,
         notices_muted=int(doc.get("notices_muted") or 0),  # absent from documents before schema 4
         resolved_by=doc.get("resolved_by"),
+        flapping=bool(doc.get("flapping", False)),
     )
 
 
