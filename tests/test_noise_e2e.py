@@ -31,26 +31,31 @@ def test_a_reminder_then_an_auto_resolve_on_a_quiet_incident(make_errord, receiv
     receiver.start()
     e = make_errord(
         notify=[{"url": receiver.url("/a")}],
-        defaults={"remind_every": "2s", "auto_resolve_after": "5s"},
+        defaults={"remind_every": "2s", "auto_resolve_after": "6s"},
     )
     e.start()
     t0 = time.time()
     append(tmp_path / "logs" / "app.jsonl", line("db_down", msg="db gone", timestamp=iso(t0)))
-    got = receiver.wait_for(4, timeout=30)
+    wait_until(
+        lambda: any("auto-resolved" in b["title"] for b in receiver.bodies()), 30, lambda: str(receiver.bodies())
+    )
+    got = receiver.wait_for(len(receiver.bodies()), timeout=10)
     kinds = [(r.body["type"], r.body["title"].split(" ", 2)[2]) for r in got]
-    assert kinds == [
-        ("failure", "failing on test-host/n1"),
-        ("warning", "still open on test-host/n1"),
-        ("warning", "still open on test-host/n1"),
-        ("success", "auto-resolved on test-host/n1"),
-    ]
-    assert "no occurrence for 2s" in got[1].body["message"] and "no occurrence for 4s" in got[2].body["message"]
-    assert "Auto-resolved: no occurrence for 5s" in got[3].body["message"]
+    # reminders at 2 s and 4 s of quiet (checked once a second: a busy machine may skip the
+    # second when the check comes after 6 s, then the auto-resolve wins), then the resolve
+    assert kinds[0] == ("failure", "failing on test-host/n1")
+    assert kinds[-1] == ("success", "auto-resolved on test-host/n1")
+    reminders = got[1:-1]
+    assert 1 <= len(reminders) <= 2 and all(k == ("warning", "still open on test-host/n1") for k in kinds[1:-1])
+    assert "no occurrence for 2s" in reminders[0].body["message"]
+    if len(reminders) == 2:
+        assert "no occurrence for 4s" in reminders[1].body["message"]
+    assert "Auto-resolved: no occurrence for 6s" in got[-1].body["message"]
     offsets = [r.at - got[0].at for r in got]
-    assert 1.5 < offsets[1] < 4.0 and 3.5 < offsets[2] < 6.0 and 4.5 < offsets[3] < 8.0, offsets
+    assert 1.5 < offsets[1] < 5.0 and 5.5 < offsets[-1] < 10.0, offsets
     (rec,) = e.history()
-    assert rec["resolved_by"] == "auto" and rec["alerts_sent"] == 3 and not rec["active"]
-    assert rec["cleared_at"] == iso(t0 + 5).replace("+00:00", "Z") or rec["cleared_at"].startswith(iso(t0 + 5)[:19])
+    assert rec["resolved_by"] == "auto" and rec["alerts_sent"] == 1 + len(reminders) and not rec["active"]
+    assert rec["cleared_at"].startswith(iso(t0 + 6)[:19])
     # a later line opens a new incident
     append(tmp_path / "logs" / "app.jsonl", line("db_down", msg="again"))
     wait_until(lambda: len(e.history()) == 2, 15, lambda: str(e.history()))
