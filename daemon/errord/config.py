@@ -148,6 +148,8 @@ class Source:
     rotate_wait: float  # seconds
     timezone: str  # IANA name, for times written without a zone
     max_line_bytes: int
+    format: str = "json"  # CONTRACT §12: "json", "docker", "cri", "auto"
+    app_from: str | None = None  # "kubernetes": the app from the file name
 
     @property
     def tzinfo(self) -> ZoneInfo:

@@ -18,7 +18,7 @@ import socket
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -110,6 +110,8 @@ class SourceSettings(_Section):
     rotate_wait: Duration = 60.0
     timezone: Zone = "UTC"
     max_line_bytes: int = Field(default=1 << 20, ge=256)
+    format: Literal["json", "docker", "cri", "auto"] = "json"  # CONTRACT §12
+    app_from: Literal["kubernetes"] | None = None
 
     def to_run(self) -> Source:
         """This entry as the daemon holds it."""
@@ -120,6 +122,8 @@ class SourceSettings(_Section):
             rotate_wait=self.rotate_wait,
             timezone=self.timezone,
             max_line_bytes=self.max_line_bytes,
+            format=self.format,
+            app_from=self.app_from,
         )
 
 

@@ -144,13 +144,15 @@ class LineParser:
     ``future_slack`` seconds after ``now`` is replaced by ``now``.
     """
 
-    __slots__ = ("_durations", "_warnings", "app", "future_slack", "max_line_bytes", "tz")
+    __slots__ = ("_durations", "_warnings", "app", "fallback", "future_slack", "max_line_bytes", "tz")
 
     def __init__(self, *, app: str | None, tz: tzinfo, max_line_bytes: int, future_slack: float = 300.0) -> None:
         self.app = app
         self.tz = tz
         self.max_line_bytes = max_line_bytes
         self.future_slack = future_slack
+        # the event time for a line that gives none (an envelope's time, CONTRACT §12)
+        self.fallback: float | None = None
         self._durations: dict[str, float | None] = {}  # re_alert_time text -> seconds
         self._warnings: list[tuple[int, str, str]] = []  # where _event reports (the chunk's)
 
@@ -447,6 +449,9 @@ class LineParser:
             ts = None
         # NaN fails both comparisons, so it lands on `now` too
         if ts is None or not 0.0 <= ts <= now + self.future_slack:
+            fallback = self.fallback
+            if fallback is not None and 0.0 <= fallback <= now + self.future_slack:
+                return fallback
             return now
         return ts
 
