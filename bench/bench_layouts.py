@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_lines import chunks_of, make_lines
-
 from errord.parse.layouts import EnvelopeParser, open_from
 from errord.parse.lines import LineParser
 
