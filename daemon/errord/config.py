@@ -150,6 +150,7 @@ class Source:
     max_line_bytes: int
     format: str = "json"  # CONTRACT §12: "json", "docker", "cri", "auto"
     app_from: str | None = None  # "kubernetes": the app from the file name
+    fields: tuple[tuple[str, str], ...] = ()  # CONTRACT §12: (field, dotted path)
 
     @property
     def tzinfo(self) -> ZoneInfo:

@@ -101,6 +101,24 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_DOTTED = r"^[^.\s]+(\.[^.\s]+)*$"  # a.b.c: no empty names
+
+
+class FieldMap(_Section):
+    """``fields = { code = "record.extra.error_code", ... }`` (CONTRACT §12)."""
+
+    code: Annotated[str, Field(pattern=_DOTTED)] | None = None
+    clear: Annotated[str, Field(pattern=_DOTTED)] | None = None
+    message: Annotated[str, Field(pattern=_DOTTED)] | None = None
+    time: Annotated[str, Field(pattern=_DOTTED)] | None = None
+    re_alert_time: Annotated[str, Field(pattern=_DOTTED)] | None = None
+    notification: Annotated[str, Field(pattern=_DOTTED)] | None = None
+    level: Annotated[str, Field(pattern=_DOTTED)] | None = None
+
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        return tuple((k, v) for k, v in self.model_dump().items() if v is not None)
+
+
 class SourceSettings(_Section):
     """One ``[[sources]]`` entry: a glob of JSON log files and how to read them."""
 
@@ -112,6 +130,7 @@ class SourceSettings(_Section):
     max_line_bytes: int = Field(default=1 << 20, ge=256)
     format: Literal["json", "docker", "cri", "auto"] = "json"  # CONTRACT §12
     app_from: Literal["kubernetes"] | None = None
+    fields: FieldMap | None = None
 
     def to_run(self) -> Source:
         """This entry as the daemon holds it."""
@@ -124,6 +143,7 @@ class SourceSettings(_Section):
             max_line_bytes=self.max_line_bytes,
             format=self.format,
             app_from=self.app_from,
+            fields=self.fields.pairs() if self.fields else (),
         )
 
 

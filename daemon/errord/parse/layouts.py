@@ -19,8 +19,10 @@ from typing import Any, Final
 
 import orjson
 
+from errord.parse.chunks import NEEDLE
+from errord.parse.fieldmap import flatten, needles, split_paths
 from errord.parse.lines import LineParser
-from errord.parse.result import ParseResult, count_skip
+from errord.parse.result import NOT_JSON, NOT_OBJECT, ParseResult, count_skip
 from errord.parse.times import epoch_seconds
 
 __all__ = [
@@ -159,12 +161,16 @@ class EnvelopeParser:
     parts per stream, and parses each app line with ``inner`` at its first part's offset.
     Same interface as :class:`LineParser` (``parse_chunk``, ``parse_line``)."""
 
-    __slots__ = ("_apps", "app_from", "fmt", "inner")
+    __slots__ = ("_apps", "_needles", "app_from", "fmt", "inner", "paths")
 
-    def __init__(self, inner: LineParser, fmt: str, app_from: str | None = None) -> None:
+    def __init__(
+        self, inner: LineParser, fmt: str, app_from: str | None = None, fields: dict[str, str] | None = None
+    ) -> None:
         self.inner = inner
         self.fmt = fmt
         self.app_from = app_from
+        self.paths = split_paths(fields) if fields else None
+        self._needles = needles(self.paths) if self.paths else ()
         self._apps: dict[str, str | None] = {}
 
     @property
@@ -178,7 +184,7 @@ class EnvelopeParser:
         if fmt == AUTO:
             first = data.split(b"\n", 1)[0]
             fmt = detect(first.rstrip(b"\r"))
-        if fmt == JSON:
+        if fmt == JSON and self.paths is None:
             res = self.inner.parse_chunk(data, offset, now, path)
             self._name(res, path)
             return res
@@ -197,7 +203,7 @@ class EnvelopeParser:
             raw = data[pos:end]
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
-            part = split_envelope(raw, fmt) if raw else None
+            part = split_envelope(raw, fmt) if raw and fmt != JSON else None
             if part is None:
                 if raw:  # not an envelope: read as a plain line
                     self._one(raw, now, offset + pos, path, None, res)
@@ -223,7 +229,7 @@ class EnvelopeParser:
         inner = self.inner
         inner.fallback = when
         try:
-            r = inner._line(body, now, offset, path)
+            r = inner._line(body, now, offset, path) if self.paths is None else self._mapped(body, now, offset, path)
         finally:
             inner.fallback = None
         if r is None:
@@ -232,6 +238,20 @@ class EnvelopeParser:
             count_skip(res, r, offset)
         else:
             res.events.append(r)  # type: ignore[arg-type]
+
+    def _mapped(self, body: bytes, now: float, offset: int, path: str) -> Any:
+        """One app line under a ``fields`` map: decoded only when it holds a mapped key."""
+        assert self.paths is not None
+        if not any(n in body for n in self._needles):
+            # no mapped code: only the §1 checks of a bad line (a plain error_code is not read)
+            return None if NEEDLE in body else self.inner._line(body, now, offset, path)
+        try:
+            obj = orjson.loads(body)
+        except ValueError:
+            return NOT_JSON
+        if type(obj) is not dict:
+            return NOT_OBJECT
+        return self.inner._event(flatten(obj, self.paths), now, offset, path)
 
     def _name(self, res: ParseResult, path: str) -> None:
         if self.app_from is None or not res.events:
@@ -260,6 +280,7 @@ def make_parser(src: Any) -> LineParser | EnvelopeParser:
     inner = LineParser(app=src.app, tz=src.tzinfo, max_line_bytes=src.max_line_bytes)
     fmt = getattr(src, "format", JSON)
     app_from = getattr(src, "app_from", None)
-    if fmt == JSON and app_from is None:
+    fields = getattr(src, "fields", None)
+    if fmt == JSON and app_from is None and not fields:
         return inner
-    return EnvelopeParser(inner, fmt, app_from)
+    return EnvelopeParser(inner, fmt, app_from, dict(fields) if fields else None)
