@@ -18,7 +18,7 @@ import socket
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -40,8 +40,10 @@ from pydantic_settings import (
 )
 
 from errord.config import (
+    AppFrom,
     CodeConfig,
     Defaults,
+    FieldName,
     HttpConfig,
     MetricsConfig,
     Mongo,
@@ -49,6 +51,7 @@ from errord.config import (
     RunConfig,
     Scope,
     Source,
+    SourceFormat,
     StartAt,
     Target,
     redact_mongo_uri,
@@ -102,21 +105,7 @@ class _Section(BaseModel):
 
 
 _DOTTED = r"^[^.\s]+(\.[^.\s]+)*$"  # a.b.c: no empty names
-
-
-class FieldMap(_Section):
-    """``fields = { code = "record.extra.error_code", ... }`` (CONTRACT §12)."""
-
-    code: Annotated[str, Field(pattern=_DOTTED)] | None = None
-    clear: Annotated[str, Field(pattern=_DOTTED)] | None = None
-    message: Annotated[str, Field(pattern=_DOTTED)] | None = None
-    time: Annotated[str, Field(pattern=_DOTTED)] | None = None
-    re_alert_time: Annotated[str, Field(pattern=_DOTTED)] | None = None
-    notification: Annotated[str, Field(pattern=_DOTTED)] | None = None
-    level: Annotated[str, Field(pattern=_DOTTED)] | None = None
-
-    def pairs(self) -> tuple[tuple[str, str], ...]:
-        return tuple((k, v) for k, v in self.model_dump().items() if v is not None)
+DottedPath = Annotated[str, Field(pattern=_DOTTED)]
 
 
 class SourceSettings(_Section):
@@ -128,9 +117,9 @@ class SourceSettings(_Section):
     rotate_wait: Duration = 60.0
     timezone: Zone = "UTC"
     max_line_bytes: int = Field(default=1 << 20, ge=256)
-    format: Literal["json", "docker", "cri", "auto"] = "json"  # CONTRACT §12
-    app_from: Literal["kubernetes"] | None = None
-    fields: FieldMap | None = None
+    format: SourceFormat = "json"  # CONTRACT §12
+    app_from: AppFrom | None = None
+    fields: dict[FieldName, DottedPath] = Field(default_factory=dict)
 
     def to_run(self) -> Source:
         """This entry as the daemon holds it."""
@@ -143,7 +132,7 @@ class SourceSettings(_Section):
             max_line_bytes=self.max_line_bytes,
             format=self.format,
             app_from=self.app_from,
-            fields=self.fields.pairs() if self.fields else (),
+            fields=dict(self.fields),
         )
 
 
