@@ -330,43 +330,40 @@ class TemplateConfig:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+class _Listen:
+    """``host`` and ``port`` of a ``listen = "host:port"`` setting."""
+
+    __slots__ = ()
+    listen: str
+
+    @property
+    def host(self) -> str:
+        """Host part of ``listen`` (brackets of an IPv6 literal removed)."""
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        """Port part of ``listen``."""
+        return split_listen(self.listen)[1]
+
+
 @dataclass(frozen=True, slots=True)
-class HttpConfig:
+class HttpConfig(_Listen):
     """``[http]`` (CONTRACT §10): the API, the status page, /metrics and /healthz.
     ``token`` is a secret (check-config shows ``***``)."""
 
     listen: str = "127.0.0.1:9464"  # host:port
     token: str = ""
 
-    @property
-    def host(self) -> str:
-        """Host part of ``listen`` (brackets of an IPv6 literal removed)."""
-        return split_listen(self.listen)[0]
-
-    @property
-    def port(self) -> int:
-        """Port part of ``listen``."""
-        return split_listen(self.listen)[1]
-
     def __repr__(self) -> str:
         return f"HttpConfig(listen={self.listen!r}, token={'***' if self.token else ''!r})"
 
 
 @dataclass(frozen=True, slots=True)
-class MetricsConfig:
+class MetricsConfig(_Listen):
     """``[metrics]``: where to serve Prometheus ``/metrics`` and ``/healthz``."""
 
     listen: str  # host:port
-
-    @property
-    def host(self) -> str:
-        """Host part of ``listen`` (brackets of an IPv6 literal removed)."""
-        return split_listen(self.listen)[0]
-
-    @property
-    def port(self) -> int:
-        """Port part of ``listen``."""
-        return split_listen(self.listen)[1]
 
 
 @dataclass(frozen=True, slots=True)

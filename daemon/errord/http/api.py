@@ -266,23 +266,9 @@ def _open_incident(config: RunConfig, incident_id: str) -> Incident | Reply:
     return inc
 
 
-def ack(config: RunConfig, req: Request, incident_id: str) -> Reply:
-    body = _body(req)
-    inc = _open_incident(config, incident_id)
-    if isinstance(inc, Reply):
-        return inc
-    payload = {
-        "code": inc.code,
-        "app": inc.app if config.scope == "app" else None,
-        "incident_id": inc.incident_id,  # that one incident, not a later one of the code
-        "reason": _field(body, "reason", cli_control._text(cli_control.MAX_REASON), ""),
-        "by": _field(body, "by", cli_control._text(cli_control.MAX_BY), ""),
-    }
-    code, outcome = cli_control._run(config, "ack", payload)
-    return _outcome(code, outcome) or reply(201, outcome["silence"])
-
-
-def resolve(config: RunConfig, req: Request, incident_id: str) -> Reply:
+def _on_incident(config: RunConfig, req: Request, incident_id: str, kind: str) -> tuple[int, dict[str, Any]] | Reply:
+    """``errord ack`` / ``errord resolve`` for that one open incident (not a later one of
+    its code): the command's outcome, or the refusal."""
     body = _body(req)
     inc = _open_incident(config, incident_id)
     if isinstance(inc, Reply):
@@ -293,7 +279,24 @@ def resolve(config: RunConfig, req: Request, incident_id: str) -> Reply:
         "incident_id": inc.incident_id,
         "reason": _field(body, "reason", cli_control._text(cli_control.MAX_REASON), ""),
     }
-    code, outcome = cli_control._run(config, "resolve", payload)
+    if kind == "ack":
+        payload["by"] = _field(body, "by", cli_control._text(cli_control.MAX_BY), "")
+    return cli_control._run(config, kind, payload)
+
+
+def ack(config: RunConfig, req: Request, incident_id: str) -> Reply:
+    done = _on_incident(config, req, incident_id, "ack")
+    if isinstance(done, Reply):
+        return done
+    code, outcome = done
+    return _outcome(code, outcome) or reply(201, outcome["silence"])
+
+
+def resolve(config: RunConfig, req: Request, incident_id: str) -> Reply:
+    done = _on_incident(config, req, incident_id, "resolve")
+    if isinstance(done, Reply):
+        return done
+    code, outcome = done
     failed = _outcome(code, outcome)
     if failed is not None:
         return failed
