@@ -114,3 +114,52 @@ def test_re_alerts_by_the_holder_then_another_after_kill_9(fleet: Any, receiver:
     later = receiver.bodies()[seen:]
     assert any(b["type"] == "warning" and f"failing on {N - 1} hosts" in b["message"] for b in later), later
     assert str(coll.find_one({"open": True})["holder"]) != holder
+
+
+@pytest.fixture
+def pair(make_errord: Any, receiver: Any, tmp_path: Path) -> Iterator[tuple[list[Errord], list[Path], FakeMongo]]:
+    """Two members (a, b), lease 3 s: the fleet's documents are read every second."""
+    with FakeMongo() as mongo:
+        members, logs = [], []
+        for sid in ("a", "b"):
+            (tmp_path / f"logs-{sid}").mkdir()
+            logs.append(tmp_path / f"logs-{sid}" / "app.jsonl")
+            members.append(
+                make_errord(
+                    name=sid,
+                    server_id=sid,
+                    state_dir=str(tmp_path / f"state-{sid}"),
+                    sources=[{"path": str(tmp_path / f"logs-{sid}" / "*.jsonl"), "start_at": "beginning"}],
+                    notify=[{"url": receiver.url()}],
+                    mongodb={"uri": mongo.uri, "timeout": "2s"},
+                    fleet={"name": "prod", "lease": "3s"},
+                    defaults={"re_alert_time": "1h"},
+                )
+            )
+        for e in members:
+            e.start(wait=False)
+        for e in members:
+            e.wait_running()
+        yield members, logs, mongo
+
+
+def test_a_silence_made_on_one_host_mutes_the_code_on_another(pair: Any, receiver: Any) -> None:
+    (a, b), (_, log_b), mongo = pair
+    sid = a.cli("silence", "db_down", "--for", "1h", "--reason", "maintenance").stdout.strip()
+
+    def listed_on_b() -> list[dict[str, Any]]:
+        return [s for s in b.json("silences") if s.get("id") == sid]
+
+    (shown,) = conftest.wait_until(listed_on_b, 20, "the silence listed on b")
+    assert shown["origin"] == "a" and shown["active"] and shown["reason"] == "maintenance"
+    assert "FROM" in b.cli("silences").stdout  # the table says where each came from
+    append(log_b, line("db_down"))
+    b.wait_caught_up()
+    conftest.wait_until(lambda: [i["notices_muted"] for i in b.history()] == [1], 10, "b's failure muted")
+    time.sleep(1.0)
+    assert receiver.bodies() == []  # muted on b by a's silence
+    # ended on b: ended on a too (and in MongoDB), and b's next notice goes out
+    assert b.cli("unsilence", sid).stdout.strip() == f"ended {sid}"
+    conftest.wait_until(lambda: a.json("silences") == [], 20, "a's own silence ended")
+    (doc,) = mongo.docs("errord", "fleet_silences")
+    assert doc["ended_by"] == "b" and doc["origin"] == "a"

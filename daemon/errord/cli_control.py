@@ -282,9 +282,14 @@ def cmd_silences(args: argparse.Namespace) -> int:
         with journal:
             open_ids = {i.incident_id for i in journal.active()}
             since = now - 7 * 86400 if args.all else None
-            for s in journal.control.silences(since=since):
-                if args.all or s.active(now, open_ids):
-                    silences.append(silence_json(s, now, open_ids))
+            if config.fleet is not None:  # CONTRACT §13: also those made on other members
+                from errord.fleet.silences import listed
+
+                silences = listed(journal, config, now, open_ids, since=since)
+            else:
+                for s in journal.control.silences(since=since):
+                    if args.all or s.active(now, open_ids):
+                        silences.append(silence_json(s, now, open_ids))
     mute_times = [_mute_time_json(m, now) for m in config.mute_times]
     if args.json:
         _print_json(silences + mute_times)
@@ -306,6 +311,11 @@ def cmd_silences(args: argparse.Namespace) -> int:
             for s in silences
         ]
         headers = ["ID", "PATTERN", "APP", "ENDS", "ACTIVE", "MUTED", "BY", "REASON"]
+        if config.fleet is not None:  # where each was made
+            headers.append("FROM")
+            for row, shown in zip(rows, silences, strict=True):
+                origin = str(shown["origin"])
+                row.append("here" if origin == config.server_id else clean_text(origin, MAX_BY, single_line=True))
         print(table(headers, rows, width=width, shrink={7: "end", 6: "end"}))
     else:
         print("no silences in force" if not args.all else "no silences in the last 7 days")

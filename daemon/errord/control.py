@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from errord.config import RunConfig
 from errord.engine import Engine, incident_key
@@ -42,6 +42,9 @@ from errord.policy.silence import Silence
 from errord.store.journal import Journal
 from errord.store.runstate import RunLock
 from errord.views import iso
+
+if TYPE_CHECKING:
+    from errord.fleet.silences import FleetSilences
 
 __all__ = ["KINDS", "POLL_EVERY", "Controller", "apply_offline", "shown_id", "silence_json"]
 
@@ -84,6 +87,8 @@ class Controller:
         self._clock = clock
         self._monotonic = monotonic
         self._next_poll = 0.0
+        # [fleet] (CONTRACT §13): the silences made on other members (``unsilence`` ends them too)
+        self.shared: FleetSilences | None = None
 
     def load(self) -> None:
         """The stored silences into the oracle (start, and after each change)."""
@@ -115,7 +120,7 @@ class Controller:
         return made
 
     def _end_resolved(self) -> None:
-        waiting = [s for s in self.mutes.silences if s.until_resolved and s.ended_at is None]
+        waiting = [s for s in self.mutes.local if s.until_resolved and s.ended_at is None]
         if not waiting:
             return
         open_ids = {i.incident_id for i in self.engine.active().values()}
@@ -148,7 +153,7 @@ class Controller:
             status, outcome = 1, {"error": f"malformed {kind!r} command: {why}"}
         if kind == "resolve" and status == 0:  # acks of what was resolved end with it
             open_ids = {i.incident_id for i in engine.active().values()}
-            for s in self.mutes.silences:
+            for s in self.mutes.local:
                 if s.until_resolved and s.ended_at is None and not any(i in open_ids for i in s.incident_ids):
                     ended.append(s.id)
 
@@ -167,6 +172,8 @@ class Controller:
             engine.rollback()
             raise
         engine.commit()
+        if ended and self.shared is not None:
+            self.shared.end(ended, now)  # those made elsewhere (the others are this journal's)
         if new or ended:
             self.load()
         return status, {**outcome, "_notices": len(notices)} if notices else outcome
@@ -205,7 +212,9 @@ class Controller:
             return 0, {"silence": silence_json(s, now, open_ids)}
         if kind == "unsilence":
             wanted = [str(i) for i in args["ids"]]
-            known = self.journal.control.get(wanted)
+            known: set[str] = set(self.journal.control.get(wanted))
+            if self.shared is not None:  # made on another member of the fleet: ended here and there
+                known |= {i for i in wanted if self.shared.knows(i)}
             ended += [i for i in wanted if i in known]
             unknown = [i for i in wanted if i not in known]
             out: dict[str, Any] = {"ended": [i for i in wanted if i in known], "unknown": unknown}
@@ -287,6 +296,17 @@ def apply_offline(config: RunConfig, kind: str, args: dict[str, Any]) -> Outcome
             router = Router([(t.key, t.tags) for t in config.targets])
             controller = Controller(engine, standard_policy(router), journal, config, mutes)
             controller.load()
+            if config.fleet is not None:  # the fleet's silences as last seen: an end waits for the next start
+                from errord.fleet.silences import FleetSilences
+
+                controller.shared = FleetSilences(
+                    None,
+                    fleet=config.fleet.name,
+                    server_id=config.server_id,
+                    scope=config.scope,
+                    journal=journal,
+                    mutes=mutes,
+                )
             status, outcome = controller.apply(kind, args)
             outcome.pop("_notices", None)
             controller._end_resolved()

@@ -211,9 +211,13 @@ class Daemon:
             count_kinds=self.metrics is not None,
         )
         if s.fleet is not None:  # CONTRACT §13: pymongo only with [fleet]
-            from errord.fleet.start import start_fleet
+            from errord.fleet.start import share_silences, start_fleet
 
-            self.batch.fleet = await asyncio.to_thread(start_fleet, s)
+            gate = self.batch.fleet = await asyncio.to_thread(start_fleet, s)
+            if gate is not None:  # silences made on one member apply to the whole fleet
+                self.control.shared = share_silences(gate, s, self.journal, self.mutes)
+                if not gate.down:
+                    self.control.shared.sync(time.time(), lambda: list(self.engine.active().values()))
 
     def _start_alertmanager(self, s: RunConfig) -> None:
         """Start pushing open incidents to the ``[[alertmanager]]`` list (none: nothing)."""

@@ -31,7 +31,9 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-__all__ = ["FleetClaims", "FleetDecision", "ScopeMismatch", "fleet_rows"]
+from errord.fleet.runconfig import fleet_key
+
+__all__ = ["FleetClaims", "FleetDecision", "ScopeMismatch", "fleet_key", "fleet_rows"]
 
 log = logging.getLogger(__name__)
 

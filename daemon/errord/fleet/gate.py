@@ -12,7 +12,9 @@ rejoin they are merged into the fleet incident without a notice, and their resol
 the member's own.
 
 ``tick`` (from the daemon's loop, once a second, lines or not) renews the member's
-leases every lease/3 and takes over fleet incidents whose holder went silent.
+leases every lease/3 and takes over fleet incidents whose holder went silent; with
+``silences`` (``fleet.silences``) it writes the silences made or ended here at once and
+reads the fleet's on the same cadence.
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from errord.fleet.claims import FleetClaims, FleetDecision
+from errord.fleet.claims import FleetClaims, FleetDecision, fleet_key
 from errord.model import Incident, Notice, NoticeType
 from errord.policy.base import Context, Flow
 from errord.policy.fleet import FleetStage
+
+if TYPE_CHECKING:
+    from errord.fleet.silences import FleetSilences
 
 __all__ = ["FleetGate"]
 
@@ -41,12 +47,13 @@ class FleetGate:
     stage: FleetStage = field(default_factory=FleetStage)
     down: bool = False
     alone: dict[str, Incident] = field(default_factory=dict)  # key -> incident alerted on its own
+    silences: FleetSilences | None = None  # the fleet's silences (set by the daemon, with its journal)
     _announce: list[str] = field(default_factory=list)
     _renewed: float = 0.0
 
     def key_of(self, inc: Incident) -> str:
         """The fleet incident's key: the code, or (app, code) with scope = "app"."""
-        return f"{inc.app}\x00{inc.code}" if self.claims.scope == "app" and inc.app else inc.code
+        return fleet_key(self.claims.scope, inc.code, inc.app)
 
     def _ask(self, notice: Notice, inc: Incident, now: float) -> FleetDecision | None:
         key = self.key_of(inc)
@@ -101,8 +108,13 @@ class FleetGate:
         self._announce.clear()
 
     def tick(self, now: float, open_incidents: Callable[[], Sequence[Incident]]) -> None:
-        """Renew leases every lease/3; after an outage, merge what was sent alone."""
+        """Renew leases every lease/3; after an outage, merge what was sent alone. A silence
+        made or ended here is written at once (while MongoDB answers), the fleet's read
+        on the lease cadence."""
+        shared = self.silences
         if now - self._renewed < self.claims.lease / 3:
+            if shared is not None and not self.down and shared.due():
+                shared.sync(now, open_incidents)
             return
         self._renewed = now
         if self.claims.renew(now) is None:
@@ -113,6 +125,8 @@ class FleetGate:
             for inc in open_incidents():
                 self.claims.merge(self.key_of(inc), inc.code, inc.app, inc.start_time, now)
             log.warning("fleet: MongoDB answers again: open incidents merged into the fleet's")
+        if shared is not None:
+            shared.sync(now, open_incidents)
 
 
 _NO_CTX = Context(now=0.0, server_id="", node_name="", tags_for=lambda code: ())

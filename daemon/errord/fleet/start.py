@@ -11,9 +11,12 @@ import uuid
 from errord.config import RunConfig
 from errord.fleet.claims import FleetClaims, ScopeMismatch
 from errord.fleet.gate import FleetGate
+from errord.fleet.silences import COLLECTION, FleetSilences
 from errord.fleet.view import fleet_collection
+from errord.policy.mute import MuteOracle
+from errord.store.journal import Journal
 
-__all__ = ["start_fleet"]
+__all__ = ["share_silences", "start_fleet"]
 
 log = logging.getLogger(__name__)
 
@@ -49,3 +52,20 @@ def start_fleet(settings: RunConfig) -> FleetGate | None:
     else:
         log.info("fleet %r: joined as %r (lease %.0fs)", settings.fleet.name, settings.server_id, settings.fleet.lease)
     return gate
+
+
+def share_silences(gate: FleetGate, settings: RunConfig, journal: Journal, mutes: MuteOracle) -> FleetSilences:
+    """The fleet's silences for this member (in the daemon's thread: the journal's), read
+    once now when MongoDB answered at start; set as the gate's."""
+    assert settings.fleet is not None
+    coll = gate.claims.coll.database.get_collection(COLLECTION, write_concern=gate.claims.coll.write_concern)
+    shared = FleetSilences(
+        coll,
+        fleet=settings.fleet.name,
+        server_id=settings.server_id,
+        scope=settings.scope,
+        journal=journal,
+        mutes=mutes,
+    )
+    gate.silences = shared
+    return shared

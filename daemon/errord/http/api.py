@@ -150,7 +150,12 @@ def silences(config: RunConfig, req: Request) -> Reply:
     if journal is not None:
         with journal:
             open_ids = {i.incident_id for i in journal.active()}
-            out = [silence_json(s, now, open_ids) for s in journal.control.silences() if s.active(now, open_ids)]
+            if config.fleet is not None:  # CONTRACT §13: also those made on other members, with origin
+                from errord.fleet.silences import listed
+
+                out = listed(journal, config, now, open_ids, since=None)
+            else:
+                out = [silence_json(s, now, open_ids) for s in journal.control.silences() if s.active(now, open_ids)]
     return reply(200, out + [cli_control._mute_time_json(m, now) for m in config.mute_times])
 
 
@@ -242,6 +247,10 @@ def end_silence(config: RunConfig, req: Request, silence_id: str) -> Reply:
     if journal is not None:
         with journal:
             known = journal.control.get([silence_id]).get(silence_id)
+            if known is None and config.fleet is not None:  # made on another member (CONTRACT §13)
+                from errord.fleet.silences import seen
+
+                known = seen(journal, config).get(silence_id)
             open_ids = {i.incident_id for i in journal.active()}
     if known is None:
         return error(404, f"no silence {silence_id[:40]!r}")
@@ -253,7 +262,11 @@ def end_silence(config: RunConfig, req: Request, silence_id: str) -> Reply:
     journal = open_readonly(config)
     assert journal is not None
     with journal:
-        ended = journal.control.get([silence_id])[silence_id]
+        ended = journal.control.get([silence_id]).get(silence_id)
+        if ended is None:  # made on another member: ended here, and in MongoDB at the next renewal
+            from errord.fleet.silences import seen
+
+            ended = seen(journal, config)[silence_id]
         return reply(200, silence_json(ended, time.time(), {i.incident_id for i in journal.active()}))
 
 

@@ -59,7 +59,9 @@ class MuteOracle:
         # incidents per line cost ~0.2 ms
         self._inhibited: dict[tuple[str, str | None], bool] = {}
         self._inhibited_at: tuple[int, int] = (0, -1)  # (id of the open incidents' mapping, opened)
-        self.silences: tuple[Silence, ...] = ()
+        self.silences: tuple[Silence, ...] = ()  # what is judged: this host's and the fleet's, oldest first
+        self.local: tuple[Silence, ...] = ()  # this host's own (the journal's)
+        self.fleet: tuple[Silence, ...] = ()  # made on other members of the fleet (CONTRACT §13)
         self.set_silences(silences)
 
     @classmethod
@@ -79,8 +81,17 @@ class MuteOracle:
         self._inhibited.clear()
 
     def set_silences(self, silences: Sequence[Silence]) -> None:
-        """The silences known now (any state: those not in force never match), oldest first."""
-        self.silences = tuple(sorted(silences, key=lambda s: (s.created_at, s.id)))
+        """This host's silences known now (any state: those not in force never match)."""
+        self.local = tuple(silences)
+        self._merge()
+
+    def set_fleet_silences(self, silences: Sequence[Silence]) -> None:
+        """The silences the other members of the fleet made (CONTRACT §13), as last seen."""
+        self.fleet = tuple(silences)
+        self._merge()
+
+    def _merge(self) -> None:
+        self.silences = tuple(sorted(self.local + self.fleet, key=lambda s: (s.created_at, s.id)))
 
     def check(
         self, inc: Incident, event_time: float, active: Mapping[str, Incident], opened: int | None = None
