@@ -163,3 +163,61 @@ def test_a_silence_made_on_one_host_mutes_the_code_on_another(pair: Any, receive
     conftest.wait_until(lambda: a.json("silences") == [], 20, "a's own silence ended")
     (doc,) = mongo.docs("errord", "fleet_silences")
     assert doc["ended_by"] == "b" and doc["origin"] == "a"
+
+
+def test_a_claim_never_announced_is_sent_by_the_next_failing_host(
+    make_errord: Any, receiver: Any, tmp_path: Path
+) -> None:
+    """The opener (x) claimed db_down and died before recording its failure notice, for
+    good: once its claim lapses, b (failing, no new line needed) sends the failure."""
+    with FakeMongo() as mongo:
+        coll = mongo.collection("errord", "fleet_incidents")
+        lapse = time.time() + 4.0
+        coll.insert_one(
+            {
+                "_id": "prod\x00db_down",
+                "fleet": "prod",
+                "key": "db_down",
+                "code": "db_down",
+                "app": None,
+                "scope": "code",
+                "open": True,
+                "failing": [{"sid": "x", "until": lapse}],
+                "ever": ["x"],
+                "holder": "x",
+                "holder_until": lapse,
+                "announced": False,
+                "alerted_by": None,
+                "start_time": time.time(),
+                "last_alert_time": None,
+                "re_alerts": 0,
+                "occurrences": 1,
+                "resolved_by": None,
+            }
+        )
+        b = make_errord(
+            name="b",
+            server_id="b",
+            notify=[{"url": receiver.url()}],
+            mongodb={"uri": mongo.uri, "timeout": "2s"},
+            fleet={"name": "prod", "lease": "3s"},
+            defaults={"re_alert_time": "1h"},
+        )
+        b.start()
+        log = tmp_path / "logs" / "app.jsonl"
+        append(log, line("db_down", msg="database unreachable"))
+        b.wait_caught_up()
+        conftest.wait_until(lambda: "b" in coll.find_one({})["ever"], 10, "b joined")
+        assert time.time() < lapse and receiver.bodies() == []  # x's claim still counts as a lease
+        (got,) = receiver.wait_for(1, timeout=15)
+        took = time.time() - lapse
+        assert got.body["type"] == "failure" and "database unreachable" in got.body["message"]
+        assert "failing on 1 host(s): b" in got.body["message"]
+        assert 0 <= took < 3.0  # within a renewal (lease/3 = 1 s) of the lapse, plus the loop's turn
+        doc = conftest.wait_until(lambda: coll.find_one({"announced": True}), 10, "announced by b")
+        assert doc["holder"] == "b" and doc["alerted_by"] == "b"
+        append(log, line(clear="db_down"))
+        got = receiver.wait_for(2)
+        assert [r.body["type"] for r in got] == ["failure", "success"]
+        assert "resolved on all 2 hosts" in got[1].body["message"]
+        print(f"take-over: failure sent {took:.2f} s after the opener's claim lapsed")

@@ -77,3 +77,21 @@ def test_mongodb_away_each_alone_then_merged_and_resolved_once() -> None:
     # each resolves the notice it sent alone; the fleet incident closes, nothing more
     assert [step(g, inc, S, 200.0, 1012.0) for g, inc in zip(gs, incs, strict=True)] == [["b"], ["b"]]
     assert list(coll.inner.find({"open": True})) == []
+
+
+def test_a_claim_never_announced_is_owed_by_the_next_failing_member_once_it_lapses() -> None:
+    coll = mongomock.MongoClient().db.fleet_incidents
+    opener, other = gates(coll, 2)
+    incs = [make_incident("db_down", start=100.0, iid=f"i{i}") for i in range(2)]
+    assert opener.gate([notice(incs[0], F, 100.0)], [incs[0]], 1000.0)  # claimed: the opener sends ...
+    opener.rolled_back()  # ... but dies before its journal has the notice
+    assert step(other, incs[1], F, 100.0, 1001.0) == []  # joins: nothing
+    assert other.tick(1020.0, lambda: [incs[1]]) == []  # the opener's claim is a lease (30 s)
+    other._renewed = 0.0
+    ((inc, decision),) = other.tick(1031.0 + 1, lambda: [incs[1]])
+    assert inc is incs[1] and decision.send and decision.hosts == ("h1",)
+    assert coll.find_one({})["holder"] == "h1" and not coll.find_one({})["announced"]
+    # a lapsed holder of an announced fleet incident owes nothing (its re-alerts are taken over)
+    coll.update_one({}, {"$set": {"announced": True, "holder": "h0", "holder_until": 0.0}})
+    again = gates(coll, 2)[1]  # h1, restarted
+    assert again.tick(1040.0, lambda: [incs[1]]) == []

@@ -27,6 +27,7 @@ from errord.engine import Engine
 from errord.errors import ConfigError, ErrordError, JournalError
 from errord.health import BatchTally, Health, Snapshot
 from errord.mongostart import start_mongo
+from errord.policy.base import Context
 from errord.policy.mute import MuteOracle
 from errord.policy.pipeline import standard_policy
 from errord.policy.route import STDERR_TARGET, Router
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     # Imported where they are used, only when configured: pymongo ([mongodb]) and
     # prometheus_client ([metrics]) cost the daemon ~6 and ~2 MB of resident memory it
     # need not carry without them (Apprise lives in the notify helper process).
+    from errord.fleet.gate import FleetGate
     from errord.http.server import ApiServer
     from errord.metrics import Metrics, MetricsServer
 
@@ -323,7 +325,7 @@ class Daemon:
             if self.upkeep is not None:
                 self.upkeep.tick()
             if self.batch is not None and self.batch.fleet is not None:  # leases: every lease/3, lines or not
-                self.batch.fleet.tick(time.time(), lambda: list(self.engine.active().values()))
+                self._fleet_tick(self.batch.fleet)
         if self.batch is not None:
             self._committed(self.batch.flush())  # stopping: what was read is committed
 
@@ -386,6 +388,18 @@ class Daemon:
         if self.batch is not None:
             self._committed(self.batch.flush())
         if self.control.tick() and self.sink is not None:
+            self.sink.wake()
+
+    def _fleet_tick(self, gate: FleetGate) -> None:
+        """Leases, the fleet's silences, and the failures owed by a take-over (CONTRACT §13):
+        those are a transaction of their own, so a held batch is committed first."""
+        owed = gate.tick(time.time(), lambda: list(self.engine.active().values()))
+        if not owed or self.batch is None or self.journal is None:
+            return
+        self._committed(self.batch.flush())
+        s = self.settings
+        ctx = Context(now=time.time(), server_id=s.server_id, node_name=s.node_name, tags_for=s.tags_for)
+        if gate.send_owed(owed, self.engine, self.policy, self.journal, ctx) and self.sink is not None:
             self.sink.wake()
 
     def _publish(self, tally: BatchTally) -> None:

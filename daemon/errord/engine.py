@@ -378,6 +378,24 @@ class Engine(NoiseRules):
             notify, muted = False, self._mute_flapping(inc)
         return Transition(_CLEAR, key, inc, ev, notify=notify, duration=inc.cleared_at - inc.start_time, muted=muted)
 
+    def announce(self, key: str, now: float) -> Transition | None:
+        """The failure notice of the open incident ``key``, made at ``now`` (the daemon's
+        clock): in a fleet (CONTRACT §13), when the opener's claim lapsed with the fleet
+        incident never announced, the next failing member sends it. Muted as any failure
+        made now would be; None when ``key`` is not open or its code does not notify."""
+        inc = self._active.get(key)
+        if inc is None:
+            return None
+        ev = LogEvent(code=inc.code, clear=None, message=inc.message, time=now, app=inc.app)
+        if not self._wants_notice(ev, inc.code):
+            return None
+        self._touch(key, inc)
+        self._dirty[inc.incident_id] = inc
+        muted = self._mute(inc, now)
+        if muted is None and not inc.alerts_sent:
+            inc.alerts_sent = 1
+        return Transition(_ANNOUNCE, key, inc, ev, notify=muted is None, muted=muted)
+
     def resolve(self, key: str, now: float, message: str) -> Transition | None:
         """Close the open incident ``key`` by hand (``errord resolve``, CONTRACT §8) as a
         clear line would: ``cleared_at`` = ``now`` (the daemon's clock),

@@ -256,6 +256,26 @@ class FleetClaims:
         result: int | None = self._guard("renew", run)
         return result
 
+    def unannounced(self, now: float) -> list[str] | None:
+        """Keys of the fleet incidents this member fails in whose holder's claim lapsed
+        before it recorded the failure notice (CONTRACT §13): the next failing member sends it."""
+
+        def run() -> list[str]:
+            docs = self.coll.find(
+                {
+                    "fleet": self.fleet,
+                    "open": True,
+                    "announced": False,
+                    "holder": {"$ne": self.me},
+                    "holder_until": {"$lt": now},
+                    "failing": {"$elemMatch": {"sid": self.me, "until": {"$gte": now}}},
+                }
+            )
+            return [str(d["key"]) for d in docs]
+
+        result: list[str] | None = self._guard("unannounced", run)
+        return result
+
     def take_over(self, key: str, now: float) -> FleetDecision | None:
         """Become the holder when the holder's lease lapsed and this member fails.
 

@@ -12,7 +12,9 @@ rejoin they are merged into the fleet incident without a notice, and their resol
 the member's own.
 
 ``tick`` (from the daemon's loop, once a second, lines or not) renews the member's
-leases every lease/3 and takes over fleet incidents whose holder went silent; with
+leases every lease/3 and takes over fleet incidents whose holder went silent: one whose
+opener died before recording its failure notice is owed that notice, which ``send_owed``
+makes and commits (no line needs to arrive for it); with
 ``silences`` (``fleet.silences``) it writes the silences made or ended here at once and
 reads the fleet's on the same cadence.
 """
@@ -21,20 +23,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from errord.engine import Engine, incident_key
+from errord.errors import JournalError
 from errord.fleet.claims import FleetClaims, FleetDecision, fleet_key
 from errord.model import Incident, Notice, NoticeType
 from errord.policy.base import Context, Flow
-from errord.policy.fleet import FleetStage
+from errord.policy.fleet import FleetStage, fleet_line
+from errord.policy.pipeline import NoticePolicy
+from errord.store.journal import Journal
 
 if TYPE_CHECKING:
     from errord.fleet.silences import FleetSilences
 
-__all__ = ["FleetGate"]
+__all__ = ["FleetGate", "Owed"]
 
 log = logging.getLogger(__name__)
+
+Owed = list[tuple[Incident, FleetDecision]]  # this member's incidents owed the failure, with the fleet's answer
 
 
 @dataclass(slots=True)
@@ -50,6 +58,7 @@ class FleetGate:
     silences: FleetSilences | None = None  # the fleet's silences (set by the daemon, with its journal)
     _announce: list[str] = field(default_factory=list)
     _renewed: float = 0.0
+    _owed: dict[str, FleetDecision] = field(default_factory=dict)  # taken over, not committed yet
 
     def key_of(self, inc: Incident) -> str:
         """The fleet incident's key: the code, or (app, code) with scope = "app"."""
@@ -107,26 +116,77 @@ class FleetGate:
         """The batch was refused: its claims stay unannounced (they count as leases)."""
         self._announce.clear()
 
-    def tick(self, now: float, open_incidents: Callable[[], Sequence[Incident]]) -> None:
-        """Renew leases every lease/3; after an outage, merge what was sent alone. A silence
-        made or ended here is written at once (while MongoDB answers), the fleet's read
-        on the lease cadence."""
+    def tick(self, now: float, open_incidents: Callable[[], Sequence[Incident]]) -> Owed:
+        """Renew leases every lease/3; after an outage, merge what was sent alone; take
+        over the never-announced fleet incidents whose opener's claim lapsed (returned:
+        the caller makes their failures with ``send_owed``). A silence made or ended here
+        is written at once (while MongoDB answers), the fleet's read on the lease cadence."""
         shared = self.silences
         if now - self._renewed < self.claims.lease / 3:
             if shared is not None and not self.down and shared.due():
                 shared.sync(now, open_incidents)
-            return
+            return []
         self._renewed = now
         if self.claims.renew(now) is None:
             self.down = True
-            return
+            return []
         if self.down:
             self.down = False
             for inc in open_incidents():
                 self.claims.merge(self.key_of(inc), inc.code, inc.app, inc.start_time, now)
             log.warning("fleet: MongoDB answers again: open incidents merged into the fleet's")
+        owed = self._take_over(now, open_incidents)
         if shared is not None:
             shared.sync(now, open_incidents)
+        return owed
+
+    def _take_over(self, now: float, open_incidents: Callable[[], Sequence[Incident]]) -> Owed:
+        keys = self.claims.unannounced(now)
+        if not keys and not self._owed:
+            return []
+        mine = {self.key_of(inc): inc for inc in open_incidents()}
+        for key in keys or ():
+            if key in mine and key not in self.alone and key not in self._owed:
+                d = self.claims.take_over(key, now)
+                if d is not None and d.send:
+                    log.warning("fleet: %s was claimed but never announced by a member now silent: sending it", key)
+                    self._owed[key] = d
+        for key in [k for k in self._owed if k not in mine]:  # resolved here meanwhile
+            del self._owed[key]
+        return [(mine[k], d) for k, d in self._owed.items()]
+
+    def send_owed(self, owed: Owed, engine: Engine, policy: NoticePolicy, journal: Journal, ctx: Context) -> int:
+        """Make and commit the failures ``tick`` found owed, in one transaction of their own
+        (the caller commits its open batch first); how many notices. A refused commit
+        keeps them owed: tried again at the next renewal."""
+        if not owed:
+            return 0
+        now = ctx.now
+        engine.begin(now)
+        notices: list[Notice] = []
+        keys: list[str] = []
+        for inc, decision in owed:
+            t = engine.announce(incident_key(engine.scope, inc.app, inc.code), now)
+            keys.append(self.key_of(inc))
+            if t is None or not t.notify:
+                continue  # muted here, or its code notifies nobody: recorded, not sent
+            line = fleet_line(NoticeType.FAILURE, decision)
+            notices += [replace(n, body=f"{n.body}\n{line}" if line else n.body) for n in policy.apply([t], ctx)]
+        try:
+            per_silence: dict[str, int] = {}
+            for (_, silence_id), n in engine.muted().items():
+                if silence_id is not None:
+                    per_silence[silence_id] = per_silence.get(silence_id, 0) + n
+            journal.commit(engine.pending(), [], notices, now, silenced=per_silence)
+        except JournalError as exc:
+            engine.rollback()
+            log.warning("fleet: the failure owed for %s not written (%s): tried again", ", ".join(keys), exc)
+            return 0
+        engine.commit()
+        for key in keys:
+            self._owed.pop(key, None)
+            self.claims.announce(key, now)
+        return len(notices)
 
 
 _NO_CTX = Context(now=0.0, server_id="", node_name="", tags_for=lambda code: ())
