@@ -4,7 +4,12 @@ command at a time) and one receiver. Shared setup: one set of daemons for the mo
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +18,7 @@ import pytest
 
 import conftest
 from conftest import Errord, append, line
+from errord.fleet.claims import FleetClaims
 from mongofake import FakeMongo
 
 pytestmark = pytest.mark.slow
@@ -221,3 +227,50 @@ def test_a_claim_never_announced_is_sent_by_the_next_failing_host(
         assert [r.body["type"] for r in got] == ["failure", "success"]
         assert "resolved on all 2 hosts" in got[1].body["message"]
         print(f"take-over: failure sent {took:.2f} s after the opener's claim lapsed")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_the_status_page_lists_the_fleet_incidents(make_errord: Any, receiver: Any, tmp_path: Path) -> None:
+    """The page's fleet block, from the data of GET /api/v1/fleet, in headless Chromium;
+    a member's id is text from elsewhere: escaped."""
+    hostile = "<img src=x onerror=alert(3)>"
+    with FakeMongo() as mongo:
+        coll = mongo.collection("errord", "fleet_incidents")
+        now = time.time()
+        h0 = FleetClaims(coll, fleet="prod", server_id="h0", scope="code", lease=30.0)
+        h0.open("db_down", "db_down", None, now - 60, now)
+        h0.announce("db_down", now - 60)
+        FleetClaims(coll, fleet="prod", server_id=hostile, scope="code", lease=30.0).open(
+            "db_down", "db_down", None, now - 50, now - 45
+        )  # its lease lapsed: stale
+        e = make_errord(
+            server_id="page-host",
+            notify=[{"url": receiver.url()}],
+            http={"listen": "127.0.0.1:0"},
+            mongodb={"uri": mongo.uri, "timeout": "2s"},
+            fleet={"name": "prod", "lease": "30s"},
+        )
+        e.start()
+        append(tmp_path / "logs" / "app.jsonl", line("db_down"))
+        e.wait_caught_up()
+        conftest.wait_until(lambda: "page-host" in (coll.find_one({"open": True}) or {}).get("ever", []), 10, "joined")
+        base = re.search(r"status page on (http://[^/\s]+)/", e.output())
+        assert base is not None, e.output()
+        with urllib.request.urlopen(base.group(1) + "/api/v1/fleet", timeout=15) as resp:
+            (row,) = json.loads(resp.read())
+        assert row["hosts"] == ["h0", "page-host"] and row["stale"] == [hostile] and row["alerted_by"] == "h0"
+        assert CHROMIUM is not None
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+        dom = subprocess.run(
+            [CHROMIUM, *flags, f"--user-data-dir={tmp_path / 'chrome'}", "--dump-dom", base.group(1) + "/"],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        ).stdout
+        block = dom[dom.index("Fleet prod") :]
+        assert "db_down" in block and "2: h0, page-host" in block and "alerted by" in block
+        assert "&lt;img src=x onerror=alert(3)&gt;" in block and "<img" not in dom
+        assert ">h0<" in block  # who sent the failure

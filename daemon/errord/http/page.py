@@ -54,6 +54,39 @@ def _timeline(spans: Sequence[tuple[float, float]], now: float) -> str:
     )
 
 
+def _fleet_block(config: RunConfig, now: float) -> list[str]:
+    """The fleet's open incidents (CONTRACT §13), from the data of ``GET /api/v1/fleet``:
+    one MongoDB read, bounded by the capped ``[mongodb] timeout``."""
+    from pymongo.errors import PyMongoError  # only with [fleet]
+
+    from errord.fleet.view import fleet_json
+
+    assert config.fleet is not None
+    out = [f"<h2>Fleet {_e(config.fleet.name)}</h2>"]
+    try:
+        rows = fleet_json(config, now)
+    except PyMongoError as exc:
+        return [*out, f'<p class="bad">MongoDB did not answer ({_e(type(exc).__name__)}): each host alerts alone</p>']
+    if not rows:
+        return [*out, '<p class="ok">no open fleet incident</p>']
+    out.append(
+        "<table><tr><th>code</th><th class=o>app</th><th>hosts failing</th><th class=o>stale</th>"
+        "<th>alerted by</th><th>since</th><th class=o>occurrences</th></tr>"
+    )
+    for r in rows:
+        since = r["start_time"]  # None in a document no member finished writing
+        out.append(
+            f"<tr><td>{_e(r['code'])}</td><td class=o>{_e(r['app'] or '')}</td>"
+            f"<td>{len(r['hosts'])}: {_e(', '.join(r['hosts']))}</td>"
+            f'<td class="o muted">{_e(", ".join(r["stale"]) or "—")}</td>'
+            f"<td>{_e(r['alerted_by'] or 'not announced yet')}</td>"
+            f'<td title="{_e(stamp(since))}">{_e(ago(since, now))}</td>'
+            f"<td class=o>{int(r['occurrences'])}</td></tr>"
+        )
+    out.append("</table>")
+    return out
+
+
 def render_page(config: RunConfig, nonce: str) -> str:
     """The whole page, from read-only journal connections of its own."""
     now = time.time()
@@ -138,6 +171,8 @@ def render_page(config: RunConfig, nonce: str) -> str:
         out.append("</table>")
     else:
         out.append('<p class="muted">none</p>')
+    if config.fleet is not None:
+        out += _fleet_block(config, now)
     out.append(
         "<h2>Notify targets</h2><table><tr><th>target</th><th>last success</th><th>pending</th><th>last error</th></tr>"
     )
