@@ -122,30 +122,38 @@ def test_re_alerts_by_the_holder_then_another_after_kill_9(fleet: Any, receiver:
     assert str(coll.find_one({"open": True})["holder"]) != holder
 
 
+def small_fleet(
+    make_errord: Any, receiver: Any, tmp_path: Path, mongo: FakeMongo, sids: tuple[str, ...]
+) -> tuple[list[Errord], list[Path]]:
+    """Members ``sids`` started, lease 3 s: leases renewed and the fleet's silences read every second."""
+    members, logs = [], []
+    for sid in sids:
+        (tmp_path / f"logs-{sid}").mkdir()
+        logs.append(tmp_path / f"logs-{sid}" / "app.jsonl")
+        members.append(
+            make_errord(
+                name=sid,
+                server_id=sid,
+                state_dir=str(tmp_path / f"state-{sid}"),
+                sources=[{"path": str(tmp_path / f"logs-{sid}" / "*.jsonl"), "start_at": "beginning"}],
+                notify=[{"url": receiver.url()}],
+                mongodb={"uri": mongo.uri, "timeout": "2s"},
+                fleet={"name": "prod", "lease": "3s"},
+                defaults={"re_alert_time": "1h"},
+            )
+        )
+    for e in members:
+        e.start(wait=False)
+    for e in members:
+        e.wait_running()
+    return members, logs
+
+
 @pytest.fixture
 def pair(make_errord: Any, receiver: Any, tmp_path: Path) -> Iterator[tuple[list[Errord], list[Path], FakeMongo]]:
-    """Two members (a, b), lease 3 s: the fleet's documents are read every second."""
+    """Two members (a, b)."""
     with FakeMongo() as mongo:
-        members, logs = [], []
-        for sid in ("a", "b"):
-            (tmp_path / f"logs-{sid}").mkdir()
-            logs.append(tmp_path / f"logs-{sid}" / "app.jsonl")
-            members.append(
-                make_errord(
-                    name=sid,
-                    server_id=sid,
-                    state_dir=str(tmp_path / f"state-{sid}"),
-                    sources=[{"path": str(tmp_path / f"logs-{sid}" / "*.jsonl"), "start_at": "beginning"}],
-                    notify=[{"url": receiver.url()}],
-                    mongodb={"uri": mongo.uri, "timeout": "2s"},
-                    fleet={"name": "prod", "lease": "3s"},
-                    defaults={"re_alert_time": "1h"},
-                )
-            )
-        for e in members:
-            e.start(wait=False)
-        for e in members:
-            e.wait_running()
+        members, logs = small_fleet(make_errord, receiver, tmp_path, mongo, ("a", "b"))
         yield members, logs, mongo
 
 
@@ -274,3 +282,69 @@ def test_the_status_page_lists_the_fleet_incidents(make_errord: Any, receiver: A
         assert "db_down" in block and "2: h0, page-host" in block and "alerted by" in block
         assert "&lt;img src=x onerror=alert(3)&gt;" in block and "<img" not in dom
         assert ">h0<" in block  # who sent the failure
+
+
+def test_mongodb_stopped_mid_run_alerts_alone_then_converges(make_errord: Any, receiver: Any, tmp_path: Path) -> None:
+    """While db_down fails on 3 hosts (announced once), the MongoDB stand-in stops: a new
+    code alerts on each host alone (duplicates, never silence); restarted, the fleet state
+    converges (every open incident merged, nothing resent), the history written to MongoDB
+    is complete, and db_down still resolves once."""
+    with FakeMongo() as mongo:
+        (members, logs) = small_fleet(make_errord, receiver, tmp_path, mongo, ("a", "b", "c"))
+        fleet = mongo.collection("errord", "fleet_incidents")
+        for log in logs:
+            append(log, line("db_down"))
+        receiver.wait_for(1)
+        conftest.wait_until(lambda: len((fleet.find_one({"key": "db_down"}) or {}).get("ever", [])) == 3, 15, "joined")
+        mongo.stop()
+        start = time.monotonic()
+        for log in logs:
+            append(log, line("net_down", msg="network down"))
+        got = receiver.wait_for(4, timeout=20)  # each host alone: one failure each
+        alone = time.monotonic() - start
+        assert sorted(r.body["type"] for r in got[1:]) == ["failure"] * 3
+        assert all("network down" in r.body["message"] for r in got[1:])
+        for e in members:
+            e.wait_caught_up()
+        time.sleep(1.5)  # a renewal fails meanwhile (every second): the loop goes on reading
+        start = time.monotonic()
+        append(logs[0], line("db_slow"))
+        got = receiver.wait_for(5, timeout=20)
+        late = time.monotonic() - start
+        assert got[4].body["type"] == "failure" and "db_slow" in got[4].body["title"] + got[4].body["message"]
+        assert "a" in members[0].output() and "fleet renew: MongoDB did not answer" in members[0].output()
+        mongo.start()  # the same port, the same documents
+        back = time.monotonic()
+
+        def converged() -> bool:
+            doc = fleet.find_one({"key": "net_down", "open": True}) or {}
+            return sorted(doc.get("ever", [])) == ["a", "b", "c"] and bool(doc.get("announced"))
+
+        conftest.wait_until(converged, 20, lambda: f"net_down merged: {list(fleet.find({}))}")
+        merged = time.monotonic() - back
+        history = mongo.collection("errord", "error_codes")
+        conftest.wait_until(lambda: history.count_documents({"code": "net_down"}) == 3, 20, "the history written")
+        assert history.count_documents({"code": "db_down"}) == 3
+        slow = fleet.find_one({"key": "db_slow", "open": True})
+        assert slow is not None and slow["ever"] == ["a"] and slow["announced"]  # opened as already announced
+        time.sleep(0.5)
+        assert len(receiver.bodies()) == 5  # nothing resent at the merge
+        # net_down and db_slow were sent alone: each host resolves its own; db_down the fleet's: once
+        for log in logs:
+            append(log, line(clear="net_down"))
+        append(logs[0], line(clear="db_slow"))
+        got = receiver.wait_for(9)
+        assert [r.body["type"] for r in got[5:]] == ["success"] * 4
+        for log in logs:
+            append(log, line(clear="db_down"))
+        got = receiver.wait_for(10)
+        for e in members:
+            e.wait_caught_up()
+        time.sleep(0.5)
+        bodies = receiver.bodies()
+        assert len(bodies) == 10 and bodies[9]["type"] == "success" and "resolved on all 3 hosts" in bodies[9]["message"]
+        assert fleet.count_documents({"open": True}) == 0
+        print(
+            f"outage: alone failures {alone:.2f} s after the stop, a line read during it sent in {late:.2f} s;"
+            f" merged {merged:.1f} s after the restart"
+        )

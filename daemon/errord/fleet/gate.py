@@ -131,24 +131,33 @@ class FleetGate:
             self.down = True
             return []
         if self.down:
+            merged = [self.claims.merge(self.key_of(i), i.code, i.app, i.start_time, now) for i in open_incidents()]
+            if any(m is None for m in merged):
+                return []  # gone again: merged (again: it is idempotent) at the next renewal
             self.down = False
-            for inc in open_incidents():
-                self.claims.merge(self.key_of(inc), inc.code, inc.app, inc.start_time, now)
             log.warning("fleet: MongoDB answers again: open incidents merged into the fleet's")
+        # Any call MongoDB does not answer opens the gate until the next renewal: a dead
+        # MongoDB costs the loop one wait (the capped timeout) per lease/3, not one per call
         owed = self._take_over(now, open_incidents)
-        if shared is not None:
-            shared.sync(now, open_incidents)
+        if shared is not None and not self.down and not shared.sync(now, open_incidents):
+            self.down = True
         return owed
 
     def _take_over(self, now: float, open_incidents: Callable[[], Sequence[Incident]]) -> Owed:
         keys = self.claims.unannounced(now)
+        if keys is None:
+            self.down = True
+            return []
         if not keys and not self._owed:
             return []
         mine = {self.key_of(inc): inc for inc in open_incidents()}
-        for key in keys or ():
+        for key in keys:
             if key in mine and key not in self.alone and key not in self._owed:
                 d = self.claims.take_over(key, now)
-                if d is not None and d.send:
+                if d is None:
+                    self.down = True
+                    break
+                if d.send:
                     log.warning("fleet: %s was claimed but never announced by a member now silent: sending it", key)
                     self._owed[key] = d
         for key in [k for k in self._owed if k not in mine]:  # resolved here meanwhile
