@@ -35,6 +35,18 @@ def start_fleet(settings: RunConfig) -> FleetGate | None:
         return settings.noise_for(code).interval(settings.re_alert_for(code), n)
 
     gate = FleetGate(claims, interval)
+    wait = settings.fleet.wait(settings.mongodb.timeout)
+    if wait > settings.fleet.lease / 6:
+        # measured: a renewal MongoDB does not answer holds the daemon's loop for the whole
+        # wait, once per lease/3; beyond half of that the loop mostly waits in an outage
+        log.warning(
+            "fleet %r: [mongodb] timeout %.1fs is over half of lease/3 (%.1fs): while MongoDB does not answer,"
+            " reading waits %.1fs in every renewal; a longer lease or a shorter timeout keeps it reading",
+            settings.fleet.name,
+            wait,
+            settings.fleet.lease / 3,
+            wait,
+        )
     try:
         twin = claims.start(f"{os.getpid()}-{uuid.uuid4().hex[:8]}", time.time())
     except ScopeMismatch as exc:
