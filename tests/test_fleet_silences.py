@@ -151,3 +151,32 @@ def test_silences_ended_over_seven_days_ago_are_dropped(pair: Any) -> None:
 
 def _config(sid: str) -> Any:
     return type("C", (), {"fleet": type("F", (), {"name": "prod"})(), "server_id": sid, "scope": "code"})()
+
+
+def test_a_silence_made_while_mongodb_is_away_costs_one_wait_not_one_per_turn(pair: Any) -> None:
+    from errord.fleet.claims import FleetClaims
+    from errord.fleet.gate import FleetGate
+
+    a, _, coll = pair
+    gate = FleetGate(FleetClaims(coll, fleet="prod", server_id="a", scope="code", lease=30.0), lambda c, n: 60.0)
+    gate.silences = a.shared
+    assert gate.tick(NOW, lambda: []) == [] and not gate.down  # a renewal: it answers
+    asked: list[str] = []
+
+    class Counting(Flaky):
+        def __getattr__(self, name: str) -> Any:
+            asked.append(name)
+            return Flaky.__getattr__(self, name)
+
+    counted = Counting(coll.inner)
+    a.shared.coll = counted
+    counted.down = True
+    a.silence("s1", "db_down", ends_at=NOW + 3600)
+    gate.tick(NOW + 1, lambda: [])  # made here: written at once ... no answer
+    assert gate.down and not a.shared.due() and len(asked) == 1
+    for turn in range(5):
+        gate.tick(NOW + 1.1 + turn / 10, lambda: [])  # the next turns of the loop do not ask again
+    assert len(asked) == 1
+    counted.down = False
+    gate.tick(NOW + 11, lambda: [])  # the next renewal: written and read
+    assert not gate.down and coll.inner.find_one({"id": "s1"})["origin"] == "a"

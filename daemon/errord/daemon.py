@@ -398,7 +398,9 @@ class Daemon:
             return
         self._committed(self.batch.flush())
         s = self.settings
-        ctx = Context(now=time.time(), server_id=s.server_id, node_name=s.node_name, tags_for=s.tags_for)
+        ctx = Context(
+            now=time.time(), server_id=s.server_id, node_name=s.node_name, tags_for=s.tags_for, style=s.notice_style
+        )
         if gate.send_owed(owed, self.engine, self.policy, self.journal, ctx) and self.sink is not None:
             self.sink.wake()
 

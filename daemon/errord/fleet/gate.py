@@ -123,8 +123,8 @@ class FleetGate:
         is written at once (while MongoDB answers), the fleet's read on the lease cadence."""
         shared = self.silences
         if now - self._renewed < self.claims.lease / 3:
-            if shared is not None and not self.down and shared.due():
-                shared.sync(now, open_incidents)
+            if shared is not None and not self.down and shared.due() and not shared.sync(now, open_incidents):
+                self.down = True  # no answer: the rest waits for the next renewal
             return []
         self._renewed = now
         if self.claims.renew(now) is None:

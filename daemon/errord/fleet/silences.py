@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from errord.errors import JournalError
 from errord.fleet.runconfig import fleet_key
 from errord.model import Incident
 from errord.policy.mute import MuteOracle
@@ -140,7 +141,7 @@ class FleetSilences:
             self._seen = [d for d in data.get("seen", []) if isinstance(d, dict)]
             self._ends = {str(k): float(v) for k, v in dict(data.get("ends", {})).items()}
             self._saved = text or ""
-        except (ValueError, TypeError, AttributeError) as exc:
+        except (JournalError, ValueError, TypeError, AttributeError) as exc:
             log.warning("fleet silences last seen not restored (%s): read again from MongoDB", exc)
             self._seen, self._ends = [], {}
         self._apply()
@@ -177,8 +178,11 @@ class FleetSilences:
         for sid in ids:
             if self.knows(sid):
                 self._ends.setdefault(sid, now)
-        self._save()
         self._apply()
+        try:
+            self._save()
+        except JournalError as exc:  # ended here and written to MongoDB still; lost at a restart
+            log.warning("fleet silence end not kept in the journal: %s", exc)
 
     # -- MongoDB -------------------------------------------------------------------------
 
@@ -193,9 +197,13 @@ class FleetSilences:
             return False
         from pymongo.errors import PyMongoError
 
+        self._local = self.mutes.local  # not due again until it changes (the cadence retries the rest)
         try:
             self._push(now, open_incidents)
             docs = list(self.coll.find({"fleet": self.fleet}))
+        except JournalError as exc:  # reading this member's own: the batch path reports the journal
+            log.warning("fleet silences not written: %s", exc)
+            return True
         except PyMongoError as exc:
             if self.answered:
                 log.warning("fleet silences: MongoDB did not answer (%s): the last set seen stays", type(exc).__name__)
@@ -204,7 +212,10 @@ class FleetSilences:
         if not self.answered:
             log.info("fleet silences: MongoDB answers again")
         self.answered = True
-        self._take(docs, now)
+        try:
+            self._take(docs, now)
+        except JournalError as exc:
+            log.warning("fleet silences read, not kept: %s", exc)
         return True
 
     def _push(self, now: float, open_incidents: Callable[[], Sequence[Incident]]) -> None:
@@ -215,7 +226,6 @@ class FleetSilences:
             coll.create_index([("fleet", ASCENDING)])
             coll.create_index([("expire_at", ASCENDING)], expireAfterSeconds=0)
             self._indexed = True
-        local = self.mutes.local
         keys: dict[str, str] | None = None
         for s in self.journal.control.silences(since=now - KEEP_ENDED):
             if s.id in self._pushed and self._pushed[s.id] == s.ended_at:
@@ -235,7 +245,6 @@ class FleetSilences:
             if s.ended_at is not None:
                 self._write_end(s.id, s.ended_at)
             self._pushed[s.id] = s.ended_at
-        self._local = local
         for sid, at in list(self._ends.items()):
             self._write_end(sid, at)
             del self._ends[sid]
