@@ -105,3 +105,13 @@ def test_live_claims_on_a_replica_set() -> None:
     finally:
         coll.delete_many({"fleet": fleet_name})
         client.close()
+
+
+def test_the_status_page_says_when_mongodb_does_not_answer(tmp_path: Path) -> None:
+    from errord.http.page import render_page
+    from errord.settings import Settings
+
+    down = Settings.load(config(tmp_path, f"mongodb://localhost:{free_port()}/"), environ={}).to_run()
+    page = render_page(down, "n0nce")
+    block = page[page.index("<h2>Fleet prod</h2>") :]
+    assert block.startswith('<h2>Fleet prod</h2>\n<p class="bad">MongoDB did not answer (ServerSelectionTimeoutError)')
