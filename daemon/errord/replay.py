@@ -33,6 +33,7 @@ from errord.errors import ErrordError
 from errord.model import Kind, Notice, NoticeType
 from errord.noise import Noise
 from errord.parse.chunks import nul_free_parts
+from errord.parse.layouts import make_parser
 from errord.parse.lines import LineParser
 from errord.parse.linewarnings import LineWarnings
 from errord.policy.base import Context
@@ -268,7 +269,7 @@ class Replay:
         resolved = str(path.resolve())
         for src in self.config.sources:
             if fnmatch.fnmatch(resolved, src.path):
-                return LineParser(app=src.app, tz=src.tzinfo, max_line_bytes=src.max_line_bytes)
+                return make_parser(src)  # type: ignore[return-value]
         return LineParser(app=None, tz=ZoneInfo("UTC"), max_line_bytes=1 << 20)
 
 

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from errord.model import FileKey, Position
 from errord.parse.chunks import has_long_line, nul_free_parts
+from errord.parse.layouts import AUTO, JSON, detect, open_from
 from errord.sources.base import Chunk
 from errord.sources.fileid import FP_MAX
 
@@ -71,6 +72,7 @@ class Follower:
         "fresh",
         "key",
         "last_growth",
+        "layout",
         "lines_read",
         "lines_skipped",
         "matched",
@@ -122,6 +124,7 @@ class Follower:
         self.snap = self.mark()  # the state at the last commit (or at creation)
         self.fresh = True  # never committed: part of every checkpoint until it is
         self.seen_wall = 0.0  # wall clock of the last scan that found it at a matched path
+        self.layout = JSON  # the source's format; "auto" is decided from the first line read
 
     # -- state -------------------------------------------------------------------------
 
@@ -208,7 +211,7 @@ class Follower:
 
     # -- reading -----------------------------------------------------------------------
 
-    def pull(self, n: int, max_line: int) -> tuple[list[Chunk], int]:
+    def pull(self, n: int, max_line: int, layout: str = JSON) -> tuple[list[Chunk], int]:
         """Read up to ``n`` bytes at the cursor; return the complete lines and the bytes read.
 
         An over-long line is never buffered: once the partial line passes ``max_line``
@@ -219,6 +222,8 @@ class Follower:
         data = os.pread(self.fd, n, self.cursor)
         if not data:
             return [], 0
+        if layout != self.layout and (layout != AUTO or self.layout == JSON):
+            self.layout = layout  # a new follower or a reload (an "auto" one keeps what it found)
         start = self.cursor
         self.cursor += len(data)
         # memchr; NULs are rare: a preallocated file, a writer that crashed
@@ -288,10 +293,15 @@ class Follower:
         # join with a memoryview: one copy of the ~1 MiB read instead of two (slice, then
         # concatenation); the block's fresh pages make each copy cost more than memcpy
         block = b"".join((self.buf, memoryview(data)[pos : last + 1])) if self.buf else data[pos : last + 1]
+        rest = data[last + 1 :]
+        if self.layout != JSON:
+            block, rest = self._hold(block, rest, max_line)
+            if not block:
+                self.buf = bytearray(rest)
+                return self._emit([], longs)
         base = self.offset
         self.offset += len(block)
         self.tail = block[-FP_MAX:] if len(block) >= FP_MAX else (self.tail + block)[-FP_MAX:]
-        rest = data[last + 1 :]
         if len(rest) > max_line:
             self.buf = bytearray()
             self.skipping = True
@@ -305,6 +315,19 @@ class Follower:
             segments, inner = _split_long(block, base, max_line)
             longs += inner
         return self._emit(segments, longs)
+
+    def _hold(self, block: bytes, rest: bytes, max_line: int) -> tuple[bytes, bytes]:
+        """Docker/CRI: keep the parts of a joined line that is not finished back with the
+        partial line, so the offset handed on (and committed) is its first part's start
+        (CONTRACT §12). A join that outgrows ``max_line`` is handed on as it is."""
+        if self.layout == AUTO:
+            self.layout = detect(block[: block.find(b"\n")].rstrip(b"\r"))
+            if self.layout == JSON:
+                return block, rest
+        cut = open_from(block, self.layout)
+        if cut >= len(block) or len(block) - cut + len(rest) > max_line:
+            return block, rest
+        return block[:cut], block[cut:] + rest
 
     def _emit(self, segments: list[tuple[int, bytes]], longs: list[int]) -> list[Chunk]:
         chunks = [Chunk(self.key, self.source, self.path, off, data) for off, data in segments if data]
