@@ -5,6 +5,7 @@ such files, counted exactly."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -19,7 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from chaos import State, seed_for, start, wait_until
-from errord.parse.layouts import EnvelopeParser, detect, kubernetes_app, open_from
+from errord.parse.layouts import EnvelopeParser, detect, kubernetes_app, open_from, whole_joins
 from errord.parse.lines import LineParser
 from errord.sources.follower import Follower
 
@@ -156,6 +157,60 @@ def test_follower_holds_an_unfinished_join_and_commits_its_start(tmp_path: Path,
         os.close(fd)
 
 
+@pytest.mark.parametrize("kind", ["docker", "cri"])
+def test_an_auto_file_is_decided_by_its_first_line_not_by_each_chunk(tmp_path: Path, kind: str) -> None:
+    """A follower resumed mid-file (after a restart) whose first line read is not an
+    envelope, and a live chunk that starts with one: the file's first line decides, and
+    the chunks say so, so the parser does not read the envelope lines after as plain JSON
+    (the loss this test was written for: a CRI file's chunk that began with a stray line)."""
+    env = docker if kind == "docker" else cri
+    path = tmp_path / NAME
+    head = env(app_line("H0") + ("\n" if kind == "docker" else ""))
+    stray = b"a stray line, not an envelope\n"
+    body = [stray, *split_record(app_line("H1"), kind, random.Random(2)), stray]
+    body += split_record(app_line("H2"), kind, random.Random(5))
+    path.write_bytes(head + b"".join(body))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        f = Follower((1, 1), fd, str(path), 0, len(head), (0, ""), 0.0)  # at a stored position
+        chunks, _ = f.pull(1 << 20, 1 << 20, "auto")
+        assert {c.layout for c in chunks} == {kind}
+        res = parser("auto").parse_chunk(chunks[0].data, chunks[0].offset, 2e9, str(path), chunks[0].layout)
+        assert [e.code for e in res.events] == ["H1", "H2"]
+        assert res.skipped == 2  # the stray lines: not JSON, counted
+    finally:
+        os.close(fd)
+    # without the follower's word, the chunk's first line decides, as before
+    assert parser("auto").parse_chunk(b"".join(body), len(head), 2e9, str(path)).events == []
+
+
+@pytest.mark.parametrize("fmt", ["docker", "cri", "auto"])
+def test_replay_pieces_never_split_a_join(fmt: str) -> None:
+    """``whole_joins`` (replay's reading) carries an unfinished join into the next piece,
+    decides "auto" from the first line, and hands on a join a gap interrupts as it is."""
+    kind = "cri" if fmt == "auto" else fmt
+    rnd = random.Random(7)
+    lines = [part for i in range(40) for part in split_record(app_line(f"J{i}"), kind, rnd)]
+    data = b"".join(lines)
+    pieces, at = [], 0
+    for size in (37, 500, 1, 2000, 1 << 20):  # cut anywhere, then keep only complete lines
+        end = data.rfind(b"\n", 0, min(at + size, len(data))) + 1
+        if end > at:
+            pieces.append((data[at:end], at))
+            at = end
+    assert at == len(data)
+    out = list(whole_joins(pieces, fmt, 1 << 20))
+    assert b"".join(d for d, _, _ in out) == data and {f for _, _, f in out} == {kind}
+    codes = [e.code for d, o, f in out for e in parser(fmt).parse_chunk(d, o, 2e9, "x", f).events]
+    assert codes == [f"J{i}" for i in range(40)]
+    # a gap in the offsets (a NUL run cut out) ends what was carried
+    first = split_record(app_line("G"), kind, random.Random(1))
+    while len(first) < 2:
+        first = split_record(app_line("G"), kind, rnd)
+    gapped = [(first[0], 0), (b"".join(first[1:]), len(first[0]) + 10)]
+    assert [o for _, o, _ in whole_joins(gapped, fmt, 1 << 20)] == [0, len(first[0]) + 10]
+
+
 def test_a_closed_files_unfinished_join_is_read_as_it_is() -> None:
     res = parser("docker").parse_chunk(docker(app_line("Q") + "\n") + docker(app_line("R")), 0, 2e9, "x")
     assert [e.code for e in res.events] == ["Q", "R"]
@@ -191,9 +246,10 @@ class EnvelopeWriter(threading.Thread):
                         self.reopen = False
                     for i, part in enumerate(parts):
                         os.write(fd, part)
-                        if i == 0 and self.rnd.random() < 0.2:
-                            noise = "noise\n" if self.fmt == "docker" else "noise"
-                            os.write(fd, (docker if self.fmt == "docker" else cri)(noise, "stderr"))
+                        if i == 0 and self.rnd.random() < 0.2:  # the app's stderr between parts
+                            os.write(
+                                fd, docker("noise\n", "stderr") if self.fmt == "docker" else cri("noise", "F", "stderr")
+                            )
                 self.next += 1
                 delay = t0 + self.next / self.rate - time.monotonic()
                 if delay > 0:
@@ -203,13 +259,38 @@ class EnvelopeWriter(threading.Thread):
             self.error = exc
 
 
+def behind(state: State, paths: list[Path]) -> list[str]:
+    """``name: stored offset/size`` of each file in ``paths``, for a wait's message."""
+    pos = {p.key: p.offset for p in state.positions()}
+    out = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            out.append(f"{path.name.rsplit('-', 1)[-1]}: {pos.get((st.st_dev, st.st_ino))}/{st.st_size}")
+    return out
+
+
+def where(logs: Path, codes: list[int]) -> dict[str, list[int]]:
+    """Which of the files in ``logs`` (gzipped ones decompressed) hold the codes ``k<N>``."""
+    found: dict[str, list[int]] = {}
+    for f in sorted(logs.iterdir()):
+        raw = gzip.decompress(f.read_bytes()) if f.suffix == ".gz" else f.read_bytes()
+        for n in codes:  # the app line is JSON inside docker's JSON: its quotes are escaped
+            if f'"k{n}"'.encode() in raw or f'k{n}\\"'.encode() in raw:
+                found.setdefault(f.name.rsplit("-", 1)[-1], []).append(n)
+    return found
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["docker", "cri"])
 def test_container_files_rotated_kubelet_style_and_killed_count_exactly(make_errord, tmp_path: Path, fmt: str) -> None:
     """A container log written part by part (split lines, stderr between), rotated by
     rename while errord runs and while it is down, the older rotated file gzipped and
     removed (kubelet), kill -9 at random moments: every app line is one occurrence of
-    its own incident, named NAMESPACE/CONTAINER."""
+    its own incident, named NAMESPACE/CONTAINER. A file is rotated only once errord has
+    seen it, and compressed only once errord has committed its end (kubelet compresses
+    at the next rotation, megabytes later): both holes are errord's documented limits,
+    which a loaded machine would otherwise hit here by timing alone."""
     seed = seed_for(1812)
     rnd = random.Random(seed)
     logs = tmp_path / "logs"
@@ -235,12 +316,21 @@ def test_container_files_rotated_kubelet_style_and_killed_count_exactly(make_err
     def rotate(gzip_old: bool) -> None:
         nonlocal rotations
         rotations += 1
+        # errord has stored a position for the live file: one renamed away before errord
+        # ever saw it is out of reach with a glob of live names (README "Guarantees")
+        wait_until(lambda: state.seen(log), 30, f"errord to see {log.name}", every=0.005)
         if gzip_old:  # kubelet compresses the rotated files but the newest
-            for old in logs.glob(f"{NAME}.2026*"):
-                if old.suffix != ".gz":
-                    with open(old, "rb") as src, gzip.open(f"{old}.gz", "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-                    old.unlink()
+            olds = [old for old in logs.glob(f"{NAME}.2026*") if old.suffix != ".gz"]
+            # ... long after errord read them (at its next rotation, 10 MB later): under
+            # load, a file compressed before errord committed its end is lost by design
+            # (a .gz is never read), so wait for that here (an empty one may be on the
+            # inode of a file deleted earlier, whose stale position errord still keeps)
+            full = [old for old in olds if old.stat().st_size]
+            wait_until(lambda: state.caught_up(full), 30, lambda: f"errord to finish {behind(state, olds)}", every=0.02)
+            for old in olds:
+                with open(old, "rb") as src, gzip.open(f"{old}.gz", "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                old.unlink()
         with writer.lock:
             log.rename(logs / f"{NAME}.20260114-15{rotations:04d}")
             log.touch()
@@ -253,6 +343,7 @@ def test_container_files_rotated_kubelet_style_and_killed_count_exactly(make_err
         time.sleep(rnd.uniform(0.3, 0.8))
         rotate(gzip_old=True)  # while running
         time.sleep(rnd.uniform(0.2, 0.8))
+        wait_until(lambda: state.seen(log), 30, f"errord to see {log.name}", every=0.005)
         e.kill()
         kills += 1
         if rnd.random() < 0.6:
@@ -261,16 +352,21 @@ def test_container_files_rotated_kubelet_style_and_killed_count_exactly(make_err
     writer.join(60)
     assert writer.error is None, writer.error
     ctx = f"seed={seed} fmt={fmt} kills={kills} rotations={rotations}"
-    wait_until(lambda: len(state.incidents()) >= writer.total, 60, f"every line counted ({ctx})", every=0.2)
+    try:
+        wait_until(lambda: len(state.incidents()) >= writer.total, 60, f"every line counted ({ctx})", every=0.2)
+    except AssertionError:
+        print(e.output())  # the daemon's log; the assertion below names what is missing and where
     time.sleep(0.3)
     got: Counter[str] = Counter()
     apps = set()
     for inc in state.incidents():
         got[inc.code] += inc.occurrences
         apps.add(inc.app)
+    missing = [i for i in range(writer.total) if f"k{i}" not in got]
     assert got == Counter({f"k{i}": 1 for i in range(writer.total)}), (
-        f"{ctx}: missing {[i for i in range(writer.total) if f'k{i}' not in got][:10]}, "
-        f"doubled {[c for c, n in got.items() if n > 1][:10]}"
+        f"{ctx}: missing {missing[:10]} (in {where(logs, missing[:10])}), "
+        f"doubled {[c for c, n in got.items() if n > 1][:10]}, "
+        f"unexpected {[c for c in got if not (c[:1] == 'k' and c[1:].isdigit() and int(c[1:]) < writer.total)][:10]}"
     )
     assert apps == {"prod/web"}
     assert e.stop() == 0

@@ -266,7 +266,7 @@ class Batch:
             drained = sum(len(c.data) for c in chunks) < READ_BYTES // 2
             while chunks:
                 chunk = chunks.pop(0)  # dropped once parsed
-                res = parse_contained(parsers[chunk.source], chunk.data, chunk.offset, now, chunk.path)
+                res = parse_contained(parsers[chunk.source], chunk.data, chunk.offset, now, chunk.path, chunk.layout)
                 skipped = res.skipped + chunk.skipped_long
                 source.account(chunk.key, res.lines + chunk.skipped_long, skipped)
                 self.lines_read += res.lines + chunk.skipped_long

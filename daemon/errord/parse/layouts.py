@@ -14,6 +14,7 @@ sources keep the bare ``LineParser`` and its fast path.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, Final
 
@@ -36,6 +37,7 @@ __all__ = [
     "make_parser",
     "open_from",
     "split_envelope",
+    "whole_joins",
 ]
 
 JSON: Final = "json"
@@ -137,6 +139,31 @@ def open_from(block: bytes, fmt: str) -> int:
     return min(open_at.values()) if open_at else size
 
 
+def whole_joins(pieces: Iterable[tuple[bytes, int]], fmt: str, max_line: int) -> Iterator[tuple[bytes, int, str]]:
+    """Pieces of complete lines of one file read from its start (``replay``), as
+    ``(data, offset, format)`` with no joined line split between two: the follower's hold,
+    for a whole file. An "auto" file is decided from its first line. A join that outgrows
+    ``max_line``, or that a gap in the offsets (a NUL run cut out) interrupts, is handed
+    on as it is, as the follower does."""
+    carry, at = b"", 0
+    for data, offset in pieces:
+        if carry:
+            if at + len(carry) == offset:
+                data, offset = carry + data, at
+            else:
+                yield carry, at, fmt
+            carry = b""
+        if fmt == AUTO:
+            fmt = detect(data[: data.find(b"\n")].rstrip(b"\r") if b"\n" in data else data)
+        cut = open_from(data, fmt)
+        if cut < len(data) and len(data) - cut <= max_line:
+            data, carry, at = data[:cut], data[cut:], offset + cut
+        if data:
+            yield data, offset, fmt
+    if carry:
+        yield carry, at, fmt
+
+
 _KUBE_CACHE_MAX = 4096
 
 
@@ -177,13 +204,14 @@ class EnvelopeParser:
     def max_line_bytes(self) -> int:
         return self.inner.max_line_bytes
 
-    def parse_chunk(self, data: bytes, offset: int, now: float, path: str = "") -> ParseResult:
+    def parse_chunk(self, data: bytes, offset: int, now: float, path: str = "", layout: str = "") -> ParseResult:
         """Parse a chunk of complete envelope lines (a closed file's last may lack its
-        newline). Never raises."""
+        newline). ``layout``: what an "auto" file was decided to be (the follower decides
+        from the file's first line); without it, the chunk's first line decides. Never
+        raises."""
         fmt = self.fmt
         if fmt == AUTO:
-            first = data.split(b"\n", 1)[0]
-            fmt = detect(first.rstrip(b"\r"))
+            fmt = layout or detect(data[: data.find(b"\n")].rstrip(b"\r") if b"\n" in data else data)
         if fmt == JSON and self.paths is None:
             res = self.inner.parse_chunk(data, offset, now, path)
             self._name(res, path)
