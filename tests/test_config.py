@@ -253,7 +253,8 @@ def test_redacted_is_the_check_config_output(tmp_path: Path) -> None:
 
 def expected_check_config(tmp_path: Path) -> dict[str, Any]:
     """``errord check-config`` of ``FULL`` in ``tmp_path``, as errord printed it before issue 12
-    (plus issue 14's ``inhibited_by`` and ``mute_times``, issue 17's notice keys)."""
+    (plus issue 14's ``inhibited_by`` and ``mute_times``, issue 17's notice keys, issue 18's
+    source ``format``, ``app_from``, ``fields``)."""
     kinds = ("failure", "warning", "success", "digest", "flapping")
     return {
         "server_id": "h1",
@@ -269,6 +270,9 @@ def expected_check_config(tmp_path: Path) -> dict[str, Any]:
                 "rotate_wait": 120.0,
                 "timezone": "Europe/Berlin",
                 "max_line_bytes": 4096,
+                "format": "json",
+                "app_from": None,
+                "fields": {},
             },
             {
                 "path": "/var/log/other/*.log",
@@ -277,6 +281,9 @@ def expected_check_config(tmp_path: Path) -> dict[str, Any]:
                 "rotate_wait": 60.0,
                 "timezone": "UTC",
                 "max_line_bytes": 1048576,
+                "format": "json",
+                "app_from": None,
+                "fields": {},
             },
         ],
         "defaults": {

@@ -32,6 +32,7 @@ from errord.engine_flap import FLAP_META
 from errord.errors import JournalError
 from errord.health import BatchTally, Health
 from errord.model import Kind, LogEvent, Notice
+from errord.parse.layouts import make_parser
 from errord.parse.lines import LineParser
 from errord.parse.linewarnings import LineWarnings
 from errord.parse.result import parse_contained
@@ -184,9 +185,7 @@ class Batch:
         """Use ``config`` from the next step on (start, SIGHUP): a parser per source."""
         self.config = config
         self._timed = config.noise_timed
-        self.parsers = [
-            LineParser(app=src.app, tz=src.tzinfo, max_line_bytes=src.max_line_bytes) for src in config.sources
-        ]
+        self.parsers = [make_parser(src) for src in config.sources]
 
     def step(self, hold: float = 0.0) -> Committed | None:
         """Read, parse and feed what the source has, then commit the batch; None when there
@@ -267,7 +266,7 @@ class Batch:
             drained = sum(len(c.data) for c in chunks) < READ_BYTES // 2
             while chunks:
                 chunk = chunks.pop(0)  # dropped once parsed
-                res = parse_contained(parsers[chunk.source], chunk.data, chunk.offset, now, chunk.path)
+                res = parse_contained(parsers[chunk.source], chunk.data, chunk.offset, now, chunk.path, chunk.layout)
                 skipped = res.skipped + chunk.skipped_long
                 source.account(chunk.key, res.lines + chunk.skipped_long, skipped)
                 self.lines_read += res.lines + chunk.skipped_long
@@ -280,7 +279,8 @@ class Batch:
                 if res.warnings:
                     for text in self._warnings.messages(chunk.path, res.warnings):
                         self._warn(text)
-                if chunk.data and self._zones.due(chunk.path, now):
+                # zone hints read plain lines: not an envelope's (their times are UTC anyway)
+                if chunk.data and self._zones.due(chunk.path, now) and type(parsers[chunk.source]) is LineParser:
                     self._check_zone(chunk, now)
                 self._bytes += len(chunk.data) or 1  # (an empty chunk still moved a position)
                 src = self.engine.src = chunk.source
@@ -368,7 +368,7 @@ class Batch:
         self._warn(
             self._zones.check(
                 chunk,
-                self.parsers[chunk.source],
+                self.parsers[chunk.source],  # type: ignore[arg-type]  # a LineParser: see _read
                 now,
                 f"sources.{chunk.source}.timezone",
                 self.config.sources[chunk.source].timezone,

@@ -65,6 +65,9 @@ _NOISE_FIELDS = (
 )
 Scope = Literal["code", "app"]  # the incident key: the code, or (app, code)
 StartAt = Literal["end", "beginning"]  # where a first start reads the files it finds
+SourceFormat = Literal["json", "docker", "cri", "auto"]  # CONTRACT §12: a source's line format
+AppFrom = Literal["kubernetes"]  # CONTRACT §12: where a source's app comes from
+FieldName = Literal["code", "clear", "message", "time", "re_alert_time", "notification", "level"]
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 # Apprise schemes whose host part is a real host name (elsewhere it is often a token).
@@ -148,6 +151,9 @@ class Source:
     rotate_wait: float  # seconds
     timezone: str  # IANA name, for times written without a zone
     max_line_bytes: int
+    format: SourceFormat = "json"  # CONTRACT §12
+    app_from: AppFrom | None = None  # "kubernetes": the app from the file name
+    fields: Mapping[FieldName, str] = field(default_factory=dict)  # CONTRACT §12: dotted paths
 
     @property
     def tzinfo(self) -> ZoneInfo:

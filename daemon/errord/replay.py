@@ -33,8 +33,10 @@ from errord.errors import ErrordError
 from errord.model import Kind, Notice, NoticeType
 from errord.noise import Noise
 from errord.parse.chunks import nul_free_parts
+from errord.parse.layouts import AUTO, CRI, DOCKER, EnvelopeParser, make_parser, whole_joins
 from errord.parse.lines import LineParser
 from errord.parse.linewarnings import LineWarnings
+from errord.parse.result import parse_contained
 from errord.policy.base import Context
 from errord.policy.digest import host_of
 from errord.policy.limit import Send
@@ -180,8 +182,8 @@ class Replay:
         q, next_tick = float("-inf"), float("-inf")
         for path in self.paths:
             parser = self._parser_for(path)
-            for data, offset in _read_lines(path):
-                res = parser.parse_chunk(data, offset, time.time(), str(path))
+            for data, offset, layout in _pieces_for(path, parser):
+                res = parse_contained(parser, data, offset, time.time(), str(path), layout)
                 self.lines_read += res.lines
                 self.lines_skipped += res.skipped
                 if res.warnings:
@@ -262,14 +264,24 @@ class Replay:
             entry = self.summary[code] = CodeSummary(code)
         return entry
 
-    def _parser_for(self, path: Path) -> LineParser:
+    def _parser_for(self, path: Path) -> LineParser | EnvelopeParser:
         """The parser of the first source whose glob matches ``path`` (its app, timezone,
         line limit), else a plain one."""
         resolved = str(path.resolve())
         for src in self.config.sources:
             if fnmatch.fnmatch(resolved, src.path):
-                return LineParser(app=src.app, tz=src.tzinfo, max_line_bytes=src.max_line_bytes)
+                return make_parser(src)
         return LineParser(app=None, tz=ZoneInfo("UTC"), max_line_bytes=1 << 20)
+
+
+def _pieces_for(path: Path, parser: LineParser | EnvelopeParser) -> Iterator[tuple[bytes, int, str]]:
+    """``_read_lines`` with the format of a docker/CRI/auto file, no joined line split
+    between two pieces (the daemon's follower holds them back the same way)."""
+    if isinstance(parser, EnvelopeParser) and parser.fmt in (DOCKER, CRI, AUTO):
+        yield from whole_joins(_read_lines(path), parser.fmt, parser.max_line_bytes)
+        return
+    for data, offset in _read_lines(path):
+        yield data, offset, ""
 
 
 def _read_lines(path: Path, chunk: int = READ_BYTES) -> Iterator[tuple[bytes, int]]:

@@ -40,8 +40,10 @@ from pydantic_settings import (
 )
 
 from errord.config import (
+    AppFrom,
     CodeConfig,
     Defaults,
+    FieldName,
     HttpConfig,
     MetricsConfig,
     Mongo,
@@ -49,6 +51,7 @@ from errord.config import (
     RunConfig,
     Scope,
     Source,
+    SourceFormat,
     StartAt,
     Target,
     redact_mongo_uri,
@@ -101,6 +104,10 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_DOTTED = r"^[^.\s]+(\.[^.\s]+)*$"  # a.b.c: no empty names
+DottedPath = Annotated[str, Field(pattern=_DOTTED)]
+
+
 class SourceSettings(_Section):
     """One ``[[sources]]`` entry: a glob of JSON log files and how to read them."""
 
@@ -110,6 +117,9 @@ class SourceSettings(_Section):
     rotate_wait: Duration = 60.0
     timezone: Zone = "UTC"
     max_line_bytes: int = Field(default=1 << 20, ge=256)
+    format: SourceFormat = "json"  # CONTRACT §12
+    app_from: AppFrom | None = None
+    fields: dict[FieldName, DottedPath] = Field(default_factory=dict)
 
     def to_run(self) -> Source:
         """This entry as the daemon holds it."""
@@ -120,6 +130,9 @@ class SourceSettings(_Section):
             rotate_wait=self.rotate_wait,
             timezone=self.timezone,
             max_line_bytes=self.max_line_bytes,
+            format=self.format,
+            app_from=self.app_from,
+            fields=dict(self.fields),
         )
 
 

@@ -92,7 +92,7 @@ from errord.parse.values import (
     valid_text,
 )
 
-__all__ = ["CLEAR_KEY", "CODE_KEY", "LEVEL_KEYS", "MESSAGE_KEYS", "LineParser"]
+__all__ = ["CLEAR_KEY", "CODE_KEY", "LEVEL_KEYS", "MESSAGE_KEYS", "LineParser", "loguru_fields"]
 
 
 CODE_KEY: Final = "error_code"
@@ -136,6 +136,9 @@ if LogEvent.__slots__ != (
     raise ImportError("errord.parse.lines._event does not set every field of model.LogEvent")
 
 
+_LOGURU_KEYS = frozenset((CODE_KEY, CLEAR_KEY, RE_ALERT_KEY, NOTIFY_KEY))
+
+
 class LineParser:
     """Turns the lines of one source into ``LogEvent``s. Pure: no I/O, no clock.
 
@@ -144,13 +147,15 @@ class LineParser:
     ``future_slack`` seconds after ``now`` is replaced by ``now``.
     """
 
-    __slots__ = ("_durations", "_warnings", "app", "future_slack", "max_line_bytes", "tz")
+    __slots__ = ("_durations", "_warnings", "app", "fallback", "future_slack", "max_line_bytes", "tz")
 
     def __init__(self, *, app: str | None, tz: tzinfo, max_line_bytes: int, future_slack: float = 300.0) -> None:
         self.app = app
         self.tz = tz
         self.max_line_bytes = max_line_bytes
         self.future_slack = future_slack
+        # the event time for a line that gives none (an envelope's time, CONTRACT §12)
+        self.fallback: float | None = None
         self._durations: dict[str, float | None] = {}  # re_alert_time text -> seconds
         self._warnings: list[tuple[int, str, str]] = []  # where _event reports (the chunk's)
 
@@ -341,6 +346,9 @@ class LineParser:
             if clear is None:
                 clear = code_value(extra.get(CLEAR_KEY))
         if code is None and clear is None:
+            record = get("record")
+            if type(record) is dict and "message" in record and "level" in record:
+                return self._event(loguru_fields(obj, record), now, offset, path)
             return None  # the callers look for a misplaced key (_misplaced)
         if code is BAD or clear is BAD:
             return BAD_CODE
@@ -447,6 +455,9 @@ class LineParser:
             ts = None
         # NaN fails both comparisons, so it lands on `now` too
         if ts is None or not 0.0 <= ts <= now + self.future_slack:
+            fallback = self.fallback
+            if fallback is not None and 0.0 <= fallback <= now + self.future_slack:
+                return fallback
             return now
         return ts
 
@@ -464,3 +475,25 @@ class LineParser:
 
 
 # --------------------------------------------------------------------- helpers
+
+
+def loguru_fields(obj: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """A loguru ``serialize=True`` line (CONTRACT §12) as the §1 keys: ``record.extra``'s
+    code keys, ``record.message``, ``record.time.timestamp``, ``record.level.name``, and
+    the traceback of the top-level ``text`` (or ``record.exception``'s type and value),
+    which the §1 rules sum up in one line."""
+    extra = record.get("extra")
+    flat: dict[str, Any] = {k: v for k, v in extra.items() if k in _LOGURU_KEYS} if type(extra) is dict else {}
+    flat["message"] = record.get("message")
+    when, level, exc = record.get("time"), record.get("level"), record.get("exception")
+    if type(when) is dict:
+        flat["timestamp"] = when.get("timestamp")
+    if type(level) is dict:
+        flat["level"] = level.get("name")
+    if type(exc) is dict:
+        text = obj.get("text")
+        if isinstance(text, str) and (cut := text.find("Traceback")) >= 0:
+            flat["exception"] = text[cut:].rstrip("\n")
+        else:
+            flat["exception"] = f"{exc.get('type')}: {exc.get('value')}"
+    return flat

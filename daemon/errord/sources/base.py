@@ -36,7 +36,8 @@ class Chunk:
     skipped lines. ``at_end``: the chunk ends where the file ended when it was read (the
     reader has caught up); ``mtime``: the file's modification time (epoch seconds) from
     the source's last look at it, 0 when unknown. Both tell a live line from a backlog
-    (``zonecheck``) without another ``stat``.
+    (``zonecheck``) without another ``stat``. ``layout``: the format a ``format = "auto"``
+    file was decided to be from its first line (CONTRACT §12), "" otherwise.
     """
 
     key: FileKey
@@ -48,6 +49,7 @@ class Chunk:
     long_offsets: list[int] = field(default_factory=list)
     at_end: bool = False
     mtime: float = 0.0
+    layout: str = ""
 
 
 @dataclass(slots=True)

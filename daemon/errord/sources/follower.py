@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from errord.model import FileKey, Position
 from errord.parse.chunks import has_long_line, nul_free_parts
+from errord.parse.layouts import AUTO, JSON, detect, open_from
 from errord.sources.base import Chunk
 from errord.sources.fileid import FP_MAX
 
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 MAX_LONG_OFFSETS = 16  # long-line offsets kept per chunk
+FIRST_LINE_MAX = 64 * 1024  # what an "auto" file's first line is looked for in
 _BACKSCAN = 64 * 1024
 
 
@@ -60,6 +62,7 @@ class Follower:
 
     __slots__ = (
         "buf",
+        "configured",
         "copy_of",
         "count_skip",
         "cursor",
@@ -71,6 +74,7 @@ class Follower:
         "fresh",
         "key",
         "last_growth",
+        "layout",
         "lines_read",
         "lines_skipped",
         "matched",
@@ -122,6 +126,8 @@ class Follower:
         self.snap = self.mark()  # the state at the last commit (or at creation)
         self.fresh = True  # never committed: part of every checkpoint until it is
         self.seen_wall = 0.0  # wall clock of the last scan that found it at a matched path
+        self.configured = JSON  # the source's format as configured (a reload may change it)
+        self.layout = JSON  # the format read: the configured one, or what "auto" decided (AUTO: not yet)
 
     # -- state -------------------------------------------------------------------------
 
@@ -208,7 +214,7 @@ class Follower:
 
     # -- reading -----------------------------------------------------------------------
 
-    def pull(self, n: int, max_line: int) -> tuple[list[Chunk], int]:
+    def pull(self, n: int, max_line: int, layout: str = JSON) -> tuple[list[Chunk], int]:
         """Read up to ``n`` bytes at the cursor; return the complete lines and the bytes read.
 
         An over-long line is never buffered: once the partial line passes ``max_line``
@@ -219,6 +225,8 @@ class Follower:
         data = os.pread(self.fd, n, self.cursor)
         if not data:
             return [], 0
+        if layout != self.configured:  # a new follower or a reload: "auto" is decided anew
+            self.configured = self.layout = layout
         start = self.cursor
         self.cursor += len(data)
         # memchr; NULs are rare: a preallocated file, a writer that crashed
@@ -288,10 +296,15 @@ class Follower:
         # join with a memoryview: one copy of the ~1 MiB read instead of two (slice, then
         # concatenation); the block's fresh pages make each copy cost more than memcpy
         block = b"".join((self.buf, memoryview(data)[pos : last + 1])) if self.buf else data[pos : last + 1]
+        rest = data[last + 1 :]
+        if self.layout != JSON:
+            block, rest = self._hold(block, rest, max_line)
+            if not block:
+                self.buf = bytearray(rest)
+                return self._emit([], longs)
         base = self.offset
         self.offset += len(block)
         self.tail = block[-FP_MAX:] if len(block) >= FP_MAX else (self.tail + block)[-FP_MAX:]
-        rest = data[last + 1 :]
         if len(rest) > max_line:
             self.buf = bytearray()
             self.skipping = True
@@ -306,11 +319,44 @@ class Follower:
             longs += inner
         return self._emit(segments, longs)
 
+    def _hold(self, block: bytes, rest: bytes, max_line: int) -> tuple[bytes, bytes]:
+        """Docker/CRI: keep the parts of a joined line that is not finished back with the
+        partial line, so the offset handed on (and committed) is its first part's start
+        (CONTRACT §12). A join that outgrows ``max_line`` is handed on as it is."""
+        if self.layout == AUTO:
+            self.layout = detect(self._first_line(block))
+            if self.layout == JSON:
+                return block, rest
+        cut = open_from(block, self.layout)
+        if cut >= len(block) or len(block) - cut + len(rest) > max_line:
+            return block, rest
+        return block[:cut], block[cut:] + rest
+
+    def _first_line(self, block: bytes) -> bytes:
+        """The file's first complete line, which decides an "auto" file's format (CONTRACT
+        §12) wherever reading starts: ``block``'s first line when it is the file's start
+        (or the file's cannot be read back), so a stray line read first after a restart
+        cannot make a CRI file plain JSON. Read back at most ``FIRST_LINE_MAX`` bytes."""
+        line = block[: block.find(b"\n")]
+        if self.offset > 0:
+            with contextlib.suppress(OSError):
+                head = os.pread(self.fd, FIRST_LINE_MAX, 0)
+                if (nl := head.find(b"\n")) >= 0:
+                    line = head[:nl]
+        return line.rstrip(b"\r")
+
+    def _decided(self) -> str:
+        """What an "auto" file was decided to be, for its chunks (the parser must not guess
+        per chunk: one starting with a stray line would read a CRI file as plain JSON);
+        "" for a configured format, or one not decided yet."""
+        return self.layout if self.configured == AUTO and self.layout != AUTO else ""
+
     def _emit(self, segments: list[tuple[int, bytes]], longs: list[int]) -> list[Chunk]:
-        chunks = [Chunk(self.key, self.source, self.path, off, data) for off, data in segments if data]
+        fmt = self._decided()
+        chunks = [Chunk(self.key, self.source, self.path, off, data, layout=fmt) for off, data in segments if data]
         if longs:
             if not chunks:
-                chunks.append(Chunk(self.key, self.source, self.path, self.offset, b""))
+                chunks.append(Chunk(self.key, self.source, self.path, self.offset, b"", layout=fmt))
             chunks[-1].skipped_long = len(longs)
             chunks[-1].long_offsets = longs[:MAX_LONG_OFFSETS]
         return chunks
@@ -323,7 +369,7 @@ class Follower:
                 chunks.append(Chunk(self.key, self.source, self.path, self.cursor, b"", 1, [self.offset]))
             self.tail = b""
         elif self.buf:
-            chunks.append(Chunk(self.key, self.source, self.path, self.offset, bytes(self.buf)))
+            chunks.append(Chunk(self.key, self.source, self.path, self.offset, bytes(self.buf), layout=self._decided()))
             self.tail = (self.tail + self.buf)[-FP_MAX:]
         self.offset = self.cursor
         self.buf = bytearray()

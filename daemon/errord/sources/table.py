@@ -88,6 +88,10 @@ class Sources:
         """The longest line source ``index`` hands on."""
         return int(self.items[index].max_line_bytes) if index < len(self.items) else DEFAULT_MAX_LINE
 
+    def layout(self, index: int) -> str:
+        """The line format of source ``index`` (CONTRACT §12): "json" unless configured."""
+        return str(getattr(self.items[index], "format", "json")) if index < len(self.items) else "json"
+
     def longest_rotate_wait(self) -> float:
         return max((float(s.rotate_wait) for s in self.items), default=0.0)
 

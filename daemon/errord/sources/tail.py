@@ -227,7 +227,9 @@ class Tailer:
                     again.append(f)
                     continue
                 try:
-                    chunks, used = f.pull(min(self._chunk_bytes, budget), self._sources.max_line(f.source))
+                    chunks, used = f.pull(
+                        min(self._chunk_bytes, budget), self._sources.max_line(f.source), self._sources.layout(f.source)
+                    )
                 except OSError as exc:
                     self._warn(f.path, "cannot read %s: %s", f.path, exc)
                     continue
