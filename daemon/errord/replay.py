@@ -268,7 +268,7 @@ class Replay:
         line limit), else a plain one."""
         resolved = str(path.resolve())
         for src in self.config.sources:
-            if fnmatch.fnmatch(resolved, src.path):
+            if src.path is not None and fnmatch.fnmatch(resolved, src.path):
                 return make_parser(src)  # type: ignore[return-value]
         return LineParser(app=None, tz=ZoneInfo("UTC"), max_line_bytes=1 << 20)
 
