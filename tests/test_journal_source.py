@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import struct
 import subprocess
 import threading
@@ -567,3 +568,65 @@ def test_journalctl_missing_is_an_error_then_a_retried_source(make_errord: Any, 
     wait_until(lambda: _journals(e)[0]["error"] is None, 30, "the error gone")
     assert _journals(e)[0]["entries_read"] == 2
     assert e.stop() == 0
+
+
+@pytest.mark.slow
+@needs_journal_files
+def test_journal_and_file_sources_renumbered_by_restart_and_reload(make_errord: Any, tmp_path: Path) -> None:
+    """Positions and cursors keep to their sources: a file after a journal source (stored
+    under the config's numbering) is not read again after kill -9; a reload that moves
+    both sources goes on where each was, and a journal source it adds starts by its
+    ``start_at``."""
+    jd, logs = tmp_path / "jd", tmp_path / "logs"
+    jd.mkdir()
+    logs.mkdir()
+    log = logs / "app.jsonl"
+    journal: dict[str, Any] = {"journal": {"directory": str(jd)}, "start_at": "beginning", "app": "j"}
+    files: dict[str, Any] = {"path": str(logs / "*.jsonl"), "start_at": "beginning", "app": "file"}
+    e = make_errord(scope="app", sources=[journal, files])
+    state = State(tmp_path / "state")
+    write_entries(jd / "x.journal", [app_entry("J1", KEEP="1")])
+    log.write_text(json.dumps({"error_code": "F1"}) + "\n")
+    start(e, state)
+
+    def counts() -> Counter[tuple[str | None, str]]:
+        return Counter({(i.app, i.code): i.occurrences for i in state.incidents()})
+
+    first = Counter({("j", "J1"): 1, ("file", "F1"): 1})
+    wait_until(lambda: counts() == first, 30, f"{first}, got {counts()}")
+    assert [p.source for p in state.positions()] == [1]  # the config's numbering
+    e.kill()
+    start(e, state)
+    time.sleep(1.5)  # what it would read again, it reads now
+    assert counts() == first
+    write_config_sources(
+        e.config, [files, journal, {**journal, "journal": {**journal["journal"], "matches": ["KEEP=1"]}, "app": "k"}]
+    )
+    assert e.proc is not None
+    e.proc.send_signal(signal.SIGHUP)
+    e.wait_log("config reloaded")
+    write_entries(jd / "x.journal", [app_entry("J2", KEEP="1")])
+    with open(log, "a") as f:
+        f.write(json.dumps({"error_code": "F2"}) + "\n")
+    want = first + Counter({("j", "J2"): 1, ("file", "F2"): 1, ("k", "J1"): 1, ("k", "J2"): 1})
+    wait_until(lambda: counts() == want, 30, lambda: f"{want}, got {counts()}\n{e.output()[-2000:]}")
+    time.sleep(1.0)
+    assert counts() == want
+    assert [(j["source"], j["entries_read"]) for j in _journals(e)] == [(1, 2), (2, 2)]
+    assert e.stop() == 0
+
+
+def write_config_sources(path: Path, sources: list[dict[str, Any]]) -> None:
+    """The config file at ``path`` with its [[sources]] replaced."""
+    text = path.read_text()
+    head = text.split("[[sources]]", 1)[0]
+    body = "".join("[[sources]]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in src.items()) for src in sources)
+    path.write_text(head + body)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)
