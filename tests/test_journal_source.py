@@ -258,11 +258,17 @@ def test_journal_directory_is_taken_from_the_config_folder(tmp_path: Path) -> No
 # ----------------------------------------------------------------- the reader, in process
 
 
-def _source(jd: Path, start_at: str = "beginning", **journal: Any) -> Source:
+def _source(jd: Path, start_at: str = "beginning", max_line_bytes: int = 1 << 20, **journal: Any) -> Source:
     spec = JournalSpec(directory=str(jd), **journal)
     return Source(
-        path=None, journal=spec, app=None, start_at=start_at, rotate_wait=0.0, timezone="UTC", max_line_bytes=1 << 20
-    )  # type: ignore[arg-type]
+        path=None,
+        journal=spec,
+        app=None,
+        start_at=start_at,  # type: ignore[arg-type]
+        rotate_wait=0.0,
+        timezone="UTC",
+        max_line_bytes=max_line_bytes,
+    )
 
 
 class Fed:
@@ -378,6 +384,43 @@ async def test_reader_stops_reading_the_pipe_when_not_consumed(tmp_path: Path, m
         assert _messages(got) == [f"m{i} " + "x" * 200 for i in range(total)]
     finally:
         await reader.close()
+
+
+@needs_journal_files
+async def test_reader_skips_an_entry_over_the_limit_and_keeps_its_cursor(tmp_path: Path) -> None:
+    jd = tmp_path / "jd"
+    jd.mkdir()
+    huge = json.dumps({"error_code": "HUGE", "message": "x" * 300_000})  # over 4 x 256 + 64 KiB as printed
+    write_entries(jd / "x.journal", [{"MESSAGE": "m0"}, {"MESSAGE": huge}, {"MESSAGE": "m1"}, {"MESSAGE": huge}])
+    reader = JournalReader(0, _source(jd, max_line_bytes=256), None, lambda: None)
+    fed = Fed(reader)
+    await reader.open()
+    skipped = 0
+    try:
+        got: list[bytes] = []
+        end = time.monotonic() + 30
+        while len(got) + skipped < 4:
+            assert time.monotonic() < end, (got, skipped)
+            chunk = reader.read(1 << 20)
+            if chunk is None:
+                await asyncio.sleep(0.05)
+                continue
+            got += chunk.data.splitlines()
+            skipped += chunk.skipped_long
+            reader.account(len(chunk.data.splitlines()) + chunk.skipped_long)
+        assert _messages(got) == ["m0", "m1"] and skipped == 2
+        stored = fed.commit()
+    finally:
+        await reader.close()
+    state = JournalState.load(stored)
+    assert state is not None and state.entries_read == 4
+    again = JournalReader(0, _source(jd, max_line_bytes=256), stored, lambda: None)
+    await again.open()
+    try:
+        await asyncio.sleep(1.0)
+        assert again.read(1 << 20) is None  # the last, skipped entry's cursor was committed
+    finally:
+        await again.close()
 
 
 async def test_reader_without_journalctl_reports_and_retries(tmp_path: Path) -> None:

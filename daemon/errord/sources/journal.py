@@ -75,6 +75,24 @@ class Block(NamedTuple):
     time: int | None
 
 
+class _Long:
+    """An entry too long to keep, read past piece by piece: its cursor and time are kept
+    (its fields come in any order, so each piece is searched, with an overlap)."""
+
+    def __init__(self) -> None:
+        self.cursor: str | None = None
+        self.time: int | None = None
+        self._tail = b""
+
+    def scan(self, piece: bytes) -> None:
+        text = self._tail + piece
+        if self.cursor is None:
+            self.cursor = cursor_of(text)
+        if self.time is None:
+            self.time = realtime_of(text)
+        self._tail = piece[-256:]
+
+
 class JournalReader:
     """Follows the journal of source ``index`` (``source.journal``) from ``stored`` (its
     committed meta entry). ``wake`` is called when entries arrive or the state changed
@@ -148,6 +166,7 @@ class JournalReader:
             self.state = self.durable.copy()
         else:
             await self._first_position()
+            self._wake()  # its position is to be committed (at start, the daemon does it at once)
         self._task = asyncio.get_running_loop().create_task(self._follow(), name=f"journal-{self.index}")
 
     async def _first_position(self) -> None:
@@ -157,7 +176,14 @@ class JournalReader:
         state = JournalState(where=self.spec.where)
         if self.source.start_at == "end":
             state.since = self._clock()
-            args = [self.binary, "--lines=1", "--output=json", *selection_args(self.spec), *match_args(self.spec)]
+            args = [
+                self.binary,
+                "--merge",
+                "--lines=1",
+                "--output=json",
+                *selection_args(self.spec),
+                *match_args(self.spec),
+            ]
             try:
                 rc, line, err = await run_once(args)
             except OSError as exc:
@@ -220,12 +246,11 @@ class JournalReader:
         """Where this journalctl starts: after the last entry read (the pipe's, else the
         committed cursor), from ``since``, or at the beginning; and the cursor whose
         entry is to be dropped when it comes first."""
+        cursor: str | None
         if self._tail is not None:
             cursor, when = self._tail
-        elif self.state.cursor is not None and not self._handed:
-            cursor, when = self.state.cursor, self.state.time
         else:
-            cursor, when = None, None
+            cursor, when = self.state.cursor, self.state.time
         if cursor is None:
             since = self.state.since
             return ([f"--since={since_text(int(since * 1e6))}"] if since is not None else []), None
@@ -243,7 +268,7 @@ class JournalReader:
     async def _cursor_gone(self, cursor: str) -> bool:
         """Whether the cursor's entry has left the journal: journalctl seeks to the
         nearest entry then, without a word."""
-        args = [self.binary, f"--cursor={cursor}", "--output=json", *selection_args(self.spec)]
+        args = [self.binary, "--merge", f"--cursor={cursor}", "--output=json", *selection_args(self.spec)]
         if self.spec.units:
             args = [a for a in args if not a.startswith("--unit=")]  # the whole journal: the entry matched then
         try:
@@ -286,11 +311,12 @@ class JournalReader:
         self._failed(why)
 
     async def _read_stderr(self, stream: asyncio.StreamReader, keep: deque[str]) -> None:
-        async for raw in stream:
-            text = raw.decode("utf-8", "replace").strip()
-            if text:
-                keep.append(text)
-                logger.warning("sources.%d (%s): journalctl: %s", self.index, self.label, text)
+        with contextlib.suppress(ValueError):  # a line over the stream's limit: the rest goes unread
+            async for raw in stream:
+                text = raw.decode("utf-8", "replace").strip()
+                if text:
+                    keep.append(text)
+                    logger.warning("sources.%d (%s): journalctl: %s", self.index, self.label, text)
 
     def _started(self, proc: asyncio.subprocess.Process) -> None:
         if proc.returncode is None and proc is self._proc:
@@ -322,7 +348,7 @@ class JournalReader:
 
     async def _read_stdout(self, stream: asyncio.StreamReader, drop: str | None) -> None:
         partial = b""
-        discarding: list[bytes] | None = None  # an entry over the limit: its head and tail
+        long: _Long | None = None  # an entry over the limit, being skipped
         first = True
         while True:
             if not self._room.is_set():
@@ -330,19 +356,24 @@ class JournalReader:
             piece = await stream.read(PIPE_READ)
             if not piece:
                 return
-            if discarding is not None:
+            if long is not None:
                 nl = piece.find(b"\n")
+                long.scan(piece if nl < 0 else piece[:nl])
                 if nl < 0:
-                    discarding[1] = (discarding[1] + piece)[-512:]
                     continue
-                head = discarding[0] + b" " + (discarding[1] + piece[:nl])[-512:]
-                self._add(Block(b"", 0, 1, cursor_of(head), realtime_of(head)))
-                discarding, piece = None, piece[nl + 1 :]
+                dropped = first and drop is not None and long.cursor is not None and same_entry(long.cursor, drop)
+                if first:
+                    first = False
+                    self._running()
+                if not dropped:  # (--cursor=C prints C's entry itself first)
+                    self._add(Block(b"", 0, 1, long.cursor, long.time))
+                long, piece = None, piece[nl + 1 :]
             data = partial + piece if partial else piece
             cut = data.rfind(b"\n") + 1
             partial = data[cut:]
             if len(partial) > self._limit:
-                discarding, partial = [partial[:4096], partial[-512:]], b""
+                long, partial = _Long(), b""
+                long.scan(data[cut:])
             if not cut:
                 continue
             lines = data[:cut]
