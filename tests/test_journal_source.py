@@ -387,6 +387,37 @@ async def test_reader_stops_reading_the_pipe_when_not_consumed(tmp_path: Path, m
 
 
 @needs_journal_files
+async def test_entries_as_journalctl_prints_them_give_events(tmp_path: Path) -> None:
+    """A MESSAGE journalctl prints as a byte array (a "\r" makes it unprintable), a field
+    entry and a JSON line, read from a real journal file and parsed."""
+    jd = tmp_path / "jd"
+    jd.mkdir()
+    write_entries(
+        jd / "x.journal",
+        [
+            {"MESSAGE": b'{"error_code": "CR", "message": "from windows"}\r', "_SYSTEMD_UNIT": "w.service"},
+            field_entry("FIELD", EXCEPTION_TEXT="Traceback (most recent call last):\nValueError: bad"),
+            app_entry("JSON"),
+        ],
+    )
+    reader = JournalReader(0, _source(jd), None, lambda: None)
+    await reader.open()
+    try:
+        lines = await Fed(reader).lines(3)
+    finally:
+        await reader.close()
+    assert isinstance(orjson.loads(lines[0])["MESSAGE"], list)  # how journalctl prints it
+    res = _parser().parse_chunk(b"\n".join(lines) + b"\n", 0, time.time() + 60)
+    got = [(e.code, e.message, e.app, e.level, e.exception) for e in res.events]
+    assert got == [
+        ("CR", "from windows", "w.service", None, None),
+        ("FIELD", "it failed", "myapp.service", "err", "Traceback (most recent call last): ValueError: bad"),
+        ("JSON", "boom JSON", "myapp.service", None, None),
+    ]
+    assert all(abs(e.time - time.time()) < 60 for e in res.events)  # the entries' realtime
+
+
+@needs_journal_files
 async def test_reader_skips_an_entry_over_the_limit_and_keeps_its_cursor(tmp_path: Path) -> None:
     jd = tmp_path / "jd"
     jd.mkdir()
