@@ -17,8 +17,7 @@ from errord.config import RunConfig, Source
 from errord.errors import ErrordError, JournalError, NoStateError, StateError
 from errord.model import Position
 from errord.sources.fileid import expand, is_compressed
-from errord.sources.journal import JOURNALCTL, journalctl_found
-from errord.sources.journalpos import JournalState, meta_key
+from errord.sources.journalpos import JOURNALCTL, JournalState, journalctl_found, meta_key
 from errord.store.journal import Journal
 from errord.store.runstate import read_run_state
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -33,7 +32,9 @@ from errord.backoff import backoff
 from errord.config import Source
 from errord.sources.base import Chunk
 from errord.sources.journalpos import (
+    JOURNALCTL,
     JournalState,
+    LongEntry,
     cursor_of,
     cursor_time,
     follow_args,
@@ -46,11 +47,10 @@ from errord.sources.journalpos import (
     since_text,
 )
 
-__all__ = ["JOURNALCTL", "JournalReader", "max_entry_bytes"]
+__all__ = ["JournalReader", "max_entry_bytes"]
 
 logger = logging.getLogger(__name__)
 
-JOURNALCTL = "journalctl"
 PIPE_READ = 1 << 16  # bytes per read of the pipe
 PENDING_MAX = 2 << 20  # read and not handed on: the pipe is not read past this
 ENTRY_SLACK = 1 << 16  # an entry's fields besides MESSAGE (a byte array takes ~4x its bytes)
@@ -73,24 +73,6 @@ class Block(NamedTuple):
     skipped: int
     cursor: str | None
     time: int | None
-
-
-class _Long:
-    """An entry too long to keep, read past piece by piece: its cursor and time are kept
-    (its fields come in any order, so each piece is searched, with an overlap)."""
-
-    def __init__(self) -> None:
-        self.cursor: str | None = None
-        self.time: int | None = None
-        self._tail = b""
-
-    def scan(self, piece: bytes) -> None:
-        text = self._tail + piece
-        if self.cursor is None:
-            self.cursor = cursor_of(text)
-        if self.time is None:
-            self.time = realtime_of(text)
-        self._tail = piece[-256:]
 
 
 class JournalReader:
@@ -348,7 +330,7 @@ class JournalReader:
 
     async def _read_stdout(self, stream: asyncio.StreamReader, drop: str | None) -> None:
         partial = b""
-        long: _Long | None = None  # an entry over the limit, being skipped
+        long: LongEntry | None = None  # an entry over the limit, being skipped
         first = True
         while True:
             if not self._room.is_set():
@@ -372,7 +354,7 @@ class JournalReader:
             cut = data.rfind(b"\n") + 1
             partial = data[cut:]
             if len(partial) > self._limit:
-                long, partial = _Long(), b""
+                long, partial = LongEntry(), b""
                 long.scan(data[cut:])
             if not cut:
                 continue
@@ -476,12 +458,3 @@ class JournalReader:
         self.state.error = error  # not read from the batch: it stays what it is
         self._dirty = self._dirty or error != self.durable.error
         self._announced = False
-
-
-def journalctl_found(binary: str = JOURNALCTL) -> str | None:
-    """Where ``binary`` is on PATH (``check-config``), or None."""
-    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
-        path = os.path.join(folder or ".", binary)
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-    return None

@@ -1,5 +1,6 @@
 """Where a journal source is (CONTRACT §12): its committed state and the ``journalctl``
-command lines that go on from it. Pure but for :func:`run_once` (a short ``journalctl``).
+command lines that go on from it. Pure but for :func:`run_once` (a short ``journalctl``)
+and :func:`journalctl_found` (a look at PATH).
 
 The state of source N is the journal meta entry ``journal.N`` (JSON), committed in the
 batch's transaction with what its entries caused: the cursor of the last entry handed
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -26,9 +28,12 @@ from typing import Any
 from errord.config import JournalSpec
 
 __all__ = [
+    "JOURNALCTL",
     "META_PREFIX",
     "JournalState",
+    "LongEntry",
     "follow_args",
+    "journalctl_found",
     "meta_key",
     "run_once",
     "same_entry",
@@ -36,10 +41,29 @@ __all__ = [
     "since_text",
 ]
 
+JOURNALCTL = "journalctl"
 META_PREFIX = "journal."  # meta key of source N: journal.N
 _CURSOR = re.compile(rb'"__CURSOR"\s*:\s*"([^"\\]+)"')
 _REALTIME = re.compile(rb'"__REALTIME_TIMESTAMP"\s*:\s*"(\d+)"')
 ONCE_TIMEOUT = 10.0  # seconds a one-shot journalctl (the tail, a cursor check) may take
+
+
+class LongEntry:
+    """An entry too long to keep, read past piece by piece: its cursor and time are kept
+    (its fields come in any order, so each piece is searched, with an overlap)."""
+
+    def __init__(self) -> None:
+        self.cursor: str | None = None
+        self.time: int | None = None
+        self._tail = b""
+
+    def scan(self, piece: bytes) -> None:
+        text = self._tail + piece
+        if self.cursor is None:
+            self.cursor = cursor_of(text)
+        if self.time is None:
+            self.time = realtime_of(text)
+        self._tail = piece[-256:]
 
 
 def meta_key(index: int) -> str:
@@ -179,3 +203,12 @@ async def run_once(args: list[str]) -> tuple[int | None, bytes, str]:
         return -1, b"", f"no answer in {ONCE_TIMEOUT:.0f}s"
     lines = err.decode("utf-8", "replace").strip().splitlines()
     return rc, first.rstrip(b"\n"), lines[-1] if lines else ""
+
+
+def journalctl_found(binary: str = JOURNALCTL) -> str | None:
+    """Where ``binary`` is on PATH (``check-config``), or None."""
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(folder or ".", binary)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
