@@ -338,6 +338,28 @@ async def test_reader_commits_cursor_rolls_back_and_resumes_exactly(tmp_path: Pa
 
 
 @needs_journal_files
+async def test_reader_goes_on_across_a_reboot(tmp_path: Path) -> None:
+    """A cursor from the boot before: the rest of that boot is read, then the new boot's
+    (systemd 250-253's --follow alone reads only the last boot)."""
+    jd = tmp_path / "jd"
+    jd.mkdir()
+    other = "11111111111111111111111111111111"
+    write_entries(jd / "x.journal", [{"MESSAGE": "a0", "_BOOT_ID": other}, {"MESSAGE": "a1", "_BOOT_ID": other}])
+    write_entries(jd / "x.journal", [{"MESSAGE": "b0"}, {"MESSAGE": "b1"}])
+    assert JOURNALCTL is not None
+    out = subprocess.run([JOURNALCTL, f"--directory={jd}", "--output=json"], capture_output=True, check=True).stdout
+    a0 = orjson.loads(out.splitlines()[0])
+    assert a0["MESSAGE"] == "a0"
+    stored = JournalState(where=f"directory={jd}", cursor=a0["__CURSOR"], entries_read=1).dump()
+    again = JournalReader(0, _source(jd), stored, lambda: None)
+    await again.open()
+    try:
+        assert _messages(await Fed(again).lines(3)) == ["a1", "b0", "b1"]
+    finally:
+        await again.close()
+
+
+@needs_journal_files
 async def test_reader_start_at_end_and_a_vacuumed_cursor(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     jd = tmp_path / "jd"
     jd.mkdir()
