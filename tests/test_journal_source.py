@@ -360,6 +360,26 @@ async def test_reader_goes_on_across_a_reboot(tmp_path: Path) -> None:
 
 
 @needs_journal_files
+async def test_reader_from_a_cursor_its_matches_do_not_match(tmp_path: Path) -> None:
+    """``matches`` changed since the cursor was stored: its entry matches no more, and the
+    first matching entry after it is read (``--after-cursor`` would skip it before
+    systemd 255)."""
+    jd = tmp_path / "jd"
+    jd.mkdir()
+    write_entries(jd / "x.journal", [{"MESSAGE": "x0"}, {"MESSAGE": "k1", "KEEP": "1"}, {"MESSAGE": "k2", "KEEP": "1"}])
+    assert JOURNALCTL is not None
+    out = subprocess.run([JOURNALCTL, f"--directory={jd}", "--output=json"], capture_output=True, check=True).stdout
+    x0 = orjson.loads(out.splitlines()[0])
+    stored = JournalState(where=f"directory={jd}", cursor=x0["__CURSOR"], entries_read=1).dump()
+    reader = JournalReader(0, _source(jd, matches=("KEEP=1",)), stored, lambda: None)
+    await reader.open()
+    try:
+        assert _messages(await Fed(reader).lines(2)) == ["k1", "k2"]
+    finally:
+        await reader.close()
+
+
+@needs_journal_files
 async def test_reader_start_at_end_and_a_vacuumed_cursor(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     jd = tmp_path / "jd"
     jd.mkdir()
