@@ -27,6 +27,7 @@ from errord.config import (
     CodeConfig,
     Defaults,
     HttpConfig,
+    JournalSpec,
     Limits,
     MetricsConfig,
     Mongo,
@@ -41,6 +42,7 @@ from errord.config import (
 )
 from errord.fleet.runconfig import FleetConfig
 from errord.fleetsettings import FleetSettings
+from errord.journalsettings import JournalSettings
 from errord.limitsettings import LimitsSettings
 from errord.mutesettings import MuteTimeSettings
 from errord.noticesettings import AlertmanagerSettings, TemplateSettings, WebhookSettings
@@ -59,6 +61,7 @@ from errord.settings import (
 PARTS: dict[type[BaseModel], type[Any]] = {
     Settings: RunConfig,
     SourceSettings: Source,
+    JournalSettings: JournalSpec,
     DefaultsSettings: Defaults,
     CodeSettings: CodeConfig,
     MongoSettings: Mongo,
@@ -92,6 +95,7 @@ FULL: dict[str, Any] = dict(
             "max_line_bytes": 4096,
         },
         {"path": "/var/log/other/*.log"},
+        {"journal": {"units": ["myapp.service"], "matches": ["PRIORITY=3"]}, "app": "myapp"},
     ],
     defaults={"re_alert_time": "30m", "notify": False},
     codes={
@@ -265,6 +269,7 @@ def expected_check_config(tmp_path: Path) -> dict[str, Any]:
         "sources": [
             {
                 "path": f"{tmp_path}/logs/*.jsonl",
+                "journal": None,
                 "app": "api",
                 "start_at": "beginning",
                 "rotate_wait": 120.0,
@@ -276,7 +281,20 @@ def expected_check_config(tmp_path: Path) -> dict[str, Any]:
             },
             {
                 "path": "/var/log/other/*.log",
+                "journal": None,
                 "app": None,
+                "start_at": "end",
+                "rotate_wait": 60.0,
+                "timezone": "UTC",
+                "max_line_bytes": 1048576,
+                "format": "json",
+                "app_from": None,
+                "fields": {},
+            },
+            {
+                "path": None,
+                "journal": {"units": ["myapp.service"], "directory": None, "file": None, "matches": ["PRIORITY=3"]},
+                "app": "myapp",
                 "start_at": "end",
                 "rotate_wait": 60.0,
                 "timezone": "UTC",

@@ -161,6 +161,8 @@ def test_unit_file_hardening_and_lifecycle() -> None:
     one = {k: v[-1] for k, v in svc.items()}
     assert one["Restart"] == "on-failure" and int(one["WatchdogSec"]) > 0
     assert one["DynamicUser"] == "yes" and "adm" in one["SupplementaryGroups"].split()
+    # a journal source's journalctl reads the system journal (CONTRACT §12)
+    assert "systemd-journal" in one["SupplementaryGroups"].split()
     for key, value in {
         "NoNewPrivileges": "yes",
         "ProtectSystem": "strict",

@@ -242,7 +242,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"errord: warning: {warning}", file=sys.stderr)
     first = first_start(config)
     for i, src in enumerate(config.sources):  # stderr: stdout stays the config as JSON
-        print(f"errord: sources.{i}: {src.path}: {source_matches(src, first)}", file=sys.stderr)
+        print(f"errord: sources.{i}: {src.label}: {source_matches(src, first)}", file=sys.stderr)
     _print_json(config.redacted())
     return EXIT_OK
 
@@ -358,8 +358,22 @@ def cmd_status(args: argparse.Namespace) -> int:
                 drop=(2, 1, 5, 4),
             )
         )
-    else:
+    elif not data["journals"]:
         print("no files match the configured sources")
+    if data["journals"]:
+        print(
+            table(
+                ["JOURNAL", "ENTRIES", "CURSOR", "ERROR"],
+                [
+                    [f"sources.{j['source']}: {j['journal']}", j["entries_read"], j["cursor"] or "-", j["error"] or "-"]
+                    for j in data["journals"]
+                ],
+                right=(1,),
+                width=_terminal_width(),
+                shrink={0: "start", 2: "end", 3: "end"},
+                drop=(2,),
+            )
+        )
     return code
 
 

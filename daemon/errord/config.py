@@ -37,6 +37,7 @@ __all__ = [
     "CodeConfig",
     "Defaults",
     "HttpConfig",
+    "JournalSpec",
     "Limits",
     "MetricsConfig",
     "Mongo",
@@ -142,10 +143,34 @@ def split_listen(value: str) -> tuple[str, int]:
 
 
 @dataclass(frozen=True, slots=True)
-class Source:
-    """One ``[[sources]]`` entry: a glob of JSON log files and how to read them."""
+class JournalSpec:
+    """``journal = { ... }`` of a ``[[sources]]`` entry (CONTRACT §12): which journal
+    ``journalctl`` reads (exactly one of ``units``, ``directory``, ``file``) and its
+    ``FIELD=value`` matches."""
 
-    path: str  # an absolute glob
+    units: tuple[str, ...] | None = None  # the local journal, these units (journalctl --unit)
+    directory: str | None = None  # an absolute folder of journal files (--directory)
+    file: str | None = None  # an absolute journal file or glob (--file)
+    matches: tuple[str, ...] = ()  # FIELD=value (or "+"), as journalctl takes them
+
+    @property
+    def where(self) -> str:
+        """Which journal, as one short text (logs, status): ``units=a.service,b.service``,
+        ``directory=/x`` or ``file=/x.journal``."""
+        if self.directory is not None:
+            return f"directory={self.directory}"
+        if self.file is not None:
+            return f"file={self.file}"
+        return "units=" + ",".join(self.units or ())
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One ``[[sources]]`` entry: a glob of JSON log files and how to read them, or a
+    systemd journal (``journal`` set; ``path`` is then empty)."""
+
+    path: str | None  # an absolute glob (None: a journal source)
+    journal: JournalSpec | None  # CONTRACT §12: read with journalctl instead of files
     app: str | None
     start_at: StartAt
     rotate_wait: float  # seconds
@@ -159,6 +184,11 @@ class Source:
     def tzinfo(self) -> ZoneInfo:
         """The zone for times written without one."""
         return ZoneInfo(self.timezone)
+
+    @property
+    def label(self) -> str:
+        """What the source reads, for logs and metrics: the glob, or ``journal:WHERE``."""
+        return f"journal:{self.journal.where}" if self.journal is not None else str(self.path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -555,7 +585,7 @@ class RunConfig:
             state_dir=Path(data["state_dir"]),
             scope=data["scope"],
             log_level=data["log_level"],
-            sources=tuple(Source(**s) for s in data["sources"]),
+            sources=tuple(_source(s) for s in data["sources"]),
             defaults=Defaults(**data["defaults"]),
             codes={
                 k: CodeConfig(
@@ -602,6 +632,19 @@ class RunConfig:
             http=HttpConfig(**data["http"]) if data.get("http") is not None else None,
             fleet=FleetConfig(**data["fleet"]) if data.get("fleet") is not None else None,
         )
+
+
+def _source(data: Mapping[str, Any]) -> Source:
+    journal = data.get("journal")
+    spec = None
+    if journal is not None:
+        spec = JournalSpec(
+            units=tuple(journal["units"]) if journal["units"] is not None else None,
+            directory=journal["directory"],
+            file=journal["file"],
+            matches=tuple(journal["matches"]),
+        )
+    return Source(**{**data, "journal": spec})
 
 
 def _jsonable(value: object) -> object:

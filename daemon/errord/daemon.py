@@ -35,7 +35,7 @@ from errord.reload import load_config
 from errord.sinks import make_notify_sink, sink_key
 from errord.sinks.base import NoticeSink, Sink
 from errord.sources.fdbudget import raise_open_file_limit
-from errord.sources.tail import Tailer
+from errord.sources.multi import Inputs
 from errord.store.journal import Journal
 from errord.store.runstate import RunLock, check_state_dir
 from errord.store.schema import DB_NAME
@@ -88,7 +88,7 @@ class Daemon:
         self.policy = standard_policy(self.router)
         self.engine.mutes = self.mutes = MuteOracle.for_config(settings)  # CONTRACT §8: asked before alerting
         self.control: Controller | None = None  # silence/ack/resolve handed over by the CLI
-        self.tailer: Tailer | None = None
+        self.source: Inputs | None = None  # the files and journals (sources.multi)
         self.batch: Batch | None = None
         self.sink: NoticeSink | None = None
         self.mongo: Sink | None = None
@@ -195,15 +195,16 @@ class Daemon:
         # Once the state is ours (a refused start says only why) and before any log file
         # is opened: one descriptor per followed file.
         raise_open_file_limit()
-        self.tailer = Tailer(s.sources, positions, first_start=first_start)
-        await self.tailer.open()
-        # Persist where the first start put each file (start_at = "end") together with the
-        # flag that says the first start is over, so a crash here cannot redo it differently.
-        cp = self.tailer.checkpoint()
+        self.source = Inputs(s.sources, positions, first_start=first_start, load_meta=self.journal.get_meta)
+        await self.source.open()
+        # Persist where the first start put each file (start_at = "end") and each journal
+        # source, together with the flag that says the first start is over, so a crash
+        # here cannot redo it differently.
+        cp = self.source.checkpoint()
         self.journal.commit([], cp.positions, [], time.time(), meta={**cp.meta, "initialized": "1"})
-        self.tailer.committed()
+        self.source.committed()
         self.batch = Batch(
-            self.tailer,
+            self.source,
             self.engine,
             self.policy,
             self.journal,
@@ -252,9 +253,9 @@ class Daemon:
         if self.http_server is not None:
             await asyncio.to_thread(self.http_server.stop)
             self.http_server = None
-        if self.tailer is not None:
+        if self.source is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.tailer.close(), timeout=2.0)
+                await asyncio.wait_for(self.source.close(), timeout=2.0)
         # Side by side: the notify sink may use the whole deadline, MongoDB only its share
         # (what it cannot write by then waits in the outbox for the next start).
         stops = []
@@ -292,14 +293,14 @@ class Daemon:
 
     def _wake_loop(self) -> None:
         self._wake.set()
-        if self.tailer is not None:
-            self.tailer.wake()
+        if self.source is not None:
+            self.source.wake()
 
     # -- the loop ----------------------------------------------------------------------
 
     async def main_loop(self) -> None:
         """Until stopped: reload when asked, wait for input (or out a journal retry), pump."""
-        assert self.tailer is not None
+        assert self.source is not None
         while not self._stop.is_set():
             self.health.beat()
             if self._reload_requested:
@@ -330,13 +331,13 @@ class Daemon:
             self._committed(self.batch.flush())  # stopping: what was read is committed
 
     async def _wait_for_input(self) -> None:
-        """Until the tailer may have lines, the open batch is due, a second passed, or
-        stop/reload was asked (``_wake``, which also wakes the tailer's wait). No task per
+        """Until the sources may have lines, the open batch is due, a second passed, or
+        stop/reload was asked (``_wake``, which also wakes the sources' wait). No task per
         wait: cheap."""
-        assert self.tailer is not None and self.batch is not None
+        assert self.source is not None and self.batch is not None
         if not self._wake.is_set():
             due = self.batch.due_in()
-            await self.tailer.wait(1.0 if due is None else min(1.0, due))
+            await self.source.wait(1.0 if due is None else min(1.0, due))
         self._wake.clear()
 
     async def _coalesce(self) -> None:
@@ -407,7 +408,7 @@ class Daemon:
     def _publish(self, tally: BatchTally) -> None:
         """A batch is durable: its tally goes to the metrics."""
         assert self.metrics is not None
-        self.metrics.add_batch(tally, [src.path for src in self.settings.sources])
+        self.metrics.add_batch(tally, [src.label for src in self.settings.sources])
 
     # -- config ------------------------------------------------------------------------
 
@@ -476,9 +477,9 @@ class Daemon:
         self.mutes.configure(new)
         if self.control is not None:
             self.control.config = new
-        assert self.tailer is not None and self.batch is not None
+        assert self.source is not None and self.batch is not None
         self.batch.configure(new)
-        self.tailer.reconfigure(new.sources)
+        self.source.reconfigure(new.sources)
         if sink is not None:
             self._apply_targets(sink, {t.key: t.redacted for t in old.targets})
         if new.alertmanager != old.alertmanager:
@@ -491,7 +492,7 @@ class Daemon:
 
     def _snapshot(self) -> Snapshot:
         """Scrape-time state; runs in the event loop (see ``metrics``)."""
-        files = [(f.path, max(f.size - f.position, 0)) for f in self.tailer.files()] if self.tailer else []
+        files = [(f.path, max(f.size - f.position, 0)) for f in self.source.files()] if self.source else []
         j = self.journal
         return Snapshot(
             pending_notices=j.outbox.pending() if j is not None else 0,

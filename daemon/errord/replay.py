@@ -269,8 +269,8 @@ class Replay:
         line limit), else a plain one."""
         resolved = str(path.resolve())
         for src in self.config.sources:
-            if fnmatch.fnmatch(resolved, src.path):
-                return make_parser(src)
+            if src.path is not None and fnmatch.fnmatch(resolved, src.path):
+                return make_parser(src)  # type: ignore[return-value]  # a path source: never a journal parser
         return LineParser(app=None, tz=ZoneInfo("UTC"), max_line_bytes=1 << 20)
 
 

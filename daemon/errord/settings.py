@@ -30,6 +30,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -63,6 +64,7 @@ from errord.confighints import problems, unknown_environment
 from errord.durations import parse_duration
 from errord.errors import ConfigError
 from errord.fleetsettings import FleetSettings, needs_mongodb
+from errord.journalsettings import JournalSettings, anchor
 from errord.limitsettings import LimitsSettings
 from errord.mutesettings import Globs, MuteTimeSettings, Zone
 from errord.noisesettings import Backoff, FlapThreshold, OffOrDuration, PositiveDuration
@@ -109,9 +111,12 @@ DottedPath = Annotated[str, Field(pattern=_DOTTED)]
 
 
 class SourceSettings(_Section):
-    """One ``[[sources]]`` entry: a glob of JSON log files and how to read them."""
+    """One ``[[sources]]`` entry: a glob of JSON log files and how to read them, or a
+    systemd journal (``journal``, CONTRACT §12; then ``path`` is not given)."""
 
-    path: Annotated[str, Field(min_length=1), AfterValidator(_absolute)]  # absolute glob
+    # absolute glob; required unless `journal` is given (_journal_or_path)
+    path: Annotated[str, Field(min_length=1), AfterValidator(_absolute)] | None
+    journal: JournalSettings | None = None
     app: str | None = None
     start_at: StartAt = "end"
     rotate_wait: Duration = 60.0
@@ -121,10 +126,42 @@ class SourceSettings(_Section):
     app_from: AppFrom | None = None
     fields: dict[FieldName, DottedPath] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _journal_or_path(cls, data: Any) -> Any:
+        # a journal source has no path: given as None, so a source with neither still
+        # says "sources.N.path: Field required"
+        if isinstance(data, dict) and "journal" in data and "path" not in data:
+            return {**data, "path": None}
+        return data
+
+    @field_validator("journal")
+    @classmethod
+    def _not_both(cls, value: JournalSettings | None, info: ValidationInfo) -> JournalSettings | None:
+        if value is not None and info.data.get("path") is not None:
+            raise ValueError("a source reads either files (path) or a journal, not both: split it in two [[sources]]")
+        return value
+
+    @field_validator("rotate_wait", "format", "app_from")
+    @classmethod
+    def _files_only(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.data.get("journal") is not None:
+            raise ValueError(f"{info.field_name} is for files (path); a journal source reads journal entries")
+        return value
+
+    @model_validator(mode="after")
+    def _reads_something(self) -> SourceSettings:
+        if self.path is None and self.journal is None:
+            raise ValueError(
+                'give a path glob (path = "/var/log/app/*.jsonl") or a journal (journal = { units = [...] })'
+            )
+        return self
+
     def to_run(self) -> Source:
         """This entry as the daemon holds it."""
         return Source(
             path=self.path,
+            journal=self.journal.to_run() if self.journal is not None else None,
             app=self.app,
             start_at=self.start_at,
             rotate_wait=self.rotate_wait,
@@ -476,6 +513,10 @@ def _anchor_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
             {**s, "path": _absolute(s["path"], base)}
             if isinstance(s, dict) and isinstance(s.get("path"), str) and s["path"]
             else s
+            for s in data["sources"]
+        ]
+        data["sources"] = [
+            {**s, "journal": anchor(s["journal"], str(base))} if isinstance(s, dict) and "journal" in s else s
             for s in data["sources"]
         ]
     return data

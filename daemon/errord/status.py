@@ -17,6 +17,7 @@ from errord.config import RunConfig, Source
 from errord.errors import ErrordError, JournalError, NoStateError, StateError
 from errord.model import Position
 from errord.sources.fileid import expand, is_compressed
+from errord.sources.journalpos import JOURNALCTL, JournalState, journalctl_found, meta_key
 from errord.store.journal import Journal
 from errord.store.runstate import read_run_state
 
@@ -37,10 +38,16 @@ def status_data(config: RunConfig) -> dict[str, Any]:
     positions: dict[tuple[int, int], Position] = {}
     active = pending = pending_mongo = silences = held = 0
     rejected: dict[str, int] = {}
+    journals: dict[int, JournalState | None] = {}
     journal = open_readonly(config)
     if journal is not None:
         try:
             positions = {p.key: p for p in journal.positions()}
+            journals = {
+                i: JournalState.load(journal.get_meta(meta_key(i)))
+                for i, src in enumerate(config.sources)
+                if src.journal is not None
+            }
             open_ids = {i.incident_id for i in journal.active()}
             active = len(open_ids)
             pending = journal.outbox.pending()
@@ -80,6 +87,21 @@ def status_data(config: RunConfig) -> dict[str, Any]:
         "rejected_notices": {t.redacted: rejected[t.key] for t in config.targets if rejected.get(t.key)},
         "state_dir": str(config.state_dir),
         "files": files,
+        "journals": [_journal_status(i, src, journals.get(i)) for i, src in enumerate(config.sources) if src.journal],
+    }
+
+
+def _journal_status(index: int, source: Source, state: JournalState | None) -> dict[str, Any]:
+    """One journal source for ``status`` (CONTRACT §12): its committed cursor and entries,
+    and the error journalctl gave last (None: none, or not started yet)."""
+    assert source.journal is not None
+    same = state is not None and state.where == source.journal.where
+    return {
+        "source": index,
+        "journal": source.journal.where,
+        "cursor": state.cursor if same and state is not None else None,
+        "entries_read": state.entries_read if same and state is not None else 0,
+        "error": state.error if same and state is not None else None,
     }
 
 
@@ -97,6 +119,8 @@ def matched_files(config: RunConfig) -> Iterator[str]:
     them (compressed names, folders)."""
     seen: set[str] = set()
     for src in config.sources:
+        if src.path is None:  # a journal source
+            continue
         for path in sorted(expand(src.path)):  # glob, safe from symlink loops
             if path not in seen and not is_compressed(path) and os.path.isfile(path):
                 seen.add(path)
@@ -120,8 +144,19 @@ def first_start(config: RunConfig) -> bool:
 
 def source_matches(source: Source, first: bool) -> str:
     """What ``source``'s glob matches now, for ``check-config`` (``first``: see
-    ``first_start``)."""
+    ``first_start``); for a journal source, whether journalctl is there to read it."""
+    if source.journal is not None:
+        binary = journalctl_found()
+        if binary is None:
+            return f"reads with {JOURNALCTL}, which is not on PATH (install systemd's journalctl)"
+        start = (
+            ' (first start: start_at = "end" skips what it holds now)'
+            if source.start_at == "end"
+            else " (first start: read from its first entry)"
+        )
+        return f"read with {binary}" + (start if first else "")
     pattern = source.path
+    assert pattern is not None  # a source has a path or a journal
     found = [p for p in expand(pattern) if not is_compressed(p)]  # skipped by name, as the daemon does
     files = sum(1 for p in found if os.path.isfile(p))
     folders = sum(1 for p in found if os.path.isdir(p))

@@ -22,6 +22,7 @@ import orjson
 
 from errord.parse.chunks import NEEDLE
 from errord.parse.fieldmap import flatten, needles, split_paths
+from errord.parse.journalentry import JournalParser
 from errord.parse.lines import LineParser
 from errord.parse.result import NOT_JSON, NOT_OBJECT, ParseResult, count_skip
 from errord.parse.times import epoch_seconds
@@ -303,12 +304,15 @@ class EnvelopeParser:
             self.inner.fallback = None
 
 
-def make_parser(src: Any) -> LineParser | EnvelopeParser:
-    """The parser for a configured source: the bare ``LineParser`` for plain JSON."""
+def make_parser(src: Any) -> LineParser | EnvelopeParser | JournalParser:
+    """The parser for a configured source: the bare ``LineParser`` for plain JSON, a
+    ``JournalParser`` for a journal source (its entries, CONTRACT §12)."""
     inner = LineParser(app=src.app, tz=src.tzinfo, max_line_bytes=src.max_line_bytes)
     fmt = getattr(src, "format", JSON)
     app_from = getattr(src, "app_from", None)
     fields = getattr(src, "fields", None)
+    if getattr(src, "journal", None) is not None:
+        return JournalParser(inner, dict(fields) if fields else None)
     if fmt == JSON and app_from is None and not fields:
         return inner
     return EnvelopeParser(inner, fmt, app_from, dict(fields) if fields else None)
