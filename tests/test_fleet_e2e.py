@@ -316,7 +316,9 @@ def test_mongodb_stopped_mid_run_alerts_alone_then_converges(make_errord: Any, r
         got = receiver.wait_for(5, timeout=20)
         late = time.monotonic() - start
         assert got[4].body["type"] == "failure" and "db_slow" in got[4].body["title"] + got[4].body["message"]
-        assert "a" in members[0].output() and "fleet renew: MongoDB did not answer" in members[0].output()
+        conftest.wait_until(  # its renewal's wait (2 s) may still be running on a loaded machine
+            lambda: "fleet renew: MongoDB did not answer" in members[0].output(), 15, "a failed renewal logged"
+        )
         mongo.start()  # the same port, the same documents
         back = time.monotonic()
 
