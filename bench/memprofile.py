@@ -128,6 +128,10 @@ async def run(n: int, top: int, keep: bool, trim: bool) -> None:
         ctypes.CDLL(None).malloc_trim(0)
         rss2 = rss_kb()
         print(f"RSS growth after malloc_trim(0): {(rss2 - rss0) * 1024 / opened:.0f} B per incident")
+        journal.release_memory()
+        ctypes.CDLL(None).malloc_trim(0)
+        rss3 = rss_kb()
+        print(f"... and after SQLite's shrink_memory too: {(rss3 - rss0) * 1024 / opened:.0f} B per incident")
     inc = list(engine._active.values())[-1]
     parts = deep_size(inc)
     print(f"one incident ({sum(parts.values())} B unshared):", ", ".join(f"{k} {v}" for k, v in parts.items()))

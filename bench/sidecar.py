@@ -336,6 +336,42 @@ def memory_only(incidents: int) -> str:
     )
 
 
+def follow_only(seconds: float, rate_per_write: int, profile: str | None, pairs: int) -> str:
+    """``--follow``: errord and SEC on one live file at ``rate_per_write`` lines every 10 ms,
+    ``pairs`` windows of ``seconds`` (py-spy on errord over the first, with ``profile``)."""
+    OUT.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="sidecar-", dir=OUT))
+    body = list(lines(20_000, seed=11))
+    rx = BenchReceiver()
+    d = Daemon(rx, workdir=OUT)
+    sec = None
+    out = ["| window | errord | SEC 2.9 | errord ÷ SEC |", "|---|---|---|---|"]
+    try:
+        live = d.logs / "live.jsonl"
+        live.write_bytes(b"")
+        d.start()
+        sec = start_sec(work, str(live))
+        assert d.proc is not None
+        tools = [Tool("errord", d.proc.pid), Tool("SEC", sec.pid)]
+        w = Writer(live, rate_per_write, body, rx)
+        time.sleep(3.0)
+        for k in range(pairs):
+            done = spy(d, profile) if profile and k == 0 else (lambda: None)
+            got = measure(tools, seconds)
+            done()
+            (e, es), (c, cs) = got["errord"], got["SEC"]
+            ratio = f"{e / c:.2f}×" if c > 0 else "SEC used no CPU"
+            out.append(f"| {k + 1} | {e:.2f}% of a core, {es:.0f} ctx sw/s | {c:.2f}%, {cs:.0f}/s | {ratio} |")
+        w.stop()
+    finally:
+        stop(sec)
+        d.cleanup()
+        rx.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    rate = rate_per_write * 100
+    return f"# following {rate:,} lines/s, a write every 10 ms (bench/sidecar.py --follow)\n\n" + "\n".join(out) + "\n"
+
+
 # -- the run -----------------------------------------------------------------------
 
 
@@ -348,7 +384,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="shorter phases (numbers are noisier)")
     ap.add_argument("--profile", metavar="PREFIX", help="py-spy the daemon per phase: PREFIX-<phase>.json")
     ap.add_argument("--memory", action="store_true", help="the memory figures only (~1 minute)")
+    ap.add_argument("--follow", type=int, metavar="LINES", help="only following LINES per 10 ms (10: 1,000/s)")
+    ap.add_argument("--pairs", type=int, default=3, help="--follow: measurement windows (default 3)")
     args = ap.parse_args()
+    if args.follow:
+        print(follow_only(5.0 if args.quick else 10.0, args.follow, args.profile, args.pairs))
+        return
     if args.memory:
         text = memory_only(20_000 if args.quick else 100_000)
         print(text)

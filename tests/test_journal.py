@@ -129,6 +129,29 @@ def test_created_at_kept_on_update(journal: Journal) -> None:
     assert (stored.created_at, stored.updated_at, stored.occurrences) == (100.0, 200.0, 5)
 
 
+def test_new_incidents_of_a_batch_share_one_created_at(journal: Journal) -> None:
+    # memory (issue 13): 100,000 new incidents, one float object for their created_at, not one each
+    old = make_incident("E0")
+    journal.commit([old], [], [], now=50.0)
+    now = float(time.time())
+    fresh = [make_incident(f"E{k}") for k in range(1, 600)]  # over one 500-id query
+    journal.commit([*fresh, old], [], [], now=now)
+    assert all(i.created_at is now and i.updated_at is now for i in fresh)
+    assert old.created_at == 50.0 and old.updated_at is now
+    assert {i.created_at for i in journal.history(limit=-1)} == {50.0, now}
+
+
+def test_release_memory_leaves_the_journal_usable(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    j.commit([make_incident(f"E{k}") for k in range(200)], [], [], now=100.0)
+    assert len(j.active()) == 200
+    j.release_memory()
+    j.commit([make_incident("E200")], [], [], now=101.0)
+    assert len(j.active()) == 201
+    j.close()
+    j.release_memory()  # closed: nothing to free, no error
+
+
 def test_positions_upsert_and_gone_deleted(journal: Journal) -> None:
     journal.commit([], [make_position(1, 10), make_position(2, 20)], [], now=1.0)
     journal.commit([], [make_position(1, 99), make_position(2, 20, gone=True)], [], now=2.0)
