@@ -141,6 +141,17 @@ def test_new_incidents_of_a_batch_share_one_created_at(journal: Journal) -> None
     assert {i.created_at for i in journal.history(limit=-1)} == {50.0, now}
 
 
+def test_restored_incidents_share_what_repeats(journal: Journal) -> None:
+    # memory (issue 13): what repeats from row to row, or within a row, is one object
+    incs = [make_incident(f"E{k}", start=1000.0 + k, server_id="host-a", app="web") for k in range(3)]
+    journal.commit(incs, [], [], now=2000.0)
+    a, b, _ = journal.active()
+    assert a.server_id is b.server_id and a.app is b.app and a.node_name is b.node_name
+    assert a.notified is b.notified
+    assert a.last_log_time is a.start_time and a.last_alert_time is a.start_time
+    assert a.updated_at is a.created_at
+
+
 def test_release_memory_leaves_the_journal_usable(tmp_path: Path) -> None:
     j = Journal(tmp_path)
     j.commit([make_incident(f"E{k}") for k in range(200)], [], [], now=100.0)
