@@ -58,6 +58,7 @@ from harness import BenchReceiver, Daemon  # noqa: E402
 from workload import distinct_codes, generate, sentinel, split_lines  # noqa: E402
 
 OUT = BENCH / "out"
+IDLE_WAIT = 8.0  # s of quiet before an idle reading: past the daemon's idle trim (errord.heaptrim.IDLE, 5 s)
 
 
 @dataclass
@@ -399,7 +400,8 @@ def report(r: Results) -> str:
         f"max {max(r.latencies, default=float('nan')) * 1000:.1f} ms.",
     ]
     out += [
-        f"RSS of the daemon and its helper (VmRSS), idle with 10,000 open incidents: {r.rss_idle:.1f} MB after "
+        f"RSS of the daemon and its helper (VmRSS), idle ({IDLE_WAIT:.0f} s) with 10,000 open incidents: "
+        f"{r.rss_idle:.1f} MB after "
         f"reading them, {r.rss_idle_restart:.1f} MB after a restart that loaded them. Peak (sum of their VmHWM): "
         f"{r.rss_run:.1f} MB over ingest + latency + those incidents; {r.rss_restart:.1f} MB over the restart. "
         f"The config check errord run forks before its exec peaks at {r.rss_check:.1f} MB on its own, "
@@ -535,7 +537,7 @@ def main() -> None:
                     phase("10,000 open incidents")
                     memory_run(d, rx, 10_000)
                 assert d.rss is not None
-                time.sleep(2.0)  # idle: the batch committed, the helper done
+                time.sleep(IDLE_WAIT)  # idle: committed, the helper done, the freed heap given back
                 r.rss_idle = d.rss.steady()
                 r.stop_seconds.append(d.stop())
                 r.rss_run = d.rss.peak_mb()
@@ -548,7 +550,7 @@ def main() -> None:
                     with open(d.logs / "after.jsonl", "wb") as f:
                         f.write(sentinel("restarted"))
                     rx.wait_codes(["sentinel_restarted"], 60)
-                    time.sleep(2.0)
+                    time.sleep(IDLE_WAIT)
                     assert d.rss is not None  # start() made a new monitor
                     r.rss_idle_restart = d.rss.steady()
                     r.stop_seconds.append(d.stop())
