@@ -399,14 +399,22 @@ def report(r: Results) -> str:
         f"{pct(r.latencies, 90) * 1000:.1f} ms, p99 {p99:.1f} ms, "
         f"max {max(r.latencies, default=float('nan')) * 1000:.1f} ms.",
     ]
-    out += [
-        f"RSS of the daemon and its helper (VmRSS), idle ({IDLE_WAIT:.0f} s) with 10,000 open incidents: "
-        f"{r.rss_idle:.1f} MB after "
-        f"reading them, {r.rss_idle_restart:.1f} MB after a restart that loaded them. Peak (sum of their VmHWM): "
-        f"{r.rss_run:.1f} MB over ingest + latency + those incidents; {r.rss_restart:.1f} MB over the restart. "
+    check = (
         f"The config check errord run forks before its exec peaks at {r.rss_check:.1f} MB on its own, "
         f"for a fraction of a second ({r.rss_detail})."
-    ]
+    )
+    if r.rss_restart:
+        out += [
+            f"RSS of the daemon and its helper (VmRSS), idle ({IDLE_WAIT:.0f} s) with 10,000 open incidents: "
+            f"{r.rss_idle:.1f} MB after reading them, {r.rss_idle_restart:.1f} MB after a restart that loaded "
+            f"them. Peak (sum of their VmHWM): {r.rss_run:.1f} MB over ingest + latency + those incidents; "
+            f"{r.rss_restart:.1f} MB over the restart. {check}"
+        ]
+    else:  # --only-ingest
+        out += [
+            f"RSS of the daemon and its helper (VmRSS), idle ({IDLE_WAIT:.0f} s) after the ingest: "
+            f"{r.rss_idle:.1f} MB; peak (sum of their VmHWM) {r.rss_run:.1f} MB. {check}"
+        ]
     if r.cpu_split:
         main, helper, bench = (statistics.median(x[k] for x in r.cpu_split) for k in range(3))
         floor = (main + helper + bench) / (os.cpu_count() or 1)
