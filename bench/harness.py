@@ -73,17 +73,22 @@ class BenchReceiver(Receiver):
 class RssMonitor:
     """Polls ``/proc`` for the peak RSS of a process and every process it starts.
 
-    The figure reported is the sum over every pid ever seen in the tree of its ``VmHWM``
-    (the kernel's own per-process peak), so it is an upper bound for the peak of the
-    tree as a whole: children are counted even if they came and went between polls,
-    as long as they lived for one poll (20 ms).
+    Each process image is kept apart, by pid and command line (``errord run`` execs the
+    daemon image under the same pid: the image before the exec is another one), with its
+    ``VmHWM`` (the kernel's own per-process peak). ``steady()`` reads the tree's VmRSS now
+    and marks the images alive then as the long-lived ones (the daemon and its notify
+    helper); the others came and went (the forked config check of ``errord run``, which
+    imports pydantic, ~33 MB for a fraction of a second; a reload's check; the image
+    before the exec). ``peak_mb()`` sums the long-lived ones, ``transient_mb()`` is the
+    largest of the others: a process seen for one poll (20 ms) is counted.
     """
 
     def __init__(self, pid: int, interval: float = 0.02) -> None:
         self.pid = pid
         self.interval = interval
-        self.hwm: dict[int, int] = {}  # pid -> VmHWM kB
-        self.names: dict[int, str] = {}
+        self.hwm: dict[tuple[int, str], int] = {}  # (pid, name) -> VmHWM kB
+        self.long_lived: set[tuple[int, str]] = set()  # those alive at a steady() reading
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -93,19 +98,39 @@ class RssMonitor:
             self.poll()
             self._stop.wait(self.interval)
 
-    def poll(self) -> None:
-        for pid in _tree(self.pid):
-            kb = _status_kb(pid, "VmHWM")
-            if kb is not None:
-                self.hwm[pid] = max(self.hwm.get(pid, 0), kb)
-                if pid not in self.names:
-                    self.names[pid] = _cmdline(pid)
+    def poll(self) -> list[tuple[int, str]]:
+        """One look at the tree; the images seen."""
+        seen = []
+        with self._lock:
+            for pid in _tree(self.pid):
+                name = _cmdline(pid)
+                kb = _status_kb(pid, "VmHWM")
+                if kb is not None:
+                    key = (pid, name)
+                    self.hwm[key] = max(self.hwm.get(key, 0), kb)
+                    seen.append(key)
+        return seen
+
+    def steady(self) -> float:
+        """VmRSS (MB) of the tree now; its images are the long-lived ones."""
+        seen = self.poll()
+        self.long_lived.update(seen)
+        return sum(_status_kb(pid, "VmRSS") or 0 for pid, _ in seen) / 1024
 
     def peak_mb(self) -> float:
-        return sum(self.hwm.values()) / 1024
+        """The sum of the long-lived images' peaks (all images' before any ``steady()``)."""
+        keys = self.long_lived or set(self.hwm)
+        return sum(kb for k, kb in self.hwm.items() if k in keys) / 1024
+
+    def transient_mb(self) -> float:
+        """The largest peak of an image that was not alive at a ``steady()`` reading."""
+        return max((kb for k, kb in self.hwm.items() if k not in self.long_lived), default=0) / 1024
 
     def detail(self) -> str:
-        return ", ".join(f"{self.names.get(p, p)}: {kb / 1024:.1f} MB" for p, kb in self.hwm.items())
+        def label(key: tuple[int, str]) -> str:
+            return key[1] + ("" if key in self.long_lived or not self.long_lived else ", short-lived")
+
+        return ", ".join(f"{label(k)}: {kb / 1024:.1f} MB" for k, kb in self.hwm.items())
 
     def stop(self) -> None:
         self.poll()
@@ -145,8 +170,13 @@ def _cmdline(pid: int) -> str:
     except OSError:
         return str(pid)
     text = " ".join(p.decode(errors="replace") for p in parts if p)
-    if "errord" in text and " run " in f" {text} ":
-        return f"errord run ({pid})"
+    for marker, name in (
+        ("errord.serve", "daemon"),
+        ("errord.sinks.helperproc", "notify helper"),
+        ("errord run", "errord run before its exec / config check"),
+    ):
+        if marker in text:
+            return f"{name} ({pid})"
     return f"{os.path.basename(parts[0].decode(errors='replace')) if parts else pid} ({pid})"
 
 

@@ -59,6 +59,8 @@ from workload import distinct_codes, lines  # noqa: E402
 OUT = BENCH / "out"
 TICK = os.sysconf("SC_CLK_TCK")
 SWATCH_RC = 'watchfor /"error_code": "/\n  echo\n'
+SETTLE = 2.0  # s after the last line read: the batch committed, the helper done
+IDLE_WAIT = 8.0  # s after: past the daemon's idle trim (errord.heaptrim.IDLE, 5 s)
 
 
 # -- /proc -------------------------------------------------------------------------
@@ -227,18 +229,147 @@ def stop(proc: subprocess.Popen[bytes] | None) -> None:
 # -- start-up ----------------------------------------------------------------------
 
 
-def ready_times(d: Daemon, runs: int) -> tuple[list[float], float]:
+def ready_times(d: Daemon, runs: int) -> tuple[list[float], tuple[float, float]]:
     """``errord run`` → ``READY=1`` on a NOTIFY_SOCKET, ``runs`` times (SIGTERM between);
-    and the RSS (MB) of daemon + helper a second after the last one was ready."""
+    and the RSS (MB) of daemon + helper a second after the last one was ready, and once it
+    has been idle long enough to give its freed heap back (``IDLE_WAIT``)."""
     out = []
-    rss = float("nan")
+    rss = (float("nan"), float("nan"))
     for n in range(runs):
         with started_until_ready(d, 30) as (proc, took):
             out.append(took)
             if n == runs - 1:
                 time.sleep(1.0)
-                rss = rss_of(_tree(proc.pid))
+                first = rss_of(_tree(proc.pid))
+                time.sleep(IDLE_WAIT - 1.0)
+                rss = (first, rss_of(_tree(proc.pid)))
     return out, rss
+
+
+# -- memory ------------------------------------------------------------------------
+
+
+def settled_rss(pid: int) -> tuple[float, float]:
+    """RSS (MB) of daemon + helper ``SETTLE`` s from now, and ``IDLE_WAIT`` s from now."""
+    time.sleep(SETTLE)
+    first = rss_of(_tree(pid))
+    time.sleep(IDLE_WAIT - SETTLE)
+    return first, rss_of(_tree(pid))
+
+
+def per_incident_kb(d: Daemon, rx: BenchReceiver, incidents: int) -> tuple[float, float]:
+    """KB of RSS (daemon + helper) per open incident: ``incidents`` silent new codes read
+    by the running daemon ``d``, ``SETTLE`` s after the last was read (the heap that ingest
+    freed included), and ``IDLE_WAIT`` s after (once the daemon gave it back: heaptrim)."""
+    assert d.proc is not None
+    _, before = settled_rss(d.proc.pid)
+    with open(d.logs / "incidents.jsonl", "wb") as f:
+        f.writelines(distinct_codes(incidents, prefix="mem"))
+        f.write(probe_line("mem_done"))
+    rx.expect("mem_done")
+    rx.wait_codes(["mem_done"], 300)
+    first, idle = settled_rss(d.proc.pid)
+    return (first - before) * 1024 / incidents, (idle - before) * 1024 / incidents
+
+
+Pair = tuple[float, float]  # RSS (MB) soon after (SETTLE s), and once idle (IDLE_WAIT s)
+
+
+def start_phase(rx: BenchReceiver) -> tuple[float, Pair, list[float], Pair]:
+    """A fresh daemon's RSS (daemon + helper, MB, idle); its RSS after reading 10,000 new
+    codes; then five starts to ``READY=1`` on that state and the RSS after the last."""
+    s = Daemon(rx, workdir=OUT)
+    try:
+        s.start()
+        assert s.proc is not None
+        _, fresh_rss = settled_rss(s.proc.pid)
+        with open(s.logs / "open.jsonl", "wb") as f:
+            f.writelines(distinct_codes(10_000, prefix="start"))
+            f.write(probe_line("start_done"))
+        rx.expect("start_done")
+        rx.wait_codes(["start_done"], 120)
+        read_rss = settled_rss(s.proc.pid)
+        s.stop()
+        starts, loaded_rss = ready_times(s, 5)
+    finally:
+        s.cleanup()
+    return fresh_rss, read_rss, starts, loaded_rss
+
+
+def start_note(fresh_rss: float, read_rss: Pair, loaded_rss: Pair) -> str:
+    restored = [(x - fresh_rss) * 1024 / 10_000 for x in loaded_rss]
+    return (
+        f"Idle with 10,000 open incidents (daemon + helper VmRSS, wanted ≤ 80 MB; {SETTLE:.0f} s after / "
+        f"{IDLE_WAIT:.0f} s after, once idle): {read_rss[0]:.1f} / {read_rss[1]:.1f} MB after reading them, "
+        f"{loaded_rss[0]:.1f} / {loaded_rss[1]:.1f} MB after a restart that loaded them ({restored[0]:.2f} / "
+        f"{restored[1]:.2f} KB per incident over a fresh daemon's {fresh_rss:.1f} MB: restored from the journal)."
+    )
+
+
+def memory_only(incidents: int) -> str:
+    """``--memory``: the memory figures alone (idle, per open incident, 10,000 open)."""
+    OUT.mkdir(exist_ok=True)
+    rx = BenchReceiver()
+    d = Daemon(rx, workdir=OUT)
+    try:
+        d.start()
+        assert d.proc is not None
+        time.sleep(1.0)
+        _, idle_rss = settled_rss(d.proc.pid)
+        per_incident = per_incident_kb(d, rx, incidents)
+        d.stop()
+        fresh_rss, read_rss, _, loaded_rss = start_phase(rx)
+    finally:
+        d.cleanup()
+        rx.stop()
+    return "\n".join(
+        [
+            "# errord's memory (bench/sidecar.py --memory)",
+            "",
+            f"- daemon + helper idle: {idle_rss:.1f} MB (VmRSS)",
+            f"- per open incident: {per_incident[0]:.3f} KB {SETTLE:.0f} s after the last was read, "
+            f"{per_incident[1]:.3f} KB {IDLE_WAIT:.0f} s after, once idle ({incidents:,} silent new codes read "
+            "while running)",
+            f"- {start_note(fresh_rss, read_rss, loaded_rss)}",
+            "",
+        ]
+    )
+
+
+def follow_only(seconds: float, rate_per_write: int, profile: str | None, pairs: int) -> str:
+    """``--follow``: errord and SEC on one live file at ``rate_per_write`` lines every 10 ms,
+    ``pairs`` windows of ``seconds`` (py-spy on errord over the first, with ``profile``)."""
+    OUT.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="sidecar-", dir=OUT))
+    body = list(lines(20_000, seed=11))
+    rx = BenchReceiver()
+    d = Daemon(rx, workdir=OUT)
+    sec = None
+    out = ["| window | errord | SEC 2.9 | errord ÷ SEC |", "|---|---|---|---|"]
+    try:
+        live = d.logs / "live.jsonl"
+        live.write_bytes(b"")
+        d.start()
+        sec = start_sec(work, str(live))
+        assert d.proc is not None
+        tools = [Tool("errord", d.proc.pid), Tool("SEC", sec.pid)]
+        w = Writer(live, rate_per_write, body, rx)
+        time.sleep(3.0)
+        for k in range(pairs):
+            done = spy(d, profile) if profile and k == 0 else (lambda: None)
+            got = measure(tools, seconds)
+            done()
+            (e, es), (c, cs) = got["errord"], got["SEC"]
+            ratio = f"{e / c:.2f}×" if c > 0 else "SEC used no CPU"
+            out.append(f"| {k + 1} | {e:.2f}% of a core, {es:.0f} ctx sw/s | {c:.2f}%, {cs:.0f}/s | {ratio} |")
+        w.stop()
+    finally:
+        stop(sec)
+        d.cleanup()
+        rx.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    rate = rate_per_write * 100
+    return f"# following {rate:,} lines/s, a write every 10 ms (bench/sidecar.py --follow)\n\n" + "\n".join(out) + "\n"
 
 
 # -- the run -----------------------------------------------------------------------
@@ -252,7 +383,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter phases (numbers are noisier)")
     ap.add_argument("--profile", metavar="PREFIX", help="py-spy the daemon per phase: PREFIX-<phase>.json")
+    ap.add_argument("--memory", action="store_true", help="the memory figures only (~1 minute)")
+    ap.add_argument("--follow", type=int, metavar="LINES", help="only following LINES per 10 ms (10: 1,000/s)")
+    ap.add_argument("--pairs", type=int, default=3, help="--follow: measurement windows (default 3)")
     args = ap.parse_args()
+    if args.follow:
+        print(follow_only(5.0 if args.quick else 10.0, args.follow, args.profile, args.pairs))
+        return
+    if args.memory:
+        text = memory_only(20_000 if args.quick else 100_000)
+        print(text)
+        return
     window = 5.0 if args.quick else 10.0
     quiet = 12.0
     incidents = 20_000 if args.quick else 100_000
@@ -332,33 +473,11 @@ def main() -> None:
         burst_cpu, helper_cpu = cpu_of(tools[0].pids()) - c0, cpu_of(helper) - h0
 
         # memory per open incident
-        time.sleep(2.0)
-        before = rss_of(tools[0].pids())
-        with open(d.logs / "incidents.jsonl", "wb") as f:
-            f.writelines(distinct_codes(incidents, prefix="mem"))
-            f.write(probe_line("mem_done"))
-        rx.expect("mem_done")
-        rx.wait_codes(["mem_done"], 300)
-        time.sleep(2.0)
-        per_incident = (rss_of(tools[0].pids()) - before) * 1024 / incidents
+        per_incident = per_incident_kb(d, rx, incidents)
         d.stop()
 
         # start-up with 10,000 open incidents
-        s = Daemon(rx, workdir=OUT)
-        try:
-            s.start()
-            assert s.proc is not None
-            fresh_rss = rss_of(_tree(s.proc.pid))
-            with open(s.logs / "open.jsonl", "wb") as f:
-                f.writelines(distinct_codes(10_000, prefix="start"))
-                f.write(probe_line("start_done"))
-            rx.expect("start_done")
-            rx.wait_codes(["start_done"], 120)
-            s.stop()
-            starts, loaded_rss = ready_times(s, 5)
-            restored = (loaded_rss - fresh_rss) * 1024 / 10_000
-        finally:
-            s.cleanup()
+        fresh_rss, read_rss, starts, loaded_rss = start_phase(rx)
     finally:
         stop(sec)
         stop(swatch)
@@ -366,11 +485,7 @@ def main() -> None:
         rx.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    notes.insert(
-        0,
-        f"Restarted with 10,000 open incidents: {loaded_rss:.1f} MB, {restored:.2f} KB per incident over a "
-        f"fresh daemon's {fresh_rss:.1f} MB (restored from the journal, no ingest's freed heap in the figure).",
-    )
+    notes.insert(0, start_note(fresh_rss, read_rss, loaded_rss))
     text = report(rows, lat, firsts, burst_s, burst_cpu, helper_cpu, idle_rss, per_incident, incidents, starts, notes)
     print(text)
     (OUT / "sidecar.md").write_text(text)
@@ -404,7 +519,7 @@ def report(
     burst_cpu: float,
     helper_cpu: float,
     idle_rss: float,
-    per_incident: float,
+    per_incident: tuple[float, float],
     incidents: int,
     starts: list[float],
     notes: list[str],
@@ -446,9 +561,10 @@ def report(
         f"- The first line after ≥ 12 s of silence: {', '.join(f'{x * 1000:.0f} ms' for x in firsts)} "
         "(1 file, 500 files).",
         f"- Burst: 1,000 notices in {burst_s:.2f} s; CPU of daemon + helper {burst_cpu:.2f} s.",
-        f"- Memory: daemon + helper idle {idle_rss:.1f} MB (VmRSS); {per_incident:.2f} KB per open incident "
-        f"while running, after reading {incidents:,} silent new codes (the heap freed by that ingest, which "
-        "glibc keeps, included).",
+        f"- Memory: daemon + helper idle {idle_rss:.1f} MB (VmRSS); per open incident, after reading "
+        f"{incidents:,} silent new codes while running: {per_incident[0]:.2f} KB {SETTLE:.0f} s after the last "
+        f"(the heap that ingest freed included), {per_incident[1]:.2f} KB {IDLE_WAIT:.0f} s after (idle: the "
+        "daemon gave its freed heap back).",
         f"- Machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the end.",
     ]
     out += [f"- {n}" for n in notes]

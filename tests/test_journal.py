@@ -129,6 +129,40 @@ def test_created_at_kept_on_update(journal: Journal) -> None:
     assert (stored.created_at, stored.updated_at, stored.occurrences) == (100.0, 200.0, 5)
 
 
+def test_new_incidents_of_a_batch_share_one_created_at(journal: Journal) -> None:
+    # memory (issue 13): 100,000 new incidents, one float object for their created_at, not one each
+    old = make_incident("E0")
+    journal.commit([old], [], [], now=50.0)
+    now = float(time.time())
+    fresh = [make_incident(f"E{k}") for k in range(1, 600)]  # over one 500-id query
+    journal.commit([*fresh, old], [], [], now=now)
+    assert all(i.created_at is now and i.updated_at is now for i in fresh)
+    assert old.created_at == 50.0 and old.updated_at is now
+    assert {i.created_at for i in journal.history(limit=-1)} == {50.0, now}
+
+
+def test_restored_incidents_share_what_repeats(journal: Journal) -> None:
+    # memory (issue 13): what repeats from row to row, or within a row, is one object
+    incs = [make_incident(f"E{k}", start=1000.0 + k, server_id="host-a", app="web") for k in range(3)]
+    journal.commit(incs, [], [], now=2000.0)
+    a, b, _ = journal.active()
+    assert a.server_id is b.server_id and a.app is b.app and a.node_name is b.node_name
+    assert a.notified is b.notified
+    assert a.last_log_time is a.start_time and a.last_alert_time is a.start_time
+    assert a.updated_at is a.created_at
+
+
+def test_release_memory_leaves_the_journal_usable(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    j.commit([make_incident(f"E{k}") for k in range(200)], [], [], now=100.0)
+    assert len(j.active()) == 200
+    j.release_memory()
+    j.commit([make_incident("E200")], [], [], now=101.0)
+    assert len(j.active()) == 201
+    j.close()
+    j.release_memory()  # closed: nothing to free, no error
+
+
 def test_positions_upsert_and_gone_deleted(journal: Journal) -> None:
     journal.commit([], [make_position(1, 10), make_position(2, 20)], [], now=1.0)
     journal.commit([], [make_position(1, 99), make_position(2, 20, gone=True)], [], now=2.0)

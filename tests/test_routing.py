@@ -85,6 +85,16 @@ def test_alerts_are_remembered_on_the_incident() -> None:
     assert inc.notified == ("a", "b") and inc.record().keys().isdisjoint({"notified"})
 
 
+def test_incidents_alerted_alike_share_one_notified_tuple() -> None:
+    # memory (issue 13): 100,000 incidents alerted to the same targets hold one tuple, not one each
+    route = Line()
+    for code in ("E1", "E2", "E3"):
+        route(ev(0, code))
+    e1, e2, e3 = (route.engine.active()[c] for c in ("E1", "E2", "E3"))
+    assert e1.notified == ("a", "b", "c")
+    assert e1.notified is e2.notified is e3.notified
+
+
 def test_announce_goes_by_tags_and_counts_as_alerted() -> None:
     route = Line(tags={"db": ("tb",)})
     assert [n.targets for n in route(ev(0, "db", notify=False))] == []

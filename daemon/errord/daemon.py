@@ -26,6 +26,7 @@ from errord.control import Controller
 from errord.engine import Engine
 from errord.errors import ConfigError, ErrordError, JournalError
 from errord.health import BatchTally, Health, Snapshot
+from errord.heaptrim import HeapTrim
 from errord.mongostart import start_mongo
 from errord.policy.base import Context
 from errord.policy.mute import MuteOracle
@@ -101,6 +102,7 @@ class Daemon:
         self._streaming = False  # the last pump read lines: the next read is READ_GAP later
         self._first_signal: float | None = None
         self.upkeep: Upkeep | None = None  # once the journal is open
+        self.heap = HeapTrim()  # what a burst of reading freed goes back once idle (heaptrim)
         # Prometheus counters and the HTTP server only with [metrics]; the pipeline's
         # health (systemd's watchdog and STATUS=, and /healthz when served) always.
         self.metrics: Metrics | None = None
@@ -168,6 +170,7 @@ class Daemon:
             raise JournalError(f"cannot use state_dir {s.state_dir}: {exc.strerror or exc}") from None
         self.journal = Journal(s.state_dir)
         self.upkeep = Upkeep(self.journal)
+        self.heap.release = self.journal.release_memory
         self.mongo = await start_mongo(self.journal, s)  # before the engine is restored
         self.engine.restore(self.journal.iter_active())
         self.control = Controller(self.engine, self.policy, self.journal, s, self.mutes)
@@ -325,6 +328,8 @@ class Daemon:
             self._control_tick()
             if self.upkeep is not None:
                 self.upkeep.tick()
+            if self.batch is not None:
+                self.heap.tick(self.batch.lines_read)
             if self.batch is not None and self.batch.fleet is not None:  # leases: every lease/3, lines or not
                 self._fleet_tick(self.batch.fleet)
         if self.batch is not None:

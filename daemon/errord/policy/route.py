@@ -161,6 +161,9 @@ class Router:
             self._warn_unrouted(tags)
             return keys
         had = inc.notified
+        if not had:
+            inc.notified = keys  # the routes' own tuple (by_tags keeps it): one for all its incidents
+            return keys
         new = tuple(k for k in keys if k not in had)
         if new:
             inc.notified = had + new

@@ -74,7 +74,7 @@ class MongoQueue:
         """Queue ``incidents`` (while mirroring) inside the caller's transaction on ``db``
         (``Journal.commit``): a committed change is always queued."""
         if self._enabled:
-            db.executemany(_QUEUE, [(i.incident_id,) for i in incidents])
+            db.executemany(_QUEUE, ((i.incident_id,) for i in incidents))
 
     def import_incidents(self, incidents: Iterable[Incident]) -> int:
         """Insert incidents as given, times included (recovery from MongoDB); those already

@@ -469,6 +469,8 @@ def incident_from_row(row: Sequence[Any]) -> Incident:
         inc.app = sys.intern(inc.app)
     if inc.last_log_time == inc.start_time:
         inc.last_log_time = inc.start_time
+    if inc.last_alert_time == inc.start_time:  # opened, never re-alerted: as the engine makes it
+        inc.last_alert_time = inc.start_time
     if inc.updated_at == inc.created_at:
         inc.updated_at = inc.created_at
     text = row[-1] or "[]"
