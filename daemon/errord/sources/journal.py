@@ -116,6 +116,25 @@ class JournalReader:
         self._limit = max_entry_bytes(source.max_line_bytes)
         self._closed = False
 
+    def renumbered(self) -> None:
+        """This source moved to its index by a reload: its stored state (another index's
+        meta entry until now) is to be committed under ``journal.N`` at once, not only
+        with its next entry, or a restart of a quiet source would not find it."""
+        if self._stored is not None and self._stored.where == self.spec.where:
+            self._take(self._stored)
+            self._dirty = True
+
+    def _take(self, stored: JournalState) -> None:
+        self.durable = JournalState(
+            where=self.spec.where,
+            cursor=stored.cursor,
+            time=stored.time,
+            since=stored.since,
+            entries_read=stored.entries_read,
+            error=stored.error,
+        )
+        self.state = self.durable.copy()
+
     @property
     def key(self) -> tuple[int, int]:
         """The chunks' key: no file has a negative device number."""
@@ -137,15 +156,8 @@ class JournalReader:
             )
             stored = None
         if stored is not None:
-            self.durable = JournalState(
-                where=self.spec.where,
-                cursor=stored.cursor,
-                time=stored.time,
-                since=stored.since,
-                entries_read=stored.entries_read,
-                error=stored.error,
-            )
-            self.state = self.durable.copy()
+            if not self._dirty:  # (renumbered: taken already, and maybe handed on since)
+                self._take(stored)
         else:
             await self._first_position()
             self._wake()  # its position is to be committed (at start, the daemon does it at once)
