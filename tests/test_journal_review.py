@@ -7,12 +7,14 @@ import asyncio
 import contextlib
 import os
 import stat
+import sys
 import time
 from pathlib import Path
 
+from errord.sources.journal import JournalReader
 from errord.sources.journalpos import JournalState, meta_key, run_once
 from errord.sources.multi import Inputs
-from test_journal_source import _messages, _source, needs_journal_files, write_entries
+from test_journal_source import Fed, _messages, _source, needs_journal_files, write_entries
 
 
 async def _drain(inputs: Inputs, meta: dict[str, str], seconds: float) -> list[bytes]:
@@ -93,3 +95,25 @@ async def test_a_cancelled_one_shot_journalctl_is_killed(tmp_path: Path) -> None
     if alive:
         os.kill(pid, 9)
     assert not alive, "the one-shot journalctl was left running"
+
+
+async def test_journalctl_stderr_is_drained_after_an_over_long_line(tmp_path: Path) -> None:
+    """A stderr line over the stream's limit must not stop stderr being read: journalctl
+    would block writing it, and its entries on stdout would never come."""
+    fake = tmp_path / "journalctl"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import sys, time\n"
+        "sys.stderr.write('x' * 200_000 + '\\n')\n"
+        "sys.stderr.write(('warning\\n' * 100_000))\n"
+        "sys.stderr.flush()\n"
+        'print(\'{"__CURSOR":"s=1;i=1","MESSAGE":"after the noise"}\', flush=True)\n'
+        "time.sleep(30)\n"
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    reader = JournalReader(0, _source(tmp_path), None, lambda: None, binary=str(fake))
+    await reader.open()
+    try:
+        assert _messages(await Fed(reader).lines(1, timeout=10)) == ["after the noise"]
+    finally:
+        await reader.close()

@@ -57,6 +57,7 @@ ENTRY_SLACK = 1 << 16  # an entry's fields besides MESSAGE (a byte array takes ~
 RETRY_MIN, RETRY_MAX = 1.0, 60.0  # seconds before journalctl is started again
 STARTED_AFTER = 1.0  # a journalctl still running after this long is running: its error is over
 STOP_WAIT = 1.0  # seconds journalctl gets to exit on SIGTERM at close
+STDERR_LINE = 4096  # bytes of a journalctl stderr line logged (the rest is read and dropped)
 
 
 def max_entry_bytes(max_line_bytes: int) -> int:
@@ -305,12 +306,23 @@ class JournalReader:
         self._failed(why)
 
     async def _read_stderr(self, stream: asyncio.StreamReader, keep: deque[str]) -> None:
-        with contextlib.suppress(ValueError):  # a line over the stream's limit: the rest goes unread
-            async for raw in stream:
-                text = raw.decode("utf-8", "replace").strip()
-                if text:
-                    keep.append(text)
-                    logger.warning("sources.%d (%s): journalctl: %s", self.index, self.label, text)
+        # read to the end, whatever the lines' length: a stderr not drained would block
+        # journalctl, and its entries with it (a line is cut at STDERR_LINE bytes)
+        partial = b""
+        while piece := await stream.read(PIPE_READ):
+            *lines, partial = (partial + piece).split(b"\n")
+            if len(partial) > STDERR_LINE:
+                lines.append(partial)
+                partial = b""
+            for raw in lines:
+                self._stderr_line(raw, keep)
+        self._stderr_line(partial, keep)
+
+    def _stderr_line(self, raw: bytes, keep: deque[str]) -> None:
+        text = raw[:STDERR_LINE].decode("utf-8", "replace").strip()
+        if text:
+            keep.append(text)
+            logger.warning("sources.%d (%s): journalctl: %s", self.index, self.label, text)
 
     def _started(self, proc: asyncio.subprocess.Process) -> None:
         if proc.returncode is None and proc is self._proc:
