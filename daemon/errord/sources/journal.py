@@ -57,6 +57,7 @@ ENTRY_SLACK = 1 << 16  # an entry's fields besides MESSAGE (a byte array takes ~
 RETRY_MIN, RETRY_MAX = 1.0, 60.0  # seconds before journalctl is started again
 STARTED_AFTER = 1.0  # a journalctl still running after this long is running: its error is over
 STOP_WAIT = 1.0  # seconds journalctl gets to exit on SIGTERM at close
+STDERR_LINE = 4096  # bytes of a journalctl stderr line logged (the rest is read and dropped)
 
 
 def max_entry_bytes(max_line_bytes: int) -> int:
@@ -116,6 +117,25 @@ class JournalReader:
         self._limit = max_entry_bytes(source.max_line_bytes)
         self._closed = False
 
+    def renumbered(self) -> None:
+        """This source moved to its index by a reload: its stored state (another index's
+        meta entry until now) is to be committed under ``journal.N`` at once, not only
+        with its next entry, or a restart of a quiet source would not find it."""
+        if self._stored is not None and self._stored.where == self.spec.where:
+            self._take(self._stored)
+            self._dirty = True
+
+    def _take(self, stored: JournalState) -> None:
+        self.durable = JournalState(
+            where=self.spec.where,
+            cursor=stored.cursor,
+            time=stored.time,
+            since=stored.since,
+            entries_read=stored.entries_read,
+            error=stored.error,
+        )
+        self.state = self.durable.copy()
+
     @property
     def key(self) -> tuple[int, int]:
         """The chunks' key: no file has a negative device number."""
@@ -137,15 +157,8 @@ class JournalReader:
             )
             stored = None
         if stored is not None:
-            self.durable = JournalState(
-                where=self.spec.where,
-                cursor=stored.cursor,
-                time=stored.time,
-                since=stored.since,
-                entries_read=stored.entries_read,
-                error=stored.error,
-            )
-            self.state = self.durable.copy()
+            if not self._dirty:  # (renumbered: taken already, and maybe handed on since)
+                self._take(stored)
         else:
             await self._first_position()
             self._wake()  # its position is to be committed (at start, the daemon does it at once)
@@ -293,12 +306,23 @@ class JournalReader:
         self._failed(why)
 
     async def _read_stderr(self, stream: asyncio.StreamReader, keep: deque[str]) -> None:
-        with contextlib.suppress(ValueError):  # a line over the stream's limit: the rest goes unread
-            async for raw in stream:
-                text = raw.decode("utf-8", "replace").strip()
-                if text:
-                    keep.append(text)
-                    logger.warning("sources.%d (%s): journalctl: %s", self.index, self.label, text)
+        # read to the end, whatever the lines' length: a stderr not drained would block
+        # journalctl, and its entries with it (a line is cut at STDERR_LINE bytes)
+        partial = b""
+        while piece := await stream.read(PIPE_READ):
+            *lines, partial = (partial + piece).split(b"\n")
+            if len(partial) > STDERR_LINE:
+                lines.append(partial)
+                partial = b""
+            for raw in lines:
+                self._stderr_line(raw, keep)
+        self._stderr_line(partial, keep)
+
+    def _stderr_line(self, raw: bytes, keep: deque[str]) -> None:
+        text = raw[:STDERR_LINE].decode("utf-8", "replace").strip()
+        if text:
+            keep.append(text)
+            logger.warning("sources.%d (%s): journalctl: %s", self.index, self.label, text)
 
     def _started(self, proc: asyncio.subprocess.Process) -> None:
         if proc.returncode is None and proc is self._proc:

@@ -185,24 +185,26 @@ async def run_once(args: list[str]) -> tuple[int | None, bytes, str]:
     )
     assert proc.stdout is not None and proc.stderr is not None
     try:
-        first = await asyncio.wait_for(proc.stdout.readline(), ONCE_TIMEOUT)
-    except (TimeoutError, ValueError):
-        first = b""
-    if proc.returncode is None and first:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()  # the rest is not wanted
-        await proc.wait()
-        return None, first.rstrip(b"\n"), ""
-    try:
-        err = await asyncio.wait_for(proc.stderr.read(), ONCE_TIMEOUT)
-        rc = await asyncio.wait_for(proc.wait(), ONCE_TIMEOUT)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        return -1, b"", f"no answer in {ONCE_TIMEOUT:.0f}s"
-    lines = err.decode("utf-8", "replace").strip().splitlines()
-    return rc, first.rstrip(b"\n"), lines[-1] if lines else ""
+        try:
+            first = await asyncio.wait_for(proc.stdout.readline(), ONCE_TIMEOUT)
+        except (TimeoutError, ValueError):
+            first = b""
+        if proc.returncode is None and first:
+            return None, first.rstrip(b"\n"), ""  # the rest is not wanted: killed below
+        try:
+            err = await asyncio.wait_for(proc.stderr.read(), ONCE_TIMEOUT)
+            rc = await asyncio.wait_for(proc.wait(), ONCE_TIMEOUT)
+        except TimeoutError:
+            return -1, b"", f"no answer in {ONCE_TIMEOUT:.0f}s"
+        lines = err.decode("utf-8", "replace").strip().splitlines()
+        return rc, first.rstrip(b"\n"), lines[-1] if lines else ""
+    finally:
+        # also when cancelled (a reload or stop mid-check): a journalctl left running
+        # would block on its full pipe until errord exits
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.shield(proc.wait())  # killed: reaped even if this wait is cancelled
 
 
 def journalctl_found(binary: str = JOURNALCTL) -> str | None:

@@ -201,18 +201,30 @@ class Inputs:
         self._num = _Numbering(sources)
         self.tailer.reconfigure(_files(sources))
         new: dict[int, JournalReader] = {}
-        kept: set[int] = set()
+        kept = {i for i, src in enumerate(sources) if src.journal is not None and i in old and old[i].source == src}
+        taken = set(kept)  # old indexes whose state goes on at some index
+        moves: dict[int, int] = {}
+        for i, src in enumerate(sources):
+            if src.journal is None or i in kept:
+                continue
+            moved = next((j for j, r in old.items() if j not in taken and r.source == src), None)
+            if moved is not None:
+                moves[i] = moved
+                taken.add(moved)
         for i, src in enumerate(sources):
             if src.journal is None:
                 continue
-            same = old.get(i)
-            if same is not None and same.source == src:
-                new[i] = same
-                kept.add(i)
+            if i in kept:
+                new[i] = old[i]
                 continue
-            moved = next((j for j, r in old.items() if j not in kept and r.source == src), None)
-            stored = old[moved].durable.dump() if moved is not None else self._load_meta(meta_key(i))
-            reader = self._reader(i, src, stored)
+            moved = moves.get(i)
+            if moved is not None:
+                reader = self._reader(i, src, old[moved].durable.dump())
+                reader.renumbered()  # its state is committed under its new index at once
+            else:
+                # the meta stored at i, unless it is a moved source's (that goes on elsewhere)
+                stored = None if i in taken else self._load_meta(meta_key(i))
+                reader = self._reader(i, src, stored)
             new[i] = reader
             self._start(reader.open())
         for j, reader in old.items():
