@@ -63,6 +63,37 @@ async def test_a_quiet_journal_source_moved_by_a_reload_is_not_read_again_after_
         await again.close()
 
 
+@needs_journal_files
+async def test_journal_sources_reordered_while_stopped_keep_their_own_positions(tmp_path: Path) -> None:
+    """[A, B] read, errord stopped, the config reordered to [B, A] (a third quiet source C
+    before them): each goes on from its own cursor (a state follows its journal, as a
+    file's position follows its file), nothing read again, and each is committed under its
+    new index at once."""
+    dirs = {n: tmp_path / n for n in "abc"}
+    for d in dirs.values():
+        d.mkdir()
+    write_entries(dirs["a"] / "x.journal", [{"MESSAGE": "a0"}])
+    write_entries(dirs["b"] / "x.journal", [{"MESSAGE": "b0"}, {"MESSAGE": "b1"}])
+    a, b = _source(dirs["a"]), _source(dirs["b"])
+    meta: dict[str, str] = {}
+    first = Inputs([a, b], [], first_start=True, load_meta=meta.get)
+    await first.open()
+    try:
+        assert sorted(_messages(await _drain(first, meta, 2.0))) == ["a0", "b0", "b1"]
+    finally:
+        await first.close()
+    write_entries(dirs["a"] / "x.journal", [{"MESSAGE": "a1"}])  # while stopped
+    c = _source(dirs["c"], start_at="end")
+    again = Inputs([c, b, a], [], first_start=False, load_meta=meta.get)
+    await again.open()
+    try:
+        assert _messages(await _drain(again, meta, 2.0)) == ["a1"]
+    finally:
+        await again.close()
+    wheres = {k: JournalState.load(v).where for k, v in meta.items()}  # type: ignore[union-attr]
+    assert wheres == {meta_key(0): c.journal.where, meta_key(1): b.journal.where, meta_key(2): a.journal.where}  # type: ignore[union-attr]
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -26,7 +26,7 @@ from errord.config import Source as SourceConfig
 from errord.model import FileKey, Position
 from errord.sources.base import Checkpoint, Chunk, FileStatus, Source
 from errord.sources.journal import JournalReader
-from errord.sources.journalpos import meta_key
+from errord.sources.journalpos import JournalState, meta_key
 from errord.sources.table import FileSource
 from errord.sources.tail import Tailer
 
@@ -59,6 +59,35 @@ def _files(sources: Sequence[SourceConfig]) -> list[FileSource]:
     return [cast("FileSource", s) for s in sources if s.journal is None]
 
 
+def _stored_by_journal(
+    sources: Sequence[SourceConfig], load_meta: Callable[[str], str | None]
+) -> dict[int, tuple[str | None, bool]]:
+    """At start, each journal source's stored state: ``(text, moved)`` per index. The one
+    stored at its own index when it reads the same journal there; else one stored at
+    another index of the configuration for the same journal that no source there reads
+    now (the sources were reordered while errord was stopped: a state follows its
+    journal, as a file's position follows its file), then ``moved``; else what is stored
+    at its index (the reader then starts by ``start_at``, as for a changed journal)."""
+    texts = {i: load_meta(meta_key(i)) for i in range(len(sources))}
+    wheres = {i: st.where for i, t in texts.items() if (st := JournalState.load(t)) is not None}
+    want = {i: s.journal.where for i, s in enumerate(sources) if s.journal is not None}
+    out: dict[int, tuple[str | None, bool]] = {}
+    free = {i for i, w in wheres.items() if want.get(i) != w}  # states no source at their index reads
+    for i, where in want.items():
+        if wheres.get(i) == where:
+            out[i] = (texts[i], False)
+    for i, where in want.items():
+        if i in out:
+            continue
+        k = next((k for k in sorted(free) if wheres[k] == where), None)
+        if k is not None:
+            free.discard(k)
+            out[i] = (texts[k], True)
+        else:
+            out[i] = (texts[i], False)
+    return dict(sorted(out.items()))
+
+
 class Inputs:
     """Files and journals as one source; see the module doc. ``load_meta``: the journal's
     meta (where each journal source is); ``binary``: the journalctl to run."""
@@ -76,9 +105,11 @@ class Inputs:
         self._binary = binary
         self._num = _Numbering(sources)
         self.tailer = Tailer(_files(sources), self._positions_in(positions), first_start=first_start)
-        self.journals: dict[int, JournalReader] = {
-            i: self._reader(i, s, load_meta(meta_key(i))) for i, s in enumerate(sources) if s.journal is not None
-        }
+        self.journals: dict[int, JournalReader] = {}
+        for i, (text, moved) in _stored_by_journal(sources, load_meta).items():
+            reader = self.journals[i] = self._reader(i, sources[i], text)
+            if moved:
+                reader.renumbered()  # its state is committed under its new index at once
         self._journal_first = False
         self._closing: set[asyncio.Task[None]] = set()
 
