@@ -50,13 +50,17 @@ FORMATS: Final = (JSON, DOCKER, CRI, AUTO)
 # TIME STREAM P|F CONTENT (the content may be empty: "... stdout F" ends the line)
 _CRI = re.compile(rb"(\S+) (stdout|stderr) ([PF])(?: |$)")
 # POD_NAMESPACE_CONTAINER-ID.log: pod and namespace names hold no "_" (DNS labels)
-_KUBE_NAME = re.compile(r"([^_/]+)_([^_/]+)_(.+)-([0-9a-f]{64})\.log")
+_KUBE_NAME = re.compile(r"([^_/]+)_([^_/]+)_(.+)-([0-9a-f]{64})\.log(?:\..*)?")  # rotated: .log.SUFFIX
+_BOM: Final = b"\xef\xbb\xbf"
 
 Part = tuple[bytes, bytes, bool, "float | None"]  # (stream, text, complete, envelope time)
 
 
 def detect(line: bytes) -> str:
-    """The format of a file from its first complete line: docker, cri, or json."""
+    """The format of a file from its first complete line: docker, cri, or json (a UTF-8
+    BOM before it is not part of it, CONTRACT §7)."""
+    if line[:3] == _BOM:
+        line = line[3:]
     if line[:1] == b"{":
         if b'"log"' in line:
             try:
@@ -173,9 +177,7 @@ def kubernetes_app(path: str, cache: dict[str, str | None] | None = None) -> str
     hex digits), else None. Rotated names (``….log.20260114-150000``) read as their log."""
     if cache is not None and path in cache:
         return cache[path]
-    name = path.rsplit("/", 1)[-1]
-    cut = name.find(".log")
-    m = _KUBE_NAME.fullmatch(name[: cut + 4]) if cut >= 0 else None
+    m = _KUBE_NAME.fullmatch(path.rsplit("/", 1)[-1])  # a pod named after an FQDN node may hold ".log"
     app = f"{m.group(2)}/{m.group(3)}" if m else None
     if cache is not None:
         if len(cache) >= _KUBE_CACHE_MAX:
@@ -221,7 +223,7 @@ class EnvelopeParser:
         inner = self.inner
         inner._warnings = res.warnings
         pending: dict[bytes, tuple[int, list[bytes], float | None]] = {}
-        pos = 0
+        pos = 3 if offset == 0 and data[:3] == _BOM else 0  # not part of the first line (§7)
         size = len(data)
         lines = 0
         while pos < size:

@@ -260,7 +260,7 @@ class Follower:
             if self.count_skip:
                 chunks = self._emit([], [self.offset])
         elif self.buf:
-            chunks.append(Chunk(self.key, self.source, self.path, self.offset, bytes(self.buf)))
+            chunks.append(Chunk(self.key, self.source, self.path, self.offset, bytes(self.buf), layout=self._decided()))
         self.buf = bytearray()
         self.skipping, self.count_skip = False, True
         self.offset = at
@@ -287,12 +287,19 @@ class Follower:
             self.tail = data[max(0, pos - FP_MAX) : pos]
         last = data.rfind(b"\n", pos)
         if last < 0:
-            if len(self.buf) + len(data) - pos > max_line:
-                self.buf = bytearray()
-                self.skipping = True
-            else:
+            if len(self.buf) + len(data) - pos <= max_line:
                 self.buf += data[pos:]
-            return self._emit([], longs)
+                return self._emit([], longs)
+            segments: list[tuple[int, bytes]] = []
+            held = self.buf.rfind(b"\n") + 1  # docker/CRI: a held join's parts are whole lines
+            if held:  # handed on as they are (a join that outgrows max_line), not dropped
+                block = bytes(self.buf[:held])
+                segments.append((self.offset, block))
+                self.offset += held
+                self.tail = (self.tail + block)[-FP_MAX:]
+            self.buf = bytearray()
+            self.skipping = True
+            return self._emit(segments, longs)
         # join with a memoryview: one copy of the ~1 MiB read instead of two (slice, then
         # concatenation); the block's fresh pages make each copy cost more than memcpy
         block = b"".join((self.buf, memoryview(data)[pos : last + 1])) if self.buf else data[pos : last + 1]

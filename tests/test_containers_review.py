@@ -1,0 +1,96 @@
+"""Review of the container half of issue 18 (CONTRACT §12, §7): hostile docker/CRI files
+that lost lines or named no app. Each test failed before its fix."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from errord.parse.layouts import EnvelopeParser, detect, kubernetes_app
+from errord.parse.lines import LineParser
+from errord.sources.follower import Follower
+
+HEX = "0123456789abcdef" * 4
+T0 = "2026-01-14T15:00:00.123456789Z"
+BOM = b"\xef\xbb\xbf"
+
+
+def docker(text: str, stream: str = "stdout") -> bytes:
+    return json.dumps({"log": text, "stream": stream, "time": T0}).encode() + b"\n"
+
+
+def cri(text: str, tag: str = "F", stream: str = "stdout") -> bytes:
+    return f"{T0} {stream} {tag} {text}\n".encode()
+
+
+def app_line(code: str) -> str:
+    return json.dumps({"error_code": code, "message": "m", "notification": False})
+
+
+def parser(fmt: str, max_line: int = 1 << 20) -> EnvelopeParser:
+    return EnvelopeParser(LineParser(app="src", tz=ZoneInfo("UTC"), max_line_bytes=max_line), fmt)
+
+
+def codes(chunks: list, fmt: str, max_line: int = 1 << 20) -> list[str]:
+    p = parser(fmt, max_line)
+    return [e.code for c in chunks for e in p.parse_chunk(c.data, c.offset, 2e9, "x", c.layout).events]
+
+
+@pytest.mark.parametrize("fmt", ["docker", "cri"])
+def test_a_held_join_is_not_dropped_when_a_long_partial_line_follows(tmp_path: Path, fmt: str) -> None:
+    """A held join (stdout's first part, then a whole stderr line) and then a read that
+    ends inside a line long enough to pass ``max_line`` with the held bytes: the held
+    lines were dropped with the long one (the stderr line lost). They are whole envelope
+    lines: handed on as they are, and only the too-long line is skipped."""
+    if fmt == "docker":
+        held = docker(app_line("P1")[:20], "stdout") + docker(app_line("E1") + "\n", "stderr")
+    else:
+        held = cri(app_line("P1")[:20], "P", "stdout") + cri(app_line("E1"), "F", "stderr")
+    path = tmp_path / "c.log"
+    path.write_bytes(held)
+    max_line = len(held) + 40
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        f = Follower((1, 1), fd, str(path), 0, 0, (0, ""), 0.0)
+        chunks, _ = f.pull(1 << 20, max_line, fmt)
+        assert chunks == [] and f.offset == 0  # held back: the stdout join is open
+        with open(path, "ab") as w:
+            w.write(b"x" * 100)  # a line still being written, longer than what is left
+        chunks, _ = f.pull(1 << 20, max_line, fmt)
+        with open(path, "ab") as w:
+            w.write(b"\n" + (docker(app_line("A2") + "\n") if fmt == "docker" else cri(app_line("A2"))))
+        more, _ = f.pull(1 << 20, max_line, fmt)
+        chunks += more
+    finally:
+        os.close(fd)
+    got = codes(chunks, fmt, max_line)
+    assert "E1" in got and "A2" in got
+    assert sum(c.skipped_long for c in chunks) == 1
+    assert f.offset == path.stat().st_size
+
+
+@pytest.mark.parametrize(("fmt", "kind"), [("docker", "docker"), ("auto", "docker"), ("cri", "cri"), ("auto", "cri")])
+def test_a_bom_before_the_first_envelope_is_not_part_of_it(fmt: str, kind: str) -> None:
+    """§7: a UTF-8 BOM at a file's start is not part of its first line — also for a docker
+    or CRI file (the first entry was read as a plain line and its error lost; "auto"
+    decided such a file was plain JSON)."""
+    body = (docker(app_line("B1") + "\n") if kind == "docker" else cri(app_line("B1"))) * 2
+    data = BOM + body
+    assert detect(data[: data.find(b"\n")]) == kind
+    res = parser(fmt).parse_chunk(data, 0, 2e9, "x")  # offsets as in a plain file: after the BOM
+    assert [(e.code, e.offset) for e in res.events] == [("B1", 3), ("B1", 3 + len(body) // 2)]
+    assert res.skipped == 0
+    assert [round(e.time, 3) for e in res.events] == [1768402800.123] * 2  # the envelope's time, not now
+
+
+def test_a_pod_name_holding_dot_log_is_still_named() -> None:
+    """Static pods are named after their node, often an FQDN: a node called
+    ``node1.logging.example.com`` gave no app (the name was cut at the first ".log")."""
+    name = f"/var/log/containers/etcd-node1.logging.example.com_kube-system_etcd-{HEX}.log"
+    assert kubernetes_app(name) == "kube-system/etcd"
+    assert kubernetes_app(name + ".20260114-150000") == "kube-system/etcd"
+    assert kubernetes_app(f"/x/a_b_c-{HEX}.logx") is None
