@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from errord.parse.layouts import EnvelopeParser, detect, kubernetes_app
+from errord.parse.layouts import EnvelopeParser, detect, kubernetes_app, open_from
 from errord.parse.lines import LineParser
 from errord.sources.follower import Follower
 
@@ -94,3 +94,26 @@ def test_a_pod_name_holding_dot_log_is_still_named() -> None:
     assert kubernetes_app(name) == "kube-system/etcd"
     assert kubernetes_app(name + ".20260114-150000") == "kube-system/etcd"
     assert kubernetes_app(f"/x/a_b_c-{HEX}.logx") is None
+
+
+def test_an_empty_cri_f_line_with_crlf_ends_its_join() -> None:
+    """``TIME stdout F`` then CR LF (a file that went through a CRLF tool): the parser ends
+    the join there, but ``open_from`` did not see it as an envelope, so the follower kept
+    the finished line back (its error unsent) until stdout wrote again."""
+    text = app_line("C1")
+    data = cri(text, "P") + f"{T0} stdout F\r\n".encode()
+    assert open_from(data, "cri") == len(data)
+    assert [e.code for e in parser("cri").parse_chunk(data, 0, 2e9, "x").events] == ["C1"]
+
+
+def test_a_mapped_line_python_wrote_with_nan_still_raises() -> None:
+    """A ``fields`` map and a line orjson refuses but Python's json.dumps writes (``NaN``,
+    as a plain source reads it): the mapped code was lost as "not JSON"."""
+    fields = {"code": "ctx.err.id", "message": "body.text"}
+    p = EnvelopeParser(LineParser(app="src", tz=ZoneInfo("UTC"), max_line_bytes=1 << 20), "json", None, fields)
+    line = b'{"ctx": {"err": {"id": "N1"}}, "body": {"text": "t"}, "load": NaN, "notification": false}\n'
+    res = p.parse_chunk(line, 0, 2e9, "x")
+    assert [(e.code, e.message) for e in res.events] == [("N1", "t")]
+    assert res.skipped == 0
+    res = p.parse_chunk(b'{"ctx": {"err": {"id": "N2"}}, "big": 1' + b"0" * 400 + b"}\n", 0, 2e9, "x")
+    assert [e.code for e in res.events] == ["N2"]

@@ -24,7 +24,7 @@ from errord.parse.chunks import NEEDLE
 from errord.parse.fieldmap import flatten, needles, split_paths
 from errord.parse.journalentry import JournalParser
 from errord.parse.lines import LineParser
-from errord.parse.result import NOT_JSON, NOT_OBJECT, ParseResult, count_skip
+from errord.parse.result import INVALID_UTF8, NOT_OBJECT, TOO_LONG, ParseResult, count_skip
 from errord.parse.times import epoch_seconds
 
 __all__ = [
@@ -48,7 +48,7 @@ AUTO: Final = "auto"
 FORMATS: Final = (JSON, DOCKER, CRI, AUTO)
 
 # TIME STREAM P|F CONTENT (the content may be empty: "... stdout F" ends the line)
-_CRI = re.compile(rb"(\S+) (stdout|stderr) ([PF])(?: |$)")
+_CRI = re.compile(rb"(\S+) (stdout|stderr) ([PF])(?: |\r?$)")  # "\r": an empty F line of a CRLF file
 # POD_NAMESPACE_CONTAINER-ID.log: pod and namespace names hold no "_" (DNS labels)
 _KUBE_NAME = re.compile(r"([^_/]+)_([^_/]+)_(.+)-([0-9a-f]{64})\.log(?:\..*)?")  # rotated: .log.SUFFIX
 _BOM: Final = b"\xef\xbb\xbf"
@@ -276,13 +276,21 @@ class EnvelopeParser:
         if not any(n in body for n in self._needles):
             # no mapped code: only the §1 checks of a bad line (a plain error_code is not read)
             return None if NEEDLE in body else self.inner._line(body, now, offset, path)
+        paths = self.paths
+        if len(body) > self.inner.max_line_bytes:
+            return TOO_LONG
         try:
             obj = orjson.loads(body)
-        except ValueError:
-            return NOT_JSON
+        except ValueError:  # NaN, huge numbers, bad UTF-8: as a plain line's (LineParser._candidate)
+            if not body.isascii():
+                try:
+                    body.decode("utf-8")
+                except UnicodeDecodeError:
+                    return INVALID_UTF8
+            return self.inner._candidate_lenient(body, now, offset, path, lambda o: flatten(o, paths))
         if type(obj) is not dict:
             return NOT_OBJECT
-        return self.inner._event(flatten(obj, self.paths), now, offset, path)
+        return self.inner._event(flatten(obj, paths), now, offset, path)
 
     def _name(self, res: ParseResult, path: str) -> None:
         if self.app_from is None or not res.events:

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime, tzinfo
 from typing import Any, Final
 
@@ -303,17 +304,27 @@ class LineParser:
             self._misplaced(obj, offset)
         return ev
 
-    def _candidate_lenient(self, body: bytes, now: float, offset: int, path: str) -> LogEvent | str | None:
+    def _candidate_lenient(
+        self,
+        body: bytes,
+        now: float,
+        offset: int,
+        path: str,
+        shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> LogEvent | str | None:
         """What orjson refuses but Python's own loggers write (python-json-logger and
         structlog use ``json.dumps``, ``allow_nan=True``): ``NaN``/``Infinity``, numbers
         beyond double range, lone surrogate escapes (``\\ud800``). Such a line must still
-        raise its error; its text is made valid UTF-8 so it can be stored and sent."""
+        raise its error; its text is made valid UTF-8 so it can be stored and sent.
+        ``shape``: what a ``fields`` map makes of the decoded object (CONTRACT §12)."""
         try:
             obj = json.loads(body.decode("utf-8"))  # from str: a BOM stays "not JSON"
         except (ValueError, RecursionError):  # JSONDecodeError, over-long int literals
             return NOT_JSON
         if type(obj) is not dict:
             return NOT_OBJECT
+        if shape is not None:
+            obj = shape(obj)
         ev = self._event(obj, now, offset, path)
         if ev is None:
             self._misplaced(obj, offset)
