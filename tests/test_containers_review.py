@@ -122,11 +122,6 @@ def test_a_mapped_line_python_wrote_with_nan_still_raises() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed: a renamed file's path becomes its name in the symlink target's folder "
-    "(scan._lost), which app_from cannot read; needs the matched name kept per file (lead's call)",
-)
 def test_a_kubelet_rotated_file_behind_a_symlink_keeps_its_app(make_errord, tmp_path: Path) -> None:
     """Kubernetes' layout: ``/var/log/containers/POD_NS_CONTAINER-ID.log`` is a symlink to
     ``/var/log/pods/NS_POD_UID/CONTAINER/0.log``, which kubelet rotates by rename there. The

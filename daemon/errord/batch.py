@@ -32,7 +32,7 @@ from errord.engine_flap import FLAP_META
 from errord.errors import JournalError
 from errord.health import BatchTally, Health
 from errord.model import Kind, LogEvent, Notice
-from errord.parse.layouts import make_parser
+from errord.parse.layouts import EnvelopeParser, make_parser
 from errord.parse.lines import LineParser
 from errord.parse.linewarnings import LineWarnings
 from errord.parse.result import parse_contained
@@ -266,7 +266,9 @@ class Batch:
             drained = sum(len(c.data) for c in chunks) < READ_BYTES // 2
             while chunks:
                 chunk = chunks.pop(0)  # dropped once parsed
-                res = parse_contained(parsers[chunk.source], chunk.data, chunk.offset, now, chunk.path, chunk.layout)
+                parser = parsers[chunk.source]
+                name = chunk.name if type(parser) is EnvelopeParser else ""  # app_from's (CONTRACT §12)
+                res = parse_contained(parser, chunk.data, chunk.offset, now, chunk.path, chunk.layout, name)
                 skipped = res.skipped + chunk.skipped_long
                 source.account(chunk.key, res.lines + chunk.skipped_long, skipped)
                 self.lines_read += res.lines + chunk.skipped_long

@@ -207,17 +207,19 @@ class EnvelopeParser:
     def max_line_bytes(self) -> int:
         return self.inner.max_line_bytes
 
-    def parse_chunk(self, data: bytes, offset: int, now: float, path: str = "", layout: str = "") -> ParseResult:
+    def parse_chunk(
+        self, data: bytes, offset: int, now: float, path: str = "", layout: str = "", name: str = ""
+    ) -> ParseResult:
         """Parse a chunk of complete envelope lines (a closed file's last may lack its
         newline). ``layout``: what an "auto" file was decided to be (the follower decides
-        from the file's first line); without it, the chunk's first line decides. Never
-        raises."""
+        from the file's first line); without it, the chunk's first line decides. ``name``:
+        the path ``app_from`` reads when not ``path`` (a file renamed away). Never raises."""
         fmt = self.fmt
         if fmt == AUTO:
             fmt = layout or detect(data[: data.find(b"\n")].rstrip(b"\r") if b"\n" in data else data)
         if fmt == JSON and self.paths is None:
             res = self.inner.parse_chunk(data, offset, now, path)
-            self._name(res, path)
+            self._name(res, name or path)
             return res
         res = ParseResult()
         inner = self.inner
@@ -253,7 +255,7 @@ class EnvelopeParser:
         for start, texts, when in pending.values():  # the file closed or a join outgrew the limit
             self._one(b"".join(texts), now, start, path, when, res)
         res.lines = lines
-        self._name(res, path)
+        self._name(res, name or path)
         return res
 
     def _one(self, body: bytes, now: float, offset: int, path: str, when: float | None, res: ParseResult) -> None:

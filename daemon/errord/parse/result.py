@@ -60,15 +60,17 @@ class _Parser(Protocol):
     ) -> LogEvent | str | None: ...
 
 
-def parse_contained(parser: _Parser, data: bytes, offset: int, now: float, path: str, layout: str = "") -> ParseResult:
+def parse_contained(
+    parser: _Parser, data: bytes, offset: int, now: float, path: str, layout: str = "", name: str = ""
+) -> ParseResult:
     """``parser.parse_chunk``, contained: the parser never raises by design, but if a bug
     makes it, the chunk is parsed again line by line (``parse_line``, the reference rule)
     and a line that still raises is skipped and counted (``parser_error``) instead of
     stopping the daemon. Without this, such a line would never be committed and would
     stop errord again at every restart. The one place the parser logs: its own bug."""
     try:
-        if layout:  # an "auto" file's decided format: only envelope parsers get chunks with one
-            return parser.parse_chunk(data, offset, now, path, layout)  # type: ignore[call-arg]
+        if layout or name:  # an "auto" file's decided format, app_from's name: envelope parsers only
+            return parser.parse_chunk(data, offset, now, path, layout, name)  # type: ignore[call-arg]
         return parser.parse_chunk(data, offset, now, path)
     except Exception:
         logger.exception("line parser failed on %s at offset %d; parsing line by line", path, offset)

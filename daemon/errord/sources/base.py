@@ -37,7 +37,9 @@ class Chunk:
     reader has caught up); ``mtime``: the file's modification time (epoch seconds) from
     the source's last look at it, 0 when unknown. Both tell a live line from a backlog
     (``zonecheck``) without another ``stat``. ``layout``: the format a ``format = "auto"``
-    file was decided to be from its first line (CONTRACT §12), "" otherwise.
+    file was decided to be from its first line (CONTRACT §12), "" otherwise. ``name``:
+    the path a glob last matched the file at, which ``app_from`` reads (``path`` may be
+    its rotated name since, in a symlink target's folder); "" when it is ``path``.
     """
 
     key: FileKey
@@ -50,6 +52,7 @@ class Chunk:
     at_end: bool = False
     mtime: float = 0.0
     layout: str = ""
+    name: str = ""
 
 
 @dataclass(slots=True)

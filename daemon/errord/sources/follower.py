@@ -79,6 +79,7 @@ class Follower:
         "lines_skipped",
         "matched",
         "mtime_ns",
+        "name",
         "offset",
         "path",
         "seen_wall",
@@ -106,6 +107,7 @@ class Follower:
         self.key = key
         self.fd = fd
         self.path = path
+        self.name = path  # where a glob last matched it (a rename away keeps it): app_from's name
         self.folder = real_folder(path)
         self.source = source
         self.offset = self.cursor = offset
@@ -260,7 +262,17 @@ class Follower:
             if self.count_skip:
                 chunks = self._emit([], [self.offset])
         elif self.buf:
-            chunks.append(Chunk(self.key, self.source, self.path, self.offset, bytes(self.buf), layout=self._decided()))
+            chunks.append(
+                Chunk(
+                    self.key,
+                    self.source,
+                    self.path,
+                    self.offset,
+                    bytes(self.buf),
+                    layout=self._decided(),
+                    name=self._name(),
+                )
+            )
         self.buf = bytearray()
         self.skipping, self.count_skip = False, True
         self.offset = at
@@ -358,12 +370,19 @@ class Follower:
         "" for a configured format, or one not decided yet."""
         return self.layout if self.configured == AUTO and self.layout != AUTO else ""
 
+    def _name(self) -> str:
+        """The chunks' ``name``: the matched path when the file has been renamed away since."""
+        return "" if self.name == self.path else self.name
+
     def _emit(self, segments: list[tuple[int, bytes]], longs: list[int]) -> list[Chunk]:
         fmt = self._decided()
-        chunks = [Chunk(self.key, self.source, self.path, off, data, layout=fmt) for off, data in segments if data]
+        name = self._name()
+        chunks = [
+            Chunk(self.key, self.source, self.path, off, data, layout=fmt, name=name) for off, data in segments if data
+        ]
         if longs:
             if not chunks:
-                chunks.append(Chunk(self.key, self.source, self.path, self.offset, b"", layout=fmt))
+                chunks.append(Chunk(self.key, self.source, self.path, self.offset, b"", layout=fmt, name=name))
             chunks[-1].skipped_long = len(longs)
             chunks[-1].long_offsets = longs[:MAX_LONG_OFFSETS]
         return chunks
@@ -376,7 +395,17 @@ class Follower:
                 chunks.append(Chunk(self.key, self.source, self.path, self.cursor, b"", 1, [self.offset]))
             self.tail = b""
         elif self.buf:
-            chunks.append(Chunk(self.key, self.source, self.path, self.offset, bytes(self.buf), layout=self._decided()))
+            chunks.append(
+                Chunk(
+                    self.key,
+                    self.source,
+                    self.path,
+                    self.offset,
+                    bytes(self.buf),
+                    layout=self._decided(),
+                    name=self._name(),
+                )
+            )
             self.tail = (self.tail + self.buf)[-FP_MAX:]
         self.offset = self.cursor
         self.buf = bytearray()

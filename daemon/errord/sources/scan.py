@@ -177,6 +177,7 @@ class Scanner:
                 t.parking.wish(key, now)  # changed while closed: reopen it
         elif f.path != path:
             f.path, f.folder = path, real_folder(path)
+        f.name = path
         f.matched, f.source, f.seen_wall = True, source, wall
 
     def find_inode(self, folder: str, key: FileKey) -> tuple[str, os.stat_result] | None:

@@ -151,6 +151,7 @@ class Parking:
             if self.by_path.get(f.path) == f.key:
                 del self.by_path[f.path]
             f.path, f.folder = path, real_folder(path)
+            f.name = path
             self.by_path[path] = f.key
         if source is not None:
             f.source = source
