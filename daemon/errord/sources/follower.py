@@ -262,17 +262,7 @@ class Follower:
             if self.count_skip:
                 chunks = self._emit([], [self.offset])
         elif self.buf:
-            chunks.append(
-                Chunk(
-                    self.key,
-                    self.source,
-                    self.path,
-                    self.offset,
-                    bytes(self.buf),
-                    layout=self._decided(),
-                    name=self._name(),
-                )
-            )
+            chunks.append(self._held_chunk())
         self.buf = bytearray()
         self.skipping, self.count_skip = False, True
         self.offset = at
@@ -364,6 +354,12 @@ class Follower:
                     line = head[:nl]
         return line.rstrip(b"\r")
 
+    def _held_chunk(self) -> Chunk:
+        """What ``buf`` holds, handed on as it is (a NUL run ended it, or the file closes)."""
+        return Chunk(
+            self.key, self.source, self.path, self.offset, bytes(self.buf), layout=self._decided(), name=self._name()
+        )
+
     def _decided(self) -> str:
         """What an "auto" file was decided to be, for its chunks (the parser must not guess
         per chunk: one starting with a stray line would read a CRI file as plain JSON);
@@ -395,17 +391,7 @@ class Follower:
                 chunks.append(Chunk(self.key, self.source, self.path, self.cursor, b"", 1, [self.offset]))
             self.tail = b""
         elif self.buf:
-            chunks.append(
-                Chunk(
-                    self.key,
-                    self.source,
-                    self.path,
-                    self.offset,
-                    bytes(self.buf),
-                    layout=self._decided(),
-                    name=self._name(),
-                )
-            )
+            chunks.append(self._held_chunk())
             self.tail = (self.tail + self.buf)[-FP_MAX:]
         self.offset = self.cursor
         self.buf = bytearray()
