@@ -299,14 +299,7 @@ def apply_offline(config: RunConfig, kind: str, args: dict[str, Any]) -> Outcome
             if config.fleet is not None:  # the fleet's silences as last seen: an end waits for the next start
                 from errord.fleet.silences import FleetSilences
 
-                controller.shared = FleetSilences(
-                    None,
-                    fleet=config.fleet.name,
-                    server_id=config.server_id,
-                    scope=config.scope,
-                    journal=journal,
-                    mutes=mutes,
-                )
+                controller.shared = FleetSilences.for_config(None, config, journal, mutes)
             status, outcome = controller.apply(kind, args)
             outcome.pop("_notices", None)
             controller._end_resolved()

@@ -129,6 +129,13 @@ class FleetSilences:
         self.answered = True  # the last sync reached MongoDB
         self._load()
 
+    @classmethod
+    def for_config(cls, coll: Any, config: Any, journal: Journal, mutes: MuteOracle) -> FleetSilences:
+        """This member's, from its config (``[fleet] name``, ``server_id``, ``scope``)."""
+        return cls(
+            coll, fleet=config.fleet.name, server_id=config.server_id, scope=config.scope, journal=journal, mutes=mutes
+        )
+
     def _id(self, silence_id: str) -> str:
         return f"{self.fleet}\x00{silence_id}"
 
@@ -298,12 +305,5 @@ def listed(
 def seen(journal: Journal, config: Any) -> dict[str, Silence]:
     """The silences made on other members, by id, as this host's daemon last read them
     (journal meta; with the ends made here that MongoDB has not heard of yet)."""
-    shared = FleetSilences(
-        None,
-        fleet=config.fleet.name,
-        server_id=config.server_id,
-        scope=config.scope,
-        journal=journal,
-        mutes=MuteOracle(),
-    )
+    shared = FleetSilences.for_config(None, config, journal, MuteOracle())
     return {s.id: s for s in shared.silences()}

@@ -71,13 +71,5 @@ def share_silences(gate: FleetGate, settings: RunConfig, journal: Journal, mutes
     once now when MongoDB answered at start; set as the gate's."""
     assert settings.fleet is not None
     coll = gate.claims.coll.database.get_collection(COLLECTION, write_concern=gate.claims.coll.write_concern)
-    shared = FleetSilences(
-        coll,
-        fleet=settings.fleet.name,
-        server_id=settings.server_id,
-        scope=settings.scope,
-        journal=journal,
-        mutes=mutes,
-    )
-    gate.silences = shared
+    shared = gate.silences = FleetSilences.for_config(coll, settings, journal, mutes)
     return shared
