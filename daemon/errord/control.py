@@ -97,20 +97,30 @@ class Controller:
     # -- the daemon's loop -----------------------------------------------------------
 
     def due(self) -> bool:
-        """Whether the next ``tick`` will look at the queue (the daemon commits its open
-        batch first)."""
+        """Whether the next ``tick`` will look at the queue."""
         return self._monotonic() >= self._next_poll
 
-    def tick(self) -> int:
+    def tick(self, before: Callable[[], object] | None = None) -> int:
         """When due: apply the pending commands, end the until-resolved silences whose
-        incidents are all closed. Returns the notices made (the sink is to be woken)."""
+        incidents are all closed. Returns the notices made (the sink is to be woken).
+
+        ``before`` is called first when there is something to do (the daemon commits its
+        held batch there: a command's transaction must follow the lines read before it);
+        a look that finds nothing leaves the held batch alone, so the commit cadence while
+        following is the batch's own (issue 13), not this poll's."""
         now = self._monotonic()
         if now < self._next_poll:
             return 0
         self._next_poll = now + POLL_EVERY
         made = 0
         try:
-            for command_id, kind, args in self.journal.control.pending():
+            pending = self.journal.control.pending()
+            ending = self._resolved_silences()
+            if not pending and not ending:
+                return 0
+            if before is not None:
+                before()
+            for command_id, kind, args in pending:
                 _, outcome = self.apply(kind, args, command_id=command_id)
                 made += int(outcome.pop("_notices", 0))
                 logger.info("command %s %s: %s", kind, _brief(args), outcome.get("error") or "done")
@@ -119,12 +129,16 @@ class Controller:
             logger.warning("could not apply a command: %s", exc)
         return made
 
-    def _end_resolved(self) -> None:
+    def _resolved_silences(self) -> list[str]:
+        """The until-resolved silences whose incidents are all closed now."""
         waiting = [s for s in self.mutes.local if s.until_resolved and s.ended_at is None]
         if not waiting:
-            return
+            return []
         open_ids = {i.incident_id for i in self.engine.active().values()}
-        done = [s.id for s in waiting if not any(i in open_ids for i in s.incident_ids)]
+        return [s.id for s in waiting if not any(i in open_ids for i in s.incident_ids)]
+
+    def _end_resolved(self) -> None:
+        done = self._resolved_silences()
         if done:
             self.journal.control.end_now(done, self._clock())
             self.load()

@@ -68,6 +68,11 @@ STATUS_EVERY = 30.0  # seconds between STATUS= updates to systemd when it set no
 # transactions (fsyncs) a second; a notice is committed as soon as it is read.
 READ_GAP = 0.025
 HOLD = 0.5
+# After reading on the timer this long without a pause, the sources' change notifications
+# are stopped until the loop waits for input again (``Source.rest``): they only cost
+# wake-ups meanwhile (issue 13). Longer than the gaps of a bursty writer, so a file
+# written in bursts does not stop and start its watch at every burst.
+REST_AFTER = 1.0
 
 
 class Daemon:
@@ -100,6 +105,7 @@ class Daemon:
         self._reload_requested = False
         self._last_read = 0.0  # time.monotonic() of the last step that read lines (READ_GAP)
         self._streaming = False  # the last pump read lines: the next read is READ_GAP later
+        self._streaming_since = 0.0  # time.monotonic() of the first read of this stream
         self._first_signal: float | None = None
         self.upkeep: Upkeep | None = None  # once the journal is open
         self.heap = HeapTrim()  # what a burst of reading freed goes back once idle (heaptrim)
@@ -318,6 +324,8 @@ class Daemon:
             elif self._streaming:
                 # A file is being written: read again in READ_GAP, without waiting for its
                 # watch (which rests meanwhile: one wake-up per read, like a poll)
+                if time.monotonic() - self._streaming_since >= REST_AFTER:
+                    self.source.rest()
                 await asyncio.sleep(READ_GAP)
             else:
                 await self._wait_for_input()
@@ -359,12 +367,14 @@ class Daemon:
         """Commit batches until nothing is left to read (or stop/reload is asked); with
         ``hold``, until a batch is held open (``Batch.step``)."""
         assert self.batch is not None
-        self._streaming = False
+        streamed, self._streaming = self._streaming, False
         while True:
             done = self.batch.step(hold)
             if done is None:
                 return
             self._last_read = time.monotonic()
+            if not streamed and not self._streaming:
+                self._streaming_since = self._last_read
             self._streaming = True
             if not done.ok or done.held:
                 return
@@ -388,13 +398,16 @@ class Daemon:
 
     def _control_tick(self) -> None:
         """Apply the commands the CLI handed over (``control.Controller.tick``, when due).
-        A held batch is committed first: a command starts a batch of the engine's own."""
+        A held batch is committed first when there is one to apply: a command starts a
+        batch of the engine's own."""
         if self.control is None or not self.control.due():
             return
+        if self.control.tick(before=self._flush) and self.sink is not None:
+            self.sink.wake()
+
+    def _flush(self) -> None:
         if self.batch is not None:
             self._committed(self.batch.flush())
-        if self.control.tick() and self.sink is not None:
-            self.sink.wake()
 
     def _fleet_tick(self, gate: FleetGate) -> None:
         """Leases, the fleet's silences, and the failures owed by a take-over (CONTRACT §13):

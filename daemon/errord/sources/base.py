@@ -95,6 +95,12 @@ class Source(Protocol):
         """Return when something may be readable, or after ``timeout`` seconds."""
         ...
 
+    def rest(self) -> None:
+        """The caller reads again on a timer while lines keep coming (the daemon's
+        ``READ_GAP``): change notifications tell it nothing meanwhile, so the source may
+        stop them until its next ``wait()``, which starts them again (issue 13)."""
+        ...
+
     def read(self, max_bytes: int) -> list[Chunk]:
         """Complete lines available now, about ``max_bytes`` in all, in a new list the
         caller owns (the batch drops each chunk once parsed). Never blocks on more than

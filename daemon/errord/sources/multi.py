@@ -147,6 +147,9 @@ class Inputs:
         """Make a ``wait()`` return now."""
         self.tailer.wake()
 
+    def rest(self) -> None:
+        self.tailer.rest()  # a journal's follower has no notifications to stop
+
     # -- reading -----------------------------------------------------------------------
 
     def read(self, max_bytes: int) -> list[Chunk]:

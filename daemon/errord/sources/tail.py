@@ -125,6 +125,7 @@ class Tailer:
         self._rescan = True
         self._next_scan = 0.0
         self._more = False  # data left over, or a rollback: the next read() goes on at once
+        self._resting = False  # the folder watches are stopped while the daemon streams (rest())
         self._rr = 0
         self._opened = False
         self._closed = False
@@ -156,6 +157,9 @@ class Tailer:
         Waiting is what makes the folder watches look again after they reported changes
         (``Watches.read``): a daemon that reads again on a timer while a file is being
         written (``daemon.READ_GAP``) does not wait here, and its watches rest."""
+        if self._resting:
+            self._resting = False
+            self._update_watches(self._clock())  # lines from now on wake it again
         self._watches.read()
         if self._closed or self._more or self._rescan or self._wake.is_set():
             return
@@ -183,6 +187,16 @@ class Tailer:
     def wake(self) -> None:
         """Make a ``wait()`` return now (the daemon: a stop or reload was asked)."""
         self._wake.set()
+
+    def rest(self) -> None:
+        """Stop the folder watches until the next ``wait()`` (``Source.rest``): a file
+        written every few ms made the watch backend's own thread wake for every write
+        (~0.4% of a core at 100 writes/s, issue 13) while the daemon read on a timer
+        anyway. Meanwhile files that appear are found by the periodic scans, as they were
+        while a watch waited for the tailer to read what it had reported."""
+        if not self._resting and not self._closed:
+            self._resting = True
+            self._watches.rest()
 
     # -- reading -----------------------------------------------------------------------
 
@@ -395,6 +409,8 @@ class Tailer:
                 self._next_scan = now + max(self._scan_interval, took * SCAN_SHARE)
 
     def _update_watches(self, now: float) -> None:
+        if self._resting:
+            return  # started again by the next wait()
         if self._watches.update((src.path for src in self._sources), now):
             # Files created before the watch is live are found by an early rescan.
             self._next_scan = min(self._next_scan, now + min(0.2, self._scan_interval))

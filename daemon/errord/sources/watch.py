@@ -143,6 +143,7 @@ class Watches:
         self._watches: dict[tuple[str, bool], _Watch] = {}
         self._retry: dict[str, tuple[float, float]] = {}  # root -> (not before, last delay)
         self._inboxes: dict[str, _Inbox] = {}
+        self._stopping: set[asyncio.Task[None]] = set()  # stopped by rest(), not ended yet
 
     def update(self, patterns: Iterable[str], now: float) -> bool:
         """Watch the roots ``patterns`` need now; restart watches whose folder was replaced
@@ -183,6 +184,17 @@ class Watches:
             if not inbox.read.is_set():
                 inbox.read.set()
 
+    def rest(self) -> None:
+        """Stop every watch now (each thread ends within a step); ``update`` starts them
+        again. The ending tasks are kept here (the loop holds tasks only weakly)."""
+        for w in self._watches.values():
+            w.stop.set()
+            if not w.task.done():
+                self._stopping.add(w.task)
+                w.task.add_done_callback(self._stopping.discard)
+        self._watches.clear()
+        self.read()  # a watch waiting for the tailer to read sees its stop at once
+
     async def close(self) -> None:
         """Stop every watch; returns within about a second."""
         watches = list(self._watches.values())
@@ -190,7 +202,7 @@ class Watches:
         for w in watches:
             w.stop.set()
         self.read()  # a watch waiting for the tailer to read sees its stop at once
-        tasks = [w.task for w in watches]
+        tasks = [w.task for w in watches] + list(self._stopping)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=1.0)
             for t in pending:
