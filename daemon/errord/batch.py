@@ -27,11 +27,13 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from errord.backoff import backoff
 from errord.config import RunConfig
+from errord.deferral import DEFER_SLACK, may_defer
 from errord.engine import Engine
 from errord.engine_flap import FLAP_META
 from errord.errors import JournalError
 from errord.health import BatchTally, Health
 from errord.model import Kind, LogEvent, Notice
+from errord.parse.journalentry import JournalParser
 from errord.parse.layouts import EnvelopeParser, make_parser
 from errord.parse.lines import LineParser
 from errord.parse.linewarnings import LineWarnings
@@ -59,6 +61,8 @@ BATCH_BYTES = 4 << 20
 READ_BYTES = 1 << 20
 SKIP_WARN_EVERY = 60.0  # seconds between skipped-line (or unusable-field) warnings for one file
 RETRY_MIN, RETRY_MAX = 0.5, 30.0  # journal write retry backoff
+
+Parser = LineParser | EnvelopeParser | JournalParser
 
 
 class Committed(NamedTuple):
@@ -122,6 +126,9 @@ class Batch:
         self._quiet_dirty = False
         self._quiet_before: dict[int, tuple[float, float]] = {}
         self._next_timers = 0.0
+        # chunks read into the open batch but not parsed yet (``deferral``), with the
+        # parser and read time they are parsed with
+        self._deferred: list[tuple[Chunk, Parser, float]] = []
         self.configure(config)
         self._load_quiet()
 
@@ -154,14 +161,15 @@ class Batch:
             self.engine.begin(now)
         tally = self._tally
         assert tally is not None
+        # the lines read before this tick go through the engine before it (their order)
+        notices: list[Notice] = self._drain(tally) if self._deferred else []
         transitions = self.engine.tick(lambda src: self.quiet_clock(src, now))
-        if not transitions:
+        if not transitions and not notices:
             if fresh:
                 self._tally = None
             return None
         s = self.config
         ctx = Context(now=now, server_id=s.server_id, node_name=s.node_name, tags_for=s.tags_for)
-        notices: list[Notice] = []
         kinds = tally.kinds if self.count_kinds else None
         for t in transitions:
             if kinds is not None:
@@ -206,7 +214,7 @@ class Batch:
             self._quiet_before = dict(self._quiet)  # a refused commit restores it
             self.engine.begin(self._clock())
         tally = self._tally
-        notices = self._read(tally)
+        notices = self._read(tally, hold)
         if notices is None:
             # nothing new, yet a file of the open batch may have gone or changed (deleted,
             # truncated, renamed): what it read of that file is committed now
@@ -235,25 +243,20 @@ class Batch:
             return None
         return self._commit([], self._tally)
 
-    def _read(self, tally: BatchTally) -> list[Notice] | None:
+    def _read(self, tally: BatchTally, hold: float = 0.0) -> list[Notice] | None:
         """Read, parse and feed one batch; returns its notices, or None when there was
         nothing to read. Nothing durable happens here.
 
         A batch is at most ``BATCH_BYTES // READ_BYTES`` reads of ``READ_BYTES``, each
         parsed as soon as it is read: one read's bytes are held at a time, not the batch's.
+        With ``hold`` (following), a chunk that can only repeat (``deferral``) is kept
+        unparsed in the batch instead, and parsed before the next that may notify or the
+        batch's commit.
         """
         now = self._clock()
-        s = self.config
-        source, parsers = self.source, self.parsers
-        feed = self.engine.feed_quiet  # None for a suppressed repeat: no Transition built
-        apply = self.policy.apply
-        ctx = Context(now=now, server_id=s.server_id, node_name=s.node_name, tags_for=s.tags_for, style=s.notice_style)
-        repeat = Kind.REPEAT
+        source = self.source
         notices: list[Notice] = []
-        kinds = tally.kinds if self.count_kinds else None
-        mutes = self.engine.mutes
-        if mutes is not None:
-            mutes.now = now  # what silences are judged by in this step (CONTRACT §8)
+        defer = self._may_defer if hold > 0 else None
         anything = False
         self._more = False
         for _ in range(BATCH_BYTES // READ_BYTES):
@@ -266,47 +269,93 @@ class Batch:
             drained = sum(len(c.data) for c in chunks) < READ_BYTES // 2
             while chunks:
                 chunk = chunks.pop(0)  # dropped once parsed
-                parser = parsers[chunk.source]
-                name = chunk.name if type(parser) is EnvelopeParser else ""  # app_from's (CONTRACT §12)
-                res = parse_contained(parser, chunk.data, chunk.offset, now, chunk.path, chunk.layout, name)
-                skipped = res.skipped + chunk.skipped_long
-                source.account(chunk.key, res.lines + chunk.skipped_long, skipped)
-                self.lines_read += res.lines + chunk.skipped_long
-                tally.add_chunk(chunk.source, res.lines + chunk.skipped_long, res.reasons, chunk.skipped_long)
-                if skipped:
-                    first = res.first_skip
-                    if first is None and chunk.long_offsets:
-                        first = (chunk.long_offsets[0], "too_long")
-                    self._warn(self._warnings.skipped(chunk.path, skipped, first))
-                if res.warnings:
-                    for text in self._warnings.messages(chunk.path, res.warnings):
-                        self._warn(text)
-                # zone hints read plain lines: not an envelope's (their times are UTC anyway)
-                if chunk.data and self._zones.due(chunk.path, now) and type(parsers[chunk.source]) is LineParser:
-                    self._check_zone(chunk, now)
                 self._bytes += len(chunk.data) or 1  # (an empty chunk still moved a position)
-                src = self.engine.src = chunk.source
+                parser = self.parsers[chunk.source]
+                if defer is not None and defer(chunk, parser, now):
+                    self._deferred.append((chunk, parser, now))
+                    continue
+                if self._deferred:
+                    notices += self._drain(tally)
+                notices += self._feed(chunk, parser, now, tally)
                 del chunk
-                if res.events:
-                    self._saw(src, res.events, now)
-                for ev in res.events:
-                    transitions = feed(ev)
-                    if transitions is None:  # a suppressed repeat (most error lines): nothing to render
-                        if kinds is not None:
-                            kinds[repeat] = kinds.get(repeat, 0) + 1
-                        continue
-                    if kinds is not None:
-                        for t in transitions:
-                            kinds[t.kind] = kinds.get(t.kind, 0) + 1
-                    # the policy only for what notifies (a clear and an error on one line
-                    # may give a notice per distinct set of targets, never two to one target)
-                    if transitions and (transitions[0].notify or transitions[-1].notify):
-                        notices += apply(transitions, ctx)
             if drained:
                 break
         else:
             self._more = anything  # every read was (nearly) full: the source has more
         return notices if anything else None
+
+    def _feed(self, chunk: Chunk, parser: Parser, now: float, tally: BatchTally) -> list[Notice]:
+        """Parse one chunk and feed its events; the notices they make (rendered as of ``now``)."""
+        source = self.source
+        feed = self.engine.feed_quiet  # None for a suppressed repeat: no Transition built
+        apply = self.policy.apply
+        repeat = Kind.REPEAT
+        notices: list[Notice] = []
+        ctx: Context | None = None  # made for the first notice: most chunks make none
+        kinds = tally.kinds if self.count_kinds else None
+        mutes = self.engine.mutes
+        if mutes is not None:
+            mutes.now = now  # what silences are judged by for these lines (CONTRACT §8)
+        name = chunk.name if type(parser) is EnvelopeParser else ""  # app_from's (CONTRACT §12)
+        res = parse_contained(parser, chunk.data, chunk.offset, now, chunk.path, chunk.layout, name)
+        skipped = res.skipped + chunk.skipped_long
+        source.account(chunk.key, res.lines + chunk.skipped_long, skipped)
+        self.lines_read += res.lines + chunk.skipped_long
+        tally.add_chunk(chunk.source, res.lines + chunk.skipped_long, res.reasons, chunk.skipped_long)
+        if skipped:
+            first = res.first_skip
+            if first is None and chunk.long_offsets:
+                first = (chunk.long_offsets[0], "too_long")
+            self._warn(self._warnings.skipped(chunk.path, skipped, first))
+        if res.warnings:
+            for text in self._warnings.messages(chunk.path, res.warnings):
+                self._warn(text)
+        # zone hints read plain lines: not an envelope's (their times are UTC anyway)
+        if chunk.data and self._zones.due(chunk.path, now) and type(parser) is LineParser:
+            self._check_zone(chunk, parser, now)
+        src = self.engine.src = chunk.source
+        if res.events:
+            self._saw(src, res.events, now)
+        for ev in res.events:
+            transitions = feed(ev)
+            if transitions is None:  # a suppressed repeat (most error lines): nothing to render
+                if kinds is not None:
+                    kinds[repeat] = kinds.get(repeat, 0) + 1
+                continue
+            if kinds is not None:
+                for t in transitions:
+                    kinds[t.kind] = kinds.get(t.kind, 0) + 1
+            # the policy only for what notifies (a clear and an error on one line
+            # may give a notice per distinct set of targets, never two to one target)
+            if transitions and (transitions[0].notify or transitions[-1].notify):
+                if ctx is None:
+                    s = self.config
+                    ctx = Context(
+                        now=now, server_id=s.server_id, node_name=s.node_name, tags_for=s.tags_for, style=s.notice_style
+                    )
+                notices += apply(transitions, ctx)
+        return notices
+
+    def _may_defer(self, chunk: Chunk, parser: Parser, now: float) -> bool:
+        """Whether ``chunk`` may wait unparsed in the open batch (``deferral``): plain JSON
+        lines only (an envelope's or a journal entry's keys are not where its bytes say)."""
+        if type(parser) is not LineParser:
+            return False
+        engine, app = self.engine, parser.app
+        return may_defer(
+            chunk.data,
+            lambda code, re_alert: engine.quiet_until(code, app, re_alert),
+            self.quiet_clock(chunk.source, now) + DEFER_SLACK,
+            parser.duration,
+        )
+
+    def _drain(self, tally: BatchTally) -> list[Notice]:
+        """Parse and feed the deferred chunks, in the order read, each as of its read."""
+        notices: list[Notice] = []
+        deferred, self._deferred = self._deferred, []
+        for chunk, parser, now in deferred:
+            notices += self._feed(chunk, parser, now, tally)
+        return notices
 
     def _saw(self, src: int, events: list[LogEvent], now: float) -> None:
         """Move source ``src``'s quiet clock on to the newest event time among these."""
@@ -321,6 +370,8 @@ class Batch:
 
     def _commit(self, notices: list[Notice], tally: BatchTally) -> Committed:
         """One transaction for the batch; on failure undo the batch in memory and back off."""
+        if self._deferred:
+            notices = notices + self._drain(tally)
         self._tally = None
         cp = self.source.checkpoint()
         incidents = self.engine.pending()
@@ -364,13 +415,13 @@ class Batch:
         if text is not None:
             logger.warning("%s", text)
 
-    def _check_zone(self, chunk: Chunk, now: float) -> None:
+    def _check_zone(self, chunk: Chunk, parser: LineParser, now: float) -> None:
         """One warning per file whose zone-less times, read live, sit a zone offset away
         from this host's clock (``zonecheck``)."""
         self._warn(
             self._zones.check(
                 chunk,
-                self.parsers[chunk.source],  # type: ignore[arg-type]  # a LineParser: see _read
+                parser,
                 now,
                 f"sources.{chunk.source}.timezone",
                 self.config.sources[chunk.source].timezone,

@@ -207,6 +207,29 @@ class Engine(NoiseRules):
         t = self._repeat(ev, code, key, inc)
         return None if t is None else [t]
 
+    def quiet_until(self, code: str, app: str | None, re_alert: float | None = None) -> float:
+        """The event time before which another line for ``code`` (from ``app``), giving
+        ``re_alert`` (its ``re_alert_time``, seconds, or None), is sure to be a suppressed
+        repeat: nothing but counters (``deferral``). 0.0 when it may notify at any time:
+        not open, never alerted (its next line may announce it), re-alerting every line.
+        Pure: reads state only."""
+        key = code if self.scope == "code" else incident_key(self.scope, app, code)
+        inc = self._active.get(key)
+        if inc is None or not inc.alerts_sent:
+            return 0.0
+        noise = self._noise_of(code)
+        base = inc.re_alert if inc.re_alert is not None else self._policy.re_alert_for(code)
+        if re_alert is not None and re_alert < base:
+            base = re_alert
+        interval = noise.interval(base, inc.re_alerts) if inc.re_alerts else base
+        if interval <= 0:
+            return 0.0
+        until = inc.last_alert_time + interval
+        after = noise.auto_resolve_after
+        if after is not None:
+            until = min(until, inc.last_log_time + after)
+        return until
+
     def _wants_notice(self, ev: LogEvent, code: str) -> bool:
         # Silent when either says so: the line's `notification: false`, or the operator's
         # `notify = false` for the code (which a line's `notification: true` cannot undo).

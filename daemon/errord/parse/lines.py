@@ -472,6 +472,10 @@ class LineParser:
             return now
         return ts
 
+    def duration(self, value: object) -> float | None:
+        """A ``re_alert_time`` value in seconds as a line's is read (None: unusable)."""
+        return self._duration(value)
+
     def _duration(self, value: object) -> float | None:
         if type(value) is not str:
             return duration_value(value)
