@@ -212,3 +212,21 @@ async def test_deferring_changes_nothing_but_when(parts, tmp_path: Path) -> None
     assert deferred == direct
     assert [t for t, _ in direct[1]] == ["failure", "warning", "failure", "success"]  # the re-alert: "still failing"
     assert [(c, n, a) for c, n, a, *_ in direct[0]] == [("cache", 2, 0), ("db_down", 5, 1)]
+
+
+async def test_a_large_read_is_parsed_at_once(parts) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """A backlog's reads are committed at once anyway: scanning them to defer would only add."""
+    from errord.deferral import DEFER_MAX_BYTES
+
+    p = await parts()
+    await settled(p)
+    append(p.log, line("db_down"))
+    await p.tailer.wait(1.0)
+    p.batch.step(hold=60.0)
+    read = p.batch.lines_read
+    repeat = line("db_down", msg="x" * 100)
+    n = DEFER_MAX_BYTES // len(repeat) + 10
+    append(p.log, *([repeat] * n))
+    await p.tailer.wait(1.0)
+    p.batch.step(hold=60.0)
+    assert p.batch.lines_read == read + n

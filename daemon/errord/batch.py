@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from errord.backoff import backoff
 from errord.config import RunConfig
-from errord.deferral import DEFER_SLACK, may_defer
+from errord.deferral import DEFER_MAX_BYTES, DEFER_SLACK, may_defer
 from errord.engine import Engine
 from errord.engine_flap import FLAP_META
 from errord.errors import JournalError
@@ -337,9 +337,10 @@ class Batch:
         return notices
 
     def _may_defer(self, chunk: Chunk, parser: Parser, now: float) -> bool:
-        """Whether ``chunk`` may wait unparsed in the open batch (``deferral``): plain JSON
-        lines only (an envelope's or a journal entry's keys are not where its bytes say)."""
-        if type(parser) is not LineParser:
+        """Whether ``chunk`` may wait unparsed in the open batch (``deferral``): a small
+        read of plain JSON lines only (an envelope's or a journal entry's keys are not
+        where its bytes say)."""
+        if type(parser) is not LineParser or len(chunk.data) > DEFER_MAX_BYTES:
             return False
         engine, app = self.engine, parser.app
         return may_defer(

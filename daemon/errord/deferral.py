@@ -25,7 +25,11 @@ import orjson
 
 from errord.parse.chunks import ESCAPED_KEY, NEEDLE
 
-__all__ = ["DEFER_SLACK", "may_defer"]
+__all__ = ["DEFER_MAX_BYTES", "DEFER_SLACK", "may_defer"]
+
+# Only a follower's small reads are worth it: a backlog's megabyte would be scanned here
+# and then parsed anyway (its batch is committed at once), for nothing saved.
+DEFER_MAX_BYTES = 64 << 10
 
 # Seconds past the source's quiet clock (its newest event time, moved on by the time since)
 # that a deferred chunk's lines may be stamped and still be sure repeats: live lines are
