@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/sidecar.py            # ~3 minutes: the table in the README
     .venv/bin/python bench/sidecar.py --quick    # shorter phases, for iteration
+    .venv/bin/python bench/sidecar.py --follow 10 --pairs 3   # 1,000 lines/s: CPU only
+    .venv/bin/python bench/sidecar.py --latency 3             # 1,000 lines/s: latency only
 
 A sidecar spends its life following files that grow a little at a time, or not at all,
 on a host whose CPU belongs to the apps. Every figure here is robust to other load on the
@@ -372,6 +374,33 @@ def follow_only(seconds: float, rate_per_write: int, profile: str | None, pairs:
     return f"# following {rate:,} lines/s, a write every 10 ms (bench/sidecar.py --follow)\n\n" + "\n".join(out) + "\n"
 
 
+def latency_only(seconds: float, runs: int) -> str:
+    """``--latency``: errord alone following 1,000 lines/s, a probe (a new code) every
+    250 ms for ``seconds``, ``runs`` times: append → notice p50 / p99 of each run."""
+    OUT.mkdir(exist_ok=True)
+    body = list(lines(20_000, seed=11))
+    out = ["| run | probes | p50 | p99 | max |", "|---|---|---|---|---|"]
+    for k in range(runs):
+        rx = BenchReceiver()
+        d = Daemon(rx, workdir=OUT)
+        try:
+            live = d.logs / "live.jsonl"
+            live.write_bytes(b"")
+            d.start()
+            w = Writer(live, 10, body, rx)
+            time.sleep(3.0)  # the first sight of each code is not the steady state
+            w.stop()
+            w = Writer(live, 10, body, rx, probe_every=25)
+            time.sleep(seconds)
+            w.stop()
+            lat = [1000 * x for x in w.latencies()]
+            out.append(f"| {k + 1} | {len(lat)} | {pct(lat, 50):.1f} ms | {pct(lat, 99):.1f} ms | {max(lat):.1f} ms |")
+        finally:
+            d.cleanup()
+            rx.stop()
+    return "# append → notice at 1,000 lines/s (bench/sidecar.py --latency)\n\n" + "\n".join(out) + "\n"
+
+
 # -- the run -----------------------------------------------------------------------
 
 
@@ -386,9 +415,13 @@ def main() -> None:
     ap.add_argument("--memory", action="store_true", help="the memory figures only (~1 minute)")
     ap.add_argument("--follow", type=int, metavar="LINES", help="only following LINES per 10 ms (10: 1,000/s)")
     ap.add_argument("--pairs", type=int, default=3, help="--follow: measurement windows (default 3)")
+    ap.add_argument("--latency", type=int, metavar="RUNS", help="only the latency while following, RUNS times")
     args = ap.parse_args()
     if args.follow:
         print(follow_only(5.0 if args.quick else 10.0, args.follow, args.profile, args.pairs))
+        return
+    if args.latency:
+        print(latency_only(5.0 if args.quick else 10.0, args.latency))
         return
     if args.memory:
         text = memory_only(20_000 if args.quick else 100_000)
