@@ -190,7 +190,7 @@ def run_batched(
     def norm(inc: Incident) -> tuple[Any, ...]:
         rec = inc.copy()
         rec.incident_id = ids[rec.incident_id]
-        return tuple(getattr(rec, f) for f in rec.__slots__)
+        return rec.values()
 
     return {
         "store": sorted(norm(i) for i in store.values()),

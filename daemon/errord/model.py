@@ -7,11 +7,12 @@ All times inside the pipeline are floats: seconds since the epoch, UTC. Conversi
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Literal
 
 __all__ = [
+    "INCIDENT_COLUMNS",
     "INCIDENT_FIELDS",
     "MAX_CODE_CHARS",
     "FileKey",
@@ -50,12 +51,69 @@ class LogEvent:
     exception: str | None = None  # the exception's type and message, for the notice body
 
 
-@dataclass(slots=True)
+class _Rare:
+    """The fields of an ``Incident`` that are almost always their default, kept apart: an
+    incident holds ``None`` until one of them is set (issue 13: ~50 B less per incident)."""
+
+    __slots__ = ("cleared_at", "flapping", "notices_muted", "re_alert", "re_alerts", "reminded_at", "resolved_by")
+
+    def __init__(self) -> None:
+        self.cleared_at: float | None = None
+        self.notices_muted = 0
+        self.resolved_by: str | None = None
+        self.flapping = False
+        self.re_alert: float | None = None
+        self.re_alerts = 0
+        self.reminded_at: float | None = None
+
+    def copy(self) -> _Rare:
+        new = _Rare.__new__(_Rare)
+        (
+            new.cleared_at,
+            new.flapping,
+            new.notices_muted,
+            new.re_alert,
+            new.re_alerts,
+            new.reminded_at,
+            new.resolved_by,
+        ) = _get_rare(self)
+        return new
+
+
+_get_rare = attrgetter(*_Rare.__slots__)
+
+
 class Incident:
     """One incident: the record of CONTRACT §6 plus the engine's own bookkeeping.
 
-    The first ten fields are those of the original ``error_codes`` documents.
+    The first ten fields are those of the original ``error_codes`` documents. A plain
+    slotted class, not a dataclass: the fields that are almost always their default
+    (``cleared_at``, ``notices_muted``, ``resolved_by``, ``flapping``, ``re_alert``,
+    ``re_alerts``, ``reminded_at``) live in one side object made when the first of them is
+    set, behind properties, so an open incident holds 7 fewer slots (issue 13). The
+    constructor takes the fields in ``INCIDENT_COLUMNS`` order, positionally or by name.
     """
+
+    __slots__ = (
+        "_rare",
+        "active",
+        "alerts_sent",
+        "app",
+        "code",
+        "created_at",
+        "incident_id",
+        "last_alert_time",
+        "last_log_time",
+        "message",
+        "node_name",
+        "notified",
+        "occurrences",
+        "server_id",
+        "since_alert",
+        "src",
+        "start_time",
+        "updated_at",
+    )
 
     code: str
     message: str
@@ -64,7 +122,6 @@ class Incident:
     server_id: str
     node_name: str
     active: bool
-    cleared_at: float | None
     created_at: float  # wall clock; set by the journal when first written
     updated_at: float  # wall clock; set by the journal on every write
     occurrences: int
@@ -72,34 +129,263 @@ class Incident:
     last_alert_time: float
     app: str | None
     incident_id: str
-    # CONTRACT §6/§8: notices a silence, inhibition or mute time kept back; how it ended
-    notices_muted: int = 0
-    resolved_by: str | None = None  # None while open; "clear" (a clear line), "auto" or "manual"
-    flapping: bool = False  # CONTRACT §9: opened while its key was flapping
-    # engine bookkeeping, persisted in the journal but not part of the public record
-    re_alert: float | None = None  # latest re_alert_time its lines gave (seconds)
-    since_alert: int = 0  # occurrences since the last alert (for the re-alert text)
-    # CONTRACT §9: re-alerts so far (the backoff's n), the quiet clock's time of the last
-    # reminder (None: none since its latest line), the source that last fed it (whose quiet
-    # clock judges it; -1: unknown)
-    re_alerts: int = 0
-    reminded_at: float | None = None
-    src: int = -1
+    # engine bookkeeping, persisted in the journal but not part of the public record:
+    # occurrences since the last alert (for the re-alert text); the source that last fed
+    # it (whose quiet clock judges it; -1: unknown)
+    since_alert: int
+    src: int
     # notify target keys sent (or still queued) a failure/warning of it: who gets its
     # resolve (CONTRACT §2). Set by ``policy.route.Router`` in the batch, on this live object,
     # so the engine's undo log rolls it back with the batch. Never in the public record.
-    notified: tuple[str, ...] = ()
+    notified: tuple[str, ...]
+    _rare: _Rare | None
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        start_time: float,
+        last_log_time: float,
+        server_id: str,
+        node_name: str,
+        active: bool,
+        cleared_at: float | None,
+        created_at: float,
+        updated_at: float,
+        occurrences: int,
+        alerts_sent: int,
+        last_alert_time: float,
+        app: str | None,
+        incident_id: str,
+        notices_muted: int = 0,
+        resolved_by: str | None = None,
+        flapping: bool = False,
+        re_alert: float | None = None,
+        since_alert: int = 0,
+        re_alerts: int = 0,
+        reminded_at: float | None = None,
+        src: int = -1,
+        notified: tuple[str, ...] = (),
+    ) -> None:
+        self.code = code
+        self.message = message
+        self.start_time = start_time
+        self.last_log_time = last_log_time
+        self.server_id = server_id
+        self.node_name = node_name
+        self.active = active
+        self.created_at = created_at
+        self.updated_at = updated_at
+        self.occurrences = occurrences
+        self.alerts_sent = alerts_sent
+        self.last_alert_time = last_alert_time
+        self.app = app
+        self.incident_id = incident_id
+        self.since_alert = since_alert
+        self.src = src
+        self.notified = notified
+        self._rare = None
+        if (
+            cleared_at is not None
+            or notices_muted
+            or resolved_by is not None
+            or flapping
+            or re_alert is not None
+            or re_alerts
+            or reminded_at is not None
+        ):
+            rare = self._rare = _Rare()
+            rare.cleared_at = cleared_at
+            rare.notices_muted = notices_muted
+            rare.resolved_by = resolved_by
+            rare.flapping = flapping
+            rare.re_alert = re_alert
+            rare.re_alerts = re_alerts
+            rare.reminded_at = reminded_at
+
+    def _side(self) -> _Rare:
+        rare = self._rare
+        if rare is None:
+            rare = self._rare = _Rare()
+        return rare
+
+    # -- the rare fields (CONTRACT §6/§8/§9) ----------------------------------------------
+
+    @property
+    def cleared_at(self) -> float | None:
+        """Event time of the clear; None while open."""
+        rare = self._rare
+        return None if rare is None else rare.cleared_at
+
+    @cleared_at.setter
+    def cleared_at(self, value: float | None) -> None:
+        if value is not None or self._rare is not None:
+            self._side().cleared_at = value
+
+    @property
+    def notices_muted(self) -> int:
+        """Notices a silence, inhibition, mute time or flapping kept back (CONTRACT §8)."""
+        rare = self._rare
+        return 0 if rare is None else rare.notices_muted
+
+    @notices_muted.setter
+    def notices_muted(self, value: int) -> None:
+        if value or self._rare is not None:
+            self._side().notices_muted = value
+
+    @property
+    def resolved_by(self) -> str | None:
+        """None while open; "clear" (a clear line), "auto" or "manual"."""
+        rare = self._rare
+        return None if rare is None else rare.resolved_by
+
+    @resolved_by.setter
+    def resolved_by(self, value: str | None) -> None:
+        if value is not None or self._rare is not None:
+            self._side().resolved_by = value
+
+    @property
+    def flapping(self) -> bool:
+        """Opened while its key was flapping (CONTRACT §9)."""
+        rare = self._rare
+        return False if rare is None else rare.flapping
+
+    @flapping.setter
+    def flapping(self, value: bool) -> None:
+        if value or self._rare is not None:
+            self._side().flapping = value
+
+    @property
+    def re_alert(self) -> float | None:
+        """The latest re_alert_time its lines gave (seconds); None: none did."""
+        rare = self._rare
+        return None if rare is None else rare.re_alert
+
+    @re_alert.setter
+    def re_alert(self, value: float | None) -> None:
+        if value is not None or self._rare is not None:
+            self._side().re_alert = value
+
+    @property
+    def re_alerts(self) -> int:
+        """Re-alerts so far: the backoff's n (CONTRACT §9)."""
+        rare = self._rare
+        return 0 if rare is None else rare.re_alerts
+
+    @re_alerts.setter
+    def re_alerts(self, value: int) -> None:
+        if value or self._rare is not None:
+            self._side().re_alerts = value
+
+    @property
+    def reminded_at(self) -> float | None:
+        """The quiet clock's time of the last reminder; None: none since its latest line."""
+        rare = self._rare
+        return None if rare is None else rare.reminded_at
+
+    @reminded_at.setter
+    def reminded_at(self, value: float | None) -> None:
+        if value is not None or self._rare is not None:
+            self._side().reminded_at = value
+
+    # -- as a value ---------------------------------------------------------------------------
 
     def copy(self) -> Incident:
-        return Incident(*_get_slots(self))
+        new = Incident.__new__(Incident)
+        (
+            new.code,
+            new.message,
+            new.start_time,
+            new.last_log_time,
+            new.server_id,
+            new.node_name,
+            new.active,
+            new.created_at,
+            new.updated_at,
+            new.occurrences,
+            new.alerts_sent,
+            new.last_alert_time,
+            new.app,
+            new.incident_id,
+            new.since_alert,
+            new.src,
+            new.notified,
+        ) = _get_main(self)
+        rare = self._rare
+        new._rare = None if rare is None else rare.copy()
+        return new
+
+    def values(self) -> tuple[Any, ...]:
+        """All fields, in ``INCIDENT_COLUMNS`` order (the constructor's)."""
+        return _get_columns(self)
 
     def record(self) -> dict[str, Any]:
         """The public record (CONTRACT §6) with float times, in field order."""
-        return {name: getattr(self, name) for name in INCIDENT_FIELDS}
+        return dict(zip(INCIDENT_FIELDS, _get_record(self), strict=True))
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Incident:
+            return NotImplemented
+        return bool(_get_columns(self) == _get_columns(other))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={v!r}" for n, v in zip(INCIDENT_COLUMNS, _get_columns(self), strict=True))
+        return f"Incident({inner})"
 
 
-_INCIDENT_SLOTS = tuple(f.name for f in fields(Incident))
-_get_slots = attrgetter(*_INCIDENT_SLOTS)  # all fields in one C call: copy() ~2.5x faster
+# Every field, in the constructor's order: the journal's incidents columns (store/schema.py).
+INCIDENT_COLUMNS: tuple[str, ...] = (
+    "code",
+    "message",
+    "start_time",
+    "last_log_time",
+    "server_id",
+    "node_name",
+    "active",
+    "cleared_at",
+    "created_at",
+    "updated_at",
+    "occurrences",
+    "alerts_sent",
+    "last_alert_time",
+    "app",
+    "incident_id",
+    "notices_muted",
+    "resolved_by",
+    "flapping",
+    "re_alert",
+    "since_alert",
+    "re_alerts",
+    "reminded_at",
+    "src",
+    "notified",
+)
+# the kept slots but ``_rare``, in the order copy() unpacks them
+_MAIN_SLOTS = tuple(n for n in INCIDENT_COLUMNS if n not in _Rare.__slots__)
+assert set(_MAIN_SLOTS) == set(Incident.__slots__) - {"_rare"}
+assert _MAIN_SLOTS == (
+    "code",
+    "message",
+    "start_time",
+    "last_log_time",
+    "server_id",
+    "node_name",
+    "active",
+    "created_at",
+    "updated_at",
+    "occurrences",
+    "alerts_sent",
+    "last_alert_time",
+    "app",
+    "incident_id",
+    "since_alert",
+    "src",
+    "notified",
+)  # copy()'s order
+_get_main = attrgetter(*_MAIN_SLOTS)  # all kept fields in one C call: copy() stays cheap
+_get_columns = attrgetter(*INCIDENT_COLUMNS)
 
 # The public record, in CONTRACT §6 order.
 INCIDENT_FIELDS: tuple[str, ...] = (
@@ -122,6 +408,7 @@ INCIDENT_FIELDS: tuple[str, ...] = (
     "resolved_by",
     "flapping",
 )
+_get_record = attrgetter(*INCIDENT_FIELDS)
 
 TIME_FIELDS = frozenset({"start_time", "last_log_time", "cleared_at", "created_at", "updated_at", "last_alert_time"})
 

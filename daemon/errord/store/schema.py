@@ -19,13 +19,12 @@ import sys
 import time
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
 from errord.errors import JournalError, NoStateError, StateError
-from errord.model import Incident
+from errord.model import INCIDENT_COLUMNS, Incident
 from errord.policy.route import UNKNOWN_ALERTED
 from errord.ratelimit import RateLimit
 from errord.store.runstate import STATE_MARKER, lost_state, mark_state
@@ -432,7 +431,7 @@ def checkpoint(db: sqlite3.Connection, wait: float, busy_timeout: float) -> bool
 
 # -- the incidents row ------------------------------------------------------------------------
 
-INCIDENT_COLS = tuple(f.name for f in fields(Incident))
+INCIDENT_COLS = INCIDENT_COLUMNS
 assert INCIDENT_COLS[-1] == "notified"  # stored as JSON text: incident_from_row decodes the last column
 
 # notified tuple -> its JSON text: commit writes every changed incident of a batch, and
