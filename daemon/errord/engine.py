@@ -91,7 +91,7 @@ class Engine(NoiseRules):
         self.node_name = node_name
         self._new_id = new_id
         self._active: dict[str, Incident] = {}
-        self._dirty: dict[str, Incident] = {}  # incident_id -> incident changed in this batch
+        self._dirty: dict[int | str, Incident] = {}  # id_key -> incident changed in this batch
         self._undo: dict[str, Incident | None] = {}  # key -> state before this batch
         # The mute oracle (policy.mute), asked before a failure or warning counts as sent;
         # None: nothing mutes. Muted notices of this batch by (reason, silence id).
@@ -316,7 +316,7 @@ class Engine(NoiseRules):
         inc.alerts_sent = 1 if notify else 0
         self._active[key] = inc
         self._opened += 1
-        self._dirty[inc.incident_id] = inc
+        self._dirty[inc.id_key] = inc
         detail = self._flap_detail(key) if kind is _FLAPPING else ""
         return Transition(kind, key, inc, ev, notify=notify, muted=muted, detail=detail)
 
@@ -326,7 +326,7 @@ class Engine(NoiseRules):
         # is looked up when it alerts; the undo copy is taken once per batch).
         if key not in self._undo:
             self._undo[key] = inc.copy()
-        self._dirty[inc.incident_id] = inc
+        self._dirty[inc.id_key] = inc
         inc.occurrences += 1
         inc.since_alert += 1
         when = ev.time
@@ -390,7 +390,7 @@ class Engine(NoiseRules):
         # read out of order) closes it at its start: never a negative duration (CONTRACT §7).
         inc.cleared_at = ev.time if ev.time > inc.start_time else inc.start_time
         inc.resolved_by = "clear"
-        self._dirty[inc.incident_id] = inc
+        self._dirty[inc.id_key] = inc
         # The resolve goes to those who were alerted (CONTRACT §2): none if it never
         # alerted; else only the clearing line's `notification: false` keeps it back — a
         # `notify = false` set since does not, those alerted still hear of the end; and
@@ -413,7 +413,7 @@ class Engine(NoiseRules):
         if not self._wants_notice(ev, inc.code):
             return None
         self._touch(key, inc)
-        self._dirty[inc.incident_id] = inc
+        self._dirty[inc.id_key] = inc
         muted = self._mute(inc, now)
         if muted is None and not inc.alerts_sent:
             inc.alerts_sent = 1

@@ -31,7 +31,7 @@ class NoiseRules:
 
     # the engine's, declared for the type checker
     _active: dict[str, Incident]
-    _dirty: dict[str, Incident]
+    _dirty: dict[int | str, Incident]
     _noise: dict[str, Noise]
     _opened: int
     _overflow_key: str
@@ -110,7 +110,7 @@ class NoiseRules:
             detail = f"no open or resolve for {format_duration(self._noise_of(state.last['code']).flap_window)}"
             if inc is not None:
                 self._touch(key, inc)
-                self._dirty[inc.incident_id] = inc
+                self._dirty[inc.id_key] = inc
                 ev = LogEvent(code=inc.code, clear=None, message="", time=q, app=inc.app)
                 notify = self._wants_notice(ev, inc.code)
                 muted = self._mute(inc, q) if notify else None
@@ -143,7 +143,7 @@ class NoiseRules:
         inc.active = False
         inc.cleared_at = inc.last_log_time + after
         inc.resolved_by = "auto"
-        self._dirty[inc.incident_id] = inc
+        self._dirty[inc.id_key] = inc
         notify, muted = inc.alerts_sent > 0, None
         if self._flap_resolve(key, inc) and notify:
             notify, muted = False, self._mute_flapping(inc)
@@ -181,7 +181,7 @@ class NoiseRules:
         ``last_alert_time`` nor the backoff (CONTRACT §9)."""
         self._touch(key, inc)
         inc.reminded_at = q
-        self._dirty[inc.incident_id] = inc
+        self._dirty[inc.id_key] = inc
         ev = LogEvent(code=inc.code, clear=None, message="", time=q, app=inc.app)
         notify = self._wants_notice(ev, inc.code)
         muted = self._mute(inc, q) if notify else None

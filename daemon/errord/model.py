@@ -82,6 +82,18 @@ class _Rare:
 
 _get_rare = attrgetter(*_Rare.__slots__)
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def _raw_id(value: str) -> int | str:
+    """An incident id as ``Incident`` holds it: 32 lower-case hex digits (what the engine
+    makes) as their int, which ``f"{raw:032x}"`` gives back exactly; anything else as is."""
+    if value.__class__ is not str:
+        raise TypeError(f"incident_id must be a str, not {type(value).__name__}")
+    if len(value) == 32 and _HEX.issuperset(value):
+        return int(value, 16)
+    return value
+
 
 class Incident:
     """One incident: the record of CONTRACT §6 plus the engine's own bookkeeping.
@@ -101,7 +113,7 @@ class Incident:
         "app",
         "code",
         "created_at",
-        "incident_id",
+        "id_key",
         "last_alert_time",
         "last_log_time",
         "message",
@@ -128,7 +140,11 @@ class Incident:
     alerts_sent: int
     last_alert_time: float
     app: str | None
-    incident_id: str
+    # the incident_id as held (``incident_id`` is the property that formats it): a 32-hex id
+    # as its int (48 B, not the str's 96), any other id (old journals, MongoDB imports,
+    # tests) as the str itself. A dict key as unique as ``incident_id`` that makes no str
+    # (``Engine._dirty``); set it only through ``incident_id``.
+    id_key: int | str
     # engine bookkeeping, persisted in the journal but not part of the public record:
     # occurrences since the last alert (for the re-alert text); the source that last fed
     # it (whose quiet clock judges it; -1: unknown)
@@ -202,6 +218,16 @@ class Incident:
             rare.re_alert = re_alert
             rare.re_alerts = re_alerts
             rare.reminded_at = reminded_at
+
+    @property
+    def incident_id(self) -> str:
+        """Its id: 32 lower-case hex digits (a uuid4) as made, or whatever id it was read with."""
+        raw = self.id_key
+        return raw if isinstance(raw, str) else f"{raw:032x}"
+
+    @incident_id.setter
+    def incident_id(self, value: str) -> None:
+        self.id_key = _raw_id(value)
 
     def _side(self) -> _Rare:
         rare = self._rare
@@ -306,7 +332,7 @@ class Incident:
             new.alerts_sent,
             new.last_alert_time,
             new.app,
-            new.incident_id,
+            new.id_key,
             new.since_alert,
             new.src,
             new.notified,
@@ -363,7 +389,7 @@ INCIDENT_COLUMNS: tuple[str, ...] = (
     "notified",
 )
 # the kept slots but ``_rare``, in the order copy() unpacks them
-_MAIN_SLOTS = tuple(n for n in INCIDENT_COLUMNS if n not in _Rare.__slots__)
+_MAIN_SLOTS = tuple("id_key" if n == "incident_id" else n for n in INCIDENT_COLUMNS if n not in _Rare.__slots__)
 assert set(_MAIN_SLOTS) == set(Incident.__slots__) - {"_rare"}
 assert _MAIN_SLOTS == (
     "code",
@@ -379,7 +405,7 @@ assert _MAIN_SLOTS == (
     "alerts_sent",
     "last_alert_time",
     "app",
-    "incident_id",
+    "id_key",
     "since_alert",
     "src",
     "notified",

@@ -131,7 +131,7 @@ class MuteOracle:
         inhibits = globs_matcher(globs)
         found = False
         for other in active.values():
-            if other is inc or other.incident_id == inc.incident_id or not other.active:
+            if other is inc or other.id_key == inc.id_key or not other.active:
                 continue
             if same_app and other.app != inc.app:
                 continue
