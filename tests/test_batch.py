@@ -16,6 +16,7 @@ import errord.batch as batch_mod
 from conftest import append, line, write_config
 from errord.batch import Batch, Committed
 from errord.engine import Engine
+from errord.errors import JournalError
 from errord.health import BatchTally, Health
 from errord.model import Kind
 from errord.policy.pipeline import standard_policy
@@ -305,3 +306,91 @@ async def test_a_file_deleted_while_its_batch_is_held_commits_it_at_once(parts) 
     await p.tailer.wait(1.0)
     assert p.batch.step(hold=60.0) == Committed(True, 0, 1)
     assert sorted((i.code, i.occurrences) for i in p.journal.active()) == [("before", 2)]
+
+
+def titles_and_bodies(journal: Journal) -> list[tuple[str, str, str]]:
+    db = sqlite3.connect(journal.path)
+    try:
+        return db.execute("SELECT type, title, body FROM notices ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+async def test_an_open_incident_leaves_its_message_in_the_journal_once_committed(parts) -> None:  # type: ignore[no-untyped-def]
+    """Issue 13: a committed open incident holds no copy of its first message; it reads it
+    from its row when a notice (or anything else) asks, and the row keeps it."""
+    p = await parts()
+    first = "db down: connection refused (the first line's message)"
+    append(
+        p.log,
+        line("db_down", msg=first, time="2026-01-01T00:00:00Z", re_alert_time=60),
+        line("quiet", msg="q1", notification=False),
+        line("gone", msg="g1"),
+        line(clear="gone"),
+    )
+    await p.tailer.wait(1.0)
+    engine = p.batch.engine
+    assert p.batch.step() == Committed(True, notices=3, incidents=3)
+    live = engine.active()
+    assert set(live) == {"db_down", "quiet"}
+    for inc in live.values():
+        assert inc.held_message is None and inc.message_of == p.journal.message_of
+    assert live["db_down"].message == first and live["quiet"].message == "q1"
+    stored = {i.code: i for i in p.journal.active()}
+    for code, inc in live.items():  # the same record as the journal's, message included
+        assert inc.record() == stored[code].record() and inc == stored[code]
+        assert inc.copy().message == inc.message
+    # a later batch rewrites the rows (no message passed): they keep theirs; a re-alert's
+    # notice shows the first message, read back from the journal
+    append(p.log, line("db_down", msg="later", time="2026-01-01T00:02:00Z"), line("quiet", msg="q2"))
+    await p.tailer.wait(1.0)
+    assert p.batch.step() == Committed(True, notices=2, incidents=2)  # db_down's re-alert, quiet's announce
+    assert {i.code: i.message for i in p.journal.active()} == {"db_down": first, "quiet": "q1"}
+    notes = titles_and_bodies(p.journal)
+    assert [kind for kind, _, _ in notes] == ["failure", "failure", "success", "warning", "failure"]
+    assert first in notes[3][2] and "later" in notes[3][2]
+    assert "q1" in notes[4][2]
+    assert live["db_down"].occurrences == 2 and live["db_down"].held_message is None
+
+
+async def test_a_new_incident_keeps_its_message_until_its_batch_is_committed(parts) -> None:  # type: ignore[no-untyped-def]
+    p = await parts()
+    append(p.log, line("db_down", msg="first words"))
+    await p.tailer.wait(1.0)
+    locker = sqlite3.connect(p.journal.path, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # the commit is refused: nothing of the batch stays
+    try:
+        assert p.batch.step() == Committed(False, 0, 0)
+        assert p.batch.engine.active() == {}
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    p.batch.retry_delay = 0.0
+    # the retry reads the line again; the incident holds its message until the commit,
+    # so the failure notice made before the row exists says it
+    p.batch.engine.begin()
+    assert p.batch.step() == Committed(True, notices=1, incidents=1)
+    (inc,) = p.batch.engine.active().values()
+    assert inc.held_message is None and inc.message == "first words"
+    (note,) = titles_and_bodies(p.journal)
+    assert "first words" in note[2]
+
+
+async def test_a_restart_reads_no_messages_and_a_missing_row_is_a_clear_error(parts) -> None:  # type: ignore[no-untyped-def]
+    p = await parts()
+    append(p.log, line("db_down", msg="first words"), line("disk_full", msg="no space"))
+    await p.tailer.wait(1.0)
+    assert p.batch.step() == Committed(True, notices=2, incidents=2)
+    restored = {i.code: i for i in p.journal.iter_active(messages=False)}
+    assert {c: i.held_message for c, i in restored.items()} == {"db_down": None, "disk_full": None}
+    assert {c: i.message for c, i in restored.items()} == {"db_down": "first words", "disk_full": "no space"}
+    assert {c: i.held_message for c, i in ((i.code, i) for i in p.journal.iter_active())} == {
+        "db_down": "first words",
+        "disk_full": "no space",
+    }
+    db = sqlite3.connect(p.journal.path)
+    with db:
+        db.execute("DELETE FROM incidents WHERE code = 'disk_full'")
+    db.close()
+    with pytest.raises(JournalError, match=r"message: incident [0-9a-f]{32} \(disk_full\) has no row"):
+        _ = restored["disk_full"].message

@@ -336,3 +336,27 @@ def test_history_by_app_since_and_state(journal: Journal) -> None:
         journal.history(state="cleared", active_only=True)  # contradictory
     with pytest.raises(ValueError):
         journal.history(state="open")  # type: ignore[arg-type]
+
+
+def test_an_incident_that_holds_no_message_updates_its_row_and_keeps_the_message(tmp_path: Path) -> None:
+    """Issue 13: the daemon's open incidents read their message from the journal once it
+    is committed (``keep_message_in``); writing one again leaves the row's message as it
+    is, and one whose row is gone is refused, nothing of the batch written."""
+    with Journal(tmp_path) as j:
+        inc, other = make_incident("E1"), make_incident("E2")
+        j.commit([inc, other], [], [], now=100.0)
+        inc.keep_message_in(j.message_of)
+        inc.occurrences = 5
+        j.commit([inc], [], [], now=200.0)
+        (back,) = [i for i in j.active() if i.code == "E1"]
+        assert (back.message, back.occurrences, back.updated_at, back.created_at) == ("E1 happened", 5, 200.0, 100.0)
+        assert (inc.updated_at, inc.created_at) == (200.0, 100.0)
+        assert back == inc and inc.held_message is None
+        ghost = make_incident("E3")
+        ghost.keep_message_in(j.message_of)
+        other.occurrences = 9
+        with pytest.raises(JournalError, match=r"open incidents without a row \(nor a message\): \['id-E3-1000.0'\]"):
+            j.commit([other, ghost], [], [], now=300.0)
+        assert {i.code: i.occurrences for i in j.active()} == {"E1": 5, "E2": 1}
+        with pytest.raises(JournalError, match=r"incident id-E3-1000.0 \(E3\) has no row"):
+            _ = ghost.message

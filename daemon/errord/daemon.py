@@ -178,7 +178,8 @@ class Daemon:
         self.upkeep = Upkeep(self.journal)
         self.heap.release = self.journal.release_memory
         self.mongo = await start_mongo(self.journal, s)  # before the engine is restored
-        self.engine.restore(self.journal.iter_active())
+        # the messages stay in the journal (read when a notice needs one: Incident.message)
+        self.engine.restore(self.journal.iter_active(messages=False))
         self.control = Controller(self.engine, self.policy, self.journal, s, self.mutes)
         self.control.load()
         positions = self.journal.positions()

@@ -7,6 +7,7 @@ All times inside the pipeline are floats: seconds since the epoch, UTC. Conversi
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Literal
@@ -21,6 +22,7 @@ __all__ = [
     "Incident",
     "Kind",
     "LogEvent",
+    "MessageSource",
     "Notice",
     "NoticeType",
     "Position",
@@ -49,6 +51,10 @@ class LogEvent:
     path: str = ""  # file the line came from (for logs only)
     offset: int = 0  # byte offset of the line in that file (for logs only)
     exception: str | None = None  # the exception's type and message, for the notice body
+
+
+# Where an incident's message is read once it is not held (the journal's ``message_of``)
+MessageSource = Callable[["Incident"], str]
 
 
 class _Rare:
@@ -102,8 +108,12 @@ class Incident:
     slotted class, not a dataclass: the fields that are almost always their default
     (``cleared_at``, ``notices_muted``, ``resolved_by``, ``flapping``, ``re_alert``,
     ``re_alerts``, ``reminded_at``) live in one side object made when the first of them is
-    set, behind properties, so an open incident holds 7 fewer slots (issue 13). The
-    constructor takes the fields in ``INCIDENT_COLUMNS`` order, positionally or by name.
+    set, behind properties, so an open incident holds 7 fewer slots (issue 13). Two more
+    are properties over a slot that holds them in a smaller form: ``incident_id`` (an int
+    for a 32-hex id, ``id_key``) and ``message`` (``message_of``: the str, or once the
+    daemon committed it, the journal's reader of it; the engine alone, as in replay and
+    the tests, keeps the str). The constructor takes the fields in ``INCIDENT_COLUMNS``
+    order, positionally or by name.
     """
 
     __slots__ = (
@@ -116,7 +126,7 @@ class Incident:
         "id_key",
         "last_alert_time",
         "last_log_time",
-        "message",
+        "message_of",
         "node_name",
         "notified",
         "occurrences",
@@ -128,7 +138,9 @@ class Incident:
     )
 
     code: str
-    message: str
+    # the first message (``message`` is the property that reads it): the str itself, or,
+    # once the journal holds it, the journal's reader of it (``keep_message_in``)
+    message_of: str | MessageSource
     start_time: float
     last_log_time: float
     server_id: str
@@ -229,6 +241,27 @@ class Incident:
     def incident_id(self, value: str) -> None:
         self.id_key = _raw_id(value)
 
+    @property
+    def message(self) -> str:
+        """The first line's message: held, or read from where it is kept (the journal)."""
+        held = self.message_of
+        return held if isinstance(held, str) else held(self)
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self.message_of = value
+
+    @property
+    def held_message(self) -> str | None:
+        """The message if this object holds it; None when it is read from the journal."""
+        held = self.message_of
+        return held if isinstance(held, str) else None
+
+    def keep_message_in(self, source: MessageSource) -> None:
+        """Its message is stored (committed): read it through ``source`` from now on, and
+        hold no copy (issue 13: a message is ~80 B or more per open incident)."""
+        self.message_of = source
+
     def _side(self) -> _Rare:
         rare = self._rare
         if rare is None:
@@ -320,7 +353,7 @@ class Incident:
         new = Incident.__new__(Incident)
         (
             new.code,
-            new.message,
+            new.message_of,
             new.start_time,
             new.last_log_time,
             new.server_id,
@@ -389,11 +422,12 @@ INCIDENT_COLUMNS: tuple[str, ...] = (
     "notified",
 )
 # the kept slots but ``_rare``, in the order copy() unpacks them
-_MAIN_SLOTS = tuple("id_key" if n == "incident_id" else n for n in INCIDENT_COLUMNS if n not in _Rare.__slots__)
+_HELD_AS = {"incident_id": "id_key", "message": "message_of"}  # the properties over a slot
+_MAIN_SLOTS = tuple(_HELD_AS.get(n, n) for n in INCIDENT_COLUMNS if n not in _Rare.__slots__)
 assert set(_MAIN_SLOTS) == set(Incident.__slots__) - {"_rare"}
 assert _MAIN_SLOTS == (
     "code",
-    "message",
+    "message_of",
     "start_time",
     "last_log_time",
     "server_id",

@@ -187,6 +187,7 @@ def _vars(t: Transition, server_id: str, node_name: str, style: NoticeStyle) -> 
     emoji = _EMOJI.get(t.kind) or ("🔴" if inc.active else "✅")
     duration = t.duration if t.kind is Kind.CLEAR else t.event.time - inc.start_time
     since = t.since_alert if t.kind in (Kind.REALERT, Kind.ANNOUNCE) else (1 if t.kind is Kind.NEW else 0)
+    first = clean_text(inc.message)  # once: an open incident's may be read from the journal
     return {
         "kind": keys,
         "tz": style.timezone,
@@ -210,8 +211,8 @@ def _vars(t: Transition, server_id: str, node_name: str, style: NoticeStyle) -> 
         "start_time": inc.start_time,
         "last_log_time": inc.last_log_time,
         "cleared_at": inc.cleared_at,
-        "message": clean_text(inc.message),
-        "first_message": clean_text(inc.message),
+        "message": first,
+        "first_message": first,
         "latest_message": clean_text(t.event.message),
         "held": [],
         # for webhooks: the record as ``history --json`` prints it (UTC), when the notice was made

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from errord.errors import JournalError, NoStateError
-from errord.model import HistoryState, Incident, Notice, Position, history_state
+from errord.model import HistoryState, Incident, MessageSource, Notice, Position, history_state
 from errord.ratelimit import RateLimit
 from errord.store import schema
 from errord.store.alerts import AlertState
@@ -45,6 +45,10 @@ __all__ = ["Journal"]
 logger = logging.getLogger(__name__)
 
 _INCIDENT_DATA_COLS = tuple(c for c in schema.INCIDENT_COLS if c not in ("created_at", "updated_at", "notified"))
+_MESSAGE_AT = schema.INCIDENT_COLS.index("message")
+# An incident that holds no message (its row has it: Incident.keep_message_in) is written
+# by an UPDATE of the other columns: an upsert's INSERT would need the message (NOT NULL)
+_INCIDENT_UPDATE_COLS = tuple(c for c in _INCIDENT_DATA_COLS if c not in ("message", "incident_id"))
 _POSITION_COLS = (
     "dev",
     "ino",
@@ -96,6 +100,9 @@ class Journal:
         self._busy_timeout = busy_timeout
         self._opener = opener
         self._incident_sql: str | None = None  # the incidents columns to select (_incident_cols)
+        # An open incident's message, read from its row (the daemon's incidents hold this
+        # one bound method, not their message, once committed: ``Incident.keep_message_in``)
+        self.message_of: MessageSource = self._message_of
         self._db: sqlite3.Connection | None = None
         self._closed = False
         self.outbox = Outbox(self._tx, self._read)
@@ -269,9 +276,20 @@ class Journal:
             if incs:
                 get = attrgetter(*_INCIDENT_DATA_COLS)
                 notified = schema.notified_json
-                # a generator, not a list: 30,000 new incidents in one batch made 30,000
-                # 25-item tuples at once, ~8 MB whose freed heap stayed with the daemon
-                db.executemany(_INCIDENT_UPSERT, ((*get(i), notified(i.notified), now, now) for i in incs))
+                held = [i for i in incs if i.held_message is not None]
+                if held:
+                    # a generator, not a list: 30,000 new incidents in one batch made 30,000
+                    # 25-item tuples at once, ~8 MB whose freed heap stayed with the daemon
+                    db.executemany(_INCIDENT_UPSERT, ((*get(i), notified(i.notified), now, now) for i in held))
+                if len(held) < len(incs):
+                    rest = [i for i in incs if i.held_message is None]
+                    get_rest = attrgetter(*_INCIDENT_UPDATE_COLS)
+                    cur = db.executemany(
+                        _INCIDENT_UPDATE, ((*get_rest(i), notified(i.notified), now, i.incident_id) for i in rest)
+                    )
+                    if cur.rowcount != len(rest):  # (a row gone: its message with it)
+                        missing = [i.incident_id for i in rest if self._missing(db, i.incident_id)]
+                        raise JournalError(f"commit: open incidents without a row (nor a message): {missing[:5]}")
                 created = self._created_at(db, [i.incident_id for i in incs], now)
                 self.mongo.enqueue(db, incs)  # same transaction: a committed change is always queued
             if poss:
@@ -317,6 +335,10 @@ class Journal:
         for n, nid in zip(notes, ids, strict=True):
             n.id = nid
         return notes
+
+    @staticmethod
+    def _missing(db: sqlite3.Connection, incident_id: str) -> bool:
+        return db.execute("SELECT 1 FROM incidents WHERE incident_id = ?", (incident_id,)).fetchone() is None
 
     @staticmethod
     def _created_at(db: sqlite3.Connection, ids: list[str], now: float) -> dict[str, float]:
@@ -404,18 +426,34 @@ class Journal:
                 out[inc.incident_id] = inc
         return out
 
+    def _message_of(self, inc: Incident) -> str:
+        rows = self._read("message", "SELECT message FROM incidents WHERE incident_id = ?", (inc.incident_id,))
+        if not rows or rows[0][0] is None:
+            raise JournalError(f"message: incident {inc.incident_id} ({inc.code}) has no row in {self.path}")
+        return str(rows[0][0])
+
     def active(self) -> list[Incident]:
         """The open incidents, newest ``start_time`` first."""
         return self.history(limit=-1, active_only=True)
 
-    def iter_active(self) -> Iterator[Incident]:
+    def iter_active(self, *, messages: bool = True) -> Iterator[Incident]:
         """``active()`` one incident at a time (the daemon's start: 10,000 rows are not held
         in a list next to the incidents made of them, whose freed memory would stay with
-        the process)."""
-        sql = f"SELECT {self._incident_cols()} FROM incidents WHERE active = 1 ORDER BY start_time DESC, rowid DESC"
+        the process). ``messages=False``: the messages are not read; each incident reads
+        its own through ``message_of`` when asked (the daemon's engine, issue 13)."""
+        cols = self._incident_cols()
+        if not messages:
+            names = cols.split(", ")
+            names[_MESSAGE_AT] = "NULL"
+            cols = ", ".join(names)
+        sql = f"SELECT {cols} FROM incidents WHERE active = 1 ORDER BY start_time DESC, rowid DESC"
+        source = self.message_of
         try:
             for row in self._conn().execute(sql):
-                yield schema.incident_from_row(row)
+                inc = schema.incident_from_row(row)
+                if not messages:
+                    inc.keep_message_in(source)
+                yield inc
         except sqlite3.Error as e:
             raise JournalError(f"active: {e}") from e
 
@@ -470,6 +508,12 @@ _INCIDENT_UPSERT = (
     " ON CONFLICT (incident_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _INCIDENT_DATA_COLS if c != "incident_id")
     + ", notified = excluded.notified, updated_at = excluded.updated_at"
+)
+
+_INCIDENT_UPDATE = (
+    "UPDATE incidents SET "
+    + ", ".join(f"{c} = ?" for c in (*_INCIDENT_UPDATE_COLS, "notified", "updated_at"))
+    + " WHERE incident_id = ?"
 )
 
 _POSITION_UPSERT = (
