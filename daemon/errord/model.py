@@ -58,12 +58,23 @@ MessageSource = Callable[["Incident"], str]
 
 
 class _Rare:
-    """The fields of an ``Incident`` that are almost always their default, kept apart: an
-    incident holds ``None`` until one of them is set (issue 13: ~50 B less per incident)."""
+    """The fields of an ``Incident`` that are almost always their default while it is open,
+    kept apart: an incident holds ``None`` until one of them is set (issue 13: ~50 B less
+    per incident). ``closed`` is ``not active``: a closed incident has one anyway."""
 
-    __slots__ = ("cleared_at", "flapping", "notices_muted", "re_alert", "re_alerts", "reminded_at", "resolved_by")
+    __slots__ = (
+        "cleared_at",
+        "closed",
+        "flapping",
+        "notices_muted",
+        "re_alert",
+        "re_alerts",
+        "reminded_at",
+        "resolved_by",
+    )
 
     def __init__(self) -> None:
+        self.closed = False  # ``not active``: an incident is open until it closes, once
         self.cleared_at: float | None = None
         self.notices_muted = 0
         self.resolved_by: str | None = None
@@ -76,6 +87,7 @@ class _Rare:
         new = _Rare.__new__(_Rare)
         (
             new.cleared_at,
+            new.closed,
             new.flapping,
             new.notices_muted,
             new.re_alert,
@@ -89,6 +101,20 @@ class _Rare:
 _get_rare = attrgetter(*_Rare.__slots__)
 
 _HEX = frozenset("0123456789abcdef")
+
+# (server_id, node_name) pairs, one tuple each: every incident of a host holds the same
+# one (``Incident.host``). A cache, not a registry: bounded, as codes come from lines.
+_HOSTS: dict[tuple[str, str], tuple[str, str]] = {}
+
+
+def _host(server_id: str, node_name: str) -> tuple[str, str]:
+    pair = (server_id, node_name)
+    shared = _HOSTS.get(pair)
+    if shared is None:
+        if len(_HOSTS) >= 1024:
+            _HOSTS.clear()
+        shared = _HOSTS[pair] = pair
+    return shared
 
 
 def _raw_id(value: str) -> int | str:
@@ -105,32 +131,30 @@ class Incident:
     """One incident: the record of CONTRACT §6 plus the engine's own bookkeeping.
 
     The first ten fields are those of the original ``error_codes`` documents. A plain
-    slotted class, not a dataclass: the fields that are almost always their default
-    (``cleared_at``, ``notices_muted``, ``resolved_by``, ``flapping``, ``re_alert``,
-    ``re_alerts``, ``reminded_at``) live in one side object made when the first of them is
-    set, behind properties, so an open incident holds 7 fewer slots (issue 13). Two more
-    are properties over a slot that holds them in a smaller form: ``incident_id`` (an int
-    for a 32-hex id, ``id_key``) and ``message`` (``message_of``: the str, or once the
-    daemon committed it, the journal's reader of it; the engine alone, as in replay and
-    the tests, keeps the str). The constructor takes the fields in ``INCIDENT_COLUMNS``
-    order, positionally or by name.
+    slotted class, not a dataclass, of 15 slots (176 → 160 B; issue 13): the fields that
+    are almost always their default while it is open (``active``, ``cleared_at``,
+    ``notices_muted``, ``resolved_by``, ``flapping``, ``re_alert``, ``re_alerts``,
+    ``reminded_at``) live in one side object made when the first of them is set, behind
+    properties; ``server_id`` and ``node_name`` are one tuple a host's incidents share
+    (``host``); ``incident_id`` is an int for a 32-hex id (``id_key``); ``message`` is
+    the str, or once the daemon committed it, the journal's reader of it (``message_of``;
+    the engine alone, as in replay and the tests, keeps the str). The constructor takes
+    the fields in ``INCIDENT_COLUMNS`` order, positionally or by name.
     """
 
     __slots__ = (
         "_rare",
-        "active",
         "alerts_sent",
         "app",
         "code",
         "created_at",
+        "host",
         "id_key",
         "last_alert_time",
         "last_log_time",
         "message_of",
-        "node_name",
         "notified",
         "occurrences",
-        "server_id",
         "since_alert",
         "src",
         "start_time",
@@ -143,9 +167,9 @@ class Incident:
     message_of: str | MessageSource
     start_time: float
     last_log_time: float
-    server_id: str
-    node_name: str
-    active: bool
+    # (server_id, node_name), one tuple shared by a host's incidents (``server_id`` and
+    # ``node_name`` are the properties over it); ``active`` is ``not _rare.closed``
+    host: tuple[str, str]
     created_at: float  # wall clock; set by the journal when first written
     updated_at: float  # wall clock; set by the journal on every write
     occurrences: int
@@ -199,9 +223,7 @@ class Incident:
         self.message = message
         self.start_time = start_time
         self.last_log_time = last_log_time
-        self.server_id = server_id
-        self.node_name = node_name
-        self.active = active
+        self.host = _host(server_id, node_name)
         self.created_at = created_at
         self.updated_at = updated_at
         self.occurrences = occurrences
@@ -214,7 +236,8 @@ class Incident:
         self.notified = notified
         self._rare = None
         if (
-            cleared_at is not None
+            not active
+            or cleared_at is not None
             or notices_muted
             or resolved_by is not None
             or flapping
@@ -223,6 +246,7 @@ class Incident:
             or reminded_at is not None
         ):
             rare = self._rare = _Rare()
+            rare.closed = not active
             rare.cleared_at = cleared_at
             rare.notices_muted = notices_muted
             rare.resolved_by = resolved_by
@@ -230,6 +254,33 @@ class Incident:
             rare.re_alert = re_alert
             rare.re_alerts = re_alerts
             rare.reminded_at = reminded_at
+
+    @property
+    def server_id(self) -> str:
+        return self.host[0]
+
+    @server_id.setter
+    def server_id(self, value: str) -> None:
+        self.host = _host(value, self.host[1])
+
+    @property
+    def node_name(self) -> str:
+        return self.host[1]
+
+    @node_name.setter
+    def node_name(self, value: str) -> None:
+        self.host = _host(self.host[0], value)
+
+    @property
+    def active(self) -> bool:
+        """Open (CONTRACT §6): until it closes (``cleared_at``, ``resolved_by`` are set then)."""
+        rare = self._rare
+        return rare is None or not rare.closed
+
+    @active.setter
+    def active(self, value: bool) -> None:
+        if not value or self._rare is not None:
+            self._side().closed = not value
 
     @property
     def incident_id(self) -> str:
@@ -356,9 +407,7 @@ class Incident:
             new.message_of,
             new.start_time,
             new.last_log_time,
-            new.server_id,
-            new.node_name,
-            new.active,
+            new.host,
             new.created_at,
             new.updated_at,
             new.occurrences,
@@ -422,17 +471,16 @@ INCIDENT_COLUMNS: tuple[str, ...] = (
     "notified",
 )
 # the kept slots but ``_rare``, in the order copy() unpacks them
-_HELD_AS = {"incident_id": "id_key", "message": "message_of"}  # the properties over a slot
-_MAIN_SLOTS = tuple(_HELD_AS.get(n, n) for n in INCIDENT_COLUMNS if n not in _Rare.__slots__)
+# the properties over a slot of another name (or none: active is in _Rare)
+_HELD_AS = {"incident_id": "id_key", "message": "message_of", "server_id": "host", "node_name": "", "active": ""}
+_MAIN_SLOTS = tuple(_HELD_AS.get(n, n) for n in INCIDENT_COLUMNS if n not in _Rare.__slots__ and _HELD_AS.get(n) != "")
 assert set(_MAIN_SLOTS) == set(Incident.__slots__) - {"_rare"}
 assert _MAIN_SLOTS == (
     "code",
     "message_of",
     "start_time",
     "last_log_time",
-    "server_id",
-    "node_name",
-    "active",
+    "host",
     "created_at",
     "updated_at",
     "occurrences",

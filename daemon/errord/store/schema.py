@@ -459,11 +459,8 @@ def incident_from_row(row: Sequence[Any]) -> Incident:
     What repeats from row to row is one object for all of them (the host names, the app,
     the notified targets): 10,000 open incidents restored at start hold each once, as the
     running engine does, not once per incident (~150 bytes each)."""
-    inc = Incident(*row)
-    inc.active = bool(inc.active)
+    inc = Incident(*row)  # (the host names: one tuple for a host's incidents, Incident.host)
     inc.flapping = bool(inc.flapping)
-    inc.server_id = sys.intern(inc.server_id)
-    inc.node_name = sys.intern(inc.node_name)
     if inc.app is not None:
         inc.app = sys.intern(inc.app)
     if inc.last_log_time == inc.start_time:
