@@ -1,5 +1,5 @@
 """End to end through ``errord run``: the storm limit and group_wait of CONTRACT §9 against
-a local ``json://`` receiver — a 100-code burst against ``5/10s``, a kill -9 while notices
+a local ``json://`` receiver — a 100-code burst against ``5/5s``, a kill -9 while notices
 are held, and group_wait coalescing."""
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ def _codes_in(bodies: list[dict[str, str]]) -> list[str]:
     return out
 
 
-def test_a_100_code_burst_against_5_per_10s_is_5_singles_and_a_digest_naming_the_rest(
+def test_a_100_code_burst_against_5_per_5s_is_5_singles_and_a_digest_naming_the_rest(
     make_errord, receiver: Receiver, tmp_path: Path
 ) -> None:
+    """The window is 5 s, not the README's 10 s: the same rule (test_limit.py runs 5/10s in
+    event time), a shorter wait."""
     receiver.start()
-    e = make_errord(
-        notify=[{"url": receiver.url("/a")}], limits={"notices": "5/10s"}, metrics={"listen": "127.0.0.1:0"}
-    )
+    e = make_errord(notify=[{"url": receiver.url("/a")}], limits={"notices": "5/5s"}, metrics={"listen": "127.0.0.1:0"})
     e.start()
     base = metrics_base(e)
     t0 = time.monotonic()
@@ -61,7 +61,7 @@ def test_a_100_code_burst_against_5_per_10s_is_5_singles_and_a_digest_naming_the
     assert digests[0]["message"].splitlines()[0].startswith("c099: 1 new — boom 99")
     assert "… and 65 more: " in digests[0]["message"]
     assert sorted(_codes_in(bodies)) == [f"c{i:03d}" for i in range(100)]
-    assert got[5].at - got[0].at >= 9.0  # the digest waited for the window
+    assert got[5].at - got[0].at >= 4.0  # the digest waited for the window (less 1 s for delivery)
     wait_until(lambda: e.status()["pending_notices"] == 0, 10, lambda: str(e.status()))  # marked just after
     after = scrape(base)
     assert value(after, "errord_notices_held") == 0
