@@ -114,3 +114,15 @@ def test_a_helper_that_keeps_dying_is_back_within_5s_each_time_and_logged_sparin
     assert len(died) == 3, died
     assert died[-1].endswith("further deaths in a row are logged once every 60s"), died
 
+
+def test_the_test_suites_stop_deadline_is_checked() -> None:
+    """``$ERRORD_TEST_STOP_DEADLINE`` (the suite's, not a setting): unset is CONTRACT §7's
+    8 s; a number from 1 to 8 is taken; anything else is refused naming it."""
+    from errord.daemon import STOP_DEADLINE, stop_deadline
+    from errord.errors import ConfigError
+
+    assert stop_deadline({}) == STOP_DEADLINE == 8.0
+    assert stop_deadline({"ERRORD_TEST_STOP_DEADLINE": "2"}) == 2.0
+    for bad in ("", "soon", "0.5", "9", "nan", "-2"):
+        with pytest.raises(ConfigError, match=r"ERRORD_TEST_STOP_DEADLINE: must be seconds from 1 to 8"):
+            stop_deadline({"ERRORD_TEST_STOP_DEADLINE": bad})

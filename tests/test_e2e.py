@@ -133,14 +133,17 @@ def test_rename_rotation_while_running(make_errord, receiver, tmp_path: Path) ->
     assert e.stop() == 0
 
 
-def test_pending_notice_survives_restart(make_errord, receiver, tmp_path: Path) -> None:
+def test_pending_notice_survives_restart(make_errord, receiver, errord_env, tmp_path: Path) -> None:
+    errord_env["ERRORD_TEST_STOP_DEADLINE"] = "2"  # the target is down at the stop: 2 s of trying, not 8
     e = make_errord(notify=[{"url": receiver.url()}])
     receiver.stop()  # target down: connection refused
     e.start()
     append(tmp_path / "logs" / "app.jsonl", line("outage"))
     wait_until(lambda: e.status()["pending_notices"] == 1, 30, "the notice pending")
     assert e.json("status")["pending_notices"] == 1
+    t0 = time.monotonic()
     assert e.stop() == 0
+    assert time.monotonic() - t0 < 5  # ERRORD_TEST_STOP_DEADLINE was heeded (8 s drain: over 7 s)
     receiver.start()
     e.start()
     (got,) = receiver.wait_for(1, timeout=15)

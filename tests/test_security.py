@@ -73,7 +73,8 @@ def test_state_is_private_even_with_an_open_umask(make_errord, tmp_path: Path) -
 
 
 @pytest.mark.slow
-def test_secrets_never_shown(make_errord, receiver, tmp_path: Path) -> None:
+def test_secrets_never_shown(make_errord, receiver, errord_env, tmp_path: Path) -> None:
+    errord_env["ERRORD_TEST_STOP_DEADLINE"] = "2"  # the target is down at the stop: 2 s of trying, not 8
     url = f"json://errord:{PASSWORD}@127.0.0.1:{receiver.port}/hook/{PATH_TOKEN}?token={QUERY_TOKEN}"
     dead = f"json://errord:{PASSWORD}@127.0.0.1:9/down/{PATH_TOKEN}"  # connection refused
     e = make_errord(
@@ -117,11 +118,12 @@ SHORT_QUERY = "qv7k2"
 
 
 @pytest.mark.slow
-def test_short_secrets_of_failing_targets_never_shown(make_errord, receiver, tmp_path: Path) -> None:
+def test_short_secrets_of_failing_targets_never_shown(make_errord, receiver, errord_env, tmp_path: Path) -> None:
     """A failing target whose path token, user, password and query value are short:
     requests' error text names the path ("Max retries exceeded with url: /hooks/…"), and
     Apprise logs its URL at DEBUG. None of them may appear in the daemon's log, ``status``,
     the journal (``last_error``) or ``test-notify``'s output (review of issue 10/11, §3)."""
+    errord_env["ERRORD_TEST_STOP_DEADLINE"] = "2"  # the target is down at the stop: 2 s of trying, not 8
     # jsons:// to a plain-HTTP port: an SSL error whose text carries no errno, only the URL
     tls = f"jsons://127.0.0.1:{receiver.port}/hooks/{SHORT_TOKEN}?x={SHORT_QUERY}"
     refused = f"json://{SHORT_USER}:{SHORT_PASSWORD}@127.0.0.1:9/hooks/{SHORT_TOKEN}"

@@ -102,7 +102,10 @@ def test_hung_target_times_out_and_does_not_block(make_errord, tmp_path: Path) -
         assert not any("/hung" in ln for ln in loaded), loaded  # a path may be a token: masked
 
 
-def test_pending_at_shutdown_delivered_after_restart_in_order(make_errord, receiver, tmp_path: Path) -> None:
+def test_pending_at_shutdown_delivered_after_restart_in_order(
+    make_errord, receiver, errord_env, tmp_path: Path
+) -> None:
+    errord_env["ERRORD_TEST_STOP_DEADLINE"] = "2"  # the target is down at the stop: 2 s of trying, not 8
     receiver.stop()
     e = make_errord(notify=[{"url": receiver.url("/later")}])
     log = tmp_path / "logs" / "app.jsonl"
@@ -161,10 +164,11 @@ def test_test_notify_and_check_config_name_apprises_reason(make_errord, tmp_path
         assert "Traceback" not in res.stderr
 
 
-def test_one_log_line_per_failed_send(make_errord, receiver, tmp_path: Path) -> None:
+def test_one_log_line_per_failed_send(make_errord, receiver, errord_env, tmp_path: Path) -> None:
     """Review of issues 10.10/11: each failed attempt is one line naming the redacted
     target, the attempt, the next retry and Apprise's reason; Apprise's own warning of the
     same failure (it was a second line per attempt) is folded into that line."""
+    errord_env["ERRORD_TEST_STOP_DEADLINE"] = "2"  # the target is down at the stop: 2 s of trying, not 8
     receiver.stop()  # connection refused
     e = make_errord(notify=[{"url": receiver.url("/once")}])
     state = State(tmp_path / "state")

@@ -56,6 +56,9 @@ __all__ = ["Daemon", "run_daemon"]
 logger = logging.getLogger(__name__)
 
 STOP_DEADLINE = 8.0  # seconds from SIGTERM to exit (CONTRACT §7 allows 10)
+# The test suite's alone (not a setting): a shorter stop, for tests that stop a daemon whose
+# notify target is down and are not about how long it keeps trying (see stop_deadline).
+TEST_STOP_DEADLINE = "ERRORD_TEST_STOP_DEADLINE"
 SIGNAL_REPEAT_GRACE = 0.5  # seconds in which a repeated stop signal is the same request
 MONGO_STOP = 2.0  # seconds of STOP_DEADLINE the MongoDB writer may drain; the rest stays queued
 STATUS_EVERY = 30.0  # seconds between STATUS= updates to systemd when it set no watchdog
@@ -78,8 +81,11 @@ REST_AFTER = 1.0
 class Daemon:
     """The running errord. ``await Daemon(settings).run()`` until SIGTERM/SIGINT."""
 
-    def __init__(self, settings: RunConfig, *, notifier: SystemdNotifier | None = None) -> None:
+    def __init__(
+        self, settings: RunConfig, *, notifier: SystemdNotifier | None = None, stop_deadline: float = STOP_DEADLINE
+    ) -> None:
         self.settings = settings
+        self.stop_deadline = stop_deadline  # seconds from SIGTERM to exit
         self.notifier = notifier or SystemdNotifier()
         self.lock = RunLock(settings.state_dir)
         self.journal: Journal | None = None
@@ -255,7 +261,7 @@ class Daemon:
         Also after a failed ``startup``: it releases what was set up, without a word (the
         error that ended the start is the one line to read)."""
         # counted from the signal: CONTRACT §7 gives 10 s from SIGTERM to exit
-        deadline = (self._first_signal or time.monotonic()) + STOP_DEADLINE
+        deadline = (self._first_signal or time.monotonic()) + self.stop_deadline
         self.notifier.stopping()
         if self.metrics_server is not None:
             await asyncio.to_thread(self.metrics_server.stop)
@@ -559,10 +565,27 @@ class Daemon:
             await asyncio.sleep(interval or STATUS_EVERY)
 
 
+def stop_deadline(environ: Mapping[str, str]) -> float:
+    """Seconds from SIGTERM to exit: ``STOP_DEADLINE``, or ``$ERRORD_TEST_STOP_DEADLINE``
+    (1 to ``STOP_DEADLINE``) where the test suite sets it. Not a setting: it only makes
+    tests whose target is down at the stop faster; the one that times the stop leaves it
+    unset. A bad value is a ``ConfigError`` naming it."""
+    raw = environ.get(TEST_STOP_DEADLINE)
+    if raw is None:
+        return STOP_DEADLINE
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 1.0 <= value <= STOP_DEADLINE:  # also NaN
+        raise ConfigError(f"{TEST_STOP_DEADLINE}: must be seconds from 1 to {STOP_DEADLINE:g}, not {raw!r}")
+    return value
+
+
 def run_daemon(settings: RunConfig) -> None:
     """Blocking entry point for ``errord run``."""
     try:
-        asyncio.run(Daemon(settings).run())
+        asyncio.run(Daemon(settings, stop_deadline=stop_deadline(os.environ)).run())
     except ErrordError:
         raise
     except KeyboardInterrupt:  # pragma: no cover - SIGINT before the handlers were installed
