@@ -31,7 +31,7 @@ import pytest
 import errord.batch as batch_mod
 import errord.daemon as daemon_mod
 import errord.sinks.notify as notify_mod
-from chaos import Faults, seed_for
+from chaos import Faults, seed_for, wait_until
 from conftest import write_config
 from errord.daemon import Daemon
 from errord.errors import JournalError
@@ -354,7 +354,8 @@ def test_a_lasting_journal_fault_is_logged_once_not_at_every_retry(
         sink = NotifySink(state, [Target(rx.url("/broken"))], backoff=(0.05, 0.2), timeout=2)
         sink.start()
         try:
-            time.sleep(4.5)  # ~4 retries, each on a fresh connection
+            # the first try and 3 retries (one a second), each on a fresh connection
+            wait_until(lambda: len(faults.opened) >= 4, 30, "4 opens of the journal")
             with Journal(state) as j:
                 j.commit(
                     [],
@@ -419,7 +420,7 @@ def test_the_wal_stays_bounded_with_overlapping_readers(make_errord, tmp_path: P
     """Issue 11.10: each delivered notice is one transaction (~10 KB of WAL). With readers
     always open, SQLite never restarts the WAL and it grew without bound (13.6 MB after
     2,000 notices); the daemon checkpoints it (TRUNCATE) once it passes WAL_SIZE_LIMIT."""
-    from chaos import State, start, wait_until
+    from chaos import State, start
     from conftest import append, line
     from errord.store.schema import WAL_SIZE_LIMIT
 
