@@ -94,7 +94,7 @@ async def run(n: int, top: int, keep: bool, trim: bool) -> None:
     await tailer.open()
     # warm up: one incident, so imports and first-use caches are not counted per incident
     (logs / "warm.jsonl").write_bytes(b"".join(distinct_codes(1, prefix="warm")))
-    while not engine.active():
+    while not engine.open_count():
         if batch.step() is None:
             await tailer.wait(0.05)
     with open(logs / "incidents.jsonl", "wb") as f:
@@ -109,7 +109,7 @@ async def run(n: int, top: int, keep: bool, trim: bool) -> None:
     while True:
         got = batch.step()
         if got is None:
-            if len(engine.active()) >= n + 1:
+            if engine.open_count() >= n + 1:
                 break
             await tailer.wait(0.05)
             continue
@@ -117,7 +117,7 @@ async def run(n: int, top: int, keep: bool, trim: bool) -> None:
     gc.collect()
     heap1, peak = tracemalloc.get_traced_memory()
     rss1 = rss_kb()
-    opened = len(engine.active()) - 1
+    opened = engine.open_count() - 1
     print(f"{opened:,} open incidents read in {steps} batch steps")
     if top >= 0:
         print(f"Python heap kept: {(heap1 - heap0) / opened:.0f} B per incident (peak {peak / 2**20:.1f} MB)")
@@ -132,10 +132,18 @@ async def run(n: int, top: int, keep: bool, trim: bool) -> None:
         ctypes.CDLL(None).malloc_trim(0)
         rss3 = rss_kb()
         print(f"... and after SQLite's shrink_memory too: {(rss3 - rss0) * 1024 / opened:.0f} B per incident")
-    inc = list(engine._active.values())[-1]
-    parts = deep_size(inc)
-    print(f"one incident ({sum(parts.values())} B unshared):", ", ".join(f"{k} {v}" for k, v in parts.items()))
-    print(f"engine._active dict: {sys.getsizeof(engine._active) / opened:.0f} B per incident")
+    # (not engine.active(): that makes every packed incident an object again)
+    print(f"held as objects: {len(engine._active):,}; packed (engine_cold): {len(engine._cold):,}")
+    if engine._active:
+        inc = list(engine._active.values())[-1]
+        parts = deep_size(inc)
+        shown = ", ".join(f"{k} {v}" for k, v in parts.items())
+        print(f"one incident object ({sum(parts.values())} B unshared):", shown)
+    if engine._cold:
+        key, data = list(engine._cold.items())[-1]
+        print(f"one packed incident: bytes {sys.getsizeof(data)}, its code (the key) {sys.getsizeof(key)}")
+    held = sys.getsizeof(engine._active) + sys.getsizeof(engine._cold)
+    print(f"engine._active and _cold dicts: {held / opened:.0f} B per incident")
     if top and snap0 is not None:
         snap1 = tracemalloc.take_snapshot()
         stats = snap1.compare_to(snap0, "traceback")

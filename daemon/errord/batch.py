@@ -412,6 +412,7 @@ class Batch:
         for inc in incidents:
             if inc.active and isinstance(inc.message_of, str):
                 inc.keep_message_in(source)
+        self.engine.freeze(incidents)  # untouched from now on: packed (engine_cold), ~0.1 KB less each
         self.source.committed()
         if self.publish is not None:
             self.publish(tally)

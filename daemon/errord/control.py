@@ -134,7 +134,7 @@ class Controller:
         waiting = [s for s in self.mutes.local if s.until_resolved and s.ended_at is None]
         if not waiting:
             return []
-        open_ids = {i.incident_id for i in self.engine.active().values()}
+        open_ids = self.engine.open_ids()
         return [s.id for s in waiting if not any(i in open_ids for i in s.incident_ids)]
 
     def _end_resolved(self) -> None:
@@ -166,7 +166,7 @@ class Controller:
             why = "text that is not UTF-8" if isinstance(exc, UnicodeError) else exc
             status, outcome = 1, {"error": f"malformed {kind!r} command: {why}"}
         if kind == "resolve" and status == 0:  # acks of what was resolved end with it
-            open_ids = {i.incident_id for i in engine.active().values()}
+            open_ids = engine.open_ids()
             for s in self.mutes.local:
                 if s.until_resolved and s.ended_at is None and not any(i in open_ids for i in s.incident_ids):
                     ended.append(s.id)
@@ -201,14 +201,14 @@ class Controller:
         ended: list[str],
         notices: list[Notice],
     ) -> Outcome:
-        active = self.engine.active()
-        open_ids = {i.incident_id for i in active.values()}
+        active = self.engine.snapshot()  # read only: changes go through the engine's methods by key
+        open_ids = {i.incident_id for i in active}
         if kind == "silence":
             pattern, app = str(args["pattern"]), str(args.get("app") or "*")
             until_resolved = bool(args.get("until_resolved"))
             ids: frozenset[str] = frozenset()
             if until_resolved:
-                ids = frozenset(i.incident_id for i in active.values() if _matches(i, pattern, app))
+                ids = frozenset(i.incident_id for i in active if _matches(i, pattern, app))
                 if not ids:
                     return 1, {"error": f"no open incident matches {pattern!r} (app {app!r}): nothing to silence"}
             s = self._silence(args, pattern, app, ids, now, ack=False)
@@ -216,7 +216,7 @@ class Controller:
             return 0, {"silence": silence_json(s, now, open_ids)}
         if kind == "ack":
             code, app_glob = str(args["code"]), args.get("app")
-            ids = frozenset(i.incident_id for i in active.values() if i.code == code and _matches(i, "*", app_glob))
+            ids = frozenset(i.incident_id for i in active if i.code == code and _matches(i, "*", app_glob))
             if args.get("incident_id") is not None:  # the API's ack of one incident (CONTRACT §10)
                 ids &= {str(args["incident_id"])}
             if not ids:
@@ -238,7 +238,7 @@ class Controller:
             return 0, out
         if kind == "resolve":
             code, app_glob = str(args["code"]), args.get("app")
-            which = [i for i in active.values() if i.code == code and _matches(i, "*", app_glob)]
+            which = [i for i in active if i.code == code and _matches(i, "*", app_glob)]
             if args.get("incident_id") is not None:  # the API's resolve of one incident
                 which = [i for i in which if i.incident_id == args["incident_id"]]
             if not which:

@@ -167,7 +167,7 @@ class Daemon:
         logger.info(
             "errord started: %d source(s), %d open incident(s), %s, state in %s",
             len(s.sources),
-            len(self.engine.active()),
+            self.engine.open_count(),
             f"{len(s.notify)} notify target(s)" if s.notify else "notices to stderr",
             s.state_dir,
         )
@@ -182,10 +182,10 @@ class Daemon:
             raise JournalError(f"cannot use state_dir {s.state_dir}: {exc.strerror or exc}") from None
         self.journal = Journal(s.state_dir)
         self.upkeep = Upkeep(self.journal)
-        self.heap.release = self.journal.release_memory
+        self.heap.release = self._release_memory
         self.mongo = await start_mongo(self.journal, s)  # before the engine is restored
         # the messages stay in the journal (read when a notice needs one: Incident.message)
-        self.engine.restore(self.journal.iter_active(messages=False))
+        self.engine.restore(self.journal.iter_active(messages=False), pack=True)
         self.control = Controller(self.engine, self.policy, self.journal, s, self.mutes)
         self.control.load()
         positions = self.journal.positions()
@@ -236,7 +236,7 @@ class Daemon:
             if gate is not None:  # silences made on one member apply to the whole fleet
                 self.control.shared = share_silences(gate, s, self.journal, self.mutes)
                 if not gate.down:
-                    self.control.shared.sync(time.time(), lambda: list(self.engine.active().values()))
+                    self.control.shared.sync(time.time(), self.engine.snapshot)
 
     def _start_alertmanager(self, s: RunConfig) -> None:
         """Start pushing open incidents to the ``[[alertmanager]]`` list (none: nothing)."""
@@ -416,6 +416,13 @@ class Daemon:
         if self.upkeep is not None:
             self.upkeep.checkpoint()
 
+    def _release_memory(self) -> None:
+        """Idle (``heaptrim``): the open incidents a command or a reload made objects again
+        are packed again (``Engine.freeze_all``), then the journal lets its cache go."""
+        self.engine.freeze_all()
+        if self.journal is not None:
+            self.journal.release_memory()
+
     def _control_tick(self) -> None:
         """Apply the commands the CLI handed over (``control.Controller.tick``, when due).
         A held batch is committed first when there is one to apply: a command starts a
@@ -432,7 +439,7 @@ class Daemon:
     def _fleet_tick(self, gate: FleetGate) -> None:
         """Leases, the fleet's silences, and the failures owed by a take-over (CONTRACT §13):
         those are a transaction of their own, so a held batch is committed first."""
-        owed = gate.tick(time.time(), lambda: list(self.engine.active().values()))
+        owed = gate.tick(time.time(), self.engine.snapshot)
         if not owed or self.batch is None or self.journal is None:
             return
         self._committed(self.batch.flush())
@@ -459,6 +466,7 @@ class Daemon:
         if changed:
             with contextlib.suppress(JournalError):  # not durable yet: forgotten again at the next start
                 self.journal.commit(changed, [], [], time.time())
+        self.engine.freeze_all()  # active() made every packed incident an object: packed again
         keep = {key for key, _ in sink.routes} or {STDERR_TARGET}
         dropped = self.journal.outbox.drop_targets(keep)
         if dropped:
@@ -535,7 +543,7 @@ class Daemon:
         return Snapshot(
             pending_notices=j.outbox.pending() if j is not None else 0,
             pending_mongo=j.mongo.pending() if j is not None else 0,
-            open_incidents=len(self.engine.active()),
+            open_incidents=self.engine.open_count(),
             files=files,
             held_notices=j.limits.held() if j is not None else 0,
             digests=j.limits.totals() if j is not None else (0, 0),
@@ -548,7 +556,7 @@ class Daemon:
         except JournalError:  # a failing disk fails reads too: the watchdog task must go on
             pending = "?"
         lines_read = self.batch.lines_read if self.batch is not None else 0
-        line = f"{len(self.engine.active())} open incident(s), {lines_read} lines read, {pending} notice(s) pending"
+        line = f"{self.engine.open_count()} open incident(s), {lines_read} lines read, {pending} notice(s) pending"
         ok, reason = self.health.check()
         return line if ok else f"{reason}; {line}"
 

@@ -11,9 +11,10 @@ exactly where the last durable commit left it when the journal cannot be written
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
+from errord.engine_cold import ColdCodec
 from errord.engine_flap import Flap, FlapState, FlapTracker
 from errord.engine_noise import MAX_OPEN_INCIDENTS, OVERFLOW_CODE, NoiseRules
 from errord.model import Incident, Kind, LogEvent, Transition
@@ -91,6 +92,11 @@ class Engine(NoiseRules):
         self.node_name = node_name
         self._new_id = new_id
         self._active: dict[str, Incident] = {}
+        # open incidents packed while untouched (engine_cold; the daemon's ``freeze``):
+        # every open key is in exactly one of ``_active`` and ``_cold``
+        self._cold: dict[str, bytes] = {}
+        self._codec = ColdCodec(scope)
+        self._view = _OpenView(self)
         self._dirty: dict[int | str, Incident] = {}  # id_key -> incident changed in this batch
         self._undo: dict[str, Incident | None] = {}  # key -> state before this batch
         # The mute oracle (policy.mute), asked before a failure or warning counts as sent;
@@ -121,16 +127,88 @@ class Engine(NoiseRules):
 
     # -- state -------------------------------------------------------------------------
 
-    def restore(self, incidents: Iterable[Incident]) -> None:
-        """Replace the state with these incidents (only the active ones are kept)."""
-        self._active = {incident_key(self.scope, inc.app, inc.code): inc for inc in incidents if inc.active}
+    def restore(self, incidents: Iterable[Incident], *, pack: bool = False) -> None:
+        """Replace the state with these incidents (only the active ones are kept; of two
+        with one key, the later). ``pack``: each is packed as it comes, where it can be
+        (``freeze``), so a start that restores 100,000 never holds them all as objects."""
+        active: dict[str, Incident] = {}
+        cold: dict[str, bytes] = {}
+        codec = self._codec
+        for inc in incidents:
+            if not inc.active:
+                continue
+            key = incident_key(self.scope, inc.app, inc.code)
+            data = codec.pack(inc) if pack else None
+            if data is None:
+                cold.pop(key, None)
+                active[key] = inc
+            else:
+                active.pop(key, None)
+                cold[key] = data
+        self._active, self._cold = active, cold
         self._opened += 1
         self._dirty.clear()
         self._undo.clear()
 
     def active(self) -> dict[str, Incident]:
-        """The open incidents by key (a copy of the mapping; the incidents are live)."""
+        """The open incidents by key (a copy of the mapping; the incidents are live: the
+        packed ones are made objects again for it, until the next ``freeze_all``)."""
+        if self._cold:
+            thaw = self._codec.thaw
+            self._active.update({key: thaw(key, data) for key, data in self._cold.items()})
+            self._cold.clear()
         return dict(self._active)
+
+    def open_count(self) -> int:
+        """How many incidents are open (``len(active())`` without making any object)."""
+        return len(self._active) + len(self._cold)
+
+    def open_ids(self) -> set[str]:
+        """The ``incident_id`` of every open incident (without making the packed ones objects)."""
+        ids = {inc.incident_id for inc in self._active.values()}
+        of = self._codec.incident_id
+        ids.update(of(data) for data in self._cold.values())
+        return ids
+
+    def snapshot(self) -> list[Incident]:
+        """The open incidents, to read only: the packed ones as copies made for the call
+        (a change to one of those is lost; ``active()`` gives the live ones)."""
+        return list(self._view.values())
+
+    def freeze(self, incidents: Iterable[Incident]) -> None:
+        """Pack those of ``incidents`` that are open, held here and of the shape packed
+        (engine_cold): the daemon's call once their batch is committed and the journal
+        holds their messages. Never inside a batch (its undo log holds the objects)."""
+        if self._undo:
+            return
+        pack, active, cold, scope = self._codec.pack, self._active, self._cold, self.scope
+        for inc in incidents:
+            key = inc.code if scope == "code" else incident_key(scope, inc.app, inc.code)
+            if active.get(key) is inc:
+                data = pack(inc)
+                if data is not None:
+                    del active[key]
+                    cold[key] = data
+        if not active:
+            self._active = {}  # a dict keeps its table when emptied: a burst's 25,000 slots
+
+    def freeze_all(self) -> None:
+        """``freeze`` every open incident held as an object (the daemon, once idle: those
+        ``active()`` or a command made objects again)."""
+        self.freeze(list(self._active.values()))
+
+    def _thaw(self, key: str) -> Incident | None:
+        """The packed incident of ``key`` made an object again and held as one; None when
+        ``key`` is not packed. Called after ``_active`` missed (the line path's one lookup)."""
+        data = self._cold.pop(key, None) if self._cold else None
+        if data is None:
+            return None
+        inc = self._active[key] = self._codec.thaw(key, data)
+        return inc
+
+    def _get(self, key: str) -> Incident | None:
+        inc = self._active.get(key)
+        return inc if inc is not None else self._thaw(key)
 
     # -- batches -----------------------------------------------------------------------
 
@@ -200,7 +278,9 @@ class Engine(NoiseRules):
         key = code if self.scope == "code" else incident_key(self.scope, ev.app, code)
         inc = self._active.get(key)
         if inc is None:
-            return [self._open(ev, code, key)]
+            inc = self._thaw(key)
+            if inc is None:
+                return [self._open(ev, code, key)]
         noise = self._noise_of(code)
         if noise.auto_resolve_after is not None and ev.time >= inc.last_log_time + noise.auto_resolve_after:
             return self._lapsed(ev, code, key, inc, noise.auto_resolve_after)
@@ -214,7 +294,7 @@ class Engine(NoiseRules):
         not open, never alerted (its next line may announce it), re-alerting every line.
         Pure: reads state only."""
         key = code if self.scope == "code" else incident_key(self.scope, app, code)
-        inc = self._active.get(key)
+        inc = self._get(key)
         if inc is None or not inc.alerts_sent:
             return 0.0
         noise = self._noise_of(code)
@@ -247,7 +327,7 @@ class Engine(NoiseRules):
         mutes = self.mutes
         if mutes is None:
             return None
-        hit = mutes.check(inc, when, self._active, self._opened)
+        hit = mutes.check(inc, when, self._view, self._opened)
         if hit is None:
             return None
         inc.notices_muted += 1
@@ -257,13 +337,15 @@ class Engine(NoiseRules):
     def _may_notify(self, inc: Incident, when: float) -> bool:
         """Whether a notice of ``inc`` made now would be sent (not muted); counts nothing."""
         mutes = self.mutes
-        return mutes is None or mutes.check(inc, when, self._active, self._opened) is None
+        return mutes is None or mutes.check(inc, when, self._view, self._opened) is None
 
     def _raise(self, ev: LogEvent, code: str) -> list[Transition]:
         key = code if self.scope == "code" else incident_key(self.scope, ev.app, code)
         inc = self._active.get(key)
         if inc is None:
-            return [self._open(ev, code, key)]
+            inc = self._thaw(key)
+            if inc is None:
+                return [self._open(ev, code, key)]
         after = self._noise_of(code).auto_resolve_after
         if after is not None and ev.time >= inc.last_log_time + after:
             return self._lapsed(ev, code, key, inc, after)
@@ -274,10 +356,12 @@ class Engine(NoiseRules):
         """A new incident for ``code`` (or, beyond ``max_open_incidents``, a count in the
         overflow incident)."""
         # the overflow incident itself does not count toward the cap (CONTRACT §9)
+        count = len(self._active) + len(self._cold)
         if (
-            len(self._active) >= self.max_open_incidents
+            count >= self.max_open_incidents
             and code != OVERFLOW_CODE
-            and len(self._active) - (self._overflow_key in self._active) >= self.max_open_incidents
+            and count - (self._overflow_key in self._active or self._overflow_key in self._cold)
+            >= self.max_open_incidents
         ):
             return self._overflow(ev, code)
         notify = self._wants_notice(ev, code)
@@ -385,7 +469,7 @@ class Engine(NoiseRules):
 
     def _clear(self, ev: LogEvent, code: str) -> Transition:
         key = incident_key(self.scope, ev.app, code)
-        inc = self._active.get(key)
+        inc = self._get(key)
         if inc is None:
             return Transition(_CLEAR_UNKNOWN, key, None, ev)
         self._touch(key, inc)
@@ -412,7 +496,7 @@ class Engine(NoiseRules):
         clock): in a fleet (CONTRACT §13), when the opener's claim lapsed with the fleet
         incident never announced, the next failing member sends it. Muted as any failure
         made now would be; None when ``key`` is not open or its code does not notify."""
-        inc = self._active.get(key)
+        inc = self._get(key)
         if inc is None:
             return None
         ev = LogEvent(code=inc.code, clear=None, message=inc.message, time=now, app=inc.app)
@@ -430,7 +514,7 @@ class Engine(NoiseRules):
         clear line would: ``cleared_at`` = ``now`` (the daemon's clock),
         ``resolved_by = "manual"``, its resolve notice to those who were alerted. None
         when ``key`` is not open."""
-        inc = self._active.get(key)
+        inc = self._get(key)
         if inc is None:
             return None
         ev = LogEvent(code=None, clear=inc.code, message=message, time=now, app=inc.app)
@@ -438,3 +522,38 @@ class Engine(NoiseRules):
         assert t.incident is inc
         inc.resolved_by = "manual"
         return t
+
+
+class _OpenView:
+    """Every open incident of an engine, to read only, for the mute oracle: ``codes()``
+    and ``head(ref)`` for its inhibition test (a packed incident gives its code without
+    being unpacked), ``values()`` with the packed ones as copies made for the call. One
+    per engine, so the oracle's cache can key on it."""
+
+    __slots__ = ("_engine",)
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def values(self) -> Iterator[Incident]:
+        engine = self._engine
+        yield from list(engine._active.values())
+        thaw = engine._codec.thaw
+        for key, data in list(engine._cold.items()):
+            yield thaw(key, data)
+
+    def codes(self) -> Iterator[tuple[str, Incident | bytes]]:
+        """``(code, ref)`` of every open incident; ``ref`` is what ``head`` takes."""
+        engine = self._engine
+        for inc in list(engine._active.values()):
+            if inc.active:
+                yield inc.code, inc
+        code_of = None if engine.scope == "code" else engine._codec.code_of  # the key is the code
+        for key, data in list(engine._cold.items()):
+            yield (key if code_of is None else code_of(key, data)), data
+
+    def head(self, ref: Incident | bytes) -> tuple[str | None, int | str]:
+        """``(app, id_key)`` of the incident ``ref`` (from ``codes``)."""
+        if ref.__class__ is bytes:
+            return self._engine._codec.head(ref)
+        return ref.app, ref.id_key  # type: ignore[union-attr]

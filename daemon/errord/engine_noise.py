@@ -16,6 +16,7 @@ from errord.model import Incident, Kind, LogEvent, Transition
 
 if TYPE_CHECKING:
     from errord.engine import Policy
+    from errord.engine_cold import ColdCodec
     from errord.noise import Noise
     from errord.policy.mute import Hit, MuteOracle
 
@@ -31,6 +32,8 @@ class NoiseRules:
 
     # the engine's, declared for the type checker
     _active: dict[str, Incident]
+    _cold: dict[str, bytes]
+    _codec: ColdCodec
     _dirty: dict[int | str, Incident]
     _noise: dict[str, Noise]
     _opened: int
@@ -39,6 +42,7 @@ class NoiseRules:
     _muted: dict[Hit, int]
     mutes: MuteOracle | None
     max_open_incidents: int
+    scope: str
     server_id: str
     node_name: str
     src: int
@@ -48,6 +52,7 @@ class NoiseRules:
     if TYPE_CHECKING:  # the engine's methods these rules call
 
         def _touch(self, key: str, current: Incident | None) -> None: ...
+        def _get(self, key: str) -> Incident | None: ...
         def _open(self, ev: LogEvent, code: str, key: str) -> Transition: ...
         def _repeat(self, ev: LogEvent, code: str, key: str, inc: Incident) -> Transition | None: ...
         def _wants_notice(self, ev: LogEvent, code: str) -> bool: ...
@@ -105,7 +110,7 @@ class NoiseRules:
             self._flap_undo = self.flaps.snapshot()
         out = []
         for key, state in self.flaps.stopped(quiet_clock, lambda code: self._noise_of(code).flap_window):
-            inc = self._active.get(key)
+            inc = self._get(key)
             q = quiet_clock(state.src)
             detail = f"no open or resolve for {format_duration(self._noise_of(state.last['code']).flap_window)}"
             if inc is not None:
@@ -166,15 +171,50 @@ class NoiseRules:
             after, remind = noise.auto_resolve_after, noise.remind_every
             if after is None and remind is None:
                 continue
-            q = quiet_clock(inc.src)
-            quiet = q - inc.last_log_time
-            if after is not None and quiet >= after:
-                out.append(self._auto_resolve(key, inc, after))
-            elif remind is not None and quiet >= remind and inc.alerts_sent > 0:
-                due = inc.last_log_time + remind if inc.reminded_at is None else inc.reminded_at + remind
-                if q >= due:
-                    out.append(self._remind(key, inc, q))
+            t = self._due(key, inc, quiet_clock(inc.src), after, remind)
+            if t is not None:
+                out.append(t)
+        if self._cold:
+            out += self._tick_cold(quiet_clock)
         return out
+
+    def _tick_cold(self, quiet_clock: Callable[[int], float]) -> list[Transition]:
+        """``tick`` for the packed incidents (engine_cold): judged from the packed fields
+        (``_due``'s test); only one that is due is made an object again."""
+        out = []
+        codec, noise_of = self._codec, self._noise_of
+        code_of = None if self.scope == "code" else codec.code_of  # the key is the code
+        for key, data in list(self._cold.items()):
+            noise = noise_of(key if code_of is None else code_of(key, data))
+            after, remind = noise.auto_resolve_after, noise.remind_every
+            if after is None and remind is None:
+                continue
+            src, last, alerts_sent, reminded = codec.peek(data)
+            q = quiet_clock(src)
+            quiet = q - last
+            if (after is not None and quiet >= after) or (
+                remind is not None
+                and quiet >= remind
+                and alerts_sent > 0
+                and q >= (last if reminded is None else reminded) + remind
+            ):
+                inc = self._get(key)
+                assert inc is not None
+                t = self._due(key, inc, q, after, remind)
+                if t is not None:
+                    out.append(t)
+        return out
+
+    def _due(self, key: str, inc: Incident, q: float, after: float | None, remind: float | None) -> Transition | None:
+        """The auto-resolve or reminder of ``inc`` due at its quiet clock's ``q``, if any."""
+        quiet = q - inc.last_log_time
+        if after is not None and quiet >= after:
+            return self._auto_resolve(key, inc, after)
+        if remind is not None and quiet >= remind and inc.alerts_sent > 0:
+            due = inc.last_log_time + remind if inc.reminded_at is None else inc.reminded_at + remind
+            if q >= due:
+                return self._remind(key, inc, q)
+        return None
 
     def _remind(self, key: str, inc: Incident, q: float) -> Transition:
         """A reminder: a warning that counts in ``alerts_sent`` but moves neither
@@ -200,7 +240,7 @@ class NoiseRules:
         (opened by the first such line, naming its code; it alerts once and then follows
         the usual rules); the line is otherwise ignored."""
         key = self._overflow_key
-        inc = self._active.get(key)
+        inc = self._get(key)
         line = LogEvent(
             code=OVERFLOW_CODE,
             clear=None,

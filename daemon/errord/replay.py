@@ -256,7 +256,7 @@ class Replay:
 
     def open_at_end(self) -> int:
         """Incidents still open after the last line."""
-        return len(self.engine.active())
+        return self.engine.open_count()
 
     def _entry(self, code: str) -> CodeSummary:
         entry = self.summary.get(code)

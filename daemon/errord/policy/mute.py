@@ -19,8 +19,8 @@ Resolves are never muted here (§8: only flapping holds them back).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from errord.model import Incident
 from errord.policy.mutetime import MuteWindow
@@ -35,6 +35,13 @@ SILENCE, INHIBITED, MUTE_TIMES = "silence", "inhibited", "mute_times"
 MUTE_REASONS = (SILENCE, INHIBITED, MUTE_TIMES, "flapping")  # the metric's label values
 
 Hit = tuple[str, str | None]  # (reason, the silence id for a silence, else None)
+
+
+class OpenIncidents(Protocol):
+    """The open incidents ``check`` is given: a mapping of them, or the engine's view
+    (which has ``codes()`` and ``head(ref)`` too: ``_open_codes``)."""
+
+    def values(self) -> Iterable[Incident]: ...
 
 
 class MuteOracle:
@@ -93,9 +100,7 @@ class MuteOracle:
     def _merge(self) -> None:
         self.silences = tuple(sorted(self.local + self.fleet, key=lambda s: (s.created_at, s.id)))
 
-    def check(
-        self, inc: Incident, event_time: float, active: Mapping[str, Incident], opened: int | None = None
-    ) -> Hit | None:
+    def check(self, inc: Incident, event_time: float, active: OpenIncidents, opened: int | None = None) -> Hit | None:
         """The first cover of a failure/warning of ``inc`` made by a line of ``event_time``,
         with ``active`` the engine's open incidents; None: it may be sent. ``opened`` is a
         number that changes whenever the set of open incidents does (the engine's count of
@@ -113,9 +118,7 @@ class MuteOracle:
                 return (MUTE_TIMES, None)
         return None
 
-    def _is_inhibited(
-        self, inc: Incident, globs: Sequence[str], active: Mapping[str, Incident], opened: int | None
-    ) -> bool:
+    def _is_inhibited(self, inc: Incident, globs: Sequence[str], active: OpenIncidents, opened: int | None) -> bool:
         # One incident per (code, app) key is open at a time, so the answer for the key is
         # the answer for the incident ("never itself" excludes the same one either way).
         key = (inc.code, inc.app if self.scope == "app" else None)
@@ -130,16 +133,31 @@ class MuteOracle:
         same_app = self.scope == "app"
         inhibits = globs_matcher(globs)
         found = False
-        for other in active.values():
-            if other is inc or other.id_key == inc.id_key or not other.active:
+        codes, head = _open_codes(active)
+        for code, ref in codes:
+            if not inhibits(code):
                 continue
-            if same_app and other.app != inc.app:
+            app, id_key = head(ref)
+            if id_key == inc.id_key or (same_app and app != inc.app):
                 continue
-            if inhibits(other.code):
-                found = True
-                break
+            found = True
+            break
         if opened is not None:
             if len(self._inhibited) >= 10_000:  # bounded: codes come from untrusted lines
                 self._inhibited.clear()
             self._inhibited[key] = found
         return found
+
+
+def _open_codes(active: Any) -> tuple[Iterable[tuple[str, Any]], Callable[[Any], tuple[str | None, int | str]]]:
+    """``(code, ref)`` of every open incident and ``head(ref) -> (app, id_key)``: the
+    engine's view of its open incidents (``engine._OpenView``: its packed ones give their
+    code without being unpacked), or, for a plain mapping, its incidents."""
+    codes = getattr(active, "codes", None)
+    if codes is not None:
+        return codes(), active.head
+    return ((o.code, o) for o in active.values() if o.active), _head
+
+
+def _head(inc: Incident) -> tuple[str | None, int | str]:
+    return inc.app, inc.id_key
