@@ -4,6 +4,7 @@
     .venv/bin/python bench/sidecar.py --quick    # shorter phases, for iteration
     .venv/bin/python bench/sidecar.py --follow 10 --pairs 3   # 1,000 lines/s: CPU only
     .venv/bin/python bench/sidecar.py --latency 3             # 1,000 lines/s: latency only
+    .venv/bin/python bench/sidecar.py --burst 5               # the notice burst only
 
 A sidecar spends its life following files that grow a little at a time, or not at all,
 on a host whose CPU belongs to the apps. Every figure here is robust to other load on the
@@ -401,6 +402,48 @@ def latency_only(seconds: float, runs: int) -> str:
     return "# append → notice at 1,000 lines/s (bench/sidecar.py --latency)\n\n" + "\n".join(out) + "\n"
 
 
+def burst(d: Daemon, rx: BenchReceiver, errord: Tool, prefix: str) -> tuple[float, float, float]:
+    """1,000 new codes appended at once: (seconds until the last notice arrived, CPU s
+    of daemon + helper, helper CPU ms per notice)."""
+    assert d.proc is not None
+    helper = [p for p in errord.pids() if p != d.proc.pid]
+    codes = [f"{prefix}_{k:04d}" for k in range(1000)]
+    rx.expect(*codes)
+    c0, h0 = cpu_of(errord.pids()), cpu_of(helper)
+    data = b"".join(probe_line(c) for c in codes)
+    t0 = time.monotonic()
+    with open(d.logs / f"{prefix}.jsonl", "ab") as f:
+        f.write(data)
+    arrived = rx.wait_codes(codes, 120)
+    return max(arrived) - t0, cpu_of(errord.pids()) - c0, cpu_of(helper) - h0
+
+
+def burst_only(runs: int, profile: str | None) -> str:
+    """``--burst``: ``runs`` bursts of 1,000 new codes into one daemon, 3 s apart (py-spy
+    on daemon and helper over the first, with ``profile``)."""
+    OUT.mkdir(exist_ok=True)
+    rx = BenchReceiver()
+    d = Daemon(rx, workdir=OUT)
+    out = ["| run | notices/s | helper CPU per notice | daemon + helper CPU |", "|---|---|---|---|"]
+    try:
+        (d.logs / "live.jsonl").write_bytes(b"")
+        d.start()
+        assert d.proc is not None
+        errord = Tool("errord", d.proc.pid)
+        time.sleep(3.0)
+        for k in range(runs):
+            done = spy(d, profile) if profile and k == 0 else (lambda: None)
+            seconds, cpu, helper_cpu = burst(d, rx, errord, f"burst{k}")
+            done()
+            out.append(f"| {k + 1} | {1000 / seconds:.0f} | {helper_cpu:.2f} ms | {cpu:.2f} s |")
+            time.sleep(3.0)
+    finally:
+        d.cleanup()
+        rx.stop()
+    title = "# a burst of 1,000 new codes to a local json:// target (bench/sidecar.py --burst)"
+    return title + "\n\n" + "\n".join(out) + "\n"
+
+
 # -- the run -----------------------------------------------------------------------
 
 
@@ -416,7 +459,11 @@ def main() -> None:
     ap.add_argument("--follow", type=int, metavar="LINES", help="only following LINES per 10 ms (10: 1,000/s)")
     ap.add_argument("--pairs", type=int, default=3, help="--follow: measurement windows (default 3)")
     ap.add_argument("--latency", type=int, metavar="RUNS", help="only the latency while following, RUNS times")
+    ap.add_argument("--burst", type=int, metavar="RUNS", help="only the notice burst, RUNS times")
     args = ap.parse_args()
+    if args.burst:
+        print(burst_only(args.burst, args.profile))
+        return
     if args.follow:
         print(follow_only(5.0 if args.quick else 10.0, args.follow, args.profile, args.pairs))
         return
@@ -493,17 +540,7 @@ def main() -> None:
         sec = swatch = None
 
         # burst: 1,000 new codes at once
-        helper = [p for p in tools[0].pids() if p != d.proc.pid]
-        codes = [f"burst_{k:04d}" for k in range(1000)]
-        rx.expect(*codes)
-        c0, h0 = cpu_of(tools[0].pids()), cpu_of(helper)
-        data = b"".join(probe_line(c) for c in codes)
-        t0 = time.monotonic()
-        with open(d.logs / "burst.jsonl", "ab") as f:
-            f.write(data)
-        arrived = rx.wait_codes(codes, 120)
-        burst_s = max(arrived) - t0
-        burst_cpu, helper_cpu = cpu_of(tools[0].pids()) - c0, cpu_of(helper) - h0
+        burst_s, burst_cpu, helper_cpu = burst(d, rx, tools[0], "burst")
 
         # memory per open incident
         per_incident = per_incident_kb(d, rx, incidents)

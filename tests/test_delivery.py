@@ -11,6 +11,7 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -107,3 +108,33 @@ def _shim_calls() -> None:
         assert reqs[0].body == {"x": 1}
         assert all("cookie" not in r.headers for r in reqs)  # a target's cookie is not sent back
         assert rx.connections == 1
+
+
+def test_the_shim_keeps_the_environment_s_proxies_and_netrc(tmp_path: Path, monkeypatch: Any) -> None:
+    """What requests reads from the environment per request (proxies, NO_PROXY, .netrc) is
+    read once per host now (sessions._remembered), with the same outcome."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine target.invalid login u password p\n")
+    netrc.chmod(0o600)
+    with Receiver(keep_alive=True) as rx:
+        proxy = rx.http_url("")
+        for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("http_proxy", proxy)
+        monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+        monkeypatch.setenv("NETRC", str(netrc))
+        reuse_connections()
+        try:
+            for _ in range(2):
+                r = requests.post("http://target.invalid/p", json={"x": 1}, timeout=5)
+                assert r.status_code == 200
+                # read once per host: the second request goes where the first did
+                monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+            direct = requests.post(rx.http_url("/direct"), json={"x": 2}, timeout=5)  # NO_PROXY: not proxied
+            assert direct.status_code == 200
+        finally:
+            restore()
+        reqs = rx.snapshot()
+    assert [r.path for r in reqs] == ["http://target.invalid/p", "http://target.invalid/p", "/direct"]
+    assert all(r.headers.get("authorization") == "Basic dTpw" for r in reqs[:2])  # u:p from the netrc
+    assert "authorization" not in reqs[2].headers
