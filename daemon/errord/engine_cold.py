@@ -9,13 +9,14 @@ makes the object again when a line, a tick or a command needs it (``thaw``, ~1 Â
 
 Only an incident with an id of 32 hex digits (held as an int) and a message read from
 the journal is packed; any other stays an object. Its rare fields (``_rare``), when one
-is set, make the packed form 47 B longer. The values incidents share (the host tuple, the app, the notified targets,
-the message's reader) are packed as indexes into this codec's table, which is bounded
-(``MAX_REFS``) because apps come from untrusted lines: once it is full, incidents with a
-value not in it stay objects. The table never shrinks (an app of a closed incident
-stays in it): at most ``MAX_REFS`` small values.
+is set, make the packed form 47 B longer. The values incidents share (the host tuple,
+the app, the notified targets, the message's reader) are packed as indexes into this
+codec's table, which is bounded (``MAX_REFS``) because apps come from untrusted lines:
+once it is full, incidents with a value not in it stay objects. The table never shrinks
+(an app of a closed incident stays in it): at most ``MAX_REFS`` small values.
 
-The engine alone (replay, the tests) never packs: ``Engine.freeze`` is the daemon's call.
+The engine never packs by itself (replay does not): ``Engine.freeze`` is the daemon's
+call, once a batch is committed.
 """
 
 from __future__ import annotations
