@@ -360,3 +360,31 @@ def test_an_incident_that_holds_no_message_updates_its_row_and_keeps_the_message
         assert {i.code: i.occurrences for i in j.active()} == {"E1": 5, "E2": 1}
         with pytest.raises(JournalError, match=r"incident id-E3-1000.0 \(E3\) has no row"):
             _ = ghost.message
+
+
+def test_sync_fsyncs_the_wal_without_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notify worker's ``sync()`` (its delivered marks made durable against a power
+    loss) is one fdatasync of the ``-wal`` file: no page copied into the database, no
+    second fsync. A failing fdatasync is a JournalError, as a failing write is."""
+    import os
+
+    with Journal(tmp_path) as daemon:  # the daemon's connection keeps the WAL in place
+        daemon.commit([], [Position(1, 2, "/x.log", 10)], [], time.time())
+        with Journal(tmp_path, durable=False) as worker:
+            worker.commit([], [Position(1, 3, "/y.log", 20)], [], time.time())
+            synced: list[str] = []
+            real = os.fdatasync
+            monkeypatch.setattr(
+                os, "fdatasync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd))
+            )
+            before = (tmp_path / DB_NAME).stat().st_size, worker.wal_size()
+            worker.sync()
+            assert synced == [str(tmp_path / f"{DB_NAME}-wal")]
+            assert ((tmp_path / DB_NAME).stat().st_size, worker.wal_size()) == before  # nothing checkpointed
+
+            def failing(fd: int) -> None:
+                raise OSError(5, "Input/output error")
+
+            monkeypatch.setattr(os, "fdatasync", failing)
+            with pytest.raises(JournalError, match=r"sync: .*Input/output error"):
+                worker.sync()

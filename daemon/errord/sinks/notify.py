@@ -69,8 +69,9 @@ _GROUP_MAX = 1_000  # most notices one group_wait message lists (the rest: the n
 # kill -9 repeats at most the one notice in flight (CONTRACT §7). What made that cost a
 # quarter of the helper's time in a burst was the fsync of each mark, not the transaction:
 # the workers' connections commit with synchronous=NORMAL (WAL), which survives a killed
-# process but not a power loss; once a target's outbox drains, one WAL sync (a passive
-# checkpoint) makes them durable, so a power loss can repeat at most the current burst.
+# process but not a power loss; once a target's outbox drains, one WAL sync (``Journal.sync``:
+# an fdatasync of the -wal file) makes them durable, so a power loss can repeat at most the
+# current burst.
 _SCRUBBED_LOGGERS = ("apprise", "urllib3.connectionpool")
 _REJECTED = -1.0  # _Outcome.retry_after of a send refused for good (a webhook's 4xx)
 JOURNAL_WARN_EVERY = 60.0  # seconds between "journal" warnings of one target while it fails

@@ -146,12 +146,33 @@ class Journal:
         return schema.wal_size(self.path)
 
     def sync(self) -> None:
-        """Make what this connection committed durable against a power loss: a passive
-        checkpoint, which syncs the WAL first (for a ``durable=False`` journal)."""
+        """Make what this connection committed durable against a power loss (for a
+        ``durable=False`` journal): ``fdatasync`` of the ``-wal`` file. A frame this
+        connection committed is either still in the WAL, which that makes durable, or was
+        copied into the database by a checkpoint, which syncs the database file before
+        the WAL may be reused. Without a WAL file to sync (not in WAL mode), a passive
+        checkpoint. (A passive checkpoint each time, as before, also copied the pages and
+        synced the database: ~15 page writes and a second fsync per isolated notice while
+        following, ~0.3 ms of the helper's ~3 ms per such notice; issue 13.)"""
+        db = self._conn()
         try:
-            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error as e:
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+        except FileNotFoundError:
+            fd = -1
+        except OSError as e:
             raise JournalError(f"sync: {e}") from e
+        if fd < 0:
+            try:
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as e:
+                raise JournalError(f"sync: {e}") from e
+            return
+        try:
+            os.fdatasync(fd)
+        except OSError as e:
+            raise JournalError(f"sync: {e}") from e
+        finally:
+            os.close(fd)
 
     def checkpoint(self, wait: float = 0.1) -> bool:
         """Copy the whole WAL into the database and truncate it, waiting at most ``wait``
