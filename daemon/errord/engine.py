@@ -292,7 +292,7 @@ class Engine(NoiseRules):
         ``re_alert`` (its ``re_alert_time``, seconds, or None), is sure to be a suppressed
         repeat: nothing but counters (``deferral``). 0.0 when it may notify at any time:
         not open, never alerted (its next line may announce it), re-alerting every line.
-        Pure: reads state only."""
+        Pure: reads state only (a packed incident is made an object again, as any lookup does)."""
         key = code if self.scope == "code" else incident_key(self.scope, app, code)
         inc = self._get(key)
         if inc is None or not inc.alerts_sent:
@@ -356,12 +356,12 @@ class Engine(NoiseRules):
         """A new incident for ``code`` (or, beyond ``max_open_incidents``, a count in the
         overflow incident)."""
         # the overflow incident itself does not count toward the cap (CONTRACT §9)
-        count = len(self._active) + len(self._cold)
+        count = self.open_count()
+        overflow = self._overflow_key
         if (
             count >= self.max_open_incidents
             and code != OVERFLOW_CODE
-            and count - (self._overflow_key in self._active or self._overflow_key in self._cold)
-            >= self.max_open_incidents
+            and count - (overflow in self._active or overflow in self._cold) >= self.max_open_incidents
         ):
             return self._overflow(ev, code)
         notify = self._wants_notice(ev, code)

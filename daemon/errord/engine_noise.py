@@ -171,16 +171,17 @@ class NoiseRules:
             after, remind = noise.auto_resolve_after, noise.remind_every
             if after is None and remind is None:
                 continue
-            t = self._due(key, inc, quiet_clock(inc.src), after, remind)
-            if t is not None:
-                out.append(t)
+            q = quiet_clock(inc.src)
+            what = _due(q, inc.last_log_time, inc.alerts_sent, inc.reminded_at, after, remind)
+            if what is not None:
+                out.append(self._on_clock(what, key, inc, q, after))
         if self._cold:
             out += self._tick_cold(quiet_clock)
         return out
 
     def _tick_cold(self, quiet_clock: Callable[[int], float]) -> list[Transition]:
-        """``tick`` for the packed incidents (engine_cold): judged from the packed fields
-        (``_due``'s test); only one that is due is made an object again."""
+        """``tick`` for the packed incidents (engine_cold): judged from the packed fields;
+        only one that is due is made an object again."""
         out = []
         codec, noise_of = self._codec, self._noise_of
         code_of = None if self.scope == "code" else codec.code_of  # the key is the code
@@ -191,30 +192,19 @@ class NoiseRules:
                 continue
             src, last, alerts_sent, reminded = codec.peek(data)
             q = quiet_clock(src)
-            quiet = q - last
-            if (after is not None and quiet >= after) or (
-                remind is not None
-                and quiet >= remind
-                and alerts_sent > 0
-                and q >= (last if reminded is None else reminded) + remind
-            ):
+            what = _due(q, last, alerts_sent, reminded, after, remind)
+            if what is not None:
                 inc = self._get(key)
                 assert inc is not None
-                t = self._due(key, inc, q, after, remind)
-                if t is not None:
-                    out.append(t)
+                out.append(self._on_clock(what, key, inc, q, after))
         return out
 
-    def _due(self, key: str, inc: Incident, q: float, after: float | None, remind: float | None) -> Transition | None:
-        """The auto-resolve or reminder of ``inc`` due at its quiet clock's ``q``, if any."""
-        quiet = q - inc.last_log_time
-        if after is not None and quiet >= after:
+    def _on_clock(self, what: str, key: str, inc: Incident, q: float, after: float | None) -> Transition:
+        """The auto-resolve or reminder ``_due`` found due for ``inc`` at ``q``."""
+        if what == _AUTO_RESOLVE:
+            assert after is not None
             return self._auto_resolve(key, inc, after)
-        if remind is not None and quiet >= remind and inc.alerts_sent > 0:
-            due = inc.last_log_time + remind if inc.reminded_at is None else inc.reminded_at + remind
-            if q >= due:
-                return self._remind(key, inc, q)
-        return None
+        return self._remind(key, inc, q)
 
     def _remind(self, key: str, inc: Incident, q: float) -> Transition:
         """A reminder: a warning that counts in ``alerts_sent`` but moves neither
@@ -256,3 +246,26 @@ class NoiseRules:
             return self._open(line, OVERFLOW_CODE, key)
         t = self._repeat(line, OVERFLOW_CODE, key, inc)
         return t if t is not None else Transition(Kind.REPEAT, key, inc, line)
+
+
+_AUTO_RESOLVE, _REMIND = "auto-resolve", "remind"
+
+
+def _due(
+    q: float, last: float, alerts_sent: int, reminded: float | None, after: float | None, remind: float | None
+) -> str | None:
+    """What the clock owes an open incident at its quiet clock's ``q`` (``last``: its
+    ``last_log_time``; ``reminded``: its ``reminded_at``): ``_AUTO_RESOLVE`` once quiet
+    for ``auto_resolve_after``; else ``_REMIND`` once quiet for ``remind_every`` and
+    ``remind_every`` after the last reminder, if it alerted; else None."""
+    quiet = q - last
+    if after is not None and quiet >= after:
+        return _AUTO_RESOLVE
+    if (
+        remind is not None
+        and quiet >= remind
+        and alerts_sent > 0
+        and q >= (last if reminded is None else reminded) + remind
+    ):
+        return _REMIND
+    return None

@@ -158,15 +158,13 @@ class Journal:
         try:
             fd = os.open(f"{self.path}-wal", os.O_RDONLY)
         except FileNotFoundError:
-            fd = -1
-        except OSError as e:
-            raise JournalError(f"sync: {e}") from e
-        if fd < 0:
             try:
                 db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except sqlite3.Error as e:
                 raise JournalError(f"sync: {e}") from e
             return
+        except OSError as e:
+            raise JournalError(f"sync: {e}") from e
         try:
             os.fdatasync(fd)
         except OSError as e:
