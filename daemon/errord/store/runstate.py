@@ -12,6 +12,17 @@ it, so positions and open incidents are never forgotten silently (issue 11.4). T
 file does not count: it is created before the store, so it may exist without one. A
 database that is not empty but zero-filled or no SQLite file at all is refused the same
 way, marker or not.
+
+That check reads the database file's header through a descriptor of its own, which must
+never happen in a process that already has SQLite connections to the file: POSIX advisory
+locks belong to the process and the file, and closing ANY descriptor of it drops every lock
+the process holds on it, SQLite's included (sqlite.org/howtocorrupt.html, 2.2). A daemon
+whose locks were dropped so looks gone to the next process that closes its last connection
+(a CLI command, the notify helper reconnecting), which then checkpoints and deletes the
+``-wal`` under it: the daemon's later commits go to a deleted file and readers find the
+database malformed. ``schema.connect`` tells ``connecting`` before every open; the header
+is read raw only until then (afterwards SQLite's own open refuses a file that is no
+database, and ``schema.connect`` words that the same way).
 """
 
 from __future__ import annotations
@@ -20,13 +31,14 @@ import fcntl
 import json
 import os
 import stat
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from errord.errors import ErrordError, StateError
 
-__all__ = ["LOCK_NAME", "STATE_MARKER", "RunLock", "check_state_dir", "mark_state", "read_run_state"]
+__all__ = ["LOCK_NAME", "STATE_MARKER", "RunLock", "check_state_dir", "connecting", "mark_state", "read_run_state"]
 
 _SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 database
 LOCK_NAME = "errord.lock"
@@ -150,15 +162,37 @@ def check_state_dir(state_dir: Path, db_name: str) -> list[str]:
     return held
 
 
+# The database files this process has opened (or is opening) SQLite connections to, by
+# real path: their headers are never read raw again (see the module doc). Process-wide on
+# purpose: the locks it protects are the process's.
+_connected: set[str] = set()
+_connected_lock = threading.Lock()
+
+
+def connecting(db_path: Path) -> None:
+    """``db_path`` is about to get an SQLite connection in this process: from now on its
+    header is not read through a descriptor of errord's own (closing one would drop the
+    connection's locks). Waits for a header read in progress on another thread."""
+    key = os.path.realpath(db_path)
+    with _connected_lock:
+        _connected.add(key)
+
+
 def _check_header(state_dir: Path, db_name: str) -> None:
     """Refuse a database file that is not empty but is no SQLite database: zero-filled (a
     full disk or a crash can leave its pages allocated and never written) or overwritten.
-    Whatever the marker says: errord can neither read it nor should it replace it."""
-    try:
-        with open(state_dir / db_name, "rb") as f:
-            head = f.read(4096)
-    except OSError:
-        return  # missing, or unreadable: the size check and opening the store say so
+    Whatever the marker says: errord can neither read it nor should it replace it. Only
+    before this process connects to it (``connecting``)."""
+    path = state_dir / db_name
+    key = os.path.realpath(path)
+    with _connected_lock:  # a connection opened on another thread meanwhile waits for the close
+        if key in _connected:
+            return
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4096)
+        except OSError:
+            return  # missing, or unreadable: the size check and opening the store say so
     if not head or head.startswith(_SQLITE_HEADER):
         return
     what = "zero-filled" if not head.strip(b"\0") else "not an SQLite database"

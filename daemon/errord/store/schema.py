@@ -27,7 +27,7 @@ from errord.errors import JournalError, NoStateError, StateError
 from errord.model import INCIDENT_COLUMNS, Incident
 from errord.policy.route import UNKNOWN_ALERTED
 from errord.ratelimit import RateLimit
-from errord.store.runstate import STATE_MARKER, lost_state, mark_state
+from errord.store.runstate import STATE_MARKER, connecting, lost_state, mark_state
 
 __all__ = [
     "DB_NAME",
@@ -318,6 +318,7 @@ def connect(
     what ``runstate.check_state_dir`` found: a schemaless file where the marker says a
     store was built is refused (``StateError``). Raises ``JournalError``.
     """
+    connecting(path)  # from now on this process never closes a descriptor of its own on it
     try:
         if readonly:
             uri = f"file:{quote(str(path.absolute()))}?mode=ro"
