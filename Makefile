@@ -28,10 +28,11 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The suite on two workers (pytest-xdist): most of an end-to-end test's time is a daemon
-# subprocess working or waiting, so two run side by side on two cores. PYTEST_WORKERS=0
-# runs it in one process; `pytest tests/test_x.py` alone stays serial.
-PYTEST_WORKERS ?= 2
+# The suite on three workers (pytest-xdist): most of an end-to-end test's time is a daemon
+# subprocess working or waiting (with two workers the two cores were ~55% busy: 367 s),
+# so three run side by side on two cores (279 s on 3 Dec). PYTEST_WORKERS=0 runs it in one
+# process; `pytest tests/test_x.py` alone stays serial.
+PYTEST_WORKERS ?= 3
 test: lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
