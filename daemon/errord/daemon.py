@@ -67,15 +67,21 @@ STATUS_EVERY = 30.0  # seconds between STATUS= updates to systemd when it set no
 # each); once one finds nothing, the loop waits for the folder watch again, and input that
 # wakes it sooner than READ_GAP after the last read waits for the rest (a line after a
 # pause is read at once). A batch whose lines
-# notify nobody is held open up to HOLD seconds (``Batch.step``), so such lines cost ~2
-# transactions (fsyncs) a second; a notice is committed as soon as it is read.
+# notify nobody is held open up to HOLD seconds (``Batch.step``), so such lines cost ~1
+# transaction (fsync) a second; a notice is committed as soon as it is read.
 READ_GAP = 0.025
-HOLD = 0.5
+HOLD = 1.0
 # After reading on the timer this long without a pause, the sources' change notifications
 # are stopped until the loop waits for input again (``Source.rest``): they only cost
 # wake-ups meanwhile (issue 13). Longer than the gaps of a bursty writer, so a file
 # written in bursts does not stop and start its watch at every burst.
 REST_AFTER = 1.0
+# While reading on the timer, the event loop gets a turn (signals, watch reports, timers,
+# metrics scrapes) at least this often, not at every read: after a sleep a turn costs
+# ~120 µs of CPU here (its code is cold), more than the sleep's own wake-up (~90 µs), 40
+# times a second (issue 13). A stop or reload asked meanwhile is seen this much later. A
+# journal source's reader is a task of the loop: with one, the loop turns at every read.
+TURN_EVERY = 0.1
 
 
 class Daemon:
@@ -112,6 +118,9 @@ class Daemon:
         self._last_read = 0.0  # time.monotonic() of the last step that read lines (READ_GAP)
         self._streaming = False  # the last pump read lines: the next read is READ_GAP later
         self._streaming_since = 0.0  # time.monotonic() of the first read of this stream
+        self._turned = 0.0  # time.monotonic() of the loop's last turn in a gap (TURN_EVERY)
+        self._loop_reads_of: RunConfig | None = None  # the config _loop_reads_now is of
+        self._loop_reads_now = False
         self._first_signal: float | None = None
         self.upkeep: Upkeep | None = None  # once the journal is open
         self.heap = HeapTrim()  # what a burst of reading freed goes back once idle (heaptrim)
@@ -361,17 +370,28 @@ class Daemon:
         self._wake.clear()
 
     async def _gap(self) -> None:
-        """READ_GAP between two reads of a stream. A plain sleep, then one turn of the
-        loop for what came meanwhile (signals, watch reports, a journal's pipe): an
+        """READ_GAP between two reads of a stream. A plain sleep, then, every
+        ``TURN_EVERY`` (or always, with a journal source), one turn of the loop for what
+        came meanwhile (signals, watch reports, timers, a journal's pipe): an
         ``asyncio.sleep`` costs two turns of the loop and a timer, ~110 µs more CPU per
-        wake-up than ``time.sleep`` on a core that was idle, 40 times a second (issue 13).
-        Nothing else waits on the loop for long: the API and the helper have threads of
-        their own (which this sleep does not hold: it releases the GIL), and a stop is
-        seen at most READ_GAP later."""
+        wake-up than ``time.sleep`` on a core that was idle, and even one turn costs more
+        than the sleep (issue 13). Nothing else waits on the loop for long: the API and
+        the helper have threads of their own (which this sleep does not hold: it releases
+        the GIL), and a stop is seen at most READ_GAP + TURN_EVERY later."""
         if self._stop.is_set() or self._reload_requested:
             return
         time.sleep(READ_GAP)
-        await asyncio.sleep(0)
+        now = time.monotonic()
+        if now - self._turned >= TURN_EVERY or self._loop_reads():
+            self._turned = now
+            await asyncio.sleep(0)
+
+    def _loop_reads(self) -> bool:
+        """A source is read by a task of the loop (a journal source's journalctl pipe)."""
+        s = self.settings
+        if self._loop_reads_of is not s:  # once per config, not per read
+            self._loop_reads_of, self._loop_reads_now = s, any(src.journal is not None for src in s.sources)
+        return self._loop_reads_now
 
     async def _coalesce(self) -> None:
         """Woken for input right after a read: let more come until READ_GAP after it."""

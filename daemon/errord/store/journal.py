@@ -290,6 +290,7 @@ class Journal:
         incs = list(incidents)
         poss = list(positions)
         notes = list(notices)
+        held: list[Incident] = []  # those whose object holds its message: upserted
         with self._tx("commit") as db:
             created: dict[str, float] = {}
             if incs:
@@ -309,7 +310,11 @@ class Journal:
                     if cur.rowcount != len(rest):  # (a row gone: its message with it)
                         missing = [i.incident_id for i in rest if self._missing(db, i.incident_id)]
                         raise JournalError(f"commit: open incidents without a row (nor a message): {missing[:5]}")
-                created = self._created_at(db, [i.incident_id for i in incs], now)
+                # an UPDATE keeps created_at, which the object already holds (its row was
+                # written before, by this journal, or restored from it): only the upserts'
+                # rows may hold one the objects do not know yet (issue 13: ~0.1 ms a commit)
+                if held:
+                    created = self._created_at(db, [i.incident_id for i in held], now)
                 self.mongo.enqueue(db, incs)  # same transaction: a committed change is always queued
             if poss:
                 gone = [(p.dev, p.ino) for p in poss if p.gone]
@@ -344,13 +349,15 @@ class Journal:
                 also(db)
         # Committed: only now touch the caller's objects.
         for i in incs:
-            # new rows hold ``now`` (one float object for all of them, not one each)
+            i.updated_at = now
+        # new rows hold ``now`` (one float object for all of them, not one each); an
+        # updated row's created_at is the object's already
+        for i in held:
             was = created.get(i.incident_id)
             if was is None:
                 i.created_at = now
             elif was != i.created_at:
                 i.created_at = was
-            i.updated_at = now
         for n, nid in zip(notes, ids, strict=True):
             n.id = nid
         return notes
