@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -351,3 +353,43 @@ def test_a_clear_written_before_the_start_closes_at_the_start(make_errord, recei
     assert db["occurrences"] == 2
     assert e.stop() == 0
     assert len(receiver.delivered) == 2
+
+
+def test_signals_reach_a_daemon_following_a_busy_file_promptly(make_errord, tmp_path: Path) -> None:
+    """While a file is being written, the daemon reads it on a timer and gives its event
+    loop (where signals are handled) a turn only every TURN_EVERY: a reload and a stop are
+    still seen within a fraction of a second, and nothing read is lost on the way."""
+    e = make_errord()
+    e.start()
+    assert e.proc is not None
+    log = tmp_path / "logs" / "app.jsonl"
+    stop = threading.Event()
+    written = [0]
+
+    def writer() -> None:
+        while not stop.is_set():
+            append(log, *(line(msg=f"n{written[0]}") for _ in range(10)))
+            written[0] += 10
+            time.sleep(0.01)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        time.sleep(2.0)  # past REST_AFTER: reading on the timer, the watches resting
+        before = e.output().count("config reloaded")
+        t0 = time.monotonic()
+        e.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: e.output().count("config reloaded") > before, 10, e.output)
+        reload_took = time.monotonic() - t0
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        e.proc.send_signal(signal.SIGTERM)
+        assert e.proc.wait(10) == 0
+        stop_took = time.monotonic() - t0
+    finally:
+        stop.set()
+        t.join()
+    assert reload_took < 1.0 and stop_took < 2.0, (reload_took, stop_took)
+    e.start()  # what was read before the stop was committed: the restart reads on from there
+    wait_until(lambda: sum(f["lines_read"] for f in e.status()["files"]) == written[0], 30, lambda: str(e.status()))
+    assert e.stop() == 0
