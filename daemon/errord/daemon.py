@@ -119,8 +119,6 @@ class Daemon:
         self._streaming = False  # the last pump read lines: the next read is READ_GAP later
         self._streaming_since = 0.0  # time.monotonic() of the first read of this stream
         self._turned = 0.0  # time.monotonic() of the loop's last turn in a gap (TURN_EVERY)
-        self._loop_reads_of: RunConfig | None = None  # the config _loop_reads_now is of
-        self._loop_reads_now = False
         self._first_signal: float | None = None
         self.upkeep: Upkeep | None = None  # once the journal is open
         self.heap = HeapTrim()  # what a burst of reading freed goes back once idle (heaptrim)
@@ -388,10 +386,7 @@ class Daemon:
 
     def _loop_reads(self) -> bool:
         """A source is read by a task of the loop (a journal source's journalctl pipe)."""
-        s = self.settings
-        if self._loop_reads_of is not s:  # once per config, not per read
-            self._loop_reads_of, self._loop_reads_now = s, any(src.journal is not None for src in s.sources)
-        return self._loop_reads_now
+        return any(src.journal is not None for src in self.settings.sources)
 
     async def _coalesce(self) -> None:
         """Woken for input right after a read: let more come until READ_GAP after it."""

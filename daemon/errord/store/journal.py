@@ -153,7 +153,9 @@ class Journal:
         the WAL may be reused. Without a WAL file to sync (not in WAL mode), a passive
         checkpoint. (A passive checkpoint each time, as before, also copied the pages and
         synced the database: ~15 page writes and a second fsync per isolated notice while
-        following, ~0.3 ms of the helper's ~3 ms per such notice; issue 13.)"""
+        following, ~0.3 ms of the helper's ~3 ms per such notice; issue 13.) SQLite takes
+        no POSIX lock on the ``-wal`` (its locks are on the database and the ``-shm``), so
+        closing this descriptor drops none of the connections' locks (``runstate``)."""
         db = self._conn()
         try:
             fd = os.open(f"{self.path}-wal", os.O_RDONLY)
@@ -313,8 +315,7 @@ class Journal:
                 # an UPDATE keeps created_at, which the object already holds (its row was
                 # written before, by this journal, or restored from it): only the upserts'
                 # rows may hold one the objects do not know yet (issue 13: ~0.1 ms a commit)
-                if held:
-                    created = self._created_at(db, [i.incident_id for i in held], now)
+                created = self._created_at(db, [i.incident_id for i in held], now)
                 self.mongo.enqueue(db, incs)  # same transaction: a committed change is always queued
             if poss:
                 gone = [(p.dev, p.ino) for p in poss if p.gone]
