@@ -254,3 +254,81 @@ def test_without_exec_the_validated_config_comes_from_the_child(
     assert validate_and_exec(bad, ["run"]) == 2
     assert ran == [r]
     assert "errord: config: sources.0.path: Input should be a valid string" in capfd.readouterr().err
+
+
+# -- errord.launch: `errord run` without the CLI ------------------------------------------
+
+_RUN_LINES = [
+    ["run"],
+    ["run", "-c", "a.toml"],
+    ["run", "--config", "a.toml"],
+    ["run", "--config=a.toml"],
+    ["-c", "b.toml", "run"],
+    ["--config=b.toml", "run"],
+    ["-c", "b.toml", "run", "-c", "a.toml"],  # the command's own wins
+    ["run", "-c", "b.toml", "-c", "a.toml"],  # the last wins
+    ["-c", "b.toml", "-c", "a.toml", "run"],
+]
+_OTHER_LINES = [
+    [],
+    ["run", "--help"],
+    ["-h"],
+    ["--version"],
+    ["run", "run"],
+    ["-c", "run"],  # run is the file's name here: no command
+    ["run", "-c"],
+    ["run", "-c", "-x"],
+    ["run", "-ca.toml"],  # argparse's forms this does not know: the full parser's
+    ["run", "--conf", "a.toml"],
+    ["run", "extra"],
+    ["active"],
+    ["check-config", "-c", "a.toml"],
+]
+
+
+@pytest.mark.parametrize("words", _RUN_LINES + _OTHER_LINES, ids=lambda w: " ".join(w) or "(none)")
+def test_the_fast_run_path_takes_only_what_the_full_parser_reads_the_same(words: list[str]) -> None:
+    """``errord.launch.plain_run`` starts ``run`` itself only for command lines the CLI's
+    parser reads as ``run`` with the same config file; the rest go to the CLI unchanged."""
+    from errord.cli import _parser, cmd_run
+    from errord.launch import plain_run
+
+    is_run, config = plain_run(words)
+    assert is_run == (words in _RUN_LINES)
+    if is_run:
+        args = _parser().parse_args(words)
+        assert args.func is cmd_run and args.config == config
+
+
+def test_errord_run_starts_without_importing_the_cli_or_pydantic(tmp_path: Path) -> None:
+    """What ``errord run`` imports before it forks the validating child and execs the
+    daemon image: not the CLI's ~100 modules nor pydantic (they were 0.12 s on the way
+    to READY=1); the child imports the config layer itself."""
+    code = """if True:
+        import sys
+        import errord.launch, errord.serve, errord.sinks.early
+        seen = []
+        def fake(load, argv, helper=None):
+            seen.append((argv, sorted(m for m in sys.modules if m == "errord.cli" or m.startswith("pydantic"))))
+            return 0
+        errord.serve.validate_and_exec = fake
+        errord.sinks.early.start_early = lambda: None
+        assert errord.launch.main(["-c", "x.toml", "run"]) == 0
+        print(seen)
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30).stdout
+    assert out.strip() == "[(['run', '-c', 'x.toml'], [])]"
+
+
+def test_a_bad_config_through_the_fast_path_is_one_line_and_exit_2(tmp_path: Path, errord_env: dict[str, str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[sources]]\npath = 3\n")
+    got = subprocess.run(
+        [sys.executable, "-m", "errord", "run", "--config=" + str(bad)],
+        env=errord_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert got.returncode == 2, got.stderr
+    assert got.stderr.startswith("errord: config:") and "sources" in got.stderr and "Traceback" not in got.stderr

@@ -1,5 +1,5 @@
 """``python -m errord`` is the same as the ``errord`` console script."""
 
-from errord.cli import main
+from errord.launch import main
 
 raise SystemExit(main())

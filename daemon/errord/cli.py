@@ -192,14 +192,14 @@ def _since_arg(text: str) -> float:
 
 def _load(args: argparse.Namespace, *, sources: bool = False) -> RunConfig:
     """The validated config (``sources``: refuse one with nothing to read, as ``run`` does).
-    pydantic is imported here, not with this module: ``run`` starts its notify helper
-    before (``sinks.early``), so that ~0.2 s and the helper's Apprise run side by side."""
+    pydantic is imported here, not with this module (``errord.launch``)."""
+    if sources:
+        from errord.serve import load_for_run
+
+        return load_for_run(args.config)
     from errord.settings import Settings
 
-    settings = Settings.load(args.config)
-    if sources:
-        settings.require_sources()
-    return settings.to_run()
+    return Settings.load(args.config).to_run()
 
 
 def _print_json(data: Any) -> None:
@@ -210,17 +210,9 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from errord.serve import validate_and_exec  # the daemon runs in a fresh image without pydantic
-    from errord.sinks.early import start_early, stop_early
+    from errord.serve import start_run  # as `errord run` starts without the CLI (errord.launch)
 
-    helper = start_early()  # imports Apprise while the config is validated; no config yet
-    argv = ["run"] + (["-c", str(args.config)] if args.config is not None else [])
-    try:
-        # a bad config exits 2 (in the child that validates it), before anything starts
-        return validate_and_exec(lambda: _load(args, sources=True), argv, helper=helper)
-    except BaseException:
-        stop_early(helper)
-        raise
+    return start_run(args.config)
 
 
 def cmd_dump_config(args: argparse.Namespace) -> int:

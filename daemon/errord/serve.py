@@ -25,24 +25,48 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-import orjson
-
-from errord.config import RunConfig
 from errord.errors import EXIT_FAIL, EXIT_OK, ErrordError, exit_status
 
 if TYPE_CHECKING:
     import subprocess
 
+    from errord.config import RunConfig
     from errord.sinks.early import HelperProcess
 
-__all__ = ["exec_daemon", "main", "validate_and_exec"]
+__all__ = ["exec_daemon", "load_for_run", "main", "start_run", "validate_and_exec"]
 
 logger = logging.getLogger("errord")
 
 MALLOC_MMAP_THRESHOLD = 4 << 20
 MALLOC_TRIM_THRESHOLD = 64 << 20
+
+
+def load_for_run(config: Path | None) -> RunConfig:
+    """The validated config for ``run`` (in the child that validates: pydantic is imported
+    here); a config with no source to read is refused, as ``run`` refuses it."""
+    from errord.settings import Settings
+
+    settings = Settings.load(config)
+    settings.require_sources()
+    return settings.to_run()
+
+
+def start_run(config: Path | None) -> int:
+    """``errord run``: start the notify helper (it imports Apprise meanwhile), then
+    validate in a forked child while this process becomes the daemon image (``serve``)."""
+    from errord.sinks.early import start_early, stop_early
+
+    helper = start_early()  # imports Apprise while the config is validated; no config yet
+    argv = ["run"] + (["-c", str(config)] if config is not None else [])
+    try:
+        # a bad config exits 2 (in the child that validates it), before anything starts
+        return validate_and_exec(lambda: load_for_run(config), argv, helper=helper)
+    except BaseException:
+        stop_early(helper)
+        raise
 
 
 def validate_and_exec(
@@ -51,7 +75,8 @@ def validate_and_exec(
     """``errord run``: validate the config (``load``) in a forked child while this process
     becomes the daemon image at once, which imports the daemon meanwhile (on the other
     core) and then reads the config from the child through a pipe. The child is this
-    process's copy (its modules imported already): it imports pydantic, validates and
+    process's copy (``errord.launch`` imported little: the child imports the config layer
+    and pydantic, the daemon image what it runs, side by side): it validates and
     writes ``RunConfig.dump()`` as JSON, or prints why not (``errord: config: ...``) and
     exits 2; then the daemon image exits with its status, before anything has started
     (no lock, no state, no source). Without fork or exec: ``exec_daemon`` after ``load``
@@ -75,6 +100,8 @@ def validate_and_exec(
                 pipe.close()  # this copy is not the helper's: its EOF is the daemon's business
         status = EXIT_FAIL
         try:
+            import orjson
+
             _write_all(w, orjson.dumps(load().dump()))
             status = EXIT_OK
         except ErrordError as exc:
@@ -119,6 +146,10 @@ def _write_all(fd: int, data: bytes) -> None:
 def _receive(fd: int, validator: int | None) -> RunConfig | int:
     """The config in ``fd`` (a memfd, or the pipe from the validating child ``validator``:
     its exit status instead when it refused the config; it said why on stderr)."""
+    import orjson
+
+    from errord.config import RunConfig
+
     with os.fdopen(fd, "rb") as f:
         data = f.read()
     if validator is not None:
@@ -136,6 +167,8 @@ def exec_daemon(config: RunConfig, argv: Sequence[str], *, helper: subprocess.Po
     a notify helper process started early: ``sinks.early``). Returns only if that cannot
     be done (no memfd or exec allowed, say by a seccomp filter): then the daemon runs in
     this process, with pydantic loaded, and its exit status is returned."""
+    import orjson
+
     data = orjson.dumps(config.dump())
     fd = -1
     try:
