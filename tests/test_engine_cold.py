@@ -257,6 +257,33 @@ def test_commands_by_key_find_packed_incidents() -> None:
     assert e.open_count() == 1 and set(e._cold) == {"api"}
 
 
+def test_active_where_thaws_only_the_packed_incidents_it_returns() -> None:
+    """The start's check for removed targets (``Daemon._apply_targets``): 10,000 packed
+    incidents alerted of kept targets stay packed; those that match come back live."""
+    e = make()
+    e.restore(
+        [
+            *(incident(code=f"c{k}", notified=("kept",)) for k in range(10_000)),
+            incident(code="gone", notified=("old",)),
+        ],
+        pack=True,
+    )
+    object_held = incident(code="object", notified=("old", "kept"), incident_id="not hex")  # never packed
+    e._active[object_held.code] = object_held
+    assert len(e._cold) == 10_001 and len(e._active) == 1
+    found = e.active_where(lambda targets: "old" in targets)
+    assert sorted(i.code for i in found) == ["gone", "object"]
+    assert len(e._cold) == 10_000 and set(e._active) == {"gone", "object"}  # the live ones
+    found[0].notified = found[1].notified = ("kept",)
+    assert {i.code: i.notified for i in e.snapshot() if i.code in ("gone", "object")} == {
+        "gone": ("kept",),
+        "object": ("kept",),
+    }
+    assert e.active_where(lambda targets: "old" in targets) == []
+    e.freeze_all()
+    assert len(e._cold) == 10_001 and set(e._active) == {"object"}
+
+
 def test_a_rollback_after_thawing_leaves_the_state_as_committed() -> None:
     e = make(FakePolicy(default=10.0))
     batch(e, ev(0, "db"))

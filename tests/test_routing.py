@@ -139,6 +139,12 @@ def test_forget_removed_prunes_the_open_incidents_and_names_the_target(caplog: p
     active = route.engine.active()
     active["api"].notified += (UNKNOWN_ALERTED,)  # by tags: kept, whoever is configured
     route.router.set_routes([("a", ()), ("c", ())])  # b removed, c added
+    assert [route.router.names_removed(t) for t in (("a",), ("a", "b"), (UNKNOWN_ALERTED,), ())] == [
+        False,
+        True,
+        False,
+        False,
+    ]  # what the daemon thaws packed incidents for: those forget_removed changes
     with caplog.at_level(logging.WARNING, logger="errord.policy.route"):
         changed = route.router.forget_removed(active.values(), {"b": "json://hook.example/…"})
         assert route.router.forget_removed(active.values(), {}) == []  # once: nothing left to forget

@@ -477,11 +477,12 @@ class Daemon:
         open incidents forget the removed targets (``names``: key -> redacted URL)."""
         assert self.journal is not None
         self.router.set_routes(sink.routes)
-        changed = self.router.forget_removed(self.engine.active().values(), names or {})
+        removed = self.engine.active_where(self.router.names_removed)  # thaws only those
+        changed = self.router.forget_removed(removed, names or {})
         if changed:
             with contextlib.suppress(JournalError):  # not durable yet: forgotten again at the next start
                 self.journal.commit(changed, [], [], time.time())
-        self.engine.freeze_all()  # active() made every packed incident an object: packed again
+        self.engine.freeze_all()  # those made objects again: packed again
         keep = {key for key, _ in sink.routes} or {STDERR_TARGET}
         dropped = self.journal.outbox.drop_targets(keep)
         if dropped:

@@ -151,6 +151,11 @@ class ColdCodec:
             inc.reminded_at = None if reminded != reminded else reminded
         return inc
 
+    def notified_of(self, data: bytes) -> tuple[str, ...]:
+        """The notified targets of packed ``data`` (without making the object)."""
+        notified: tuple[str, ...] = self._refs[_fields(data)[12]]
+        return notified
+
     def code_of(self, key: str, data: bytes) -> str:
         """The code of packed ``data`` held under the engine's ``key``."""
         if not self._app_scope:

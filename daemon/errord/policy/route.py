@@ -183,6 +183,12 @@ class Router:
                 self._warn_removed(gone, code)
         return keys
 
+    def names_removed(self, notified: tuple[str, ...]) -> bool:
+        """Whether ``notified`` (an incident's alerted targets) names a target not configured
+        now: the incidents ``forget_removed`` changes."""
+        keys = self._keys
+        return any(k not in keys and k != UNKNOWN_ALERTED for k in notified)
+
     def forget_removed(self, incidents: Iterable[Incident], names: Mapping[str, str]) -> list[Incident]:
         """Drop from each open incident's ``notified`` the targets not configured now (a
         reload or a restart removed them), so its resolve goes to the others only and
