@@ -12,7 +12,9 @@ the calling thread only and only inside ``capturing()``:
   there (``sinks.secrets``). Apprise's DEBUG and INFO records pass as before;
 * a thin wrapper around ``requests.Session.send`` — every Apprise HTTP plugin sends
   through it, ``requests.post`` too — keeps each response's status and ``Retry-After``,
-  and the exception of a send that got no response.
+  and the exception of a send that got no response; the notify helper's plain-HTTP
+  path (``sinks.plainhttp``), which sends without it, keeps the same (``saw_response``,
+  ``saw_error``).
 
 Plugins that do not use ``requests`` (``mailto://`` through smtplib, MQTT, XMPP, …) give
 what they log, and never a ``Retry-After``. Both hooks are installed once per process, by
@@ -34,7 +36,7 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-__all__ = ["Seen", "capturing", "parse_retry_after"]
+__all__ = ["Seen", "capturing", "parse_retry_after", "saw_error", "saw_response"]
 
 REASON_MAX = 300  # characters of reason kept for a log line or a delivery row
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
@@ -165,18 +167,33 @@ def _install() -> None:
         _installed = True
 
 
+def saw_response(status: int, retry_after: str | None) -> None:
+    """Keep a response's status and ``Retry-After`` for the calling thread's
+    ``capturing()`` (none: nothing); what the ``Session.send`` wrapper does, for a
+    transport that sends without it (``sinks.plainhttp``)."""
+    seen = getattr(_local, "seen", None)
+    if seen is not None:
+        seen.responses.append((status, parse_retry_after(retry_after)))
+
+
+def saw_error(exc: BaseException) -> None:
+    """Keep why a send got no response, as ``saw_response`` keeps a response."""
+    seen = getattr(_local, "seen", None)
+    if seen is not None:
+        seen.errors.append(describe_error(exc))
+
+
 def _wrap(send: Any) -> Any:
     @functools.wraps(send)
     def capturing_send(self: Any, request: Any, **kwargs: Any) -> Any:
-        seen = getattr(_local, "seen", None)
-        if seen is None:
+        if getattr(_local, "seen", None) is None:
             return send(self, request, **kwargs)
         try:
             response = send(self, request, **kwargs)
         except Exception as exc:
-            seen.errors.append(describe_error(exc))
+            saw_error(exc)
             raise
-        seen.responses.append((response.status_code, parse_retry_after(response.headers.get("Retry-After"))))
+        saw_response(response.status_code, response.headers.get("Retry-After"))
         return response
 
     return capturing_send

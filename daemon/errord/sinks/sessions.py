@@ -33,6 +33,8 @@ import requests
 import requests.api
 import requests.sessions
 
+from errord.sinks import plainhttp
+
 __all__ = ["restore", "reuse_connections"]
 
 _local = threading.local()
@@ -47,7 +49,14 @@ def _session() -> requests.Session:
 
 
 def request(method: str, url: str, **kwargs: Any) -> requests.Response:
-    """``requests.request`` on the calling thread's session."""
+    """``requests.request`` on the calling thread's session (a plain ``http://`` one on
+    its own kept connection: ``sinks.plainhttp``)."""
+    if isinstance(method, str) and isinstance(url, str):
+        # what Session would look up (remembered per host: reuse_connections)
+        lookups = requests.sessions.get_environ_proxies, requests.sessions.get_netrc_auth  # type: ignore[attr-defined]
+        answer = plainhttp.send(method, url, kwargs, *lookups)
+        if answer is not None:
+            return answer
     session = _session()
     try:
         return session.request(method=method, url=url, **kwargs)
