@@ -31,7 +31,6 @@ state (``PYTHONPATH`` applies to the fill too).
 from __future__ import annotations
 
 import argparse
-import compileall
 import os
 import signal
 import statistics
@@ -45,7 +44,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from harness import BenchReceiver, Daemon, _tree, started_until_ready  # noqa: E402
+from harness import BenchReceiver, Daemon, _tree, compile_errord, started_until_ready  # noqa: E402
 from workload import distinct_codes  # noqa: E402
 
 OUT = BENCH / "out"
@@ -159,13 +158,7 @@ def main() -> None:
     ap.add_argument("--no-compile", action="store_true", help="do not compile errord's modules first")
     args = ap.parse_args()
     if not args.no_compile:
-        where = subprocess.run(
-            [sys.executable, "-c", "import errord, os; print(os.path.dirname(errord.__file__))"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()  # the errord the daemon imports (PYTHONPATH included)
-        compileall.compile_dir(where, quiet=1)
+        compile_errord()
     OUT.mkdir(exist_ok=True)
     rx = BenchReceiver()
     d = Daemon(rx, workdir=OUT)

@@ -67,9 +67,10 @@ class Server:
                     self.send_header("Connection", "close")
                     self.close_connection = True
                 self.end_headers()
-                self.wfile.write(payload)
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _any
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -294,3 +295,21 @@ def test_the_sink_learns_of_a_send_here_what_it_learns_through_requests(server: 
     assert seen.responses == [(429, 3.0), (200, None)]
     assert seen.errors == ["Connection refused"]
     assert shim == []
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "DELETE", "OPTIONS", "PUT", "PATCH", "POST"])
+def test_a_request_without_a_body_has_the_headers_requests_gives_it(
+    server: Server, shim: list[str], method: str
+) -> None:
+    r = requests.request(method, server.url("/m"), timeout=5)
+    assert shim == [] and r.status_code == 200
+    lean = server.seen[-1]
+    restore()
+    plainhttp.close_all()
+    with requests.Session() as session:
+        session.request(method, server.url("/m"), timeout=5)
+    ref = server.seen[-1]
+    assert (lean.method, lean.body) == (ref.method, ref.body) == (method, b"")
+    assert {k: v for k, v in lean.headers.items() if k != "accept-encoding"} == {
+        k: v for k, v in ref.headers.items() if k != "accept-encoding"
+    }

@@ -165,8 +165,8 @@ def send(method: str, url: str, kwargs: dict[str, Any], proxies_for: Any, netrc_
         return None
     host, port, target = where
     method = method.upper()
-    if body is None and method in ("POST", "PUT", "PATCH"):
-        headers.setdefault("Content-Length", "0")
+    if body is None and method not in ("GET", "HEAD"):
+        headers.setdefault("Content-Length", "0")  # as requests sets it
     started = time.monotonic()
     try:
         answer = _exchange(host, port, method, target, body, headers, timeouts)
