@@ -14,6 +14,7 @@ from errord.errors import NotifyError
 from errord.model import Notice, NoticeType
 from errord.parse.chunks import has_long_line
 from errord.sinks.helper import NotifyHelper
+from errord.sinks.helperproc import IMPORT_NICE
 from errord.sources.follower import _split_long
 from errord.store.journal import Journal
 from receiver import Receiver
@@ -200,3 +201,30 @@ def test_no_helper_is_started_after_stop(tmp_path: Path) -> None:
         assert helper.pid == pid
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_the_early_helper_imports_apprise_at_a_lower_priority_then_runs_at_its_own() -> None:
+    """helperproc._import_politely (issue 13's start): Apprise is imported by a thread of
+    nice IMPORT_NICE (at least) that ends with the import; the process's own threads keep
+    the nice they had (on Linux a nice value is per thread), so notices are sent at it."""
+    import subprocess
+    import sys
+
+    code = """if True:
+        import os, sys, threading
+        from errord.sinks import helperproc
+        seen = []
+        real = os.setpriority
+        def spy(which, who, prio):
+            seen.append((threading.current_thread().name, who == threading.get_native_id(), prio))
+            real(which, who, prio)
+            seen.append(os.getpriority(os.PRIO_PROCESS, who))
+        os.setpriority = spy
+        before = os.getpriority(os.PRIO_PROCESS, 0)
+        helperproc._import_politely()
+        print(seen, "apprise" in sys.modules, os.getpriority(os.PRIO_PROCESS, 0) == before,
+              threading.active_count())
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
+    nice = max(IMPORT_NICE, os.getpriority(os.PRIO_PROCESS, 0))
+    assert out.split() == f"[('errord-import', True, {nice}), {nice}] True True 1".split(), out

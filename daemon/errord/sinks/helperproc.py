@@ -8,6 +8,7 @@ this process imports Apprise.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -50,6 +51,33 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
+IMPORT_NICE = 10  # the nice value (at least) of the thread that imports Apprise at start
+
+
+def _import_politely() -> None:
+    """Import Apprise (and the sink) in a thread of nice ``IMPORT_NICE`` (the process's,
+    if that is higher: never a higher priority) that ends with the import. At ``errord
+    run`` this helper starts beside the child validating the config and the daemon image
+    importing itself, three processes on what may be two cores, and theirs is the path
+    to ``READY=1`` (issue 13: ~20 ms of the median start); the helper is needed only
+    after both. Linux gives each thread its own nice value, so the process goes on at the
+    nice it was started with once the thread is done; elsewhere (or refused) the import
+    runs at that."""
+
+    def run() -> None:
+        try:
+            me = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, me, max(IMPORT_NICE, os.getpriority(os.PRIO_PROCESS, me)))
+        except (OSError, AttributeError):
+            pass
+        with contextlib.suppress(Exception):  # imported again below, where it raises as usual
+            import errord.sinks.notify  # noqa: F401  (Apprise)
+
+    worker = threading.Thread(target=run, name="errord-import")
+    worker.start()
+    worker.join()
+
+
 def main(argv: list[str]) -> None:
     """Entry point of the helper process (``python -m errord.sinks.helperproc [--parent
     PID]``; ``--parent``: started by ``errord run`` before its config was validated, see
@@ -59,7 +87,10 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["--parent"] and len(argv) > 1 and argv[1].isdigit():
         _die_with_parent(int(argv[1]))
     # Apprise is imported here, in the helper only; before the config line is read, so
-    # one started early imports it while the daemon validates the config
+    # one started early imports it while the daemon validates the config (and yields the
+    # cores to that: _import_politely)
+    if argv[:1] == ["--parent"]:
+        _import_politely()
     from errord.sinks.notify import NotifySink
     from errord.sinks.plugins import load_plugins_for
     from errord.sinks.sessions import reuse_connections
