@@ -156,6 +156,7 @@ def test_what_is_sent_is_what_requests_sends_on_one_kept_connection(server: Serv
             reference.json(),
         )
         assert r.headers["content-length"] == reference.headers["Content-Length"] and r.ok
+        assert r.url == reference.url and b"".join(r.iter_content(4)) == reference.content
 
 
 def test_a_closed_connection_is_replaced_and_nothing_is_sent_twice(server: Server, shim: list[str]) -> None:

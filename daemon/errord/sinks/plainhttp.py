@@ -74,11 +74,13 @@ def close_all() -> None:
     _connections().clear()
 
 
-def _target(url: str, proxies_for: Any) -> tuple[str, int, str] | None:
-    """(host, port, request target) when ``url`` is one taken here, else None."""
+def _target(url: str, proxies_for: Any) -> tuple[str, int, str, str] | None:
+    """(host, port, request target, the URL requoted as requests sends it) when ``url``
+    is one taken here, else None."""
     if not url.startswith("http://") or not url.isascii() or not url.isprintable() or " " in url:
         return None
-    parts = urlsplit(requests.utils.requote_uri(url))
+    quoted = requests.utils.requote_uri(url)
+    parts = urlsplit(quoted)
     if "@" in parts.netloc or not parts.hostname:
         return None
     try:
@@ -88,7 +90,7 @@ def _target(url: str, proxies_for: Any) -> tuple[str, int, str] | None:
     if proxies_for(url):
         return None
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return parts.hostname, port, target
+    return parts.hostname, port, target, quoted
 
 
 def _body(data: Any) -> tuple[bool, bytes | None]:
@@ -163,7 +165,7 @@ def send(method: str, url: str, kwargs: dict[str, Any], proxies_for: Any, netrc_
     headers = _headers(kwargs.get("headers"), auth)
     if where is None or not taken or timeouts is None or headers is None:
         return None
-    host, port, target = where
+    host, port, target, url = where
     method = method.upper()
     if body is None and method not in ("GET", "HEAD"):
         headers.setdefault("Content-Length", "0")  # as requests sets it
@@ -245,6 +247,7 @@ def _response(answer: _Answer, url: str, started: float) -> requests.Response:
         headers[lower] = f"{headers[lower]}, {value}" if lower in headers else value
     r.headers = requests.structures.CaseInsensitiveDict(headers)
     r._content = answer.body
+    r._content_consumed = True  # as after requests read it: iter_content() gives the body
     r.url = url
     r.encoding = requests.utils.get_encoding_from_headers(r.headers)
     r.elapsed = timedelta(seconds=time.monotonic() - started)
