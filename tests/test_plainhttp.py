@@ -189,6 +189,7 @@ def test_a_connection_the_server_dropped_while_idle_is_not_used(server: Server, 
         ({"auth": requests.auth.HTTPDigestAuth("u", "p")}, "an auth object"),
         ({"proxies": {"http": "http://127.0.0.1:9"}}, "a proxy given"),
         ({"headers": {"X-Bytes": b"v"}}, "a bytes header"),
+        ({"headers": {"X-Split": "a\r\nX-Injected: 1"}}, "a header with a line break"),
     ],
 )
 def test_what_is_not_taken_goes_to_requests_unchanged(
@@ -196,6 +197,11 @@ def test_what_is_not_taken_goes_to_requests_unchanged(
 ) -> None:
     if "proxies" in kwargs:
         kwargs["proxies"] = {"http": server.url("")}  # a proxy that answers: the full URL is the target
+    if "X-Split" in kwargs.get("headers", {}):
+        with pytest.raises(requests.exceptions.InvalidHeader):  # refused by requests, as ever
+            requests.post(server.url("/x"), timeout=5, **kwargs)
+        assert shim == [server.url("/x")] and server.seen == []
+        return
     r = requests.post(server.url("/x"), timeout=5, **kwargs)
     assert r.status_code == 200, why
     assert shim == [server.url("/x")], why
@@ -205,7 +211,10 @@ def test_https_and_urls_with_credentials_go_to_requests(shim: list[str]) -> None
     for url in ("https://127.0.0.1:9/x", "http://u:p@127.0.0.1:9/x"):
         with pytest.raises(requests.ConnectionError):
             requests.post(url, data=b"{}", timeout=2)
-    assert shim == ["https://127.0.0.1:9/x", "http://u:p@127.0.0.1:9/x"]
+    for url in ("http://[::1/x", "http://127.0.0.1:99999/x"):  # not URLs: requests raises what it raises
+        with pytest.raises((requests.RequestException, ValueError)):
+            requests.post(url, data=b"{}", timeout=2)
+    assert shim == ["https://127.0.0.1:9/x", "http://u:p@127.0.0.1:9/x", "http://[::1/x", "http://127.0.0.1:99999/x"]
 
 
 def test_the_netrc_gives_the_credentials_when_the_call_gives_none(

@@ -79,13 +79,13 @@ def _target(url: str, proxies_for: Any) -> tuple[str, int, str, str] | None:
     is one taken here, else None."""
     if not url.startswith("http://") or not url.isascii() or not url.isprintable() or " " in url:
         return None
-    quoted = requests.utils.requote_uri(url)
-    parts = urlsplit(quoted)
-    if "@" in parts.netloc or not parts.hostname:
-        return None
     try:
+        quoted = requests.utils.requote_uri(url)
+        parts = urlsplit(quoted)
         port = parts.port or 80
-    except ValueError:
+    except (ValueError, requests.RequestException):  # requests' path says what is wrong
+        return None
+    if "@" in parts.netloc or not parts.hostname:
         return None
     if proxies_for(url):
         return None
@@ -118,15 +118,20 @@ def _headers(given: Any, auth: Any) -> dict[str, str] | None:
     for key, value in (given or {}).items():
         if value is None:
             headers.pop(key, None)  # as requests merges: None removes a default
-        elif isinstance(key, str) and isinstance(value, str):
+        elif isinstance(key, str) and isinstance(value, str) and _plain(key) and _plain(value):
             headers[key] = value
         else:
-            return None  # bytes headers and the like: requests' path
+            return None  # bytes headers, line breaks and the like: requests' path
     if auth is not None:
         if not (isinstance(auth, tuple) and len(auth) == 2):
             return None
         headers["Authorization"] = requests.auth._basic_auth_str(*auth)
     return dict(headers)
+
+
+def _plain(text: str) -> bool:
+    """No line break or NUL (requests refuses such a header: its path says so)."""
+    return "\r" not in text and "\n" not in text and "\0" not in text
 
 
 def _dropped(conn: http.client.HTTPConnection) -> bool:
