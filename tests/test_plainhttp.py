@@ -190,6 +190,7 @@ def test_a_connection_the_server_dropped_while_idle_is_not_used(server: Server, 
         ({"proxies": {"http": "http://127.0.0.1:9"}}, "a proxy given"),
         ({"headers": {"X-Bytes": b"v"}}, "a bytes header"),
         ({"headers": {"X-Split": "a\r\nX-Injected: 1"}}, "a header with a line break"),
+        ({"headers": {"accept-encoding": "gzip"}}, "an encoding asked for"),
     ],
 )
 def test_what_is_not_taken_goes_to_requests_unchanged(

@@ -17,7 +17,8 @@ password) pair (Basic, as ``requests`` makes it); query ``params`` are encoded i
 URL as ``requests`` encodes them. Those are the requests of Apprise's JSON, XML, form and most
 webhook plugins to a plain-HTTP host. The request is what ``requests`` would send (its
 default headers, the plugin's over them, the URL requoted as it requotes it), except
-that it asks for no compression (``Accept-Encoding: identity``: no gzip to undo).
+that it asks for no compression (``Accept-Encoding: identity``: no gzip to undo; a
+plugin that asks for an encoding itself goes to ``requests``).
 
 The answer: status, reason, headers, body, url, encoding as ``requests`` sets them. A
 redirect is not followed here: the request is sent again through ``requests``, which
@@ -51,7 +52,7 @@ from errord.sinks import capture
 
 __all__ = ["close_all", "send"]
 
-# the keyword arguments a request may carry and still be taken here, and what they may be
+# the keyword arguments a request may carry and still be taken here (their values are checked)
 _TAKEN = frozenset(
     {"data", "headers", "timeout", "verify", "auth", "allow_redirects", "params", "cert", "proxies", "stream"}
 )
@@ -116,6 +117,8 @@ def _headers(given: Any, auth: Any) -> dict[str, str] | None:
     headers = requests.utils.default_headers()  # requests' own, under the plugin's
     headers["Accept-Encoding"] = "identity"
     for key, value in (given or {}).items():
+        if isinstance(key, str) and key.lower() == "accept-encoding":
+            return None  # a compressed answer is requests' to undo
         if value is None:
             headers.pop(key, None)  # as requests merges: None removes a default
         elif isinstance(key, str) and isinstance(value, str) and _plain(key) and _plain(value):
@@ -172,8 +175,8 @@ def send(method: str, url: str, kwargs: dict[str, Any], proxies_for: Any, netrc_
         return None
     host, port, target, url = where
     method = method.upper()
-    if body is None and method not in ("GET", "HEAD"):
-        headers.setdefault("Content-Length", "0")  # as requests sets it
+    if body is None and method not in ("GET", "HEAD") and not any(k.lower() == "content-length" for k in headers):
+        headers["Content-Length"] = "0"  # as requests sets it
     started = time.monotonic()
     try:
         answer = _exchange(host, port, method, target, body, headers, timeouts)
