@@ -191,6 +191,8 @@ def test_a_connection_the_server_dropped_while_idle_is_not_used(server: Server, 
         ({"headers": {"X-Bytes": b"v"}}, "a bytes header"),
         ({"headers": {"X-Split": "a\r\nX-Injected: 1"}}, "a header with a line break"),
         ({"headers": {"accept-encoding": "gzip"}}, "an encoding asked for"),
+        ({"headers": {"X-Tags": "⚠"}}, "a header beyond latin-1"),
+        ({"headers": [("X-List", "1")]}, "headers as a list of pairs"),
     ],
 )
 def test_what_is_not_taken_goes_to_requests_unchanged(
@@ -198,6 +200,11 @@ def test_what_is_not_taken_goes_to_requests_unchanged(
 ) -> None:
     if "proxies" in kwargs:
         kwargs["proxies"] = {"http": server.url("")}  # a proxy that answers: the full URL is the target
+    if why in ("a header beyond latin-1", "headers as a list of pairs"):  # requests itself fails on these
+        with pytest.raises((UnicodeEncodeError, AttributeError)):
+            requests.post(server.url("/x"), timeout=5, **kwargs)
+        assert shim == [server.url("/x")]
+        return
     if "X-Split" in kwargs.get("headers", {}):
         with pytest.raises(requests.exceptions.InvalidHeader):  # refused by requests, as ever
             requests.post(server.url("/x"), timeout=5, **kwargs)
@@ -324,3 +331,29 @@ def test_a_request_without_a_body_has_the_headers_requests_gives_it(
     assert {k: v for k, v in lean.headers.items() if k != "accept-encoding"} == {
         k: v for k, v in ref.headers.items() if k != "accept-encoding"
     }
+
+
+def test_a_given_content_length_is_replaced_by_the_body_s(server: Server, shim: list[str]) -> None:
+    r = requests.post(server.url("/len"), data=b"123456", headers={"Content-Length": "3"}, timeout=5)
+    assert r.status_code == 200 and shim == []
+    assert server.seen[0].body == b"123456" and server.seen[0].headers["content-length"] == "6"
+
+
+def test_a_3xx_without_a_location_is_the_answer_and_sent_once(server: Server, shim: list[str]) -> None:
+    server.answers["/odd"] = (302, [], b"")
+    r = requests.post(server.url("/odd"), data=b"{}", timeout=5)
+    assert r.status_code == 302 and shim == [] and [s.path for s in server.seen] == ["/odd"]
+
+
+def test_a_refused_header_leaves_no_half_used_connection(server: Server, shim: list[str]) -> None:
+    assert requests.post(server.url("/a"), data=b"{}", timeout=5).status_code == 200
+    with pytest.raises((requests.RequestException, ValueError)):
+        requests.post(server.url("/b"), data=b"{}", headers={"X:Y": "1"}, timeout=5)
+    assert requests.post(server.url("/c"), data=b"{}", timeout=5).status_code == 200
+    assert [s.path for s in server.seen] == ["/a", "/c"]
+
+
+def test_no_proxy_alone_keeps_the_lean_path(server: Server, shim: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("no_proxy", "localhost")
+    assert requests.post(server.url("/np"), data=b"{}", timeout=5).status_code == 200
+    assert shim == []

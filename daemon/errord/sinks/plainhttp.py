@@ -39,6 +39,7 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -88,7 +89,7 @@ def _target(url: str, proxies_for: Any) -> tuple[str, int, str, str] | None:
         return None
     if "@" in parts.netloc or not parts.hostname:
         return None
-    if proxies_for(url):
+    if requests.utils.select_proxy(url, proxies_for(url)):  # the adapter's own test
         return None
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return parts.hostname, port, target, quoted
@@ -116,12 +117,14 @@ def _timeouts(timeout: Any) -> tuple[float | None, float | None] | None:
 def _headers(given: Any, auth: Any) -> dict[str, str] | None:
     headers = requests.utils.default_headers()  # requests' own, under the plugin's
     headers["Accept-Encoding"] = "identity"
+    if given is not None and not isinstance(given, Mapping):
+        return None  # a list of pairs and the like: requests' path
     for key, value in (given or {}).items():
         if isinstance(key, str) and key.lower() == "accept-encoding":
             return None  # a compressed answer is requests' to undo
         if value is None:
             headers.pop(key, None)  # as requests merges: None removes a default
-        elif isinstance(key, str) and isinstance(value, str) and _plain(key) and _plain(value):
+        elif isinstance(key, str) and isinstance(value, str) and _valid(key, value):
             headers[key] = value
         else:
             return None  # bytes headers, line breaks and the like: requests' path
@@ -132,9 +135,16 @@ def _headers(given: Any, auth: Any) -> dict[str, str] | None:
     return dict(headers)
 
 
-def _plain(text: str) -> bool:
-    """No line break or NUL (requests refuses such a header: its path says so)."""
-    return "\r" not in text and "\n" not in text and "\0" not in text
+def _valid(key: str, value: str) -> bool:
+    """A header requests would send as it is and http.client can encode (latin-1);
+    anything else goes to requests, which refuses or sends it as before."""
+    try:
+        requests.utils.check_header_validity((key, value))
+        key.encode("latin-1")
+        value.encode("latin-1")
+    except (requests.RequestException, ValueError):
+        return False
+    return True
 
 
 def _dropped(conn: http.client.HTTPConnection) -> bool:
@@ -175,15 +185,20 @@ def send(method: str, url: str, kwargs: dict[str, Any], proxies_for: Any, netrc_
         return None
     host, port, target, url = where
     method = method.upper()
-    if body is None and method not in ("GET", "HEAD") and not any(k.lower() == "content-length" for k in headers):
-        headers["Content-Length"] = "0"  # as requests sets it
+    for k in [k for k in headers if k.lower() == "content-length"]:
+        del headers[k]  # requests sets it from the body, whatever the plugin said
+    if body is not None:
+        headers["Content-Length"] = str(len(body))
+    elif method not in ("GET", "HEAD"):
+        headers["Content-Length"] = "0"
     started = time.monotonic()
     try:
         answer = _exchange(host, port, method, target, body, headers, timeouts)
     except requests.RequestException as exc:
         capture.saw_error(exc)  # why the send failed, for its log line (as Session.send's wrapper)
         raise
-    if answer.status in _REDIRECTS and kwargs.get("allow_redirects", True):
+    redirect = answer.status in _REDIRECTS and any(name.lower() == "location" for name, _ in answer.headers)
+    if redirect and kwargs.get("allow_redirects", True):
         return None  # requests sends it and follows the redirect, as before
     r = _response(answer, url, started)
     capture.saw_response(r.status_code, r.headers.get("Retry-After"))  # a 429's Retry-After
@@ -237,6 +252,9 @@ def _exchange(
     except (OSError, http.client.HTTPException) as exc:
         _forget(key)
         raise requests.exceptions.ConnectionError(f"{host}:{port}: {exc!r}") from None
+    except BaseException:
+        _forget(key)  # never keep a connection with a request half begun
+        raise
 
 
 def _forget(key: tuple[str, int]) -> None:
