@@ -198,7 +198,7 @@ class Router:
         changed: list[Incident] = []
         codes: dict[str, list[str]] = {}
         for inc in incidents:
-            if all(k in keep for k in inc.notified):
+            if not self.names_removed(inc.notified):
                 continue
             for k in inc.notified:
                 if k not in keep:

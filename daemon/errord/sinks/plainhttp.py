@@ -21,8 +21,9 @@ that it asks for no compression (``Accept-Encoding: identity``: no gzip to undo;
 plugin that asks for an encoding itself goes to ``requests``).
 
 The answer: status, reason, headers, body, url, encoding as ``requests`` sets them. A
-redirect is not followed here: the request is sent again through ``requests``, which
-follows it as it always did (the first answer was only a redirect). A connection kept
+redirect (a 3xx with a ``Location``) is not followed here: the request is sent again
+through ``requests``, which follows it as it always did (the first answer was only a
+redirect). A connection kept
 from an earlier request is checked before it is used (closed or readable by the peer:
 a new one, as urllib3 checks its pool); a request is never sent twice on a failure:
 socket errors raise ``requests.ConnectionError`` / ``ConnectTimeout`` / ``ReadTimeout``,
@@ -177,11 +178,11 @@ def send(method: str, url: str, kwargs: dict[str, Any], proxies_for: Any, netrc_
     where = _target(url, proxies_for)
     taken, body = _body(kwargs.get("data"))
     timeouts = _timeouts(kwargs.get("timeout"))
-    auth = kwargs.get("auth")
-    if where is not None and not auth:
-        auth = netrc_for(url)  # as a Session does when the call gives none
+    if where is None or not taken or timeouts is None:
+        return None
+    auth = kwargs.get("auth") or netrc_for(url)  # as a Session does when the call gives none
     headers = _headers(kwargs.get("headers"), auth)
-    if where is None or not taken or timeouts is None or headers is None:
+    if headers is None:
         return None
     host, port, target, url = where
     method = method.upper()
