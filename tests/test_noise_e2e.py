@@ -5,6 +5,7 @@ clock while a backlog is read beside a live source."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,9 +48,10 @@ def test_a_reminder_then_an_auto_resolve_on_a_quiet_incident(make_errord, receiv
     assert kinds[-1] == ("success", "auto-resolved on test-host/n1")
     reminders = got[1:-1]
     assert 1 <= len(reminders) <= 2 and all(k == ("warning", "still open on test-host/n1") for k in kinds[1:-1])
-    assert "no occurrence for 2s" in reminders[0].body["message"]
-    if len(reminders) == 2:
-        assert "no occurrence for 4s" in reminders[1].body["message"]
+    # each says the quiet it saw: due at 2 s and 4 s, seen by a check up to a second (more
+    # on a busy machine) later, and always before the auto-resolve at 6 s
+    quiet = [int(re.search(r"no occurrence for (\d+)s", r.body["message"])[1]) for r in reminders]
+    assert 2 <= quiet[0] < 4 and all(4 <= q < 6 for q in quiet[1:]), quiet
     assert "Auto-resolved: no occurrence for 6s" in got[-1].body["message"]
     offsets = [r.at - got[0].at for r in got]
     assert 1.5 < offsets[1] < 5.0 and 5.5 < offsets[-1] < 10.0, offsets
