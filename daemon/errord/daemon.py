@@ -250,6 +250,9 @@ class Daemon:
         self.alertmanager = None
         if not s.alertmanager:
             return
+        from errord import openssl_hold
+
+        openssl_hold.let_in()  # a reload may add one: its urllib.request must do https://
         from errord.sinks.alertmanager import AlertmanagerSink
 
         def labels_for(code: str) -> tuple[dict[str, str], tuple[str | None, str | None]]:

@@ -244,70 +244,13 @@ def main(argv: Sequence[str]) -> int:
     return _run(got, helper)
 
 
-HELD_BACK = ("ssl", "_hashlib")  # OpenSSL's two modules: what the daemon image runs without
-LEAN = ("hashlib", "hmac")  # what falls back to CPython's built-in hashes while they are held back
-LEAN_HASHES = ("sha256", "blake2b")  # what the daemon's code takes from a lean hashlib
-
-
-class _WithoutOpenSSL:
-    """A finder first on ``sys.meta_path`` that refuses OpenSSL's modules: see
-    :func:`import_daemon`."""
-
-    def __init__(self) -> None:
-        self.lean: list[str] = []  # LEAN modules imported while it held OpenSSL back
-
-    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        if name in HELD_BACK:
-            raise ImportError(
-                f"no {name} in errord's daemon image: it runs without OpenSSL with none of [mongodb],"
-                " [fleet], [metrics], [http] (errord.serve.import_daemon)",
-                name=name,
-            )
-
-
-_HOLD = _WithoutOpenSSL()
-
-
 def import_daemon() -> None:
-    """Import the daemon, and hold OpenSSL back from this process until
-    :func:`let_openssl_in`: ~4.5 MB less resident (``libcrypto``, ``libssl``, ``_ssl``;
-    issue 13's idle figure, daemon + helper, went from ~66 to ~61 MB). With none of
-    ``[mongodb]``, ``[fleet]``, ``[metrics]`` and ``[http]`` (:func:`needs_openssl`; the
-    default config) the daemon image needs OpenSSL for nothing, yet its imports would map
-    it: asyncio tries ``ssl`` (for TLS streams, never opened here), hashlib ``_hashlib``
-    (the daemon hashes target URLs with SHA-256 and file heads with BLAKE2b, which CPython
-    also builds in). Both fall back on the ImportError, as they are written to. Nothing
-    is held back if one of these modules is imported already, or if this Python has no
-    built-in SHA-256 or BLAKE2b."""
-    if "errord.daemon" in sys.modules:
-        return
-    if not any(name in sys.modules for name in (*HELD_BACK, *LEAN)):
-        sys.meta_path.insert(0, _HOLD)
-        import hashlib
+    """Import the daemon, with OpenSSL held back (``openssl_hold``: ~4.5 MB)."""
+    if "errord.daemon" not in sys.modules:
+        from errord import openssl_hold
 
-        _HOLD.lean = list(LEAN)
-        if not all(hasattr(hashlib, h) for h in LEAN_HASHES):  # not built in: OpenSSL's then
-            let_openssl_in()
-    import errord.daemon  # noqa: F401
-
-
-def needs_openssl(config: RunConfig) -> bool:
-    """pymongo (``[mongodb]``, ``[fleet]``) and prometheus_client (``[metrics]``, and
-    ``[http]``, which serves ``/metrics`` too) import ``ssl`` outright; nothing else the
-    daemon image runs needs it."""
-    return any(x is not None for x in (config.mongodb, config.fleet, config.metrics, config.http))
-
-
-def let_openssl_in() -> None:
-    """For a config that :func:`needs_openssl` (pymongo: TLS, and SCRAM's ``pbkdf2_hmac``,
-    which a hashlib without OpenSSL lacks from Python 3.12; prometheus_client): the finder
-    goes, and hashlib and hmac, imported lean, leave ``sys.modules``, so that a later
-    import gets them whole; the modules that imported them meanwhile keep theirs."""
-    if _HOLD in sys.meta_path:
-        sys.meta_path.remove(_HOLD)
-    for name in _HOLD.lean:
-        sys.modules.pop(name, None)
-    _HOLD.lean = []
+        openssl_hold.hold()
+        import errord.daemon  # noqa: F401
 
 
 def _setup_logging(level: str) -> None:
@@ -327,8 +270,10 @@ def _run(config: RunConfig, helper: HelperProcess | None = None) -> int:
         helper.kill()
         helper.wait()
     import_daemon()
-    if needs_openssl(config):
-        let_openssl_in()
+    from errord import openssl_hold
+
+    if openssl_hold.needs_openssl(config):
+        openssl_hold.let_in()
     from errord.daemon import run_daemon
 
     try:
