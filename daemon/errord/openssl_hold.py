@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from errord.config import RunConfig
 
-__all__ = ["HELD_BACK", "hold", "holding", "let_in", "needs_openssl"]
+__all__ = ["HELD_BACK", "hold", "let_in", "needs_openssl"]
 
 HELD_BACK = ("ssl", "_hashlib")  # OpenSSL's two modules
 # what falls back without them (on CPython's built-in hashes; without HTTPS)
@@ -54,19 +54,15 @@ class _WithoutOpenSSL:
 _HOLD = _WithoutOpenSSL()
 
 
-def hold() -> bool:
-    """Refuse OpenSSL's modules from now on; nothing is held back (False) if one is
-    imported already, or if this Python has no built-in SHA-256 or BLAKE2b (looked up,
-    not imported: hashlib would log an error for each hash it lacks)."""
-    if holding():
-        return True
-    if any(name in sys.modules for name in HELD_BACK):
-        return False
-    if not all(any(_found(n) for n in names) for names in BUILT_IN):
-        return False
-    _HOLD.lean = [name for name in LEAN if name not in sys.modules]
-    sys.meta_path.insert(0, _HOLD)
-    return True
+def hold() -> None:
+    """Refuse OpenSSL's modules from now on; nothing is held back if one is imported
+    already, or if this Python has no built-in SHA-256 or BLAKE2b (looked up, not
+    imported: hashlib would log an error for each hash it lacks)."""
+    if _holding() or any(name in sys.modules for name in HELD_BACK):
+        return
+    if all(any(_found(n) for n in names) for names in BUILT_IN):
+        _HOLD.lean = [name for name in LEAN if name not in sys.modules]
+        sys.meta_path.insert(0, _HOLD)
 
 
 def _found(name: str) -> bool:
@@ -76,7 +72,7 @@ def _found(name: str) -> bool:
         return False
 
 
-def holding() -> bool:
+def _holding() -> bool:
     return _HOLD in sys.meta_path
 
 
@@ -92,7 +88,7 @@ def needs_openssl(config: RunConfig) -> bool:
 
 def let_in() -> None:
     """OpenSSL may come from now on (see the module's doc); nothing if not held."""
-    if not holding():
+    if not _holding():
         return
     sys.meta_path.remove(_HOLD)
     for name in _HOLD.lean:
